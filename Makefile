@@ -1,0 +1,30 @@
+# Two commands for a newcomer: `make run` and `make test`. Each sets itself up.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint venv bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+venv: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+run: venv
+	$(BIN)/bms-gateway run $(ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check gateway protocol mappings
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -W error -q $(PYTEST_ARGS)
+
+bench: venv
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

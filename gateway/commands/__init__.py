@@ -1,0 +1,7 @@
+"""Subcommands of the `bms-gateway` command line, one module each.
+
+Each module defines `register(subparsers)` that adds its parser and sets `func` (returning an exit
+code). `gateway.cli` imports every module named in `COMMAND_MODULES`.
+"""
+
+COMMAND_MODULES: tuple[str, ...] = ()

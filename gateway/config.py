@@ -1,0 +1,204 @@
+"""The configuration: one TOML file validated at start-up into typed, frozen objects.
+
+Every section is a pydantic model with `extra="forbid"`, so a misspelt key stops the start with a
+message naming it. Secrets may come from the environment (`BMS_GATEWAY_MQTT_PASSWORD`, ...).
+Nothing here reads a file at import time; `load_config(path)` is the only entry point.
+
+Each adapter owns its section below; keep a comment on every key (docs/configuration.md is the
+user-facing description and must list the same keys).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key and what is allowed."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
+    return value
+
+
+ListenAddr = Annotated[str, AfterValidator(_check_listen)]
+
+
+class BusConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")  # used in URLs, metrics labels, topics
+    url: str  # /dev/ttyUSB0, /dev/serial/by-id/..., socket://host:port, rfc2217://host:port
+    protocol: Literal["tianpower", "pace", "auto"] = "tianpower"
+    addresses: list[Annotated[int, Field(ge=0, le=15)]] = Field(default_factory=lambda: [1], min_length=1)
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    pace_master_only: bool = False  # PACE: read the whole bank through the master pack (INFO 0xFF)
+    request_gap_s: float = Field(default=0.2, ge=0.0, le=10.0)  # idle time between frames on the bus
+    response_timeout_s: float = Field(default=1.0, gt=0.0, le=30.0)
+    retries: int = Field(default=1, ge=0, le=5)
+    realtime_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0)
+    identity_interval_s: float = Field(default=3600.0, gt=0.0)
+    parameters_interval_s: float = Field(default=3600.0, gt=0.0)
+    clock_interval_s: float = Field(default=600.0, gt=0.0)
+    stale_after_s: float = Field(default=15.0, gt=0.0)  # no success for this long -> stale
+    offline_after_s: float = Field(default=60.0, gt=0.0)  # no success for this long -> offline
+    names: dict[str, str] = Field(default_factory=dict)  # optional display names by address ("1" = "left")
+
+    @field_validator("addresses")
+    @classmethod
+    def _unique(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("addresses must be unique")
+        return v
+
+    @model_validator(mode="after")
+    def _limits(self) -> BusConfig:
+        if self.offline_after_s <= self.stale_after_s:
+            raise ValueError("offline_after_s must be greater than stale_after_s")
+        return self
+
+
+class HttpConfig(Section):
+    listen: ListenAddr = "127.0.0.1:8080"
+
+
+class ModbusConfig(Section):
+    enabled: bool = True
+    listen: ListenAddr = "127.0.0.1:5020"
+    writes: bool = False  # writes are refused (0x01 illegal function) unless enabled
+    write_allowlist: list[str] = Field(default_factory=lambda: ["127.0.0.1"])  # client IPs allowed to write
+    sunspec_unit: int = Field(default=1, ge=1, le=247)
+    per_pack_unit_base: int | None = Field(default=None, ge=1, le=232)  # pack unit = base + address
+    native_unit: int = Field(default=2, ge=1, le=247)
+    max_connections: int = Field(default=16, ge=1, le=1024)
+    idle_timeout_s: float = Field(default=300.0, gt=0)
+
+
+class CanConfig(Section):
+    enabled: bool = False
+    interface: str = "virtual"  # any python-can interface: socketcan, slcan, socketcand, virtual, ...
+    channel: str = "vcan0"  # for slcan also socket://host:port
+    bitrate: int = Field(default=500000, gt=0)
+    protocol: str = "pylon"
+    log: str | None = None  # candump-format log of every frame sent and received
+
+
+class InverterRs485Config(Section):
+    enabled: bool = False
+    url: str = "socket://127.0.0.1:4200"
+    protocol: Literal["pylon-rs485", "byd-modbus"] = "pylon-rs485"
+    baudrate: Literal[9600, 19200, 115200] = 9600
+
+
+class MqttConfig(Section):
+    enabled: bool = False
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = None  # or BMS_GATEWAY_MQTT_PASSWORD
+
+
+class SimulatorConfig(Section):
+    """The built-in simulator used when no bus is configured (or when enabled explicitly)."""
+
+    enabled: bool = False
+    protocol: Literal["tianpower", "pace"] = "tianpower"
+    packs: int = Field(default=3, ge=1, le=15)
+    seed: int = 1
+    profile: Literal["idle", "charge", "discharge", "cycle"] = "cycle"
+    listen: ListenAddr | None = None  # also expose the simulated bus on HOST:PORT
+
+
+class Config(Section):
+    bus: list[BusConfig] = Field(default_factory=list)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    modbus: ModbusConfig = Field(default_factory=ModbusConfig)
+    can: CanConfig = Field(default_factory=CanConfig)
+    inverter_rs485: InverterRs485Config = Field(default_factory=InverterRs485Config)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _unique_bus_names(self) -> Config:
+        names = [b.name for b in self.bus]
+        if len(set(names)) != len(names):
+            raise ValueError("bus names must be unique")
+        return self
+
+
+SECRET_KEYS = ("password", "token", "secret")
+ENV_OVERRIDES = {
+    ("mqtt", "password"): "BMS_GATEWAY_MQTT_PASSWORD",
+    ("mqtt", "username"): "BMS_GATEWAY_MQTT_USERNAME",
+}
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        ctx = e.get("ctx") or {}
+        if "expected" in ctx:
+            msg += f" (allowed: {ctx['expected']})"
+        lines.append(f"{loc}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: dict[str, Any], env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ) if env is None else env
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for (section, key), var in ENV_OVERRIDES.items():
+        if var in env:
+            data.setdefault(section, {})[key] = env[var]
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {p}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p}: not valid TOML: {err}") from None
+    return parse_config(data, env)
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data with secrets replaced by '***'."""
+
+    def walk(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: ("***" if v and any(s in k for s in SECRET_KEYS) else walk(v)) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [walk(v) for v in obj]
+        return obj
+
+    result: dict[str, Any] = walk(config.model_dump(mode="json"))
+    return result

@@ -1,0 +1,518 @@
+"""The single source of truth: immutable per-pack snapshots, the bank aggregate and the event stream.
+
+Every output adapter (Modbus, CAN, RS485 inverter, metrics, MQTT, HTTP, history) reads from here and
+nothing else. Values are SI floats with the unit in the field name (volts, amperes, watts, °C, Ah,
+percent, seconds); current is positive while charging. Derived values (sums, extremes, power,
+remaining time, the bank aggregate) are computed once, in this module, never in an adapter.
+
+This module must never perform I/O and never mutate a published snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+PackKey = tuple[str, int]
+"""(bus name, pack address) identifies a pack everywhere in the gateway."""
+
+
+class Availability(enum.StrEnum):
+    """Derived from the time of the last successful realtime read (see the poller)."""
+
+    UNKNOWN = "unknown"  # configured, never answered yet
+    ONLINE = "online"
+    STALE = "stale"  # last good data older than the stale limit; values kept but not trusted
+    OFFLINE = "offline"  # older than the offline limit; excluded from the bank
+
+
+class TempRole(enum.StrEnum):
+    CELL = "cell"
+    MOS = "mos"
+    AMBIENT = "ambient"
+    BOARD = "board"
+
+
+@dataclass(frozen=True, slots=True)
+class Temperature:
+    role: TempRole
+    index: int  # 1-based within its role
+    value_c: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.role.value}{self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class PackIdentity:
+    version: str | None = None  # firmware/model string (Tianpower 0x33, PACE software version)
+    barcode: str | None = None  # PCB barcode / hardware string
+    serial: str | None = None  # pack SN code
+    manufacturer: str | None = None
+    model: str | None = None
+    protocol: str | None = None  # BMS family name ("tianpower", "pace")
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    """Per-pack link quality counters, owned by the bus owner and copied into each snapshot."""
+
+    requests: int = 0
+    responses: int = 0
+    timeouts: int = 0
+    checksum_errors: int = 0
+    device_errors: int = 0
+    last_success_at: float | None = None  # wall clock (time.time())
+    last_poll_duration_s: float | None = None
+
+    @property
+    def success_ratio(self) -> float | None:
+        return None if self.requests == 0 else self.responses / self.requests
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """One successful realtime read of a pack, with every derived value computed at construction.
+
+    Build it with `Telemetry.build(...)`; the derived fields are not meant to be passed by hand.
+    """
+
+    measured_at: float  # wall clock of the read
+    cell_voltages_v: tuple[float, ...]
+    temperatures: tuple[Temperature, ...]
+    voltage_v: float
+    current_a: float
+    soc_pct: float
+    soh_pct: float | None
+    full_capacity_ah: float | None
+    remaining_capacity_ah: float | None
+    nominal_capacity_ah: float | None
+    cycles: int | None
+    charge_mos_on: bool | None
+    discharge_mos_on: bool | None
+    heater_on: bool | None
+    fan_on: bool | None
+    balancing_cells: tuple[int, ...]  # 1-based indexes of cells being balanced
+    protections: frozenset[str]  # active protection flags, by the vendor tool's names
+    alarms: frozenset[str]
+    faults: frozenset[str]
+    states: frozenset[str]  # other active status flags (charging, manual MOS, ...)
+    # derived
+    power_w: float
+    cell_sum_v: float
+    cell_avg_v: float
+    cell_max_v: float
+    cell_min_v: float
+    cell_diff_v: float
+    cell_max_index: int  # 1-based
+    cell_min_index: int
+    temp_max_c: float | None
+    temp_min_c: float | None
+    remaining_charge_time_s: float | None  # None unless charging
+    remaining_discharge_time_s: float | None  # None unless discharging
+
+    @property
+    def balancing(self) -> bool:
+        return bool(self.balancing_cells)
+
+    def temperature(self, role: TempRole) -> tuple[Temperature, ...]:
+        return tuple(t for t in self.temperatures if t.role is role)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        measured_at: float,
+        cell_voltages_v: Iterable[float],
+        temperatures: Iterable[Temperature],
+        voltage_v: float,
+        current_a: float,
+        soc_pct: float,
+        soh_pct: float | None = None,
+        full_capacity_ah: float | None = None,
+        remaining_capacity_ah: float | None = None,
+        nominal_capacity_ah: float | None = None,
+        cycles: int | None = None,
+        charge_mos_on: bool | None = None,
+        discharge_mos_on: bool | None = None,
+        heater_on: bool | None = None,
+        fan_on: bool | None = None,
+        balancing_cells: Iterable[int] = (),
+        protections: Iterable[str] = (),
+        alarms: Iterable[str] = (),
+        faults: Iterable[str] = (),
+        states: Iterable[str] = (),
+    ) -> Telemetry:
+        cells = tuple(float(v) for v in cell_voltages_v)
+        if not cells:
+            raise ValueError("a pack reading needs at least one cell voltage")
+        temps = tuple(temperatures)
+        vmax = max(cells)
+        vmin = min(cells)
+        total = sum(cells)
+        tvals = [t.value_c for t in temps if t.role is TempRole.CELL] or [t.value_c for t in temps]
+        remaining = remaining_capacity_ah
+        charge_time: float | None = None
+        discharge_time: float | None = None
+        if remaining is not None and abs(current_a) > 1e-6:
+            if current_a > 0 and full_capacity_ah is not None:
+                charge_time = max(0.0, full_capacity_ah - remaining) / current_a * 3600.0
+            elif current_a < 0:
+                discharge_time = max(0.0, remaining) / -current_a * 3600.0
+        return cls(
+            measured_at=measured_at,
+            cell_voltages_v=cells,
+            temperatures=temps,
+            voltage_v=voltage_v,
+            current_a=current_a,
+            soc_pct=soc_pct,
+            soh_pct=soh_pct,
+            full_capacity_ah=full_capacity_ah,
+            remaining_capacity_ah=remaining,
+            nominal_capacity_ah=nominal_capacity_ah,
+            cycles=cycles,
+            charge_mos_on=charge_mos_on,
+            discharge_mos_on=discharge_mos_on,
+            heater_on=heater_on,
+            fan_on=fan_on,
+            balancing_cells=tuple(sorted(set(balancing_cells))),
+            protections=frozenset(protections),
+            alarms=frozenset(alarms),
+            faults=frozenset(faults),
+            states=frozenset(states),
+            power_w=voltage_v * current_a,
+            cell_sum_v=total,
+            cell_avg_v=total / len(cells),
+            cell_max_v=vmax,
+            cell_min_v=vmin,
+            cell_diff_v=vmax - vmin,
+            cell_max_index=cells.index(vmax) + 1,
+            cell_min_index=cells.index(vmin) + 1,
+            temp_max_c=max(tvals) if tvals else None,
+            temp_min_c=min(tvals) if tvals else None,
+            remaining_charge_time_s=charge_time,
+            remaining_discharge_time_s=discharge_time,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterReading:
+    """One parameter as last read from a pack, in the parameter table's display unit."""
+
+    name: str  # as the vendor tool shows it, e.g. "CELL_OV_Start"
+    value: float
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterSet:
+    read_at: float  # wall clock
+    values: Mapping[str, ParameterReading]
+
+    @classmethod
+    def of(cls, read_at: float, readings: Iterable[ParameterReading]) -> ParameterSet:
+        return cls(read_at=read_at, values=MappingProxyType({r.name: r for r in readings}))
+
+    def get(self, name: str) -> float | None:
+        r = self.values.get(name)
+        return None if r is None else r.value
+
+
+@dataclass(frozen=True, slots=True)
+class ClockReading:
+    pack_time: float  # the pack's clock as epoch seconds (pack clocks carry no zone: read as local)
+    read_at: float  # gateway wall clock when read
+
+    @property
+    def drift_s(self) -> float:
+        return self.pack_time - self.read_at
+
+
+@dataclass(frozen=True, slots=True)
+class PackSnapshot:
+    bus: str
+    address: int
+    availability: Availability
+    telemetry: Telemetry | None = None  # the last good realtime read (kept while stale)
+    identity: PackIdentity = field(default_factory=PackIdentity)
+    parameters: ParameterSet | None = None
+    clock: ClockReading | None = None
+    link: LinkStats = field(default_factory=LinkStats)
+    name: str | None = None  # optional display name from the config
+
+    @property
+    def key(self) -> PackKey:
+        return (self.bus, self.address)
+
+    @property
+    def online(self) -> bool:
+        return self.availability is Availability.ONLINE and self.telemetry is not None
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.bus}/{self.address}"
+
+
+@dataclass(frozen=True, slots=True)
+class CellRef:
+    bus: str
+    address: int
+    index: int  # 1-based cell (or temperature sensor) index within the pack
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class BankSnapshot:
+    """The aggregate over online packs.
+
+    Rules: current and power are sums; voltage is the mean of pack voltages; SOC and SOH are
+    weighted by each pack's full capacity (falling back to equal weights when a pack reports none);
+    capacities are sums; extremes carry their pack and cell; a flag active in any online pack is
+    active for the bank; stale and offline packs are excluded and counted.
+    """
+
+    computed_at: float
+    packs_configured: int
+    packs_online: int
+    packs_stale: int
+    packs_offline: int  # offline or never seen
+    voltage_v: float | None = None
+    current_a: float | None = None
+    power_w: float | None = None
+    soc_pct: float | None = None
+    soh_pct: float | None = None
+    full_capacity_ah: float | None = None
+    remaining_capacity_ah: float | None = None
+    nominal_capacity_ah: float | None = None
+    cell_max: CellRef | None = None
+    cell_min: CellRef | None = None
+    temp_max: CellRef | None = None
+    temp_min: CellRef | None = None
+    cycles_max: int | None = None
+    protections: frozenset[str] = frozenset()
+    alarms: frozenset[str] = frozenset()
+    faults: frozenset[str] = frozenset()
+    protecting_packs: tuple[PackKey, ...] = ()
+    remaining_charge_time_s: float | None = None
+    remaining_discharge_time_s: float | None = None
+
+    @property
+    def cell_diff_v(self) -> float | None:
+        if self.cell_max is None or self.cell_min is None:
+            return None
+        return self.cell_max.value - self.cell_min.value
+
+    @property
+    def has_data(self) -> bool:
+        return self.packs_online > 0
+
+
+def aggregate(packs: Iterable[PackSnapshot], now: float | None = None) -> BankSnapshot:
+    """Compute the bank aggregate from pack snapshots (see `BankSnapshot` for the rules)."""
+    packs = list(packs)
+    now = time.time() if now is None else now
+    online = [(p, p.telemetry) for p in packs if p.online and p.telemetry is not None]
+    stale = sum(1 for p in packs if p.availability is Availability.STALE)
+    offline = len(packs) - len(online) - stale
+    if not online:
+        return BankSnapshot(now, len(packs), 0, stale, offline)
+    n = len(online)
+    current = sum(t.current_a for _, t in online)
+    voltage = sum(t.voltage_v for _, t in online) / n
+    weights = [t.full_capacity_ah if t.full_capacity_ah else 1.0 for _, t in online]
+    wsum = sum(weights)
+    soc = sum(w * t.soc_pct for w, (_, t) in zip(weights, online, strict=True)) / wsum
+    soh_items = [(w, t.soh_pct) for w, (_, t) in zip(weights, online, strict=True) if t.soh_pct is not None]
+    soh = sum(w * s for w, s in soh_items) / sum(w for w, _ in soh_items) if soh_items else None
+
+    def total(values: list[float | None]) -> float | None:
+        return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+    full = total([t.full_capacity_ah for _, t in online])
+    remaining = total([t.remaining_capacity_ah for _, t in online])
+    nominal = total([t.nominal_capacity_ah for _, t in online])
+    cmax = max(
+        (CellRef(p.bus, p.address, t.cell_max_index, t.cell_max_v) for p, t in online), key=lambda c: c.value
+    )
+    cmin = min(
+        (CellRef(p.bus, p.address, t.cell_min_index, t.cell_min_v) for p, t in online), key=lambda c: c.value
+    )
+    temps = [
+        CellRef(p.bus, p.address, tr.index, tr.value_c)
+        for p, t in online
+        for tr in t.temperatures
+        if tr.role is TempRole.CELL
+    ]
+    cycles = [t.cycles for _, t in online if t.cycles is not None]
+    charge_time = discharge_time = None
+    if remaining is not None and abs(current) > 1e-6:
+        if current > 0 and full is not None:
+            charge_time = max(0.0, full - remaining) / current * 3600.0
+        elif current < 0:
+            discharge_time = max(0.0, remaining) / -current * 3600.0
+    return BankSnapshot(
+        computed_at=now,
+        packs_configured=len(packs),
+        packs_online=n,
+        packs_stale=stale,
+        packs_offline=offline,
+        voltage_v=voltage,
+        current_a=current,
+        power_w=sum(t.power_w for _, t in online),
+        soc_pct=soc,
+        soh_pct=soh,
+        full_capacity_ah=full,
+        remaining_capacity_ah=remaining,
+        nominal_capacity_ah=nominal,
+        cell_max=cmax,
+        cell_min=cmin,
+        temp_max=max(temps, key=lambda c: c.value) if temps else None,
+        temp_min=min(temps, key=lambda c: c.value) if temps else None,
+        cycles_max=max(cycles) if cycles else None,
+        protections=frozenset().union(*(t.protections for _, t in online)),
+        alarms=frozenset().union(*(t.alarms for _, t in online)),
+        faults=frozenset().union(*(t.faults for _, t in online)),
+        protecting_packs=tuple(p.key for p, t in online if t.protections),
+        remaining_charge_time_s=charge_time,
+        remaining_discharge_time_s=discharge_time,
+    )
+
+
+class EventKind(enum.StrEnum):
+    PROTECTION = "protection"
+    ALARM = "alarm"
+    FAULT = "fault"
+    AVAILABILITY = "availability"
+
+
+@dataclass(frozen=True, slots=True)
+class PackEvent:
+    """A transition: a flag became active or cleared, or a pack changed availability."""
+
+    at: float  # wall clock
+    bus: str
+    address: int
+    kind: EventKind
+    name: str  # flag name, or the new availability value
+    active: bool  # for AVAILABILITY: True when the pack became online
+
+
+def diff_events(old: PackSnapshot | None, new: PackSnapshot, now: float) -> list[PackEvent]:
+    """The transitions between two snapshots of the same pack."""
+    events: list[PackEvent] = []
+    changed = old is None or old.availability is not new.availability
+    if changed and (old is not None or new.availability is not Availability.UNKNOWN):
+        events.append(
+            PackEvent(
+                now,
+                new.bus,
+                new.address,
+                EventKind.AVAILABILITY,
+                new.availability.value,
+                new.availability is Availability.ONLINE,
+            )
+        )
+    ot, nt = (old.telemetry if old else None), new.telemetry
+    if nt is None or (ot is not None and ot.measured_at == nt.measured_at):
+        return events
+    for kind, before, after in (
+        (EventKind.PROTECTION, ot.protections if ot else frozenset(), nt.protections),
+        (EventKind.ALARM, ot.alarms if ot else frozenset(), nt.alarms),
+        (EventKind.FAULT, ot.faults if ot else frozenset(), nt.faults),
+    ):
+        for name in sorted(after - before):
+            events.append(PackEvent(now, new.bus, new.address, kind, name, True))
+        for name in sorted(before - after):
+            events.append(PackEvent(now, new.bus, new.address, kind, name, False))
+    return events
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    """What subscribers receive: every pack's latest snapshot and the bank, consistent together."""
+
+    version: int
+    packs: Mapping[PackKey, PackSnapshot]
+    bank: BankSnapshot
+
+    def pack(self, bus: str, address: int) -> PackSnapshot | None:
+        return self.packs.get((bus, address))
+
+    def ordered(self) -> list[PackSnapshot]:
+        return [self.packs[k] for k in sorted(self.packs)]
+
+
+class ModelStore:
+    """Holds the latest `ModelView`; the poller publishes, adapters subscribe.
+
+    Subscribers always get the newest view (intermediate versions may be skipped, never reordered);
+    event subscribers get every event through a bounded queue and a drop counter.
+    """
+
+    def __init__(self, keys: Iterable[PackKey] = (), names: Mapping[PackKey, str] | None = None) -> None:
+        names = names or {}
+        packs = {k: PackSnapshot(k[0], k[1], Availability.UNKNOWN, name=names.get(k)) for k in keys}
+        self._view = ModelView(0, MappingProxyType(packs), aggregate(packs.values()))
+        self._waiters: set[asyncio.Event] = set()
+        self._event_queues: set[asyncio.Queue[PackEvent]] = set()
+        self.events_dropped = 0
+
+    @property
+    def view(self) -> ModelView:
+        return self._view
+
+    def publish(self, *snapshots: PackSnapshot, now: float | None = None) -> ModelView:
+        """Replace the given packs' snapshots, recompute the bank, wake subscribers, emit events."""
+        now = time.time() if now is None else now
+        packs = dict(self._view.packs)
+        events: list[PackEvent] = []
+        for snap in snapshots:
+            events.extend(diff_events(packs.get(snap.key), snap, now))
+            packs[snap.key] = snap
+        view = ModelView(self._view.version + 1, MappingProxyType(packs), aggregate(packs.values(), now))
+        self._view = view
+        for waiter in self._waiters:
+            waiter.set()
+        for ev in events:
+            for q in self._event_queues:
+                try:
+                    q.put_nowait(ev)
+                except asyncio.QueueFull:
+                    self.events_dropped += 1
+        return view
+
+    def update(self, key: PackKey, **changes: object) -> ModelView:
+        """Publish a copy of one pack's snapshot with some fields changed."""
+        current = self._view.packs.get(key) or PackSnapshot(key[0], key[1], Availability.UNKNOWN)
+        return self.publish(replace(current, **changes))  # type: ignore[arg-type]
+
+    async def subscribe(self) -> AsyncIterator[ModelView]:
+        """Yield the current view, then every newer view as it is published."""
+        waiter = asyncio.Event()
+        self._waiters.add(waiter)
+        try:
+            last = self._view.version
+            yield self._view
+            while True:
+                await waiter.wait()
+                waiter.clear()
+                if self._view.version != last:
+                    last = self._view.version
+                    yield self._view
+        finally:
+            self._waiters.discard(waiter)
+
+    async def events(self, maxsize: int = 1000) -> AsyncIterator[PackEvent]:
+        """Yield every pack event published from now on (bounded; overflow is counted)."""
+        q: asyncio.Queue[PackEvent] = asyncio.Queue(maxsize)
+        self._event_queues.add(q)
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            self._event_queues.discard(q)
