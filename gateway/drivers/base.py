@@ -78,6 +78,36 @@ class ParameterWrite:
     value: float  # display unit of the parameter table
 
 
+class Control(enum.StrEnum):
+    """Switch-like actions of the vendor tool's CONFIGURATION page (value meanings per action)."""
+
+    CHARGE_MOS = "charge_mos"  # value 1 = on, 0 = off
+    DISCHARGE_MOS = "discharge_mos"
+    HEATER = "heater"
+    FAN = "fan"
+    BUZZER = "buzzer"
+    SOUND_LIGHT_ALARM = "sound_light_alarm"
+    FORCED_SLEEP = "forced_sleep"  # value ignored
+    SHUTDOWN = "shutdown"
+    CURRENT_LIMITER = "current_limiter"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """One stored record of a pack's history (timing record or event), decoded."""
+
+    index: int  # position in the pack's record store (0-based), the resume point of a download
+    recorded_at: float  # epoch seconds (the pack's clock, read as local time)
+    event: str  # event name as the vendor tool shows it ("Timing record", "Start system", ...)
+    event_code: int
+    cell_voltages_v: tuple[float, ...]
+    temperatures_c: tuple[float, ...]
+    current_a: float
+    voltage_v: float
+    soc_pct: float | None
+    raw: bytes  # the record bytes as read, for audit and re-decoding
+
+
 class Driver(abc.ABC):
     """One BMS family's way of reading (and later writing) a pack."""
 
@@ -101,6 +131,28 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def probe(self, bus: BusClient, address: int) -> bool:
         """True when a pack of this family answers at `address` (used by scan and auto-detection)."""
+
+    # --- writes and controls (the admin channel); each raises Unsupported where the family cannot ---
+
+    async def write_parameters(
+        self, bus: BusClient, address: int, writes: list[ParameterWrite], *, allow_inferred: bool = False
+    ) -> None:
+        """Write parameters (validated by the caller against the table). Inferred encodings are
+        refused unless `allow_inferred`."""
+        raise Unsupported(f"{self.family}: parameter writes are not available")
+
+    async def write_clock(self, bus: BusClient, address: int, when_epoch_s: float) -> None:
+        raise Unsupported(f"{self.family}: clock writes are not available")
+
+    async def control(self, bus: BusClient, address: int, action: Control, value: int = 1) -> None:
+        raise Unsupported(f"{self.family}: {action.value} is not available")
+
+    async def history_count(self, bus: BusClient, address: int) -> int:
+        raise Unsupported(f"{self.family}: history records are not available")
+
+    async def read_history(self, bus: BusClient, address: int, index: int) -> HistoryRecord | None:
+        """Record number `index`, or None at the end of data."""
+        raise Unsupported(f"{self.family}: history records are not available")
 
     async def read_bank_realtime(self, bus: BusClient, master: int, now: float) -> Mapping[int, Telemetry]:
         """Every pack's realtime data through the master pack (PACE INFO 0xFF). Optional."""
