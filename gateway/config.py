@@ -128,6 +128,25 @@ class SimulatorConfig(Section):
     listen: ListenAddr | None = None  # also expose the simulated bus on HOST:PORT
 
 
+class AdminConfig(Section):
+    """The authenticated admin channel (HTTP API, CLI, MQTT commands)."""
+
+    tokens_file: str = "tokens.json"  # hashed tokens; relative paths are under state_dir
+    audit_db: str = "audit.sqlite"  # append-only audit log (SQLite); relative to state_dir
+    allow_inferred_writes: bool = False  # also needs "allow_inferred": true in each request
+    rate_limit_per_minute: int = Field(default=120, ge=1, le=100000)  # per token
+    tls_cert: str | None = None  # PEM certificate; with tls_key the HTTP service speaks HTTPS
+    tls_key: str | None = None
+    clock_auto_sync: bool = False  # write the gateway's time to packs whose drift exceeds the limit
+    clock_max_drift_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> AdminConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        return self
+
+
 class Config(Section):
     bus: list[BusConfig] = Field(default_factory=list)
     http: HttpConfig = Field(default_factory=HttpConfig)
@@ -136,6 +155,8 @@ class Config(Section):
     inverter_rs485: InverterRs485Config = Field(default_factory=InverterRs485Config)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    state_dir: str = "var"  # tokens, audit log, history database; relative to the config file's folder
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
