@@ -223,3 +223,14 @@ def masked(config: Config) -> dict[str, Any]:
 
     result: dict[str, Any] = walk(config.model_dump(mode="json"))
     return result
+
+
+def state_path(config: Config, config_path: str | Path | None, name: str) -> Path:
+    """Resolve a file name from the config: absolute as given, else under `state_dir`, which is
+    itself relative to the config file's folder (or the working directory without a config file)."""
+    p = Path(name)
+    if p.is_absolute():
+        return p
+    base = Path(config_path).resolve().parent if config_path is not None else Path.cwd()
+    state = Path(config.state_dir)
+    return (state if state.is_absolute() else base / state) / p
