@@ -10,6 +10,7 @@ user-facing description and must list the same keys).
 
 from __future__ import annotations
 
+import itertools
 import os
 import tomllib
 from pathlib import Path
@@ -99,8 +100,108 @@ class CanConfig(Section):
     interface: str = "virtual"  # any python-can interface: socketcan, slcan, socketcand, virtual, ...
     channel: str = "vcan0"  # for slcan also socket://host:port
     bitrate: int = Field(default=500000, gt=0)
-    protocol: str = "pylon"
+    protocol: str = "pylon"  # see docs/can.md for the list (pylon, pylon-v2, deye, sma, victron, ...)
     log: str | None = None  # candump-format log of every frame sent and received
+    keepalive_timeout_s: float = Field(default=10.0, ge=5.0, le=3600.0)  # inverter silent this long -> lost
+    keepalive_expected: bool = True  # false for inverters that never send a keepalive
+    reconnect_delay_s: float = Field(default=2.0, gt=0.0, le=300.0)  # first retry after a bus error
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)  # protocol options
+
+
+DeratingTable = Annotated[list[tuple[float, float]], Field(min_length=1)]
+# Documented defaults (dbus-serialbattery's, see docs/policy.md): (input, factor of the rated current).
+CELL_V_CHARGE_TABLE = ((3.375, 1.0), (3.40, 0.25), (3.425, 0.05), (3.45, 0.005), (3.50, 0.0))
+CELL_V_DISCHARGE_TABLE = ((2.80, 0.0), (2.90, 0.005), (3.00, 0.05), (3.10, 0.25), (3.19, 1.0))
+TEMP_CHARGE_TABLE = (
+    (0.0, 0.0),
+    (2.0, 0.25),
+    (5.0, 0.5),
+    (10.0, 1.0),
+    (40.0, 1.0),
+    (45.0, 0.5),
+    (50.0, 0.25),
+    (55.0, 0.0),
+)
+TEMP_DISCHARGE_TABLE = (
+    (-10.0, 0.0),
+    (0.0, 0.25),
+    (5.0, 0.5),
+    (10.0, 1.0),
+    (40.0, 1.0),
+    (45.0, 0.5),
+    (50.0, 0.25),
+    (55.0, 0.0),
+)
+MOS_TEMP_TABLE = ((70.0, 1.0), (80.0, 0.25), (90.0, 0.0))
+
+
+def _check_table(table: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    xs = [x for x, _ in table]
+    if any(b <= a for a, b in itertools.pairwise(xs)):
+        raise ValueError("derating table points must be in strictly increasing order")
+    if any(not 0.0 <= f <= 1.0 for _, f in table):
+        raise ValueError("derating factors must be between 0 and 1")
+    return table
+
+
+class PolicyConfig(Section):
+    """The charge policy (docs/policy.md); derating tables are [[input, factor], ...], linear in between."""
+
+    charge_cell_voltage_v: float = Field(default=3.45, gt=2.0, le=4.3)  # CVL = cells x this
+    discharge_cell_voltage_v: float = Field(default=2.90, gt=1.5, le=4.0)  # DVL = cells x this
+    cell_limit_margin_v: float = Field(default=0.05, ge=0.0, le=0.5)  # kept from CELL_OV/UV_Start
+    pack_charge_current_a: float = Field(default=100.0, ge=0.0, le=2000.0)  # per pack rating
+    pack_discharge_current_a: float = Field(default=100.0, ge=0.0, le=2000.0)
+    parameter_current_fraction: float = Field(default=0.9, gt=0.0, le=1.0)  # of CHG/DISC_OC1_Start
+    lc_style_inferred: bool = False  # opt-in: halve a pack's charge limit for LC_Style 3/5 (inferred)
+    parallel_scale: float = Field(default=0.9, gt=0.0, le=1.0)  # sum of online packs x this
+    cell_voltage_charge_derating: DeratingTable = Field(default_factory=lambda: list(CELL_V_CHARGE_TABLE))
+    cell_voltage_discharge_derating: DeratingTable = Field(
+        default_factory=lambda: list(CELL_V_DISCHARGE_TABLE)
+    )
+    temperature_charge_derating: DeratingTable = Field(default_factory=lambda: list(TEMP_CHARGE_TABLE))
+    temperature_discharge_derating: DeratingTable = Field(default_factory=lambda: list(TEMP_DISCHARGE_TABLE))
+    mos_temperature_derating: DeratingTable = Field(default_factory=lambda: list(MOS_TEMP_TABLE))
+    soc_charge_derating: list[tuple[float, float]] = Field(default_factory=list)  # e.g. [[95, 1], [100, 0.2]]
+    soc_discharge_derating: list[tuple[float, float]] = Field(default_factory=list)  # e.g. [[0, 0], [10, 1]]
+    current_rise_time_constant_s: float = Field(default=10.0, ge=0.0, le=600.0)  # low-pass on increases
+    cvl_step_v: float = Field(default=0.1, gt=0.0, le=5.0)  # CVL goes down at most this much per step
+    cvl_step_interval_s: float = Field(default=180.0, ge=0.0, le=3600.0)
+    force_charge_1_start_soc_pct: float = Field(default=5.0, ge=0.0, le=100.0)
+    force_charge_1_stop_soc_pct: float = Field(default=10.0, ge=0.0, le=100.0)
+    force_charge_2_start_soc_pct: float = Field(default=9.0, ge=0.0, le=100.0)
+    force_charge_2_stop_soc_pct: float = Field(default=13.0, ge=0.0, le=100.0)
+    full_charge_soc_pct: float = Field(default=97.0, gt=0.0, le=100.0)
+    full_charge_days: float = Field(default=30.0, gt=0.0, le=365.0)  # request a full charge after this
+    stale_after_s: float = Field(default=10.0, gt=0.0, le=3600.0)  # newest pack data older -> stop
+    max_charge_current_a: float | None = Field(default=None, ge=0.0)  # user caps (never expire)
+    max_discharge_current_a: float | None = Field(default=None, ge=0.0)
+    max_charge_voltage_v: float | None = Field(default=None, gt=0.0)
+    min_discharge_voltage_v: float | None = Field(default=None, gt=0.0)
+    evaluate_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)  # re-evaluation without new data
+
+    @field_validator(
+        "cell_voltage_charge_derating",
+        "cell_voltage_discharge_derating",
+        "temperature_charge_derating",
+        "temperature_discharge_derating",
+        "mos_temperature_derating",
+        "soc_charge_derating",
+        "soc_discharge_derating",
+    )
+    @classmethod
+    def _tables(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        return _check_table(v)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> PolicyConfig:
+        if self.force_charge_1_stop_soc_pct <= self.force_charge_1_start_soc_pct:
+            raise ValueError("force_charge_1_stop_soc_pct must be above force_charge_1_start_soc_pct")
+        if self.force_charge_2_stop_soc_pct <= self.force_charge_2_start_soc_pct:
+            raise ValueError("force_charge_2_stop_soc_pct must be above force_charge_2_start_soc_pct")
+        if self.discharge_cell_voltage_v >= self.charge_cell_voltage_v:
+            raise ValueError("discharge_cell_voltage_v must be below charge_cell_voltage_v")
+        return self
 
 
 class InverterRs485Config(Section):
@@ -152,6 +253,7 @@ class Config(Section):
     http: HttpConfig = Field(default_factory=HttpConfig)
     modbus: ModbusConfig = Field(default_factory=ModbusConfig)
     can: CanConfig = Field(default_factory=CanConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     inverter_rs485: InverterRs485Config = Field(default_factory=InverterRs485Config)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
