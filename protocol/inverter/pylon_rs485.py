@@ -294,12 +294,13 @@ def module_analog_block(m: ModuleView) -> bytes:
 # Status values for 0x44 per cell / sensor / current / voltage.
 ST_NORMAL, ST_BELOW, ST_ABOVE, ST_OTHER = 0x00, 0x01, 0x02, 0xF0
 
-# 0x44 Status1..3 bits: (byte, bit, predicate name) — evaluated by `_alarm_status_bytes`.
+# 0x44 Status1 bits: (bit, neutral flag).
 STATUS1_BITS = (
     (7, "pack_undervoltage"),
-    (6, "charge_overtemperature"),
-    (5, "discharge_overtemperature"),
+    (6, "high_temperature"),  # charge over-temperature
+    (5, "high_temperature"),  # discharge over-temperature
     (4, "discharge_overcurrent"),
+    (4, "short_circuit"),
     (2, "charge_overcurrent"),
     (1, "cell_undervoltage"),
     (0, "pack_overvoltage"),
@@ -437,26 +438,23 @@ def system_analog_info(s: SystemValues) -> bytes:
     return info
 
 
-# 0x62: (byte index, bit, neutral flag). Bytes 0/1 = warnings, 2/3 = protections.
+# 0x62: (bit, neutral flag) for bytes 1 and 2; warnings use them twice, protections twice.
 SYSTEM_ALARM_BITS_1 = (
     (7, "pack_overvoltage"),
     (6, "pack_undervoltage"),
     (5, "cell_overvoltage"),
     (4, "cell_undervoltage"),
-    (3, "charge_overtemperature"),
-    (3, "discharge_overtemperature"),
+    (3, "high_temperature"),
     (3, "mos_overtemperature"),
-    (2, "charge_undertemperature"),
-    (2, "discharge_undertemperature"),
+    (2, "low_temperature"),
     (0, "cell_imbalance"),
 )
 SYSTEM_ALARM_BITS_2 = (
-    (7, "temperature_difference"),
     (6, "charge_overcurrent"),
     (5, "discharge_overcurrent"),
     (5, "short_circuit"),
     (4, "communication"),
-    (3, "system_fault"),
+    (3, "system_error"),
 )
 
 
@@ -477,7 +475,7 @@ def system_alarm_info(view: BankView) -> bytes:
             protections |= m.protections
     if view.stale:
         warnings.add("communication")
-        protections.add("system_fault")
+        protections.add("system_error")
     w, p = frozenset(warnings), frozenset(protections)
     return bytes(
         [

@@ -18,25 +18,25 @@ import abc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-# Neutral alarm/protection vocabulary shared with the charge policy's decision.
+# Neutral alarm/protection vocabulary: the same names as the charge policy's decision uses
+# (`gateway.policy.NEUTRAL_FLAGS`; a test keeps the two equal).
 FLAG_NAMES = frozenset(
     {
         "cell_overvoltage",
         "cell_undervoltage",
         "pack_overvoltage",
         "pack_undervoltage",
-        "charge_overtemperature",
-        "charge_undertemperature",
-        "discharge_overtemperature",
-        "discharge_undertemperature",
+        "low_soc",
+        "full_charge",
+        "high_temperature",
+        "low_temperature",
         "mos_overtemperature",
         "charge_overcurrent",
         "discharge_overcurrent",
         "short_circuit",
         "cell_imbalance",
-        "temperature_difference",
         "communication",
-        "system_fault",
+        "system_error",
     }
 )
 
