@@ -1,0 +1,793 @@
+"""PACE payloads: typed results of every INFO the codec understands, with their encoders/decoders.
+
+Layouts are tables (see `ANALOG_*`, `STATUS_*`, `PARAM_GROUPS`); the decoders walk INFO by the counts
+the pack declares (cells M, temperatures N, user-defined items P, packs in a bank response) and never
+by guessed offsets. Every decoder has a mirror encoder so that decode(encode(x)) == x: the simulator
+builds its responses with them.
+
+Units: V, A (positive = charging), °C, Ah, %. Wire scales (v25): cells and pack voltage in mV
+(v20: pack voltage in 10 mV), current in 10 mA (signed), capacities in 10 mAh, temperatures in
+0.1 K with a 2730 offset.
+
+This module is sans-I/O: it must never import asyncio, serial, sockets, python-can or pymodbus.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from protocol.errors import LocalProtocolError, RemoteProtocolError
+
+TEMP_OFFSET_DK = 2730  # temperatures travel as 0.1 K with this offset: °C = (raw - 2730) / 10
+
+
+class Variant(enum.StrEnum):
+    """Payload dialect. v25 = PACE 0x25; v20 = PACE/Pylon-style 0x20; eg4 = EG4's 0x20 (CID1 0x4A)."""
+
+    V25 = "v25"
+    V20 = "v20"
+    EG4 = "eg4"
+
+
+# ------------------------------------------------------------------------------------------------
+# byte reader / writer
+
+
+class Reader:
+    """Walks an INFO field; every shortfall is the peer's fault (RemoteProtocolError)."""
+
+    __slots__ = ("data", "pos", "what")
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def take(self, n: int, field_name: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise RemoteProtocolError(
+                f"PACE {self.what}: INFO ends at byte {len(self.data)} while reading {field_name} "
+                f"(needs {n} byte(s) at {self.pos})"
+            )
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self, field_name: str) -> int:
+        return self.take(1, field_name)[0]
+
+    def u16(self, field_name: str) -> int:
+        return int.from_bytes(self.take(2, field_name), "big")
+
+    def s16(self, field_name: str) -> int:
+        return int.from_bytes(self.take(2, field_name), "big", signed=True)
+
+    def rest(self) -> bytes:
+        out = self.data[self.pos :]
+        self.pos = len(self.data)
+        return out
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+
+def _u8(value: int, what: str) -> bytes:
+    if not 0 <= value <= 0xFF:
+        raise LocalProtocolError(f"{what} {value} does not fit one byte")
+    return bytes([value])
+
+
+def _u16(value: int, what: str) -> bytes:
+    if not 0 <= value <= 0xFFFF:
+        raise LocalProtocolError(f"{what} {value} does not fit 16 bits")
+    return value.to_bytes(2, "big")
+
+
+def _s16(value: int, what: str) -> bytes:
+    if not -0x8000 <= value <= 0x7FFF:
+        raise LocalProtocolError(f"{what} {value} does not fit a signed 16-bit field")
+    return value.to_bytes(2, "big", signed=True)
+
+
+def temp_from_wire(raw: int) -> float:
+    return round((raw - TEMP_OFFSET_DK) / 10.0, 1)
+
+
+def temp_to_wire(value_c: float) -> int:
+    return round(value_c * 10) + TEMP_OFFSET_DK
+
+
+def _count(n: int, what: str) -> bytes:
+    return _u8(n, f"number of {what}")
+
+
+# ------------------------------------------------------------------------------------------------
+# analog values (CID2 0x42)
+
+
+@dataclass(frozen=True, slots=True)
+class AnalogBlock:
+    """One pack's analog values.
+
+    `user_defined` holds the P items the pack declares after the remaining capacity (raw 16-bit
+    values): PACE sends P = 3 (full capacity, cycles, design capacity); more items are kept raw.
+    EG4 sends no P byte: its items are (full capacity, cycles).
+    """
+
+    cell_voltages_v: tuple[float, ...]
+    temperatures_c: tuple[float, ...]
+    current_a: float
+    voltage_v: float
+    remaining_ah: float
+    user_defined: tuple[int, ...] = ()
+
+    @property
+    def full_capacity_ah(self) -> float | None:
+        return self.user_defined[0] / 100.0 if len(self.user_defined) > 0 else None
+
+    @property
+    def cycles(self) -> int | None:
+        return self.user_defined[1] if len(self.user_defined) > 1 else None
+
+    @property
+    def design_capacity_ah(self) -> float | None:
+        return self.user_defined[2] / 100.0 if len(self.user_defined) > 2 else None
+
+    @property
+    def soc_pct(self) -> float | None:
+        full = self.full_capacity_ah
+        if not full:
+            return None
+        return round(min(100.0, self.remaining_ah / full * 100.0), 2)
+
+    @property
+    def soh_pct(self) -> float | None:
+        full, design = self.full_capacity_ah, self.design_capacity_ah
+        if full is None or not design:
+            return None
+        return round(full / design * 100.0, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class AnalogResponse:
+    """INFO of an analog response: DATAFLAG, then the pack's address (single read) or the number of
+    packs (INFO 0xFF bank read through the master), then one block per pack."""
+
+    data_flag: int
+    command_value: int  # responding address (single) or pack count (bank)
+    packs: tuple[AnalogBlock, ...]
+    trailing: bytes = b""  # bytes after the declared blocks (kept, never interpreted)
+
+
+def _voltage_scale(variant: Variant) -> int:
+    return 1000 if variant is Variant.V25 else 100
+
+
+def _decode_analog_block(r: Reader, variant: Variant) -> AnalogBlock:
+    m = r.u8("cell count")
+    cells = tuple(r.u16(f"cell {i + 1} voltage") / 1000.0 for i in range(m))
+    n = r.u8("temperature count")
+    if variant is Variant.EG4:
+        n += 2  # EG4 declares the cell sensors only; MOSFET and environment follow uncounted
+    temps = tuple(temp_from_wire(r.u16(f"temperature {i + 1}")) for i in range(n))
+    current = r.s16("current") / 100.0
+    voltage = r.u16("pack voltage") / _voltage_scale(variant)
+    remaining = r.u16("remaining capacity") / 100.0
+    user: tuple[int, ...]
+    if variant is Variant.EG4:
+        user = (r.u16("full capacity"), r.u16("cycles"))
+    else:
+        p = r.u8("user-defined item count")
+        user = tuple(r.u16(f"user-defined item {i + 1}") for i in range(p))
+    return AnalogBlock(cells, temps, current, voltage, remaining, user)
+
+
+def _encode_analog_block(b: AnalogBlock, variant: Variant) -> bytes:
+    out = bytearray(_count(len(b.cell_voltages_v), "cells"))
+    for i, v in enumerate(b.cell_voltages_v):
+        out += _u16(round(v * 1000), f"cell {i + 1} voltage")
+    temps = b.temperatures_c
+    if variant is Variant.EG4:
+        if len(temps) < 2:
+            raise LocalProtocolError("EG4 analog blocks carry at least the MOSFET and environment sensors")
+        out += _count(len(temps) - 2, "temperatures")
+    else:
+        out += _count(len(temps), "temperatures")
+    for i, t in enumerate(temps):
+        out += _u16(temp_to_wire(t), f"temperature {i + 1}")
+    out += _s16(round(b.current_a * 100), "current")
+    out += _u16(round(b.voltage_v * _voltage_scale(variant)), "pack voltage")
+    out += _u16(round(b.remaining_ah * 100), "remaining capacity")
+    if variant is Variant.EG4:
+        if len(b.user_defined) != 2:
+            raise LocalProtocolError("EG4 analog blocks carry exactly (full capacity, cycles)")
+    else:
+        out += _count(len(b.user_defined), "user-defined items")
+    for i, item in enumerate(b.user_defined):
+        out += _u16(item, f"user-defined item {i + 1}")
+    return bytes(out)
+
+
+def decode_analog(info: bytes, *, bank: bool = False, variant: Variant = Variant.V25) -> AnalogResponse:
+    """Decode an analog response INFO (single pack, or every pack of a bank with `bank=True`)."""
+    r = Reader(info, "analog response")
+    flag = r.u8("DATAFLAG")  # EG4 sends 0x10 here
+    value = r.u8("pack count" if bank else "address")
+    count = value if bank else 1
+    packs = tuple(_decode_analog_block(r, variant) for _ in range(count))
+    return AnalogResponse(flag, value, packs, r.rest())
+
+
+def encode_analog(resp: AnalogResponse, *, variant: Variant = Variant.V25) -> bytes:
+    out = bytearray(_u8(resp.data_flag, "DATAFLAG") + _u8(resp.command_value, "command value"))
+    for block in resp.packs:
+        out += _encode_analog_block(block, variant)
+    return bytes(out + resp.trailing)
+
+
+def single_analog(address: int, block: AnalogBlock, data_flag: int = 0) -> AnalogResponse:
+    return AnalogResponse(data_flag, address, (block,))
+
+
+def bank_analog(blocks: Sequence[AnalogBlock], data_flag: int = 0) -> AnalogResponse:
+    return AnalogResponse(data_flag, len(blocks), tuple(blocks))
+
+
+# ------------------------------------------------------------------------------------------------
+# flags: every status bit by name, classified
+
+
+class FlagKind(enum.StrEnum):
+    PROTECTION = "protection"
+    ALARM = "alarm"
+    FAULT = "fault"
+    STATE = "state"
+
+
+@dataclass(frozen=True, slots=True)
+class Flags:
+    protections: frozenset[str] = frozenset()
+    alarms: frozenset[str] = frozenset()
+    faults: frozenset[str] = frozenset()
+    states: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, items: Iterable[tuple[FlagKind, str]]) -> Flags:
+        sets: dict[FlagKind, set[str]] = {k: set() for k in FlagKind}
+        for kind, name in items:
+            sets[kind].add(name)
+        return cls(
+            frozenset(sets[FlagKind.PROTECTION]),
+            frozenset(sets[FlagKind.ALARM]),
+            frozenset(sets[FlagKind.FAULT]),
+            frozenset(sets[FlagKind.STATE]),
+        )
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {
+            "protections": sorted(self.protections),
+            "alarms": sorted(self.alarms),
+            "faults": sorted(self.faults),
+            "states": sorted(self.states),
+        }
+
+
+P, A, F, S = FlagKind.PROTECTION, FlagKind.ALARM, FlagKind.FAULT, FlagKind.STATE
+
+# (field, bit) -> (kind, name). Names follow PbmsTools' realtime page wording.
+V25_STATUS_BITS: dict[str, tuple[tuple[FlagKind, str], ...]] = {
+    "protection1": (
+        (P, "Cell OV protection"),
+        (P, "Cell UV protection"),
+        (P, "Pack OV protection"),
+        (P, "Pack UV protection"),
+        (P, "Charge OC protection"),
+        (P, "Discharge OC protection"),
+        (P, "Short circuit protection"),
+        (P, "Protection 1 bit 7"),
+    ),
+    "protection2": (
+        (P, "Charge OT protection"),
+        (P, "Discharge OT protection"),
+        (P, "Charge UT protection"),
+        (P, "Discharge UT protection"),
+        (P, "MOS OT protection"),
+        (P, "Environment OT protection"),
+        (P, "Environment UT protection"),
+        (S, "Fully charged"),
+    ),
+    "system": (
+        (S, "Current limiter off"),
+        (S, "Charge MOS on"),
+        (S, "Discharge MOS on"),
+        (S, "Discharging"),
+        (F, "Terminals reversed"),
+        (S, "Charging"),
+        (S, "System bit 6"),
+        (S, "Heartbeat"),
+    ),
+    "configuration": (
+        (S, "Buzzer enabled"),
+        (S, "Charge MOS turned off"),
+        (S, "Discharge MOS turned off"),
+        (S, "Current limiter low gear"),
+        (S, "Current limiter enabled"),
+        (S, "LED alarm enabled"),
+        (S, "Configuration bit 6"),
+        (S, "Configuration bit 7"),
+    ),
+    "fault": (
+        (F, "Charge MOS fault"),
+        (F, "Discharge MOS fault"),
+        (F, "NTC fault"),
+        (F, "Fault bit 3"),
+        (F, "Cell fault"),
+        (F, "Sampling fault"),
+        (F, "Fault bit 6"),
+        (F, "Fault bit 7"),
+    ),
+    "warning1": (
+        (A, "Cell OV alarm"),
+        (A, "Cell UV alarm"),
+        (A, "Pack OV alarm"),
+        (A, "Pack UV alarm"),
+        (A, "Charge OC alarm"),
+        (A, "Discharge OC alarm"),
+        (A, "Warning 1 bit 6"),
+        (A, "Warning 1 bit 7"),
+    ),
+    "warning2": (
+        (A, "Charge OT alarm"),
+        (A, "Discharge OT alarm"),
+        (A, "Charge UT alarm"),
+        (A, "Discharge UT alarm"),
+        (A, "Environment OT alarm"),
+        (A, "Environment UT alarm"),
+        (A, "MOS OT alarm"),
+        (A, "Low SOC alarm"),
+    ),
+}
+
+
+def _bits(table: Sequence[tuple[FlagKind, str]], value: int) -> list[tuple[FlagKind, str]]:
+    return [entry for bit, entry in enumerate(table) if value >> bit & 1]
+
+
+def warning_value_flag(subject: str, value: int) -> tuple[FlagKind, str] | None:
+    """The per-cell / per-sensor / current / voltage warning values of the status response."""
+    if value == 0:
+        return None
+    if value == 1:
+        return (A, f"{subject} below lower limit")
+    if value == 2:
+        return (A, f"{subject} above upper limit")
+    if 0x80 <= value <= 0xEF:
+        return (F, f"{subject} user-defined fault 0x{value:02X}")
+    return (F, f"{subject} other fault 0x{value:02X}")
+
+
+@dataclass(frozen=True, slots=True)
+class StatusBlock:
+    """One pack's v25 status/alarm information (CID2 0x44), every field raw plus decoded flags."""
+
+    cell_warnings: tuple[int, ...]
+    temp_warnings: tuple[int, ...]
+    charge_current_warning: int = 0
+    total_voltage_warning: int = 0
+    discharge_current_warning: int = 0
+    protection1: int = 0
+    protection2: int = 0
+    system: int = 0
+    configuration: int = 0
+    fault: int = 0
+    balancing: int = 0  # bit n = cell n + 1
+    warning1: int = 0
+    warning2: int = 0
+
+    @property
+    def balancing_cells(self) -> tuple[int, ...]:
+        return tuple(i + 1 for i in range(16) if self.balancing >> i & 1)
+
+    @property
+    def charge_mos_on(self) -> bool:
+        return bool(self.system & 0x02)
+
+    @property
+    def discharge_mos_on(self) -> bool:
+        return bool(self.system & 0x04)
+
+    def flags(self) -> Flags:
+        items: list[tuple[FlagKind, str]] = []
+        for name in V25_STATUS_BITS:
+            items += _bits(V25_STATUS_BITS[name], getattr(self, name))
+        items += _warning_items(
+            self.cell_warnings,
+            self.temp_warnings,
+            (
+                ("Charge current", self.charge_current_warning),
+                ("Total voltage", self.total_voltage_warning),
+                ("Discharge current", self.discharge_current_warning),
+            ),
+        )
+        if self.balancing:
+            items.append((S, "Balancing"))
+        return Flags.of(items)
+
+
+def _warning_items(
+    cells: Sequence[int], temps: Sequence[int], others: Sequence[tuple[str, int]]
+) -> list[tuple[FlagKind, str]]:
+    items: list[tuple[FlagKind, str]] = []
+    for i, w in enumerate(cells):
+        f = warning_value_flag(f"Cell {i + 1}", w)
+        if f:
+            items.append(f)
+    for i, w in enumerate(temps):
+        f = warning_value_flag(f"Temperature {i + 1}", w)
+        if f:
+            items.append(f)
+    for subject, w in others:
+        f = warning_value_flag(subject, w)
+        if f:
+            items.append(f)
+    return items
+
+
+STATUS_V25_TAIL = (
+    "charge_current_warning",
+    "total_voltage_warning",
+    "discharge_current_warning",
+    "protection1",
+    "protection2",
+    "system",
+    "configuration",
+    "fault",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusResponse:
+    """INFO of a v25 status response: DATAFLAG, address (or pack count for INFO 0xFF), blocks."""
+
+    data_flag: int
+    command_value: int
+    packs: tuple[StatusBlock, ...]
+    trailing: bytes = b""
+
+
+def _decode_status_block(r: Reader) -> StatusBlock:
+    m = r.u8("cell count")
+    cells = tuple(r.u8(f"cell {i + 1} warning") for i in range(m))
+    n = r.u8("temperature count")
+    temps = tuple(r.u8(f"temperature {i + 1} warning") for i in range(n))
+    tail = {name: r.u8(name) for name in STATUS_V25_TAIL}
+    balancing = r.u16("balancing")
+    w1 = r.u8("warning1")
+    w2 = r.u8("warning2")
+    return StatusBlock(cells, temps, balancing=balancing, warning1=w1, warning2=w2, **tail)
+
+
+def _encode_status_block(b: StatusBlock) -> bytes:
+    out = bytearray(_count(len(b.cell_warnings), "cells"))
+    out += bytes(_u8(w, "cell warning")[0] for w in b.cell_warnings)
+    out += _count(len(b.temp_warnings), "temperatures")
+    out += bytes(_u8(w, "temperature warning")[0] for w in b.temp_warnings)
+    for name in STATUS_V25_TAIL:
+        out += _u8(getattr(b, name), name)
+    out += _u16(b.balancing, "balancing")
+    out += _u8(b.warning1, "warning1") + _u8(b.warning2, "warning2")
+    return bytes(out)
+
+
+def decode_status(info: bytes, *, bank: bool = False) -> StatusResponse:
+    r = Reader(info, "status response")
+    flag = r.u8("DATAFLAG")
+    value = r.u8("pack count" if bank else "address")
+    count = value if bank else 1
+    packs = tuple(_decode_status_block(r) for _ in range(count))
+    return StatusResponse(flag, value, packs, r.rest())
+
+
+def encode_status(resp: StatusResponse) -> bytes:
+    out = bytearray(_u8(resp.data_flag, "DATAFLAG") + _u8(resp.command_value, "command value"))
+    for b in resp.packs:
+        out += _encode_status_block(b)
+    return bytes(out + resp.trailing)
+
+
+# ---- v20 status: the PACE/Pylon-style layout and the EG4 layout
+
+V20_STATUS_BITS: dict[str, tuple[tuple[FlagKind, str], ...]] = {
+    "status1": (
+        (P, "Pack OV protection"),
+        (P, "Cell UV protection"),
+        (P, "Charge OC protection"),
+        (P, "Status 1 bit 3"),
+        (P, "Discharge OC protection"),
+        (P, "Discharge temperature protection"),
+        (P, "Charge temperature protection"),
+        (P, "Pack UV protection"),
+    ),
+    "status2": (
+        (S, "Precharge MOS on"),
+        (S, "Charge MOS on"),
+        (S, "Discharge MOS on"),
+        (S, "Using battery power"),
+        (S, "Status 2 bit 4"),
+        (S, "Status 2 bit 5"),
+        (S, "Status 2 bit 6"),
+        (S, "Status 2 bit 7"),
+    ),
+    "status3": (
+        (S, "Buzzer enabled"),
+        (S, "Status 3 bit 1"),
+        (S, "Status 3 bit 2"),
+        (S, "Fully charged"),
+        (S, "Status 3 bit 4"),
+        (S, "Heater on"),
+        (S, "Discharging"),
+        (S, "Charging"),
+    ),
+    "status4": tuple((F, f"Cell {i + 1} fault") for i in range(8)),
+    "status5": tuple((F, f"Cell {i + 9} fault") for i in range(8)),
+}
+
+EG4_STATUS_BITS: dict[str, tuple[tuple[FlagKind, str], ...]] = {
+    "balance_event": (
+        (S, "Balancing"),
+        (A, "Balance event bit 1"),
+        (A, "Balance event bit 2"),
+        (A, "Balance event bit 3"),
+        (A, "Cell voltage difference alarm"),
+        (F, "Charge MOS fault"),
+        (F, "Discharge MOS fault"),
+        (A, "Balance event bit 7"),
+    ),
+    "voltage_event": (
+        (A, "Cell OV alarm"),
+        (P, "Cell OV protection"),
+        (A, "Cell UV alarm"),
+        (P, "Cell UV protection"),
+        (A, "Pack OV alarm"),
+        (P, "Pack OV protection"),
+        (A, "Pack UV alarm"),
+        (P, "Pack UV protection"),
+    ),
+    "temperature_event": (
+        (A, "Charge OT alarm"),
+        (P, "Charge OT protection"),
+        (A, "Charge UT alarm"),
+        (P, "Charge UT protection"),
+        (A, "Discharge OT alarm"),
+        (P, "Discharge OT protection"),
+        (A, "Discharge UT alarm"),
+        (P, "Discharge UT protection"),
+        (A, "Environment OT alarm"),
+        (P, "Environment OT protection"),
+        (A, "Environment UT alarm"),
+        (P, "Environment UT protection"),
+        (P, "MOS OT protection"),
+        (F, "Fire alarm"),
+        (A, "Temperature event bit 14"),
+        (A, "Temperature event bit 15"),
+    ),
+    "current_event": (
+        (A, "Charge OC alarm"),
+        (P, "Charge OC protection"),
+        (A, "Discharge OC alarm"),
+        (P, "Discharge OC protection"),
+        (P, "Discharge OC2 protection"),
+        (P, "Short circuit protection"),
+        (F, "Discharge OC2 lockout"),
+        (F, "Short circuit lockout"),
+    ),
+    "remaining_capacity": ((A, "Low SOC alarm"), *((A, f"Capacity event bit {i}") for i in range(1, 8))),
+    "fet_status": (
+        (S, "Discharge MOS on"),
+        (S, "Charge MOS on"),
+        (S, "Current limiter on"),
+        (S, "Heater on"),
+        (S, "FET status bit 4"),
+        (S, "FET status bit 5"),
+        (S, "FET status bit 6"),
+        (S, "FET status bit 7"),
+    ),
+    "system": (
+        (S, "Discharging"),
+        (S, "Charging"),
+        (S, "System bit 2"),
+        (S, "Standby"),
+        (S, "System bit 4"),
+        (S, "System bit 5"),
+        (S, "System bit 6"),
+        (S, "System bit 7"),
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StatusV20:
+    """v20 status (CID2 0x44), PACE/Pylon layout: warnings, then status bytes 1..5."""
+
+    data_flag: int
+    command_value: int
+    cell_warnings: tuple[int, ...]
+    temp_warnings: tuple[int, ...]
+    charge_current_warning: int = 0
+    total_voltage_warning: int = 0
+    discharge_current_warning: int = 0
+    status1: int = 0
+    status2: int = 0
+    status3: int = 0
+    status4: int = 0
+    status5: int = 0
+    trailing: bytes = b""
+
+    @property
+    def charge_mos_on(self) -> bool:
+        return bool(self.status2 & 0x02)
+
+    @property
+    def discharge_mos_on(self) -> bool:
+        return bool(self.status2 & 0x04)
+
+    @property
+    def heater_on(self) -> bool:
+        return bool(self.status3 & 0x20)
+
+    @property
+    def balancing_cells(self) -> tuple[int, ...]:
+        return ()
+
+    def flags(self) -> Flags:
+        items: list[tuple[FlagKind, str]] = []
+        for name in V20_STATUS_BITS:
+            items += _bits(V20_STATUS_BITS[name], getattr(self, name))
+        items += _warning_items(
+            self.cell_warnings,
+            self.temp_warnings,
+            (
+                ("Charge current", self.charge_current_warning),
+                ("Total voltage", self.total_voltage_warning),
+                ("Discharge current", self.discharge_current_warning),
+            ),
+        )
+        return Flags.of(items)
+
+
+_V20_TAIL = (
+    "charge_current_warning",
+    "total_voltage_warning",
+    "discharge_current_warning",
+    "status1",
+    "status2",
+    "status3",
+    "status4",
+    "status5",
+)
+
+
+def decode_status_v20(info: bytes) -> StatusV20:
+    r = Reader(info, "v20 status response")
+    flag = r.u8("DATAFLAG")
+    value = r.u8("address")
+    m = r.u8("cell count")
+    cells = tuple(r.u8(f"cell {i + 1} warning") for i in range(m))
+    n = r.u8("temperature count")
+    temps = tuple(r.u8(f"temperature {i + 1} warning") for i in range(n))
+    tail = {name: r.u8(name) for name in _V20_TAIL}
+    return StatusV20(flag, value, cells, temps, trailing=r.rest(), **tail)
+
+
+def encode_status_v20(s: StatusV20) -> bytes:
+    out = bytearray(_u8(s.data_flag, "DATAFLAG") + _u8(s.command_value, "address"))
+    out += _count(len(s.cell_warnings), "cells") + bytes(s.cell_warnings)
+    out += _count(len(s.temp_warnings), "temperatures") + bytes(s.temp_warnings)
+    for name in _V20_TAIL:
+        out += _u8(getattr(s, name), name)
+    return bytes(out + s.trailing)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEg4:
+    """EG4 v20 status (CID1 0x4A, CID2 0x44). EG4 declares 4 temperatures and sends 6 (MOSFET and
+    environment uncounted), one combined current warning, a constant 9, then its event bytes."""
+
+    data_flag: int  # EG4 sends 0x10 here
+    command_value: int
+    cell_warnings: tuple[int, ...]
+    temp_warnings: tuple[int, ...]
+    current_warning: int = 0
+    total_voltage_warning: int = 0
+    constant: int = 9
+    balance_event: int = 0
+    voltage_event: int = 0
+    temperature_event: int = 0  # 16 bits
+    current_event: int = 0
+    remaining_capacity: int = 0
+    fet_status: int = 0
+    system: int = 0
+    balancing: int = 0  # 16 bits, bit n = cell n + 1
+    trailing: bytes = b""  # EG4's reserved bytes
+
+    @property
+    def charge_mos_on(self) -> bool:
+        return bool(self.fet_status & 0x02)
+
+    @property
+    def discharge_mos_on(self) -> bool:
+        return bool(self.fet_status & 0x01)
+
+    @property
+    def heater_on(self) -> bool:
+        return bool(self.fet_status & 0x08)
+
+    @property
+    def balancing_cells(self) -> tuple[int, ...]:
+        return tuple(i + 1 for i in range(16) if self.balancing >> i & 1)
+
+    def flags(self) -> Flags:
+        items: list[tuple[FlagKind, str]] = []
+        for name in EG4_STATUS_BITS:
+            items += _bits(EG4_STATUS_BITS[name], getattr(self, name))
+        items += _warning_items(
+            self.cell_warnings,
+            self.temp_warnings,
+            (("Current", self.current_warning), ("Total voltage", self.total_voltage_warning)),
+        )
+        return Flags.of(items)
+
+
+_EG4_TAIL8 = ("balance_event", "voltage_event")
+_EG4_TAIL8B = ("current_event", "remaining_capacity", "fet_status", "system")
+
+
+def decode_status_eg4(info: bytes) -> StatusEg4:
+    r = Reader(info, "EG4 status response")
+    flag = r.u8("DATAFLAG")
+    value = r.u8("address")
+    m = r.u8("cell count")
+    cells = tuple(r.u8(f"cell {i + 1} warning") for i in range(m))
+    n = r.u8("temperature count") + 2
+    temps = tuple(r.u8(f"temperature {i + 1} warning") for i in range(n))
+    cw = r.u8("current warning")
+    vw = r.u8("total voltage warning")
+    const = r.u8("constant")
+    a = {name: r.u8(name) for name in _EG4_TAIL8}
+    te = r.u16("temperature event")
+    b = {name: r.u8(name) for name in _EG4_TAIL8B}
+    bal = r.u16("balancing")
+    return StatusEg4(
+        flag,
+        value,
+        cells,
+        temps,
+        cw,
+        vw,
+        const,
+        temperature_event=te,
+        balancing=bal,
+        trailing=r.rest(),
+        **a,
+        **b,
+    )
+
+
+def encode_status_eg4(s: StatusEg4) -> bytes:
+    if len(s.temp_warnings) < 2:
+        raise LocalProtocolError("EG4 status carries at least the MOSFET and environment sensors")
+    out = bytearray(_u8(s.data_flag, "DATAFLAG") + _u8(s.command_value, "address"))
+    out += _count(len(s.cell_warnings), "cells") + bytes(s.cell_warnings)
+    out += _count(len(s.temp_warnings) - 2, "temperatures") + bytes(s.temp_warnings)
+    out += _u8(s.current_warning, "current warning") + _u8(s.total_voltage_warning, "voltage warning")
+    out += _u8(s.constant, "constant")
+    for name in _EG4_TAIL8:
+        out += _u8(getattr(s, name), name)
+    out += _u16(s.temperature_event, "temperature event")
+    for name in _EG4_TAIL8B:
+        out += _u8(getattr(s, name), name)
+    out += _u16(s.balancing, "balancing")
+    return bytes(out + s.trailing)
