@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.bms.tianpower import EXAMPLES, TianpowerDecoder, build_frame, checksum, parse_frame
+from protocol.bms.tianpower import EXAMPLES, TianpowerDecoder, build_frame, checksum, describe, parse_frame
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import build_table_read
 from protocol.bms.tianpower.realtime import (
@@ -442,3 +442,33 @@ def test_realtime_round_trip_property(rt: RealtimeData) -> None:
             m.encode_realtime(1, rt)
         return
     assert m.parse_response(parse_frame(m.encode_realtime(1, rt))) == rt
+
+
+@given(
+    command=st.sampled_from(sorted(m.COMMAND_TITLES)),
+    data=st.binary(max_size=255),
+    address=st.integers(0, 255),
+)
+def test_fuzz_valid_frames_with_arbitrary_payloads(command: int, data: bytes, address: int) -> None:
+    raw = build_frame(address, command, data)
+    frame = parse_frame(raw)
+    try:
+        out = describe(raw)
+    except RemoteProtocolError:
+        return
+    assert out["address"] == address and out["direction"] == ("request" if frame.is_request else "response")
+
+
+@given(st.lists(st.tuples(st.binary(max_size=40), st.binary(max_size=60)), min_size=1, max_size=6))
+def test_decoder_finds_every_frame_between_garbage_without_start_bytes(
+    parts: list[tuple[bytes, bytes]],
+) -> None:
+    dec = TianpowerDecoder()
+    sent = []
+    for junk, payload in parts:
+        clean = bytes(b for b in junk if b not in (0x7E, 0x7C))
+        raw = build_frame(1, 0x01, payload)
+        sent.append(raw)
+        dec.feed(clean + raw)
+    got = [f.raw for f in dec.frames() if not isinstance(f, RemoteProtocolError)]
+    assert got == sent
