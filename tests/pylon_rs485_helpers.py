@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from protocol.inverter.rs485_base import BankView, Identity, Limits, ModuleView
 
@@ -79,7 +80,7 @@ class Reader:
         return len(self.data) - self.pos
 
 
-def decode_module_analog(r: Reader) -> dict[str, object]:
+def decode_module_analog(r: Reader) -> dict[str, Any]:
     """One 0x42 module block (after INFOFLAG and the address/count byte)."""
     m = r.take("B")
     cells = [r.take("H") / 1000 for _ in range(m)]
@@ -108,7 +109,7 @@ def decode_module_analog(r: Reader) -> dict[str, object]:
     }
 
 
-def decode_management(r: Reader) -> dict[str, object]:
+def decode_management(r: Reader) -> dict[str, Any]:
     return {
         "charge_v": r.take("H") / 1000,
         "discharge_v": r.take("H") / 1000,

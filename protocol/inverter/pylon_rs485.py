@@ -202,6 +202,11 @@ class FrameSplitter:
             del self._buf[:excess]
             self.discarded_bytes += excess
 
+    def gap(self) -> None:
+        """Drop whatever is buffered (an incomplete frame after the line went quiet)."""
+        self.discarded_bytes += len(self._buf)
+        self._buf.clear()
+
     def next_candidate(self) -> bytes | None:
         while True:
             start = self._buf.find(b"~")
@@ -573,6 +578,9 @@ class PylonResponder(Rs485Responder):
 
     def feed(self, data: bytes) -> None:
         self._splitter.feed(data)
+
+    def line_idle(self) -> None:
+        self._splitter.gap()
 
     def process(self, view: BankView, now: float) -> list[Exchange]:
         out: list[Exchange] = []

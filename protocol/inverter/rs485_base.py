@@ -290,6 +290,10 @@ class Rs485Responder(abc.ABC):
     def process(self, view: BankView, now: float) -> list[Exchange]:
         """Answer every complete request buffered so far. `now` is a monotonic time in seconds."""
 
+    @abc.abstractmethod
+    def line_idle(self) -> None:
+        """The line has been quiet for a while: drop an incomplete request still buffered."""
+
     @property
     @abc.abstractmethod
     def discarded_bytes(self) -> int:
