@@ -205,10 +205,21 @@ class PolicyConfig(Section):
 
 
 class InverterRs485Config(Section):
+    """The inverter-facing RS485 port: the gateway answers polls as a battery (docs/inverter-rs485.md)."""
+
     enabled: bool = False
-    url: str = "socket://127.0.0.1:4200"
+    url: str = "socket://127.0.0.1:4200"  # serial device (8N1) or socket://host:port of a converter
     protocol: Literal["pylon-rs485", "byd-modbus"] = "pylon-rs485"
     baudrate: Literal[9600, 19200, 115200] = 9600
+    presence_timeout_s: float = Field(default=60.0, gt=0.0)  # no valid poll this long -> inverter missing
+    idle_gap_s: float = Field(default=0.5, gt=0.0, le=10.0)  # quiet this long drops a partial request
+    pylon_group: int = Field(default=0, ge=0, le=15)  # ADR = position + 1 + 0x10 * group
+    pylon_share_module_limits: bool = True  # 0x92 per module: bank limits split over the fresh modules
+    battery_name: str = Field(default="US5000", pattern=r"^[ -~]{1,10}$")  # Pylon 0x51/0x60 battery name
+    manufacturer: str = Field(default="PYLON", pattern=r"^[ -~]{1,20}$")  # Pylon 0x51/0x60 manufacturer
+    byd_unit_id: int = Field(default=21, ge=1, le=247)
+    byd_serial: str = Field(default="P030T020Z0000000001", pattern=r"^[ -~]{1,32}$")
+    byd_heartbeat_timeout_s: float = Field(default=300.0, gt=0.0)  # register 401 unchanged this long -> lost
 
 
 class MqttConfig(Section):
