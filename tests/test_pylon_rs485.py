@@ -444,3 +444,13 @@ def test_fuzz_never_raises_and_recovers(junk: bytes) -> None:
     exchanges = r.process(view, NOW)
     assert exchanges and exchanges[-1].outcome == "ok"
     assert exchanges[-1].response == ref_frame(0x20, 2, 0x46, 0x00)
+
+
+def test_answer_too_long_for_lenid_gets_internal_error_not_a_crash() -> None:
+    big = tuple(module(i, cell_voltages_v=(3.3,) * 200) for i in range(1, 15))
+    view = BankView(modules=big, limits=LIMITS)
+    r = PylonResponder()
+    r.feed(build_request(0x20, 2, 0x42, b"\xff"))
+    (ex,) = r.process(view, NOW)
+    assert ex.outcome == "internal" and ex.response == ref_frame(0x20, 2, 0x46, 0x91)
+    assert ref_decode(answer(view, build_request(0x20, 2, 0x42, b"\x02"))).rtn == 0

@@ -280,12 +280,13 @@ U24_CAPACITY_THRESHOLD_AH = 65.0  # above this the u24 capacity fields are used 
 
 def module_analog_block(m: ModuleView) -> bytes:
     """The 0x42 module block after the address/count byte."""
-    temps = m.temperatures_c
+    cells = m.cell_voltages_v[:0xFF]
+    temps = m.temperatures_c[:0xFF]
     remaining = (m.remaining_capacity_ah or 0.0) * 1000
     full = (m.full_capacity_ah or 0.0) * 1000
     big = max(m.remaining_capacity_ah or 0.0, m.full_capacity_ah or 0.0) > U24_CAPACITY_THRESHOLD_AH
-    fields: list[bytes] = [u8(len(m.cell_voltages_v))]
-    fields += [mv(v) for v in m.cell_voltages_v]
+    fields: list[bytes] = [u8(len(cells))]
+    fields += [mv(v) for v in cells]
     fields.append(u8(len(temps)))
     fields += [deci_kelvin(t) for t in temps]
     fields += [deci_amp(m.current_a), mv(m.voltage_v)]
@@ -324,9 +325,10 @@ def module_alarm_block(m: ModuleView, view: BankView) -> bytes:
     """The 0x44 module block after the address/count byte."""
     p = view.parameters
     flags = m.protections | m.alarms
-    cell_states = [_level(v, p.cell_low_voltage_v, p.cell_high_voltage_v) for v in m.cell_voltages_v]
+    cell_states = [_level(v, p.cell_low_voltage_v, p.cell_high_voltage_v) for v in m.cell_voltages_v[:0xFF]]
     temp_states = [
-        _level(t, p.discharge_low_temperature_c, p.discharge_high_temperature_c) for t in m.temperatures_c
+        _level(t, p.discharge_low_temperature_c, p.discharge_high_temperature_c)
+        for t in m.temperatures_c[:0xFF]
     ]
     charge_state = ST_ABOVE if m.current_a > p.charge_current_limit_a else ST_NORMAL
     discharge_state = ST_ABOVE if -m.current_a > p.discharge_current_limit_a else ST_NORMAL
@@ -607,6 +609,7 @@ class PylonResponder(Rs485Responder):
             self._check(frame)
             handler = self._handlers[frame.cid2]
             response_info = handler(frame, position, view, now)
+            response = encode_frame(frame.ver, frame.adr, CID1_BATTERY, Rtn.NORMAL, response_info)
         except _Answer as answer:
             return Exchange(
                 frame.cid2,
@@ -615,12 +618,15 @@ class PylonResponder(Rs485Responder):
                 answer.outcome,
                 answer.detail,
             )
-        return Exchange(
-            frame.cid2,
-            encode_frame(frame.ver, frame.adr, CID1_BATTERY, Rtn.NORMAL, response_info),
-            True,
-            "ok",
-        )
+        except LocalProtocolError as err:  # an answer the frame cannot carry (INFO too long)
+            return Exchange(
+                frame.cid2,
+                encode_frame(frame.ver, frame.adr, CID1_BATTERY, Rtn.INTERNAL_COMM_ERROR),
+                False,
+                "internal",
+                str(err),
+            )
+        return Exchange(frame.cid2, response, True, "ok")
 
     def _check(self, frame: PylonFrame) -> None:
         if not frame.chksum_ok:
