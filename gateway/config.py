@@ -93,6 +93,22 @@ class ModbusConfig(Section):
     native_unit: int = Field(default=2, ge=1, le=247)
     max_connections: int = Field(default=16, ge=1, le=1024)
     idle_timeout_s: float = Field(default=300.0, gt=0)
+    request_rate_per_s: float = Field(default=500.0, gt=0)  # per client IP; beyond it requests are delayed
+    request_burst: int = Field(default=200, ge=1)  # requests a client may send at once before the rate applies
+    cap_timeout_s: float = Field(default=300.0, gt=0, le=86400)  # written caps revert unless refreshed
+    manufacturer: str = Field(default="bms-gateway", max_length=32)  # SunSpec model 1 Mn (bank unit)
+    model_name: str = Field(default="BMS bank", max_length=32)  # SunSpec model 1 Md (bank unit)
+    serial: str | None = Field(default=None, max_length=32)  # model 1 SN; default: first pack's serial
+    rated_current_a: float = Field(default=100.0, gt=0)  # per pack; nameplate for 802 WChaRteMax/124
+    nominal_cell_voltage_v: float = Field(default=3.2, gt=0, le=5)  # nameplate energy/power (LFP 3.2)
+    cells_per_pack: int = Field(default=16, ge=1, le=64)  # SunSpec 805 cell slots until a pack has more
+    cell_temperature_from_sensors: bool = False  # *inferred* 805 per-cell temps from the nearest sensor
+
+    @model_validator(mode="after")
+    def _distinct_units(self) -> ModbusConfig:
+        if self.native_unit == self.sunspec_unit:
+            raise ValueError("native_unit and sunspec_unit must differ")
+        return self
 
 
 class CanConfig(Section):
