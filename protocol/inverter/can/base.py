@@ -1,0 +1,265 @@
+"""What every inverter CAN protocol is: a neutral frame type, the battery state it encodes, and
+the `InverterProtocol` base (cadence, keepalive, name string, stop encoding, reactions).
+
+Sans-I/O: no python-can, no asyncio, no clock. The CAN service calls `due(state, now)` for the
+cyclic frames, `on_frame(frame, state, now)` for every received frame, and sends what they return.
+Frame layouts come from the protocol's DBC file in `mappings/can` (see `protocol.inverter.can.dbc`);
+a module only decides *which values* go into which signal (including its stop encoding).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import cantools.database
+
+from protocol.errors import LocalProtocolError
+from protocol.inverter.can import dbc
+
+OptionValue = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class CanFrame:
+    """One classic CAN data frame, independent of any CAN library."""
+
+    arbitration_id: int
+    data: bytes
+    is_extended: bool = False
+
+    def __post_init__(self) -> None:
+        limit = 0x1FFFFFFF if self.is_extended else 0x7FF
+        if not 0 <= self.arbitration_id <= limit:
+            raise LocalProtocolError(f"CAN id {self.arbitration_id:#x} out of range")
+        if len(self.data) > 8:
+            raise LocalProtocolError(f"CAN frame {self.arbitration_id:#x} longer than 8 bytes")
+
+
+class BatteryState(Protocol):
+    """The charge decision as the encoders read it (satisfied by `gateway.policy.ChargeDecision`)."""
+
+    @property
+    def stale(self) -> bool: ...
+    @property
+    def charge_voltage_v(self) -> float: ...
+    @property
+    def discharge_voltage_v(self) -> float: ...
+    @property
+    def charge_current_a(self) -> float: ...
+    @property
+    def discharge_current_a(self) -> float: ...
+    @property
+    def charge_enabled(self) -> bool: ...
+    @property
+    def discharge_enabled(self) -> bool: ...
+    @property
+    def force_charge_1(self) -> bool: ...
+    @property
+    def force_charge_2(self) -> bool: ...
+    @property
+    def full_charge_request(self) -> bool: ...
+    @property
+    def soc_pct(self) -> float: ...
+    @property
+    def soh_pct(self) -> float: ...
+    @property
+    def voltage_v(self) -> float: ...
+    @property
+    def current_a(self) -> float: ...
+    @property
+    def temperature_c(self) -> float: ...
+    @property
+    def alarms(self) -> frozenset[str]: ...
+    @property
+    def warnings(self) -> frozenset[str]: ...
+    @property
+    def packs_online(self) -> int: ...
+    @property
+    def packs_configured(self) -> int: ...
+    @property
+    def packs_blocking_charge(self) -> int: ...
+    @property
+    def packs_blocking_discharge(self) -> int: ...
+    @property
+    def cells_per_pack(self) -> int: ...
+    @property
+    def cell_max_v(self) -> float: ...
+    @property
+    def cell_min_v(self) -> float: ...
+    @property
+    def cell_max_id(self) -> str: ...
+    @property
+    def cell_min_id(self) -> str: ...
+    @property
+    def temp_max_c(self) -> float: ...
+    @property
+    def temp_min_c(self) -> float: ...
+    @property
+    def temp_max_id(self) -> str: ...
+    @property
+    def temp_min_id(self) -> str: ...
+    @property
+    def full_capacity_ah(self) -> float | None: ...
+    @property
+    def remaining_capacity_ah(self) -> float | None: ...
+    @property
+    def nominal_capacity_ah(self) -> float | None: ...
+    @property
+    def cycles(self) -> int | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """What a received frame means: frames to send in answer, keepalive seen, inverter command."""
+
+    frames: tuple[CanFrame, ...] = ()
+    keepalive: bool = False
+    command: str | None = None  # e.g. "shutdown" (LuxPower 0x300), "shutdown_cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Messages sent together every `period_s`."""
+
+    period_s: float
+    messages: tuple[str, ...]
+
+
+def ascii_signals(prefix: str, text: str, count: int = 8) -> dict[str, float]:
+    """`Name0..Name7`-style byte signals of a space-padded ASCII string."""
+    raw = text.encode("ascii", "replace")[:count].ljust(count, b" ")
+    return {f"{prefix}{i}": float(b) for i, b in enumerate(raw)}
+
+
+class InverterProtocol(abc.ABC):
+    """One inverter protocol. Subclasses set the class attributes and implement `values()`."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    dbc_file: ClassVar[str]
+    groups: ClassVar[tuple[Group, ...]] = ()  # cyclic frames; empty = only answers to the inverter
+    keepalive_ids: ClassVar[frozenset[int]] = frozenset({0x305})
+    keepalive_extended: ClassVar[bool | None] = None  # None: 11- or 29-bit accepted
+    silent_until_inverter: ClassVar[bool] = False
+    min_repeat_s: ClassVar[float] = 0.0  # no id may repeat faster than this (SMA: 0.2 s)
+    option_defaults: ClassVar[Mapping[str, OptionValue]] = {}
+
+    def __init__(self, options: Mapping[str, OptionValue] | None = None) -> None:
+        opts = dict(self.option_defaults)
+        for key, value in (options or {}).items():
+            if key not in self.option_defaults:
+                known = ", ".join(sorted(self.option_defaults)) or "none"
+                raise ValueError(f"protocol {self.name!r} has no option {key!r} (options: {known})")
+            default = self.option_defaults[key]
+            if isinstance(default, bool) != isinstance(value, bool) or (
+                isinstance(default, str) != isinstance(value, str)
+            ):
+                raise ValueError(f"option {key!r} of {self.name!r} must be like {default!r}, got {value!r}")
+            opts[key] = value
+        self.options: dict[str, OptionValue] = opts
+        self.db: cantools.database.can.Database = dbc.load(self.dbc_file)
+        self._next_at: list[float | None] = [None] * len(self.groups)
+        self.inverter_seen = False
+        self.validate_options()
+
+    # -- hooks -------------------------------------------------------------------------------------
+    def validate_options(self) -> None:
+        """Raise ValueError for a bad option value (called at construction)."""
+        return None
+
+    @abc.abstractmethod
+    def values(self, message: str, state: BatteryState, now: float) -> dict[str, float]:
+        """Physical signal values of one message of the DBC for this state (stop encoding included)."""
+
+    def react(self, frame: CanFrame, state: BatteryState | None, now: float) -> Reaction:
+        """Protocol-specific answer to a received frame (default: keepalive detection only)."""
+        return Reaction(keepalive=self.is_keepalive(frame))
+
+    def notes(self) -> list[str]:
+        """Configuration warnings worth logging (e.g. Victron's name-based quirks)."""
+        return []
+
+    # -- generic machinery -------------------------------------------------------------------------
+    def option(self, key: str) -> OptionValue:
+        return self.options[key]
+
+    def is_keepalive(self, frame: CanFrame) -> bool:
+        if self.keepalive_extended is not None and frame.is_extended != self.keepalive_extended:
+            return False
+        return frame.arbitration_id in self.keepalive_ids
+
+    def encode(self, message: str, state: BatteryState, now: float) -> CanFrame:
+        return dbc.encode(self.db, message, self.values(message, state, now))
+
+    def encode_all(self, messages: Sequence[str], state: BatteryState, now: float) -> list[CanFrame]:
+        return [self.encode(m, state, now) for m in messages]
+
+    @property
+    def cyclic_messages(self) -> tuple[str, ...]:
+        return tuple(m for g in self.groups for m in g.messages)
+
+    def due(self, state: BatteryState, now: float) -> list[CanFrame]:
+        """Cyclic frames due at `now` (each group at most once per call; no catch-up bursts)."""
+        if self.silent_until_inverter and not self.inverter_seen:
+            return []
+        frames: list[CanFrame] = []
+        for i, group in enumerate(self.groups):
+            at = self._next_at[i]
+            if at is not None and now < at:
+                continue
+            frames.extend(self.encode_all(group.messages, state, now))
+            nxt = now + group.period_s if at is None else at + group.period_s
+            self._next_at[i] = nxt if nxt > now else now + group.period_s
+        return frames
+
+    def next_due(self, now: float) -> float | None:
+        """When `due()` has something next (None: nothing cyclic, e.g. waiting for the inverter)."""
+        if not self.groups or (self.silent_until_inverter and not self.inverter_seen):
+            return None
+        return min((at if at is not None else now) for at in self._next_at)
+
+    def on_frame(self, frame: CanFrame, state: BatteryState | None, now: float) -> Reaction:
+        return self.react(frame, state, now)
+
+    def dbc_id(self, frame: CanFrame) -> int:
+        """The DBC message id of a frame (protocols that put an address into the id override this)."""
+        return frame.arbitration_id
+
+    def reset(self) -> None:
+        """Forget schedule and inverter presence (after a bus reconnect or a protocol switch)."""
+        self._next_at = [None] * len(self.groups)
+        self.inverter_seen = False
+
+
+# -- helpers shared by the protocol modules -------------------------------------------------------
+def stop_voltage(state: BatteryState) -> float:
+    """CVL used while charging is blocked: the present voltage, never 0 (Victron/Deye rule)."""
+    if state.voltage_v > 0:
+        return min(state.charge_voltage_v, state.voltage_v)
+    return state.charge_voltage_v
+
+
+def charge_current(state: BatteryState) -> float:
+    return state.charge_current_a if state.charge_enabled else 0.0
+
+
+def discharge_current(state: BatteryState) -> float:
+    return state.discharge_current_a if state.discharge_enabled else 0.0
+
+
+def charge_voltage(state: BatteryState) -> float:
+    return state.charge_voltage_v if state.charge_enabled else stop_voltage(state)
+
+
+def any_of(flags: frozenset[str], *names: str) -> float:
+    return 1.0 if any(n in flags for n in names) else 0.0
+
+
+OVERVOLTAGE = ("cell_overvoltage", "pack_overvoltage")
+UNDERVOLTAGE = ("cell_undervoltage", "pack_undervoltage", "low_soc")
+HIGH_TEMP = ("high_temperature", "mos_overtemperature")
+LOW_TEMP = ("low_temperature",)
+SYSTEM = ("system_error", "communication", "short_circuit")

@@ -1,0 +1,168 @@
+"""`growatt`: Growatt BMS CAN low voltage (V1.04) — big-endian, query/response.
+
+The inverter sends 0x301 once a second; each 0x301 is answered with 0x311 0x312 0x313 0x314 0x319
+0x320 0x321 (the per-cell frames 0x315-0x318 are optional and not sent for parallel banks). The
+0x301 is also the keepalive. Stop: the blocked direction's current 0 A and its enable bits cleared,
+CV not above the present voltage, protection/warning bits set.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from protocol.inverter.can.base import (
+    HIGH_TEMP,
+    LOW_TEMP,
+    BatteryState,
+    CanFrame,
+    InverterProtocol,
+    OptionValue,
+    Reaction,
+    any_of,
+    charge_current,
+    charge_voltage,
+    discharge_current,
+)
+
+REQUEST_ID = 0x301
+ANSWER = ("Limits", "ProtectionWarning", "Measurements", "Capacity", "Request", "Identity", "Upgrade")
+STATE_STANDBY, STATE_CHARGING, STATE_DISCHARGING = 1, 2, 3
+IDLE_CURRENT_A = 0.5
+
+
+def cell_number(ident: str) -> int:
+    """The cell index of a "bus/address/cell" id (0 when unknown)."""
+    tail = ident.rsplit("/", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def datetime_word(now: float) -> int:
+    """0x320 date-time bitfield: s 0-5, min 6-11, h 12-16, day 17-21, month 22-25, year-2000 26-31 (UTC)."""
+    t = time.gmtime(now)
+    return (
+        t.tm_sec % 60
+        | t.tm_min << 6
+        | t.tm_hour << 12
+        | t.tm_mday << 17
+        | t.tm_mon << 22
+        | max(0, min(63, t.tm_year - 2000)) << 26
+    )
+
+
+class Growatt(InverterProtocol):
+    name = "growatt"
+    title = "Growatt BMS CAN low voltage V1.04"
+    dbc_file = "growatt.dbc"
+    groups = ()
+    keepalive_ids = frozenset({REQUEST_ID})
+    keepalive_extended = False
+    option_defaults: ClassVar[dict[str, OptionValue]] = {"abbreviation": "BG", "manufacturer_code": 0}
+
+    def react(self, frame: CanFrame, state: BatteryState | None, now: float) -> Reaction:
+        if frame.arbitration_id != REQUEST_ID or frame.is_extended:
+            return Reaction()
+        self.inverter_seen = True
+        frames = () if state is None else tuple(self.encode_all(ANSWER, state, now))
+        return Reaction(frames=frames, keepalive=True)
+
+    def values(self, message: str, state: BatteryState, now: float) -> dict[str, float]:
+        a, w = state.alarms, state.warnings
+        if message == "Limits":
+            if state.current_a > IDLE_CURRENT_A:
+                st = STATE_CHARGING
+            elif state.current_a < -IDLE_CURRENT_A:
+                st = STATE_DISCHARGING
+            else:
+                st = STATE_STANDBY
+            return {
+                "ChargeVoltage": charge_voltage(state),
+                "ChargeCurrentLimit": charge_current(state),
+                "DischargeCurrentLimit": discharge_current(state),
+                "State": st,
+                "ErrorValid": float(bool(a)),
+                "Balancing": 0,
+                "Sleep": 0,
+                "DischargeEnabled": float(state.discharge_enabled),
+                "ChargeEnabled": float(state.charge_enabled),
+                "TerminalOpen": 0,
+                "MasterMode": 1 if state.packs_online > 1 else 0,
+                "InverterState": 0,
+            }
+        if message == "ProtectionWarning":
+            return {
+                "ProtSoftStartFail": 0,
+                "ProtModuleUnderVoltage": any_of(a, "pack_undervoltage"),
+                "ProtModuleOverVoltage": any_of(a, "pack_overvoltage"),
+                "ProtCellUnderVoltage": any_of(a, "cell_undervoltage", "low_soc"),
+                "ProtCellOverVoltage": any_of(a, "cell_overvoltage"),
+                "ProtShortCircuit": any_of(a, "short_circuit"),
+                "ProtChargeOverCurrent": any_of(a, "charge_overcurrent"),
+                "ProtDischargeOverCurrent": any_of(a, "discharge_overcurrent"),
+                "ProtDeltaVFail": any_of(a, "cell_imbalance"),
+                "ProtSystemError": any_of(a, "system_error", "communication"),
+                "ProtChargeUnderTemp": any_of(a, *LOW_TEMP),
+                "ProtDischargeUnderTemp": any_of(a, *LOW_TEMP),
+                "ProtChargeOverTemp": any_of(a, *HIGH_TEMP),
+                "ProtDischargeOverTemp": any_of(a, *HIGH_TEMP),
+                "WarnModuleUnderVoltage": any_of(w, "pack_undervoltage"),
+                "WarnModuleOverVoltage": any_of(w, "pack_overvoltage"),
+                "WarnCellUnderVoltage": any_of(w, "cell_undervoltage", "low_soc"),
+                "WarnCellOverVoltage": any_of(w, "cell_overvoltage"),
+                "WarnChargeOverCurrent": any_of(w, "charge_overcurrent"),
+                "WarnDischargeOverCurrent": any_of(w, "discharge_overcurrent"),
+                "WarnInternalCommFail": any_of(w | a, "communication"),
+                "WarnPackBeforeTurnOff": 0,
+                "WarnDeltaV": any_of(w, "cell_imbalance"),
+                "WarnChargeUnderTemp": any_of(w, *LOW_TEMP),
+                "WarnDischargeUnderTemp": any_of(w, *LOW_TEMP),
+                "WarnChargeOverTemp": any_of(w, *HIGH_TEMP),
+                "WarnDischargeOverTemp": any_of(w, *HIGH_TEMP),
+                "PackCount": max(1, state.packs_online),
+                "ManufacturerCode": float(self.option("manufacturer_code")),
+                "CellCount": state.cells_per_pack,
+            }
+        if message == "Measurements":
+            return {
+                "Voltage": state.voltage_v,
+                "Current": state.current_a,
+                "MaxCellTemperature": state.temp_max_c,
+                "SOC": round(state.soc_pct),
+                "SOH": round(state.soh_pct),
+                "SOHFlag": 0,
+            }
+        if message == "Capacity":
+            return {
+                "RemainingCapacity": state.remaining_capacity_ah or 0.0,
+                "FullCapacity": state.full_capacity_ah or 0.0,
+                "CellDeltaV": max(0.0, state.cell_max_v - state.cell_min_v),
+                "CycleCount": float(state.cycles or 0),
+            }
+        if message == "Request":
+            return {
+                "Chemistry": 0,  # LFP
+                "ForceChargeRequest1": float(state.force_charge_1 and not state.stale),
+                "ForceChargeRequest2": float(state.force_charge_2 and not state.stale),
+                "DischargeEnable": float(state.discharge_enabled),
+                "ChargeEnable": float(state.charge_enabled),
+                "MaxCellVoltage": state.cell_max_v,
+                "MinCellVoltage": state.cell_min_v,
+                "MaxCellNumber": cell_number(state.cell_max_id),
+                "MinCellNumber": cell_number(state.cell_min_id),
+                "FaultyPack": 0,
+            }
+        if message == "Identity":
+            abbrev = str(self.option("abbreviation")).upper().encode("ascii", "replace")[:2].ljust(2, b" ")
+            return {
+                "Abbrev0": abbrev[0],
+                "Abbrev1": abbrev[1],
+                "HardwareVersion": 1,
+                "SoftwareVersion": 1,
+                "DateTime": datetime_word(now),
+            }
+        if message == "Upgrade":
+            return {"UpdateStatus": 0, "UpdateProgress": 0, "PackUnderUpgrade": 0, "SuccessCount": 0}
+        raise KeyError(message)
+
+
+PROTOCOL = Growatt
