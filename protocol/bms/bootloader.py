@@ -501,3 +501,43 @@ class UpgradeSession:
             self.done = True
             return
         raise LocalProtocolError(f"unexpected phase {self.phase}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Carriage in each family's framing (what the gateway's upgrade job sends and reads).
+
+
+def encode_frame(family: str, address: int, op: Op, body: bytes) -> bytes:
+    """A complete request frame carrying a bootloader message to the pack at `address`."""
+    code = command_code(family, op)
+    if family == "tianpower":
+        from protocol.bms.tianpower.frame import build_frame
+
+        return build_frame(address, code, body)
+    from protocol.bms.pace.commands import request
+
+    return request(address, code, body)
+
+
+def decode_reply_frame(family: str, raw: bytes, op: Op | None = None) -> BootReply:
+    """The bootloader reply carried by a complete response frame; RemoteProtocolError when the frame
+    is invalid, is not a bootloader answer (or not to `op`), or carries a PACE error RTN."""
+    if family == "tianpower":
+        from protocol.bms.tianpower.frame import parse_frame as tp_parse
+
+        tp = tp_parse(raw)
+        got = op_for_code(family, tp.command)
+        body = tp.data
+    elif family == "pace":
+        from protocol.bms.pace.frame import parse_frame as pace_parse
+
+        pf = pace_parse(raw)
+        if pf.command != 0:
+            raise RemoteProtocolError(f"pack answered the bootloader request with RTN 0x{pf.command:02X}")
+        got = op  # PACE answers carry the RTN in CID2, not the command: trust the caller's pairing
+        body = pf.info
+    else:
+        raise LocalProtocolError(f"no bootloader carriage defined for family {family!r}")
+    if got is None or (op is not None and got is not op):
+        raise RemoteProtocolError("the frame is not an answer to the bootloader request")
+    return BootReply.decode(body)

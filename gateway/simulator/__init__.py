@@ -1,0 +1,20 @@
+"""Virtual Basengreen/Tianpower and PACE packs on a real byte stream (see docs/simulator.md).
+
+Public API: `Simulator`, `SimulatorOptions`, `FaultSpec`, `PackTruth`, `parse_fault_spec`.
+Importing this package has no side effects; nothing runs until a `Simulator` is built.
+"""
+
+from gateway.simulator.core import PROFILES, Simulator, SimulatorOptions
+from gateway.simulator.faults import FaultSpec, OfflineSchedule, parse_fault_spec
+from gateway.simulator.pack import Identity, PackTruth
+
+__all__ = [
+    "PROFILES",
+    "FaultSpec",
+    "Identity",
+    "OfflineSchedule",
+    "PackTruth",
+    "Simulator",
+    "SimulatorOptions",
+    "parse_fault_spec",
+]
