@@ -1,0 +1,220 @@
+"""The poller's schedules, availability rules and failure handling, with a scripted driver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+import pytest
+
+from gateway.bus import BusOwner
+from gateway.config import BusConfig
+from gateway.drivers.base import BusClient, DeviceError, Driver, NoResponse, Unsupported
+from gateway.model import (
+    Availability,
+    ClockReading,
+    ModelStore,
+    PackIdentity,
+    ParameterReading,
+    ParameterSet,
+    Telemetry,
+)
+from gateway.poller import BusPoller
+from gateway.transport import Connection, TransportError
+from protocol.bms.base import Frame, FrameDecoder
+
+
+class _NullDecoder(FrameDecoder):
+    def next_frame(self) -> Frame | None:
+        return None
+
+
+def telemetry(now: float, soc: float = 50.0) -> Telemetry:
+    return Telemetry.build(
+        measured_at=now,
+        cell_voltages_v=[3.3, 3.31],
+        temperatures=[],
+        voltage_v=6.61,
+        current_a=1.0,
+        soc_pct=soc,
+    )
+
+
+class ScriptedDriver(Driver):
+    family = "scripted"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.fail_realtime: dict[int, Exception] = {}
+        self.clock_unsupported = False
+
+    def new_decoder(self) -> FrameDecoder:
+        return _NullDecoder()
+
+    async def read_realtime(self, bus: BusClient, address: int, now: float) -> Telemetry:
+        self.calls.append(("realtime", address))
+        if address in self.fail_realtime:
+            raise self.fail_realtime[address]
+        return telemetry(now, soc=10.0 * address)
+
+    async def read_identity(self, bus: BusClient, address: int) -> PackIdentity:
+        self.calls.append(("identity", address))
+        return PackIdentity(version=f"V{address}", serial=f"SN{address}")
+
+    async def read_parameters(self, bus: BusClient, address: int, now: float) -> ParameterSet:
+        self.calls.append(("parameters", address))
+        return ParameterSet.of(now, [ParameterReading("CELL_OV_Start", 3.65, "V")])
+
+    async def read_clock(self, bus: BusClient, address: int, now: float) -> ClockReading:
+        self.calls.append(("clock", address))
+        if self.clock_unsupported:
+            raise Unsupported("no clock")
+        return ClockReading(now + 2.0, now)
+
+    async def probe(self, bus: BusClient, address: int) -> bool:
+        return True
+
+    async def read_bank_realtime(self, bus: BusClient, master: int, now: float) -> Mapping[int, Telemetry]:
+        self.calls.append(("bank", master))
+        return {1: telemetry(now, 11.0), 2: telemetry(now, 22.0), 9: telemetry(now, 99.0)}
+
+
+async def _no_link() -> Connection:
+    raise TransportError("unused")
+
+
+def make(cfg: BusConfig, driver: Driver, **kw: object) -> tuple[BusPoller, ModelStore, BusOwner]:
+    store = ModelStore([(cfg.name, a) for a in cfg.addresses])
+    owner = BusOwner(cfg.name, _no_link, None)
+    return BusPoller(cfg, owner, store, driver, **kw), store, owner  # type: ignore[arg-type]
+
+
+async def run_until(poller: BusPoller, cond: object, limit_s: float = 5.0) -> None:
+    ready = asyncio.Event()
+    task = asyncio.ensure_future(poller.run(ready.set))
+    try:
+        async with asyncio.timeout(limit_s):
+            for _ in range(int(limit_s / 0.01)):
+                if cond():  # type: ignore[operator]
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert ready.is_set()
+
+
+def cfg(**kw: object) -> BusConfig:
+    base: dict[str, object] = {"name": "b1", "url": "socket://127.0.0.1:1", "addresses": [1, 2]}
+    base.update(kw)
+    return BusConfig.model_validate(base)
+
+
+def test_availability_thresholds() -> None:
+    wall = [1000.0]
+    poller, _, _ = make(cfg(stale_after_s=15, offline_after_s=60), ScriptedDriver(), wall=lambda: wall[0])
+    st = poller.packs[1]
+    assert poller.availability_of(st, 1001.0) is Availability.UNKNOWN
+    assert poller.availability_of(st, 1060.0) is Availability.OFFLINE  # never answered
+    st.last_success_at = 1000.0
+    assert poller.availability_of(st, 1014.9) is Availability.ONLINE
+    assert poller.availability_of(st, 1015.0) is Availability.STALE
+    assert poller.availability_of(st, 1059.9) is Availability.STALE
+    assert poller.availability_of(st, 1060.0) is Availability.OFFLINE
+
+
+def test_default_thresholds_make_a_vanished_pack_stale_within_20_s() -> None:
+    c = BusConfig(name="b", url="socket://h:1")
+    assert c.stale_after_s + 1.0 <= 20.0  # + the watchdog period
+    assert c.offline_after_s > c.stale_after_s
+
+
+async def test_schedules_identity_parameters_clock_once_and_realtime_repeatedly() -> None:
+    driver = ScriptedDriver()
+    poller, store, _ = make(cfg(realtime_interval_s=0.02), driver)
+    await run_until(poller, lambda: driver.calls.count(("realtime", 1)) >= 4)
+    for what in ("identity", "parameters", "clock"):
+        assert driver.calls.count((what, 1)) == 1
+        assert driver.calls.count((what, 2)) == 1
+    # identity etc. only after the first good realtime read
+    assert driver.calls.index(("realtime", 1)) < driver.calls.index(("identity", 1))
+    snap = store.view.pack("b1", 2)
+    assert snap is not None and snap.availability is Availability.ONLINE
+    assert snap.telemetry is not None and snap.telemetry.soc_pct == 20.0
+    assert snap.identity.serial == "SN2" and snap.identity.protocol == "scripted"
+    assert snap.parameters is not None and snap.parameters.get("CELL_OV_Start") == 3.65
+    assert snap.clock is not None and snap.clock.drift_s == pytest.approx(2.0)
+    assert store.view.bank.packs_online == 2
+
+
+async def test_parameter_refresh_on_request() -> None:
+    driver = ScriptedDriver()
+    poller, _, _ = make(cfg(realtime_interval_s=0.02), driver)
+    requested = [False]
+
+    def cond() -> bool:
+        if driver.calls.count(("parameters", 2)) == 1 and not requested[0]:
+            poller.request_parameters_refresh(("b1", 2))
+            requested[0] = True
+        return driver.calls.count(("parameters", 2)) == 2
+
+    await run_until(poller, cond)
+    assert driver.calls.count(("parameters", 1)) == 1
+    with pytest.raises(KeyError, match="no pack 7"):
+        poller.request_parameters_refresh(("b1", 7))
+
+
+async def test_failures_never_update_and_are_counted() -> None:
+    driver = ScriptedDriver()
+    driver.fail_realtime[2] = NoResponse("silent")
+    driver.clock_unsupported = True
+    poller, store, owner = make(cfg(realtime_interval_s=0.02), driver)
+    await run_until(poller, lambda: driver.calls.count(("realtime", 2)) >= 3)
+    snap = store.view.pack("b1", 2)
+    assert snap is not None and snap.telemetry is None and snap.availability is Availability.UNKNOWN
+    assert ("identity", 2) not in driver.calls
+    assert driver.calls.count(("clock", 1)) == 1  # Unsupported: never asked again
+    assert poller.packs[1].next_clock == float("inf")
+
+    driver.fail_realtime[1] = DeviceError(0x02, "RTN 2")
+    driver.fail_realtime[2] = ValueError("driver could not build telemetry")
+    before = store.view.pack("b1", 1)
+    assert before is not None and before.telemetry is not None
+    n1 = driver.calls.count(("realtime", 1))
+    await run_until(poller, lambda: driver.calls.count(("realtime", 1)) >= n1 + 2)
+    after = store.view.pack("b1", 1)
+    assert after is not None and after.telemetry is not None
+    assert after.telemetry.measured_at == before.telemetry.measured_at  # old good data kept
+    assert owner.pack_counters(1).device_errors >= 2
+    assert owner.pack_counters(2).decode_errors >= 1
+
+
+async def test_transitions_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    wall = [1000.0]
+    poller, store, _ = make(cfg(stale_after_s=10, offline_after_s=20), ScriptedDriver(), wall=lambda: wall[0])
+    poller._accept(poller.packs[1], telemetry(1000.0))
+    caplog.set_level(logging.INFO, logger="gateway.poller")
+    for t in (1001.0, 1005.0, 1011.0, 1012.0, 1015.0, 1021.0, 1030.0, 1040.0):
+        wall[0] = t
+        poller._refresh_availability()
+    msgs = [r.getMessage() for r in caplog.records if "b1/1" in r.getMessage()]
+    assert msgs == ["pack b1/1 is stale (no good data for 10 s)", "pack b1/1 is offline"]
+    snap = store.view.pack("b1", 1)
+    assert snap is not None and snap.availability is Availability.OFFLINE
+    assert snap.telemetry is not None  # values kept, but the bank excludes the pack
+    assert store.view.bank.packs_online == 0 and store.view.bank.packs_offline == 2
+
+
+async def test_pace_master_only_reads_the_bank_through_the_master() -> None:
+    driver = ScriptedDriver()
+    poller, store, _ = make(cfg(addresses=[1, 2, 3], pace_master_only=True, realtime_interval_s=0.02), driver)
+    await run_until(poller, lambda: driver.calls.count(("bank", 1)) >= 2)
+    assert not any(c[0] == "realtime" for c in driver.calls)
+    assert {c[1] for c in driver.calls if c[0] == "identity"} == {1}  # only the master is reachable
+    view = store.view
+    assert view.pack("b1", 1).telemetry.soc_pct == 11.0  # type: ignore[union-attr]
+    assert view.pack("b1", 2).telemetry.soc_pct == 22.0  # type: ignore[union-attr]
+    assert view.pack("b1", 3).telemetry is None  # type: ignore[union-attr]
+    assert view.pack("b1", 9) is None  # not configured: ignored
