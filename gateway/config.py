@@ -122,6 +122,7 @@ class CanConfig(Section):
     keepalive_expected: bool = True  # false for inverters that never send a keepalive
     reconnect_delay_s: float = Field(default=2.0, gt=0.0, le=300.0)  # first retry after a bus error
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)  # protocol options
+    interface_options: dict[str, str | int | float | bool] = Field(default_factory=dict)  # extra can.Bus args
 
 
 DeratingTable = Annotated[list[tuple[float, float]], Field(min_length=1)]
@@ -239,10 +240,38 @@ class InverterRs485Config(Section):
 
 
 class MqttConfig(Section):
+    """MQTT state, events and Home Assistant discovery (see docs/mqtt.md)."""
+
     enabled: bool = False
-    url: str = "mqtt://127.0.0.1:1883"
-    username: str | None = None
+    url: str = Field(default="mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/\s:]+(:\d{1,5})?/?$")  # mqtts = TLS
+    username: str | None = None  # or BMS_GATEWAY_MQTT_USERNAME
     password: str | None = None  # or BMS_GATEWAY_MQTT_PASSWORD
+    ca_file: str | None = None  # mqtts: CA bundle for the broker's certificate (system store when unset)
+    cert_file: str | None = None  # mqtts: client certificate (PEM), e.g. a per-site certificate
+    key_file: str | None = None  # private key of cert_file
+    client_id: str = Field(default="bms-gateway", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # also names HA ids
+    base_topic: str = Field(default="bms-gateway", pattern=r"^[^#+\s]+[^#+/\s]$")
+    qos: Literal[0, 1, 2] = 1
+    retain_state: bool = True  # retain state documents (availability, birth and discovery are always retained)
+    persistent_session: bool = False  # clean_session = false: the broker keeps our QoS 1/2 session
+    keepalive_s: int = Field(default=60, ge=5, le=3600)
+    discovery: bool = True  # Home Assistant MQTT discovery
+    discovery_prefix: str = Field(default="homeassistant", pattern=r"^[^#+\s]+[^#+/\s]$")
+    expire_after_s: int = Field(default=600, ge=0)  # HA marks pack values unavailable after this (0 = never)
+    min_interval_s: float = Field(default=5.0, ge=0.0, le=3600.0)  # at most one state document per topic
+    buffer_size: int = Field(default=1000, ge=10, le=1_000_000)  # messages kept while the broker is away
+    reconnect_min_s: float = Field(default=1.0, gt=0.0)
+    reconnect_max_s: float = Field(default=60.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> MqttConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        if (self.ca_file or self.cert_file) and not self.url.startswith("mqtts://"):
+            raise ValueError("ca_file/cert_file need an mqtts:// url")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        return self
 
 
 class SimulatorConfig(Section):

@@ -140,6 +140,29 @@ class ChargeDecision:
     def packs_offline(self) -> int:
         return self.packs_configured - self.packs_online
 
+    def as_stale(self, now: float) -> ChargeDecision:
+        """This decision with stale data: every direction blocked, no requests, communication alarm."""
+        flags = frozenset({"communication"})
+        return replace(
+            self,
+            computed_at=now,
+            stale=True,
+            charge_current_a=0.0,
+            discharge_current_a=0.0,
+            charge_enabled=False,
+            discharge_enabled=False,
+            force_charge_1=False,
+            force_charge_2=False,
+            full_charge_request=False,
+            current_a=0.0,
+            alarms=self.alarms | flags,
+            warnings=self.warnings | flags,
+            packs_online=0,
+            packs_blocking_charge=0,
+            packs_blocking_discharge=0,
+            limiting=MappingProxyType(dict.fromkeys(LIMIT_NAMES, Factor.STALE_DATA.value)),
+        )
+
 
 def interpolate(table: Sequence[tuple[float, float]], x: float) -> float:
     """Linear interpolation in a derating table, clamped to its end points; an empty table is 1."""
@@ -383,26 +406,7 @@ class PolicyEngine:
                 cycles=None, limiting=limiting,
             )  # fmt: skip
         self._fc1 = self._fc2 = False
-        return replace(
-            prev,
-            computed_at=now,
-            stale=True,
-            charge_current_a=0.0,
-            discharge_current_a=0.0,
-            charge_enabled=False,
-            discharge_enabled=False,
-            force_charge_1=False,
-            force_charge_2=False,
-            full_charge_request=False,
-            current_a=0.0,
-            alarms=prev.alarms | flags,
-            warnings=prev.warnings | flags,
-            packs_online=0,
-            packs_configured=len(view.packs),
-            packs_blocking_charge=0,
-            packs_blocking_discharge=0,
-            limiting=limiting,
-        )
+        return replace(prev.as_stale(now), packs_configured=len(view.packs))
 
     # -- fresh data ---------------------------------------------------------------------------------
     def _fresh(
