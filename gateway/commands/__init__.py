@@ -4,4 +4,9 @@ Each module defines `register(subparsers)` that adds its parser and sets `func` 
 code). `gateway.cli` imports every module named in `COMMAND_MODULES`.
 """
 
-COMMAND_MODULES: tuple[str, ...] = ("gateway.commands.token", "gateway.commands.simulate")
+COMMAND_MODULES: tuple[str, ...] = (
+    "gateway.commands.token",
+    "gateway.commands.simulate",
+    "gateway.commands.modbus_docs",
+    "gateway.commands.decode",
+)
