@@ -323,6 +323,10 @@ class SimPack:
         """Advance by `dt_s`; `now_s` is the simulation time at the end of the step."""
         if self.bootloader.mode is Mode.BOOTLOADER:
             return  # the application (measurement, protections) does not run in the bootloader
+        # Conditions already present at the start of the step (a scenario change, a parameter
+        # write) start their delay there, not one step later.
+        for tr in self.engine.evaluate(now_s - dt_s, self._quantities()):
+            self._on_transition(tr, sim_epoch_s - dt_s)
         wanted = 0.0 if self.sleeping else self.requested_current(profile)
         if self.sleeping and self.current_override_a is not None and self.current_override_a > 0:
             self.sleeping = False  # connecting a charger wakes the pack (manual §4.5.3)
