@@ -7,5 +7,6 @@ code). `gateway.cli` imports every module named in `COMMAND_MODULES`.
 COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.token",
     "gateway.commands.simulate",
+    "gateway.commands.modbus_docs",
     "gateway.commands.decode",
 )
