@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from mappings.bms.params import (
     ParameterValueError,
     load_table,
     parse_table,
+    render_document,
 )
 
 PACKAGED = sorted(
@@ -142,3 +144,13 @@ def test_unknown_family_and_bad_toml() -> None:
         parse_table("family = ", "t.toml")
     with pytest.raises(ParameterTableError, match="needs \\[\\[param\\]\\] entries"):
         parse_table('family = "x"\n')
+
+
+def test_parameters_doc_is_in_sync_with_the_tables() -> None:
+    doc = Path(__file__).resolve().parent.parent / "docs" / "parameters.md"
+    assert doc.read_text(encoding="utf-8") == render_document(), (
+        "docs/parameters.md is stale: run .venv/bin/python -m mappings.bms.params > docs/parameters.md"
+    )
+    assert (
+        "| CELL_OV_Start | CELL_OV_Start | CELL_Vol_Protect | protection | V | 1..6 V |" in render_document()
+    )
