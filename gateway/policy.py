@@ -203,7 +203,8 @@ def classify_flag(name: str) -> FlagClass:
         return FlagClass(("short_circuit",), BOTH)
     if "comm" in compact or "timeout" in compact:
         return FlagClass(("communication",), BOTH)
-    if "mos" in tokens and (has("ot") or "temp" in compact or "hot" in compact):
+    mos = any(t.startswith("mos") for t in tokens)
+    if mos and (has("ot") or "over" in compact or "hot" in compact or "high" in compact):
         return FlagClass(("mos_overtemperature",), BOTH)
     if "temp" in compact or has("ot") or has("ut") or "hot" in compact:
         if "diff" in compact:
