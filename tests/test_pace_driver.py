@@ -150,6 +150,11 @@ class FakeBus:
                 if self.pack_count
                 else self.reply(req, 4)
             )
+        if cmd == c.Cmd.SYSTEM_PARAMETERS:
+            sp = c.SystemParameters(
+                3.65, 3.0, 2.7, 50.0, 0.0, 100.0, 58.4, 48.0, 43.2, 60.0, -20.0, -150.0, 0x11
+            )
+            return self.reply(req, 0, c.encode_system_parameters(sp))
         if cmd == c.Cmd.PROTOCOL_VERSION:
             return c.response(req.address, 0, b"", version=self.version, cid1=self.cid1)
         if cmd == c.Cmd.HARDWARE_VERSION:
@@ -518,3 +523,25 @@ async def test_probe_learns_the_dialect() -> None:
     assert not await d.probe(FakeBus([FakePack(6, off=True)]), 6)
     t = await d.read_realtime(FakeBus([FakePack(4)], version=0x20, cid1=0x4A), 4, now=0.0)
     assert len(t.temperatures) == 6
+
+
+async def test_protocol_version_manufacturer_system_parameters() -> None:
+    bus = FakeBus([FakePack(2)], version=0x20, cid1=0x46)
+    d = PaceDriver(version=0x20, cid1=0x46)
+    assert await d.read_protocol_version(bus, 2) == 0x20
+    man = await d.read_manufacturer(bus, 2)
+    assert (man.device_name, man.software_version, man.manufacturer) == ("LFP-48V", (2, 6), "EG4 Electronics")
+    sp = await d.read_system_parameters(bus, 2)
+    assert (sp.cell_high_voltage_v, sp.discharge_low_temperature_c, sp.discharge_current_limit_a) == (
+        3.65,
+        -20.0,
+        -150.0,
+    )
+    assert bus.sent[-1][0].command_value == 2
+
+
+async def test_soc_falls_back_to_design_capacity_or_fails_cleanly() -> None:
+    b = replace(block(), user_defined=())
+    bus = FakeBus([FakePack(1, analog=b)])
+    with pytest.raises(RemoteProtocolError, match="SOC unknown"):
+        await PaceDriver().read_realtime(bus, 1, now=0.0)

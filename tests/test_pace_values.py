@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -526,3 +527,15 @@ def test_frames_in_one_stream_decode_in_order() -> None:
         dec.feed(stream[i : i + 7])
     frames = [f for f in dec.frames() if isinstance(f, PaceFrame)]
     assert len(frames) == len(GROUP_VECTORS) + 1
+
+
+def test_system_parameters_with_and_without_infoflag() -> None:
+    sp = c.SystemParameters(3.65, 3.0, 2.7, 50.0, 0.0, 100.0, 58.4, 48.0, 43.2, 60.0, -20.0, -150.0)
+    data = c.encode_system_parameters(sp)
+    assert len(data) == 24 and c.decode_system_parameters(data) == sp
+    flagged = replace(sp, info_flag=0x11)
+    assert c.decode_system_parameters(c.encode_system_parameters(flagged)) == flagged
+    with pytest.raises(RemoteProtocolError):
+        c.decode_system_parameters(data + b"\x00\x00")
+    d = describe(c.response(2, 0, data))
+    assert any(i["as"] == "system_parameters" for i in d["interpretations"])

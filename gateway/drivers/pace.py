@@ -253,6 +253,28 @@ class PaceDriver(Driver):
             return c.decode_text(info[:20]) or None, c.decode_text(info[20:]) or None
         return c.decode_text(info) or None, None
 
+    async def read_protocol_version(self, bus: BusClient, address: int) -> int:
+        """The protocol version the pack answers with (VER of its answer to CID2 0x4F)."""
+        ver, cid1 = self.dialect(address)
+        probe = c.request(address, c.Cmd.PROTOCOL_VERSION, b"", version=ver, cid1=cid1)
+        f = await self._ask(bus, address, probe, priority=Priority.BACKGROUND)
+        return f.version
+
+    async def read_manufacturer(self, bus: BusClient, address: int) -> c.ManufacturerV20:
+        """CID2 0x51: device name, software version, manufacturer (v20; some v25 firmwares)."""
+        ver, cid1 = self.dialect(address)
+        req = c.simple_request(address, c.Cmd.V20_MANUFACTURER, version=ver, cid1=cid1)
+        f = await self._ask(bus, address, req, priority=Priority.BACKGROUND)
+        return c.decode_manufacturer_v20(f.info)
+
+    async def read_system_parameters(self, bus: BusClient, address: int) -> c.SystemParameters:
+        """CID2 0x47 (Pylon-style limits); packs without it answer RTN 0x04 (DeviceError)."""
+        ver, cid1 = self.dialect(address)
+        info = b"" if self.variant(address) is v.Variant.EG4 else bytes([address])
+        req = c.request(address, c.Cmd.SYSTEM_PARAMETERS, info, version=ver, cid1=cid1)
+        f = await self._ask(bus, address, req, priority=Priority.BACKGROUND)
+        return c.decode_system_parameters(f.info)
+
     async def read_hardware_version(self, bus: BusClient, address: int) -> str:
         self._need_v25(address, "the hardware version (C1)")
         f = await self._ask(

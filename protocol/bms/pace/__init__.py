@@ -93,6 +93,10 @@ def _interpretations(frame: PaceFrame) -> list[dict[str, Any]]:
             attempt("capacities", lambda: c.decode_capacities(info))
         if len(info) == 3:
             attempt("protocols", lambda: c.decode_protocols(info))
+        if len(info) in (24, 25):
+            attempt("system_parameters", lambda: c.decode_system_parameters(info))
+        if len(info) == 32:
+            attempt("manufacturer", lambda: c.decode_manufacturer_v20(info))
         if len(info) == 2:
             attempt("switch_ack", lambda: c.decode_switch_ack(info))
         if len(info) == 1:
@@ -112,6 +116,8 @@ def _interpretations(frame: PaceFrame) -> list[dict[str, Any]]:
         attempt("manufacturer", lambda: c.decode_manufacturer_v20(info))
     else:
         attempt("status", lambda: v.decode_status_v20(info), no_trailing)
+        if len(info) in (24, 25):
+            attempt("system_parameters", lambda: c.decode_system_parameters(info))
         if len(info) == 7:
             attempt("date_time", lambda: c.decode_datetime(info, variant))
         attempt("manufacturer", lambda: c.decode_manufacturer_v20(info))

@@ -189,8 +189,8 @@ def encode_text(text: str, width: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class ManufacturerV20:
-    """v20 CID2 0x51. Pylon-style packs send device name (10), software version (2 bytes) and
-    manufacturer (20); other lengths (EG4) are shown as cleaned text."""
+    """CID2 0x51 (v20, and v25 firmwares that answer it). Pylon-style packs send device name (10),
+    software version (2 bytes) and manufacturer (20); other lengths (EG4) are shown as cleaned text."""
 
     device_name: str | None
     software_version: tuple[int, int] | None
@@ -213,6 +213,75 @@ def encode_manufacturer_v20(device_name: str, software_version: tuple[int, int],
         + _u8(software_version[1], "version minor")
         + encode_text(manufacturer, 20)
     )
+
+
+# ---- system parameters (CID2 0x47, Pylon-style layout; many v25 firmwares answer CID2 invalid)
+
+SYSTEM_PARAMETER_FIELDS: tuple[tuple[str, str], ...] = (
+    ("cell_high_voltage_v", "mV"),
+    ("cell_low_voltage_v", "mV"),
+    ("cell_under_voltage_v", "mV"),
+    ("charge_high_temperature_c", "dK"),
+    ("charge_low_temperature_c", "dK"),
+    ("charge_current_limit_a", "dA"),
+    ("module_high_voltage_v", "mV"),
+    ("module_low_voltage_v", "mV"),
+    ("module_under_voltage_v", "mV"),
+    ("discharge_high_temperature_c", "dK"),
+    ("discharge_low_temperature_c", "dK"),
+    ("discharge_current_limit_a", "dA"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SystemParameters:
+    """CID2 0x47: limits (V, °C, A; the current limits are signed 0.1 A on the wire)."""
+
+    cell_high_voltage_v: float
+    cell_low_voltage_v: float
+    cell_under_voltage_v: float
+    charge_high_temperature_c: float
+    charge_low_temperature_c: float
+    charge_current_limit_a: float
+    module_high_voltage_v: float
+    module_low_voltage_v: float
+    module_under_voltage_v: float
+    discharge_high_temperature_c: float
+    discharge_low_temperature_c: float
+    discharge_current_limit_a: float
+    info_flag: int | None = None  # Pylon packs lead with an INFOFLAG byte
+
+
+def decode_system_parameters(info: bytes) -> SystemParameters:
+    r = Reader(info, "system parameters")
+    flag = r.u8("INFOFLAG") if len(info) == 2 * len(SYSTEM_PARAMETER_FIELDS) + 1 else None
+    vals: dict[str, float] = {}
+    for name, unit in SYSTEM_PARAMETER_FIELDS:
+        if unit == "mV":
+            vals[name] = r.u16(name) / 1000.0
+        elif unit == "dK":
+            vals[name] = temp_from_wire(r.u16(name))
+        else:
+            vals[name] = r.s16(name) / 10.0
+    if r.remaining:
+        raise RemoteProtocolError(f"PACE system parameters: {r.remaining} unexpected trailing byte(s)")
+    return SystemParameters(**vals, info_flag=flag)
+
+
+def encode_system_parameters(sp: SystemParameters) -> bytes:
+    out = bytearray() if sp.info_flag is None else bytearray(_u8(sp.info_flag, "INFOFLAG"))
+    for name, unit in SYSTEM_PARAMETER_FIELDS:
+        value = getattr(sp, name)
+        if unit == "mV":
+            out += _u16(round(value * 1000), name)
+        elif unit == "dK":
+            out += _u16(temp_to_wire(value), name)
+        else:
+            raw = round(value * 10)
+            if not -0x8000 <= raw <= 0x7FFF:
+                raise LocalProtocolError(f"{name} {value} does not fit")
+            out += raw.to_bytes(2, "big", signed=True)
+    return bytes(out)
 
 
 @dataclass(frozen=True, slots=True)
