@@ -102,3 +102,16 @@ async def _serve(sim: Simulator, host: str, port: int, pty: bool) -> int:
         if value:
             print(f"fault {key}: {value}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m gateway.commands.simulate ...`: the same command without the rest of the CLI."""
+    parser = argparse.ArgumentParser(prog="bms-gateway")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["simulate", *(sys.argv[1:] if argv is None else argv)])
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -118,12 +118,15 @@ def parse_fault_spec(text: str) -> FaultSpec:
                 raise ValueError("unknown item")
         except ValueError as err:
             raise ValueError(f"--faults: cannot use {item!r} ({err}); see docs/simulator.md") from None
-    return FaultSpec(
-        offline=MappingProxyType(offline),
-        slow=MappingProxyType(slow),
-        sleeping=frozenset(sleeping),
-        **kw,  # type: ignore[arg-type]
-    )
+    try:
+        return FaultSpec(
+            offline=MappingProxyType(offline),
+            slow=MappingProxyType(slow),
+            sleeping=frozenset(sleeping),
+            **kw,  # type: ignore[arg-type]
+        )
+    except ValueError as err:
+        raise ValueError(f"--faults: {err}; see docs/simulator.md") from None
 
 
 def _address(text: str) -> int:

@@ -462,8 +462,9 @@ class UpgradeSession:
         """(blocks acknowledged, total blocks)."""
         return self.next_block, self.image.header.blocks
 
-    def on_reply(self, body: bytes) -> None:
-        reply = BootReply.decode(body)
+    def on_reply(self, body: bytes | BootReply) -> None:
+        """Feed the pack's reply (its body bytes, or as decoded by `decode_reply_frame`)."""
+        reply = body if isinstance(body, BootReply) else BootReply.decode(body)
         if self.phase is Op.ENTER:
             if reply.status is not Status.OK:
                 raise UpgradeError(reply.status, f"pack refused to enter its bootloader: {reply.status.name}")
