@@ -138,6 +138,11 @@ class ModbusServer:
         self._check_units(store.view)
         self.rebuild(store.view)
 
+    @property
+    def view(self) -> ModelView:
+        """The model view the current images were built from."""
+        return self._view
+
     # ------------------------------------------------------------------ units and images
 
     def pack_unit_ids(self, view: ModelView) -> dict[int, PackKey]:
