@@ -472,3 +472,49 @@ def test_decoder_finds_every_frame_between_garbage_without_start_bytes(
         dec.feed(clean + raw)
     got = [f.raw for f in dec.frames() if not isinstance(f, RemoteProtocolError)]
     assert got == sent
+
+
+datetimes_st = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2255, 12, 31)).map(
+    lambda d: d.replace(microsecond=0)
+)
+entry_st = st.builds(
+    m.HistoryEntry,
+    event_code=st.integers(0, 255),
+    cell_count=st.integers(0, 255),
+    cell_voltages_v=st.lists(st.integers(0, 0x1FFF).map(lambda mv: mv / 1000), min_size=16, max_size=16).map(
+        tuple
+    ),
+    temperatures_c=st.lists(st.integers(-50, 205).map(float), min_size=6, max_size=6).map(tuple),
+    current_a=st.integers(0, 0xFFFF).map(lambda raw: round((30000 - raw) / 100, 2)),
+    voltage_v=st.integers(0, 0xFFFF).map(lambda raw: raw / 1000),
+    soc_pct=st.integers(0, 255),
+    when=datetimes_st,
+    pad=st.integers(0, 255),
+)
+
+
+@given(st.lists(entry_st, min_size=1, max_size=4), st.integers(0, 255))
+def test_history_frame_round_trip_property(entries: list[m.HistoryEntry], marker: int) -> None:
+    resp = m.HistoryFrame(tuple(entries), marker=marker)
+    assert m.parse_response(parse_frame(m.encode_response(1, resp))) == resp
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 255), st.integers(0, 0xFFFF)), max_size=60),
+    st.sampled_from(list(m.ParamTable)),
+)
+def test_param_table_round_trip_property(pairs: list[tuple[int, int]], table: m.ParamTable) -> None:
+    records = tuple(m.ParamRecord(r, v) for r, v in pairs)
+    resp = m.ParamTableData(records, table)
+    raw = m.encode_response(1, resp)
+    assert m.parse_response(parse_frame(raw), m.ReadParamTable(1, table)) == resp
+    if records:
+        req = m.WriteParamTable(1, table, records)
+        assert m.parse_request(parse_frame(m.encode_request(req, allow_inferred=True))) == req
+
+
+@given(datetimes_st, st.integers(0, 15))
+def test_clock_round_trips_property(when: datetime, address: int) -> None:
+    req = m.WriteClock(address, when)
+    assert m.parse_request(parse_frame(m.encode_request(req))) == req
+    assert m.parse_response(parse_frame(m.encode_response(address, m.ClockData(when)))) == m.ClockData(when)
