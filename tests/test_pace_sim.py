@@ -38,8 +38,8 @@ class SimBus:
         raise NoResponse("simulator stayed silent")
 
 
-def make(packs: int = 3, **kw: object) -> Simulator:
-    return Simulator(SimulatorOptions(protocol="pace", packs=packs, pacing=False, seed=7, **kw))  # type: ignore[arg-type]
+def make(packs: int = 3) -> Simulator:
+    return Simulator(SimulatorOptions(protocol="pace", packs=packs, pacing=False, seed=7))
 
 
 async def test_realtime_and_bank_equal_truth() -> None:

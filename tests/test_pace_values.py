@@ -509,7 +509,7 @@ def test_status_round_trip(data: st.DataObject) -> None:
         v.StatusBlock(
             tuple(data.draw(st.lists(b8, max_size=20))),
             tuple(data.draw(st.lists(b8, max_size=8))),
-            *(data.draw(b8) for _ in range(8)),
+            **{name: data.draw(b8) for name in v.STATUS_V25_TAIL},
             balancing=data.draw(st.integers(0, 0xFFFF)),
             warning1=data.draw(b8),
             warning2=data.draw(b8),
