@@ -291,7 +291,11 @@ def test_history_record_layout_and_events() -> None:
 
 
 def test_end_of_data_frame_shape() -> None:
-    raw = m.encode_response(1, m.HistoryEnd())
+    raw = m.encode_history_end(1)
+    assert raw == m.encode_response(1, m.HistoryEnd())
+    assert m.encode_history_frame(1, (_record(16, 1),)) == m.encode_response(
+        1, m.HistoryFrame((_record(16, 1),))
+    )
     assert raw[3] == 0x0D and raw[6:15] == bytes(9)
 
 

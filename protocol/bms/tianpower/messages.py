@@ -976,6 +976,18 @@ def encode_param_table(address: int, records: tuple[ParamRecord, ...], *, soi: i
     return encode_response(address, ParamTableData(records), soi=soi)
 
 
+def encode_history_frame(
+    address: int, entries: tuple[HistoryEntry, ...], *, marker: int = 0, soi: int = SOI
+) -> bytes:
+    """A 0xD0 0x1A answer carrying 1..4 records."""
+    return encode_response(address, HistoryFrame(entries, marker), soi=soi)
+
+
+def encode_history_end(address: int, *, soi: int = SOI) -> bytes:
+    """The end-of-data answer (LEN 0x0D, frame bytes 6-14 zero)."""
+    return encode_response(address, HistoryEnd(), soi=soi)
+
+
 def _parse_storage(d: bytes) -> Response:
     sub = d[0]
     if sub == StorageSub.READ_RECORDS:
