@@ -141,6 +141,7 @@ class InverterProtocol(abc.ABC):
     title: ClassVar[str]
     dbc_file: ClassVar[str]
     groups: ClassVar[tuple[Group, ...]] = ()  # cyclic frames; empty = only answers to the inverter
+    answer_messages: ClassVar[tuple[str, ...]] = ()  # messages sent in answer to inverter frames
     keepalive_ids: ClassVar[frozenset[int]] = frozenset({0x305})
     keepalive_extended: ClassVar[bool | None] = None  # None: 11- or 29-bit accepted
     silent_until_inverter: ClassVar[bool] = False
@@ -200,6 +201,10 @@ class InverterProtocol(abc.ABC):
     @property
     def cyclic_messages(self) -> tuple[str, ...]:
         return tuple(m for g in self.groups for m in g.messages)
+
+    def messages_sent(self) -> tuple[str, ...]:
+        """Every DBC message this protocol encodes through `values()` (cyclic and answers)."""
+        return (*self.cyclic_messages, *self.answer_messages)
 
     def due(self, state: BatteryState, now: float) -> list[CanFrame]:
         """Cyclic frames due at `now` (each group at most once per call; no catch-up bursts)."""

@@ -41,6 +41,7 @@ class Byd(InverterProtocol):
         Group(10.0, ("SocSoh", "Measurements", "Temperatures")),
         Group(60.0, ("Alarms",)),
     )
+    answer_messages = ("Identity", "Brand")
     keepalive_ids = INVERTER_IDS
     keepalive_extended = False
     silent_until_inverter = True

@@ -55,6 +55,7 @@ class Growatt(InverterProtocol):
     title = "Growatt BMS CAN low voltage V1.04"
     dbc_file = "growatt.dbc"
     groups = ()
+    answer_messages = ANSWER
     keepalive_ids = frozenset({REQUEST_ID})
     keepalive_extended = False
     option_defaults: ClassVar[dict[str, OptionValue]] = {"abbreviation": "BG", "manufacturer_code": 0}

@@ -40,6 +40,7 @@ class PylonHv(InverterProtocol):
     title = "Pylontech HV CAN (29-bit, 0x4200 polling)"
     dbc_file = "pylon_hv.dbc"
     groups = ()
+    answer_messages = SYSTEM_ANSWER + IDENTITY_ANSWER
     keepalive_ids = frozenset({POLL_ID})
     keepalive_extended = True
     option_defaults: ClassVar[dict[str, OptionValue]] = {
