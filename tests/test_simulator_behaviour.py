@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.simulator import FaultSpec, OfflineSchedule, Simulator, SimulatorOptions, parse_fault_spec
 from protocol.bms import bootloader as bl
@@ -206,7 +208,8 @@ async def test_state_file_persists_parameters_sn_clock_history(tmp_path: Path) -
     truth = again.truth(1)
     assert truth.parameters["CELL_OV_Start"] == 3.6
     assert truth.identity.serial == "PERSIST-1"
-    assert truth.history_count == 3
+    assert truth.history_count == 5  # 3 timing records, a start before the save, a start after the load
+    assert [r.event for r in again.pack(1).history.records[-2:]] == ["start_system", "start_system"]
     assert abs(truth.clock_epoch_s - clock_before) <= 1
     path.write_text("{not json")
     with pytest.raises(ValueError, match="cannot read simulator state"):
@@ -289,3 +292,26 @@ async def test_corrupt_image_is_refused_and_the_old_firmware_keeps_running(famil
     with pytest.raises(bl.UpgradeError) as err:
         await _upgrade(sim, family, 1, other)
     assert err.value.status is bl.Status.WRONG_TARGET
+
+
+# --- bad input never crashes a pack ---------------------------------------------------------------
+
+
+@given(st.binary(max_size=300))
+async def test_arbitrary_bytes_never_raise(data: bytes) -> None:
+    for family in ("tianpower", "pace"):
+        await _sim(family).handle(data)
+
+
+@given(st.integers(0, 255), st.binary(max_size=120), st.integers(0, 3))
+async def test_any_valid_frame_gets_an_answer_or_silence(command: int, data: bytes, address: int) -> None:
+    from protocol.bms.tianpower.frame import build_frame
+
+    sim = _sim("tianpower")
+    raw = await sim.handle(build_frame(address, command, data))
+    if raw:
+        assert _valid("tianpower", raw)
+    sim = _sim("pace")
+    raw = await sim.handle(pc.request(address, command, data[:60]))
+    if raw:
+        assert _valid("pace", raw)

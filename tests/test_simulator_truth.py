@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from gateway.simulator import Simulator, SimulatorOptions
-from gateway.simulator.tianpower import event_of_code, pack_time
+from gateway.simulator.tianpower import event_code, event_of_code, pack_time
 from protocol.bms.pace import commands as pc
 from protocol.bms.pace import values as pv
 from protocol.bms.pace.frame import parse_frame as pace_parse
@@ -116,7 +116,7 @@ async def test_tianpower_history_read_sequence_equals_store() -> None:
     sim.advance(2.0)  # a "start charging" event on top of the timing records
     store = sim.pack(1).history
     count = await _tp(sim, m.StorageRead(1, m.StorageSub.READ_RECORD_COUNT))
-    assert count == m.RecordCount(store.count) and store.count == 6
+    assert count == m.RecordCount(store.count) and store.count == 7
     seen = []
     for _ in range(store.count):
         frame = await _tp(sim, m.StorageRead(1, m.StorageSub.READ_RECORDS))
@@ -126,7 +126,7 @@ async def test_tianpower_history_read_sequence_equals_store() -> None:
     assert isinstance(end, m.HistoryEnd)
     expected = list(reversed(store.records))  # newest first
     assert [event_of_code(e.event_code) for e in seen] == [r.event for r in expected]
-    assert seen[0].event == "Start charging" and seen[1].event == "Timing record"
+    assert [e.event for e in seen[:3]] == ["Start charging", "Start system", "Timing record"]
     for entry, rec in zip(seen, expected, strict=True):
         assert entry.when == pack_time(rec.at_epoch_s)
         assert entry.cells_v == EXACT(tuple(mv / 1000 for mv in rec.cell_mv), abs=1e-9)
@@ -290,7 +290,7 @@ async def test_pace_history_records_equal_store() -> None:
         assert rec.recorded_at == pack_time(src.at_epoch_s)
         assert rec.cell_voltages_v == EXACT(tuple(mv / 1000 for mv in src.cell_mv), abs=1e-9)
         assert rec.remaining_ah == src.remaining_ah and rec.full_ah == src.full_ah
-        assert rec.tail[0] == 16  # timing record (simulator's event code in the undecoded tail)
+        assert rec.tail[0] == event_code(src.event)  # the simulator's event code in the undecoded tail
     assert pc.decode_history(await _pace(sim, pc.history_request(1, store.count))) is None
 
 

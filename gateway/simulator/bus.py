@@ -118,6 +118,8 @@ class BusServer:
                 with contextlib.suppress(Exception):
                     await peer.writer.wait_closed()
         self._close_pty()
+        for pack in self.sim.packs.values():
+            pack.record("exit_system", self.sim.epoch_s)
         if self.sim.options.state_file is not None:
             self.sim.save_state()
 

@@ -127,6 +127,8 @@ class Simulator:
             self._prefill_history(options.history_records)
         if options.state_file is not None and Path(options.state_file).exists():
             self.load_state(options.state_file)
+        for pack in self.packs.values():
+            pack.record("start_system", self.epoch_s)
 
     # --- scenario API -------------------------------------------------------------------------
 
@@ -180,6 +182,11 @@ class Simulator:
         ph.ambient_c = celsius
         ph.cell_temps_c = [celsius + o for o in ph.cell_temp_offsets_c]
         ph.mos_temp_c = celsius
+
+    def clear_history(self, address: int) -> None:
+        """The tool's "Delete Record" (no wire command for it is publicly documented)."""
+        self.pack(address).history.clear()
+        self.dirty = True
 
     def sleep(self, address: int) -> None:
         self.pack(address).sleeping = True
