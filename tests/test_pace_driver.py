@@ -317,6 +317,9 @@ async def test_identity_v25_and_v20() -> None:
     assert await d.read_serial_numbers(bus, 1) == ("1812101380309D", "GPSR2PC200YW28")
     assert await d.read_capacities(bus, 1) == c.Capacities(62.04, 103.46, 100.0)
 
+    no_sn = await d.read_identity(FakeBus([FakePack(1, refuse=frozenset({c.Cmd.SERIAL_NUMBER}))]), 1)
+    assert no_sn.version == "P16S100A-1812-1.00" and no_sn.serial is None
+
     bus20 = FakeBus([FakePack(1)], version=0x20, cid1=0x4A)
     i20 = await PaceDriver(version=0x20, cid1=0x4A).read_identity(bus20, 1)
     assert (i20.model, i20.manufacturer, i20.version, i20.serial) == (

@@ -447,6 +447,9 @@ def test_describe_response_interpretations() -> None:
     assert "Discharging" in st_["value"]["packs"][0]["flags"]["states"]
     err = describe(encode_frame(0x25, 1, 0x46, 0x04, b""))
     assert err["rtn_text"] == "CID2 invalid"
+    assert describe(encode_frame(0x25, 0, 0x46, 0x09, b"\x04"))["rtn_text"] == "unknown return code 0x09"
+    with pytest.raises(RemoteProtocolError, match="unknown command CID2 0xF5"):
+        describe(encode_frame(0x25, 1, 0x46, 0xF5, b""))
     w = describe(b"~250046D0F010010E100E740D340AFA21\r")
     assert w["command"] == "write_cell_ov" and w["argument"]["fields"]["protect"] == 3700
 

@@ -204,10 +204,13 @@ class PaceDriver(Driver):
             hw = await self._ask(
                 bus, address, c.simple_request(address, c.Cmd.HARDWARE_VERSION), priority=Priority.BACKGROUND
             )
-            sn = await self._ask(
-                bus, address, c.simple_request(address, c.Cmd.SERIAL_NUMBER), priority=Priority.BACKGROUND
-            )
-            bms_sn, pack_sn = self._serials(sn.info)
+            try:
+                sn = await self._ask(
+                    bus, address, c.simple_request(address, c.Cmd.SERIAL_NUMBER), priority=Priority.BACKGROUND
+                )
+                bms_sn, pack_sn = self._serials(sn.info)
+            except DeviceError:
+                bms_sn, pack_sn = None, None  # firmware without C2
             return PackIdentity(
                 version=c.decode_text(hw.info) or None,
                 barcode=pack_sn,

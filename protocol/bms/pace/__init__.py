@@ -20,12 +20,13 @@ from protocol.bms.pace import commands as c
 from protocol.bms.pace import values as v
 from protocol.bms.pace.frame import (
     KNOWN_CID1,
+    RTN_TEXT,
     PaceDecoder,
     PaceFrame,
     parse_frame,
     rtn_text,
 )
-from protocol.errors import ProtocolError
+from protocol.errors import ProtocolError, RemoteProtocolError
 
 __all__ = ["EXAMPLES", "FAMILY", "PaceDecoder", "PaceFrame", "describe", "jsonable", "parse_frame"]
 
@@ -149,6 +150,9 @@ def describe(raw: bytes) -> Mapping[str, Any]:
         if req.argument is not None:
             out["argument"] = jsonable(req.argument)
         return out
+    if frame.command >= 0x40 and frame.command not in RTN_TEXT:
+        # return codes are small numbers; a large unknown CID2 is a command this codec does not know
+        raise RemoteProtocolError(f"PACE frame with unknown command CID2 0x{frame.command:02X}")
     out["rtn"] = frame.command
     out["rtn_text"] = rtn_text(frame.command)
     out["interpretations"] = _interpretations(frame)
