@@ -542,3 +542,28 @@ def test_system_parameters_with_and_without_infoflag() -> None:
         c.decode_system_parameters(data + b"\x00\x00")
     d = describe(c.response(2, 0, data))
     assert any(i["as"] == "system_parameters" for i in d["interpretations"])
+
+
+ALL_CAPTURES = [
+    *(vec for g in GROUP_VECTORS for vec in g[:3] if vec is not None),
+    V25_STATUS,
+    EG4_STATUS,
+    EG4_ANALOG,
+    HISTORY,
+    b"~25004600400C183C286A2710FB0E\r",
+    b"~25004600400C180815051D1FFB10\r",
+    b"~20014A00200E07E809110B3B1FFA84\r",
+]
+
+
+@pytest.mark.parametrize("raw", ALL_CAPTURES)
+def test_every_capture_whole_bytewise_and_with_junk(raw: bytes) -> None:
+    expected = parse_frame(raw)
+    dec = PaceDecoder()
+    got: list[PaceFrame] = []
+    for i in range(len(raw)):
+        dec.feed(raw[i : i + 1])
+        got += [f for f in dec.frames() if isinstance(f, PaceFrame)]
+    dec.feed(raw + b"\r\n\x00~junk~" + raw[: len(raw) // 2])
+    got += [f for f in dec.frames() if isinstance(f, PaceFrame)]
+    assert got == [expected, expected]
