@@ -567,3 +567,51 @@ def test_every_capture_whole_bytewise_and_with_junk(raw: bytes) -> None:
     dec.feed(raw + b"\r\n\x00~junk~" + raw[: len(raw) // 2])
     got += [f for f in dec.frames() if isinstance(f, PaceFrame)]
     assert got == [expected, expected]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2255, 12, 31)).map(
+        lambda d: d.replace(microsecond=0)
+    ),
+    st.sampled_from(list(v.Variant)),
+)
+def test_datetime_round_trip(when: dt.datetime, variant: v.Variant) -> None:
+    assert c.decode_datetime(c.encode_datetime(when, variant), variant) == when
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+    st.sampled_from(sorted(c.CAN_PROTOCOLS)),
+    st.sampled_from(sorted(c.RS485_PROTOCOLS)),
+    st.sampled_from(sorted(c.PROTOCOL_MODES)),
+)
+def test_capacities_and_protocols_round_trip(r: int, f: int, d: int, can: int, rs: int, mode: int) -> None:
+    cap = c.Capacities(r / 100, f / 100, d / 100)
+    assert c.decode_capacities(c.encode_capacities(cap)) == cap
+    p = c.Protocols(can, rs, mode)
+    assert c.parse_request(parse_frame(c.protocols_request(1, p))).argument == p
+    assert c.decode_protocols(c.encode_protocols(p)) == p
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_history_round_trip(data: st.DataObject) -> None:
+    rec = c.HistoryRecordV25(
+        data.draw(
+            st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2255, 1, 1)).map(
+                lambda d: d.replace(microsecond=0)
+            )
+        ),
+        tuple(x / 1000 for x in data.draw(cells_st)),
+        tuple(v.temp_from_wire(x) for x in data.draw(temps_st)),
+        data.draw(st.integers(-0x8000, 0x7FFF)) / 100,
+        data.draw(st.integers(0, 0xFFFF)) / 1000,
+        data.draw(st.integers(0, 0xFFFF)) / 100,
+        data.draw(st.integers(0, 0xFFFF)) / 100,
+        data.draw(st.binary(max_size=12)),
+    )
+    assert c.decode_history(c.encode_history(rec)) == rec
