@@ -10,6 +10,7 @@ from protocol.bms.pace import values as pv
 from protocol.bms.pace.frame import parse_frame as pace_parse
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import parse_frame as tp_parse
+from protocol.bms.tianpower.realtime import FlagKind
 
 
 def _sim(protocol: str = "tianpower", **kw: object) -> Simulator:
@@ -169,3 +170,44 @@ async def test_pace_protection_in_status_and_mos() -> None:
         assert rec is not None
         codes.append(rec.tail[0])
     assert 128 in codes and 1 in codes and codes.index(128) < codes.index(1)
+
+
+async def test_short_circuit_trips_at_once_and_recovers() -> None:
+    sim = _sim()
+    sim.set_current(1, -50.0)
+    sim.advance(1.0)
+    sim.short_circuit(1)
+    truth = sim.truth(1)
+    assert "short_circuit" in truth.protections and not truth.discharge_mos_on
+    assert truth.protection_counters["short_circuit"] == 1
+    rt = await _rt(sim)
+    assert "Short_Circuit_Prot" in rt.flag_names() and not rt.discharge_mos_on
+    assert "Short_Circuit_Prot" in sim.wire_flags(1).protections
+    assert (await _records(sim))[0].event_code == 9
+    sim.advance(5.0)
+    assert sim.truth(1).current_a == 0.0
+    sim.advance(30.0)
+    truth = sim.truth(1)
+    assert "short_circuit" not in truth.protections and truth.discharge_mos_on and truth.current_a == -50.0
+
+
+async def test_wire_flags_match_what_the_codec_decodes() -> None:
+    for protocol in ("tianpower", "pace"):
+        sim = _sim(protocol)
+        sim.set_cell_voltage(1, 2, 2.4)  # below both families' cell UV protection
+        sim.advance(3.0)
+        flags = sim.wire_flags(1)
+        if protocol == "tianpower":
+            rt = await _rt(sim)
+            assert flags.protections == set(rt.flag_names(FlagKind.PROTECTION))
+            assert flags.states == set(rt.flag_names(FlagKind.STATE))
+            assert "CELL_UV_Prot" in flags.protections and "DSG_MOS_Off" in flags.states
+        else:
+            status = pv.decode_status(pace_parse(await sim.handle(pc.status_request(1))).info).packs[0]
+            decoded = status.flags()
+            assert (flags.protections, flags.alarms, flags.states) == (
+                decoded.protections,
+                decoded.alarms,
+                decoded.states,
+            )
+            assert "Cell UV protection" in flags.protections

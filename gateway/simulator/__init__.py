@@ -1,12 +1,12 @@
 """Virtual Basengreen/Tianpower and PACE packs on a real byte stream (see docs/simulator.md).
 
-Public API: `Simulator`, `SimulatorOptions`, `FaultSpec`, `PackTruth`, `parse_fault_spec`.
+Public API: `Simulator`, `SimulatorOptions`, `FaultSpec`, `PackTruth`, `WireFlags`, `parse_fault_spec`.
 Importing this package has no side effects; nothing runs until a `Simulator` is built.
 """
 
 from gateway.simulator.core import PROFILES, Simulator, SimulatorOptions
 from gateway.simulator.faults import FaultSpec, OfflineSchedule, parse_fault_spec
-from gateway.simulator.pack import Identity, PackTruth
+from gateway.simulator.pack import Identity, PackTruth, WireFlags
 
 __all__ = [
     "PROFILES",
@@ -16,5 +16,6 @@ __all__ = [
     "PackTruth",
     "Simulator",
     "SimulatorOptions",
+    "WireFlags",
     "parse_fault_spec",
 ]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from gateway.simulator.faults import Delivery, FaultInjector, FaultSpec
-from gateway.simulator.pack import PackTruth, SimPack
+from gateway.simulator.pack import PackTruth, SimPack, WireFlags
 from protocol.bms.base import FrameDecoder
 from protocol.errors import RemoteProtocolError
 
@@ -87,6 +87,10 @@ class Responder(Protocol):
 
     def respond(self, sim: Simulator, raw: bytes) -> tuple[int | None, bytes]:
         """(address the request was for, response bytes or b"" for silence)."""
+        ...
+
+    def wire_flags(self, sim: Simulator, address: int) -> WireFlags:
+        """The flags the pack's status answer carries, as the codec names them."""
         ...
 
     def is_invalid(self, data: bytes) -> bool:
@@ -150,6 +154,12 @@ class Simulator:
     def truth(self, address: int) -> PackTruth:
         return self.pack(address).measure(self.epoch_s)
 
+    def wire_flags(self, address: int) -> WireFlags:
+        """The status flags the pack reports right now, by the codec's names (e.g. "CELL_OV_Prot",
+        "Cell OV protection"): what a gateway's snapshot should show."""
+        self.pack(address)
+        return self.responder.wire_flags(self, address)
+
     def set_current(self, address: int, amps: float | None) -> None:
         """Force a pack's current (+ = charging); None returns it to the profile."""
         self.pack(address).current_override_a = amps
@@ -182,6 +192,12 @@ class Simulator:
         ph.ambient_c = celsius
         ph.cell_temps_c = [celsius + o for o in ph.cell_temp_offsets_c]
         ph.mos_temp_c = celsius
+
+    def short_circuit(self, address: int) -> None:
+        """Short the pack's terminals: the short-circuit protection trips at once (discharge MOS off,
+        event, counter) and releases after the over-current recovery time."""
+        self.pack(address).short_circuit(self.now_s, self.epoch_s)
+        self.dirty = True
 
     def clear_history(self, address: int) -> None:
         """The tool's "Delete Record" (no wire command for it is publicly documented)."""
@@ -223,6 +239,7 @@ class Simulator:
         if seconds < 0:
             raise ValueError("cannot advance by a negative time")
         remaining = seconds
+        records_before = sum(p.history.count for p in self.packs.values())
         while remaining > 1e-12:
             step = min(p.max_step_s() for p in self.packs.values())
             if max_step_s is not None and not any(p.engine.pending() for p in self.packs.values()):
@@ -232,6 +249,8 @@ class Simulator:
             for p in self.packs.values():
                 p.step(dt, self.now_s, self.epoch_s, self.profile)
             remaining -= dt
+        if sum(p.history.count for p in self.packs.values()) != records_before:
+            self.dirty = True  # new history records: the state file is behind
 
     # --- the wire -------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import random
 from typing import TYPE_CHECKING
 
 from gateway.simulator.pace_model import WIRE, PaceModel
-from gateway.simulator.pack import Identity, PackTruth, SimPack
+from gateway.simulator.pack import Identity, PackTruth, SimPack, WireFlags
 from gateway.simulator.tianpower import epoch_of, event_code, pack_time
 from protocol.bms import bootloader as bl
 from protocol.bms.base import FrameDecoder
@@ -157,6 +157,16 @@ class PaceResponder:
         pack.extra.update({"can_protocol": 0x01, "rs485_protocol": 0x01, "protocol_mode": 0x00,
                            "limiter_on": True, "limiter_low_gear": False})  # fmt: skip
         return pack
+
+    def wire_flags(self, sim: Simulator, address: int) -> WireFlags:
+        pack = sim.pack(address)
+        truth = pack.measure(sim.epoch_s)
+        flags = (
+            status_block(truth, pack.params).flags()
+            if self.version == VER_25
+            else status_v20(truth, address).flags()
+        )
+        return WireFlags(flags.protections, flags.alarms, flags.faults, flags.states)
 
     def is_invalid(self, data: bytes) -> bool:
         try:

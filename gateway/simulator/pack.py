@@ -47,6 +47,7 @@ COUNTER_OF: dict[str, str] = {
     "mos_ot": "temperature",
     "env_ot": "temperature",
     "env_ut": "temperature",
+    "short_circuit": "short_circuit",
 }
 COUNTERS = ("short_circuit", "temperature", "over_current", "over_voltage", "under_voltage")
 
@@ -136,6 +137,16 @@ class PackTruth:
     @property
     def cell_mv(self) -> tuple[int, ...]:
         return tuple(round(v * 1000) for v in self.cell_voltages_v)
+
+
+@dataclass(frozen=True, slots=True)
+class WireFlags:
+    """The status flags a pack reports, by the names the family's codec decodes them to."""
+
+    protections: frozenset[str]
+    alarms: frozenset[str]
+    faults: frozenset[str]
+    states: frozenset[str]
 
 
 def _q(value: float, decimals: int) -> float:
@@ -355,6 +366,12 @@ class SimPack:
         ):
             self.locked = True
             self.record("protection:comm_lock", sim_epoch_s)
+
+    def short_circuit(self, now_s: float, sim_epoch_s: float) -> None:
+        """A short circuit on the terminals: the protection trips at once (discharge MOS off)."""
+        tr = self.engine.trip("short_circuit", now_s)
+        if tr is not None:
+            self._on_transition(tr, sim_epoch_s)
 
     def max_step_s(self) -> float:
         """Keep steps short while a protection delay runs, so delays are honoured to 0.1 s."""

@@ -61,8 +61,9 @@ CONDITIONS: dict[str, tuple[Quantity, bool, bool, bool]] = {
     "env_ut": (Quantity.AMBIENT_C, False, True, True),
     "soc_low": (Quantity.SOC_PCT, False, False, False),  # alarm only
     "cell_diff": (Quantity.CELL_DIFF_V, True, False, False),  # alarm only
+    "short_circuit": (Quantity.DISCHARGE_A, True, False, True),  # tripped by `trip`, never by a rule
 }
-OVER_CURRENT = frozenset({"chg_oc1", "chg_oc2", "dsg_oc1", "dsg_oc2"})
+OVER_CURRENT = frozenset({"chg_oc1", "chg_oc2", "dsg_oc1", "dsg_oc2", "short_circuit"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +119,23 @@ class ProtectionEngine:
             dsg |= d
         return chg, dsg
 
+    def trip(self, key: str, now_s: float) -> Transition | None:
+        """An instantaneous protection (a short circuit): active at once, released after
+        OC_RECOVERY_S like the over-current protections. None when it is already active."""
+        st = self._state.setdefault((key, Kind.PROTECTION), _RuleState())
+        if st.active:
+            return None
+        st.active = True
+        st.active_since = now_s
+        return Transition(key, Kind.PROTECTION, True, now_s)
+
     def evaluate(self, now_s: float, values: Mapping[Quantity, float]) -> list[Transition]:
         out: list[Transition] = []
+        ruled = {(r.key, r.kind) for r in self.rules}
+        for (key, kind), st in self._state.items():
+            if (key, kind) not in ruled and st.active and now_s - st.active_since >= OC_RECOVERY_S:
+                st.active = False
+                out.append(Transition(key, kind, False, now_s))
         for rule in self.rules:
             quantity, above, _c, _d = CONDITIONS[rule.key]
             value = values[quantity]

@@ -21,7 +21,7 @@ import random
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from gateway.simulator.pack import ANTI_THEFT_COMM, Identity, PackTruth, SimPack
+from gateway.simulator.pack import ANTI_THEFT_COMM, Identity, PackTruth, SimPack, WireFlags
 from gateway.simulator.tp_model import TianpowerModel
 from mappings.bms.params import ParameterValueError
 from protocol.bms import bootloader as bl
@@ -31,6 +31,7 @@ from protocol.bms.tianpower.frame import TianpowerDecoder, TpFrame, build_frame,
 from protocol.bms.tianpower.realtime import (
     CellReading,
     CounterGroup,
+    FlagKind,
     RealtimeData,
     TempReading,
     extra_protection_word,
@@ -66,6 +67,7 @@ PROTECTION_FLAGS: dict[str, tuple[str, ...]] = {
     "mos_ot": ("MOS_OT_Prot",),
     "env_ot": ("ENV_OT_Prot",),
     "env_ut": ("ENV_UT_Prot",),
+    "short_circuit": ("Short_Circuit_Prot",),
 }
 EXTRA_WORD_FLAGS = frozenset(
     {"CELL_OV_Prot", "PACK_OV_Prot", "CELL_UV_Prot", "PACK_UV_Prot", "Full_Cha_Prot"}
@@ -266,6 +268,16 @@ class TianpowerResponder:
             model="HY-PT003-B200LT55",
         )
         return SimPack.create(address, self.model, rng, identity)
+
+    def wire_flags(self, sim: Simulator, address: int) -> WireFlags:
+        pack = sim.pack(address)
+        rt = realtime_of(pack.measure(sim.epoch_s), pack)
+        return WireFlags(
+            protections=frozenset(rt.flag_names(FlagKind.PROTECTION)),
+            alarms=frozenset(rt.flag_names(FlagKind.ALARM)),
+            faults=frozenset(rt.flag_names(FlagKind.FAULT)),
+            states=frozenset(rt.flag_names(FlagKind.STATE)),
+        )
 
     def is_invalid(self, data: bytes) -> bool:
         try:
