@@ -16,6 +16,7 @@ from gateway.model import (
     TempRole,
     aggregate,
 )
+from gateway.policy import ChargeDecision
 
 
 def telemetry(
@@ -77,3 +78,16 @@ def view(packs: Iterable[PackSnapshot], now: float, version: int = 1) -> ModelVi
 def bank(now: float, n: int = 2, **kw: object) -> ModelView:
     """`n` identical online packs built with `telemetry(now=now, **kw)`."""
     return view([pack(a, telemetry(now=now, **kw)) for a in range(1, n + 1)], now)  # type: ignore[arg-type]
+
+
+def decision(**overrides: object) -> ChargeDecision:
+    """A fresh two-pack decision (default policy) with some fields replaced."""
+    from dataclasses import replace
+
+    from gateway.config import PolicyConfig
+    from gateway.controls import Controls
+    from gateway.policy import PolicyEngine
+
+    now = 1_800_000_000.0
+    d = PolicyEngine(PolicyConfig()).evaluate(bank(now), Controls().state(now), now)
+    return replace(d, **overrides)  # type: ignore[arg-type]
