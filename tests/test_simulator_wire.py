@@ -186,9 +186,12 @@ def test_cli_simulate_prints_where_it_listens_and_serves(tmp_path: Path) -> None
             proc.communicate()
 
 
-def test_cli_refuses_bad_arguments() -> None:
+def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     from gateway.commands.simulate import main
 
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["--state", str(blocker / "state.json")]) == 2  # its directory is a file
     assert main(["--faults", "corrupt=2"]) == 2
     assert main(["--packs", "16"]) == 2
     assert main(["--faults", "bogus"]) == 2

@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
             time_scale=args.time_scale,
         )
         sim = Simulator(options)
-    except ValueError as err:
+        if args.state:
+            sim.save_state()  # fail now, not at the first write, when the file cannot be written
+    except (ValueError, OSError) as err:
         print(f"bms-gateway simulate: {err}", file=sys.stderr)
         return 2
     host, port = args.listen

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 256  # pending requests on the bus; beyond it requests are dropped (a jammed bus)
 SAVE_EVERY_S = 2.0
+DRAIN_TIMEOUT_S = 2.0
 
 
 @dataclass(eq=False, slots=True)
@@ -121,7 +122,10 @@ class BusServer:
         for pack in self.sim.packs.values():
             pack.record("exit_system", self.sim.epoch_s)
         if self.sim.options.state_file is not None:
-            self.sim.save_state()
+            try:
+                self.sim.save_state()
+            except OSError as err:
+                log.error("cannot save simulator state to %s: %s", self.sim.options.state_file, err)
 
     # --- clients --------------------------------------------------------------------------------
 
@@ -249,12 +253,16 @@ class BusServer:
             await self._drain()
 
     async def _drain(self) -> None:
+        """Wait until every client took the answer; a client that stops reading is dropped rather
+        than allowed to stall the bus for everyone."""
         for peer in list(self._peers):
             if peer.writer is not None and not peer.closed:
                 try:
-                    await peer.writer.drain()
-                except (ConnectionError, RuntimeError):
+                    await asyncio.wait_for(peer.writer.drain(), DRAIN_TIMEOUT_S)
+                except (ConnectionError, RuntimeError, TimeoutError):
+                    log.warning("simulated bus: dropping %s (not reading)", peer.name)
                     peer.closed = True
+                    peer.writer.close()
 
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()
