@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -369,3 +370,43 @@ async def test_stop_closes_open_connections() -> None:
     sock.close()
     assert data == b""
     assert server.stats.connections == 0
+
+
+async def test_charge_policy_limits_are_served() -> None:
+    from gateway.config import PolicyConfig
+    from gateway.policy import PolicyEngine
+    from gateway.policy_service import DecisionStore
+
+    store = make_store()
+    decisions = DecisionStore()
+    server = ModbusServer(ModbusConfig(listen="127.0.0.1:0"), store, Controls(), decisions=decisions)
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.run(ready.set))
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        decision = PolicyEngine(PolicyConfig()).evaluate(store.view, Controls().state(NOW), NOW)
+        assert decision.has_data
+        decisions.publish(decision)
+        for _ in range(200):
+            if server.units[NATIVE].image.registers(43, 1)[0] != 0xFFFF:
+                break
+            await asyncio.sleep(0.01)
+
+        def go() -> tuple[tuple[int, ...], tuple[int, ...]]:
+            with RawClient(server.port or 0) as c:
+                return (
+                    c.request(build_read_request(M802 + 45, 2)).registers,
+                    c.request(build_read_request(0, 45), unit=NATIVE).registers,
+                )
+
+        sunspec, native = await asyncio.to_thread(go)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert sunspec == (round(decision.charge_current_a * 10), round(decision.discharge_current_a * 10))
+    assert native[41] == round(decision.charge_voltage_v * 100)
+    assert native[43] == round(decision.charge_current_a * 10)
+    assert native[44] == round(decision.discharge_current_a * 10)
+    assert bool(native[7] & (1 << 8))  # limits valid
+    assert bool(native[7] & (1 << 9)) == decision.charge_enabled

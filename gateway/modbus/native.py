@@ -78,6 +78,13 @@ class NativeBuilder:
                 "charging": (bank.current_a or 0.0) > b.settings.idle_current_a,
                 "discharging": (bank.current_a or 0.0) < -b.settings.idle_current_a,
                 "writes_enabled": b.settings.writes_enabled,
+                "limits_valid": b.decision is not None and b.decision.has_data,
+                "charge_enabled": b.decision is not None
+                and b.decision.has_data
+                and b.decision.charge_enabled,
+                "discharge_enabled": b.decision is not None
+                and b.decision.has_data
+                and b.decision.discharge_enabled,
             },
         )
         values: dict[str, Value] = {
@@ -92,6 +99,16 @@ class NativeBuilder:
             "updated_at": int(bank.computed_at),
             "update_counter": b.view.version % 0xFFFF,
         }
+        d = b.decision
+        if d is not None and d.has_data:
+            values.update(
+                {
+                    "charge_voltage_limit_v": d.charge_voltage_v,
+                    "discharge_voltage_limit_v": d.discharge_voltage_v,
+                    "charge_current_limit_a": d.charge_current_a,
+                    "discharge_current_limit_a": d.discharge_current_a,
+                }
+            )
         if not bank.has_data:
             return values
         values.update(

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.config import ConfigError, ModbusConfig
@@ -34,7 +35,11 @@ from gateway.modbus.sunspec import BuildInput, SunSpecBuilder
 from gateway.modbus.units import MapSettings, UnitView
 from gateway.modbus.writes import ControlRegisters, WriteApplier
 from gateway.model import ModelStore, ModelView, PackKey
+from gateway.policy_service import DecisionStore
 from gateway.service import ReadyCallback
+
+if TYPE_CHECKING:
+    from gateway.context import AppContext
 from mappings.modbus import load_native_map, load_sunspec_map, load_sunspec_models
 from protocol.errors import RemoteProtocolError
 from protocol.modbus.mbap import Adu, MbapDecoder, encode_adu
@@ -113,6 +118,7 @@ class ModbusServer:
         *,
         clock: Callable[[], float] = time.time,
         register_endpoint: Callable[[str, str], None] | None = None,
+        decisions: DecisionStore | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -129,6 +135,7 @@ class ModbusServer:
         self.units: dict[int, UnitView] = {}
         self.port: int | None = None
         self._register_endpoint = register_endpoint
+        self.decisions = decisions
         self._cells: dict[PackKey, int] = {}
         self._view: ModelView = store.view
         self._server: asyncio.Server | None = None
@@ -192,6 +199,7 @@ class ModbusServer:
             started_at=self.started_at,
             cells=dict(self._cells),
             default_timeout_s=self.config.cap_timeout_s,
+            decision=self.decisions.latest if self.decisions is not None else None,
         )
         units: dict[int, UnitView] = {}
         bank = self.sunspec.bank_unit(self.config.sunspec_unit, b, writable=True)
@@ -294,13 +302,36 @@ class ModbusServer:
             if view is not self._view:
                 self.rebuild(view)
 
+    async def follow_decisions(self) -> None:
+        """Rebuild when the charge policy publishes new limits (802 AChaMax/ADisChaMax, native)."""
+        if self.decisions is None:
+            return
+        async for _decision in self.decisions.subscribe():
+            self.rebuild()
+
     async def run(self, ready: ReadyCallback) -> None:
         await self.start()
         try:
             ready()
-            await self.follow()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.follow())
+                tg.create_task(self.follow_decisions())
         finally:
             await self.stop()
+
+    @classmethod
+    def from_context(cls, ctx: AppContext) -> ModbusServer:
+        """The service for `gateway.app`; shares itself as `ctx.extras["modbus"]` (stats for metrics)."""
+        decisions = ctx.extras.get("decisions")
+        server = cls(
+            ctx.config.modbus,
+            ctx.store,
+            ctx.controls,
+            register_endpoint=ctx.register_endpoint,
+            decisions=decisions if isinstance(decisions, DecisionStore) else None,
+        )
+        ctx.extras["modbus"] = server
+        return server
 
 
 class _Connection(asyncio.Protocol):

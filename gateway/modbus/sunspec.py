@@ -23,6 +23,7 @@ from gateway.controls import Cap, ControlState, OperationRequest, Source
 from gateway.modbus.units import MapSettings, UnitKind, UnitView, WritablePoint
 from gateway.modbus.writes import ControlRegisters, nameplate_power_w, nominal_pack_voltage_v
 from gateway.model import ModelView, PackKey, PackSnapshot, Telemetry, TempRole
+from gateway.policy import ChargeDecision
 from mappings.modbus import EventRule, SunSpecMap, SunSpecModel
 from protocol.modbus.image import EncodeError, RegisterImage, Value, encode_block
 
@@ -47,6 +48,7 @@ class BuildInput:
     started_at: float
     cells: Mapping[PackKey, int]  # 805 cell slots per pack
     default_timeout_s: float  # revert time of Modbus caps unless a controller set another
+    decision: ChargeDecision | None = None  # the charge policy's latest limits, when it runs
 
 
 def _norm(name: str) -> str:
@@ -288,6 +290,10 @@ class SunSpecBuilder:
                 "W": bank.power_w,
             }
         )
+        d = b.decision
+        if d is not None and d.has_data:
+            values["AChaMax"] = d.charge_current_a
+            values["ADisChaMax"] = d.discharge_current_a
         return values
 
     def _battery_pack(self, pack: PackSnapshot, b: BuildInput) -> dict[str, Value]:
