@@ -3,6 +3,7 @@
 Prints where it listens (and the pty path) on stdout, one `key: value` per line, then serves until
 SIGINT/SIGTERM. Exit codes: 0 after a clean stop, 2 for bad arguments (including a bad --faults
 spec or an unreadable --state file), 3 when the address cannot be bound.
+It must never print a traceback for bad input; everything it serves lives in `gateway.simulator`.
 """
 
 from __future__ import annotations

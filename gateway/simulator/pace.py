@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from gateway.simulator.core import Simulator
 
 HW_WIDTH = 20
+FULLY_CHARGED_SOC_PCT = 99.5
 SN_WIDTH = 20
 
 PROTECTION1 = {"cell_ov": 0, "cell_uv": 1, "pack_ov": 2, "pack_uv": 3, "chg_oc1": 4, "chg_oc2": 4,
@@ -99,7 +100,7 @@ def status_block(truth: PackTruth, params: dict[str, float]) -> v.StatusBlock:
         elif "cell_uv" in truth.alarms and volts <= params["cell_uv.alarm"]:
             w = 1
         cell_warn.append(w)
-    full = "cell_ov" in truth.protections and truth.soc_pct >= 99.0
+    full = truth.soc_pct >= FULLY_CHARGED_SOC_PCT and not truth.discharging
     return v.StatusBlock(
         cell_warnings=tuple(cell_warn),
         temp_warnings=(0,) * (len(truth.cell_temperatures_c) + 2),

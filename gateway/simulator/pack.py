@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from gateway.simulator.history import HistoryStore, SimRecord
 from gateway.simulator.physics import PackPhysics
-from gateway.simulator.protection import CONDITIONS, Kind, ProtectionEngine, Quantity, RuleSpec, Transition
+from gateway.simulator.protection import Kind, ProtectionEngine, Quantity, RuleSpec, Transition
 from protocol.bms.bootloader import BootloaderTarget, Mode
 
 WAKE_REQUESTS = 20  # back-to-back requests that wake a sleeping pack (Shinwa spec, reference §5)
@@ -531,7 +531,3 @@ class SimPack:
             self.physics.nominal_capacity_ah = float(d["nominal_capacity_ah"])
         if isinstance(d.get("extra"), dict):
             self.extra.update(d["extra"])
-
-
-def known_conditions() -> frozenset[str]:
-    return frozenset(CONDITIONS)
