@@ -9,13 +9,15 @@ import socket
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from modbus_support import NOW, RawClient, make_store, running, snapshot
 
 from gateway.config import ConfigError, ModbusConfig
 from gateway.controls import Controls, OperationRequest, Source
 from gateway.modbus.server import ModbusServer
 from gateway.model import ModelStore
-from protocol.modbus.mbap import encode_adu
+from protocol.modbus.mbap import Adu, encode_adu
 from protocol.modbus.pdu import (
     build_read_request,
     build_read_write_request,
@@ -410,3 +412,22 @@ async def test_charge_policy_limits_are_served() -> None:
     assert native[44] == round(decision.discharge_current_a * 10)
     assert bool(native[7] & (1 << 8))  # limits valid
     assert bool(native[7] & (1 << 9)) == decision.charge_enabled
+
+
+@given(unit=st.integers(0, 255), pdu=st.binary(min_size=1, max_size=253))
+@settings(max_examples=100, deadline=None)
+def test_any_request_gets_an_answer_and_never_raises(unit: int, pdu: bytes) -> None:
+    server = ModbusServer(ModbusConfig(writes=True, per_pack_unit_base=10), make_store(), Controls())
+    answer = server.handle(Adu(1, unit, pdu), "127.0.0.1")
+    assert answer[:2] == b"\x00\x01" and answer[6] == unit
+    assert answer[7] & 0x7F == pdu[0] & 0x7F
+
+
+async def test_pack_units_are_read_only() -> None:
+    async with running(make_store(), writes=True, per_pack_unit_base=10) as server:
+
+        def go() -> int | None:
+            with RawClient(server.port or 0) as c:
+                return c.request(build_write_single_request(_offset("SetOp"), 2), unit=11).exception
+
+        assert await asyncio.to_thread(go) == 0x02

@@ -47,6 +47,8 @@ SUNSPEC_NOTES: Mapping[str, str] = {
     "802.WHRtg": "AHRtg x cells x nominal_cell_voltage_v",
     "802.WChaRteMax": "packs x rated_current_a x nominal pack voltage",
     "802.WDisChaRteMax": "packs x rated_current_a x nominal pack voltage",
+    "802.AChaMax": "the charge policy's charge current limit (CCL), when the policy runs",
+    "802.ADisChaMax": "the charge policy's discharge current limit (DCL), when the policy runs",
     "802.Hb": "seconds since start (mod 65535), updated with every model update",
     "802.AlmRst": "write 1: alarm reset request to the charge policy; reads 0",
     "802.SetOp": "write 1 connect / 2 disconnect (the policy blocks both directions)",
