@@ -272,7 +272,10 @@ class BusServer:
         while True:
             await asyncio.sleep(opts.tick_s)
             now = loop.time()
-            self.sim.advance((now - last) * opts.time_scale)
+            elapsed = (now - last) * opts.time_scale
+            # Fast-forwarded runs (--time-scale) take coarser steps; protection delays still get
+            # 0.1 s steps while they run (see Simulator.advance).
+            self.sim.advance(elapsed, max_step_s=max(1.0, elapsed / 4))
             last = now
             if self.sim.options.state_file is not None and now - last_save >= SAVE_EVERY_S:
                 last_save = now

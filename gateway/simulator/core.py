@@ -235,7 +235,10 @@ class Simulator:
     # --- time -----------------------------------------------------------------------------------
 
     def advance(self, seconds: float, *, max_step_s: float | None = None) -> None:
-        """Step every pack's physics by `seconds` of simulated time (deterministically)."""
+        """Step every pack's physics by `seconds` of simulated time (deterministically).
+
+        Steps are 1 s, 0.1 s while a protection delay runs; `max_step_s` replaces the 1 s (coarser
+        for long runs, finer to catch a threshold crossing early), never the 0.1 s."""
         if seconds < 0:
             raise ValueError("cannot advance by a negative time")
         remaining = seconds
