@@ -25,6 +25,7 @@ from protocol.bms.bootloader import BootloaderTarget, Mode
 
 WAKE_REQUESTS = 20  # back-to-back requests that wake a sleeping pack (Shinwa spec, reference §5)
 WAKE_MAX_GAP_S = 1.0  # a longer pause restarts the count
+RECHARGE_BELOW_SOC_PCT = 97.0  # the charge profile resumes charging below this SOC
 ANTI_THEFT_COMM = 0x01  # anti-theft mask bits (reference §3.A.1, CMD 0xFC)
 ANTI_THEFT_PHYSICAL = 0x02
 ANTI_THEFT_CHARGE_ACTIVATION = 0x04
@@ -187,6 +188,7 @@ class SimPack:
     _last_request_wall: float | None = None
     _direction: int = 0  # -1 discharging, 0 idle, +1 charging (for start charging/discharging events)
     _cycle_dir: int = 1  # the cycle profile's current direction
+    _charged_full: bool = False  # the charge profile reached full and rests
 
     @classmethod
     def create(cls, address: int, family: FamilyModel, rng: random.Random, identity: Identity) -> SimPack:
@@ -319,7 +321,13 @@ class SimPack:
         full_v = self.family.full_charge_cell_v(self.params)
         near_full = soc >= 99.5 or max(self.cell_voltages_v()) >= full_v
         if profile == "charge":
-            return 0.0 if near_full else 0.3 * cap
+            # Charged to full, the charger stops until the pack has dropped back a little (no
+            # on/off chatter at the top, as a real charger's float/rest behaviour).
+            if near_full:
+                self._charged_full = True
+            elif soc < RECHARGE_BELOW_SOC_PCT:
+                self._charged_full = False
+            return 0.0 if self._charged_full else 0.3 * cap
         if profile == "discharge":
             return 0.0 if soc <= 5.0 else -0.3 * cap
         if profile == "cycle":
