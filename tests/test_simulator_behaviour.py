@@ -315,3 +315,13 @@ async def test_any_valid_frame_gets_an_answer_or_silence(command: int, data: byt
     raw = await sim.handle(pc.request(address, command, data[:60]))
     if raw:
         assert _valid("pace", raw)
+
+
+def test_charge_profile_rests_at_full_without_chatter() -> None:
+    sim = _sim(profile="charge", packs=1)
+    sim.advance(5 * 3600.0, max_step_s=5.0)
+    truth = sim.truth(1)
+    assert truth.current_a == 0.0 and truth.soc_pct > 95.0
+    events = [r.event for r in sim.pack(1).history.records]
+    assert events.count("start_charging") == 1
+    assert events.count("timing") == 5
