@@ -65,7 +65,7 @@ class HistoryStore:
     interval_s: int = 3600  # storage interval (the tool shows minutes; default 60 min)
     records: list[SimRecord] = field(default_factory=list)  # oldest first
     cursor: int = 0  # records already streamed in the current read sequence (newest first)
-    last_timing_s: float | None = None  # simulation time of the last timing record
+    last_timing_s: float = 0.0  # simulation time of the last timing record (start counts as one)
     start_epoch_s: int | None = None  # the record start/end time window (written by the tool)
     end_epoch_s: int | None = None
 
@@ -80,9 +80,6 @@ class HistoryStore:
 
     def due(self, now_s: float) -> bool:
         """True when a timing record is due at simulation time `now_s` (and marks it taken)."""
-        if self.last_timing_s is None:
-            self.last_timing_s = now_s
-            return False
         if now_s - self.last_timing_s >= self.interval_s:
             self.last_timing_s += self.interval_s * ((now_s - self.last_timing_s) // self.interval_s)
             return True
