@@ -42,6 +42,7 @@ class AppContext:
     services: dict[str, ServiceStatus] = field(default_factory=dict)  # filled by the supervisor
     http_routers: list[APIRouter] = field(default_factory=list)  # extra routers mounted by the HTTP app
     endpoints: dict[str, str] = field(default_factory=dict)  # what listens where ("http" -> "http://...")
+    extras: dict[str, Any] = field(default_factory=dict)  # objects adapters share (e.g. "decisions")
 
     @property
     def pack_keys(self) -> list[PackKey]:

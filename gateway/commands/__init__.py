@@ -5,6 +5,9 @@ code). `gateway.cli` imports every module named in `COMMAND_MODULES`.
 """
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "gateway.commands.run",
+    "gateway.commands.scan",
+    "gateway.commands.config_cmd",
     "gateway.commands.token",
     "gateway.commands.simulate",
     "gateway.commands.modbus_docs",
