@@ -14,12 +14,16 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
+from gateway.config import ConfigError
 from gateway.controls import Controls
 from gateway.model import ModelStore, ModelView
 from gateway.policy import ChargeDecision, PolicyEngine
-from gateway.service import ReadyCallback
+from gateway.service import ReadyCallback, Service
+
+if TYPE_CHECKING:
+    from gateway.context import AppContext
 
 
 class DecisionStore:
@@ -114,3 +118,28 @@ class PolicyService:
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await pending
             await views.aclose()
+
+
+def build_policy_services(ctx: AppContext) -> list[Service]:
+    """The charge policy service (always) and the inverter CAN service (when `[can] enabled`).
+
+    Registers `ctx.extras["decisions"]` (the DecisionStore every inverter adapter and metrics read),
+    `ctx.extras["policy"]` and, with CAN, `ctx.extras["can"]` (stats, `set_protocol()`).
+    """
+    decisions = ctx.extras.get("decisions")
+    if not isinstance(decisions, DecisionStore):
+        decisions = DecisionStore()
+        ctx.extras["decisions"] = decisions
+    policy = PolicyService(PolicyEngine(ctx.config.policy), ctx.store, ctx.controls, decisions)
+    ctx.extras["policy"] = policy
+    services: list[Service] = [policy]
+    if ctx.config.can.enabled:
+        from gateway.can_service import CanService  # python-can only when CAN is used
+
+        try:
+            can_service = CanService(ctx.config.can, decisions, stale_after_s=ctx.config.policy.stale_after_s)
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"can: {err}") from None
+        ctx.extras["can"] = can_service
+        services.append(can_service)
+    return services
