@@ -12,4 +12,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.simulate",
     "gateway.commands.modbus_docs",
     "gateway.commands.decode",
+    "gateway.commands.can_decode",
 )
