@@ -324,3 +324,19 @@ async def test_pace_v20_reads() -> None:
     )
     probe = pace_parse(await sim.handle(pc.version_probe(1)))
     assert probe.version == 0x20
+
+
+async def test_tianpower_read_sequence_is_not_shifted_by_new_records() -> None:
+    sim = _tp_sim(packs=1, history_records=4)
+    store = sim.pack(1).history
+    expected = list(reversed(store.records))
+    await _tp(sim, m.StorageRead(1, m.StorageSub.READ_RECORD_COUNT))
+    first = await _tp(sim, m.StorageRead(1, m.StorageSub.READ_RECORDS))
+    sim.set_current(1, 10.0)
+    sim.advance(1.0)  # a new "start charging" record arrives in the middle of the download
+    rest = [await _tp(sim, m.StorageRead(1, m.StorageSub.READ_RECORDS)) for _ in range(len(expected) - 1)]
+    got = [first, *rest]
+    assert all(isinstance(f, m.HistoryFrame) for f in got)
+    whens = [f.records[0].when for f in got if isinstance(f, m.HistoryFrame)]
+    assert whens == [pack_time(r.at_epoch_s) for r in expected]
+    assert isinstance(await _tp(sim, m.StorageRead(1, m.StorageSub.READ_RECORDS)), m.HistoryEnd)

@@ -65,6 +65,7 @@ class HistoryStore:
     interval_s: int = 3600  # storage interval (the tool shows minutes; default 60 min)
     records: list[SimRecord] = field(default_factory=list)  # oldest first
     cursor: int = 0  # records already streamed in the current read sequence (newest first)
+    sequence_end: int | None = None  # len(records) when the sequence started: later records wait
     last_timing_s: float = 0.0  # simulation time of the last timing record (start counts as one)
     start_epoch_s: int | None = None  # the record start/end time window (written by the tool)
     end_epoch_s: int | None = None
@@ -90,7 +91,9 @@ class HistoryStore:
         return len(self.records)
 
     def rewind(self) -> None:
+        """Start a read sequence at the newest record; records stored meanwhile do not shift it."""
         self.cursor = 0
+        self.sequence_end = len(self.records)
 
     def newest_first(self, index: int) -> SimRecord | None:
         """Record `index` counted from the newest (0 = newest), None past the end."""
@@ -100,14 +103,17 @@ class HistoryStore:
 
     def read_next(self) -> SimRecord | None:
         """The next record of the read sequence (newest first), None at end-of-data."""
-        rec = self.newest_first(self.cursor)
-        if rec is not None:
-            self.cursor += 1
-        return rec
+        end = len(self.records) if self.sequence_end is None else min(self.sequence_end, len(self.records))
+        index = end - 1 - self.cursor
+        if index < 0:
+            return None
+        self.cursor += 1
+        return self.records[index]
 
     def clear(self) -> None:
         self.records.clear()
         self.cursor = 0
+        self.sequence_end = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -123,3 +129,4 @@ class HistoryStore:
         self.end_epoch_s = d.get("end")
         self.records = [SimRecord.from_json(r) for r in d.get("records", [])]
         self.cursor = 0
+        self.sequence_end = None
