@@ -188,6 +188,10 @@ def build_services(ctx: AppContext) -> list[Service]:
     services.extend(ctx.pollers.values())
 
     # --- adapters (one line each; import inside so an unused adapter costs nothing) ---
+    if ctx.config.modbus.enabled:
+        from gateway.modbus import ModbusServer
+
+        services.append(ModbusServer.from_context(ctx))
 
     # The HTTP service goes last: routers added by the adapters above are mounted when it starts.
     from gateway.http import HttpService

@@ -136,6 +136,7 @@ class ModbusServer:
         self.port: int | None = None
         self._register_endpoint = register_endpoint
         self.decisions = decisions
+        self._extras: dict[str, object] | None = None  # the app's shared objects (late "decisions")
         self._cells: dict[PackKey, int] = {}
         self._view: ModelView = store.view
         self._server: asyncio.Server | None = None
@@ -310,6 +311,9 @@ class ModbusServer:
             self.rebuild()
 
     async def run(self, ready: ReadyCallback) -> None:
+        if self.decisions is None and self._extras is not None:
+            found = self._extras.get("decisions")  # the policy may be wired after this service
+            self.decisions = found if isinstance(found, DecisionStore) else None
         await self.start()
         try:
             ready()
@@ -330,6 +334,7 @@ class ModbusServer:
             register_endpoint=ctx.register_endpoint,
             decisions=decisions if isinstance(decisions, DecisionStore) else None,
         )
+        server._extras = ctx.extras
         ctx.extras["modbus"] = server
         return server
 
