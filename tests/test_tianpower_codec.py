@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from protocol.bms.tianpower import EXAMPLES, TianpowerDecoder, build_frame, chec
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import build_table_read
 from protocol.bms.tianpower.realtime import (
+    ALL_FLAGS,
     FLAGS_BY_NAME,
     CellReading,
     CounterGroup,
@@ -522,3 +524,9 @@ def test_clock_round_trips_property(when: datetime, address: int) -> None:
     req = m.WriteClock(address, when)
     assert m.parse_request(parse_frame(m.encode_request(req))) == req
     assert m.parse_response(parse_frame(m.encode_response(address, m.ClockData(when)))) == m.ClockData(when)
+
+
+def test_every_flag_name_is_documented() -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "protocols.md").read_text(encoding="utf-8")
+    missing = [f.name for f in ALL_FLAGS if f"`{f.name}`" not in doc]
+    assert missing == []
