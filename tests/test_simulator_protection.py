@@ -149,7 +149,7 @@ async def test_temperature_protection_and_alarm() -> None:
 
 async def test_pace_protection_in_status_and_mos() -> None:
     sim = _sim("pace")
-    sim.set_cell_voltage(1, 1, 3.71)  # cell_ov.protect 3.70 V, delay 1.0 s; alarm 3.60 V
+    sim.set_cell_voltage(1, 1, 3.71)  # Cell OV Protect 3.70 V, delay 1000 ms; alarm 3.60 V
     sim.advance(0.5)
     status = pv.decode_status(pace_parse(await sim.handle(pc.status_request(1))).info).packs[0]
     assert not status.flags().protections and status.charge_mos_on

@@ -262,21 +262,23 @@ async def test_pace_identity_clock_capacities_protocols_groups() -> None:
     assert pc.decode_protocols(await _pace(sim, pc.simple_request(1, pc.Cmd.READ_PROTOCOLS))) == pc.Protocols(
         0x13, 0x14, 0x01
     )
-    from gateway.simulator.pace_model import WIRE
-
+    table = sim.pack(1).family.table  # type: ignore[attr-defined]
+    checked = 0
     for layout in pc.PARAM_GROUPS:
         g = pc.decode_group_read(layout.read, await _pace(sim, pc.simple_request(1, layout.read)))
-        for f, raw in zip(layout.fields, g.values, strict=True):
-            name = f"{layout.key}.{f.name}"
-            assert WIRE[name].from_wire(raw) == EXACT(truth.parameters[name], abs=1e-9), name
+        for spec in table.where_wire(read=layout.read):
+            value = spec.from_wire(g.values[int(spec.wire["field"])])
+            assert value == EXACT(truth.parameters[spec.name], abs=1e-9), spec.name
+            checked += 1
+    assert checked == len(truth.parameters) == len(table)
     # Write a group, read it back.
     g = pc.decode_group_read(0xD1, await _pace(sim, pc.simple_request(1, 0xD1)))
     await _pace(sim, pc.group_write_request(1, g.replace({1: 3650})))
-    assert sim.truth(1).parameters["cell_ov.protect"] == 3.65
+    assert sim.truth(1).parameters["Cell OV Protect"] == 3.65
     # Out of range: RTN 06 and nothing changes.
     raw = await sim.handle(pc.group_write_request(1, g.replace({1: 9000})))
     assert pace_parse(raw).command == 0x06
-    assert sim.truth(1).parameters["cell_ov.protect"] == 3.65
+    assert sim.truth(1).parameters["Cell OV Protect"] == 3.65
 
 
 async def test_pace_history_records_equal_store() -> None:

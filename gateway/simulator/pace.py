@@ -7,7 +7,7 @@ analog/status reads with INFO 0xFF with one block per online pack. Other packs a
 with RTN 0x06.
 
 Choices the reference leaves open, marked *inferred* in docs/simulator.md: the units of the
-parameter groups (`gateway.simulator.pace_model`), the history record's 12 undecoded tail bytes
+parameter defaults (`gateway.simulator.pace_model`), the history record's 12 undecoded tail bytes
 (byte 0 carries the simulator's event code, the Tianpower numbering), a MOSFET request the pack
 refuses is answered RTN 0 with the unchanged system status (the driver verifies the state), and
 the firmware-upgrade commands CID2 0xF0-0xF4 (ours, docs/bootloader.md).
@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from gateway.simulator.pace_model import WIRE, PaceModel
+from gateway.simulator.pace_model import PaceModel
 from gateway.simulator.pack import Identity, PackTruth, SimPack, WireFlags
 from gateway.simulator.tianpower import epoch_of, event_code, pack_time
 from protocol.bms import bootloader as bl
@@ -95,9 +95,9 @@ def status_block(truth: PackTruth, params: dict[str, float]) -> v.StatusBlock:
     cell_warn = []
     for volts in truth.cell_voltages_v:
         w = 0
-        if "cell_ov" in truth.alarms and volts >= params["cell_ov.alarm"]:
+        if "cell_ov" in truth.alarms and volts >= params["Cell OV Alarm"]:
             w = 2
-        elif "cell_uv" in truth.alarms and volts <= params["cell_uv.alarm"]:
+        elif "cell_uv" in truth.alarms and volts <= params["Cell UV Alarm"]:
             w = 1
         cell_warn.append(w)
     full = truth.soc_pct >= FULLY_CHARGED_SOC_PCT and not truth.discharging
@@ -285,15 +285,16 @@ class PaceResponder:
             return Rtn.NORMAL, self._history(pack, int(req.argument))
         if cid2 in c.GROUPS_BY_READ:
             layout = c.GROUPS_BY_READ[cid2]
-            values = tuple(WIRE[f"{layout.key}.{f.name}"].to_wire(pack.params[f"{layout.key}.{f.name}"])
-                           for f in layout.fields)  # fmt: skip
+            specs = [self.model.by_field.get((layout.read, i)) for i in range(len(layout.fields))]
+            values = tuple(0 if spec is None else spec.to_wire(pack.params[spec.name]) for spec in specs)
             lead = 1 if layout.lead else None
             return Rtn.NORMAL, c.encode_group_read(c.GroupValues(layout.key, values, lead))
         if cid2 in c.GROUPS_BY_WRITE:
             g: c.GroupValues = req.argument
             updates = {
-                f"{g.key}.{f.name}": WIRE[f"{g.key}.{f.name}"].from_wire(raw)
-                for f, raw in zip(g.layout.fields, g.values, strict=True)
+                spec.name: spec.from_wire(raw)
+                for i, raw in enumerate(g.values)
+                if (spec := self.model.by_field.get((g.layout.read, i))) is not None
             }
             pack.write_parameters(updates)  # ValueError -> RTN 06, nothing changed
             sim.dirty = True

@@ -1,119 +1,117 @@
-"""PACE behaviour of a simulated pack: parameter groups with units and defaults, thresholds.
+"""PACE behaviour of a simulated pack: parameter defaults and thresholds over the shared table.
 
-What it is for: the `FamilyModel` of PACE packs. Parameters are named `<group>.<field>` after the
-codec's parameter-group layouts (`protocol.bms.pace.commands.PARAM_GROUPS`) and held in display
-units (V, A, s, °C, mV, %, min). `WIRE` gives each field's wire scale; defaults are typical PACE
-16S LFP values (PbmsTools' factory set as published by nkinnan), and the alarm release hysteresis,
-temperature delays and over-current recovery are the simulator's own choice (docs/simulator.md).
+What it is for: the `FamilyModel` of PACE packs. Names, units, wire scales and ranges come from
+`mappings/bms/pace.toml` (names as PbmsTools shows them, display units of the table: V, ms, A, °C,
+mV, %, min); the table documents no defaults, so `DEFAULTS` holds typical PACE 16S LFP values (the
+simulator's choice). Alarm release hysteresis and the delay of temperature conditions (PACE has
+no temperature delay parameters) are the simulator's own choice too (docs/simulator.md).
 
-It must never perform I/O.
+It must never perform I/O beyond loading the packaged parameter table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from gateway.simulator.protection import Kind, RuleSpec
-from protocol.bms.pace.values import TEMP_OFFSET_DK
+from mappings.bms.params import ParameterTable, ParameterValueError, ParamSpec, load_table
 
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    unit: str
-    scale: float  # display = wire * scale (+ offset for temperatures)
-    lo: float
-    hi: float
-    default: float
-    temperature: bool = False  # 0.1 K with the 2730 offset on the wire
-
-    def to_wire(self, value: float) -> int:
-        if self.temperature:
-            return round(value * 10) + TEMP_OFFSET_DK
-        return round(value / self.scale)
-
-    def from_wire(self, raw: int) -> float:
-        if self.temperature:
-            return round((raw - TEMP_OFFSET_DK) / 10.0, 1)
-        return round(raw * self.scale, 6)
-
-
-def _v(default: float, lo: float = 2.0, hi: float = 4.5) -> Field:
-    return Field("V", 0.001, lo, hi, default)
-
-
-def _pv(default: float) -> Field:
-    return Field("V", 0.001, 30.0, 65.0, default)
-
-
-def _delay(default: float, step: float = 0.1) -> Field:
-    return Field("s", step, step, 255 * step, default)
-
-
-def _t(default: float) -> Field:
-    return Field("°C", 0.1, -40.0, 120.0, default, temperature=True)
-
-
-WIRE: dict[str, Field] = {
-    "cell_ov.alarm": _v(3.60),
-    "cell_ov.protect": _v(3.70),
-    "cell_ov.release": _v(3.38),
-    "cell_ov.delay": _delay(1.0),
-    "pack_ov.alarm": _pv(57.6),
-    "pack_ov.protect": _pv(59.2),
-    "pack_ov.release": _pv(54.0),
-    "pack_ov.delay": _delay(1.0),
-    "cell_uv.alarm": _v(2.80),
-    "cell_uv.protect": _v(2.50),
-    "cell_uv.release": _v(2.90),
-    "cell_uv.delay": _delay(1.0),
-    "pack_uv.alarm": _pv(44.8),
-    "pack_uv.protect": _pv(40.0),
-    "pack_uv.release": _pv(46.4),
-    "pack_uv.delay": _delay(1.0),
-    "charge_oc.alarm": Field("A", 1.0, 1.0, 300.0, 105.0),
-    "charge_oc.protect": Field("A", 1.0, 1.0, 300.0, 110.0),
-    "charge_oc.delay": _delay(5.0),
-    "discharge_oc1.alarm": Field("A", 1.0, 1.0, 300.0, 105.0),
-    "discharge_oc1.protect": Field("A", 1.0, 1.0, 300.0, 125.0),
-    "discharge_oc1.delay": _delay(10.0),
-    "discharge_oc2.protect": Field("A", 1.0, 1.0, 255.0, 150.0),
-    "discharge_oc2.delay": _delay(0.5, 0.025),
-    "short_circuit.delay": Field("µs", 25.0, 25.0, 255 * 25.0, 300.0),
-    "balance.threshold": _v(3.45),
-    "balance.delta": Field("mV", 1.0, 1.0, 500.0, 30.0),
-    "sleep.cell": _v(3.15),
-    "sleep.reserved": Field("", 1.0, 0.0, 255.0, 0.0),
-    "sleep.delay": Field("min", 1.0, 1.0, 255.0, 60.0),
-    "full_charge.voltage": _pv(56.0),
-    "full_charge.current": Field("mA", 1.0, 100.0, 20000.0, 2000.0),
-    "full_charge.low_soc": Field("%", 1.0, 0.0, 100.0, 10.0),
-    "cd_ot.t1": _t(55.0),  # charge OT alarm
-    "cd_ot.t2": _t(60.0),  # charge OT protection
-    "cd_ot.t3": _t(50.0),  # charge OT release
-    "cd_ot.t4": _t(60.0),  # discharge OT alarm
-    "cd_ot.t5": _t(65.0),  # discharge OT protection
-    "cd_ot.t6": _t(55.0),  # discharge OT release
-    "cd_ut.t1": _t(2.0),  # charge UT alarm
-    "cd_ut.t2": _t(0.0),  # charge UT protection
-    "cd_ut.t3": _t(5.0),  # charge UT release
-    "cd_ut.t4": _t(-15.0),  # discharge UT alarm
-    "cd_ut.t5": _t(-20.0),  # discharge UT protection
-    "cd_ut.t6": _t(-10.0),  # discharge UT release
-    "mos_ot.alarm": _t(95.0),
-    "mos_ot.protect": _t(110.0),
-    "mos_ot.release": _t(85.0),
-    "environment_t.t1": _t(-15.0),  # environment UT alarm
-    "environment_t.t2": _t(-20.0),  # environment UT protection
-    "environment_t.t3": _t(-10.0),  # environment UT release
-    "environment_t.t4": _t(60.0),  # environment OT alarm
-    "environment_t.t5": _t(65.0),  # environment OT protection
-    "environment_t.t6": _t(55.0),  # environment OT release
-    "limiter.current": Field("A", 1.0, 1.0, 255.0, 10.0),
+DEFAULTS: dict[str, float] = {
+    "Cell OV Alarm": 3.60,
+    "Cell OV Protect": 3.70,
+    "Cell OVP Release": 3.38,
+    "Cell OVP Delay Time": 1000,
+    "Pack OV Alarm": 57.6,
+    "Pack OV Protect": 59.2,
+    "Pack OVP Release": 54.0,
+    "Pack OVP Delay Time": 1000,
+    "Cell UV Alarm": 2.80,
+    "Cell UV Protect": 2.50,
+    "Cell UVP Release": 2.90,
+    "Cell UVP Delay Time": 1000,
+    "Pack UV Alarm": 44.8,
+    "Pack UV Protect": 40.0,
+    "Pack UVP Release": 46.4,
+    "Pack UVP Delay Time": 1000,
+    "Charge OC Alarm": 105,
+    "Charge OC Protect": 110,
+    "Charge OCP Delay Time": 5000,
+    "Discharge OC Alarm": 105,
+    "Discharge OC 1 Protect": 125,
+    "Discharge OC 1 Delay Time": 10000,
+    "Discharge OC 2 Protect": 150,
+    "Discharge OC 2 Delay Time": 500,
+    "Short Circuit Delay Time": 300,
+    "Balance Threshold": 3.45,
+    "Balance Delta Cell": 30,
+    "Sleep V-Cell": 3.15,
+    "Sleep Delay Time": 60,
+    "Pack Full Charge Voltage": 56.0,
+    "Pack Full Charge Current": 2000,
+    "State of Charge Low Alarm": 10,
+    "Charge OT Alarm": 55.0,
+    "Charge OT Protect": 60.0,
+    "Charge OTP Release": 50.0,
+    "Discharge OT Alarm": 60.0,
+    "Discharge OT Protect": 65.0,
+    "Discharge OTP Release": 55.0,
+    "Charge UT Alarm": 2.0,
+    "Charge UT Protect": 0.0,
+    "Charge UTP Release": 5.0,
+    "Discharge UT Alarm": -15.0,
+    "Discharge UT Protect": -20.0,
+    "Discharge UTP Release": -10.0,
+    "MOS OT Alarm": 95.0,
+    "MOS OT Protect": 110.0,
+    "MOS OTP Release": 85.0,
+    "Env UT Alarm": -15.0,
+    "Env UT Protect": -20.0,
+    "Env UTP Release": -10.0,
+    "Env OT Alarm": 60.0,
+    "Env OT Protect": 65.0,
+    "Env OTP Release": 55.0,
+    "Charge Current Limiter Start Current": 10,
 }
 
 TEMP_DELAY_S = 4.0  # PACE has no temperature delay parameters: the simulator's choice
-HYSTERESIS = {"cell": 0.05, "pack": 0.8, "current": 5.0, "temp": 5.0}
+HYST_CELL_V, HYST_PACK_V, HYST_CURRENT_A, HYST_TEMP_C, HYST_SOC_PCT = 0.05, 0.8, 5.0, 5.0, 5.0
+
+# condition -> (start, release, delay parameter or None) for protections; release None = timed.
+PROTECTIONS: dict[str, tuple[str, str | None, str | None]] = {
+    "cell_ov": ("Cell OV Protect", "Cell OVP Release", "Cell OVP Delay Time"),
+    "pack_ov": ("Pack OV Protect", "Pack OVP Release", "Pack OVP Delay Time"),
+    "cell_uv": ("Cell UV Protect", "Cell UVP Release", "Cell UVP Delay Time"),
+    "pack_uv": ("Pack UV Protect", "Pack UVP Release", "Pack UVP Delay Time"),
+    "chg_oc1": ("Charge OC Protect", None, "Charge OCP Delay Time"),
+    "dsg_oc1": ("Discharge OC 1 Protect", None, "Discharge OC 1 Delay Time"),
+    "dsg_oc2": ("Discharge OC 2 Protect", None, "Discharge OC 2 Delay Time"),
+    "chg_ot": ("Charge OT Protect", "Charge OTP Release", None),
+    "dsg_ot": ("Discharge OT Protect", "Discharge OTP Release", None),
+    "chg_ut": ("Charge UT Protect", "Charge UTP Release", None),
+    "dsg_ut": ("Discharge UT Protect", "Discharge UTP Release", None),
+    "mos_ot": ("MOS OT Protect", "MOS OTP Release", None),
+    "env_ut": ("Env UT Protect", "Env UTP Release", None),
+    "env_ot": ("Env OT Protect", "Env OTP Release", None),
+}
+# condition -> (start, hysteresis towards release, delay parameter or None)
+ALARMS: dict[str, tuple[str, float, str | None]] = {
+    "cell_ov": ("Cell OV Alarm", -HYST_CELL_V, "Cell OVP Delay Time"),
+    "pack_ov": ("Pack OV Alarm", -HYST_PACK_V, "Pack OVP Delay Time"),
+    "cell_uv": ("Cell UV Alarm", HYST_CELL_V, "Cell UVP Delay Time"),
+    "pack_uv": ("Pack UV Alarm", HYST_PACK_V, "Pack UVP Delay Time"),
+    "chg_oc": ("Charge OC Alarm", -HYST_CURRENT_A, "Charge OCP Delay Time"),
+    "dsg_oc": ("Discharge OC Alarm", -HYST_CURRENT_A, "Discharge OC 1 Delay Time"),
+    "chg_ot": ("Charge OT Alarm", -HYST_TEMP_C, None),
+    "dsg_ot": ("Discharge OT Alarm", -HYST_TEMP_C, None),
+    "chg_ut": ("Charge UT Alarm", HYST_TEMP_C, None),
+    "dsg_ut": ("Discharge UT Alarm", HYST_TEMP_C, None),
+    "mos_ot": ("MOS OT Alarm", -HYST_TEMP_C, None),
+    "env_ut": ("Env UT Alarm", HYST_TEMP_C, None),
+    "env_ot": ("Env OT Alarm", -HYST_TEMP_C, None),
+    "soc_low": ("State of Charge Low Alarm", HYST_SOC_PCT, None),
+}
+ABOVE = {"cell_ov", "pack_ov", "chg_oc", "chg_oc1", "dsg_oc", "dsg_oc1", "dsg_oc2", "chg_ot", "dsg_ot",
+         "mos_ot", "env_ot"}  # fmt: skip
 
 
 class PaceModel:
@@ -128,94 +126,38 @@ class PaceModel:
     def __init__(self, version: int = 0x25) -> None:
         self.version = version
         self.voltage_decimals = 3 if version == 0x25 else 2
+        self.table: ParameterTable = load_table("pace")
+        # (read CID2, field index) -> parameter; fields without one (sleep "reserved") read as 0.
+        self.by_field: dict[tuple[int, int], ParamSpec] = {
+            (int(p.wire["read"]), int(p.wire["field"])): p for p in self.table if "read" in p.wire
+        }
 
     def default_parameters(self) -> dict[str, float]:
-        return {name: f.default for name, f in WIRE.items()}
+        return {p.name: p.validate(DEFAULTS[p.name]) for p in self.table if "read" in p.wire}
 
     def validate_parameter(self, name: str, value: float) -> float:
-        f = WIRE.get(name)
-        if f is None:
-            raise ValueError(f"pace: unknown parameter {name!r}")
-        if not f.lo <= value <= f.hi:
-            raise ValueError(f"pace: {name} = {value} {f.unit} outside {f.lo}..{f.hi} {f.unit}")
-        return float(value)
+        if name not in self.table:
+            raise ParameterValueError(name, value, f"pace: unknown parameter {name!r}")
+        return self.table.get(name).validate(value)
 
     def rules(self, p: Mapping[str, float]) -> list[RuleSpec]:
-        prot = Kind.PROTECTION
-        alarm = Kind.ALARM
-        h = HYSTERESIS
-        out = [
-            RuleSpec("cell_ov", prot, p["cell_ov.protect"], p["cell_ov.release"], p["cell_ov.delay"]),
-            RuleSpec("pack_ov", prot, p["pack_ov.protect"], p["pack_ov.release"], p["pack_ov.delay"]),
-            RuleSpec("cell_uv", prot, p["cell_uv.protect"], p["cell_uv.release"], p["cell_uv.delay"]),
-            RuleSpec("pack_uv", prot, p["pack_uv.protect"], p["pack_uv.release"], p["pack_uv.delay"]),
-            RuleSpec("chg_oc1", prot, p["charge_oc.protect"], None, p["charge_oc.delay"]),
-            RuleSpec("dsg_oc1", prot, p["discharge_oc1.protect"], None, p["discharge_oc1.delay"]),
-            RuleSpec("dsg_oc2", prot, p["discharge_oc2.protect"], None, p["discharge_oc2.delay"]),
-            RuleSpec("chg_ot", prot, p["cd_ot.t2"], min(p["cd_ot.t3"], p["cd_ot.t2"]), TEMP_DELAY_S),
-            RuleSpec("dsg_ot", prot, p["cd_ot.t5"], min(p["cd_ot.t6"], p["cd_ot.t5"]), TEMP_DELAY_S),
-            RuleSpec("chg_ut", prot, p["cd_ut.t2"], max(p["cd_ut.t3"], p["cd_ut.t2"]), TEMP_DELAY_S),
-            RuleSpec("dsg_ut", prot, p["cd_ut.t5"], max(p["cd_ut.t6"], p["cd_ut.t5"]), TEMP_DELAY_S),
-            RuleSpec(
-                "mos_ot",
-                prot,
-                p["mos_ot.protect"],
-                min(p["mos_ot.release"], p["mos_ot.protect"]),
-                TEMP_DELAY_S,
-            ),
-            RuleSpec(
-                "env_ut",
-                prot,
-                p["environment_t.t2"],
-                max(p["environment_t.t3"], p["environment_t.t2"]),
-                TEMP_DELAY_S,
-            ),
-            RuleSpec(
-                "env_ot",
-                prot,
-                p["environment_t.t5"],
-                min(p["environment_t.t6"], p["environment_t.t5"]),
-                TEMP_DELAY_S,
-            ),
-            RuleSpec(
-                "cell_ov", alarm, p["cell_ov.alarm"], p["cell_ov.alarm"] - h["cell"], p["cell_ov.delay"]
-            ),
-            RuleSpec(
-                "pack_ov", alarm, p["pack_ov.alarm"], p["pack_ov.alarm"] - h["pack"], p["pack_ov.delay"]
-            ),
-            RuleSpec(
-                "cell_uv", alarm, p["cell_uv.alarm"], p["cell_uv.alarm"] + h["cell"], p["cell_uv.delay"]
-            ),
-            RuleSpec(
-                "pack_uv", alarm, p["pack_uv.alarm"], p["pack_uv.alarm"] + h["pack"], p["pack_uv.delay"]
-            ),
-            RuleSpec(
-                "chg_oc",
-                alarm,
-                p["charge_oc.alarm"],
-                p["charge_oc.alarm"] - h["current"],
-                p["charge_oc.delay"],
-            ),
-            RuleSpec(
-                "dsg_oc",
-                alarm,
-                p["discharge_oc1.alarm"],
-                p["discharge_oc1.alarm"] - h["current"],
-                p["discharge_oc1.delay"],
-            ),
-            RuleSpec("chg_ot", alarm, p["cd_ot.t1"], p["cd_ot.t1"] - h["temp"], TEMP_DELAY_S),
-            RuleSpec("dsg_ot", alarm, p["cd_ot.t4"], p["cd_ot.t4"] - h["temp"], TEMP_DELAY_S),
-            RuleSpec("chg_ut", alarm, p["cd_ut.t1"], p["cd_ut.t1"] + h["temp"], TEMP_DELAY_S),
-            RuleSpec("dsg_ut", alarm, p["cd_ut.t4"], p["cd_ut.t4"] + h["temp"], TEMP_DELAY_S),
-            RuleSpec("mos_ot", alarm, p["mos_ot.alarm"], p["mos_ot.alarm"] - h["temp"], TEMP_DELAY_S),
-            RuleSpec("env_ut", alarm, p["environment_t.t1"], p["environment_t.t1"] + h["temp"], TEMP_DELAY_S),
-            RuleSpec("env_ot", alarm, p["environment_t.t4"], p["environment_t.t4"] - h["temp"], TEMP_DELAY_S),
-            RuleSpec("soc_low", alarm, p["full_charge.low_soc"], p["full_charge.low_soc"] + 5.0, 2.0),
-        ]
+        out: list[RuleSpec] = []
+        for key, (start, release, delay) in PROTECTIONS.items():
+            s = p[start]
+            stop = None
+            if release is not None:
+                stop = min(p[release], s) if key in ABOVE else max(p[release], s)
+            out.append(
+                RuleSpec(key, Kind.PROTECTION, s, stop, TEMP_DELAY_S if delay is None else p[delay] / 1000.0)
+            )
+        for key, (start, hysteresis, delay) in ALARMS.items():
+            s = p[start]
+            d = (2.0 if key == "soc_low" else TEMP_DELAY_S) if delay is None else p[delay] / 1000.0
+            out.append(RuleSpec(key, Kind.ALARM, s, s + hysteresis, d))
         return out
 
     def balance(self, params: Mapping[str, float]) -> tuple[float | None, float | None]:
-        return params["balance.threshold"], params["balance.delta"] / 1000.0
+        return params["Balance Threshold"], params["Balance Delta Cell"] / 1000.0
 
     def full_charge_cell_v(self, params: Mapping[str, float]) -> float:
-        return params["full_charge.voltage"] / self.cells
+        return params["Pack Full Charge Voltage"] / self.cells
