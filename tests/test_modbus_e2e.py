@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from pyModbusTCP.client import ModbusClient
@@ -123,7 +127,7 @@ async def test_pysunspec2_reads_the_simulators_truth(protocol: str) -> None:
                 assert measured == pytest.approx(list(truth.cell_voltages_v), abs=0.0005)
                 assert module.NCell.value == len(truth.cell_voltages_v)
         finally:
-            device.close()
+            device.disconnect()
 
 
 async def test_pymodbustcp_reads_the_native_map_truth_and_an_offline_pack() -> None:
@@ -162,3 +166,113 @@ async def test_pymodbustcp_reads_the_native_map_truth_and_an_offline_pack() -> N
     assert pack3_regs[1] in (2, 3)  # stale or offline
     assert pack3_regs[5] == 0xFFFF  # no voltage served for a pack that is not online
     assert bank[4] == 2  # two packs counted in the bank
+
+
+# ------------------------------------------------------------------ the real `bms-gateway run` process
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def _process(*args: str, until: str) -> AsyncIterator[list[str]]:
+    """`python -m gateway.cli ARGS`; yields its stdout lines up to the first starting with `until`."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            while not (lines and lines[-1].startswith(until)):
+                raw = await proc.stdout.readline()
+                if not raw:
+                    raise AssertionError(f"{args[0]} exited early: {lines}")
+                lines.append(raw.decode().strip())
+        yield lines
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        _out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, f"{args[0]} exit {proc.returncode}: {err.decode()[-2000:]}"
+
+
+async def test_real_gateway_process_serves_the_simulators_truth(tmp_path: Path) -> None:
+    sim_port = _free_port()
+    sim_args = ["--protocol", "tianpower", "--packs", "2", "--profile", "idle", "--seed", "11"]
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+state_dir = "{tmp_path / "state"}"
+
+[http]
+listen = "127.0.0.1:0"
+
+[modbus]
+listen = "127.0.0.1:0"
+writes = true
+
+[[bus]]
+name = "b1"
+url = "socket://127.0.0.1:{sim_port}"
+protocol = "tianpower"
+addresses = [1, 2]
+request_gap_s = 0.02
+response_timeout_s = 0.5
+realtime_interval_s = 0.2
+""",
+        encoding="utf-8",
+    )
+    async with (
+        _process("simulate", *sim_args, "--listen", f"127.0.0.1:{sim_port}", "--no-pacing", until="listen"),
+        _process("run", "--config", str(config), until="modbus:") as lines,
+    ):
+        port = int(lines[-1].rsplit(":", 1)[1])
+        twin = Simulator(SimulatorOptions(protocol="tianpower", packs=2, profile="idle", seed=11))
+
+        def scan() -> SunSpecModbusClientDeviceTCP:
+            for _ in range(200):  # until both packs are online (the bank unit answers 0x0B before)
+                device = SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr="127.0.0.1", ipport=port, timeout=5)
+                try:
+                    device.scan()
+                except Exception:
+                    device.disconnect()
+                    time.sleep(0.05)
+                    continue
+                if device.models[803][0].NStrCon.value == 2:
+                    return device
+                device.disconnect()
+                time.sleep(0.05)
+            raise AssertionError("the bank never came online over Modbus")
+
+        device = await asyncio.to_thread(scan)
+        try:
+            assert [m.error_info for m in device.model_list] == [""] * len(device.model_list)
+            for i, address in enumerate((1, 2)):
+                truth = twin.truth(address)
+                assert device.models[804][i].SoC.cvalue == pytest.approx(truth.soc_pct, abs=0.051)
+                assert device.models[804][i].V.cvalue == pytest.approx(truth.voltage_v, abs=0.0051)
+                cells = device.models[805][i].groups["lithium-ion-module-cell"]
+                n = len(truth.cell_voltages_v)
+                assert [c.CellV.cvalue for c in cells[:n]] == pytest.approx(
+                    list(truth.cell_voltages_v), abs=5e-4
+                )
+            battery = device.models[802][0]
+            battery.SoCRsvMin.cvalue = 30.0
+            await asyncio.to_thread(battery.write)
+            await asyncio.to_thread(battery.read)
+            assert battery.SoCRsvMin.cvalue == pytest.approx(30.0)
+        finally:
+            device.disconnect()

@@ -115,7 +115,7 @@ async def test_pysunspec2_scans_the_bank_and_reads_the_truth() -> None:
             storage = device.models[124][0]
             assert storage.ChaState.cvalue == pytest.approx(view.bank.soc_pct, abs=0.05)
         finally:
-            device.close()
+            device.disconnect()
 
 
 async def test_pysunspec2_offline_pack_shows_sentinels_and_is_counted_out() -> None:
@@ -137,7 +137,7 @@ async def test_pysunspec2_offline_pack_shows_sentinels_and_is_counted_out() -> N
             cells = offline_module.groups["lithium-ion-module-cell"]
             assert len(cells) == 16 and all(c.CellV.value is None for c in cells)
         finally:
-            device.close()
+            device.disconnect()
 
 
 async def test_pysunspec2_per_pack_unit() -> None:
@@ -153,7 +153,7 @@ async def test_pysunspec2_per_pack_unit() -> None:
             assert device.models[802][0].SoC.cvalue == pytest.approx(t.soc_pct, abs=0.05)
             assert device.models[805][0].CellVMin.cvalue == pytest.approx(t.cell_min_v, abs=0.0005)
         finally:
-            device.close()
+            device.disconnect()
 
 
 async def test_pysunspec2_writes_reserve_through_fc6_and_fc16() -> None:
@@ -173,7 +173,7 @@ async def test_pysunspec2_writes_reserve_through_fc6_and_fc16() -> None:
                 assert battery.SoCRsvMin.cvalue == pytest.approx(15.5)
                 assert battery.CtrlHb.value == 9
             finally:
-                device.close()
+                device.disconnect()
 
         await asyncio.to_thread(write)
         assert server.stats.requests_by_function[6] >= 1 and server.stats.requests_by_function[16] >= 1
@@ -192,7 +192,7 @@ async def test_cell_count_above_the_default_grows_the_805_model() -> None:
             assert module.error_info == "" and module.NCell.value == 20
             assert len(module.groups["lithium-ion-module-cell"]) == 20
         finally:
-            device.close()
+            device.disconnect()
 
 
 # ------------------------------------------------------------------ native map
