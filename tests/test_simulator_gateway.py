@@ -79,6 +79,10 @@ async def test_gateway_reads_the_truth(protocol: str) -> None:
             assert tel.protections == flags.protections and tel.alarms == flags.alarms
             identity = await driver.read_identity(bus, address)
             assert identity.serial == truth.identity.serial
+            params = await driver.read_parameters(bus, address, time.time())
+            read = {name: r.value for name, r in params.values.items()}
+            assert read == {name: truth.parameters[name] for name in read}
+            assert len(read) >= 50
         assert sim.truth(2).current_a == -25.0
 
 

@@ -122,6 +122,7 @@ class PaceModel:
     refuses_both_mos_off = True  # reference 3.C.1: the BMS refuses to turn both MOSFETs off
     remaining_from_soc = False
     soc_from_capacities = True
+    capacity_parameters: tuple[str, str] | None = None
 
     def __init__(self, version: int = 0x25) -> None:
         self.version = version

@@ -64,6 +64,7 @@ class FamilyModel(Protocol):
     refuses_both_mos_off: bool
     remaining_from_soc: bool  # the wire carries no remaining capacity: tools compute full x SOC
     soc_from_capacities: bool  # the wire carries capacities only: SOC = remaining / full, SOH = full / design
+    capacity_parameters: tuple[str, str] | None  # table names of (full, remaining) capacity, if any
 
     def default_parameters(self) -> dict[str, float]: ...
 
@@ -301,7 +302,7 @@ class SimPack:
                 self.identity.manufacturer,
                 self.identity.model,
             ),
-            parameters=MappingProxyType(dict(self.params)),
+            parameters=MappingProxyType(self._parameters(full, remaining)),
             clock_epoch_s=self.clock(sim_epoch_s),
             storage_interval_s=self.history.interval_s,
             history_count=self.history.count,
@@ -310,6 +311,14 @@ class SimPack:
             heater_off_c=self.heater_off_c,
             extra=MappingProxyType(dict(self.extra)),
         )
+
+    def _parameters(self, full_ah: float, remaining_ah: float) -> dict[str, float]:
+        out = dict(self.params)
+        if self.family.capacity_parameters is not None:
+            full_name, remaining_name = self.family.capacity_parameters
+            out[full_name] = full_ah
+            out[remaining_name] = remaining_ah
+        return out
 
     # --- evolution --------------------------------------------------------------------------
 

@@ -100,6 +100,7 @@ class TianpowerModel:
     refuses_both_mos_off = False
     remaining_from_soc = True
     soc_from_capacities = False
+    capacity_parameters: tuple[str, str] | None = ("Set_Full_charge_capacity", "Set_Remaining_capacity")
 
     def __init__(self) -> None:
         self.table: ParameterTable = load_table("tianpower")
