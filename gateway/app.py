@@ -192,6 +192,9 @@ def build_services(ctx: AppContext) -> list[Service]:
         from gateway.modbus import ModbusServer
 
         services.append(ModbusServer.from_context(ctx))
+    from gateway.policy_service import build_policy_services  # charge policy (+ inverter CAN)
+
+    services.extend(build_policy_services(ctx))
 
     # The HTTP service goes last: routers added by the adapters above are mounted when it starts.
     from gateway.http import HttpService
