@@ -395,3 +395,53 @@ async def test_policy_service_publishes_on_new_views_and_on_its_timer() -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_slcan_over_a_socket_url() -> None:
+    """`interface = "slcan"`, `channel = "socket://host:port"`: a local TCP peer plays the adapter."""
+    received = bytearray()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def adapter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        while data := await reader.read(1024):
+            received.extend(data)
+
+    server = await asyncio.start_server(adapter, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    decisions = DecisionStore()
+    decisions.publish(decision(computed_at=time.time()))
+    config = CanConfig(
+        enabled=True,
+        interface="slcan",
+        channel=f"socket://127.0.0.1:{port}",
+        interface_options={"sleep_after_open": 0},
+    )
+    service = CanService(config, decisions)
+    task = asyncio.ensure_future(service.run(lambda: None))
+    try:
+        for _ in range(100):
+            if b"t35C2C000\r" in received and writers:
+                break
+            await asyncio.sleep(0.05)
+        writers[0].write(b"t3058" + b"00" * 8 + b"\r")  # the inverter's keepalive through the adapter
+        await writers[0].drain()
+        for _ in range(100):
+            if service.stats.keepalive is KeepaliveState.OK:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for w in writers:
+            w.close()
+            with contextlib.suppress(ConnectionError):
+                await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+    text = bytes(received)
+    assert text.startswith(b"C\rS6\r")  # close, 500 kbit/s, open: the slcan set-up
+    assert b"O\r" in text
+    assert b"t3518280208070807D001\r" in text  # 0x351: 55.2 V, 180.0 A, 180.0 A, 46.4 V
+    assert service.stats.keepalive is KeepaliveState.OK and service.stats.frames_received == 1
