@@ -8,7 +8,7 @@ event codes are set from the pack's protection state machine (mapping tables bel
 Choices the reference leaves open, marked *inferred* in docs/simulator.md: the split of history
 event codes 17-35 (alarms and the MOS/ambient protections), the meaning of non-zero ACK codes
 (YD/T1363: 0x04 unknown command, 0x05 format error, 0x06 invalid data / refused), one record per
-history frame, the pack clock kept in UTC, and the firmware-upgrade commands 0xA0-0xA4 (ours, see
+history frame, the pack clock kept in local time, and the firmware-upgrade commands 0xA0-0xA4 (ours, see
 docs/bootloader.md).
 
 It must never perform I/O and never raise on any request bytes (bad input gets an error ACK or
@@ -18,7 +18,7 @@ silence, never an exception out of `respond`).
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from gateway.simulator.pack import ANTI_THEFT_COMM, Identity, PackTruth, SimPack, WireFlags
@@ -147,12 +147,15 @@ def event_of_code(code: int) -> str:
 
 
 def pack_time(epoch_s: float) -> datetime:
-    """The pack's clock as the wire carries it (naive; simulated packs keep UTC)."""
-    return datetime.fromtimestamp(int(epoch_s), UTC).replace(tzinfo=None)
+    """The pack's clock as the wire carries it: naive local time, as the vendor tool sets it from
+    the PC's clock (and as the gateway reads pack clocks)."""
+    return datetime.fromtimestamp(int(epoch_s))
 
 
 def epoch_of(when: datetime) -> float:
-    return when.replace(tzinfo=UTC).timestamp()
+    """Epoch seconds of a naive pack time (local time; a time that does not exist locally, in a DST
+    gap, is resolved by the platform)."""
+    return when.timestamp()
 
 
 def realtime_of(truth: PackTruth, pack: SimPack) -> RealtimeData:
