@@ -100,3 +100,25 @@ async def test_gateway_rejects_exactly_the_corrupted_answers() -> None:
     assert sim.fault_counters["responses"] == reads + corrupted  # every rejected answer was retried
     assert counters.responses == reads and counters.retries == corrupted
     assert counters.checksum_errors >= corrupted  # a damaged frame may cost more than one resync
+
+
+@pytest.mark.parametrize("protocol", ["tianpower", "pace"])
+async def test_gateway_downloads_the_history(protocol: str) -> None:
+    sim = _sim(protocol, packs=1, history_records=6)
+    store = sim.pack(1).history
+    expected = list(reversed(store.records))
+    driver: Driver = TianpowerDriver() if protocol == "tianpower" else PaceDriver()
+    async with _gateway_bus(sim, driver) as bus:
+        if protocol == "tianpower":
+            assert await driver.history_count(bus, 1) == len(expected)
+        got = []
+        for index in range(len(expected) + 1):
+            rec = await driver.read_history(bus, 1, index)
+            if rec is None:
+                break
+            got.append(rec)
+    assert len(got) == len(expected)
+    for rec, src in zip(got, expected, strict=True):
+        assert rec.recorded_at == src.at_epoch_s
+        assert rec.cell_voltages_v[:16] == pytest.approx(tuple(mv / 1000 for mv in src.cell_mv), abs=1e-9)
+        assert rec.current_a == pytest.approx(src.current_a, abs=1e-9)
