@@ -122,3 +122,18 @@ async def test_gateway_downloads_the_history(protocol: str) -> None:
         assert rec.recorded_at == src.at_epoch_s
         assert rec.cell_voltages_v[:16] == pytest.approx(tuple(mv / 1000 for mv in src.cell_mv), abs=1e-9)
         assert rec.current_a == pytest.approx(src.current_a, abs=1e-9)
+
+
+async def test_gateway_reads_a_pace_bank_through_its_master() -> None:
+    sim = _sim("pace", packs=3, first_address=2)
+    sim.set_current(3, 12.5)
+    sim.advance(10.0)
+    driver = PaceDriver()
+    async with _gateway_bus(sim, driver) as bus:
+        bank = await driver.read_bank_realtime(bus, 2, time.time())
+    assert sorted(bank) == [2, 3, 4]
+    for address, tel in bank.items():
+        truth = sim.truth(address)
+        assert tel.cell_voltages_v == pytest.approx(truth.cell_voltages_v, abs=1e-9)
+        assert tel.current_a == pytest.approx(truth.current_a, abs=1e-9)
+        assert tel.soc_pct == pytest.approx(truth.soc_pct, abs=1e-9)
