@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -195,3 +196,7 @@ def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     assert main(["--faults", "corrupt=2"]) == 2
     assert main(["--packs", "16"]) == 2
     assert main(["--faults", "bogus"]) == 2
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert main(["--listen", f"127.0.0.1:{busy.getsockname()[1]}"]) == 3
