@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import multiprocessing as mp
 import statistics
 import struct
@@ -102,7 +103,7 @@ class Receiver:
 
 
 def jitter_ms(times: list[float], period_s: float) -> list[float]:
-    return [abs((b - a) - period_s) * 1000 for a, b in zip(times, times[1:], strict=False)]
+    return [abs((b - a) - period_s) * 1000 for a, b in itertools.pairwise(times)]
 
 
 async def bench(protocol: str, seconds: float, clients: int) -> int:
