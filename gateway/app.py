@@ -195,6 +195,10 @@ def build_services(ctx: AppContext) -> list[Service]:
     from gateway.policy_service import build_policy_services  # charge policy (+ inverter CAN)
 
     services.extend(build_policy_services(ctx))
+    if ctx.config.inverter_rs485.enabled:
+        from gateway.rs485_inverter import Rs485InverterService  # inverter RS485 port
+
+        services.append(Rs485InverterService.from_context(ctx))
 
     # The HTTP service goes last: routers added by the adapters above are mounted when it starts.
     from gateway.http import HttpService

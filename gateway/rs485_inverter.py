@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from gateway.config import ConfigError, InverterRs485Config
 from gateway.model import ModelStore, ModelView, PackSnapshot, TempRole
@@ -42,11 +42,15 @@ from protocol.inverter.rs485_base import (
     SystemParameters,
 )
 
+if TYPE_CHECKING:
+    from gateway.context import AppContext
+
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("pylon-rs485", "byd-modbus")
 
 
+@runtime_checkable
 class DecisionSource(Protocol):
     """Where the latest charge decision comes from (`gateway.policy_service.DecisionStore`)."""
 
@@ -295,6 +299,25 @@ class Rs485InverterService:
         self._present: bool | None = None
         self._turn_offs_before = 0
         self._turn_offs_logged = 0
+        self._extras: Mapping[str, object] = {}
+
+    @classmethod
+    def from_context(cls, ctx: AppContext) -> Rs485InverterService:
+        """The service for `ctx` (registered as `ctx.extras["inverter_rs485"]` for metrics and admin).
+
+        The decision store is looked up in `ctx.extras["decisions"]` when answering, so the order in
+        which the policy service and this one are built does not matter.
+        """
+        service = cls(ctx.config.inverter_rs485, ctx.store, None)
+        service._extras = ctx.extras
+        ctx.extras["inverter_rs485"] = service
+        return service
+
+    def _decisions(self) -> DecisionSource | None:
+        if self.decisions is not None:
+            return self.decisions
+        found = self._extras.get("decisions")
+        return found if isinstance(found, DecisionSource) else None
 
     # --- run-time control ------------------------------------------------------------------
 
@@ -320,8 +343,9 @@ class Rs485InverterService:
     def bank_view(self) -> BankView:
         """The view answers are built from (cached per model and decision version)."""
         view = self.store.view
-        decision = self.decisions.latest if self.decisions is not None else None
-        dversion = self.decisions.version if self.decisions is not None else 0
+        source = self._decisions()
+        decision = source.latest if source is not None else None
+        dversion = source.version if source is not None else -1
         if view.version != self._energy_version:
             self._energy.update(view)
             self._energy_version = view.version
