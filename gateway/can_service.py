@@ -31,7 +31,7 @@ from typing import IO, Any
 
 import can
 
-from gateway.config import CanConfig
+from gateway.config import CanConfig, ConfigError
 from gateway.policy import ChargeDecision
 from gateway.policy_service import DecisionStore
 from gateway.service import ReadyCallback
@@ -192,7 +192,10 @@ class CanService:
                 )
             while True:
                 try:
-                    await self._open()
+                    try:
+                        await self._open()
+                    except can.CanInterfaceNotImplementedError as err:
+                        raise ConfigError(f"can.interface {self.config.interface!r}: {err}") from None
                     if not announced:
                         ready()
                         announced = True

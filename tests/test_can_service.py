@@ -445,3 +445,12 @@ async def test_slcan_over_a_socket_url() -> None:
     assert b"O\r" in text
     assert b"t3518280208070807D001\r" in text  # 0x351: 55.2 V, 180.0 A, 180.0 A, 46.4 V
     assert service.stats.keepalive is KeepaliveState.OK and service.stats.frames_received == 1
+
+
+async def test_unknown_interface_is_a_configuration_error() -> None:
+    from gateway.config import ConfigError
+
+    config = CanConfig(enabled=True, interface="no-such-interface", channel="x")
+    service = CanService(config, DecisionStore())
+    with pytest.raises(ConfigError, match="no-such-interface"):
+        await service.run(lambda: None)
