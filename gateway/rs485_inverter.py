@@ -233,6 +233,14 @@ class Rs485Stats:
     heartbeat_ok: bool | None  # BYD register 401 supervision (None: not written yet / not BYD)
     protocol_switches: int
 
+    @property
+    def errors(self) -> int:
+        """Requests for us that were answered with an error (or dropped as corrupt)."""
+        return sum(n for name, n in self.outcomes.items() if name not in NON_ERROR_OUTCOMES)
+
+
+NON_ERROR_OUTCOMES = frozenset({"ok", "ignored", "broadcast"})
+
 
 @dataclass(slots=True)
 class _Counters:
@@ -425,7 +433,7 @@ class Rs485InverterService:
             if ex.command is not None:
                 key = f"0x{ex.command:02X}" if responder.name == "pylon-rs485" else f"fc{ex.command}"
                 c.commands[key] += 1
-            if ex.outcome not in ("ok", "ignored", "broadcast"):
+            if ex.outcome not in NON_ERROR_OUTCOMES:
                 log.debug("inverter request answered with %s: %s", ex.outcome, ex.detail)
             if ex.valid_poll:
                 c.valid_polls += 1

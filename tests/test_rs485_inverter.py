@@ -287,6 +287,7 @@ async def test_malformed_requests_get_error_answers_and_service_keeps_answering(
             assert stats.outcomes["checksum"] == 1 and stats.outcomes["lchksum"] == 1
             assert stats.outcomes["ignored"] >= 1
             assert stats.valid_polls == 1
+            assert stats.errors == 2
 
 
 async def test_stale_data_gives_blocking_answer_not_silence() -> None:
