@@ -486,3 +486,32 @@ async def test_unreachable_port_reports_ready_and_retries() -> None:
 def test_model_view_type_is_what_the_service_reads() -> None:
     store = make_store(1)
     assert isinstance(store.view, ModelView)
+
+
+async def test_byd_malformed_requests_are_ignored_and_service_keeps_answering() -> None:
+    store = make_store(1)
+    decisions = DecisionStore()
+    decide(store, decisions)
+    async with peer() as p:
+        service = Rs485InverterService(
+            config(p.port, protocol="byd-modbus", idle_gap_s=0.05), store, decisions
+        )
+        async with running(service):
+            reader, writer = await p.accept()
+            good = rtu(21, struct.pack(">BHH", 3, 303, 1))
+            bad_crc = good[:-1] + bytes([good[-1] ^ 0x55])
+            other_unit = rtu(7, struct.pack(">BHH", 3, 303, 1))
+            writer.write(bad_crc + other_unit + good[:4])  # the last one truncated
+            await writer.drain()
+            for _ in range(200):  # until the service has seen the line go quiet
+                if service.stats().outcomes.get("ignored"):
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)
+            writer.write(good)
+            async with asyncio.timeout(5):
+                response = await reader.readexactly(7)
+            assert response[:3] == bytes([21, 3, 2])
+            stats = service.stats()
+            assert stats.outcomes["checksum"] >= 1 and stats.outcomes["ignored"] == 1
+            assert stats.valid_polls == 1 and stats.answered == 1

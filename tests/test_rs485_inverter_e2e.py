@@ -123,8 +123,24 @@ async def test_pylon_module_and_system_commands_equal_simulator_truth() -> None:
         assert got["discharge_a"] == pytest.approx(decision.discharge_current_a, abs=0.05)
         d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x42, b"\xff")))
         assert d.rtn == 0 and d.info[1] == PACKS
-        for cmd in (0x4F, 0x51, 0x47, 0x60, 0x62):
+        for cmd in (0x4F, 0x51, 0x47, 0x60, 0x62, 0x64):
             assert ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, cmd))).rtn == 0
+        d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x44, b"\xff")))
+        assert d.rtn == 0 and d.info[0] == PACKS
+        setting = bytes([3]) + struct.pack(">HHhh", 54000, 47000, 50, 500)
+        assert ref_decode(await pylon_poll(reader, writer, build_request(0x20, 3, 0x94, setting))).rtn == 0
+        d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 3, 0x92, b"\x03")))
+        r = Reader(d.info)
+        r.take("B")
+        held = decode_management(r)
+        assert held["charge_v"] == pytest.approx(min(54.0, decision.charge_voltage_v), abs=0.001)
+        assert held["charge_a"] <= 5.0
+        assert ref_decode(await pylon_poll(reader, writer, build_request(0x20, 3, 0x95, b"\x03"))).rtn == 0
+        rs485 = ctx.extras["inverter_rs485"]
+        assert isinstance(rs485, Rs485InverterService)
+        stats = rs485.stats()
+        assert stats.turn_off_requests == 2 and stats.inverter_present is True
+        assert stats.errors == 0
 
 
 async def test_pack_going_offline_gives_rtn_91_and_blocked_module() -> None:
