@@ -139,7 +139,7 @@ class BusOwner:
         self._backoff = backoff or Backoff()
         self._flush_after_connect_s = flush_after_connect_s
         self._conn: Connection | None = None
-        self._accepting = False  # False while the link is down between attempts, or shutting down
+        self._accepting = True  # False while the link is down between attempts, or shutting down
         self._last_activity = 0.0  # monotonic time of the end of the last bus activity
         self.counters = BusCounters()
         self._packs: dict[int, LinkCounters] = {}
