@@ -402,6 +402,7 @@ def system_parameters_info(view: BankView) -> bytes:
 
 
 def _location(e: Extreme | None) -> bytes:
+    """High byte = pack, low byte = cell/sensor; both numbered from 1 (*inferred*)."""
     return bytes([0, 0]) if e is None else bytes([min(e.position, 0xFF), min(e.index, 0xFF)])
 
 
@@ -663,6 +664,7 @@ class PylonResponder(Rs485Responder):
         return m
 
     def _require_master(self, position: int, command: int) -> None:
+        """System commands are the master's (*inferred*: a slave answers RTN 04)."""
         if position != 1:
             raise _Answer(Rtn.CID2_INVALID, "command", f"system command 0x{command:02X} only at the master")
 
@@ -739,6 +741,7 @@ class PylonResponder(Rs485Responder):
     def _analog(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         target = self._addressed(frame, Command.ANALOG)
         if target == ALL_MODULES:
+            # *inferred* layout: INFOFLAG, module count, then the module blocks by declared count
             self._require_master(position, frame.cid2)
             mods = [m for m in view.modules if m.fresh and m.cell_voltages_v][:MAX_MODULES]
             if not mods:
@@ -750,6 +753,7 @@ class PylonResponder(Rs485Responder):
     def _alarm(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         target = self._addressed(frame, Command.ALARM)
         if target == ALL_MODULES:
+            # *inferred* layout: module count, then the module blocks by declared count
             self._require_master(position, frame.cid2)
             mods = [m for m in view.modules if m.fresh and m.cell_voltages_v][:MAX_MODULES]
             if not mods:
@@ -773,7 +777,7 @@ class PylonResponder(Rs485Responder):
 
     def _set_management(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         self._addressed(frame, Command.SET_MANAGEMENT, SET_MANAGEMENT_INFO_LEN)
-        info = frame.info
+        info = frame.info  # *inferred* order: the 0x92 one (charge V, discharge V, charge A, discharge A)
         charge_mv = int.from_bytes(info[1:3], "big")
         discharge_mv = int.from_bytes(info[3:5], "big")
         charge_da = int.from_bytes(info[5:7], "big", signed=True)
@@ -808,7 +812,7 @@ class PylonResponder(Rs485Responder):
     def _system_basic(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         self._require_master(position, frame.cid2)
         ident = view.identity
-        major, minor = ident.software_version
+        major, minor = ident.software_version  # *inferred*: 2 bytes, as in 0x51
         mods = view.modules[:MAX_MODULES]
         return b"".join(
             [
