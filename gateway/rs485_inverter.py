@@ -354,9 +354,7 @@ class Rs485InverterService:
         source = self._decisions()
         decision = source.latest if source is not None else None
         dversion = source.version if source is not None else -1
-        if view.version != self._energy_version:
-            self._energy.update(view)
-            self._energy_version = view.version
+        self.update_energy()
         if self._cached is not None and self._cached[:2] == (view.version, dversion):
             return self._cached[2]
         bank = build_bank_view(
@@ -364,6 +362,13 @@ class Rs485InverterService:
         )
         self._cached = (view.version, dversion, bank)
         return bank
+
+    def update_energy(self) -> None:
+        """Integrate the bank power of the newest model view into the energy totals (BYD 314-321)."""
+        view = self.store.view
+        if view.version != self._energy_version:
+            self._energy.update(view)
+            self._energy_version = view.version
 
     # --- supervision -----------------------------------------------------------------------
 
@@ -390,6 +395,7 @@ class Rs485InverterService:
         return present
 
     def stats(self) -> Rs485Stats:
+        self.check_presence()
         c = self._counters
         responder = self._responder
         heartbeat = None
@@ -459,6 +465,7 @@ class Rs485InverterService:
             if not data:
                 self._responder.line_idle()
                 self.check_presence()
+                self.update_energy()
                 continue
             reply = self.handle_bytes(data)
             if reply:
