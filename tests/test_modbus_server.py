@@ -431,3 +431,50 @@ async def test_pack_units_are_read_only() -> None:
                 return c.request(build_write_single_request(_offset("SetOp"), 2), unit=11).exception
 
         assert await asyncio.to_thread(go) == 0x02
+
+
+class _FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+        self.reading = True
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+async def test_a_client_that_does_not_read_is_not_read_either() -> None:
+    from gateway.modbus.server import _Connection
+
+    server = ModbusServer(ModbusConfig(), make_store(), Controls())
+    conn = _Connection(server)
+    transport = _FakeTransport()
+    conn.connection_made(transport)
+    conn.pause_writing()  # the transport's write buffer is above its high-water mark
+    assert not transport.reading
+    conn.data_received(
+        encode_adu(1, 1, build_read_request(40000, 2)) + encode_adu(2, 1, build_read_request(40000, 2))
+    )
+    assert transport.written == []  # nothing processed while the client is not reading
+    conn.resume_writing()
+    assert transport.reading
+    answers = b"".join(transport.written)
+    assert [answers[0:2], answers[13:15]] == [b"\x00\x01", b"\x00\x02"]
+    conn.connection_lost(None)
+    assert server.stats.connections == 0

@@ -3,7 +3,8 @@
 Per connection: an MBAP decoder; every complete request in a chunk is answered, in order, in one
 write (pipelining works); a malformed MBAP header closes that connection only. Connection limit,
 idle timeout and a per-client-IP request budget (token bucket: when it is empty the connection is
-paused, never answered with an error) keep one client from starving the others.
+paused, never answered with an error) keep one client from starving the others; a client that
+does not read its answers is not read either (transport flow control), so memory stays bounded.
 
 Units: the SunSpec bank unit (`sunspec_unit`, also answering on 0 and 255), the native map unit,
 and optionally one SunSpec unit per pack (`per_pack_unit_base + address`). Any other unit id gets
@@ -351,6 +352,7 @@ class _Connection(asyncio.Protocol):
         self.last_activity = 0.0
         self._idle: asyncio.TimerHandle | None = None
         self._resume: asyncio.TimerHandle | None = None
+        self._paused: set[str] = set()  # why reading is paused: "budget", "write" (slow reader)
 
     # asyncio.Protocol ---------------------------------------------------
 
@@ -404,7 +406,25 @@ class _Connection(asyncio.Protocol):
             return
         self._process()
 
+    def pause_writing(self) -> None:
+        """The client does not read its answers: stop reading its requests (bounded memory)."""
+        self._pause("write")
+
+    def resume_writing(self) -> None:
+        self._unpause("write")
+        self._process()
+
     # internals ----------------------------------------------------------
+
+    def _pause(self, reason: str) -> None:
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._paused.add(reason)
+
+    def _unpause(self, reason: str) -> None:
+        self._paused.discard(reason)
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
 
     def abort(self) -> None:
         if self.transport is not None and not self.closed:
@@ -413,7 +433,7 @@ class _Connection(asyncio.Protocol):
 
     def _process(self) -> None:
         transport = self.transport
-        if transport is None or self.closed or self.bucket is None:
+        if transport is None or self.closed or self.bucket is None or self._paused:
             return
         out: list[bytes] = []
         bad = False
@@ -434,7 +454,7 @@ class _Connection(asyncio.Protocol):
             if not self.bucket.take(now):
                 self.pending = adu
                 self.server.stats.throttled += 1
-                transport.pause_reading()
+                self._pause("budget")
                 loop = asyncio.get_running_loop()
                 self._resume = loop.call_later(self.bucket.wait_s(), self._continue)
                 break
@@ -449,7 +469,7 @@ class _Connection(asyncio.Protocol):
         self._resume = None
         if self.closed or self.transport is None:
             return
-        self.transport.resume_reading()
+        self._unpause("budget")
         self._process()
 
     def _check_idle(self) -> None:
