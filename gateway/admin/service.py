@@ -1,0 +1,1762 @@
+"""The admin operations shared by the HTTP API, the CLI (through the API) and later MQTT commands.
+
+Every operation takes a `Caller` (who, from where) and:
+
+1. is authorized by role here (the HTTP layer checks the endpoint's role too, this is the rule);
+2. validates everything it can (parameter table ranges, choices, inferred opt-in, factory
+   confirmation, pack state such as "charging" for forced sleep) BEFORE a byte reaches a bus;
+3. runs through the bus owner's queue with admin priority (`AdminBus`), one pack at a time and
+   one admin action per bus at a time;
+4. reads back what it wrote and reports, per pack and item: verified / written (acknowledged, no
+   read-back possible) / mismatch / failed;
+5. is appended to the audit log with the values before and after and the outcome (refusals too).
+
+Read-backs are published into the model at once (parameters, clock), so the next snapshot shows
+them. This module never opens a transport and never bypasses the bus owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.admin import config_file, transfer
+from gateway.admin.audit import AuditEntry, AuditLog
+from gateway.admin.auth import Principal, Role
+from gateway.config import ConfigError, state_path
+from gateway.context import AppContext
+from gateway.drivers.base import (
+    BusError,
+    Control,
+    DeviceError,
+    Driver,
+    ParameterWrite,
+    Priority,
+    Unsupported,
+)
+from gateway.model import ClockReading, PackKey, ParameterSet, Telemetry
+from mappings.bms.params import Access, ParameterTable, ParameterValueError
+from protocol.bms.base import Frame
+from protocol.errors import LocalProtocolError
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+# Families whose BMS refuses to switch both MOSFETs off (reference bms-protocols.md 3.C.1, PACE).
+REFUSES_BOTH_MOS_OFF = frozenset({"pace"})
+CHARGING_CURRENT_A = 0.05  # above this the pack counts as charging (forced sleep is refused)
+CLOCK_VERIFY_TOLERANCE_S = 3.0  # a written clock read back within this counts as verified
+CAPACITY_MAX_AH = 655.35  # 16-bit wire field at 0.01 Ah
+CAPACITY_DISAGREE_RATIO = 0.01  # full vs nominal differing by more than 1 % -> warning (manual 4.5.1)
+AUTO_SYNC_RETRY_S = 600.0
+ACCESS_ROLE = {Access.OPERATOR: Role.ADMIN, Access.ADMINISTRATOR: Role.ADMIN, Access.FACTORY: Role.FACTORY}
+
+
+# ---- errors (the HTTP layer maps `status` to the response code) ----------------------------------
+
+
+class AdminError(Exception):
+    status = 400
+
+    def __init__(self, message: str, errors: Sequence[Mapping[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = list(errors)
+
+
+class Unauthorized(AdminError):
+    status = 401
+
+
+class Forbidden(AdminError):
+    status = 403
+
+
+class NotFound(AdminError):
+    status = 404
+
+
+class Conflict(AdminError):
+    """Refused before anything reached a bus: the family cannot, or the pack's state forbids it."""
+
+    status = 409
+
+
+class Invalid(AdminError):
+    """A value or request is not acceptable (names the parameter, value and allowed range)."""
+
+    status = 422
+
+
+class RateLimited(AdminError):
+    status = 429
+
+
+class PackSilent(AdminError):
+    """A single-pack read got no answer (batch operations report this per pack instead)."""
+
+    status = 504
+
+
+# ---- who asks ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    principal: Principal
+    client: str = "local"
+
+    @property
+    def role(self) -> Role:
+        return self.principal.role
+
+
+SYSTEM = Caller(Principal("gateway", Role.ADMIN, "automatic clock sync"), "gateway")
+
+
+# ---- reports -------------------------------------------------------------------------------------
+
+
+class Outcome(enum.StrEnum):
+    VERIFIED = "verified"  # written and read back equal
+    WRITTEN = "written"  # acknowledged; no read-back possible
+    MISMATCH = "mismatch"  # acknowledged but read back different
+    FAILED = "failed"  # not written (no answer, refused by the pack, not sent)
+    WOULD_CHANGE = "would_change"  # dry run
+    UNCHANGED = "unchanged"  # dry run: already at that value
+
+
+@dataclass(slots=True)
+class ItemReport:
+    name: str
+    requested: Any
+    before: Any = None
+    after: Any = None
+    outcome: Outcome = Outcome.FAILED
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class PackReport:
+    pack: str
+    outcome: str = "ok"  # ok | partial | mismatch | failed | dry_run
+    written: bool = False
+    detail: str = ""
+    items: list[ItemReport] = field(default_factory=list)
+    bus_requests: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def summarize(self) -> None:
+        outcomes = {i.outcome for i in self.items}
+        if outcomes <= {Outcome.WOULD_CHANGE, Outcome.UNCHANGED}:
+            self.outcome = "dry_run"
+            return
+        self.written = bool(outcomes & {Outcome.VERIFIED, Outcome.WRITTEN, Outcome.MISMATCH})
+        if Outcome.FAILED in outcomes:
+            self.outcome = "partial" if self.written else "failed"
+        elif Outcome.MISMATCH in outcomes:
+            self.outcome = "mismatch"
+        else:
+            self.outcome = "ok"
+
+
+def batch_json(action: str, reports: Sequence[PackReport], *, dry_run: bool = False) -> dict[str, Any]:
+    outcomes = {r.outcome for r in reports}
+    if dry_run:
+        overall = "dry_run"
+    elif outcomes <= {"ok"}:
+        overall = "ok"
+    elif not any(r.written for r in reports):
+        overall = "failed"
+    else:
+        overall = "partial"
+    return {
+        "action": action,
+        "dry_run": dry_run,
+        "outcome": overall,
+        "written": [r.pack for r in reports if r.written],
+        "not_written": [r.pack for r in reports if not r.written],
+        "packs": [asdict(r) for r in reports],
+    }
+
+
+def label(key: PackKey) -> str:
+    return f"{key[0]}/{key[1]}"
+
+
+# ---- the bus with admin priority -----------------------------------------------------------------
+
+
+class AdminBus:
+    """A `BusClient` that raises every request of an admin action to admin priority and counts them."""
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+        self.requests = 0
+
+    async def transact(
+        self,
+        request: bytes,
+        match: Callable[[Frame], bool],
+        *,
+        priority: Priority = Priority.POLL,
+        timeout_s: float | None = None,
+        expect_response: bool = True,
+        address: int | None = None,
+    ) -> Frame | None:
+        self.requests += 1
+        frame: Frame | None = await self.owner.transact(
+            request,
+            match,
+            priority=min(priority, Priority.ADMIN),
+            timeout_s=timeout_s,
+            expect_response=expect_response,
+            address=address,
+        )
+        return frame
+
+
+# ---- the service ---------------------------------------------------------------------------------
+
+
+class AdminService:
+    def __init__(self, ctx: AppContext, audit: AuditLog, *, wall: Callable[[], float] = time.time) -> None:
+        self.ctx = ctx
+        self.audit_log = audit
+        self._wall = wall
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._anti_theft: dict[PackKey, tuple[int, float]] = {}  # mask written by us, when
+        self._nominal: dict[PackKey, float] = {}  # nominal capacity written by us (no read command)
+        self._auto_sync_at: dict[PackKey, float] = {}
+
+    @classmethod
+    def from_context(cls, ctx: AppContext) -> AdminService:
+        """The service for `ctx` (audit log from `[admin] audit_db`), shared as `ctx.extras["admin"]`."""
+        path = state_path(ctx.config, ctx.config_path, ctx.config.admin.audit_db)
+        service = cls(ctx, AuditLog(path))
+        ctx.extras["admin"] = service
+        return service
+
+    def close(self) -> None:
+        self.audit_log.close()
+
+    # ---- plumbing --------------------------------------------------------------------------------
+
+    @staticmethod
+    def require(caller: Caller, role: Role, what: str) -> None:
+        if caller.role < role:
+            raise Forbidden(
+                f"{what} needs the {role.label} role or higher; token {caller.principal.token_id} has "
+                f"{caller.role.label}"
+            )
+
+    def pack(self, bus: str, address: int) -> PackKey:
+        key = (bus, address)
+        if key not in self.ctx.store.view.packs:
+            known = ", ".join(label(k) for k in self.ctx.pack_keys) or "none"
+            raise NotFound(f"no pack {bus}/{address}; configured: {known}")
+        return key
+
+    def resolve(self, packs: Sequence[str] | None) -> list[PackKey]:
+        """Pack names "BUS/ADDRESS" (None or empty: every configured pack)."""
+        if not packs:
+            return list(self.ctx.pack_keys)
+        keys: list[PackKey] = []
+        for p in packs:
+            bus, sep, addr = str(p).rpartition("/")
+            if not sep or not bus or not addr.isdigit():
+                raise Invalid(f"pack {p!r}: expected BUS/ADDRESS, e.g. sim/1")
+            key = self.pack(bus, int(addr))
+            if key not in keys:
+                keys.append(key)
+        return keys
+
+    def driver(self, key: PackKey) -> Driver:
+        try:
+            driver = self.ctx.driver_for(key)
+        except KeyError as err:
+            raise NotFound(str(err.args[0])) from None
+        if driver is None:
+            raise Conflict(f"bus {key[0]}: the BMS protocol is not detected yet; retry once a pack answers")
+        return driver
+
+    def table(self, key: PackKey) -> ParameterTable:
+        driver = self.driver(key)
+        table = getattr(driver, "table", None)
+        if not isinstance(table, ParameterTable):
+            raise Conflict(f"{driver.family}: no parameter table")
+        return table
+
+    def feature(self, key: PackKey, method: str, what: str) -> Callable[..., Awaitable[Any]]:
+        """A family-specific driver method, or Conflict naming what the family cannot do."""
+        driver = self.driver(key)
+        fn = getattr(driver, method, None)
+        if fn is None:
+            raise Conflict(f"{driver.family}: {what} is not available for this BMS family")
+        return fn  # type: ignore[no-any-return,unused-ignore]
+
+    def lock(self, bus: str) -> asyncio.Lock:
+        lk = self._locks.get(bus)
+        if lk is None:
+            lk = self._locks[bus] = asyncio.Lock()
+        return lk
+
+    def bus(self, key: PackKey) -> AdminBus:
+        return AdminBus(self.ctx.bus_for(key))
+
+    def snapshot_parameters(self, key: PackKey) -> dict[str, float]:
+        snap = self.ctx.store.view.pack(*key)
+        if snap is None or snap.parameters is None:
+            return {}
+        return {n: r.value for n, r in snap.parameters.values.items()}
+
+    def telemetry(self, key: PackKey) -> Telemetry | None:
+        snap = self.ctx.store.view.pack(*key)
+        return None if snap is None else snap.telemetry
+
+    def _publish(
+        self,
+        key: PackKey,
+        *,
+        parameters: ParameterSet | None = None,
+        clock: ClockReading | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        """Put a read-back into the poller's state and publish the pack's snapshot."""
+        poller = self.ctx.pollers.get(key[0])
+        state = None if poller is None else poller.packs.get(key[1])
+        if poller is None or state is None:
+            return
+        if parameters is not None:
+            state.parameters = parameters
+        if telemetry is not None:
+            state.telemetry = telemetry
+            state.last_success_at = max(state.last_success_at or 0.0, telemetry.measured_at)
+        if clock is not None:
+            state.clock = clock
+        self.ctx.store.publish(poller.snapshot(key[1]), now=self._wall())
+
+    def inferred_allowed(self, requested: bool) -> bool:
+        return bool(requested and self.ctx.config.admin.allow_inferred_writes)
+
+    def _inferred_refusal(self, what: str) -> Invalid:
+        cfg = self.ctx.config.admin.allow_inferred_writes
+        need = []
+        if not cfg:
+            need.append("[admin] allow_inferred_writes = true in the configuration")
+        need.append('"allow_inferred": true in the request')
+        return Invalid(
+            f"{what} uses an inferred (not publicly documented) encoding; it needs both "
+            + " and ".join(need),
+            [{"what": what, "needs": need}],
+        )
+
+    async def record(
+        self,
+        caller: Caller,
+        action: str,
+        packs: Sequence[PackKey],
+        request: Any,
+        *,
+        outcome: str,
+        before: Any = None,
+        after: Any = None,
+        detail: str = "",
+    ) -> None:
+        try:
+            await asyncio.to_thread(
+                self.audit_log.append,
+                token_id=caller.principal.token_id,
+                role=caller.role.label,
+                client=caller.client,
+                action=action,
+                packs=[label(k) for k in packs],
+                request=request,
+                before=before,
+                after=after,
+                outcome=outcome,
+                detail=detail[:2000],
+            )
+        except Exception:  # the audit must never turn an action's result into a crash
+            log.exception("audit append failed for %s", action)
+
+    async def audited(
+        self,
+        caller: Caller,
+        action: str,
+        packs: Sequence[PackKey],
+        request: Any,
+        body: Callable[[], Awaitable[R]],
+    ) -> R:
+        """Run `body`; a refusal (403/409/422) is audited here, the body audits its own result."""
+        try:
+            return await body()
+        except AdminError as err:
+            if err.status in (403, 409, 422):
+                await self.record(caller, action, packs, request, outcome="refused", detail=err.message)
+            raise
+
+    # ---- parameters: read ------------------------------------------------------------------------
+
+    async def _read_parameters(self, key: PackKey, bus: AdminBus | None = None) -> ParameterSet:
+        driver = self.driver(key)
+        ps = await driver.read_parameters(bus or self.bus(key), key[1], self._wall())
+        self._publish(key, parameters=ps)
+        return ps
+
+    async def current_parameters(
+        self, key: PackKey, *, fresh: bool
+    ) -> tuple[dict[str, float], float | None, str]:
+        """(values, read time, source) from the snapshot, or read from the pack when asked/needed."""
+        snap = self.ctx.store.view.pack(*key)
+        if not fresh and snap is not None and snap.parameters is not None:
+            return self.snapshot_parameters(key), snap.parameters.read_at, "snapshot"
+        async with self.lock(key[0]):
+            try:
+                ps = await self._read_parameters(key)
+            except BusError as err:
+                raise PackSilent(f"pack {label(key)}: parameters could not be read ({err})") from None
+        return {n: r.value for n, r in ps.values.items()}, ps.read_at, "pack"
+
+    async def parameters(
+        self, caller: Caller, bus: str, address: int, *, fresh: bool = False
+    ) -> dict[str, Any]:
+        self.require(caller, Role.OPERATOR, "reading parameters")
+        key = self.pack(bus, address)
+        table = self.table(key)
+        values, read_at, source = await self.current_parameters(key, fresh=fresh)
+        rows = []
+        for i, spec in enumerate(table, 1):
+            value = values.get(spec.name)
+            meaning = None
+            if value is not None and spec.choices:
+                meaning = next((c.meaning for c in spec.choices if c.value == value), None)
+            rows.append(
+                {
+                    "no": i,
+                    "name": spec.name,
+                    "label": spec.label,
+                    "section": spec.section,
+                    "group": spec.group.value,
+                    "value": value,
+                    "meaning": meaning,
+                    "unit": spec.unit,
+                    "min": spec.min,
+                    "max": spec.max,
+                    "range": spec.range_text(),
+                    "default": spec.default,
+                    "access": spec.access.value,
+                    "inferred": spec.inferred,
+                    "choices": [{"value": c.value, "meaning": c.meaning} for c in spec.choices],
+                    "note": spec.note,
+                }
+            )
+        return {
+            "pack": label(key),
+            "family": table.family,
+            "read_at": read_at,
+            "source": source,
+            "parameters": rows,
+        }
+
+    async def parameters_side_by_side(self, caller: Caller, packs: Sequence[str] | None) -> dict[str, Any]:
+        self.require(caller, Role.OPERATOR, "reading parameters")
+        keys = self.resolve(packs)
+        cols: list[dict[str, Any]] = []
+        rows: dict[str, dict[str, Any]] = {}
+        for key in keys:
+            try:
+                table = self.table(key)
+            except AdminError as err:
+                cols.append({"pack": label(key), "family": None, "read_at": None, "error": err.message})
+                continue
+            snap = self.ctx.store.view.pack(*key)
+            read_at = None if snap is None or snap.parameters is None else snap.parameters.read_at
+            cols.append({"pack": label(key), "family": table.family, "read_at": read_at, "error": None})
+            values = self.snapshot_parameters(key)
+            for spec in table:
+                row = rows.setdefault(
+                    spec.name,
+                    {
+                        "name": spec.name,
+                        "unit": spec.unit,
+                        "range": spec.range_text(),
+                        "default": spec.default,
+                        "access": spec.access.value,
+                        "values": {},
+                    },
+                )
+                row["values"][label(key)] = values.get(spec.name)
+        return {"packs": cols, "parameters": list(rows.values())}
+
+    def family_table(self, family: str) -> list[dict[str, Any]]:
+        from mappings.bms.params import ParameterTableError, load_table
+
+        try:
+            table = load_table(family)
+        except ParameterTableError as err:
+            raise NotFound(str(err)) from None
+        return [
+            {
+                "name": s.name,
+                "label": s.label,
+                "section": s.section,
+                "group": s.group.value,
+                "unit": s.unit,
+                "range": s.range_text(),
+                "default": s.default,
+                "access": s.access.value,
+                "inferred": s.inferred,
+                "choices": [{"value": c.value, "meaning": c.meaning} for c in s.choices],
+                "note": s.note,
+            }
+            for s in table
+        ]
+
+    # ---- parameters: write -----------------------------------------------------------------------
+
+    def _validate_plan(
+        self, caller: Caller, plan: Mapping[PackKey, Mapping[str, Any]]
+    ) -> dict[PackKey, dict[str, float]]:
+        errors: list[dict[str, Any]] = []
+        out: dict[PackKey, dict[str, float]] = {}
+        seen: set[tuple[str, str]] = set()
+        for key, values in plan.items():
+            table = self.table(key)
+            out[key] = {}
+            for name, value in values.items():
+                if name not in table:
+                    if (table.family, name) not in seen:
+                        errors.append(
+                            {
+                                "parameter": name,
+                                "value": value,
+                                "allowed": None,
+                                "message": f"{table.family}: unknown parameter {name!r}",
+                            }
+                        )
+                        seen.add((table.family, name))
+                    continue
+                spec = table.get(name)
+                try:
+                    out[key][name] = spec.validate(value)
+                except ParameterValueError as err:
+                    if (table.family, name) not in seen:
+                        errors.append(
+                            {
+                                "parameter": name,
+                                "value": value,
+                                "allowed": spec.range_text(),
+                                "message": str(err),
+                            }
+                        )
+                        seen.add((table.family, name))
+        if errors:
+            raise Invalid("; ".join(str(e["message"]) for e in errors), errors)
+        for key, values in out.items():
+            table = self.table(key)
+            for name in values:
+                spec = table.get(name)
+                role = ACCESS_ROLE[spec.access]
+                if caller.role < role:
+                    raise Forbidden(
+                        f"writing {name} ({spec.access.value} access) needs the {role.label} role; token "
+                        f"{caller.principal.token_id} has {caller.role.label}"
+                    )
+        return out
+
+    def _needs_inferred(self, plan: Mapping[PackKey, Mapping[str, float]]) -> list[str]:
+        names: set[str] = set()
+        for key, values in plan.items():
+            table = self.table(key)
+            names.update(n for n in values if table.get(n).inferred)
+        return sorted(names)
+
+    async def write_parameters(
+        self,
+        caller: Caller,
+        packs: Sequence[str] | None,
+        values: Mapping[str, Any],
+        *,
+        dry_run: bool = False,
+        allow_inferred: bool = False,
+        action: str = "parameters.write",
+    ) -> dict[str, Any]:
+        """Write the same values to one or several packs (see the module docstring)."""
+        request = {
+            "packs": list(packs or []),
+            "values": dict(values),
+            "dry_run": dry_run,
+            "allow_inferred": allow_inferred,
+        }
+
+        async def body() -> dict[str, Any]:
+            self.require(caller, Role.ADMIN, "writing parameters")
+            keys = self.resolve(packs)
+            if not values:
+                raise Invalid('"values" is empty: name at least one parameter')
+            return await self.write_plan(
+                caller,
+                action,
+                {k: values for k in keys},
+                dry_run=dry_run,
+                allow_inferred=allow_inferred,
+                request=request,
+            )
+
+        return await self.audited(caller, action, [], request, body)
+
+    async def write_plan(
+        self,
+        caller: Caller,
+        action: str,
+        plan: Mapping[PackKey, Mapping[str, Any]],
+        *,
+        dry_run: bool,
+        allow_inferred: bool,
+        request: Any,
+    ) -> dict[str, Any]:
+        validated = self._validate_plan(caller, plan)
+        inferred = self._needs_inferred(validated)
+        if inferred and not dry_run and not self.inferred_allowed(allow_inferred):
+            raise self._inferred_refusal("writing " + ", ".join(inferred))
+        keys = list(validated)
+        reports: list[PackReport] = []
+        if dry_run:
+            for key in keys:
+                table = self.table(key)
+                current = self.snapshot_parameters(key)
+                rep = PackReport(label(key))
+                for name, value in validated[key].items():
+                    cur = current.get(name)
+                    same = cur is not None and transfer.same_value(table.get(name), cur, value)
+                    rep.items.append(
+                        ItemReport(
+                            name, value, cur, None, Outcome.UNCHANGED if same else Outcome.WOULD_CHANGE
+                        )
+                    )
+                if inferred and not self.inferred_allowed(allow_inferred):
+                    rep.warnings.append(self._inferred_refusal("writing " + ", ".join(inferred)).message)
+                rep.summarize()
+                reports.append(rep)
+            result = batch_json(action, reports, dry_run=True)
+            await self.record(
+                caller,
+                action,
+                keys,
+                request,
+                outcome="dry_run",
+                before={r.pack: {i.name: i.before for i in r.items} for r in reports},
+            )
+            return result
+        for key in keys:  # one pack at a time
+            async with self.lock(key[0]):
+                reports.append(await self._write_one(key, validated[key], allow_inferred=bool(inferred)))
+        result = batch_json(action, reports)
+        await self.record(
+            caller,
+            action,
+            keys,
+            request,
+            outcome=result["outcome"],
+            before={r.pack: {i.name: i.before for i in r.items} for r in reports},
+            after={r.pack: {i.name: i.after for i in r.items} for r in reports},
+            detail="; ".join(
+                f"{r.pack}: {r.outcome}{' (' + r.detail + ')' if r.detail else ''}" for r in reports
+            ),
+        )
+        return result
+
+    async def _write_one(
+        self, key: PackKey, values: Mapping[str, float], *, allow_inferred: bool
+    ) -> PackReport:
+        table = self.table(key)
+        driver = self.driver(key)
+        bus = self.bus(key)
+        rep = PackReport(label(key))
+        snapshot = self.snapshot_parameters(key)
+        try:
+            before_ps = await driver.read_parameters(bus, key[1], self._wall())
+            before = {n: r.value for n, r in before_ps.values.items()}
+        except BusError as err:
+            rep.detail = f"not written: the pack did not answer before the write ({err})"
+            rep.items = [
+                ItemReport(n, v, snapshot.get(n), None, Outcome.FAILED, "not written")
+                for n, v in values.items()
+            ]
+            rep.bus_requests = bus.requests
+            rep.summarize()
+            return rep
+        write_error: str | None = None
+        try:
+            await driver.write_parameters(
+                bus, key[1], [ParameterWrite(n, v) for n, v in values.items()], allow_inferred=allow_inferred
+            )
+        except Unsupported as err:
+            rep.detail = f"not written: {err}"
+            rep.items = [
+                ItemReport(n, v, before.get(n), before.get(n), Outcome.FAILED, str(err))
+                for n, v in values.items()
+            ]
+            rep.bus_requests = bus.requests
+            rep.summarize()
+            return rep
+        except (BusError, ValueError, LocalProtocolError) as err:
+            write_error = str(err) or type(err).__name__
+        after: dict[str, float] | None = None
+        try:
+            after_ps = await driver.read_parameters(bus, key[1], self._wall())
+            after = {n: r.value for n, r in after_ps.values.items()}
+            self._publish(key, parameters=after_ps)
+        except BusError as err:
+            rep.warnings.append(f"read-back failed: {err}")
+        for name, value in values.items():
+            spec = table.get(name)
+            item = ItemReport(name, value, before.get(name))
+            got = None if after is None else after.get(name)
+            item.after = got
+            if got is not None and transfer.same_value(spec, got, value):
+                item.outcome = Outcome.VERIFIED
+            elif write_error is not None:
+                item.outcome, item.detail = Outcome.FAILED, write_error
+            elif after is None or got is None:
+                item.outcome, item.detail = Outcome.WRITTEN, "acknowledged; not read back"
+            else:
+                item.outcome = Outcome.MISMATCH
+                item.detail = f"read back {got:g} {spec.unit}".rstrip()
+            rep.items.append(item)
+        if write_error is not None:
+            rep.detail = write_error
+        rep.bus_requests = bus.requests
+        rep.summarize()
+        return rep
+
+    async def load_origin(
+        self,
+        caller: Caller,
+        packs: Sequence[str] | None,
+        *,
+        dry_run: bool = False,
+        allow_inferred: bool = False,
+    ) -> dict[str, Any]:
+        """Write the documented defaults (the vendor tool's "Load Origin") of every parameter that has one.
+        Configuration entries (capacities, ids `cfg.*`) are left alone."""
+        action = "parameters.load_origin"
+        request = {"packs": list(packs or []), "dry_run": dry_run, "allow_inferred": allow_inferred}
+
+        async def body() -> dict[str, Any]:
+            self.require(caller, Role.ADMIN, "loading the default parameters")
+            keys = self.resolve(packs)
+            plan: dict[PackKey, dict[str, Any]] = {}
+            for key in keys:
+                table = self.table(key)
+                defaults = {
+                    s.name: s.default
+                    for s in table
+                    if s.default is not None
+                    and not s.id.startswith("cfg.")
+                    and caller.role >= ACCESS_ROLE[s.access]
+                }
+                if not defaults:
+                    raise Conflict(
+                        f"{table.family}: no factory defaults are published; nothing to load for {label(key)}"
+                    )
+                plan[key] = defaults
+            return await self.write_plan(
+                caller, action, plan, dry_run=dry_run, allow_inferred=allow_inferred, request=request
+            )
+
+        return await self.audited(caller, action, [], request, body)
+
+    # ---- export / import -------------------------------------------------------------------------
+
+    async def export(
+        self, caller: Caller, bus: str, address: int, fmt: str, *, fresh: bool = False
+    ) -> tuple[str, str, str]:
+        """(file text, media type, file name) of a pack's parameters."""
+        self.require(caller, Role.OPERATOR, "exporting parameters")
+        if fmt not in transfer.FORMATS:
+            raise Invalid(f"unknown format {fmt!r}; allowed: {', '.join(transfer.FORMATS)}")
+        key = self.pack(bus, address)
+        table = self.table(key)
+        values, read_at, _ = await self.current_parameters(key, fresh=fresh)
+        meta = {
+            "pack": label(key),
+            "family": table.family,
+            "read_at": ""
+            if read_at is None
+            else datetime.fromtimestamp(read_at).isoformat(timespec="seconds"),
+        }
+        text = transfer.render(fmt, table, values, meta)
+        stamp = datetime.fromtimestamp(read_at or self._wall()).strftime("%Y%m%d%H%M%S")
+        return text, transfer.MEDIA_TYPES[fmt], f"protect_alarm_{bus}_{address}_{stamp}.{fmt}"
+
+    async def import_file(
+        self,
+        caller: Caller,
+        bus: str,
+        address: int,
+        text: str,
+        *,
+        fmt: str | None = None,
+        apply: bool = False,
+        allow_inferred: bool = False,
+    ) -> dict[str, Any]:
+        """Validate a parameter file and show the rows that differ from the pack; with `apply`, write them."""
+        action = "parameters.import"
+        request = {"pack": f"{bus}/{address}", "format": fmt, "apply": apply, "bytes": len(text)}
+
+        async def body() -> dict[str, Any]:
+            self.require(caller, Role.ADMIN, "importing parameters")
+            key = self.pack(bus, address)
+            table = self.table(key)
+            try:
+                pairs = transfer.parse(text, fmt)
+            except transfer.ImportFormatError as err:
+                raise Invalid(f"the file cannot be read: {err}") from None
+            values, problems = transfer.validate_rows(table, pairs)
+            if problems:
+                raise Invalid(
+                    f"{len(problems)} row(s) refused: " + "; ".join(p.message for p in problems[:5]),
+                    [
+                        {"row": p.row, "parameter": p.name, "value": p.value, "message": p.message}
+                        for p in problems
+                    ],
+                )
+            current, _, _ = await self.current_parameters(key, fresh=False)
+            changes = transfer.diff(table, current, values)
+            preview = {
+                "pack": label(key),
+                "family": table.family,
+                "rows": len(pairs),
+                "unchanged": len(values) - len(changes),
+                "changes": [asdict(c) for c in changes],
+            }
+            if not apply:
+                await self.record(
+                    caller,
+                    action,
+                    [key],
+                    request,
+                    outcome="dry_run",
+                    detail=f"{len(changes)} change(s) previewed",
+                )
+                return {**preview, "applied": False, "result": None}
+            if not changes:
+                await self.record(caller, action, [key], request, outcome="ok", detail="nothing to change")
+                return {**preview, "applied": True, "result": None}
+            result = await self.write_plan(
+                caller,
+                action,
+                {key: {c.name: c.new for c in changes}},
+                dry_run=False,
+                allow_inferred=allow_inferred,
+                request=request,
+            )
+            return {**preview, "applied": True, "result": result}
+
+        return await self.audited(caller, action, [], request, body)
+
+    # ---- configuration ---------------------------------------------------------------------------
+
+    async def capacities(self, caller: Caller, bus: str, address: int) -> dict[str, Any]:
+        self.require(caller, Role.OPERATOR, "reading capacities")
+        key = self.pack(bus, address)
+        t = self.telemetry(key)
+        nominal = t.nominal_capacity_ah if t is not None else None
+        nominal_source = "pack" if nominal is not None else None
+        if nominal is None and key in self._nominal:
+            nominal, nominal_source = self._nominal[key], "last written by this gateway"
+        full = None if t is None else t.full_capacity_ah
+        return {
+            "pack": label(key),
+            "full_ah": full,
+            "remaining_ah": None if t is None else t.remaining_capacity_ah,
+            "nominal_ah": nominal,
+            "nominal_source": nominal_source,
+            "measured_at": None if t is None else t.measured_at,
+            "warnings": _capacity_warnings(full, nominal),
+        }
+
+    async def write_capacities(
+        self,
+        caller: Caller,
+        bus: str,
+        address: int,
+        *,
+        full_ah: float | None = None,
+        remaining_ah: float | None = None,
+        nominal_ah: float | None = None,
+        allow_inferred: bool = False,
+    ) -> dict[str, Any]:
+        action = "config.capacities"
+        request = {
+            "pack": f"{bus}/{address}",
+            "full_ah": full_ah,
+            "remaining_ah": remaining_ah,
+            "nominal_ah": nominal_ah,
+            "allow_inferred": allow_inferred,
+        }
+
+        async def body() -> dict[str, Any]:
+            self.require(caller, Role.ADMIN, "writing capacities")
+            key = self.pack(bus, address)
+            write = self.feature(key, "write_capacity", "capacity writes")
+            given = {"full": full_ah, "remaining": remaining_ah, "nominal": nominal_ah}
+            asked: dict[str, float] = {k: v for k, v in given.items() if v is not None}
+            if not asked:
+                raise Invalid("name at least one of full_ah, remaining_ah, nominal_ah")
+            errors: list[dict[str, Any]] = [
+                {
+                    "parameter": f"{k}_ah",
+                    "value": v,
+                    "allowed": f"0..{CAPACITY_MAX_AH} Ah",
+                    "message": f"{k}_ah: {v:g} Ah is outside 0..{CAPACITY_MAX_AH} Ah",
+                }
+                for k, v in asked.items()
+                if not (math.isfinite(v) and 0.0 <= v <= CAPACITY_MAX_AH)
+            ]
+            if errors:
+                raise Invalid("; ".join(str(e["message"]) for e in errors), errors)
+            t = self.telemetry(key)
+            target_full = full_ah if full_ah is not None else (t.full_capacity_ah if t else None)
+            if remaining_ah is not None and target_full is not None and remaining_ah > target_full:
+                raise Invalid(
+                    f"remaining_ah: {remaining_ah:g} Ah is above the full capacity {target_full:g} Ah",
+                    [
+                        {
+                            "parameter": "remaining_ah",
+                            "value": remaining_ah,
+                            "allowed": f"0..{target_full:g} Ah",
+                            "message": "remaining capacity above full capacity",
+                        }
+                    ],
+                )
+            if not self.inferred_allowed(allow_inferred):
+                raise self._inferred_refusal("the capacity write (0.01 Ah wire unit)")
+            from protocol.bms.tianpower.messages import Capacity
+
+            before = {
+                "full": t.full_capacity_ah if t else None,
+                "remaining": t.remaining_capacity_ah if t else None,
+                "nominal": self._nominal.get(key),
+            }
+            rep = PackReport(label(key))
+            nominal_target = nominal_ah if nominal_ah is not None else self._nominal.get(key)
+            rep.warnings = _capacity_warnings(target_full, nominal_target)
+            if full_ah is not None and nominal_ah is None and key not in self._nominal:
+                rep.warnings.append(
+                    "the full capacity changes but the nominal capacity is not known to match: manual 4.5.1 "
+                    "advises setting the nominal capacity to the same value"
+                )
+            abus = self.bus(key)
+            async with self.lock(key[0]):
+                errors_by: dict[str, str] = {}
+                for name in ("full", "nominal", "remaining"):  # remaining last: it is capped by full
+                    if name not in asked:
+                        continue
+                    try:
+                        await write(abus, key[1], Capacity(name), asked[name], allow_inferred=True)
+                        if name == "nominal":
+                            self._nominal[key] = asked[name]
+                    except (BusError, ValueError) as err:
+                        errors_by[name] = str(err)
+                after_t: Telemetry | None = None
+                try:
+                    after_t = await self.driver(key).read_realtime(abus, key[1], self._wall())
+                    self._publish(key, telemetry=after_t)
+                except BusError as err:
+                    rep.warnings.append(f"read-back failed: {err}")
+            readback = {
+                "full": None if after_t is None else after_t.full_capacity_ah,
+                "remaining": None if after_t is None else after_t.remaining_capacity_ah,
+                "nominal": None if after_t is None else after_t.nominal_capacity_ah,
+            }
+            for name, value in asked.items():
+                item = ItemReport(f"{name}_ah", value, before.get(name), readback[name])
+                got = readback[name]
+                if name in errors_by:
+                    item.outcome, item.detail = Outcome.FAILED, errors_by[name]
+                elif got is None:
+                    item.outcome, item.detail = Outcome.WRITTEN, "acknowledged; the pack reports no read-back"
+                elif abs(got - value) <= 0.0051:
+                    item.outcome = Outcome.VERIFIED
+                else:
+                    item.outcome, item.detail = Outcome.MISMATCH, f"read back {got:g} Ah"
+                rep.items.append(item)
+            rep.bus_requests = abus.requests
+            rep.summarize()
+            await self.record(
+                caller,
+                action,
+                [key],
+                request,
+                outcome=rep.outcome,
+                before=before,
+                after={k: v for k, v in readback.items() if v is not None},
+                detail=rep.detail,
+            )
+            return asdict(rep)
+
+        return await self.audited(caller, action, [], request, body)
+
+    async def set_cell_count(
+        self, caller: Caller, bus: str, address: int, cells: int, *, confirm: bool
+    ) -> dict[str, Any]:
+        action = "config.cell_count"
+        request = {"pack": f"{bus}/{address}", "cells": cells, "confirm": confirm}
+
+        async def body() -> dict[str, Any]:
+            self.require(caller, Role.FACTORY, "setting the cell count")
+            key = self.pack(bus, address)
+            fn = self.feature(key, "set_cell_count", "setting the cell count")
+            if not 1 <= cells <= 32:
+                raise Invalid(
+                    f"cells: {cells} is outside 1..32",
+                    [{"parameter": "cells", "value": cells, "allowed": "1..32", "message": "out of range"}],
+                )
+            if not confirm:
+                raise Invalid(
+                    "setting the cell count is a factory operation (manual 4.5.2: not recommended, "
+                    "the wiring must "
+                    'match); repeat the request with "confirm": true'
+                )
+            t = self.telemetry(key)
+            before = None if t is None else len(t.cell_voltages_v)
+            abus = self.bus(key)
+            rep = PackReport(label(key))
+            item = ItemReport("cells", cells, before)
+            async with self.lock(key[0]):
+                try:
+                    await fn(abus, key[1], cells, confirm_dangerous=True)
+                    item.outcome = Outcome.WRITTEN
+                    item.detail = "sent; the pack does not acknowledge and applies it after a reset"
+                except (BusError, LocalProtocolError) as err:
+                    item.detail = str(err)
+            rep.items.append(item)
+            rep.bus_requests = abus.requests
+            rep.summarize()
+            await self.record(
+                caller,
+                action,
+                [key],
+                request,
+                outcome=rep.outcome,
+                before=before,
+                after=cells,
+                detail=item.detail,
+            )
+            return asdict(rep)
+
+        return await self.audited(caller, action, [], request, body)
+
+    async def write_serial(self, caller: Caller, bus: str, address: int, serial: str) -> dict[str, Any]:
+        action = "config.serial"
+        request = {"pack": f"{bus}/{address}", "serial": serial}
+
+        async def body() -> dict[str, Any]:
+            self.require(caller, Role.ADMIN, "writing the SN code")
+            key = self.pack(bus, address)
+            write = self.feature(key, "write_serial", "writing the SN code")
+            read = self.feature(key, "read_serial", "reading the SN code")
+            from protocol.bms.tianpower.messages import encode_serial
+
+            try:
+                encode_serial(serial)
+            except LocalProtocolError as err:
+                raise Invalid(
+                    str(err), [{"parameter": "serial", "value": serial, "message": str(err)}]
+                ) from None
+            snap = self.ctx.store.view.pack(*key)
+            before = None if snap is None else snap.identity.serial
+            abus = self.bus(key)
+            rep = PackReport(label(key))
+            item = ItemReport("serial", serial, before)
+            async with self.lock(key[0]):
+                try:
+                    await write(abus, key[1], serial)
+                    try:
+                        item.after = await read(abus, key[1])
+                        item.outcome = Outcome.VERIFIED if item.after == serial else Outcome.MISMATCH
+                    except BusError as err:
+                        item.outcome, item.detail = Outcome.WRITTEN, f"read-back failed: {err}"
+                except BusError as err:
+                    item.detail = str(err)
+            rep.items.append(item)
+            rep.bus_requests = abus.requests
+            rep.summarize()
+            await self.record(
+                caller,
+                action,
+                [key],
+                request,
+                outcome=rep.outcome,
+                before=before,
+                after=item.after,
+                detail=item.detail,
+            )
+            return asdict(rep)
+
+        return await self.audited(caller, action, [], request, body)
+
+    # ---- anti-theft ------------------------------------------------------------------------------
+
+    async def anti_theft(self, caller: Caller, bus: str, address: int) -> dict[str, Any]:
+        self.require(caller, Role.OPERATOR, "reading the anti-theft mode")
+        key = self.pack(bus, address)
+        self.feature(key, "anti_theft_lock", "anti-theft")
+        t = self.telemetry(key)
+        written = self._anti_theft.get(key)
+        mode = None
+        if written is not None:
+            mode = {name: bool(written[0] & bit) for name, bit in ANTI_THEFT_BITS.items()}
+        return {
+            "pack": label(key),
+            "locked": None if t is None else "Battery_Locked" in t.states,
+            "mode": mode,
+            "mode_source": (
+                "unknown: the protocol has no documented read of the anti-theft mode"
+                if written is None
+                else "last written by this gateway at "
+                + datetime.fromtimestamp(written[1]).isoformat(timespec="seconds")
+            ),
+            "comm_timeout_h": None,
+            "comm_timeout_note": "no documented command reads or writes Comm_Time (48 h default, 4.5.6)",
+        }
+
+    async def write_anti_theft(
+        self,
+        caller: Caller,
+        bus: str,
+        address: int,
+        mode: Mapping[str, bool],
+        comm_timeout_h: float | None = None,
+    ) -> dict[str, Any]:
+        action = "config.anti_theft"
+        request = {"pack": f"{bus}/{address}", "mode": dict(mode), "comm_timeout_h": comm_timeout_h}
+
+        async def body() -> dict[str, Any]:
+            self.require(caller, Role.ADMIN, "changing the anti-theft mode")
+            key = self.pack(bus, address)
+            fn = self.feature(key, "anti_theft_lock", "anti-theft")
+            unknown = sorted(set(mode) - set(ANTI_THEFT_BITS))
+            if unknown:
+                raise Invalid(
+                    f"unknown anti-theft lock(s) {', '.join(unknown)}; allowed: {', '.join(ANTI_THEFT_BITS)}"
+                )
+            if comm_timeout_h is not None:
+                raise Conflict(
+                    "the communication anti-theft timeout (Comm_Time) has no publicly documented "
+                    "command; the BMS keeps its own value (48 h by default, manual 4.5.6)"
+                )
+            from protocol.bms.tianpower.messages import AntiTheft
+
+            current = self._anti_theft.get(key, (0, 0.0))[0]
+            mask = current
+            for name, on in mode.items():
+                bit = ANTI_THEFT_BITS[name]
+                mask = (mask | bit) if on else (mask & ~bit)
+            abus = self.bus(key)
+            rep = PackReport(label(key))
+            item = ItemReport(
+                "mode",
+                {n: bool(mask & b) for n, b in ANTI_THEFT_BITS.items()},
+                {n: bool(current & b) for n, b in ANTI_THEFT_BITS.items()}
+                if key in self._anti_theft
+                else None,
+            )
+            async with self.lock(key[0]):
+                try:
+                    await fn(abus, key[1], AntiTheft(mask))
+                    self._anti_theft[key] = (mask, self._wall())
+                    item.outcome, item.detail = (
+                        Outcome.WRITTEN,
+                        "acknowledged; the protocol has no read of the mode",
+                    )
+                    item.after = item.requested
+                except BusError as err:
+                    item.detail = str(err)
+            rep.items.append(item)
+            rep.bus_requests = abus.requests
+            rep.summarize()
+            await self.record(
+                caller,
+                action,
+                [key],
+                request,
+                outcome=rep.outcome,
+                before=item.before,
+                after=item.after,
+                detail=item.detail,
+            )
+            return asdict(rep)
+
+        return await self.audited(caller, action, [], request, body)
+
+    async def unlock(self, caller: Caller, bus: str, address: int) -> dict[str, Any]:
+        action = "config.unlock"
+        request = {"pack": f"{bus}/{address}"}
+
+        async def body() -> dict[str, Any]:
+            self.require(caller, Role.ADMIN, "unlocking a pack")
+            key = self.pack(bus, address)
+            fn = self.feature(key, "unlock", "unlocking")
+            t = self.telemetry(key)
+            before = None if t is None else "Battery_Locked" in t.states
+            abus = self.bus(key)
+            rep = PackReport(label(key))
+            item = ItemReport("locked", False, before)
+            async with self.lock(key[0]):
+                try:
+                    await fn(abus, key[1])
+                    try:
+                        after_t = await self.driver(key).read_realtime(abus, key[1], self._wall())
+                        self._publish(key, telemetry=after_t)
+                        item.after = "Battery_Locked" in after_t.states
+                        item.outcome = Outcome.VERIFIED if not item.after else Outcome.MISMATCH
+                    except BusError as err:
+                        item.outcome, item.detail = Outcome.WRITTEN, f"read-back failed: {err}"
+                except BusError as err:
+                    item.detail = str(err)
+            rep.items.append(item)
+            rep.bus_requests = abus.requests
+            rep.summarize()
+            await self.record(
+                caller,
+                action,
+                [key],
+                request,
+                outcome=rep.outcome,
+                before=before,
+                after=item.after,
+                detail=item.detail,
+            )
+            return asdict(rep)
+
+        return await self.audited(caller, action, [], request, body)
+
+    # ---- controls (MOS, heater, fan, buzzer, forced sleep, ...) ------------------------------------
+
+    def controls_of(self, caller: Caller, bus: str, address: int) -> dict[str, Any]:
+        self.require(caller, Role.OPERATOR, "listing controls")
+        key = self.pack(bus, address)
+        family = self.driver(key).family
+        return {
+            "pack": label(key),
+            "family": family,
+            "actions": [a.value for a in Control],
+            "refuses_both_mos_off": family in REFUSES_BOTH_MOS_OFF,
+            "note": "an action the family cannot do is answered 409 with the reason; nothing is sent",
+        }
+
+    async def control(
+        self,
+        caller: Caller,
+        bus: str,
+        address: int,
+        action_name: str,
+        on: bool,
+        *,
+        allow_inferred: bool = False,
+    ) -> dict[str, Any]:
+        action = "control"
+        request = {
+            "pack": f"{bus}/{address}",
+            "action": action_name,
+            "on": on,
+            "allow_inferred": allow_inferred,
+        }
+
+        async def body() -> dict[str, Any]:
+            self.require(caller, Role.ADMIN, "pack controls")
+            key = self.pack(bus, address)
+            try:
+                ctl = Control(action_name)
+            except ValueError:
+                raise Invalid(
+                    f"unknown action {action_name!r}; allowed: {', '.join(a.value for a in Control)}"
+                ) from None
+            driver = self.driver(key)
+            t = self.telemetry(key)
+            if (
+                ctl is Control.FORCED_SLEEP
+                and t is not None
+                and (t.current_a > CHARGING_CURRENT_A or "Charging" in t.states)
+            ):
+                raise Conflict(
+                    f"forced sleep refused: pack {label(key)} is charging ({t.current_a:g} A); "
+                    "a BMS cannot be forced to sleep while charging (manual 4.5.3)"
+                )
+            if (
+                ctl in (Control.CHARGE_MOS, Control.DISCHARGE_MOS)
+                and not on
+                and driver.family in REFUSES_BOTH_MOS_OFF
+            ):
+                other = (
+                    t.discharge_mos_on
+                    if (t and ctl is Control.CHARGE_MOS)
+                    else (t.charge_mos_on if t else None)
+                )
+                if other is False:
+                    raise Conflict(
+                        f"refused: the other MOSFET of {label(key)} is already off and "
+                        f"{driver.family} BMSs refuse "
+                        "to switch both MOSFETs off (reference 3.C.1)"
+                    )
+            before = _control_state(ctl, t)
+            abus = self.bus(key)
+            rep = PackReport(label(key))
+            item = ItemReport(ctl.value, on, before)
+            async with self.lock(key[0]):
+                restore = None
+                if driver.family == "pace" and ctl in (Control.CHARGE_MOS, Control.DISCHARGE_MOS):
+                    if not self.inferred_allowed(allow_inferred):
+                        raise self._inferred_refusal("PACE MOSFET control")
+                    restore = getattr(driver, "allow_inferred", False)
+                    driver.allow_inferred = True  # type: ignore[attr-defined]
+                try:
+                    await driver.control(abus, key[1], ctl, int(on))
+                    item.outcome = Outcome.WRITTEN
+                    if ctl not in (Control.FORCED_SLEEP, Control.SHUTDOWN):
+                        try:
+                            after_t = await driver.read_realtime(abus, key[1], self._wall())
+                            self._publish(key, telemetry=after_t)
+                            item.after = _control_state(ctl, after_t)
+                            if item.after is not None:
+                                item.outcome = Outcome.VERIFIED if item.after == on else Outcome.MISMATCH
+                        except BusError as err:
+                            item.detail = f"read-back failed: {err}"
+                except Unsupported as err:
+                    raise Conflict(str(err)) from None
+                except DeviceError as err:
+                    item.detail = f"refused by the pack: {err}"
+                except BusError as err:
+                    item.detail = str(err)
+                finally:
+                    if restore is not None:
+                        driver.allow_inferred = restore  # type: ignore[attr-defined]
+            rep.items.append(item)
+            rep.bus_requests = abus.requests
+            rep.summarize()
+            await self.record(
+                caller,
+                action,
+                [key],
+                request,
+                outcome=rep.outcome,
+                before=before,
+                after=item.after,
+                detail=item.detail,
+            )
+            return asdict(rep)
+
+        return await self.audited(caller, action, [], request, body)
+
+    # ---- the pack's own inverter protocol selection (PACE) -----------------------------------------
+
+    async def pack_protocols(self, caller: Caller, bus: str, address: int) -> dict[str, Any]:
+        self.require(caller, Role.OPERATOR, "reading the pack's inverter protocol selection")
+        key = self.pack(bus, address)
+        read = self.feature(key, "read_protocols", "inverter protocol selection")
+        from protocol.bms.pace import commands as c
+
+        async with self.lock(key[0]):
+            try:
+                p = await read(self.bus(key), key[1])
+            except BusError as err:
+                raise PackSilent(f"pack {label(key)}: protocol selection could not be read ({err})") from None
+        return {
+            "pack": label(key),
+            "can": p.can,
+            "can_name": p.can_name,
+            "rs485": p.rs485,
+            "rs485_name": p.rs485_name,
+            "mode": p.mode_name,
+            "can_codes": {f"{k}": v for k, v in c.CAN_PROTOCOLS.items()},
+            "rs485_codes": {f"{k}": v for k, v in c.RS485_PROTOCOLS.items()},
+        }
+
+    async def write_pack_protocols(
+        self, caller: Caller, bus: str, address: int, *, can: int | None, rs485: int | None, mode: str | None
+    ) -> dict[str, Any]:
+        action = "config.pack_protocols"
+        request = {"pack": f"{bus}/{address}", "can": can, "rs485": rs485, "mode": mode}
+
+        async def body() -> dict[str, Any]:
+            self.require(caller, Role.ADMIN, "selecting the pack's inverter protocols")
+            key = self.pack(bus, address)
+            read = self.feature(key, "read_protocols", "inverter protocol selection")
+            write = self.feature(key, "write_protocols", "inverter protocol selection")
+            from protocol.bms.pace import commands as c
+
+            modes = {"auto": 0, "manual": 1}
+            errors: list[dict[str, Any]] = []
+            if can is not None and can not in c.CAN_PROTOCOLS:
+                errors.append(
+                    {
+                        "parameter": "can",
+                        "value": can,
+                        "allowed": sorted(c.CAN_PROTOCOLS),
+                        "message": f"CAN protocol code {can} is not in the PACE CAN table",
+                    }
+                )
+            if rs485 is not None and rs485 not in c.RS485_PROTOCOLS:
+                errors.append(
+                    {
+                        "parameter": "rs485",
+                        "value": rs485,
+                        "allowed": sorted(c.RS485_PROTOCOLS),
+                        "message": f"RS485 protocol code {rs485} is not in the PACE RS485 table",
+                    }
+                )
+            if mode is not None and mode not in modes:
+                errors.append(
+                    {
+                        "parameter": "mode",
+                        "value": mode,
+                        "allowed": list(modes),
+                        "message": f"mode {mode!r} is not auto or manual",
+                    }
+                )
+            if errors:
+                raise Invalid("; ".join(str(e["message"]) for e in errors), errors)
+            if can is None and rs485 is None and mode is None:
+                raise Invalid("name at least one of can, rs485, mode")
+            abus = self.bus(key)
+            rep = PackReport(label(key))
+            async with self.lock(key[0]):
+                try:
+                    cur = await read(abus, key[1])
+                except BusError as err:
+                    rep.detail = f"not written: the pack did not answer ({err})"
+                    rep.items.append(ItemReport("protocols", request, None, None, Outcome.FAILED, rep.detail))
+                    rep.summarize()
+                    await self.record(caller, action, [key], request, outcome=rep.outcome, detail=rep.detail)
+                    return asdict(rep)
+                new = c.Protocols(
+                    cur.can if can is None else can,
+                    cur.rs485 if rs485 is None else rs485,
+                    cur.mode if mode is None else modes[mode],
+                )
+                before = {"can": cur.can, "rs485": cur.rs485, "mode": cur.mode_name}
+                wanted = {"can": new.can, "rs485": new.rs485, "mode": new.mode_name}
+                item = ItemReport("protocols", wanted, before)
+                try:
+                    await write(abus, key[1], new)
+                    try:
+                        got = await read(abus, key[1])
+                        item.after = {"can": got.can, "rs485": got.rs485, "mode": got.mode_name}
+                        item.outcome = Outcome.VERIFIED if got == new else Outcome.MISMATCH
+                    except BusError as err:
+                        item.outcome, item.detail = Outcome.WRITTEN, f"read-back failed: {err}"
+                except (BusError, LocalProtocolError) as err:
+                    item.detail = str(err)
+            rep.items.append(item)
+            rep.bus_requests = abus.requests
+            rep.summarize()
+            await self.record(
+                caller,
+                action,
+                [key],
+                request,
+                outcome=rep.outcome,
+                before=before,
+                after=item.after,
+                detail=item.detail,
+            )
+            return asdict(rep)
+
+        return await self.audited(caller, action, [], request, body)
+
+    # ---- the gateway's own inverter protocols (CAN, RS485) ------------------------------------------
+
+    def gateway_protocols(self, caller: Caller) -> dict[str, Any]:
+        self.require(caller, Role.VIEWER, "reading the gateway's inverter protocols")
+        from gateway.rs485_inverter import PROTOCOLS as RS485_NAMES
+        from protocol.inverter.can import registry
+
+        can_service = self.ctx.extras.get("can")
+        rs_service = self.ctx.extras.get("inverter_rs485")
+        return {
+            "can": {
+                "protocol": self.ctx.config.can.protocol,
+                "enabled": self.ctx.config.can.enabled,
+                "running": can_service is not None,
+                "available": registry.names(),
+            },
+            "rs485": {
+                "protocol": self.ctx.config.inverter_rs485.protocol,
+                "enabled": self.ctx.config.inverter_rs485.enabled,
+                "running": rs_service is not None,
+                "available": list(RS485_NAMES),
+            },
+            "config_file": None if self.ctx.config_path is None else str(self.ctx.config_path),
+        }
+
+    async def set_gateway_protocols(
+        self, caller: Caller, *, can: str | None, rs485: str | None
+    ) -> dict[str, Any]:
+        """Switch the running CAN / RS485 inverter services and persist the choice in the config file."""
+        action = "gateway.protocols"
+        request = {"can": can, "rs485": rs485}
+
+        async def body() -> dict[str, Any]:
+            self.require(caller, Role.ADMIN, "changing the gateway's inverter protocols")
+            from gateway.rs485_inverter import PROTOCOLS as RS485_NAMES
+            from protocol.inverter.can import registry
+
+            errors: list[dict[str, Any]] = []
+            if can is not None and can not in registry.names():
+                errors.append(
+                    {
+                        "parameter": "can",
+                        "value": can,
+                        "allowed": registry.names(),
+                        "message": f"unknown CAN protocol {can!r}",
+                    }
+                )
+            if rs485 is not None and rs485 not in RS485_NAMES:
+                errors.append(
+                    {
+                        "parameter": "rs485",
+                        "value": rs485,
+                        "allowed": list(RS485_NAMES),
+                        "message": f"unknown RS485 inverter protocol {rs485!r}",
+                    }
+                )
+            if errors:
+                raise Invalid("; ".join(str(e["message"]) for e in errors), errors)
+            if can is None and rs485 is None:
+                raise Invalid("name at least one of can, rs485")
+            before = {"can": self.ctx.config.can.protocol, "rs485": self.ctx.config.inverter_rs485.protocol}
+            changes = {k: v for k, v in (("can", can), ("rs485", rs485)) if v is not None}
+            persisted = False
+            if self.ctx.config_path is not None:
+                try:
+                    await asyncio.to_thread(config_file.set_protocols, Path(self.ctx.config_path), changes)
+                    persisted = True
+                except ConfigError as err:
+                    raise Conflict(f"the configuration file was not changed: {err}") from None
+            applied = []
+            cfg = self.ctx.config
+            if can is not None:
+                service = self.ctx.extras.get("can")
+                if service is not None:
+                    service.set_protocol(can)
+                    applied.append("can")
+                cfg = cfg.model_copy(update={"can": cfg.can.model_copy(update={"protocol": can})})
+            if rs485 is not None:
+                service = self.ctx.extras.get("inverter_rs485")
+                if service is not None:
+                    service.set_protocol(rs485)
+                    applied.append("rs485")
+                cfg = cfg.model_copy(
+                    update={"inverter_rs485": cfg.inverter_rs485.model_copy(update={"protocol": rs485})}
+                )
+            self.ctx.config = cfg
+            after = {"can": cfg.can.protocol, "rs485": cfg.inverter_rs485.protocol}
+            result = {
+                "before": before,
+                "after": after,
+                "applied_to_running_services": applied,
+                "persisted": persisted,
+                "config_file": None if self.ctx.config_path is None else str(self.ctx.config_path),
+                "outcome": "ok",
+            }
+            if not persisted:
+                result["note"] = "no configuration file: the change lasts until the gateway restarts"
+            await self.record(
+                caller,
+                action,
+                [],
+                request,
+                outcome="ok",
+                before=before,
+                after=after,
+                detail=f"persisted={persisted} applied={','.join(applied) or 'none'}",
+            )
+            return result
+
+        return await self.audited(caller, action, [], request, body)
+
+    # ---- clock -----------------------------------------------------------------------------------
+
+    async def read_clocks(self, caller: Caller, packs: Sequence[str] | None) -> dict[str, Any]:
+        self.require(caller, Role.OPERATOR, "reading clocks")
+        keys = self.resolve(packs)
+        out = []
+        for key in keys:
+            entry: dict[str, Any] = {
+                "pack": label(key),
+                "pack_time": None,
+                "read_at": None,
+                "drift_s": None,
+                "source": None,
+                "error": None,
+            }
+            try:
+                driver = self.driver(key)
+                async with self.lock(key[0]):
+                    reading = await driver.read_clock(self.bus(key), key[1], self._wall())
+                self._publish(key, clock=reading)
+                entry.update(
+                    pack_time=reading.pack_time,
+                    read_at=reading.read_at,
+                    drift_s=reading.drift_s,
+                    source="pack",
+                )
+            except (BusError, AdminError) as err:
+                entry["error"] = getattr(err, "message", None) or str(err)
+                snap = self.ctx.store.view.pack(*key)
+                if snap is not None and snap.clock is not None:
+                    c = snap.clock
+                    entry.update(
+                        pack_time=c.pack_time, read_at=c.read_at, drift_s=c.drift_s, source="snapshot"
+                    )
+            out.append(entry)
+        return {
+            "gateway_time": self._wall(),
+            "max_drift_s": self.ctx.config.admin.clock_max_drift_s,
+            "packs": out,
+        }
+
+    async def sync_clocks(
+        self, caller: Caller, packs: Sequence[str] | None, *, action: str = "clock.sync"
+    ) -> dict[str, Any]:
+        """Write the gateway's time to one or several packs, one at a time, and read it back."""
+        request = {"packs": list(packs or [])}
+
+        async def body() -> dict[str, Any]:
+            self.require(caller, Role.OPERATOR, "setting pack clocks")
+            keys = self.resolve(packs)
+            reports = []
+            for key in keys:
+                rep = PackReport(label(key))
+                snap = self.ctx.store.view.pack(*key)
+                before = None if snap is None or snap.clock is None else round(snap.clock.drift_s, 1)
+                item = ItemReport("drift_s", 0.0, before)
+                try:
+                    driver = self.driver(key)
+                    abus = self.bus(key)
+                    async with self.lock(key[0]):
+                        await driver.write_clock(abus, key[1], self._wall())
+                        item.outcome = Outcome.WRITTEN
+                        try:
+                            reading = await driver.read_clock(abus, key[1], self._wall())
+                            self._publish(key, clock=reading)
+                            item.after = round(reading.drift_s, 1)
+                            ok = abs(reading.drift_s) <= CLOCK_VERIFY_TOLERANCE_S
+                            item.outcome = Outcome.VERIFIED if ok else Outcome.MISMATCH
+                        except BusError as err:
+                            item.detail = f"read-back failed: {err}"
+                    rep.bus_requests = abus.requests
+                except (BusError, AdminError) as err:
+                    item.detail = getattr(err, "message", None) or str(err)
+                rep.items.append(item)
+                rep.summarize()
+                rep.detail = item.detail
+                reports.append(rep)
+            result = batch_json(action, reports)
+            await self.record(
+                caller,
+                action,
+                keys,
+                request,
+                outcome=result["outcome"],
+                before={r.pack: r.items[0].before for r in reports},
+                after={r.pack: r.items[0].after for r in reports},
+                detail="; ".join(f"{r.pack}: {r.outcome}" for r in reports),
+            )
+            return result
+
+        return await self.audited(caller, action, [], request, body)
+
+    async def auto_sync_once(self) -> list[str]:
+        """Sync the packs whose last clock reading drifts beyond `[admin] clock_max_drift_s` (at most once
+        per pack every AUTO_SYNC_RETRY_S). Returns the packs synced."""
+        limit = self.ctx.config.admin.clock_max_drift_s
+        now = self._wall()
+        due = []
+        for snap in self.ctx.store.view.ordered():
+            if snap.clock is None or abs(snap.clock.drift_s) <= limit:
+                continue
+            if now - self._auto_sync_at.get(snap.key, -math.inf) < AUTO_SYNC_RETRY_S:
+                continue
+            self._auto_sync_at[snap.key] = now
+            due.append(label(snap.key))
+        if due:
+            await self.sync_clocks(SYSTEM, due, action="clock.auto_sync")
+        return due
+
+    # ---- audit -----------------------------------------------------------------------------------
+
+    async def audit(
+        self,
+        caller: Caller,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        action: str | None = None,
+        token_id: str | None = None,
+        limit: int = 200,
+    ) -> list[dict[str, Any]]:
+        self.require(caller, Role.ADMIN, "reading the audit log")
+        entries: list[AuditEntry] = await asyncio.to_thread(
+            self.audit_log.query, since=since, until=until, action=action, token_id=token_id, limit=limit
+        )
+        return [asdict(e) for e in entries]
+
+
+ANTI_THEFT_BITS = {"communication": 0x01, "physical": 0x02, "charge_activation": 0x04, "sleep_voltage": 0x08}
+
+
+def _capacity_warnings(full: float | None, nominal: float | None) -> list[str]:
+    if full is None or nominal is None or nominal <= 0:
+        return []
+    if abs(full - nominal) / nominal > CAPACITY_DISAGREE_RATIO:
+        return [
+            f"full capacity {full:g} Ah and nominal capacity {nominal:g} Ah disagree: when the actual "
+            "capacity "
+            "differs from the factory value, change the nominal capacity too (manual 4.5.1)"
+        ]
+    return []
+
+
+def _control_state(ctl: Control, t: Telemetry | None) -> bool | None:
+    if t is None:
+        return None
+    return {
+        Control.CHARGE_MOS: t.charge_mos_on,
+        Control.DISCHARGE_MOS: t.discharge_mos_on,
+        Control.HEATER: t.heater_on,
+        Control.FAN: t.fan_on,
+    }.get(ctl)
+
+
+class ClockAutoSync:
+    """A Service: when `[admin] clock_auto_sync` is on, writes the gateway's time to packs whose clock
+    drifts beyond `[admin] clock_max_drift_s` (audited as `clock.auto_sync`)."""
+
+    name = "admin:clock_sync"
+
+    def __init__(self, admin: AdminService, period_s: float = 10.0) -> None:
+        self.admin = admin
+        self.period_s = period_s
+
+    async def run(self, ready: Callable[[], None]) -> None:
+        ready()
+        while True:
+            await asyncio.sleep(self.period_s)
+            try:
+                await self.admin.auto_sync_once()
+            except AdminError as err:
+                log.warning("automatic clock sync: %s", err.message)

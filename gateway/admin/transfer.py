@@ -1,0 +1,241 @@
+"""Parameter files: export a pack's parameters as JSON, CSV or XML, parse them back, diff them.
+
+Every format carries the vendor tool's columns (manual 4.4.3): No., Name, Data, Unit, Set Range.
+`Data` is written with exactly the decimals of the parameter's wire step, so export -> import is
+lossless. The tool's own XML schema is not published: our XML uses its column names as elements of
+one `<Row>` per parameter (*inferred* layout; files from the vendor tool may need conversion).
+
+Import validates every row against the family's parameter table (unknown names, values outside
+the Set Range) and reports all problems at once; nothing here talks to a pack.
+
+This module must never perform I/O other than on the strings it is given.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mappings.bms.params import ParameterTable, ParameterValueError, ParamSpec
+
+FORMATS = ("json", "csv", "xml")
+COLUMNS = ("No.", "Name", "Data", "Unit", "Set Range")
+MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "xml": "application/xml"}
+MAX_FILE_BYTES = 1_000_000
+_XML_TAGS = {"No.": "No", "Name": "Name", "Data": "Data", "Unit": "Unit", "Set Range": "SetRange"}
+
+
+class ImportFormatError(ValueError):
+    """The file cannot be read as a parameter file (the message says where and why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    no: int
+    name: str
+    data: str  # the value as text, decimals of the wire step
+    unit: str
+    set_range: str  # "min/max" as the vendor tool shows it
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    row: int  # 1-based data row in the file
+    name: str
+    value: object
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DiffRow:
+    name: str
+    current: float | None
+    new: float
+    unit: str
+    set_range: str
+
+
+def format_value(spec: ParamSpec, value: float) -> str:
+    return f"{value:.{spec.decimals}f}"
+
+
+def set_range(spec: ParamSpec) -> str:
+    return f"{spec.min:g}/{spec.max:g}"
+
+
+def rows_of(table: ParameterTable, values: Mapping[str, float]) -> list[Row]:
+    """The export rows, in table order, of the parameters that have a value."""
+    out: list[Row] = []
+    for spec in table:
+        if spec.name in values:
+            v = values[spec.name]
+            out.append(Row(len(out) + 1, spec.name, format_value(spec, v), spec.unit, set_range(spec)))
+    return out
+
+
+def render(fmt: str, table: ParameterTable, values: Mapping[str, float], meta: Mapping[str, Any]) -> str:
+    """The file text in `fmt` (json | csv | xml); `meta` (pack, family, read time) goes in a header."""
+    rows = rows_of(table, values)
+    if fmt == "json":
+        doc = {
+            **meta,
+            "columns": list(COLUMNS),
+            "parameters": [
+                {"No.": r.no, "Name": r.name, "Data": r.data, "Unit": r.unit, "Set Range": r.set_range}
+                for r in rows
+            ],
+        }
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow((r.no, r.name, r.data, r.unit, r.set_range))
+        return buf.getvalue()
+    if fmt == "xml":
+        root = ET.Element("Parameters", {k: str(v) for k, v in meta.items()})
+        for r in rows:
+            el = ET.SubElement(root, "Row")
+            for col, text in zip(COLUMNS, (str(r.no), r.name, r.data, r.unit, r.set_range), strict=True):
+                ET.SubElement(el, _XML_TAGS[col]).text = text
+        ET.indent(root)
+        return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    raise ValueError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+
+
+def detect_format(text: str) -> str:
+    s = text.lstrip("\ufeff \t\r\n")
+    if s.startswith("{"):
+        return "json"
+    if s.startswith("<"):
+        return "xml"
+    return "csv"
+
+
+def parse(text: str, fmt: str | None = None) -> list[tuple[str, str]]:
+    """(Name, Data) pairs of a parameter file, in file order (ImportFormatError when unreadable)."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise ImportFormatError(f"file larger than {MAX_FILE_BYTES} bytes")
+    fmt = fmt or detect_format(text)
+    if fmt == "json":
+        return _parse_json(text)
+    if fmt == "csv":
+        return _parse_csv(text)
+    if fmt == "xml":
+        return _parse_xml(text)
+    raise ImportFormatError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
+
+
+def _pair(where: str, name: object, data: object) -> tuple[str, str]:
+    if not isinstance(name, str) or not name.strip():
+        raise ImportFormatError(f"{where}: missing Name")
+    if isinstance(data, bool) or not isinstance(data, str | int | float):
+        raise ImportFormatError(f"{where} ({name}): Data must be a number, got {data!r}")
+    return name.strip(), str(data).strip()
+
+
+def _parse_json(text: str) -> list[tuple[str, str]]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ImportFormatError(f"not valid JSON: {err}") from None
+    items = doc.get("parameters") if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise ImportFormatError('JSON: expected an object with a "parameters" list')
+    out = []
+    for i, item in enumerate(items, 1):
+        if not isinstance(item, dict):
+            raise ImportFormatError(f"JSON row {i}: expected an object with Name and Data")
+        out.append(_pair(f"JSON row {i}", item.get("Name"), item.get("Data")))
+    return out
+
+
+def _parse_csv(text: str) -> list[tuple[str, str]]:
+    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ImportFormatError("CSV: empty file") from None
+    except csv.Error as err:
+        raise ImportFormatError(f"CSV: {err}") from None
+    cols = [h.strip() for h in header]
+    if "Name" not in cols or "Data" not in cols:
+        raise ImportFormatError(f"CSV: the header needs the columns Name and Data (got {', '.join(cols)})")
+    ni, di = cols.index("Name"), cols.index("Data")
+    out = []
+    try:
+        for i, rec in enumerate(reader, 1):
+            if not any(c.strip() for c in rec):
+                continue
+            if len(rec) <= max(ni, di):
+                raise ImportFormatError(f"CSV row {i}: expected {len(cols)} columns, got {len(rec)}")
+            out.append(_pair(f"CSV row {i}", rec[ni], rec[di]))
+    except csv.Error as err:
+        raise ImportFormatError(f"CSV: {err}") from None
+    return out
+
+
+def _parse_xml(text: str) -> list[tuple[str, str]]:
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
+        raise ImportFormatError("XML: document type declarations are not accepted")
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as err:
+        raise ImportFormatError(f"not valid XML: {err}") from None
+    out = []
+    for i, row in enumerate(root.iter("Row"), 1):
+        out.append(_pair(f"XML row {i}", row.findtext("Name"), row.findtext("Data")))
+    if not out:
+        raise ImportFormatError("XML: no <Row> elements with Name and Data")
+    return out
+
+
+def validate_rows(
+    table: ParameterTable, pairs: list[tuple[str, str]]
+) -> tuple[dict[str, float], list[RowProblem]]:
+    """Values by name, and every problem (unknown name, not a number, outside the Set Range, twice)."""
+    values: dict[str, float] = {}
+    problems: list[RowProblem] = []
+    for i, (name, data) in enumerate(pairs, 1):
+        if name not in table:
+            problems.append(RowProblem(i, name, data, f"unknown parameter {name!r} for {table.family}"))
+            continue
+        if name in values:
+            problems.append(RowProblem(i, name, data, f"{name} appears more than once"))
+            continue
+        try:
+            number = float(data)
+        except ValueError:
+            problems.append(RowProblem(i, name, data, f"{name}: {data!r} is not a number"))
+            continue
+        if not math.isfinite(number):
+            problems.append(RowProblem(i, name, data, f"{name}: {data!r} is not a finite number"))
+            continue
+        try:
+            values[name] = table.get(name).validate(number)
+        except ParameterValueError as err:
+            problems.append(RowProblem(i, name, data, str(err)))
+    return values, problems
+
+
+def same_value(spec: ParamSpec, a: float, b: float) -> bool:
+    """Equal on the wire grid (half a wire step of slack for float formatting)."""
+    return abs(a - b) <= abs(spec.scale) / 2 * 0.999 + 1e-9
+
+
+def diff(table: ParameterTable, current: Mapping[str, float], new: Mapping[str, float]) -> list[DiffRow]:
+    """The rows whose new value differs from the current one (or whose current value is unknown)."""
+    out = []
+    for name, value in new.items():
+        spec = table.get(name)
+        cur = current.get(name)
+        if cur is None or not same_value(spec, cur, value):
+            out.append(DiffRow(name, cur, value, spec.unit, set_range(spec)))
+    return out
