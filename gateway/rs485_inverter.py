@@ -31,7 +31,7 @@ from gateway.model import ModelStore, ModelView, PackSnapshot, TempRole
 from gateway.policy import ChargeDecision, neutral_flags
 from gateway.service import ReadyCallback
 from gateway.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
-from protocol.inverter.byd_modbus import BydModbusResponder
+from protocol.inverter.byd_modbus import HEARTBEAT_REGISTER, BydModbusResponder
 from protocol.inverter.pylon_rs485 import PylonOptions, PylonResponder
 from protocol.inverter.rs485_base import (
     BankView,
@@ -308,6 +308,7 @@ class Rs485InverterService:
         self._turn_offs_before = 0
         self._turn_offs_logged = 0
         self._extras: Mapping[str, object] = {}
+        self._heartbeat_ok: bool | None = None
 
     @classmethod
     def from_context(cls, ctx: AppContext) -> Rs485InverterService:
@@ -392,7 +393,23 @@ class Rs485InverterService:
                     self.config.presence_timeout_s,
                 )
             self._present = present
+        self._check_heartbeat(now)
         return present
+
+    def _check_heartbeat(self, now: float) -> None:
+        """Log BYD heartbeat (register 401) transitions once each."""
+        responder = self._responder
+        ok = responder.heartbeat(now).ok if isinstance(responder, BydModbusResponder) else None
+        if ok != self._heartbeat_ok and ok is not None:
+            if ok:
+                log.info("inverter heartbeat (register %d) is being written", HEARTBEAT_REGISTER)
+            else:
+                log.warning(
+                    "inverter heartbeat lost: register %d unchanged for %.0f s",
+                    HEARTBEAT_REGISTER,
+                    self.config.byd_heartbeat_timeout_s,
+                )
+        self._heartbeat_ok = ok
 
     def stats(self) -> Rs485Stats:
         self.check_presence()

@@ -382,7 +382,8 @@ async def converter(p: Peer) -> AsyncIterator[int]:
         await server.wait_closed()
 
 
-async def test_byd_modbus_rtu_poll_with_pymodbus_over_tcp() -> None:
+async def test_byd_modbus_rtu_poll_with_pymodbus_over_tcp(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.rs485_inverter")
     from pymodbus.client import AsyncModbusTcpClient
     from pymodbus.framer import FramerType
 
@@ -428,6 +429,7 @@ async def test_byd_modbus_rtu_poll_with_pymodbus_over_tcp() -> None:
             stats = service.stats()
             assert stats.heartbeat_ok is True
             assert stats.outcomes["exception_02"] == 2
+            assert any("heartbeat" in r.message for r in caplog.records)
 
 
 async def test_presence_supervised_and_logged(caplog: pytest.LogCaptureFixture) -> None:
