@@ -478,3 +478,39 @@ async def test_a_client_that_does_not_read_is_not_read_either() -> None:
     assert [answers[0:2], answers[13:15]] == [b"\x00\x01", b"\x00\x02"]
     conn.connection_lost(None)
     assert server.stats.connections == 0
+
+
+async def test_app_wiring_and_status_endpoint() -> None:
+    import httpx
+
+    from gateway.config import Config
+    from gateway.context import AppContext
+    from gateway.http.app import create_app
+
+    ctx = AppContext(Config(modbus=ModbusConfig(listen="127.0.0.1:0")), None, make_store())
+    server = ModbusServer.from_context(ctx)
+    assert ctx.extras["modbus"] is server
+    ready = asyncio.Event()
+    task = asyncio.create_task(server.run(ready.set))
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        assert ctx.endpoints["modbus"] == f"modbus-tcp://127.0.0.1:{server.port}"
+
+        def go() -> None:
+            with RawClient(server.port or 0) as c:
+                c.request(build_read_request(40000, 2))
+                c.request(build_read_request(0, 3))  # 0x02
+
+        await asyncio.to_thread(go)
+        transport = httpx.ASGITransport(app=create_app(ctx))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            body = (await client.get("/api/modbus")).json()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert body["port"] == server.port and body["writes"] is False
+    assert body["units"]["1"]["kind"] == "sunspec-bank" and body["units"]["1"]["online"] is True
+    assert body["units"]["2"]["kind"] == "native" and body["units"]["0"] == body["units"]["1"]
+    assert body["stats"]["requests_by_function"] == {"3": 2}
+    assert body["stats"]["exceptions_by_code"] == {"2": 1}

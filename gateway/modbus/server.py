@@ -335,8 +335,11 @@ class ModbusServer:
             register_endpoint=ctx.register_endpoint,
             decisions=decisions if isinstance(decisions, DecisionStore) else None,
         )
+        from gateway.modbus.http import modbus_router
+
         server._extras = ctx.extras
         ctx.extras["modbus"] = server
+        ctx.http_routers.append(modbus_router(server))
         return server
 
 
