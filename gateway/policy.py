@@ -611,9 +611,10 @@ class PolicyEngine:
             )
             return
         if old.stale != new.stale:
-            log.warning(
-                "charge policy: bank data %s", "stale: all directions blocked" if new.stale else "fresh"
-            )
+            if new.stale:
+                log.warning("charge policy: bank data stale: all directions blocked")
+            else:
+                log.info("charge policy: bank data fresh")
         for name in LIMIT_NAMES:
             before, after = _fmt(getattr(old, name)), _fmt(getattr(new, name))
             reason, old_reason = new.limiting.get(name), old.limiting.get(name)

@@ -217,7 +217,9 @@ class InverterProtocol(abc.ABC):
                 continue
             frames.extend(self.encode_all(group.messages, state, now))
             nxt = now + group.period_s if at is None else at + group.period_s
-            self._next_at[i] = nxt if nxt > now else now + group.period_s
+            if nxt <= now:  # we were late by a whole period: no catch-up burst
+                nxt = now + group.period_s
+            self._next_at[i] = max(nxt, now + self.min_repeat_s)  # e.g. the SMA 200 ms inhibit time
         return frames
 
     def next_due(self, now: float) -> float | None:
