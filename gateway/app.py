@@ -199,6 +199,9 @@ def build_services(ctx: AppContext) -> list[Service]:
         from gateway.rs485_inverter import Rs485InverterService  # inverter RS485 port
 
         services.append(Rs485InverterService.from_context(ctx))
+    from gateway.http.admin import install as install_admin  # admin API (+ clock auto-sync)
+
+    services.extend(install_admin(ctx))
 
     # The HTTP service goes last: routers added by the adapters above are mounted when it starts.
     from gateway.http import HttpService

@@ -229,9 +229,12 @@ class AdminBus:
 
 
 class AdminService:
-    def __init__(self, ctx: AppContext, audit: AuditLog, *, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, ctx: AppContext, audit: AuditLog | Path, *, wall: Callable[[], float] = time.time
+    ) -> None:
         self.ctx = ctx
-        self.audit_log = audit
+        self._audit: AuditLog | None = audit if isinstance(audit, AuditLog) else None
+        self._audit_path = audit.path if isinstance(audit, AuditLog) else audit
         self._wall = wall
         self._locks: dict[str, asyncio.Lock] = {}
         self._anti_theft: dict[PackKey, tuple[int, float]] = {}  # mask written by us, when
@@ -240,14 +243,23 @@ class AdminService:
 
     @classmethod
     def from_context(cls, ctx: AppContext) -> AdminService:
-        """The service for `ctx` (audit log from `[admin] audit_db`), shared as `ctx.extras["admin"]`."""
+        """The service for `ctx` (audit log at `[admin] audit_db`), shared as `ctx.extras["admin"]`."""
         path = state_path(ctx.config, ctx.config_path, ctx.config.admin.audit_db)
-        service = cls(ctx, AuditLog(path))
+        service = cls(ctx, path)
         ctx.extras["admin"] = service
         return service
 
+    @property
+    def audit_log(self) -> AuditLog:
+        """The audit database, opened on first use (a gateway nobody administers creates no file)."""
+        if self._audit is None:
+            self._audit = AuditLog(self._audit_path)
+        return self._audit
+
     def close(self) -> None:
-        self.audit_log.close()
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None
 
     # ---- plumbing --------------------------------------------------------------------------------
 
