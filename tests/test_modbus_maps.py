@@ -259,3 +259,44 @@ async def test_pymodbustcp_reads_the_native_map_and_sees_offline_packs() -> None
     assert pack1[1] == 1 and pack1[5] == round(t.voltage_v * 100) and pack1[9] == round(t.soc_pct * 10)
     assert pack2[0] == 2 and pack2[1] == 3  # address, offline
     assert pack2[2] == 0 and pack2[5] == 0xFFFF and pack2[6] == 0x8000  # no data: sentinels
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "bit"),
+    [
+        ("protection", "DISC_OT_Prot", 1),  # Tianpower vendor-tool names
+        ("protection", "CHG_UT_Prot", 3),
+        ("protection", "Short_Circuit_Prot", 7),
+        ("protection", "Over_Voltage_Prot", 9),
+        ("protection", "Under_Voltage_Prot", 11),
+        ("protection", "SOC_Low_Prot", 13),
+        ("alarm", "CHG_OC_Alarm", 6),
+        ("alarm", "DSG_OC_Alarm", 8),
+        ("alarm", "CELL_OV_Alarm", 10),
+        ("alarm", "Vol_Diff_Alarm", 17),
+        ("alarm", "Temp_Diff_Alarm", 19),
+        ("fault", "NTC_Short_Circuit", 25),  # a sensor fault, not a short-circuit protection
+        ("protection", "Secondary_Trip", 25),  # no matching row: OTHER_ALARM
+        ("alarm", "COM_Timeout", 26),  # no matching row: OTHER_WARNING
+        ("protection", "Cell OV protection", 9),  # PACE (PbmsTools wording)
+        ("protection", "Charge OC protection", 5),
+        ("protection", "Discharge OC protection", 7),
+        ("protection", "Environment UT protection", 3),
+        ("fault", "NTC fault", 25),
+    ],
+)
+def test_event_bits_from_flag_names(kind: str, name: str, bit: int) -> None:
+    from gateway.modbus.sunspec import event_bits
+
+    rules = load_sunspec_map().events
+    one = frozenset({name})
+    none: frozenset[str] = frozenset()
+    bits = event_bits(
+        rules,
+        one if kind == "protection" else none,
+        one if kind == "alarm" else none,
+        one if kind == "fault" else none,
+        False,
+    )
+    assert bits == {bit}
+    assert event_bits(rules, none, none, none, True) == {0}
