@@ -145,6 +145,12 @@ class ModbusServer:
         self._buckets: dict[str, TokenBucket] = {}
         self._logged_errors: set[str] = set()
         self._check_units(store.view)
+        if len(store.view.packs) > self.native.map.max_packs:
+            log.warning(
+                "modbus: %d packs configured; the native map shows the first %d (SunSpec shows all)",
+                len(store.view.packs),
+                self.native.map.max_packs,
+            )
         self.rebuild(store.view)
 
     @property
