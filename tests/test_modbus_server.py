@@ -514,3 +514,27 @@ async def test_app_wiring_and_status_endpoint() -> None:
     assert body["units"]["2"]["kind"] == "native" and body["units"]["0"] == body["units"]["1"]
     assert body["stats"]["requests_by_function"] == {"3": 2}
     assert body["stats"]["exceptions_by_code"] == {"2": 1}
+
+
+async def test_fc23_writes_then_reads_in_one_request() -> None:
+    async with running(make_store(), writes=True) as server:
+
+        def go() -> tuple[tuple[int, ...], int | None]:
+            with RawClient(server.port or 0) as c:
+                both = c.request(build_read_write_request(_offset("CtrlHb"), 2, _offset("CtrlHb"), [4321]))
+                refused = c.request(build_read_write_request(40000, 1, _offset("SoC"), [1]))
+                return both.registers, refused.exception
+
+        registers, refused = await asyncio.to_thread(go)
+    assert registers == (4321, 0)  # CtrlHb as just written, AlmRst reads 0
+    assert refused == 0x02  # SoC is read-only
+
+
+async def test_fc23_refused_when_writes_are_off() -> None:
+    async with running(make_store()) as server:
+
+        def go() -> int | None:
+            with RawClient(server.port or 0) as c:
+                return c.request(build_read_write_request(40000, 2, _offset("CtrlHb"), [1])).exception
+
+        assert await asyncio.to_thread(go) == 0x01
