@@ -1,0 +1,78 @@
+"""A real MQTT broker process for tests: Mosquitto when installed, else amqtt (PyPI) so the suite also
+passes on a fresh machine without root (BMS_GATEWAY_TEST_BROKER=amqtt forces it). Bound to 127.0.0.1
+on a free port; restartable on that port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Broker:
+    def __init__(self, workdir: Path, prefer: str | None = None) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        mosquitto = shutil.which("mosquitto") or (
+            "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+        )
+        prefer = prefer or os.environ.get("BMS_GATEWAY_TEST_BROKER")  # "amqtt" forces the PyPI broker
+        self.kind = prefer or ("mosquitto" if mosquitto else "amqtt")
+        self._mosquitto = mosquitto
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log = None
+
+    def _command(self) -> list[str]:
+        if self.kind == "mosquitto":
+            assert self._mosquitto is not None
+            conf = self.workdir / "mosquitto.conf"
+            conf.write_text(
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n", encoding="utf-8"
+            )
+            return [self._mosquitto, "-c", str(conf)]
+        conf = self.workdir / "amqtt.yaml"
+        conf.write_text(
+            "listeners:\n  default:\n    type: tcp\n"
+            f"    bind: 127.0.0.1:{self.port}\n"
+            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n",
+            encoding="utf-8",
+        )
+        return [sys.executable, "-c", "from amqtt.scripts.broker_script import main; main()", "-c", str(conf)]
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        log_path = self.workdir / f"{self.kind}.log"
+        with log_path.open("ab") as log:
+            self._proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited: {log_path.read_text(errors='replace')[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.kind} did not listen on port {self.port} within {timeout_s} s")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
