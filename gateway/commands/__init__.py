@@ -9,6 +9,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.scan",
     "gateway.commands.config_cmd",
     "gateway.commands.token",
+    "gateway.commands.admin",
     "gateway.commands.simulate",
     "gateway.commands.modbus_docs",
     "gateway.commands.decode",
