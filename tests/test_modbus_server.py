@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 import struct
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -237,9 +238,13 @@ async def test_request_budget_delays_but_answers_everything() -> None:
 async def test_image_follows_the_model_and_is_never_torn() -> None:
     store = make_store((1,))
     async with running(store) as server:
-        stop = asyncio.Event()
+        started, stop = threading.Event(), threading.Event()
 
         async def publisher() -> None:
+            for _ in range(1000):  # until the reader has its first sample (bounded)
+                if started.is_set():
+                    break
+                await asyncio.sleep(0.005)
             for i in range(60):
                 store.publish(snapshot(1, soc_pct=float(10 + i % 50)), now=NOW)
                 await asyncio.sleep(0.002)
@@ -248,8 +253,9 @@ async def test_image_follows_the_model_and_is_never_torn() -> None:
         def reader() -> list[tuple[int, ...]]:
             out: list[tuple[int, ...]] = []
             with RawClient(server.port or 0) as c:
-                while not stop.is_set() and len(out) < 2000:
+                while not stop.is_set() and len(out) < 20000:
                     out.append(c.request(build_read_request(0, 41), unit=NATIVE).registers)
+                    started.set()
             return out
 
         pub = asyncio.create_task(publisher())
