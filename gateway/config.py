@@ -196,6 +196,7 @@ class PolicyConfig(Section):
     max_charge_voltage_v: float | None = Field(default=None, gt=0.0)
     min_discharge_voltage_v: float | None = Field(default=None, gt=0.0)
     evaluate_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)  # re-evaluation without new data
+    state_file: str | None = "policy-state.json"  # time of the last full charge; under state_dir
 
     @field_validator(
         "cell_voltage_charge_derating",
