@@ -102,9 +102,10 @@ class RateLimited(AdminError):
 
 
 class PackSilent(AdminError):
-    """A single-pack read got no answer (batch operations report this per pack instead)."""
+    """A single-pack read got no answer (batch operations report this per pack instead). Answered
+    409: the request was fine, the pack's state (not answering) prevents it."""
 
-    status = 504
+    status = 409
 
 
 # ---- who asks ------------------------------------------------------------------------------------

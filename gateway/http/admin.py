@@ -3,7 +3,7 @@
 Every route needs `Authorization: Bearer bmsg_<id>_<secret>`; without a valid token it answers 401,
 with a role below the route's 403, both saying which role is needed. Each token has its own rate
 limit (429 with Retry-After). Errors of the service keep their status (404, 409, 422 naming the
-parameter, value and allowed range, 504 for a single-pack read that got no answer); batch actions
+parameter, value and allowed range; 409 also for a single-pack read that got no answer); batch actions
 answer 200 with an outcome per pack and item. The OpenAPI document is served at
 `/api/openapi.json`.
 
