@@ -203,13 +203,15 @@ def validate_rows(
     """Values by name, and every problem (unknown name, not a number, outside the Set Range, twice)."""
     values: dict[str, float] = {}
     problems: list[RowProblem] = []
+    seen: set[str] = set()
     for i, (name, data) in enumerate(pairs, 1):
         if name not in table:
             problems.append(RowProblem(i, name, data, f"unknown parameter {name!r} for {table.family}"))
             continue
-        if name in values:
+        if name in seen:
             problems.append(RowProblem(i, name, data, f"{name} appears more than once"))
             continue
+        seen.add(name)
         try:
             number = float(data)
         except ValueError:
