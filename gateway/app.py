@@ -20,17 +20,21 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.bus import BusOwner, Opener
-from gateway.config import BusConfig, Config, ConfigError
+from gateway.config import BusConfig, Config, ConfigError, state_path
 from gateway.context import AppContext
 from gateway.drivers.base import Driver
 from gateway.model import ModelStore, PackKey
 from gateway.poller import BusPoller, load_driver
 from gateway.service import ReadyCallback, Service, ServiceState, ServiceStatus
 from gateway.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
+
+if TYPE_CHECKING:
+    from gateway.simulator import Simulator
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +43,14 @@ SIMULATOR_BUS = "sim"
 
 
 class _Run:
-    """A Service made of a name and a run coroutine function (bus owners, simulator)."""
+    """A Service made of a name and a run coroutine function (the bus owners)."""
 
-    def __init__(self, name: str, run: Callable[[ReadyCallback], object]) -> None:
+    def __init__(self, name: str, run: Callable[[ReadyCallback], Awaitable[None]]) -> None:
         self.name = name
         self._run = run
 
     async def run(self, ready: ReadyCallback) -> None:
-        await self._run(ready)  # type: ignore[misc]
+        await self._run(ready)
 
 
 class SimulatorService:
@@ -54,10 +58,17 @@ class SimulatorService:
 
     name = "simulator"
 
-    def __init__(self, sim: object, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        sim: Simulator,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_bound: Callable[[str], None] | None = None,
+    ) -> None:
         self.sim = sim
         self.host = host
         self.port = port
+        self.on_bound = on_bound
         self.bound_port: int | None = None
         self._bound = asyncio.Event()
 
@@ -72,9 +83,11 @@ class SimulatorService:
 
     async def run(self, ready: ReadyCallback) -> None:
         try:
-            async with self.sim.serve_tcp(self.host, self.port) as server:  # type: ignore[attr-defined]
+            async with self.sim.serve_tcp(self.host, self.port) as server:
                 self.bound_port = server.port
                 self._bound.set()
+                if self.on_bound is not None:
+                    self.on_bound(f"socket://{self.host}:{server.port}")
                 ready()
                 await asyncio.Event().wait()  # until cancelled
         except OSError as err:
@@ -140,6 +153,7 @@ def build_context(config: Config, config_path: Path | None = None) -> AppContext
     ctx.simulator = simulator
     if sim_service is not None:
         ctx.extras["simulator_service"] = sim_service
+        sim_service.on_bound = lambda where: ctx.register_endpoint("simulator bus", where)
 
     for b in bus_cfgs:
         driver = _driver(b)
@@ -202,11 +216,28 @@ def build_services(ctx: AppContext) -> list[Service]:
     from gateway.http.admin import install as install_admin  # admin API (+ clock auto-sync)
 
     services.extend(install_admin(ctx))
+    from gateway.mqtt import install as install_mqtt  # MQTT + Home Assistant discovery
+
+    services.extend(install_mqtt(ctx))
+    from gateway.metrics import install as install_metrics  # GET /metrics
+
+    services.extend(install_metrics(ctx))
+    from gateway.systemd import WatchdogService, watchdog_interval_s  # Type=notify + WatchdogSec
+
+    if watchdog_interval_s() is not None:
+        services.append(WatchdogService())
 
     # The HTTP service goes last: routers added by the adapters above are mounted when it starts.
     from gateway.http import HttpService
 
-    services.append(HttpService(ctx, ctx.config.http.listen))
+    admin = ctx.config.admin
+    tls = None
+    if admin.tls_cert and admin.tls_key:
+        tls = (
+            state_path(ctx.config, ctx.config_path, admin.tls_cert),
+            state_path(ctx.config, ctx.config_path, admin.tls_key),
+        )
+    services.append(HttpService(ctx, ctx.config.http.listen, tls=tls))
     return services
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
+import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -192,3 +195,100 @@ async def test_run_app_on_the_simulator_serves_http_and_stops_cleanly(
     host, port = url.removeprefix("http://").split(":")
     with socket.socket() as s:  # the HTTP port is closed again
         assert s.connect_ex((host, int(port))) != 0
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> Path:
+    """A self-signed certificate and key in tmp_path (cert.pem, key.pem)."""
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return tmp_path
+
+
+async def test_two_buses_of_different_families_and_https(tmp_path: Path, tls_files: Path) -> None:
+    from gateway.simulator import Simulator, SimulatorOptions
+
+    tp = Simulator(SimulatorOptions(protocol="tianpower", packs=2, pacing=False, turnaround_s=0.002))
+    pace = Simulator(
+        SimulatorOptions(protocol="pace", packs=2, first_address=3, pacing=False, turnaround_s=0.002)
+    )
+    async with tp.serve_tcp("127.0.0.1", 0) as s1, pace.serve_tcp("127.0.0.1", 0) as s2:
+        common = {"request_gap_s": 0.0, "response_timeout_s": 0.3, "realtime_interval_s": 0.1}
+        config = Config.model_validate(
+            {
+                "state_dir": str(tmp_path),
+                "http": {"listen": "127.0.0.1:0"},
+                "modbus": {"enabled": False},
+                "admin": {"tls_cert": "cert.pem", "tls_key": "key.pem"},
+                "bus": [
+                    {
+                        "name": "a",
+                        "url": f"socket://127.0.0.1:{s1.port}",
+                        "protocol": "tianpower",
+                        "addresses": [1, 2],
+                        **common,
+                    },
+                    {
+                        "name": "p",
+                        "url": f"socket://127.0.0.1:{s2.port}",
+                        "protocol": "pace",
+                        "addresses": [3, 4],
+                        **common,
+                    },
+                ],
+            }
+        )
+        stop = asyncio.Event()
+        ready = asyncio.Event()
+        seen: list[AppContext] = []
+
+        def on_ready(c: AppContext) -> None:
+            seen.append(c)
+            ready.set()
+
+        app = asyncio.ensure_future(run_app(config, install_signals=False, stop=stop, on_all_ready=on_ready))
+        try:
+            async with asyncio.timeout(20):
+                await ready.wait()
+                url = seen[0].endpoints["http"]
+                assert url.startswith("https://")
+                async with httpx.AsyncClient(
+                    base_url=url, verify=ssl.create_default_context(cafile=str(tls_files / "cert.pem"))
+                ) as client:
+                    for _ in range(300):
+                        packs = (await client.get("/api/packs")).json()
+                        if all(p["availability"] == "online" for p in packs):
+                            break
+                        await asyncio.sleep(0.05)
+                    assert [(p["bus"], p["address"], p["identity"]["protocol"]) for p in packs] == [
+                        ("a", 1, "tianpower"),
+                        ("a", 2, "tianpower"),
+                        ("p", 3, "pace"),
+                        ("p", 4, "pace"),
+                    ]
+                    assert all(p["availability"] == "online" for p in packs)
+                    bank = (await client.get("/api/system")).json()["bank"]
+                    assert bank["packs_online"] == 4
+        finally:
+            stop.set()
+            assert await app == 0

@@ -2,6 +2,7 @@
 
 The socket is bound here (so port 0 works and a bad address is a clear configuration error);
 uvicorn's own signal handling is disabled, the supervisor in `gateway.app` owns the signals.
+With `[admin] tls_cert`/`tls_key` it serves HTTPS.
 It must never block the event loop or install signal handlers.
 """
 
@@ -13,6 +14,7 @@ import errno
 import logging
 import socket
 from collections.abc import Generator
+from pathlib import Path
 
 import uvicorn
 
@@ -63,13 +65,25 @@ def bind(listen: str) -> socket.socket:
 class HttpService:
     name = "http"
 
-    def __init__(self, ctx: AppContext, listen: str, *, shutdown_timeout_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        ctx: AppContext,
+        listen: str,
+        *,
+        tls: tuple[Path, Path] | None = None,
+        shutdown_timeout_s: float = 3.0,
+    ) -> None:
         self.ctx = ctx
         self.listen = listen
+        self.tls = tls  # (certificate, private key), PEM: serve HTTPS
         self.shutdown_timeout_s = shutdown_timeout_s
         self.port: int | None = None
 
     async def run(self, ready: ReadyCallback) -> None:
+        if self.tls is not None:
+            for what, path in zip(("admin.tls_cert", "admin.tls_key"), self.tls, strict=True):
+                if not path.is_file():
+                    raise ConfigError(f"{what}: file not found: {path}")
         sock = bind(self.listen)
         host, port = sock.getsockname()[:2]
         self.port = port
@@ -80,7 +94,14 @@ class HttpService:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=max(1, round(self.shutdown_timeout_s)),
+            ssl_certfile=None if self.tls is None else str(self.tls[0]),
+            ssl_keyfile=None if self.tls is None else str(self.tls[1]),
         )
+        try:
+            config.load()
+        except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+            sock.close()
+            raise ConfigError(f"admin.tls_cert/tls_key: cannot load: {err}") from None
         server = _Server(config)
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
         try:
@@ -95,7 +116,8 @@ class HttpService:
                         raise RuntimeError("the HTTP server could not start") from None
                 raise RuntimeError("the HTTP server stopped during start-up")
             shown = f"[{host}]" if ":" in host else host
-            self.ctx.register_endpoint("http", f"http://{shown}:{port}")
+            scheme = "https" if self.tls is not None else "http"
+            self.ctx.register_endpoint("http", f"{scheme}://{shown}:{port}")
             ready()
             await asyncio.wait({task})
             task.result()
