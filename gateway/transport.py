@@ -246,6 +246,12 @@ async def _open_threaded(url: str, settings: SerialSettings) -> Connection:
 
     try:
         ser = await loop.run_in_executor(executor, _open)
+    except (OSError, serial.SerialException, ValueError):
+        executor.shutdown(wait=False)
+        raise
+    except Exception as err:  # a URL handler's own failure must not look like a crash of the bus owner
+        executor.shutdown(wait=False)
+        raise TransportError(f"{url}: {type(err).__name__}: {err}") from err
     except BaseException:
         executor.shutdown(wait=False)
         raise
