@@ -37,6 +37,9 @@ from gateway.service import ReadyCallback
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
+    from gateway.context import AppContext
+    from gateway.service import Service
+
 Kind = Literal["gauge", "counter", "histogram"]
 Scope = Literal["pack", "bank", "limits", "gateway", "bus", "modbus", "can", "rs485", "mqtt"]
 
@@ -180,6 +183,10 @@ class BusHealth:
     timeouts: int
     retries: int
     connected: bool | None = None
+    # the bus owner's own poll-duration histogram, when it keeps one: cumulative (upper bound, count)
+    poll_buckets: tuple[tuple[float, int], ...] | None = None
+    poll_count: int = 0
+    poll_sum_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,10 +483,21 @@ class GatewayCollector:
         if src.services is not None:
             for name, up in sorted(src.services().items()):
                 r.add("bmsgw_service_up", (name,), float(up))
-        for bus in self.poll_histogram.buses():
-            buckets, total = self.poll_histogram.cumulative(bus)
-            r.add_histogram("bmsgw_poll_duration_seconds", (bus,), buckets, total)
         buses = list(src.buses()) if src.buses is not None else _buses_from_links(view)
+        own = {b.bus: b for b in buses if b.poll_buckets is not None}
+        for bus in sorted(set(self.poll_histogram.buses()) | set(own)):
+            b = own.get(bus)
+            if b is not None and b.poll_buckets is not None:  # the bus owner's histogram wins
+                cumulative = [(_fmt_le(le), float(n)) for le, n in b.poll_buckets]
+                r.add_histogram(
+                    "bmsgw_poll_duration_seconds",
+                    (bus,),
+                    [*cumulative, ("+Inf", float(b.poll_count))],
+                    b.poll_sum_s,
+                )
+            else:
+                buckets, total = self.poll_histogram.cumulative(bus)
+                r.add_histogram("bmsgw_poll_duration_seconds", (bus,), buckets, total)
         for b in buses:
             lb = (b.bus,)
             r.add("bmsgw_bus_frames_sent_total", lb, float(b.frames_sent))
@@ -609,3 +627,96 @@ class MetricsService:
             if not ready_called:
                 ready()
                 ready_called = True
+
+
+# --- wiring into the application ---
+
+
+def sources_from_context(ctx: AppContext) -> MetricsSources:
+    """Providers reading the live services through `ctx` (looked up at scrape time, so the order in
+    which adapters are built does not matter and a disabled adapter simply exports nothing)."""
+    extras = ctx.extras
+
+    def buses() -> list[BusHealth]:
+        out = []
+        for name, owner in sorted(ctx.buses.items()):
+            c = owner.counters
+            hist = getattr(c, "poll_duration_s", None)
+            buckets = None
+            if hist is not None:
+                buckets = tuple(zip(hist.buckets, hist.counts, strict=True))
+            out.append(
+                BusHealth(
+                    name,
+                    c.frames_sent,
+                    c.frames_received,
+                    c.checksum_errors,
+                    c.timeouts,
+                    c.retries,
+                    c.connected,
+                    buckets,
+                    hist.count if hist is not None else 0,
+                    hist.sum if hist is not None else 0.0,
+                )
+            )
+        return out
+
+    def modbus() -> ModbusHealth | None:
+        stats = getattr(extras.get("modbus"), "stats", None)
+        if stats is None:
+            return None
+        return ModbusHealth(
+            dict(stats.requests_by_function), dict(stats.exceptions_by_code), stats.connections
+        )
+
+    def can() -> CanHealth | None:
+        stats = getattr(extras.get("can"), "stats", None)
+        if stats is None:
+            return None
+        state = str(stats.keepalive)
+        keepalive = True if state in ("ok", "not_expected") else False if state == "lost" else None
+        return CanHealth(
+            stats.protocol,
+            stats.frames_sent,
+            stats.frames_received,
+            stats.send_errors + stats.error_frames,
+            keepalive,
+        )
+
+    def rs485() -> Rs485Health | None:
+        service = extras.get("inverter_rs485")
+        if service is None:
+            return None
+        st = service.stats()
+        return Rs485Health(st.protocol, st.requests, st.errors, st.inverter_present)
+
+    def mqtt() -> MqttHealth | None:
+        service = extras.get("mqtt")
+        health: MqttHealth | None = service.health() if service is not None else None
+        return health
+
+    def decision() -> DecisionLike | None:
+        return getattr(extras.get("decisions"), "latest", None)
+
+    def services() -> dict[str, bool]:
+        return {name: st.state.value == "ready" for name, st in ctx.services.items()}
+
+    return MetricsSources(
+        store=ctx.store,
+        started_at=ctx.started_at,
+        buses=buses,
+        modbus=modbus,
+        can=can,
+        rs485=rs485,
+        mqtt=mqtt,
+        decision=decision,
+        services=services,
+    )
+
+
+def install(ctx: AppContext) -> list[Service]:
+    """Mount `GET /metrics` on the HTTP service and return the service feeding the collector."""
+    collector = GatewayCollector(sources_from_context(ctx))
+    ctx.extras["metrics"] = collector
+    ctx.http_routers.append(metrics_router(make_registry(collector)))
+    return [MetricsService(collector)]

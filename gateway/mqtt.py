@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -43,6 +43,10 @@ from gateway.metrics import DecisionLike, MqttHealth
 from gateway.model import ModelStore, ModelView, PackEvent, PackKey, PackSnapshot
 from gateway.service import ReadyCallback
 from mappings.ha import EntitySpec, EntityTable, load_entities
+
+if TYPE_CHECKING:
+    from gateway.context import AppContext
+    from gateway.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -728,3 +732,17 @@ class MqttService:
             return False
         device = data.get("device") if isinstance(data, dict) else None
         return isinstance(device, dict) and device.get("via_device") == self.topics.gateway_device
+
+
+def install(ctx: AppContext) -> list[Service]:
+    """The MQTT service when `[mqtt] enabled` (shared as `ctx.extras["mqtt"]` for the metrics)."""
+    if not ctx.config.mqtt.enabled:
+        return []
+    extras = ctx.extras
+
+    def decision() -> DecisionLike | None:
+        return getattr(extras.get("decisions"), "latest", None)
+
+    service = MqttService(ctx.config.mqtt, ctx.store, decision=decision)
+    extras["mqtt"] = service
+    return [service]
