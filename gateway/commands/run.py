@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, systemd
 from gateway.app import run_app, uses_simulator
 from gateway.config import Config, ConfigError, load_config
 from gateway.context import AppContext
@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_ready(ctx: AppContext) -> None:
         print("\n".join(describe(ctx)), flush=True)
+        systemd.ready(f"{len(ctx.store.view.packs)} packs configured")  # Type=notify units (no-op otherwise)
 
     try:
         code = asyncio.run(run_app(config, args.config, on_all_ready=on_ready, hard_deadline=True))
