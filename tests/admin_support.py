@@ -165,8 +165,9 @@ async def admin_stack(
 class ThreadedGateway:
     """The admin stack plus the real HTTP service on 127.0.0.1:<free port>, in a background thread."""
 
-    def __init__(self, tmp: Path, **options: Any) -> None:
+    def __init__(self, tmp: Path, *, tls: tuple[Path, Path] | None = None, **options: Any) -> None:
         self.tmp = tmp
+        self.tls = tls
         self.options = options
         self.url = ""
         self.stack: Stack | None = None
@@ -188,12 +189,12 @@ class ThreadedGateway:
         self._stop = asyncio.Event()
         async with admin_stack(self.tmp, **self.options) as stack:
             self.stack = stack
-            http = HttpService(stack.ctx, "127.0.0.1:0")
+            http = HttpService(stack.ctx, "127.0.0.1:0", tls=self.tls)
             started = asyncio.Event()
             task = asyncio.create_task(http.run(started.set))
             try:
                 await asyncio.wait_for(started.wait(), 10)
-                self.url = f"http://127.0.0.1:{http.port}"
+                self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{http.port}"
                 self._ready.set()
                 await self._stop.wait()
             finally:

@@ -127,7 +127,8 @@ async def test_out_of_range_is_422_and_nothing_reaches_the_bus(tmp_path: Path) -
         assert r.status_code == 422 and "expected a number" in r.json()["detail"]
         assert stack.bus_requests == before
         assert stack.sim.pack(1).params["CELL_OV_Start"] == pytest.approx(3.7)
-        assert stack.admin.audit_log.query(action="parameters.write")[0].outcome == "refused"
+        refused = stack.admin.audit_log.query(action="parameters.write")[0]
+        assert refused.outcome == "refused" and refused.packs == ["sim/1"] and "7.5 V" in refused.detail
 
 
 async def test_inferred_writes_need_both_opt_ins(tmp_path: Path) -> None:
@@ -304,6 +305,9 @@ async def test_controls_and_their_refusals(tmp_path: Path) -> None:
         assert r.json()["items"][0]["outcome"] == "verified"
         r = await call(stack, "POST", "/api/packs/sim/1/control", {"action": "fan", "on": True})
         assert r.json()["items"][0]["outcome"] in ("verified", "written") and stack.sim.pack(1).fan_on
+        listed = (await call(stack, "GET", "/api/packs/sim/1/controls", role=Role.OPERATOR)).json()
+        actions = {a["action"] for a in listed["actions"]}
+        assert {"heater", "fan", "buzzer", "forced_sleep"} <= actions and "current_limiter" not in actions
         r = await call(stack, "POST", "/api/packs/sim/1/control", {"action": "current_limiter"})
         assert r.status_code == 409 and "no documented command" in r.json()["detail"]
         stack.sim.set_current(1, 20.0)

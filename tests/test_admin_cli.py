@@ -118,3 +118,19 @@ def test_process_with_token_from_the_environment_and_unreachable(gateway: Thread
         timeout=60,
     )
     assert out.returncode == 2 and "no token" in out.stderr
+
+
+def test_over_https_with_the_gateway_certificate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    with ThreadedGateway(tmp_path / "gw", tls=(cert, key), packs=1) as gw:
+        assert gw.url.startswith("https://")
+        assert main(run(gw, Role.OPERATOR, "clock", "read", "--cafile", str(cert))) == 0
+        assert "sim/1" in capsys.readouterr().out
+        assert main(run(gw, Role.OPERATOR, "clock", "read")) == 3  # unknown certificate: not reachable
+        assert "certificate" in capsys.readouterr().err.lower()

@@ -51,6 +51,27 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 
+# What each family's driver can do through `Driver.control` (documented commands; see docs/admin.md).
+CONTROLS_BY_FAMILY: dict[str, dict[str, str]] = {
+    "tianpower": {
+        "charge_mos": "CMD 0xD3",
+        "discharge_mos": "CMD 0xD3",
+        "heater": "CMD 0xE3",
+        "fan": "CMD 0xE2",
+        "buzzer": "CMD 0xD1 (alarm function switch)",
+        "sound_light_alarm": "CMD 0x63 (alarm function switch)",
+        "forced_sleep": "CMD 0xCD; refused while charging",
+    },
+    "pace": {
+        "charge_mos": "CID2 0x9A; payload convention inferred: needs both opt-ins",
+        "discharge_mos": "CID2 0x9B; payload convention inferred: needs both opt-ins",
+        "buzzer": "CID2 0x99 (alarm function switch)",
+        "sound_light_alarm": "CID2 0x99 LED alarm (alarm function switch)",
+        "current_limiter": "CID2 0x99 charge-current limiter",
+        "shutdown": "CID2 0x9C",
+    },
+}
+
 # Families whose BMS refuses to switch both MOSFETs off (reference bms-protocols.md 3.C.1, PACE).
 REFUSES_BOTH_MOS_OFF = frozenset({"pace"})
 CHARGING_CURRENT_A = 0.05  # above this the pack counts as charging (forced sleep is refused)
@@ -377,7 +398,7 @@ class AdminService:
         self,
         caller: Caller,
         action: str,
-        packs: Sequence[PackKey],
+        packs: Sequence[PackKey | str],
         request: Any,
         *,
         outcome: str,
@@ -392,7 +413,7 @@ class AdminService:
                 role=caller.role.label,
                 client=caller.client,
                 action=action,
-                packs=[label(k) for k in packs],
+                packs=[k if isinstance(k, str) else label(k) for k in packs],
                 request=request,
                 before=before,
                 after=after,
@@ -415,7 +436,10 @@ class AdminService:
             return await body()
         except AdminError as err:
             if err.status in (403, 409, 422):
-                await self.record(caller, action, packs, request, outcome="refused", detail=err.message)
+                named: list[PackKey | str] = list(packs)
+                if not named and isinstance(request, dict):
+                    named = list(request.get("packs") or ([request["pack"]] if "pack" in request else []))
+                await self.record(caller, action, named, request, outcome="refused", detail=err.message)
             raise
 
     # ---- parameters: read ------------------------------------------------------------------------
@@ -1263,12 +1287,13 @@ class AdminService:
         self.require(caller, Role.OPERATOR, "listing controls")
         key = self.pack(bus, address)
         family = self.driver(key).family
+        known = CONTROLS_BY_FAMILY.get(family, {})
         return {
             "pack": label(key),
             "family": family,
-            "actions": [a.value for a in Control],
+            "actions": [{"action": a, "note": n} for a, n in known.items()],
             "refuses_both_mos_off": family in REFUSES_BOTH_MOS_OFF,
-            "note": "an action the family cannot do is answered 409 with the reason; nothing is sent",
+            "note": "any other action is answered 409 with the reason; nothing is sent",
         }
 
     async def control(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,12 @@ class Api:
                 USAGE, "no token: pass --token or set BMS_GATEWAY_TOKEN (bms-gateway token create)"
             )
         self.url = (args.url or os.environ.get("BMS_GATEWAY_URL") or DEFAULT_URL).rstrip("/")
-        verify: bool | str = True
+        verify: bool | ssl.SSLContext = True
         if args.cafile:
-            verify = args.cafile
+            try:
+                verify = ssl.create_default_context(cafile=args.cafile)
+            except (OSError, ssl.SSLError) as err:
+                raise CliError(USAGE, f"cannot load --cafile {args.cafile}: {err}") from None
         elif args.insecure:
             verify = False
         self.client = httpx.Client(
