@@ -305,6 +305,35 @@ class AdminConfig(Section):
         return self
 
 
+class HistoryConfig(Section):
+    """History records downloaded from the packs (docs/history.md)."""
+
+    db: str = "history.sqlite"  # SQLite (WAL) of downloaded records and download jobs; under state_dir
+    record_timeout_s: float = Field(default=2.0, gt=0.0, le=30.0)  # no record this long -> retry/stop
+    record_retries: int = Field(default=3, ge=0, le=20)  # per record before the job stops (resumable)
+
+
+class RecordingConfig(Section):
+    """Real-time recording of every pack's snapshots (the vendor tool's "Record" page)."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=1.0, ge=0.1, le=3600.0)  # one sample per pack per interval
+    db: str = "recording.sqlite"  # SQLite (WAL); under state_dir
+    max_age_days: float = Field(default=30.0, gt=0.0)  # older samples are deleted
+    max_size_mb: float = Field(default=500.0, gt=0.0)  # oldest samples are deleted beyond this
+
+
+class FirmwareConfig(Section):
+    """Firmware upgrade jobs (docs/firmware.md)."""
+
+    dir: str = "firmware"  # uploaded images and job state; under state_dir
+    min_soc_pct: float = Field(default=30.0, ge=0.0, le=100.0)  # pre-flight: SOC at least this
+    max_current_a: float = Field(default=2.0, ge=0.0, le=50.0)  # pre-flight: |current| at most this
+    bootloader_buses: list[str] = Field(default_factory=list)  # buses whose packs speak OUR bootloader
+    block_retries: int = Field(default=3, ge=0, le=20)  # per block (no answer or bad CRC)
+    max_image_kib: int = Field(default=1024, ge=1, le=1024)  # uploads above this are refused
+
+
 class Config(Section):
     bus: list[BusConfig] = Field(default_factory=list)
     http: HttpConfig = Field(default_factory=HttpConfig)
@@ -315,6 +344,9 @@ class Config(Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    firmware: FirmwareConfig = Field(default_factory=FirmwareConfig)
     state_dir: str = "var"  # tokens, audit log, history database; relative to the config file's folder
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -1,0 +1,135 @@
+"""Test support for the records and firmware tests: a simulator served on TCP with the gateway's own
+bus owner (and optionally its poller) in front of it, packed into an `AppContext`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from gateway.admin.auth import Principal, Role
+from gateway.bus import BusOwner
+from gateway.config import BusConfig, parse_config
+from gateway.context import AppContext
+from gateway.drivers.base import Driver
+from gateway.drivers.pace import PaceDriver
+from gateway.drivers.tianpower import TianpowerDriver
+from gateway.model import ModelStore
+from gateway.poller import BusPoller
+from gateway.simulator import Simulator, SimulatorOptions
+from gateway.transport import SerialSettings
+
+
+class Who:
+    """A caller (token id, role, client address), shaped like the admin channel's `Caller`."""
+
+    def __init__(self, role: Role, token_id: str = "t-test", client: str = "127.0.0.1") -> None:
+        self.principal = Principal(token_id, role)
+        self.client = client
+
+
+def make_sim(protocol: str = "tianpower", packs: int = 2, **kw: Any) -> Simulator:
+    opts: dict[str, Any] = {
+        "protocol": protocol,
+        "packs": packs,
+        "seed": 5,
+        "pacing": False,
+        "turnaround_s": 0.0,
+        **kw,
+    }
+    return Simulator(SimulatorOptions(**opts))
+
+
+def driver_for(protocol: str) -> Driver:
+    return TianpowerDriver() if protocol == "tianpower" else PaceDriver()
+
+
+async def wait_for(predicate: Any, timeout_s: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def bus_owner(
+    port: int, driver: Driver, *, gap_s: float = 0.0, timeout_s: float = 0.3, retries: int = 1
+) -> AsyncIterator[BusOwner]:
+    """The gateway's bus owner "sim", running and connected to socket://127.0.0.1:`port`."""
+    owner = BusOwner.from_url(
+        "sim",
+        f"socket://127.0.0.1:{port}",
+        SerialSettings(),
+        driver.new_decoder,
+        gap_s=gap_s,
+        response_timeout_s=timeout_s,
+        retries=retries,
+        flush_after_connect_s=0.0,
+    )
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(owner.run(lambda: None))
+        try:
+            await wait_for(lambda: owner.connected, 5.0, "bus owner connection")
+            yield owner
+        finally:
+            task.cancel()
+
+
+@contextlib.asynccontextmanager
+async def served_bus(
+    sim: Simulator, driver: Driver, *, gap_s: float = 0.0, timeout_s: float = 0.3, retries: int = 1
+) -> AsyncIterator[tuple[BusOwner, int]]:
+    async with (
+        sim.serve_tcp("127.0.0.1", 0) as server,
+        bus_owner(server.port, driver, gap_s=gap_s, timeout_s=timeout_s, retries=retries) as owner,
+    ):
+        yield owner, server.port
+
+
+@contextlib.asynccontextmanager
+async def sim_context(
+    sim: Simulator,
+    tmp_path: Path,
+    *,
+    poll: bool = True,
+    config: dict[str, Any] | None = None,
+    realtime_interval_s: float = 0.2,
+) -> AsyncIterator[AppContext]:
+    """An AppContext over the simulator's bus "sim" (its poller running when `poll`)."""
+    protocol = sim.options.protocol
+    driver = driver_for(protocol)
+    async with served_bus(sim, driver) as (owner, port):
+        bcfg = BusConfig(
+            name="sim",
+            url=f"socket://127.0.0.1:{port}",
+            protocol=protocol,
+            addresses=list(sim.addresses),
+            request_gap_s=0.0,
+            response_timeout_s=0.3,
+            realtime_interval_s=realtime_interval_s,
+            stale_after_s=1.0,
+            offline_after_s=2.0,
+        )
+        cfg = parse_config({"state_dir": str(tmp_path), "bus": [bcfg.model_dump()], **(config or {})}, env={})
+        store = ModelStore([("sim", a) for a in sim.addresses])
+        ctx = AppContext(config=cfg, config_path=None, store=store)
+        ctx.simulator = sim
+        ctx.buses["sim"] = owner
+        poller = BusPoller(cfg.bus[0], owner, store, driver)
+        ctx.pollers["sim"] = poller
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(poller.run(lambda: None)) if poll else None
+            try:
+                if poll:
+                    await wait_for(
+                        lambda: all(s.online and s.identity.serial for s in store.view.packs.values()),
+                        10.0,
+                        "every pack online with its identity",
+                    )
+                yield ctx
+            finally:
+                if task is not None:
+                    task.cancel()
