@@ -113,6 +113,10 @@ async def scan(
     return found
 
 
+def _link_signature(lc: LinkCounters) -> tuple[int, ...]:
+    return (lc.requests, lc.responses, lc.timeouts, lc.checksum_errors, lc.device_errors)
+
+
 @dataclass(slots=True)
 class PackState:
     address: int
@@ -128,6 +132,7 @@ class PackState:
     next_identity: float = 0.0
     next_parameters: float = 0.0
     next_clock: float = 0.0
+    published_link: tuple[int, ...] = ()  # link counters in the last published snapshot
 
 
 class BusPoller:
@@ -174,6 +179,7 @@ class BusPoller:
     def snapshot(self, address: int) -> PackSnapshot:
         st = self.packs[address]
         lc: LinkCounters = self.owner.pack_counters(address)
+        st.published_link = _link_signature(lc)
         link = LinkStats(
             requests=lc.requests,
             responses=lc.responses,
@@ -270,6 +276,8 @@ class BusPoller:
                 self._log_transition(st, new)
                 st.availability = new
                 changed.append(self.snapshot(st.address))
+            elif _link_signature(self.owner.pack_counters(st.address)) != st.published_link:
+                changed.append(self.snapshot(st.address))  # failures show up in `link` while they happen
         if changed:
             self.store.publish(*changed, now=now)
 

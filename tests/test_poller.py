@@ -218,3 +218,18 @@ async def test_pace_master_only_reads_the_bank_through_the_master() -> None:
     assert view.pack("b1", 2).telemetry.soc_pct == 22.0  # type: ignore[union-attr]
     assert view.pack("b1", 3).telemetry is None  # type: ignore[union-attr]
     assert view.pack("b1", 9) is None  # not configured: ignored
+
+
+async def test_watchdog_publishes_link_counters_of_a_failing_pack() -> None:
+    wall = [1000.0]
+    poller, store, owner = make(cfg(), ScriptedDriver(), wall=lambda: wall[0])
+    poller._refresh_availability()
+    version = store.view.version
+    poller._refresh_availability()
+    assert store.view.version == version  # nothing changed: nothing published
+    owner.pack_counters(2).requests += 2
+    owner.pack_counters(2).timeouts += 2
+    poller._refresh_availability()
+    snap = store.view.pack("b1", 2)
+    assert snap is not None and snap.link.timeouts == 2 and snap.link.requests == 2
+    assert store.view.version == version + 1
