@@ -124,3 +124,30 @@ def test_scan_command_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown protocol" in capsys.readouterr().err
     assert main(["scan", "socket://127.0.0.1:1", "--addresses", "1"]) == 3
     assert "cannot open" in capsys.readouterr().err
+
+
+async def test_bus_vanishing_makes_packs_stale_then_offline_and_they_recover() -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    s = sim("tianpower", packs=2)
+    cfg = bus_cfg(port, protocol="tianpower", addresses=[1, 2], stale_after_s=0.6, offline_after_s=1.2)
+    server_cm = s.serve_tcp("127.0.0.1", port)
+    await server_cm.__aenter__()
+    async with polling(cfg) as (p, store):
+        states = lambda: {x.availability for x in store.view.packs.values()}  # noqa: E731
+        await until(lambda: states() == {Availability.ONLINE})
+        await server_cm.__aexit__(None, None, None)  # the converter disappears
+        await until(lambda: states() == {Availability.STALE}, 5)
+        await until(lambda: states() == {Availability.OFFLINE}, 5)
+        assert p.owner.counters.disconnects >= 1
+        assert all(x.telemetry is not None for x in store.view.packs.values())  # last values kept
+        server_cm = s.serve_tcp("127.0.0.1", port)
+        await server_cm.__aenter__()  # and comes back: reconnect with backoff, packs recover
+        try:
+            await until(lambda: states() == {Availability.ONLINE}, 15)
+            assert p.owner.counters.connects >= 2
+        finally:
+            await server_cm.__aexit__(None, None, None)
