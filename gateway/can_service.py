@@ -63,6 +63,7 @@ class CanStats:
     frames_received: int = 0
     send_errors: int = 0
     error_frames: int = 0
+    rx_dropped: int = 0  # received frames dropped because the event loop fell behind
     reconnects: int = 0
     keepalive: KeepaliveState = KeepaliveState.WAITING
     last_keepalive_at: float | None = None
@@ -81,6 +82,7 @@ class CanStats:
             "frames_received": self.frames_received,
             "send_errors": self.send_errors,
             "error_frames": self.error_frames,
+            "rx_dropped": self.rx_dropped,
             "reconnects": self.reconnects,
             "keepalive": self.keepalive.value,
             "last_keepalive_at": self.last_keepalive_at,
@@ -94,6 +96,32 @@ class CanStats:
 
 class _Reconnect(Exception):
     """The bus must be closed and reopened."""
+
+
+RX_QUEUE_SIZE = 1000
+
+
+class _Forward(can.Listener):
+    """Hands frames from python-can's receive thread to the event loop through a bounded queue."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self._loop = loop
+        self.queue: asyncio.Queue[can.Message] = asyncio.Queue(size)
+        self.dropped = 0
+        self.error: BaseException | None = None
+
+    def on_message_received(self, msg: can.Message) -> None:  # receive thread
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            self._loop.call_soon_threadsafe(self._put, msg)
+
+    def _put(self, msg: can.Message) -> None:  # event loop
+        try:
+            self.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    def on_error(self, exc: Exception) -> None:  # receive thread
+        self.error = exc
 
 
 def candump_line(timestamp: float, channel: str, frame: CanFrame) -> str:
@@ -250,17 +278,19 @@ class CanService:
     async def _serve(self) -> None:
         bus = self._bus
         assert bus is not None
-        loop = asyncio.get_running_loop()
-        reader = can.AsyncBufferedReader()
-        notifier = can.Notifier(bus, [reader], timeout=0.1, loop=loop)
+        forward = _Forward(asyncio.get_running_loop(), RX_QUEUE_SIZE)
+        # No event loop given to the Notifier: it always receives in its own thread (never a file
+        # descriptor reader on our loop), so stopping it off the loop below is safe.
+        notifier = can.Notifier(bus, [forward], timeout=0.1)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._receive_loop(reader, notifier))
+                tg.create_task(self._receive_loop(forward, notifier))
                 tg.create_task(self._send_loop())
         except* (can.CanError, OSError, _Reconnect) as group:
             raise _Reconnect("; ".join(str(e) for e in group.exceptions)) from None
         finally:
-            await self._io(notifier.stop)
+            await self._io(lambda: notifier.stop(timeout=2.0))
+            self.stats.rx_dropped += forward.dropped
 
     async def _send_loop(self) -> None:
         while True:
@@ -282,14 +312,15 @@ class CanService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
-    async def _receive_loop(self, reader: can.AsyncBufferedReader, notifier: can.Notifier) -> None:
+    async def _receive_loop(self, forward: _Forward, notifier: can.Notifier) -> None:
         error_run = 0
         while True:
             try:
-                msg = await asyncio.wait_for(reader.get_message(), timeout=1.0)
+                msg = await asyncio.wait_for(forward.queue.get(), timeout=1.0)
             except TimeoutError:
-                if notifier.exception is not None:
-                    raise _Reconnect(f"receive thread failed: {notifier.exception}") from None
+                failure = forward.error or notifier.exception
+                if failure is not None:
+                    raise _Reconnect(f"receive thread failed: {failure}") from None
                 continue
             if msg.is_error_frame:
                 self.stats.error_frames += 1
