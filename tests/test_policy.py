@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from typing import Any
 
 import pytest
 from can_policy_fixtures import bank, pack, params, telemetry, view
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config import ConfigError, PolicyConfig, parse_config
-from gateway.controls import Controls, OperationRequest, Source
+from gateway.controls import CAP_NAMES, Controls, OperationRequest, Source
 from gateway.model import Availability
-from gateway.policy import ChargeDecision, Factor, PolicyEngine, classify_flag, interpolate
+from gateway.policy import NEUTRAL_FLAGS, ChargeDecision, Factor, PolicyEngine, classify_flag, interpolate
 
 T0 = 1_800_000_000.0
 RATED = 2 * 100.0 * 0.9  # two packs x default rating x parallel scale
@@ -354,3 +357,51 @@ def test_bad_policy_config_is_refused_with_a_message(section: dict[str, Any]) ->
 def test_policy_config_from_toml_shape() -> None:
     cfg = parse_config({"policy": {"cell_voltage_charge_derating": [[3.4, 1.0], [3.5, 0.0]]}}, env={}).policy
     assert cfg.cell_voltage_charge_derating == [(3.4, 1.0), (3.5, 0.0)]
+
+
+FACTORS = {f.value for f in Factor}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cells=st.lists(st.floats(2.0, 4.0), min_size=4, max_size=24),
+    temps=st.lists(st.floats(-40.0, 100.0), min_size=0, max_size=6),
+    mos=st.none() | st.floats(-40.0, 150.0),
+    soc=st.floats(0.0, 100.0),
+    current=st.floats(-500.0, 500.0),
+    flags=st.lists(st.sampled_from(["CELL_OV_Prot", "DISC_OT_Prot", "weird", "SOC_Low_Alarm"]), max_size=3),
+    oc=st.none() | st.floats(0.0, 1000.0),
+    age=st.floats(0.0, 30.0),
+    caps=st.lists(st.tuples(st.sampled_from(sorted(CAP_NAMES)), st.floats(0.0, 100.0)), max_size=3),
+)
+def test_any_model_gives_a_sane_decision(
+    cells: list[float],
+    temps: list[float],
+    mos: float | None,
+    soc: float,
+    current: float,
+    flags: list[str],
+    oc: float | None,
+    age: float,
+    caps: list[tuple[str, float]],
+) -> None:
+    t = telemetry(
+        now=T0 - age, cells=cells, cell_temps_c=temps, mos_temp_c=mos, soc_pct=soc, current_a=current,
+        protections=flags,
+    )  # fmt: skip
+    parameters = params(T0, CHG_OC1_Start=oc) if oc is not None else None
+    v = view([pack(1, t, parameters=parameters), pack(2, telemetry(now=T0 - age))], T0)
+    controls = Controls()
+    for name, value in caps:
+        controls.set_cap(name, value, Source.EMS, now=T0)
+    engine = PolicyEngine(PolicyConfig())
+    for i in range(3):
+        d = engine.evaluate(v, controls.state(T0 + i), T0 + i)
+        values = (d.charge_voltage_v, d.discharge_voltage_v, d.charge_current_a, d.discharge_current_a)
+        assert all(math.isfinite(x) and x >= 0 for x in values)
+        assert d.discharge_voltage_v <= d.charge_voltage_v
+        assert set(d.limiting.values()) <= FACTORS
+        assert d.charge_enabled or d.charge_current_a == 0
+        assert d.discharge_enabled or d.discharge_current_a == 0
+        assert d.stale == (age + i > 10.0)
+        assert d.alarms <= NEUTRAL_FLAGS and d.warnings <= NEUTRAL_FLAGS
