@@ -179,8 +179,14 @@ class CanService:
 
     # -- public API ----------------------------------------------------------------------------------
     def set_protocol(self, name: str, options: Mapping[str, OptionValue] | None = None) -> None:
-        """Switch the protocol at run time (KeyError: unknown name, ValueError: bad option)."""
-        protocol = registry.create(name, self.config.options if options is None else options)
+        """Switch the protocol at run time (KeyError: unknown name, ValueError: bad option).
+
+        Without `options`, the `[can] options` apply when `name` is the configured protocol, and
+        the protocol's defaults otherwise.
+        """
+        if options is None:
+            options = self.config.options if name == self.config.protocol else {}
+        protocol = registry.create(name, options)
         old = self.protocol.name
         self.protocol = protocol
         self.stats.protocol = name

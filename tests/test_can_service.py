@@ -164,7 +164,9 @@ async def test_protocol_switch_at_run_time() -> None:
         with pytest.raises(KeyError, match="unknown inverter CAN protocol"):
             r.service.set_protocol("nope")
         assert r.service.protocol.name == "pylon"
-        r.service.set_protocol("sma", {})
+        with pytest.raises(ValueError, match="no option"):
+            r.service.set_protocol("sma", {"byte_order": "big"})
+        r.service.set_protocol("sma")
         r.received.clear()
         await r.collect(1.5, until=lambda got: 0x35F in [m.arbitration_id for m in got])
     assert r.service.stats.protocol == "sma"
