@@ -254,7 +254,7 @@ class CanService:
                 with contextlib.suppress(OSError):
                     self._log_file.close()
                 self._log_file = None
-            self._executor.shutdown(wait=True)
+            await asyncio.to_thread(self._executor.shutdown, wait=True)  # a hung driver never blocks the loop
             self._executor = None
 
     async def _io(self, fn: Callable[[], Any]) -> Any:
