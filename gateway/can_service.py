@@ -221,9 +221,12 @@ class CanService:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="can-io")
         try:
             if self.config.log:
-                self._log_file = await self._io(
-                    lambda: open(self.config.log or "", "a", encoding="ascii", buffering=1)  # noqa: SIM115
-                )
+                try:
+                    self._log_file = await self._io(
+                        lambda: open(self.config.log or "", "a", encoding="ascii", buffering=1)  # noqa: SIM115
+                    )
+                except OSError as err:
+                    raise ConfigError(f"can.log {self.config.log!r}: {err.strerror or err}") from None
             while True:
                 try:
                     try:

@@ -502,3 +502,11 @@ def test_policy_service_keeps_the_last_full_charge_across_restarts(tmp_path: Pat
     third = PolicyService(PolicyEngine(PolicyConfig()), store, Controls(), DecisionStore(), state_file=state)
     third.load_state()  # unreadable: logged, counting starts now
     assert not third.evaluate_now().full_charge_request
+
+
+async def test_unwritable_log_is_a_configuration_error(tmp_path: Path) -> None:
+    from gateway.config import ConfigError
+
+    config = cfg("x", log=str(tmp_path / "missing-dir" / "can.log"))
+    with pytest.raises(ConfigError, match=r"can\.log"):
+        await CanService(config, DecisionStore()).run(lambda: None)
