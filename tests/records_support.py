@@ -97,18 +97,19 @@ async def sim_context(
     poll: bool = True,
     config: dict[str, Any] | None = None,
     realtime_interval_s: float = 0.2,
+    timeout_s: float = 0.3,
 ) -> AsyncIterator[AppContext]:
     """An AppContext over the simulator's bus "sim" (its poller running when `poll`)."""
     protocol = sim.options.protocol
     driver = driver_for(protocol)
-    async with served_bus(sim, driver) as (owner, port):
+    async with served_bus(sim, driver, timeout_s=timeout_s) as (owner, port):
         bcfg = BusConfig(
             name="sim",
             url=f"socket://127.0.0.1:{port}",
             protocol=protocol,
             addresses=list(sim.addresses),
             request_gap_s=0.0,
-            response_timeout_s=0.3,
+            response_timeout_s=timeout_s,
             realtime_interval_s=realtime_interval_s,
             stale_after_s=1.0,
             offline_after_s=2.0,

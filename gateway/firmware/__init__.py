@@ -1,0 +1,1 @@
+"""Firmware upgrade jobs over the bms-gateway bootloader protocol (docs/firmware.md)."""
