@@ -427,3 +427,28 @@ async def test_openapi_document_and_audit_endpoint(tmp_path: Path) -> None:
         audit = (await call(stack, "GET", "/api/audit?action=clock.sync")).json()
         assert audit[0]["action"] == "clock.sync" and audit[0]["packs"] == ["sim/1"]
         assert audit[0]["role"] == "admin" and audit[0]["outcome"] == "ok"
+
+
+async def test_a_write_the_pack_refuses_halfway_reports_each_parameter(tmp_path: Path) -> None:
+    async with admin_stack(tmp_path, packs=1) as stack:
+        full = stack.sim.pack(1).physics.full_capacity_ah
+        body = {
+            "values": {
+                "CELL_OV_Start": 3.66,
+                "CELL_OV_Stop": 3.38,
+                "Set_Remaining_capacity": min(655.0, full + 50),
+            },
+            "allow_inferred": True,
+        }
+        doc = (await call(stack, "PUT", "/api/packs/sim/1/parameters", body)).json()
+        pack = doc["packs"][0]
+        outcomes = {i["name"]: i["outcome"] for i in pack["items"]}
+        # the table write went through (verified); the capacity write was refused by the pack; the
+        # unchanged CELL_OV_Stop cannot be shown to be written by this request
+        assert outcomes == {
+            "CELL_OV_Start": "verified",
+            "CELL_OV_Stop": "failed",
+            "Set_Remaining_capacity": "failed",
+        }
+        assert pack["outcome"] == "partial" and pack["written"] is True and "refused" in pack["detail"]
+        assert doc["outcome"] == "partial" and doc["written"] == ["sim/1"]

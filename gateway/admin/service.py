@@ -761,7 +761,9 @@ class AdminService:
             item = ItemReport(name, value, before.get(name))
             got = None if after is None else after.get(name)
             item.after = got
-            if got is not None and transfer.same_value(spec, got, value):
+            was = before.get(name)
+            already = was is not None and transfer.same_value(spec, was, value)
+            if got is not None and transfer.same_value(spec, got, value) and not (write_error and already):
                 item.outcome = Outcome.VERIFIED
             elif write_error is not None:
                 item.outcome, item.detail = Outcome.FAILED, write_error
