@@ -456,8 +456,8 @@ class GatewayCollector:
     def _render_limits(self, r: _Renderer) -> None:
         provider = self.sources.decision
         decision = provider() if provider is not None else None
-        if decision is None:
-            return
+        if decision is None or getattr(decision, "has_data", True) is False:
+            return  # no decision yet, or one made before any pack answered (nothing is sent then)
         r.add("bms_limit_charge_voltage_volts", (), decision.charge_voltage_v)
         r.add("bms_limit_discharge_voltage_volts", (), decision.discharge_voltage_v)
         r.add("bms_limit_charge_current_amperes", (), decision.charge_current_a)

@@ -54,6 +54,7 @@ class Decision:
     force_charge_2: bool = True
     full_charge_request: bool = False
     stale: bool = False
+    has_data: bool = True
     limiting: dict[str, str] = field(default_factory=lambda: {"charge_current_a": TD})
 
 
@@ -308,3 +309,11 @@ def test_docs_list_every_family() -> None:
     documented = set(re.findall(r"`((?:bms|bmsgw)_[a-z0-9_]+)`", DOCS.read_text(encoding="utf-8")))
     missing = [f.name for f in FAMILIES if f.name not in documented]
     assert not missing, missing
+
+
+def test_no_limits_before_the_policy_has_data() -> None:
+    store = ModelStore([("bus0", 1)])
+    names, _ = scrape(GatewayCollector(full_sources(store, Decision(has_data=False))))
+    assert not any(n.startswith("bms_limit_") for n in names)
+    names, _ = scrape(GatewayCollector(full_sources(store, Decision())))
+    assert "bms_limit_charge_current_amperes" in names

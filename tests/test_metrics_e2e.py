@@ -185,6 +185,32 @@ async def test_metrics_and_mqtt_follow_the_simulator(tmp_path: Path, broker: Bro
                         ) == pytest.approx(truth.mos_temperature_c)
                     assert samples[("bmsgw_mqtt_connected", frozenset())] == 1.0
 
+                    # the charge policy's decision, with its limiting factors
+                    async def limits() -> bool:
+                        s = await scrape(http)
+                        factors = [v for (n, _), v in s.items() if n == "bms_limit_limiting_factor"]
+                        return ("bms_limit_charge_current_amperes", frozenset()) in s and 1.0 in factors
+
+                    await until(limits)
+
+                    async def limits_match_the_decision() -> bool:
+                        s = await scrape(http)
+                        decision = ctx.extras["decisions"].latest
+                        active = {
+                            (dict(labels)["limit"], dict(labels)["factor"])
+                            for (n, labels), v in s.items()
+                            if n == "bms_limit_limiting_factor" and v == 1.0
+                        }
+                        return bool(
+                            active == set(decision.limiting.items())
+                            and s[("bms_limit_charge_current_amperes", frozenset())]
+                            == decision.charge_current_a
+                            and s[("bms_limit_charge_voltage_volts", frozenset())]
+                            == decision.charge_voltage_v
+                        )
+
+                    await until(limits_match_the_decision)
+
                     # MQTT: states arrive, equal the truth, and change with the simulator
                     async def mqtt_states() -> bool:
                         return all(f"e2e/b1/{a}/state" in state_docs for a in (1, 2))
