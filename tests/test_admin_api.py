@@ -237,6 +237,8 @@ async def test_an_edited_file_previews_exactly_the_edited_rows_then_applies(tmp_
             "PACK_UV_Stop": "verified",
         }
         assert stack.sim.pack(1).params["PACK_UV_Stop"] == pytest.approx(47.5)
+        r = await call(stack, "POST", "/api/packs/sim/1/parameters/import", "x" * 1_000_001)
+        assert r.status_code == 413 and "larger than" in r.json()["detail"]
         bad = buf.getvalue().replace("1,CELL_OV_Start,3.700", "1,CELL_OV_Start,9.9")
         r = await call(stack, "POST", "/api/packs/sim/1/parameters/import", bad)
         assert r.status_code == 422 and r.json()["errors"][0]["row"] == 1
@@ -391,6 +393,13 @@ async def test_gateway_protocols_switch_and_persist_with_comments(tmp_path: Path
         assert 'protocol = "byd-modbus"' in stack.config_path.read_text()
         entry = stack.admin.audit_log.query(action="gateway.protocols")
         assert [e.outcome for e in entry] == ["refused", "ok"]
+        # options configured for one CAN protocol that another does not accept: refused, file untouched
+        cfg = stack.ctx.config
+        bogus = cfg.can.model_copy(update={"options": {"bogus": 1}})
+        stack.ctx.config = cfg.model_copy(update={"can": bogus})
+        r = await call(stack, "PUT", "/api/gateway/protocols", {"can": "sma"})
+        assert r.status_code == 422 and "has no option 'bogus'" in r.json()["detail"]
+        assert 'protocol = "victron"' in stack.config_path.read_text()
 
 
 async def test_clock_read_sync_and_auto_sync(tmp_path: Path) -> None:

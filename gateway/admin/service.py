@@ -1577,6 +1577,14 @@ class AdminService:
                 raise Invalid("; ".join(str(e["message"]) for e in errors), errors)
             if can is None and rs485 is None:
                 raise Invalid("name at least one of can, rs485")
+            if can is not None:
+                try:  # the configured [can] options must suit the new protocol (pure check, nothing runs)
+                    registry.create(can, self.ctx.config.can.options)
+                except (KeyError, ValueError) as err:
+                    raise Invalid(
+                        f"CAN protocol {can!r} does not accept the configured [can] options: {err}",
+                        [{"parameter": "can", "value": can, "message": str(err)}],
+                    ) from None
             before = {"can": self.ctx.config.can.protocol, "rs485": self.ctx.config.inverter_rs485.protocol}
             changes = {k: v for k, v in (("can", can), ("rs485", rs485)) if v is not None}
             persisted = False

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.admin.auth import AuthError, RateLimiter, Role, TokenStore
 from gateway.admin.service import AdminError, AdminService, Caller
+from gateway.admin.transfer import MAX_FILE_BYTES
 
 OPENAPI_PATH = "/api/openapi.json"
 
@@ -95,6 +96,10 @@ class GatewayProtocolsBody(_Body):
 
 class ClockSyncBody(_Body):
     packs: list[str] | None = None
+
+
+class TooLarge(AdminError):
+    status = 413
 
 
 def _error(err: AdminError) -> JSONResponse:
@@ -232,7 +237,14 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         allow_inferred: bool = False,
     ) -> Any:
         """Validate a parameter file (the body); preview the rows that differ; `apply=true` writes them."""
-        raw = await request.body()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                return _error(TooLarge(f"the file is larger than {MAX_FILE_BYTES} bytes"))
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
