@@ -315,10 +315,10 @@ def samples_table(samples: Sequence[Sample]) -> tuple[list[str], list[list[Any]]
         rows.append(
             [
                 time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.at)),
-                s.at,
+                round(s.at, 3),  # milliseconds: a spreadsheet keeps 15 significant digits
                 f"{s.bus}/{s.address}",
                 s.availability,
-                s.measured_at,
+                None if s.measured_at is None else round(s.measured_at, 3),
                 *(s.values.get(f) for f in VALUE_FIELDS),
                 *(c + [None] * (cells - len(c))),
                 *(t + [None] * (temps - len(t))),

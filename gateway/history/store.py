@@ -381,7 +381,7 @@ def record_rows(records: Iterable[StoredRecord]) -> tuple[list[str], list[list[A
             r.bus,
             r.address,
             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.recorded_at)),
-            r.recorded_at,
+            round(r.recorded_at, 3),  # a spreadsheet keeps 15 significant digits
             r.event,
             r.event_code,
             r.voltage_v,
