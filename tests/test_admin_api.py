@@ -374,10 +374,24 @@ async def test_pace_protocol_selection_and_both_mos_off(tmp_path: Path) -> None:
         assert r.status_code == 409 and "not available" in r.json()["detail"]
 
 
+class RunningService:
+    """Stands in for the running CAN service / RS485 port: records `set_protocol` calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def set_protocol(self, *args: Any) -> None:
+        self.calls.append(args)
+
+
 async def test_gateway_protocols_switch_and_persist_with_comments(tmp_path: Path) -> None:
     async with admin_stack(tmp_path, packs=1) as stack:
+        can, rs485 = RunningService(), RunningService()
+        stack.ctx.extras.update(can=can, inverter_rs485=rs485)
         r = await call(stack, "PUT", "/api/gateway/protocols", {"can": "victron", "rs485": "byd-modbus"})
         doc = r.json()
+        assert doc["applied_to_running_services"] == ["can", "rs485"]
+        assert can.calls == [("victron", {})] and rs485.calls == [("byd-modbus",)]
         assert (
             r.status_code == 200
             and doc["persisted"] is True

@@ -1598,8 +1598,8 @@ class AdminService:
             cfg = self.ctx.config
             if can is not None:
                 service = self.ctx.extras.get("can")
-                if service is not None:
-                    service.set_protocol(can)
+                if service is not None:  # the same options the configuration gives it at the next start
+                    service.set_protocol(can, dict(cfg.can.options))
                     applied.append("can")
                 cfg = cfg.model_copy(update={"can": cfg.can.model_copy(update={"protocol": can})})
             if rs485 is not None:
