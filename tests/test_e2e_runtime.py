@@ -55,11 +55,11 @@ url = "socket://127.0.0.1:{port}"
 protocol = "tianpower"
 addresses = {addresses}
 request_gap_s = 0.02
-response_timeout_s = 0.5
+response_timeout_s = 0.4
 retries = 1
 realtime_interval_s = 0.2
-stale_after_s = 1.5
-offline_after_s = 3.0
+stale_after_s = 2.0
+offline_after_s = 4.0
 """,
         encoding="utf-8",
     )
@@ -185,6 +185,7 @@ async def test_faults_offline_pack_and_counters(tmp_path: Path) -> None:
             assert counters["corrupted_responses"] > 0 and counters["dropped"] > 0
 
             # pack 2 goes silent: stale, then offline; the others keep updating
+            sim.faults = FaultSpec()  # (each poll of the silent pack now costs two timeouts)
             sim.set_online(2, False)
             await wait_for(client, lambda ps: by_addr(ps)[2]["availability"] == "stale", 10)
             before = {
@@ -207,7 +208,6 @@ async def test_faults_offline_pack_and_counters(tmp_path: Path) -> None:
             await wait_for(client, lambda ps: all(p["availability"] == "online" for p in ps), 10)
 
             # quiesce, then the gateway's counters must account for every injected fault
-            sim.faults = FaultSpec()
             await asyncio.sleep(0.8)
             status = (await client.get("/api/system")).json()["gateway"]["buses"]["b1"]["counters"]
             faults = sim.fault_counters
