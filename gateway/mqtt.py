@@ -23,6 +23,7 @@ This module must never call a pack or wait on the broker from a producer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -647,7 +648,15 @@ class MqttService:
             log.info("MQTT connected to %s:%d", host, port)
             # Both halves run as fresh tasks of this session (not in a TaskGroup: on Python 3.11 a
             # TaskGroup whose child fails after the body ended leaves a cancel request on the parent).
-            await _first_to_finish(self._session_body(client), self._listen(client))
+            try:
+                await _first_to_finish(self._session_body(client), self._listen(client))
+            except asyncio.CancelledError:
+                # a clean disconnect sends no last will: say "offline" ourselves before leaving
+                with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+                    await asyncio.wait_for(
+                        client.publish(self.topics.status, b"offline", qos=1, retain=True), timeout=2.0
+                    )
+                raise
 
     async def _session_body(self, client: aiomqtt.Client) -> None:
         await self._send(client, self.topics.status, b"online", 1, True)

@@ -31,7 +31,7 @@ class Broker:
         self.kind = prefer or ("mosquitto" if mosquitto else "amqtt")
         self._mosquitto = mosquitto
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log = None
+        self._started = False
 
     def _command(self) -> list[str]:
         if self.kind == "mosquitto":
@@ -51,16 +51,33 @@ class Broker:
         return [sys.executable, "-c", "from amqtt.scripts.broker_script import main; main()", "-c", str(conf)]
 
     def start(self, timeout_s: float = 15.0) -> None:
+        """Start (or restart on the same port). A port taken meanwhile by another process is retried:
+        with a new port on the first start, with the same port (a few times) on a restart."""
+        for attempt in range(5):
+            if self._try_start(timeout_s):
+                self._started = True
+                return
+            if not self._started:
+                self.port = free_port()
+            time.sleep(0.2 * (attempt + 1))
+        raise RuntimeError(f"{self.kind}: port {self.port} stayed in use")
+
+    def _try_start(self, timeout_s: float) -> bool:
         log_path = self.workdir / f"{self.kind}.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
         with log_path.open("ab") as log:
             self._proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited: {log_path.read_text(errors='replace')[-2000:]}")
+                self._proc = None
+                output = log_path.read_bytes()[offset:].decode(errors="replace")
+                if "in use" in output:
+                    return False
+                raise RuntimeError(f"{self.kind} exited: {output[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                    return True
             except OSError:
                 time.sleep(0.05)
         self.stop()

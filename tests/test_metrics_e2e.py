@@ -213,7 +213,8 @@ async def test_metrics_and_mqtt_follow_the_simulator(tmp_path: Path, broker: Bro
 
                     # MQTT: states arrive, equal the truth, and change with the simulator
                     async def mqtt_states() -> bool:
-                        return all(f"e2e/b1/{a}/state" in state_docs for a in (1, 2))
+                        docs = [state_docs.get(f"e2e/b1/{a}/state", {}) for a in (1, 2)]
+                        return all(d.get("cells_v") for d in docs)
 
                     await until(mqtt_states)
                     doc = state_docs["e2e/b1/1/state"]

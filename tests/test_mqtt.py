@@ -263,6 +263,16 @@ asyncio.run(MqttService(cfg, ModelStore([("bus0", 1)])).run(lambda: None))
 """
 
 
+async def test_a_stopped_gateway_says_offline(broker: Broker) -> None:
+    service = MqttService(config(broker.port), ModelStore(KEYS))
+    async with listening(broker.port, "bmsgw/status") as sub:
+        async with running(service):
+            await sub.wait(lambda: sub.last("bmsgw/status") == b"online")
+        await sub.wait(lambda: sub.last("bmsgw/status") == b"offline")
+    async with listening(broker.port, "bmsgw/status") as late:  # and it stays so (retained)
+        await late.wait(lambda: late.last("bmsgw/status") == b"offline")
+
+
 async def test_last_will_marks_the_gateway_offline_when_the_process_dies(broker: Broker) -> None:
     async with listening(broker.port, "bmsgw/status") as sub:
         proc = await asyncio.create_subprocess_exec(sys.executable, "-c", GATEWAY_PROCESS, str(broker.port))
