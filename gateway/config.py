@@ -244,7 +244,8 @@ class MqttConfig(Section):
     """MQTT state, events and Home Assistant discovery (see docs/mqtt.md)."""
 
     enabled: bool = False
-    url: str = Field(default="mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/\s:]+(:\d{1,5})?/?$")  # mqtts = TLS
+    # mqtt://host[:port] or mqtts://host[:port] (TLS, default port 8883)
+    url: str = Field(default="mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/\s:]+(:\d{1,5})?/?$")
     username: str | None = None  # or BMS_GATEWAY_MQTT_USERNAME
     password: str | None = None  # or BMS_GATEWAY_MQTT_PASSWORD
     ca_file: str | None = None  # mqtts: CA bundle for the broker's certificate (system store when unset)
@@ -253,7 +254,7 @@ class MqttConfig(Section):
     client_id: str = Field(default="bms-gateway", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # also names HA ids
     base_topic: str = Field(default="bms-gateway", pattern=r"^[^#+\s]+[^#+/\s]$")
     qos: Literal[0, 1, 2] = 1
-    retain_state: bool = True  # retain state documents (availability, birth and discovery are always retained)
+    retain_state: bool = True  # retain state documents (availability, birth, discovery: always retained)
     persistent_session: bool = False  # clean_session = false: the broker keeps our QoS 1/2 session
     keepalive_s: int = Field(default=60, ge=5, le=3600)
     discovery: bool = True  # Home Assistant MQTT discovery
