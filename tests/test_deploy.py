@@ -53,6 +53,22 @@ def metric_names(expr: str) -> set[str]:
     return {w for w in words if w not in PROMQL_WORDS and not re.fullmatch(r"(?i)e\d*", w)}
 
 
+def balanced(expr: str) -> bool:
+    """Brackets pair up and quotes close (a cheap PromQL syntax check; no Prometheus here)."""
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack: list[str] = []
+    text = re.sub(r'"[^"]*"', '""', expr)
+    if text.count('"') % 2:
+        return False
+    for ch in text:
+        if ch in "([{":
+            stack.append(ch)
+        elif ch in pairs:
+            if not stack or stack.pop() != pairs[ch]:
+                return False
+    return not stack
+
+
 def walk_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for p in panels:
         yield p
@@ -129,6 +145,9 @@ def test_every_panel_query_names_an_exported_metric() -> None:
             unknown = names - exported
             assert not unknown, (p["title"], unknown)
             used |= names
+    for p in walk_panels(dash["panels"]):
+        for t in p.get("targets", []):
+            assert balanced(t["expr"]), (p["title"], t["expr"])
     for var in dash["templating"]["list"]:
         m = re.fullmatch(r"label_values\(([a-z_]+)(\{[^}]*\})?, *([a-z_]+)\)", var["query"]["query"])
         assert m and m.group(1) in exported, var["query"]
@@ -152,6 +171,7 @@ def test_every_panel_query_names_an_exported_metric() -> None:
 
 
 def test_metric_name_extraction() -> None:
+    assert balanced('sum(rate(x{a="(}"}[5m]))') and not balanced("sum(rate(x[5m])") and not balanced("x{a=1)")
     expr = (
         "histogram_quantile(0.95, sum by (le, bus) (rate(bmsgw_poll_duration_seconds_bucket{site=~'x'}[5m])))"
     )
