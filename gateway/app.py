@@ -216,6 +216,9 @@ def build_services(ctx: AppContext) -> list[Service]:
     from gateway.http.admin import install as install_admin  # admin API (+ clock auto-sync)
 
     services.extend(install_admin(ctx))
+    from gateway.http.records import install as install_records  # history, recording, firmware
+
+    services.extend(install_records(ctx))
     from gateway.mqtt import install as install_mqtt  # MQTT + Home Assistant discovery
 
     services.extend(install_mqtt(ctx))

@@ -99,6 +99,7 @@ async def test_full_upgrade_changes_the_version_string(protocol: str, tmp_path: 
         assert progress == sorted(progress) and progress[-1] == 47 and len(set(progress)) > 2
         ident = await ctx.driver_for(("sim", 1)).read_identity(ctx.buses["sim"], 1)  # type: ignore[union-attr]
         assert ident.version == NEW_VERSION[protocol]
+        assert ctx.store.view.pack("sim", 1).identity.version == NEW_VERSION[protocol]  # type: ignore[union-attr]
         assert ("firmware.upload", "ok") in audit_actions(fw)
         assert ("firmware.flash", "started") in audit_actions(fw)
         assert ("firmware.result", "ok") in audit_actions(fw)

@@ -583,3 +583,7 @@ def register(sub: Any) -> None:
     sp = leaf(groups, "audit", cmd_audit, "the audit log (admin)")
     sp.add_argument("--limit", type=int, default=50)
     sp.add_argument("--action")
+
+    from gateway.commands.admin_records import register_records  # history, record, firmware
+
+    register_records(groups, leaf)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.drivers.base import BusClient, BusError, Driver, NoResponse, NotSent, Priority
+from gateway.model import PackIdentity
 from protocol.bms import bootloader as bl
 from protocol.bms.base import Frame
 from protocol.errors import RemoteProtocolError
@@ -167,6 +168,7 @@ class FirmwareJob:
         self._wall = wall
         self._abort = asyncio.Event()
         self._changed = asyncio.Event()
+        self.identity: PackIdentity | None = None  # read back after the reboot
 
     # ---- observation and control -----------------------------------------------------------------
 
@@ -320,6 +322,7 @@ class FirmwareJob:
         for _ in range(self.block_retries + 2):
             try:
                 ident = await self.driver.read_identity(self.bus, self.rec.address)
+                self.identity = ident
                 version = ident.version
                 break
             except BusError as err:

@@ -35,7 +35,7 @@ from gateway.drivers.base import Driver
 from gateway.firmware.images import ImageInfo, ImageStore
 from gateway.firmware.job import ACTIVE, RESUMABLE, FirmwareJob, JobFiles, JobRecord, JobState
 from gateway.history.errors import Conflict, Invalid, NotFound, Who, require
-from gateway.model import PackKey
+from gateway.model import PackIdentity, PackKey
 from gateway.service import ReadyCallback
 from protocol.bms.bootloader import FirmwareImage, ImageError
 
@@ -321,6 +321,8 @@ class FirmwareService:
             rec = await job.run()
         finally:
             self.running.pop(job.rec.id, None)
+        if job.identity is not None:
+            self._publish_identity((rec.bus, rec.address), job.identity)
         outcome = {JobState.DONE: "ok", JobState.FAILED: "failed"}.get(rec.state, rec.state.value)
         await self.audit(
             who,
@@ -332,6 +334,16 @@ class FirmwareService:
             after=rec.new_version if rec.state is JobState.DONE else None,
             detail=rec.detail,
         )
+
+    def _publish_identity(self, key: PackKey, identity: PackIdentity) -> None:
+        """The version read back after the reboot goes into the model at once (the poller re-reads
+        identities only every `identity_interval_s`)."""
+        poller = self.ctx.pollers.get(key[0])
+        state = None if poller is None else poller.packs.get(key[1])
+        if poller is None or state is None:
+            return
+        state.identity = identity
+        self.ctx.store.publish(poller.snapshot(key[1]), now=self._wall())
 
     async def resume(self, who: Who, job_id: str) -> JobRecord:
         rec = self.job(job_id)

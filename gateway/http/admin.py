@@ -390,5 +390,6 @@ def install(ctx: Any) -> list[Any]:
     admin = AdminService.from_context(ctx)
     tokens = TokenStore(state_path(ctx.config, ctx.config_path, ctx.config.admin.tokens_file))
     limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
+    ctx.extras["admin_auth"] = (tokens, limiter)  # shared by the records API (gateway.http.records)
     ctx.http_routers.append(admin_router(admin, tokens, limiter))
     return [ClockAutoSync(admin)] if ctx.config.admin.clock_auto_sync else []
