@@ -196,8 +196,18 @@ class ThreadedConnection(Connection):
         self._closed = True
         loop = asyncio.get_running_loop()
         with contextlib.suppress(OSError, serial.SerialException):
-            await loop.run_in_executor(self._executor, self._ser.close)
+            await loop.run_in_executor(self._executor, self._blocking_close)
         self._executor.shutdown(wait=False)
+
+    def _blocking_close(self) -> None:
+        # pyserial's rfc2217 close() skips socket.close() when shutdown() fails (peer already gone):
+        # close the socket ourselves so it is never leaked
+        sock = getattr(self._ser, "_socket", None)
+        try:
+            self._ser.close()
+        finally:
+            if sock is not None:
+                sock.close()
 
 
 async def open_connection(

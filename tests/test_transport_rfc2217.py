@@ -5,8 +5,10 @@ closing the connection."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -95,3 +97,7 @@ async def test_rfc2217_roundtrip_settings_and_hang_up() -> None:
                     await conn.read(0.05)
         finally:
             await conn.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]  # no leaked socket
