@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from gateway.app import Supervisor, build_context, build_services, run_app
+from gateway.commands.run import describe
 from gateway.config import Config, ConfigError
 from gateway.context import AppContext
 from gateway.http import bind
@@ -176,6 +177,9 @@ async def test_run_app_on_the_simulator_serves_http_and_stops_cleanly(
         async with asyncio.timeout(20):
             await ready.wait()
             url = seen[0].endpoints["http"]
+            printed = describe(seen[0])
+            assert f"http: {url}" in printed and f"packs: {url}/api/packs" in printed
+            assert any(line.startswith("simulator bus: socket://127.0.0.1:") for line in printed)
             async with httpx.AsyncClient(base_url=url) as client:
                 assert (await client.get("/readyz")).status_code == 200
                 for _ in range(400):

@@ -52,6 +52,10 @@ def describe(ctx: AppContext) -> list[str]:
     if http:
         lines.append(f"packs: {http}/api/packs")
         lines.append(f"system: {http}/api/system")
+        paths = {getattr(route, "path", "") for router in ctx.http_routers for route in router.routes}
+        if "/metrics" in paths:
+            lines.append(f"metrics: {http}/metrics")
+        lines.append(f"api docs: {http}/docs")
     return lines
 
 
