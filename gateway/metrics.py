@@ -673,8 +673,7 @@ def sources_from_context(ctx: AppContext) -> MetricsSources:
         stats = getattr(extras.get("can"), "stats", None)
         if stats is None:
             return None
-        state = str(stats.keepalive)
-        keepalive = True if state in ("ok", "not_expected") else False if state == "lost" else None
+        keepalive = str(stats.keepalive) in ("ok", "not_expected")  # waiting or lost: 0
         return CanHealth(
             stats.protocol,
             stats.frames_sent,
@@ -688,7 +687,7 @@ def sources_from_context(ctx: AppContext) -> MetricsSources:
         if service is None:
             return None
         st = service.stats()
-        return Rs485Health(st.protocol, st.requests, st.errors, st.inverter_present)
+        return Rs485Health(st.protocol, st.requests, st.errors, bool(st.inverter_present))  # never polled: 0
 
     def mqtt() -> MqttHealth | None:
         service = extras.get("mqtt")

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiomqtt
 import httpx
 import pytest
-from mqtt_broker import Broker
+from mqtt_broker import Broker, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import run_app
@@ -255,3 +255,60 @@ async def test_metrics_and_mqtt_follow_the_simulator(tmp_path: Path, broker: Bro
             pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await pump_task
+
+
+async def test_every_family_with_every_adapter_enabled(tmp_path: Path, broker: Broker) -> None:
+    """The providers read the real Modbus, CAN, RS485, MQTT, bus and policy services through the context."""
+    config = parse_config(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "simulator": {"enabled": True, "packs": 2, "profile": "idle"},
+            "http": {"listen": "127.0.0.1:0"},
+            "modbus": {"enabled": True, "listen": "127.0.0.1:0"},
+            "can": {"enabled": True, "interface": "virtual", "channel": f"metrics-e2e-{broker.port}"},
+            "inverter_rs485": {"enabled": True, "url": f"socket://127.0.0.1:{free_port()}"},  # no inverter
+            "mqtt": {"enabled": True, "url": f"mqtt://127.0.0.1:{broker.port}", "min_interval_s": 0.0},
+        },
+        env={},
+    )
+    stop = asyncio.Event()
+    ready: asyncio.Future[AppContext] = asyncio.get_running_loop().create_future()
+    task = asyncio.ensure_future(
+        run_app(config, None, install_signals=False, stop=stop, on_all_ready=ready.set_result)
+    )
+    try:
+        ctx = await asyncio.wait_for(asyncio.shield(ready), 30)
+        async with httpx.AsyncClient(base_url=ctx.endpoints["http"]) as http:
+            wanted = {f.name + ("_count" if f.kind == "histogram" else "") for f in FAMILIES}
+            # flags appear once seen, the clock after its first read, nominal capacity where reported
+            optional = {
+                "bms_pack_protection",
+                "bms_pack_alarm",
+                "bms_pack_fault",
+                "bms_pack_status",
+                "bms_bank_protection",
+                "bms_bank_alarm",
+                "bms_bank_fault",
+                "bms_pack_clock_drift_seconds",
+                "bms_pack_nominal_capacity_ampere_hours",
+                "bmsgw_modbus_requests_total",  # by function: only after a request
+                "bmsgw_modbus_exceptions_total",
+            }
+            missing: set[str] = set()
+
+            async def all_there() -> bool:
+                nonlocal missing
+                names = {n for n, _ in await scrape(http)}
+                missing = wanted - optional - names
+                return not missing
+
+            try:
+                await until(all_there)
+            except TimeoutError:
+                pytest.fail(f"families missing: {sorted(missing)}")
+            s = await scrape(http)
+            assert s[("bmsgw_service_up", frozenset({("service", "mqtt")}))] == 1.0
+            assert s[("bmsgw_mqtt_connected", frozenset())] == 1.0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
