@@ -299,3 +299,25 @@ def test_queries_by_pack_time_and_event(tmp_path: Path) -> None:
         assert job is not None and job.stored == 3 and job.duplicates == 1 and job.next_index == 3
     finally:
         db.close()
+
+
+async def test_replies_lost_on_the_wire_do_not_lose_records(tmp_path: Path) -> None:
+    from gateway.simulator import FaultSpec
+
+    # A dropped answer makes the bus owner resend READ_RECORDS: the Tianpower pack has already moved
+    # its cursor, so that record is skipped in this pass and the stream ends before the count.
+    sim = make_sim("tianpower", packs=1, history_records=1000, faults=FaultSpec(drop_prob=0.01))
+    driver = driver_for("tianpower")
+    db = HistoryDB(tmp_path / "h.sqlite")
+    try:
+        async with served_bus(sim, driver, timeout_s=0.05, retries=3) as (owner, _port):
+            result = await DownloadJob(db, owner, driver, "sim", 1, "SN-L").run()
+            truth = list(sim.pack(1).history.records)
+        assert sim.fault_counters["dropped"] > 0
+        assert result.state == "done", result.detail
+        assert result.read > len(truth)  # the stream was read again
+        assert db.count() == len(truth)
+        stored = sorted(round(r.voltage_v, 3) for r in db.query(RecordQuery()))
+        assert stored == sorted(round(r.voltage_mv / 1000, 3) for r in truth)
+    finally:
+        db.close()

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 BATCH_RECORDS = 64  # records per commit (at most this many are re-read after a kill)
 BATCH_INTERVAL_S = 1.0  # ... or this long, whichever comes first
 MAX_RECORDS_WITHOUT_COUNT = 100_000  # PACE reports no count: a bound for a pack that never ends
+MAX_REREADS = 2  # full re-reads of a stream that ended before the count the pack reported
 
 
 class JobBusy(Exception):
@@ -93,6 +94,7 @@ class DownloadJob:
         *,
         resume: bool = True,
         record_retries: int = 3,
+        record_timeout_s: float = 10.0,
         batch_records: int = BATCH_RECORDS,
         batch_interval_s: float = BATCH_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
@@ -106,6 +108,7 @@ class DownloadJob:
         self.pack_serial = pack_serial
         self.resume = resume
         self.record_retries = record_retries
+        self.record_timeout_s = record_timeout_s
         self.batch_records = max(1, batch_records)
         self.batch_interval_s = batch_interval_s
         self._clock = clock
@@ -188,6 +191,39 @@ class DownloadJob:
             started_at=now,
         )
         limit = count if count is not None else MAX_RECORDS_WITHOUT_COUNT
+        state, detail, index = await self._pass(start, limit, count)
+        rereads = 0
+        while state == "done" and count is not None and index < count and rereads < MAX_REREADS:
+            # The pack ended its stream early: a reply was lost on the wire after the pack had
+            # moved its read cursor (Tianpower streams cannot seek), so a record was skipped.
+            # Read the stream again from the newest record; only the missing ones are stored.
+            rereads += 1
+            log.info(
+                "history %s: stream ended after %d of %d records; reading it again", self.pack, index, count
+            )
+            try:
+                count = await self.driver.history_count(self.bus, self.address)
+            except BusError as err:
+                state, detail = "failed", f"the record count could not be read again: {err}"
+                break
+            limit = count
+            state, detail, index = await self._pass(0, limit, count)
+        if state == "done":
+            try:
+                await self._catch_up(index, count)
+            except BusError as err:
+                log.info(
+                    "history %s: newer records not read (%s); the next download gets them", self.pack, err
+                )
+            detail = f"{self.progress.stored} records stored, {self.progress.duplicates} already present"
+            if count is not None and index < count:
+                detail += f"; the pack's stream ended after {index} of the {count} records it reported"
+            await asyncio.to_thread(self.db.set_job_state, self.pack, "done", detail, self._wall())
+        self._set(state=state, detail=detail)
+        return self.progress
+
+    async def _pass(self, start: int, limit: int, count: int | None) -> tuple[str, str, int]:
+        """Read records start.. until end-of-data, `limit`, a stop or a silent pack; commit them."""
         batch: list[HistoryRecord] = []
         batch_at = self._clock()
         index = start
@@ -213,17 +249,7 @@ class DownloadJob:
                 batch = []
                 batch_at = self._clock()
         await self._commit(batch, index, count, state=state, detail=detail)
-        if state == "done":
-            try:
-                await self._catch_up(index, count)
-            except BusError as err:
-                log.info(
-                    "history %s: newer records not read (%s); the next download gets them", self.pack, err
-                )
-            detail = f"{self.progress.stored} records stored, {self.progress.duplicates} already present"
-            await asyncio.to_thread(self.db.set_job_state, self.pack, "done", detail, self._wall())
-        self._set(state=state, detail=detail)
-        return self.progress
+        return state, detail, index
 
     async def _catch_up(self, next_index: int, count: int | None) -> None:
         """Records the pack stored after this job (or its first run) started sit at the newest end
@@ -252,10 +278,11 @@ class DownloadJob:
     async def _read(self, index: int) -> HistoryRecord | None:
         for attempt in range(self.record_retries + 1):
             try:
-                return await self.driver.read_history(self.bus, self.address, index)
-            except (NoResponse, NotSent):
+                async with asyncio.timeout(self.record_timeout_s):
+                    return await self.driver.read_history(self.bus, self.address, index)
+            except (NoResponse, NotSent, TimeoutError):
                 if attempt >= self.record_retries:
-                    raise
+                    raise NoResponse(f"no record after {attempt + 1} attempts") from None
                 log.debug("history %s record %d: no answer, retry %d", self.pack, index, attempt + 1)
         return None  # not reached: the last attempt raises
 

@@ -199,9 +199,19 @@ class HistoryService:
             serial,
             resume=resume,
             record_retries=self.ctx.config.history.record_retries,
+            record_timeout_s=self._record_timeout_s(key[0]),
         )
         self.jobs[label(key)] = job
         return job
+
+    def _record_timeout_s(self, bus: str) -> float:
+        """`[history] record_timeout_s`, but never shorter than one full bus transaction (response
+        timeout x attempts) plus a second, so a slow but answering pack is not abandoned."""
+        configured = self.ctx.config.history.record_timeout_s
+        poller = self.ctx.pollers.get(bus)
+        if poller is None:
+            return configured
+        return max(configured, poller.cfg.response_timeout_s * (poller.cfg.retries + 1) + 1.0)
 
     async def _run_sequence(self, first: DownloadJob, rest: Sequence[PackKey], resume: bool) -> None:
         job: DownloadJob | None = first
