@@ -94,7 +94,9 @@ class ModbusConfig(Section):
     max_connections: int = Field(default=16, ge=1, le=1024)
     idle_timeout_s: float = Field(default=300.0, gt=0)
     request_rate_per_s: float = Field(default=500.0, gt=0)  # per client IP; beyond it requests are delayed
-    request_burst: int = Field(default=200, ge=1)  # requests a client may send at once before the rate applies
+    request_burst: int = Field(
+        default=200, ge=1
+    )  # requests a client may send at once before the rate applies
     cap_timeout_s: float = Field(default=300.0, gt=0, le=86400)  # written caps revert unless refreshed
     manufacturer: str = Field(default="bms-gateway", max_length=32)  # SunSpec model 1 Mn (bank unit)
     model_name: str = Field(default="BMS bank", max_length=32)  # SunSpec model 1 Md (bank unit)
