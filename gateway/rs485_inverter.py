@@ -261,7 +261,14 @@ class _Counters:
 def make_responder(protocol: str, config: InverterRs485Config) -> Rs485Responder:
     if protocol == "pylon-rs485":
         return PylonResponder(
-            PylonOptions(group=config.pylon_group, share_module_limits=config.pylon_share_module_limits)
+            PylonOptions(
+                group=config.pylon_group,
+                share_module_limits=config.pylon_share_module_limits,
+                inferred_stack_replies=config.pylon_inferred_stack_replies,
+                inferred_system_basic=config.pylon_inferred_system_basic,
+                inferred_set_management=config.pylon_inferred_set_management,
+                inferred_system_analog=config.pylon_inferred_system_analog,
+            )
         )
     if protocol == "byd-modbus":
         return BydModbusResponder(config.byd_unit_id, config.byd_heartbeat_timeout_s)

@@ -33,6 +33,18 @@ from protocol.inverter.pylon_rs485 import (
 from protocol.inverter.rs485_base import BankView, Limits
 
 NOW = 1000.0
+INFERRED = PylonOptions(
+    inferred_stack_replies=True,
+    inferred_system_basic=True,
+    inferred_set_management=True,
+    inferred_system_analog=True,
+)
+
+
+def inferred() -> PylonResponder:
+    """A responder with every *inferred* layout opted in."""
+    return PylonResponder(INFERRED)
+
 
 # --- framing against the reference's vectors ---------------------------------------------------
 
@@ -150,7 +162,7 @@ def test_analog_slave_and_whole_stack() -> None:
     r = Reader(d.info)
     assert (r.take("B"), r.take("B")) == (0, 4)
     assert decode_module_analog(r)["cycles"] == 23
-    d = ref_decode(answer(view, build_request(0x20, 0x02, 0x42, b"\xff")))
+    d = ref_decode(answer(view, build_request(0x20, 0x02, 0x42, b"\xff"), inferred()))
     r = Reader(d.info)
     assert r.take("B") == 0 and r.take("B") == 3
     blocks = [decode_module_analog(r) for _ in range(3)]
@@ -193,7 +205,7 @@ def test_alarm_module_and_stack() -> None:
     assert status3 == 0b0100_0000  # effective discharge current
     assert (s4, s5) == (0, 0)
     assert r.rest == 0
-    d = ref_decode(answer(view, build_request(0x20, 0x02, 0x44, b"\xff")))
+    d = ref_decode(answer(view, build_request(0x20, 0x02, 0x44, b"\xff"), inferred()))
     r = Reader(d.info)
     assert r.take("B") == 2
     r.pos += 1 + 16 + 1 + 6 + 3 + 5
@@ -273,8 +285,8 @@ def test_stale_gives_blocking_answers_never_silence() -> None:
     r.take("B")
     assert decode_management(r)["charge_a"] == 150.0  # the only fresh module carries it all
     nothing = BankView(modules=(module(1, fresh=False),), limits=LIMITS)
-    assert ref_decode(answer(nothing, build_request(0x20, 2, 0x61))).rtn == 0x91
-    assert ref_decode(answer(nothing, build_request(0x20, 2, 0x42, b"\xff"))).rtn == 0x91
+    assert ref_decode(answer(nothing, build_request(0x20, 2, 0x61), inferred())).rtn == 0x91
+    assert ref_decode(answer(nothing, build_request(0x20, 2, 0x42, b"\xff"), inferred())).rtn == 0x91
     r = Reader(ref_decode(answer(nothing, build_request(0x20, 2, 0x63))).info)
     assert decode_management(r)["status"] == 0
 
@@ -289,7 +301,7 @@ def test_serial_and_software_version() -> None:
 
 def test_set_management_holds_ten_seconds() -> None:
     view = bank(1)
-    responder = PylonResponder()
+    responder = inferred()
     info = bytes([2]) + (54000).to_bytes(2, "big") + (49000).to_bytes(2, "big")
     info += (300).to_bytes(2, "big") + (2000).to_bytes(2, "big")
     d = ref_decode(answer(view, build_request(0x20, 2, 0x94, info), responder, now=100.0))
@@ -306,7 +318,7 @@ def test_set_management_holds_ten_seconds() -> None:
 
 def test_set_management_tightens_system_answer() -> None:
     view = bank(2)
-    responder = PylonResponder()
+    responder = inferred()
     info = bytes([3]) + (54000).to_bytes(2, "big") + (47000).to_bytes(2, "big")
     info += (100).to_bytes(2, "big") + (5000).to_bytes(2, "big")
     answer(view, build_request(0x20, 3, 0x94, info), responder, now=50.0)
@@ -328,7 +340,7 @@ def test_turn_off_is_acknowledged_and_counted() -> None:
 
 def test_system_basic_info() -> None:
     view = bank(2)
-    r = Reader(ref_decode(answer(view, build_request(0x20, 2, 0x60))).info)
+    r = Reader(ref_decode(answer(view, build_request(0x20, 2, 0x60), inferred())).info)
     assert r.text(10).rstrip() == "US5000"
     assert r.text(20).rstrip() == "PYLON"
     assert (r.take("B"), r.take("B"), r.take("B")) == (1, 0, 2)
@@ -338,7 +350,7 @@ def test_system_basic_info() -> None:
 
 def test_system_analog_values() -> None:
     view = bank(3)
-    d = ref_decode(answer(view, build_request(0x20, 2, 0x61)))
+    d = ref_decode(answer(view, build_request(0x20, 2, 0x61), inferred()))
     assert len(d.info) == 49
     r = Reader(d.info)
     mods = view.modules
@@ -372,7 +384,39 @@ def test_system_alarm_bits() -> None:
 
 
 def test_system_commands_only_at_the_master() -> None:
-    assert ref_decode(answer(bank(2), build_request(0x20, 3, 0x61))).rtn == Rtn.CID2_INVALID
+    for cmd in (0x61, 0x62, 0x63):
+        assert ref_decode(answer(bank(2), build_request(0x20, 3, cmd), inferred())).rtn == Rtn.CID2_INVALID
+
+
+def test_inferred_layouts_are_off_by_default_with_the_protocols_error_answer() -> None:
+    """Whole-stack 0x42/0x44, 0x60, 0x94 and 0x61 have layouts no source states: without the opt-in
+    they are answered as an unserved address (RTN 90) or an unsupported command (RTN 04)."""
+    view = bank(2)
+    setting = bytes([2]) + (54000).to_bytes(2, "big") + (49000).to_bytes(2, "big") + bytes(4)
+    cases = [  # (option that opens it, request, answer without it)
+        ("inferred_stack_replies", build_request(0x20, 2, 0x42, b"\xff"), Rtn.ADR_ERROR),
+        ("inferred_stack_replies", build_request(0x20, 2, 0x44, b"\xff"), Rtn.ADR_ERROR),
+        ("inferred_system_basic", build_request(0x20, 2, 0x60), Rtn.CID2_INVALID),
+        ("inferred_system_analog", build_request(0x20, 2, 0x61), Rtn.CID2_INVALID),
+        ("inferred_set_management", build_request(0x20, 2, 0x94, setting), Rtn.CID2_INVALID),
+    ]
+    default = PylonResponder()
+    for _, request, rtn in cases:
+        d = ref_decode(answer(view, request, default))
+        assert (d.rtn, d.info) == (rtn, b""), request
+    assert default.active_requests(NOW) == {}  # the refused 0x94 holds nothing
+    r = Reader(ref_decode(answer(view, build_request(0x20, 2, 0x92, b"\x02"), default)).info)
+    r.take("B")
+    assert decode_management(r)["charge_v"] == 55.2
+    # each option opens exactly its own commands
+    for option in {c[0] for c in cases}:
+        only = PylonResponder(PylonOptions(**{option: True}))
+        for opens, request, rtn in cases:
+            expected = Rtn.NORMAL if opens == option else rtn
+            assert ref_decode(answer(view, request, only)).rtn == expected, (option, request)
+    # the documented commands need no opt-in
+    for cmd in (0x4F, 0x51, 0x47, 0x62, 0x63):
+        assert ref_decode(answer(view, build_request(0x20, 2, cmd), default)).rtn == Rtn.NORMAL, hex(cmd)
 
 
 # --- error answers ------------------------------------------------------------------------------
@@ -449,7 +493,7 @@ def test_fuzz_never_raises_and_recovers(junk: bytes) -> None:
 def test_answer_too_long_for_lenid_gets_internal_error_not_a_crash() -> None:
     big = tuple(module(i, cell_voltages_v=(3.3,) * 200) for i in range(1, 15))
     view = BankView(modules=big, limits=LIMITS)
-    r = PylonResponder()
+    r = inferred()
     r.feed(build_request(0x20, 2, 0x42, b"\xff"))
     (ex,) = r.process(view, NOW)
     assert ex.outcome == "internal" and ex.response == ref_frame(0x20, 2, 0x46, 0x91)

@@ -193,6 +193,14 @@ async def running(service: Rs485InverterService) -> AsyncIterator[None]:
             await task
 
 
+INFERRED_OPT_IN = {
+    "pylon_inferred_stack_replies": True,
+    "pylon_inferred_system_basic": True,
+    "pylon_inferred_set_management": True,
+    "pylon_inferred_system_analog": True,
+}
+
+
 def config(port: int, **kw: object) -> InverterRs485Config:
     return parse_config(
         {"inverter_rs485": {"enabled": True, "url": f"socket://127.0.0.1:{port}", **kw}}
@@ -211,7 +219,7 @@ async def test_pylon_poll_every_command_over_tcp() -> None:
     decisions = DecisionStore()
     decide(store, decisions)
     async with peer() as p:
-        service = Rs485InverterService(config(p.port), store, decisions)
+        service = Rs485InverterService(config(p.port, **INFERRED_OPT_IN), store, decisions)
         async with running(service):
             reader, writer = await p.accept()
             truth = store.view.ordered()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from pylon_rs485_helpers import Reader, decode_management, decode_module_analog, ref_decode
 from test_byd_modbus import ref_crc
-from test_rs485_inverter import peer, pylon_poll
+from test_rs485_inverter import INFERRED_OPT_IN, peer, pylon_poll
 
 from gateway.app import Supervisor, build_context, build_services
 from gateway.config import parse_config
@@ -26,7 +26,9 @@ PACKS = 2
 
 
 @contextlib.asynccontextmanager
-async def gateway(port: int, protocol: str = "pylon-rs485") -> AsyncIterator[tuple[AppContext, Simulator]]:
+async def gateway(
+    port: int, protocol: str = "pylon-rs485", **rs485: object
+) -> AsyncIterator[tuple[AppContext, Simulator]]:
     """The gateway on a simulated bus (served on TCP like a converter) with short poll intervals."""
     sim = Simulator(SimulatorOptions(protocol="tianpower", packs=PACKS, profile="idle", seed=7, pacing=False))
     async with sim.serve_tcp("127.0.0.1", 0) as server:
@@ -52,6 +54,7 @@ async def gateway(port: int, protocol: str = "pylon-rs485") -> AsyncIterator[tup
                     "enabled": True,
                     "url": f"socket://127.0.0.1:{port}",
                     "protocol": protocol,
+                    **rs485,
                 },
                 "policy": {"current_rise_time_constant_s": 0.0},
             }
@@ -85,7 +88,7 @@ async def fresh_decision(ctx: AppContext) -> None:
 
 
 async def test_pylon_module_and_system_commands_equal_simulator_truth() -> None:
-    async with peer() as p, gateway(p.port) as (ctx, sim):
+    async with peer() as p, gateway(p.port, **INFERRED_OPT_IN) as (ctx, sim):
         reader, writer = await p.accept()
         await all_online(ctx)
         await fresh_decision(ctx)
@@ -162,6 +165,10 @@ async def test_pack_going_offline_gives_rtn_91_and_blocked_module() -> None:
         assert decode_management(r)["status"] == 0
         d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x42, b"\x02")))
         assert d.rtn == 0
+        # the configuration's defaults leave the *inferred* layouts off: the protocol's error answers
+        assert ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x61))).rtn == 0x04
+        d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x42, b"\xff")))
+        assert d.rtn == 0x90
 
 
 async def test_byd_modbus_poll_equals_simulator_truth() -> None:

@@ -10,6 +10,11 @@ Commands: module level 0x4F, 0x51, 0x42 (INFO = ADR, or 0xFF for the whole stack
 0x92, 0x93, 0x94 (set by the inverter, kept 10 s), 0x95, 0x96; system level 0x60–0x64 (master only).
 The gateway never switches a pack off on 0x95/0x64: the request is acknowledged and reported.
 
+Layouts no source states are *inferred* and answered only when `PylonOptions` opts in (all off by
+default): the whole-stack (INFO 0xFF) answers of 0x42/0x44 (off: RTN 90, the INFO address is not
+served), the 2-byte software version of 0x60, the field order of 0x94 and the 1-based pack/cell
+numbering of the 0x61 location words (off: RTN 04, command not supported).
+
 Requests that fail a check are answered with the matching RTN when they are addressed to us: CHKSUM
 → 02, LCHKSUM → 03, VER → 01, CID1/CID2 → 04, INFO shape → 05, values → 06, INFO address → 90,
 module without fresh data → 91. Frames that are not for us, unreadable or responses (CID2 is an RTN)
@@ -89,7 +94,7 @@ SYSTEM_COMMANDS = frozenset(
 )
 # Commands whose INFO is one byte naming the module (must equal ADR; 0xFF where allowed).
 ADDRESSED = {
-    Command.ANALOG: True,  # value: 0xFF accepted
+    Command.ANALOG: True,  # value: 0xFF accepted when the *inferred* whole-stack replies are opted in
     Command.ALARM: True,
     Command.MANAGEMENT: False,
     Command.SERIAL_NUMBER: False,
@@ -504,6 +509,11 @@ class PylonOptions:
     group: int = 0  # master DIP 2-4: ADR = position + 1 + 0x10 * group
     accepted_versions: frozenset[int] | None = None  # None: answer any VER (echoed back)
     share_module_limits: bool = True  # 0x92 per module: the bank decision split over fresh modules
+    # *inferred* layouts, each answered only when opted in (see the module docstring)
+    inferred_stack_replies: bool = False  # 0x42/0x44 INFO 0xFF: module count + module blocks
+    inferred_system_basic: bool = False  # 0x60: software version as 2 bytes (major, minor)
+    inferred_set_management: bool = False  # 0x94: values in the 0x92 order
+    inferred_system_analog: bool = False  # 0x61: location words number packs and cells from 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -653,7 +663,8 @@ class PylonResponder(Rs485Responder):
                 Rtn.FORMAT_ERROR, "format", f"INFO of {len(frame.info)} bytes, expected {expected_len}"
             )
         value = frame.info[0]
-        if value == frame.adr or (value == ALL_MODULES and ADDRESSED.get(command, False)):
+        whole_stack = ADDRESSED.get(command, False) and self.options.inferred_stack_replies
+        if value == frame.adr or (value == ALL_MODULES and whole_stack):
             return value
         raise _Answer(Rtn.ADR_ERROR, "address", f"INFO address 0x{value:02X} does not match ADR")
 
@@ -662,6 +673,14 @@ class PylonResponder(Rs485Responder):
         if m is None or not m.fresh or not m.cell_voltages_v:
             raise _Answer(Rtn.INTERNAL_COMM_ERROR, "no_data", f"module {position} has no fresh data")
         return m
+
+    @staticmethod
+    def _require_opt_in(enabled: bool, command: int, option: str) -> None:
+        """An *inferred* layout not opted into: answered as an unsupported command (RTN 04)."""
+        if not enabled:
+            raise _Answer(
+                Rtn.CID2_INVALID, "command", f"0x{command:02X} has an inferred layout; enable {option}"
+            )
 
     def _require_master(self, position: int, command: int) -> None:
         """System commands are the master's (*inferred*: a slave answers RTN 04)."""
@@ -776,6 +795,7 @@ class PylonResponder(Rs485Responder):
         return bytes([frame.adr]) + ascii_field(serial, 16)
 
     def _set_management(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
+        self._require_opt_in(self.options.inferred_set_management, frame.cid2, "inferred_set_management")
         self._addressed(frame, Command.SET_MANAGEMENT, SET_MANAGEMENT_INFO_LEN)
         info = frame.info  # *inferred* order: the 0x92 one (charge V, discharge V, charge A, discharge A)
         charge_mv = int.from_bytes(info[1:3], "big")
@@ -811,6 +831,7 @@ class PylonResponder(Rs485Responder):
 
     def _system_basic(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         self._require_master(position, frame.cid2)
+        self._require_opt_in(self.options.inferred_system_basic, frame.cid2, "inferred_system_basic")
         ident = view.identity
         major, minor = ident.software_version  # *inferred*: 2 bytes, as in 0x51
         mods = view.modules[:MAX_MODULES]
@@ -825,6 +846,7 @@ class PylonResponder(Rs485Responder):
 
     def _system_analog(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         self._require_master(position, frame.cid2)
+        self._require_opt_in(self.options.inferred_system_analog, frame.cid2, "inferred_system_analog")
         system = view.system
         if system is None:
             raise _Answer(Rtn.INTERNAL_COMM_ERROR, "no_data", "no module has fresh data")
