@@ -9,7 +9,8 @@ Reported:
   newest records);
 - the wire-time minimum: every byte the download put on and read from the bus (bus owner counters)
   at 10 bits per byte — no pause, no turnaround, no processing;
-- the vendor tool's pace (a fixed 400 ms per record, manual section 4.6) and our speedup over it.
+- the vendor tool's pace (a fixed 400 ms per record, manual section 4.6) and our speedup over it;
+- the real-time recording's cost per snapshot of 15 online packs (event loop and writer thread).
 
 Last line: `RESULT history_wire_efficiency=<minimum / measured>`.
 
@@ -100,6 +101,46 @@ async def bench(records: int, baud: int, turnaround_s: float, gap_s: float) -> f
     return wire_min_s / elapsed
 
 
+async def recording_cost(snapshots: int = 300) -> tuple[float, float]:
+    """(event-loop seconds, writer-thread seconds) per snapshot of 15 online packs."""
+    from gateway.history.recording import Recorder, RecordingDB
+    from gateway.model import Availability, ModelStore, PackSnapshot, Telemetry
+
+    keys = [("bench", a) for a in range(1, 16)]
+    store = ModelStore(keys)
+    now = time.time()
+    tel = Telemetry.build(
+        measured_at=now,
+        cell_voltages_v=[3.3] * 16,
+        temperatures=[],
+        voltage_v=52.8,
+        current_a=-10.0,
+        soc_pct=60.0,
+        soh_pct=100.0,
+        full_capacity_ah=100.0,
+        remaining_capacity_ah=60.0,
+        nominal_capacity_ah=100.0,
+        cycles=1,
+        charge_mos_on=True,
+        discharge_mos_on=True,
+        heater_on=False,
+        fan_on=None,
+        balancing_cells=(),
+        protections=[],
+        alarms=[],
+        faults=[],
+        states=[],
+    )
+    store.publish(*(PackSnapshot(b, a, Availability.ONLINE, tel) for b, a in keys))
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = Recorder(lambda: store.view, RecordingDB(Path(tmp) / "rec.sqlite"))
+        for _ in range(snapshots):
+            await rec.tick()
+        rec.db.close()
+    stats = rec.stats.as_dict()
+    return stats["sample_cost_s_avg"], stats["write_cost_s_avg"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--records", type=int, default=5000)
@@ -110,6 +151,11 @@ def main() -> None:
     if args.records < 2:
         raise SystemExit("--records must be at least 2")
     efficiency = asyncio.run(bench(args.records, args.baud, args.turnaround, args.gap))
+    loop_s, write_s = asyncio.run(recording_cost())
+    print(
+        f"recording, 15 packs per snapshot: {loop_s * 1e6:.0f} us on the event loop, "
+        f"{write_s * 1e3:.2f} ms in the writer thread"
+    )
     print(f"RESULT history_wire_efficiency={efficiency:.3f}")
 
 
