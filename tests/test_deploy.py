@@ -10,9 +10,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import pytest
 import yaml
 
@@ -22,50 +24,88 @@ from gateway.metrics import FAMILIES
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "bms-gateway.json"
 
-PROMQL_WORDS = {
-    "sum", "max", "min", "avg", "by", "without", "rate", "increase", "irate", "time", "vector",
-    "histogram_quantile", "label_replace", "or", "and", "unless", "on", "group_left", "le",
-}  # fmt: skip
+TARGET_LABELS = {"site", "instance", "job"}  # added by Prometheus (site: deploy/prometheus.yml)
 
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def exported_names() -> set[str]:
-    names = set()
+def exported_labels() -> dict[str, set[str]]:
+    """Every series name the gateway exports, with the labels it carries (scrape labels included)."""
+    names: dict[str, set[str]] = {}
     for fam in FAMILIES:
-        names.add(fam.name)
+        labels = set(fam.labels) | TARGET_LABELS
         if fam.kind == "histogram":
-            names |= {fam.name + "_bucket", fam.name + "_sum", fam.name + "_count"}
+            names[fam.name + "_bucket"] = labels | {"le"}
+            names[fam.name + "_sum"] = labels
+            names[fam.name + "_count"] = labels
+        else:
+            names[fam.name] = labels
     return names
 
 
-def metric_names(expr: str) -> set[str]:
-    """Metric names a PromQL expression selects (identifiers outside braces and strings)."""
-    without_strings = re.sub(r'"[^"]*"', '""', expr)
-    without_matchers = re.sub(r"\{[^}]*\}", "{}", without_strings)
-    without_ranges = re.sub(r"\[[^\]]*\]", "", without_matchers)
-    without_groupings = re.sub(
-        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", without_ranges
-    )
-    words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_groupings))
-    return {w for w in words if w not in PROMQL_WORDS and not re.fullmatch(r"(?i)e\d*", w)}
+def exported_names() -> set[str]:
+    return set(exported_labels())
 
 
-def balanced(expr: str) -> bool:
-    """Brackets pair up and quotes close (a cheap PromQL syntax check; no Prometheus here)."""
-    pairs = {")": "(", "]": "[", "}": "{"}
-    stack: list[str] = []
-    text = re.sub(r'"[^"]*"', '""', expr)
-    if text.count('"') % 2:
-        return False
-    for ch in text:
-        if ch in "([{":
-            stack.append(ch)
-        elif ch in pairs and (not stack or stack.pop() != pairs[ch]):
-            return False
-    return not stack
+def grafana_to_promql(expr: str) -> str:
+    """Replace Grafana's variables the way Grafana does before sending a query to Prometheus."""
+    expr = re.sub(r"\$\{?__(rate_interval|interval|range)\}?", "5m", expr)
+    return re.sub(r"\$\{?(\w+)(?::\w+)?\}?", r"\1", expr)
+
+
+@dataclass
+class QueryUse:
+    """What one PromQL expression selects: metric names, label names per metric, grouping labels."""
+
+    matchers: dict[str, set[str]] = field(default_factory=dict)
+    grouping: set[str] = field(default_factory=set)
+    made: set[str] = field(default_factory=set)  # labels created by label_replace
+
+    @property
+    def names(self) -> set[str]:
+        return set(self.matchers)
+
+
+def query_use(expr: str) -> QueryUse:
+    """Parse `expr` with a real PromQL parser (raises ValueError on a syntax error) and collect what it
+    selects."""
+    use = QueryUse()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            labels = {m.name for m in node.matchers.matchers}
+            name = node.name or next((m.value for m in node.matchers.matchers if m.name == "__name__"), None)
+            assert name, f"selector without a metric name in {expr!r}"
+            use.matchers.setdefault(name, set()).update(labels - {"__name__"})
+        elif isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
+            use.grouping.update(node.modifier.labels)
+        elif isinstance(node, promql_parser.BinaryExpr) and node.modifier is not None:
+            if node.modifier.matching is not None:
+                use.grouping.update(node.modifier.matching.labels)
+            use.grouping.update(node.modifier.group_labels or [])
+        elif isinstance(node, promql_parser.Call) and node.func.name in ("label_replace", "label_join"):
+            use.made.add(node.args[1].val)
+
+    promql_parser.walk(promql_parser.parse(grafana_to_promql(expr)), visit)
+    return use
+
+
+def check_query(expr: str, exported: dict[str, set[str]]) -> set[str]:
+    """Assert that `expr` parses and selects only exported series by labels they carry; returns the
+    metric names it uses."""
+    use = query_use(expr)
+    assert use.names, f"no metric in {expr!r}"
+    unknown = use.names - set(exported)
+    assert not unknown, f"{expr!r} selects metrics the gateway does not export: {unknown}"
+    available: set[str] = set(use.made)
+    for name, labels in use.matchers.items():
+        assert labels <= exported[name], f"{expr!r}: {name} has no label {labels - exported[name]}"
+        available |= exported[name]
+    missing = use.grouping - available
+    assert not missing, f"{expr!r} groups by labels no selected series has: {missing}"
+    return use.names
 
 
 def walk_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -135,21 +175,24 @@ def test_grafana_provisioning_and_datasource_uids_are_consistent() -> None:
 
 def test_every_panel_query_names_an_exported_metric() -> None:
     dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    exported = exported_names()
+    exported = exported_labels()
     used: set[str] = set()
+    queries = 0
     for p in walk_panels(dash["panels"]):
         for t in p.get("targets", []):
-            names = metric_names(t["expr"])
-            assert names, (p["title"], t["expr"])
-            unknown = names - exported
-            assert not unknown, (p["title"], unknown)
-            used |= names
-    for p in walk_panels(dash["panels"]):
-        for t in p.get("targets", []):
-            assert balanced(t["expr"]), (p["title"], t["expr"])
+            try:
+                used |= check_query(t["expr"], exported)
+            except (ValueError, AssertionError) as err:
+                raise AssertionError(f"panel {p['title']!r}: {err}") from err
+            queries += 1
+    assert queries >= 20
     for var in dash["templating"]["list"]:
-        m = re.fullmatch(r"label_values\(([a-z_]+)(\{[^}]*\})?, *([a-z_]+)\)", var["query"]["query"])
-        assert m and m.group(1) in exported, var["query"]
+        if var["type"] != "query":
+            continue
+        m = re.fullmatch(r"label_values\((.+), *([a-z_]+)\)", var["query"]["query"])
+        assert m, var["query"]
+        names = check_query(m.group(1), exported)
+        assert all(m.group(2) in exported[n] for n in names), var["query"]
     # the dashboard covers what the issue asks for
     for required in (
         "bms_bank_state_of_charge_ratio",
@@ -169,25 +212,54 @@ def test_every_panel_query_names_an_exported_metric() -> None:
         assert required in used, required
 
 
-def test_metric_name_extraction() -> None:
-    assert balanced('sum(rate(x{a="(}"}[5m]))') and not balanced("sum(rate(x[5m])") and not balanced("x{a=1)")
+def test_query_check_parses_and_rejects() -> None:
+    """The dashboard check uses a real PromQL parser: syntax errors, unknown metrics and labels fail."""
+    exported = exported_labels()
     expr = (
-        "histogram_quantile(0.95, sum by (le, bus) (rate(bmsgw_poll_duration_seconds_bucket{site=~'x'}[5m])))"
+        'histogram_quantile(0.95, sum by (le, bus) (rate(bmsgw_poll_duration_seconds_bucket{site=~"$site"}'
+        "[$__rate_interval])))"
     )
-    assert metric_names(expr) == {"bmsgw_poll_duration_seconds_bucket"}
-    assert metric_names('sum(bms_pack_alarm{name="x y"}) or vector(0)') == {"bms_pack_alarm"}
-    assert metric_names("time() - bmsgw_pack_last_success_timestamp_seconds") == {
+    assert check_query(expr, exported) == {"bmsgw_poll_duration_seconds_bucket"}
+    assert check_query('sum(bms_pack_alarm{name="x y"}) or vector(0)', exported) == {"bms_pack_alarm"}
+    assert check_query("time() - bmsgw_pack_last_success_timestamp_seconds", exported) == {
         "bmsgw_pack_last_success_timestamp_seconds"
     }
+    assert query_use('sum by (le) (rate(x_bucket{a="1"}[5m])) * on (b) group_left (c) y').grouping == {
+        "le",
+        "b",
+        "c",
+    }
+    for broken in ("sum(rate(bms_pack_alarm[5m])", 'bms_pack_alarm{name="x"', "bms_pack_alarm +", "sum by"):
+        with pytest.raises(ValueError):
+            query_use(broken)
+    for wrong in (
+        "bms_pack_no_such_metric",
+        'bms_pack_alarm{no_such_label="x"}',
+        "sum by (cell) (bms_pack_current_amperes)",
+        'rate(bmsgw_poll_duration_seconds{bus="b"}[5m])',  # a histogram has no bare series
+    ):
+        with pytest.raises(AssertionError):
+            check_query(wrong, exported)
 
 
 def test_dashboard_has_site_and_pack_variables() -> None:
     dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    names = [v["name"] for v in dash["templating"]["list"]]
-    assert {"site", "pack"} <= set(names)
-    exprs = [t["expr"] for p in walk_panels(dash["panels"]) for t in p.get("targets", [])]
-    assert all("$site" in e for e in exprs)
-    assert any("$pack" in e for e in exprs)
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert {"site", "pack"} <= set(variables)
+    for name in ("site", "pack"):
+        var = variables[name]
+        assert var["type"] == "query" and var["query"]["query"].replace(" ", "").endswith(f",{name})")
+    per_pack = 0
+    for p in walk_panels(dash["panels"]):
+        for t in p.get("targets", []):
+            use = query_use(t["expr"])
+            # every selector of every panel is filtered by the site variable
+            for metric, labels in use.matchers.items():
+                assert "site" in labels and "$site" in t["expr"], (p["title"], metric)
+            if "$pack" in t["expr"]:
+                per_pack += 1
+                assert all("pack" in labels for labels in use.matchers.values()), p["title"]
+    assert per_pack >= 5
 
 
 def test_systemd_unit() -> None:
