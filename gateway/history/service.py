@@ -169,20 +169,25 @@ class HistoryService:
         self, who: Who, *, bus: str, address: int | None = None, resume: bool = True
     ) -> list[dict[str, Any]]:
         """Start a download of one pack, or of every pack of `bus` one after another."""
-        require(who, Role.OPERATOR, "downloading history")
-        keys = [self.pack(bus, address)] if address is not None else self.bus_packs(bus)
-        for key in keys:
-            self.driver(key)  # refuses undetected buses before anything starts
-            job = self.jobs.get(label(key))
-            if job is not None and not job.progress.finished:
-                raise Conflict(f"a history download of {label(key)} is already running; stop it first")
-        await self.audit(
-            who, "history.pull", keys, {"bus": bus, "address": address, "resume": resume}, outcome="ok"
-        )
+        request = {"bus": bus, "address": address, "resume": resume}
+        keys: list[PackKey] = []
         try:
-            first = await self._prepare(keys[0], resume)
-        except JobBusy:
-            raise Conflict(f"a history download of {label(keys[0])} is already running") from None
+            require(who, Role.OPERATOR, "downloading history")
+            keys = [self.pack(bus, address)] if address is not None else self.bus_packs(bus)
+            for key in keys:
+                self.driver(key)  # refuses undetected buses before anything starts
+                job = self.jobs.get(label(key))
+                if job is not None and not job.progress.finished:
+                    raise Conflict(f"a history download of {label(key)} is already running; stop it first")
+            try:
+                first = await self._prepare(keys[0], resume)
+            except JobBusy:
+                raise Conflict(f"a history download of {label(keys[0])} is already running") from None
+        except RecordsError as err:
+            outcome = "failed" if isinstance(err, PackSilent) else "refused"
+            await self.audit(who, "history.pull", keys, request, outcome=outcome, detail=err.message)
+            raise
+        await self.audit(who, "history.pull", keys, request, outcome="ok")
         self._spawn(self._run_sequence(first, keys[1:], resume))
         return [first.progress.as_dict()]
 
