@@ -317,7 +317,7 @@ class HistoryConfig(Section):
     """History records downloaded from the packs (docs/history.md)."""
 
     db: str = "history.sqlite"  # SQLite (WAL) of downloaded records and download jobs; under state_dir
-    record_timeout_s: float = Field(default=2.0, gt=0.0, le=30.0)  # no record this long -> retry/stop
+    record_timeout_s: float = Field(default=2.0, gt=0.0, le=30.0)  # a record read taking longer is retried
     record_retries: int = Field(default=3, ge=0, le=20)  # per record before the job stops (resumable)
 
 
@@ -336,7 +336,7 @@ class FirmwareConfig(Section):
 
     dir: str = "firmware"  # uploaded images and job state; under state_dir
     min_soc_pct: float = Field(default=30.0, ge=0.0, le=100.0)  # pre-flight: SOC at least this
-    max_current_a: float = Field(default=2.0, ge=0.0, le=50.0)  # pre-flight: |current| at most this
+    max_current_a: float = Field(default=2.0, ge=0.0, le=50.0)  # pre-flight: current magnitude at most this
     bootloader_buses: list[str] = Field(default_factory=list)  # buses whose packs speak OUR bootloader
     block_retries: int = Field(default=3, ge=0, le=20)  # per block (no answer or bad CRC)
     max_image_kib: int = Field(default=1024, ge=1, le=1024)  # uploads above this are refused
