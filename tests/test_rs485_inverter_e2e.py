@@ -81,6 +81,14 @@ async def all_online(ctx: AppContext) -> ModelView:
     raise AssertionError("unreachable")
 
 
+async def identities_known(ctx: AppContext) -> None:
+    """Identity is read after the first telemetry; wait until every pack's serial is in the model."""
+    async with asyncio.timeout(20):
+        async for view in ctx.store.subscribe():
+            if len(view.packs) == PACKS and all(p.identity.serial for p in view.packs.values()):
+                return
+
+
 async def fresh_decision(ctx: AppContext) -> None:
     decisions = ctx.extras["decisions"]
     assert isinstance(decisions, DecisionStore)
@@ -91,6 +99,7 @@ async def test_pylon_module_and_system_commands_equal_simulator_truth() -> None:
     async with peer() as p, gateway(p.port, **INFERRED_OPT_IN) as (ctx, sim):
         reader, writer = await p.accept()
         await all_online(ctx)
+        await identities_known(ctx)
         await fresh_decision(ctx)
         view = ctx.store.view
         for position, pack in enumerate(view.ordered(), start=1):
@@ -111,7 +120,18 @@ async def test_pylon_module_and_system_commands_equal_simulator_truth() -> None:
             assert cell_temps == pytest.approx(list(truth.cell_temperatures_c), abs=0.11)
             for cmd in (0x44, 0x92, 0x93, 0x96):
                 d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, adr, cmd, bytes([adr]))))
-                assert d.rtn == 0, hex(cmd)
+                assert d.rtn == 0 and d.info[0] == adr, hex(cmd)
+                if cmd == 0x44:  # cell count, then Status2 after the per-cell/sensor/current states
+                    cells = d.info[1]
+                    assert cells == len(truth.cell_voltages_v)
+                    status2 = d.info[2 + cells + 1 + d.info[2 + cells] + 3 + 1]
+                    assert bool(status2 & 0x04) == truth.discharge_mos_on
+                    assert bool(status2 & 0x02) == truth.charge_mos_on
+                elif cmd == 0x93:
+                    assert d.info[1:].decode("ascii").rstrip() == truth.identity.serial
+                elif cmd == 0x96:
+                    assert d.info[1:4] == bytes([1, 0, 3])  # firmware "...-V1.0.3"
+                    assert truth.identity.version.endswith("V1.0.3")
         truths = [sim.truth(pack.address) for pack in view.ordered()]
         d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x61)))
         r = Reader(d.info)
@@ -119,6 +139,14 @@ async def test_pylon_module_and_system_commands_equal_simulator_truth() -> None:
         assert r.take("h") / 100 == pytest.approx(sum(t.current_a for t in truths), abs=0.06)
         soc = sum(t.soc_pct * t.full_capacity_ah for t in truths) / sum(t.full_capacity_ah for t in truths)
         assert r.take("B") == pytest.approx(soc, abs=1)
+        r.pos += 2 + 2 + 1 + 1  # cycles (average, max), SOH (average, min)
+        cells = {(p, c): v for p, t in enumerate(truths, 1) for c, v in enumerate(t.cell_voltages_v, 1)}
+        v_max = r.take("H") / 1000
+        assert v_max == pytest.approx(max(cells.values()), abs=0.0011)
+        location = r.take("H")  # pack, cell numbered from 1 (the opted-in *inferred* numbering)
+        assert cells[(location >> 8, location & 0xFF)] == pytest.approx(v_max, abs=0.0011)
+        v_min = r.take("H") / 1000
+        assert v_min == pytest.approx(min(cells.values()), abs=0.0011)
         d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x63)))
         got = decode_management(Reader(d.info))
         decision = ctx.extras["decisions"].latest
