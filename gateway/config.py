@@ -271,6 +271,7 @@ class MqttConfig(Section):
     buffer_size: int = Field(default=1000, ge=10, le=1_000_000)  # messages kept while the broker is away
     reconnect_min_s: float = Field(default=1.0, gt=0.0)
     reconnect_max_s: float = Field(default=60.0, gt=0.0)
+    commands: bool = False  # admin commands on <base_topic>/cmd/<action> (tokens as the admin API)
 
     @model_validator(mode="after")
     def _pairs(self) -> MqttConfig:

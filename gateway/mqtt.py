@@ -7,15 +7,14 @@ Topics (base = `[mqtt] base_topic`):
   <base>/bank/state                  the bank aggregate, the charge limits and gateway counters
   <base>/events                      protection/alarm/fault/availability transitions as they happen
   <prefix>/device/<device_id>/config Home Assistant device-based discovery (retained)
+  <base>/cmd/<action>[/reply]        admin commands and their replies, only with `[mqtt] commands`
+                                     (gateway.mqtt_commands: authenticated by the admin service)
 
 Producers (the model subscription, the event stream) only append to a bounded buffer; one
 connection task drains it. A broker outage therefore never blocks polling; while the broker is
 away the buffer keeps the newest `buffer_size` messages and counts the ones it drops. The
 connection is re-established with exponential backoff and jitter, and on every (re)connection the
 gateway publishes its birth, the discovery configs, what it buffered and then the current state.
-
-Commands over MQTT are not implemented: they must go through the authenticated admin service, which
-does not offer a command path to MQTT yet (see docs/mqtt.md).
 
 This module must never call a pack or wait on the broker from a producer.
 """
@@ -47,6 +46,7 @@ from mappings.ha import EntitySpec, EntityTable, load_entities
 
 if TYPE_CHECKING:
     from gateway.context import AppContext
+    from gateway.mqtt_commands import CommandHandler
     from gateway.service import Service
 
 log = logging.getLogger(__name__)
@@ -486,8 +486,10 @@ class MqttService:
         *,
         decision: Callable[[], DecisionLike | None] | None = None,
         entities: EntityTable | None = None,
+        commands: CommandHandler | None = None,
     ) -> None:
         self.cfg = cfg
+        self.commands = commands
         self.store = store
         self.decision = decision
         self.entities = entities or load_entities()
@@ -515,6 +517,8 @@ class MqttService:
             tg.create_task(self._produce_states())
             tg.create_task(self._produce_events())
             tg.create_task(self._tick())
+            if self.commands is not None:
+                tg.create_task(self.commands.run(self._reply))
             ready()
             await self._connection_loop(host, port, tls)
 
@@ -522,6 +526,10 @@ class MqttService:
 
     def _enqueue(self, topic: str, payload: bytes, *, retain: bool, qos: int | None = None) -> None:
         self.buffer.put(OutMessage(topic, payload, self.cfg.qos if qos is None else qos, retain))
+
+    def _reply(self, topic: str, payload: bytes) -> None:
+        """A command reply: never retained."""
+        self._enqueue(topic, payload, retain=False)
 
     @staticmethod
     def _encode(doc: Mapping[str, Any]) -> bytes:
@@ -659,6 +667,8 @@ class MqttService:
                 raise
 
     async def _session_body(self, client: aiomqtt.Client) -> None:
+        if self.commands is not None:  # before the birth: "online" means commands are heard
+            await client.subscribe(self.commands.topic_filter, qos=1)
         await self._send(client, self.topics.status, b"online", 1, True)
         if self.cfg.discovery:
             await client.subscribe(self.topics.ha_status, qos=1)
@@ -723,7 +733,9 @@ class MqttService:
         async for message in client.messages:
             topic = str(message.topic)
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            if topic == self.topics.ha_status:
+            if self.commands is not None and self.commands.action_of(topic) is not None:
+                self.commands.submit(topic, payload, retain=bool(message.retain))
+            elif topic == self.topics.ha_status:
                 if payload.strip().lower() == b"online":
                     log.info("Home Assistant is online: re-publishing discovery and state")
                     await self._publish_discovery(client)
@@ -752,6 +764,11 @@ def install(ctx: AppContext) -> list[Service]:
     def decision() -> DecisionLike | None:
         return getattr(extras.get("decisions"), "latest", None)
 
-    service = MqttService(ctx.config.mqtt, ctx.store, decision=decision)
+    commands = None
+    if ctx.config.mqtt.commands:
+        from gateway.mqtt_commands import CommandHandler
+
+        commands = CommandHandler.from_context(ctx)
+    service = MqttService(ctx.config.mqtt, ctx.store, decision=decision, commands=commands)
     extras["mqtt"] = service
     return [service]
