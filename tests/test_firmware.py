@@ -136,6 +136,29 @@ async def test_a_pack_that_goes_silent_leaves_a_resumable_job(tmp_path: Path) ->
         assert ("firmware.resume", "started") in audit_actions(fw)
 
 
+async def test_a_pack_left_in_its_bootloader_can_start_over_with_another_image(tmp_path: Path) -> None:
+    sim = make_sim("tianpower")
+    async with context(sim, tmp_path, block_retries=1) as ctx:
+        fw = FirmwareService.from_context(ctx)
+        first = await fw.upload(ADMIN, image("tianpower"))
+        rec = await fw.flash(ADMIN, "sim", 1, first.id)
+        await wait_for(lambda: fw.job(rec.id).blocks_done >= 10, 10.0, "10 blocks")
+        sim.set_online(1, False)
+        assert (await finished(fw, rec.id)).state is JobState.INTERRUPTED
+        sim.set_online(1, True)
+        # the application does not run in the bootloader: the poller loses the pack
+        await wait_for(lambda: not ctx.store.view.pack("sim", 1).online, 10.0, "pack 1 not online")  # type: ignore[union-attr]
+        assert fw.left_in_bootloader(("sim", 1)) is not None
+        other = await fw.upload(ADMIN, image("tianpower", version="HY-PT003-B200LT55-V1.2.0"))
+        again = await fw.flash(ADMIN, "sim", 1, other.id)
+        assert f"left in its bootloader by job {rec.id}" in again.history[-1]
+        done = await finished(fw, again.id)
+        assert done.state is JobState.DONE, done.detail
+        assert done.resumed_from_block is None  # another image: the pack started over
+        assert sim.pack(1).bootloader.version == "HY-PT003-B200LT55-V1.2.0"
+        assert fw.status()["packs_in_bootloader"] == []
+
+
 async def test_abort_then_resume(tmp_path: Path) -> None:
     sim = make_sim("pace")
     async with context(sim, tmp_path) as ctx:

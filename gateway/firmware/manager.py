@@ -267,7 +267,9 @@ class FirmwareService:
                 raise Invalid(f"image {image_id} does not fit pack {label(key)}: {err}") from None
             if version == info.version:
                 raise Conflict(f"pack {label(key)} already runs {version!r}")
-            reasons = self.preflight(key)
+            stuck = self.left_in_bootloader(key)
+            in_boot = stuck is not None and (snap is None or not snap.online)
+            reasons = self.preflight(key, pack_in_bootloader=in_boot)
             if reasons:
                 raise Conflict(f"pre-flight refused the upgrade of {label(key)}: " + "; ".join(reasons))
         except (Invalid, Conflict, NotFound) as err:
@@ -293,7 +295,8 @@ class FirmwareService:
             pack_mode="application",
             created_at=now,
             updated_at=now,
-            history=(f"created by {who.principal.token_id}: {version!r} -> {info.version!r}",),
+            history=(f"created by {who.principal.token_id}: {version!r} -> {info.version!r}",)
+            + ((f"the pack was left in its bootloader by job {stuck.id}",) if in_boot and stuck else ()),
         )
         await asyncio.to_thread(self.files.save, rec)
         await self.audit(
@@ -399,6 +402,16 @@ class FirmwareService:
             who, "firmware.abort", [key], {"job": job_id}, outcome="ok", detail=f"job was {rec.state}"
         )
         return rec
+
+    def left_in_bootloader(self, key: PackKey) -> JobRecord | None:
+        """The pack's last job when it ended with the pack in its bootloader (else None)."""
+        mine = [r for r in self.jobs() if (r.bus, r.address) == key]
+        if not mine:
+            return None
+        last = mine[-1]
+        if last.state in RESUMABLE and last.pack_mode == "bootloader":
+            return last
+        return None
 
     def job(self, job_id: str) -> JobRecord:
         running = self.running.get(job_id)
