@@ -6,9 +6,9 @@ the action's arguments. It goes through exactly what an HTTP admin request goes 
 then the `AdminService`, which validates (422/409), runs the action through the bus owner and audits
 it. The reply carries the request id, the HTTP status code and the result (or the error).
 
-Every command that gets a reply leaves exactly one audit entry (client `mqtt:<client_id>`): the
-service audits its own actions; refusals made here (malformed, 401, 429, 403, bad arguments) and the
-read actions the service does not audit are recorded here.
+Every command that gets a reply other than 429 leaves one audit entry (client `mqtt:<client_id>`): the
+service audits its own actions; refusals made here (malformed, 401, 403, 404, bad arguments, expired)
+and the read actions the service does not audit are recorded here.
 
 This module must never talk to a bus or to the broker itself (replies are handed to the MQTT
 adapter's outgoing buffer), never act on a retained message, and never let a payload crash the
@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -55,6 +56,7 @@ class _Args(BaseModel):
     request_id: str | int | None = Field(default=None, description="echoed in the reply")
     reply_to: str | None = Field(default=None, max_length=MAX_TOPIC_CHARS)
     client_id: str | None = Field(default=None, pattern=f"^{CLIENT_ID.pattern}$")
+    expires_at: float | None = Field(default=None, description="unix time after which it must not run")
 
     @model_validator(mode="after")
     def _request_id_length(self) -> _Args:
@@ -270,6 +272,8 @@ class CommandStats:
     ignored_retained: int = 0
     dropped_queue_full: int = 0
     dropped_anonymous: int = 0  # unauthenticated messages beyond the anonymous budget: no reply
+    rate_limited: int = 0  # answered 429 (not audited)
+    failed: int = 0  # a message the worker could not handle at all (logged)
 
 
 def _validation_errors(err: ValidationError) -> list[dict[str, Any]]:
@@ -294,7 +298,9 @@ class CommandHandler:
         base_topic: str,
         *,
         queue_size: int = QUEUE_SIZE,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        self._wall = wall
         self.admin = admin
         self.tokens = tokens
         self.limiter = limiter
@@ -371,10 +377,14 @@ class CommandHandler:
             action = self.action_of(topic)
             if action is None:
                 continue
-            answer = await self.handle(action, payload)
-            if answer is not None:
-                reply(answer.topic, answer.encode())
-                self.stats.replied += 1
+            try:
+                answer = await self.handle(action, payload)
+                if answer is not None:
+                    reply(answer.topic, answer.encode())
+                    self.stats.replied += 1
+            except Exception:  # handle() answers every failure itself; this is the last line of defence
+                self.stats.failed += 1
+                log.exception("MQTT command on %s could not be handled", topic)
 
     # ---- one command -----------------------------------------------------------------------------
 
@@ -428,14 +438,23 @@ class CommandHandler:
             if args.reply_to is not None:
                 self._check_reply_to(args.reply_to)
                 topic = args.reply_to
+            if args.expires_at is not None and self._wall() > args.expires_at:
+                raise CommandError(
+                    409,
+                    f"expired: expires_at {args.expires_at:.0f} is past (gateway time "
+                    f"{self._wall():.0f}); not run",
+                )
         except CommandError as err:
             if principal is None and not self.limiter.allow(ANONYMOUS_KEY):
                 self.stats.dropped_anonymous += 1
                 return None
-            role = principal.role.label if principal else "none"
-            await self._audit(
-                principal, token_id, role, client, audit_action, request, err.status, err.message
-            )
+            if err.status == 429:  # as over HTTP: not audited (a token holder cannot flood the log)
+                self.stats.rate_limited += 1
+            else:
+                role = principal.role.label if principal else "none"
+                await self._audit(
+                    principal, token_id, role, client, audit_action, request, err.status, err.message
+                )
             return CommandReply(
                 topic, self._error(action_name, request_id, err.status, err.message, err.errors)
             )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,11 +269,17 @@ async def test_controls_clock_protocols_and_reply_to(tmp_path: Path, broker: Bro
             "control", {"token": operator, "request_id": "c3", "pack": "sim/1", "control": "fan", "on": False}
         )
         assert r["status"] == 403 and stack.sim.pack(1).fan_on
+        late = {"token": admin, "request_id": "c4", "pack": "sim/1", "control": "fan", "on": False}
+        r = await p.command("control", {**late, "expires_at": time.time() - 60})
+        assert r["status"] == 409 and "expired" in r["error"] and stack.sim.pack(1).fan_on
         assert [e.outcome for e in stack.admin.audit_log.query(action="control")] == [
+            "refused",
             "refused",
             "refused",
             "ok",
         ]
+        r = await p.command("control", {**late, "request_id": "c5", "expires_at": time.time() + 600})
+        assert r["status"] == 200 and not stack.sim.pack(1).fan_on
 
         r = await p.command("clock_sync", {"token": operator, "request_id": "k1", "packs": "all"})
         assert r["status"] == 200 and r["result"]["written"] == ["sim/1", "sim/2"]
@@ -321,6 +328,10 @@ async def test_rate_limit_is_the_admin_api_budget(tmp_path: Path, broker: Broker
         token = stack.tokens[Role.VIEWER]
         codes = [(await p.command("whoami", {"token": token, "request_id": i}))["status"] for i in range(4)]
         assert codes == [200, 200, 200, 429]
+        handler = service.commands
+        assert handler is not None and handler.stats.rate_limited == 1
+        whoami = stack.admin.audit_log.query(action="mqtt.whoami", limit=100)
+        assert len(whoami) == 3 and all(e.outcome == "ok" for e in whoami)  # the 429 is not audited
         assert (await p.command("whoami", {"token": stack.tokens[Role.OPERATOR], "request_id": 9}))[
             "status"
         ] == 200
@@ -328,8 +339,6 @@ async def test_rate_limit_is_the_admin_api_budget(tmp_path: Path, broker: Broker
         for i in range(3):
             r = await p.command("whoami", {"token": "bmsg_a_b", "request_id": f"a{i}"})
             assert r["status"] == 401
-        handler = service.commands
-        assert handler is not None
         await p.send("whoami", {"token": "bmsg_a_b", "request_id": "a3"})
         await p.wait(lambda: handler.stats.dropped_anonymous == 1)
         assert len(stack.admin.audit_log.query(action="mqtt.whoami", token_id="a")) == 3
@@ -361,3 +370,70 @@ def test_every_command_is_documented() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "mqtt.md").read_text(encoding="utf-8")
     section = doc[doc.index("## Commands over MQTT") :]
     assert all(f"| `{name}` |" in section for name in ACTIONS)
+
+
+# ---- the whole gateway -----------------------------------------------------------------------------
+
+
+async def test_run_app_wires_commands_to_the_admin_service(tmp_path: Path, broker: Broker) -> None:
+    """`bms-gateway run` with the built-in simulator and `[mqtt] commands = true`: a parameter written
+    over MQTT reaches the simulated pack, shows in the model, and is in the audit log."""
+    from gateway.app import run_app
+    from gateway.config import Config
+    from gateway.context import AppContext
+
+    state = tmp_path / "state"
+    _, token = TokenStore(state / "tokens.json").create(Role.ADMIN, "e2e")
+    config = Config.model_validate(
+        {
+            "state_dir": str(state),
+            "http": {"listen": "127.0.0.1:0"},
+            "modbus": {"enabled": False},
+            "simulator": {"enabled": True, "packs": 1, "profile": "idle"},
+            "admin": {"allow_inferred_writes": True},
+            "mqtt": {
+                "enabled": True,
+                "commands": True,
+                "url": f"mqtt://127.0.0.1:{broker.port}",
+                "client_id": "e2e-cmd",
+                "base_topic": BASE,
+                "reconnect_min_s": 0.05,
+                "reconnect_max_s": 0.3,
+            },
+        }
+    )
+    stop = asyncio.Event()
+    ready: asyncio.Future[AppContext] = asyncio.get_running_loop().create_future()
+    async with peer(broker.port, f"{BASE}/cmd/#", f"{BASE}/status") as p:
+        app = asyncio.ensure_future(
+            run_app(config, None, install_signals=False, stop=stop, on_all_ready=ready.set_result)
+        )
+        try:
+            ctx = await asyncio.wait_for(asyncio.shield(ready), 20)
+            await p.wait(lambda: any(t == f"{BASE}/status" and m == b"online" for t, m, _ in p.messages))
+            assert ctx.simulator is not None
+            body = {
+                "token": token,
+                "request_id": "e2e",
+                "client_id": "e2e-test",
+                "pack": "sim/1",
+                "values": {"CELL_OV_Start": 3.62},
+                "allow_inferred": True,
+            }
+            for _ in range(400):  # the first poll (protocol detected, parameters read) is the point
+                first = ctx.store.view.pack("sim", 1)
+                if first is not None and first.parameters is not None:
+                    break
+                await asyncio.sleep(0.05)
+            r = await p.command("parameters_write", body)
+            assert r["status"] == 200, r
+            assert r["result"]["packs"][0]["items"][0]["outcome"] == "verified"
+            assert ctx.simulator.pack(1).params["CELL_OV_Start"] == pytest.approx(3.62)
+            snap = ctx.store.view.pack("sim", 1)
+            assert snap is not None and snap.parameters is not None
+            assert snap.parameters.get("CELL_OV_Start") == pytest.approx(3.62)
+            entries = ctx.extras["admin"].audit_log.query(action="parameters.write")
+            assert entries[0].outcome == "ok" and entries[0].client == "mqtt:e2e-test"
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(app, 20) == 0
