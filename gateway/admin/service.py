@@ -247,6 +247,49 @@ class AdminBus:
         return frame
 
 
+# ---- one item written and checked ----------------------------------------------------------------
+
+Check = Callable[[AdminBus], Awaitable[tuple[Any, bool | None]]]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteStep:
+    """What differs between the single-item admin writes; `apply_step` is the shared mechanism.
+
+    `check` reads back after an acknowledged write and answers (value shown as "after", verified?);
+    verified None means nothing to compare (the item stays "written"). Without `check` the item is
+    "written" with the detail `acknowledged`. A write error of a type in `errors` makes the item
+    "failed" with the detail `failure(err)` (which may instead raise an `AdminError` refusal); any
+    other exception propagates."""
+
+    write: Callable[[AdminBus], Awaitable[object]]
+    check: Check | None = None
+    errors: tuple[type[Exception], ...] = (BusError,)
+    failure: Callable[[Exception], str] = str
+    acknowledged: str = ""
+
+
+async def apply_step(step: WriteStep, item: ItemReport, bus: AdminBus) -> None:
+    """Write, read back and verify one item (the caller holds the bus's admin lock)."""
+    try:
+        await step.write(bus)
+        if step.check is None:
+            item.outcome, item.detail = Outcome.WRITTEN, step.acknowledged
+            return
+        try:
+            after, ok = await step.check(bus)
+        except BusError as err:
+            item.outcome, item.detail = Outcome.WRITTEN, f"read-back failed: {err}"
+            return
+        item.after = after
+        if ok is None:
+            item.outcome, item.detail = Outcome.WRITTEN, step.acknowledged
+        else:
+            item.outcome = Outcome.VERIFIED if ok else Outcome.MISMATCH
+    except step.errors as err:
+        item.detail = step.failure(err)
+
+
 # ---- the service ---------------------------------------------------------------------------------
 
 
@@ -441,6 +484,70 @@ class AdminService:
                     named = list(request.get("packs") or ([request["pack"]] if "pack" in request else []))
                 await self.record(caller, action, named, request, outcome="refused", detail=err.message)
             raise
+
+    async def _finish_pack(
+        self,
+        caller: Caller,
+        action: str,
+        request: Any,
+        key: PackKey,
+        rep: PackReport,
+        bus: AdminBus | None,
+        *,
+        before: Any,
+        after: Any,
+        detail: str,
+    ) -> dict[str, Any]:
+        """Close a single-pack report (bus requests counted unless `bus` is None), audit it, answer it."""
+        if bus is not None:
+            rep.bus_requests = bus.requests
+        rep.summarize()
+        await self.record(
+            caller, action, [key], request, outcome=rep.outcome, before=before, after=after, detail=detail
+        )
+        return asdict(rep)
+
+    async def _finish_item(
+        self,
+        caller: Caller,
+        action: str,
+        request: Any,
+        key: PackKey,
+        item: ItemReport,
+        bus: AdminBus,
+        *,
+        audit_after: Callable[[ItemReport], Any] | None = None,
+    ) -> dict[str, Any]:
+        """`_finish_pack` for a report of one item, audited with that item's before, after (or
+        `audit_after(item)`) and detail."""
+        rep = PackReport(label(key), items=[item])
+        after = item.after if audit_after is None else audit_after(item)
+        return await self._finish_pack(
+            caller, action, request, key, rep, bus, before=item.before, after=after, detail=item.detail
+        )
+
+    async def _single_pack_write(
+        self,
+        caller: Caller,
+        action: str,
+        request: Any,
+        key: PackKey,
+        item: ItemReport,
+        step: WriteStep,
+        *,
+        audit_after: Callable[[ItemReport], Any] | None = None,
+    ) -> dict[str, Any]:
+        """Run `step` for `item` under the bus's admin lock, then report and audit it."""
+        bus = self.bus(key)
+        async with self.lock(key[0]):
+            await apply_step(step, item, bus)
+        return await self._finish_item(caller, action, request, key, item, bus, audit_after=audit_after)
+
+    async def _read_realtime(self, driver: Driver, key: PackKey, bus: AdminBus) -> Telemetry:
+        """A read-back of the pack's telemetry, published at once."""
+        t = await driver.read_realtime(bus, key[1], self._wall())
+        self._publish(key, telemetry=t)
+        return t
 
     # ---- parameters: read ------------------------------------------------------------------------
 
@@ -1070,31 +1177,16 @@ class AdminService:
                     'match); repeat the request with "confirm": true'
                 )
             t = self.telemetry(key)
-            before = None if t is None else len(t.cell_voltages_v)
-            abus = self.bus(key)
-            rep = PackReport(label(key))
-            item = ItemReport("cells", cells, before)
-            async with self.lock(key[0]):
-                try:
-                    await fn(abus, key[1], cells, confirm_dangerous=True)
-                    item.outcome = Outcome.WRITTEN
-                    item.detail = "sent; the pack does not acknowledge and applies it after a reset"
-                except (BusError, LocalProtocolError) as err:
-                    item.detail = str(err)
-            rep.items.append(item)
-            rep.bus_requests = abus.requests
-            rep.summarize()
-            await self.record(
-                caller,
-                action,
-                [key],
-                request,
-                outcome=rep.outcome,
-                before=before,
-                after=cells,
-                detail=item.detail,
+            item = ItemReport("cells", cells, None if t is None else len(t.cell_voltages_v))
+            step = WriteStep(
+                lambda b: fn(b, key[1], cells, confirm_dangerous=True),
+                errors=(BusError, LocalProtocolError),
+                acknowledged="sent; the pack does not acknowledge and applies it after a reset",
             )
-            return asdict(rep)
+            # audited with the count asked for (the report's "after" stays unknown: no read-back)
+            return await self._single_pack_write(
+                caller, action, request, key, item, step, audit_after=lambda _: cells
+            )
 
         return await self.audited(caller, action, [], request, body)
 
@@ -1116,34 +1208,14 @@ class AdminService:
                     str(err), [{"parameter": "serial", "value": serial, "message": str(err)}]
                 ) from None
             snap = self.ctx.store.view.pack(*key)
-            before = None if snap is None else snap.identity.serial
-            abus = self.bus(key)
-            rep = PackReport(label(key))
-            item = ItemReport("serial", serial, before)
-            async with self.lock(key[0]):
-                try:
-                    await write(abus, key[1], serial)
-                    try:
-                        item.after = await read(abus, key[1])
-                        item.outcome = Outcome.VERIFIED if item.after == serial else Outcome.MISMATCH
-                    except BusError as err:
-                        item.outcome, item.detail = Outcome.WRITTEN, f"read-back failed: {err}"
-                except BusError as err:
-                    item.detail = str(err)
-            rep.items.append(item)
-            rep.bus_requests = abus.requests
-            rep.summarize()
-            await self.record(
-                caller,
-                action,
-                [key],
-                request,
-                outcome=rep.outcome,
-                before=before,
-                after=item.after,
-                detail=item.detail,
-            )
-            return asdict(rep)
+            item = ItemReport("serial", serial, None if snap is None else snap.identity.serial)
+
+            async def check(b: AdminBus) -> tuple[Any, bool]:
+                got = await read(b, key[1])
+                return got, got == serial
+
+            step = WriteStep(lambda b: write(b, key[1], serial), check)
+            return await self._single_pack_write(caller, action, request, key, item, step)
 
         return await self.audited(caller, action, [], request, body)
 
@@ -1204,8 +1276,6 @@ class AdminService:
             for name, on in mode.items():
                 bit = ANTI_THEFT_BITS[name]
                 mask = (mask | bit) if on else (mask & ~bit)
-            abus = self.bus(key)
-            rep = PackReport(label(key))
             item = ItemReport(
                 "mode",
                 {n: bool(mask & b) for n, b in ANTI_THEFT_BITS.items()},
@@ -1213,31 +1283,14 @@ class AdminService:
                 if key in self._anti_theft
                 else None,
             )
-            async with self.lock(key[0]):
-                try:
-                    await fn(abus, key[1], AntiTheft(mask))
-                    self._anti_theft[key] = (mask, self._wall())
-                    item.outcome, item.detail = (
-                        Outcome.WRITTEN,
-                        "acknowledged; the protocol has no read of the mode",
-                    )
-                    item.after = item.requested
-                except BusError as err:
-                    item.detail = str(err)
-            rep.items.append(item)
-            rep.bus_requests = abus.requests
-            rep.summarize()
-            await self.record(
-                caller,
-                action,
-                [key],
-                request,
-                outcome=rep.outcome,
-                before=item.before,
-                after=item.after,
-                detail=item.detail,
-            )
-            return asdict(rep)
+
+            async def write(b: AdminBus) -> None:
+                await fn(b, key[1], AntiTheft(mask))
+                self._anti_theft[key] = (mask, self._wall())
+                item.after = item.requested  # no read of the mode: what was acknowledged is what we know
+
+            step = WriteStep(write, acknowledged="acknowledged; the protocol has no read of the mode")
+            return await self._single_pack_write(caller, action, request, key, item, step)
 
         return await self.audited(caller, action, [], request, body)
 
@@ -1250,36 +1303,14 @@ class AdminService:
             key = self.pack(bus, address)
             fn = self.feature(key, "unlock", "unlocking")
             t = self.telemetry(key)
-            before = None if t is None else "Battery_Locked" in t.states
-            abus = self.bus(key)
-            rep = PackReport(label(key))
-            item = ItemReport("locked", False, before)
-            async with self.lock(key[0]):
-                try:
-                    await fn(abus, key[1])
-                    try:
-                        after_t = await self.driver(key).read_realtime(abus, key[1], self._wall())
-                        self._publish(key, telemetry=after_t)
-                        item.after = "Battery_Locked" in after_t.states
-                        item.outcome = Outcome.VERIFIED if not item.after else Outcome.MISMATCH
-                    except BusError as err:
-                        item.outcome, item.detail = Outcome.WRITTEN, f"read-back failed: {err}"
-                except BusError as err:
-                    item.detail = str(err)
-            rep.items.append(item)
-            rep.bus_requests = abus.requests
-            rep.summarize()
-            await self.record(
-                caller,
-                action,
-                [key],
-                request,
-                outcome=rep.outcome,
-                before=before,
-                after=item.after,
-                detail=item.detail,
-            )
-            return asdict(rep)
+            item = ItemReport("locked", False, None if t is None else "Battery_Locked" in t.states)
+
+            async def check(b: AdminBus) -> tuple[Any, bool]:
+                locked = "Battery_Locked" in (await self._read_realtime(self.driver(key), key, b)).states
+                return locked, not locked
+
+            step = WriteStep(lambda b: fn(b, key[1]), check)
+            return await self._single_pack_write(caller, action, request, key, item, step)
 
         return await self.audited(caller, action, [], request, body)
 
