@@ -410,11 +410,14 @@ class CommandHandler:
             cid = data.get("client_id")
             if isinstance(cid, str) and CLIENT_ID.fullmatch(cid):
                 client = f"mqtt:{cid}"
-            request = {k: v for k, v in data.items() if k != "token"}
+            # until the token is accepted only the key names are recorded: a secret pasted under
+            # another key must not end up in the audit log
+            request = {"request_id": request_id, "keys": sorted(str(k)[:64] for k in data)[:64]}
             token = data.get("token")
             if isinstance(token, str):
                 token_id = token.partition("_")[2].partition("_")[0][:32] or NO_TOKEN_ID
             principal = self._authenticate(token)
+            request = {k: v for k, v in data.items() if k != "token"}
             if not self.limiter.allow(principal.token_id):
                 raise CommandError(
                     429,

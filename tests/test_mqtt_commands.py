@@ -225,7 +225,7 @@ async def test_commands_through_the_admin_service(tmp_path: Path, broker: Broker
         assert r["status"] == 401 and "unknown token" in r["error"]
         entry = stack.admin.audit_log.query(action="parameters.write")[0]
         assert (entry.outcome, entry.token_id, entry.role) == ("refused", "deadbeef", "none")
-        assert "token" not in entry.request  # the secret is never audited
+        assert entry.request["keys"] == sorted(body) and "values" not in entry.request  # names only
 
         # malformed JSON: a clear 422 reply (no request id to echo), audited, the adapter keeps serving
         r = await p.command("parameters_write", b'{"token": "bmsg_x_y", "values": ')
@@ -364,6 +364,21 @@ async def test_handler_topics_and_action_table(tmp_path: Path) -> None:
         ok = await handler.handle("whoami", json.dumps({"token": stack.tokens[Role.ADMIN]}).encode())
         assert ok is not None and ok.status == 200 and ok.document["result"]["client"] == "mqtt:unknown"
         assert handler.submit("bms-gateway/cmd/whoami", b"{}", retain=True) is False
+
+        admin = stack.tokens[Role.ADMIN]
+        requests = stack.bus_requests
+        dry = {"token": admin, "pack": "sim/1", "values": {"CELL_OV_Start": 3.6}, "dry_run": True}
+        reply = await handler.handle("parameters_write", json.dumps(dry).encode())
+        assert reply is not None and reply.status == 200
+        (item,) = reply.document["result"]["packs"][0]["items"]
+        assert (item["outcome"], item["before"], item["requested"]) == ("would_change", 3.7, 3.6)
+        assert stack.bus_requests == requests and stack.sim.pack(1).params["CELL_OV_Start"] == 3.7
+        assert stack.admin.audit_log.query(action="parameters.write")[0].outcome == "dry_run"
+        # an unknown pack: 404 from the service, which does not audit it; this layer does
+        reply = await handler.handle("clock_sync", json.dumps({"token": admin, "pack": "sim/9"}).encode())
+        assert reply is not None and reply.status == 404 and "sim/9" in reply.document["error"]
+        entry = stack.admin.audit_log.query(action="clock.sync")[0]
+        assert (entry.outcome, entry.packs, entry.detail[:3]) == ("refused", ["sim/9"], "404")
 
 
 def test_every_command_is_documented() -> None:
