@@ -259,14 +259,15 @@ class WriteStep:
     `check` reads back after an acknowledged write and answers (value shown as "after", verified?);
     verified None means nothing to compare (the item stays "written"). Without `check` the item is
     "written" with the detail `acknowledged`. A write error of a type in `errors` makes the item
-    "failed" with the detail `failure(err)` (which may instead raise an `AdminError` refusal); any
-    other exception propagates."""
+    "failed" with the detail `failure(err)`, one of a type in `conflicts` is answered as a `Conflict`
+    (409, nothing reported); any other exception propagates."""
 
     write: Callable[[AdminBus], Awaitable[object]]
     check: Check | None = None
     errors: tuple[type[Exception], ...] = (BusError,)
     failure: Callable[[Exception], str] = str
     acknowledged: str = ""
+    conflicts: tuple[type[Exception], ...] = ()
 
 
 async def apply_step(step: WriteStep, item: ItemReport, bus: AdminBus) -> None:
@@ -287,6 +288,8 @@ async def apply_step(step: WriteStep, item: ItemReport, bus: AdminBus) -> None:
         else:
             item.outcome = Outcome.VERIFIED if ok else Outcome.MISMATCH
     except step.errors as err:
+        if isinstance(err, step.conflicts):
+            raise Conflict(str(err)) from None
         item.detail = step.failure(err)
 
 
@@ -1118,8 +1121,7 @@ class AdminService:
                         errors_by[name] = str(err)
                 after_t: Telemetry | None = None
                 try:
-                    after_t = await self.driver(key).read_realtime(abus, key[1], self._wall())
-                    self._publish(key, telemetry=after_t)
+                    after_t = await self._read_realtime(self.driver(key), key, abus)
                 except BusError as err:
                     rep.warnings.append(f"read-back failed: {err}")
             readback = {
@@ -1139,19 +1141,10 @@ class AdminService:
                 else:
                     item.outcome, item.detail = Outcome.MISMATCH, f"read back {got:g} Ah"
                 rep.items.append(item)
-            rep.bus_requests = abus.requests
-            rep.summarize()
-            await self.record(
-                caller,
-                action,
-                [key],
-                request,
-                outcome=rep.outcome,
-                before=before,
-                after={k: v for k, v in readback.items() if v is not None},
-                detail=rep.detail,
+            after = {k: v for k, v in readback.items() if v is not None}
+            return await self._finish_pack(
+                caller, action, request, key, rep, abus, before=before, after=after, detail=rep.detail
             )
-            return asdict(rep)
 
         return await self.audited(caller, action, [], request, body)
 
@@ -1383,10 +1376,19 @@ class AdminService:
                         f"{driver.family} BMSs refuse "
                         "to switch both MOSFETs off (reference 3.C.1)"
                     )
-            before = _control_state(ctl, t)
+            item = ItemReport(ctl.value, on, _control_state(ctl, t))
+
+            async def check(b: AdminBus) -> tuple[Any, bool | None]:
+                after = _control_state(ctl, await self._read_realtime(driver, key, b))
+                return after, None if after is None else after == on  # None: no state to compare
+
+            step = WriteStep(
+                lambda b: driver.control(b, key[1], ctl, int(on)),
+                None if ctl in (Control.FORCED_SLEEP, Control.SHUTDOWN) else check,
+                failure=_control_failure,
+                conflicts=(Unsupported,),
+            )
             abus = self.bus(key)
-            rep = PackReport(label(key))
-            item = ItemReport(ctl.value, on, before)
             async with self.lock(key[0]):
                 restore = None
                 if driver.family == "pace" and ctl in (Control.CHARGE_MOS, Control.DISCHARGE_MOS):
@@ -1395,40 +1397,11 @@ class AdminService:
                     restore = getattr(driver, "allow_inferred", False)
                     driver.allow_inferred = True  # type: ignore[attr-defined]
                 try:
-                    await driver.control(abus, key[1], ctl, int(on))
-                    item.outcome = Outcome.WRITTEN
-                    if ctl not in (Control.FORCED_SLEEP, Control.SHUTDOWN):
-                        try:
-                            after_t = await driver.read_realtime(abus, key[1], self._wall())
-                            self._publish(key, telemetry=after_t)
-                            item.after = _control_state(ctl, after_t)
-                            if item.after is not None:
-                                item.outcome = Outcome.VERIFIED if item.after == on else Outcome.MISMATCH
-                        except BusError as err:
-                            item.detail = f"read-back failed: {err}"
-                except Unsupported as err:
-                    raise Conflict(str(err)) from None
-                except DeviceError as err:
-                    item.detail = f"refused by the pack: {err}"
-                except BusError as err:
-                    item.detail = str(err)
+                    await apply_step(step, item, abus)
                 finally:
                     if restore is not None:
                         driver.allow_inferred = restore  # type: ignore[attr-defined]
-            rep.items.append(item)
-            rep.bus_requests = abus.requests
-            rep.summarize()
-            await self.record(
-                caller,
-                action,
-                [key],
-                request,
-                outcome=rep.outcome,
-                before=before,
-                after=item.after,
-                detail=item.detail,
-            )
-            return asdict(rep)
+            return await self._finish_item(caller, action, request, key, item, abus)
 
         return await self.audited(caller, action, [], request, body)
 
@@ -1503,48 +1476,32 @@ class AdminService:
             if can is None and rs485 is None and mode is None:
                 raise Invalid("name at least one of can, rs485, mode")
             abus = self.bus(key)
-            rep = PackReport(label(key))
             async with self.lock(key[0]):
                 try:
                     cur = await read(abus, key[1])
                 except BusError as err:
-                    rep.detail = f"not written: the pack did not answer ({err})"
+                    rep = PackReport(label(key), detail=f"not written: the pack did not answer ({err})")
                     rep.items.append(ItemReport("protocols", request, None, None, Outcome.FAILED, rep.detail))
-                    rep.summarize()
-                    await self.record(caller, action, [key], request, outcome=rep.outcome, detail=rep.detail)
-                    return asdict(rep)
+                    # reported without a bus request count, audited without before/after
+                    return await self._finish_pack(
+                        caller, action, request, key, rep, None, before=None, after=None, detail=rep.detail
+                    )
                 new = c.Protocols(
                     cur.can if can is None else can,
                     cur.rs485 if rs485 is None else rs485,
                     cur.mode if mode is None else modes[mode],
                 )
-                before = {"can": cur.can, "rs485": cur.rs485, "mode": cur.mode_name}
-                wanted = {"can": new.can, "rs485": new.rs485, "mode": new.mode_name}
-                item = ItemReport("protocols", wanted, before)
-                try:
-                    await write(abus, key[1], new)
-                    try:
-                        got = await read(abus, key[1])
-                        item.after = {"can": got.can, "rs485": got.rs485, "mode": got.mode_name}
-                        item.outcome = Outcome.VERIFIED if got == new else Outcome.MISMATCH
-                    except BusError as err:
-                        item.outcome, item.detail = Outcome.WRITTEN, f"read-back failed: {err}"
-                except (BusError, LocalProtocolError) as err:
-                    item.detail = str(err)
-            rep.items.append(item)
-            rep.bus_requests = abus.requests
-            rep.summarize()
-            await self.record(
-                caller,
-                action,
-                [key],
-                request,
-                outcome=rep.outcome,
-                before=before,
-                after=item.after,
-                detail=item.detail,
-            )
-            return asdict(rep)
+                item = ItemReport("protocols", _protocols_doc(new), _protocols_doc(cur))
+
+                async def check(b: AdminBus) -> tuple[Any, bool]:
+                    got = await read(b, key[1])
+                    return _protocols_doc(got), got == new
+
+                step = WriteStep(
+                    lambda b: write(b, key[1], new), check, errors=(BusError, LocalProtocolError)
+                )
+                await apply_step(step, item, abus)
+            return await self._finish_item(caller, action, request, key, item, abus)
 
         return await self.audited(caller, action, [], request, body)
 
@@ -1724,19 +1681,10 @@ class AdminService:
                 before = None if snap is None or snap.clock is None else round(snap.clock.drift_s, 1)
                 item = ItemReport("drift_s", 0.0, before)
                 try:
-                    driver = self.driver(key)
+                    step = self._clock_step(self.driver(key), key)
                     abus = self.bus(key)
                     async with self.lock(key[0]):
-                        await driver.write_clock(abus, key[1], self._wall())
-                        item.outcome = Outcome.WRITTEN
-                        try:
-                            reading = await driver.read_clock(abus, key[1], self._wall())
-                            self._publish(key, clock=reading)
-                            item.after = round(reading.drift_s, 1)
-                            ok = abs(reading.drift_s) <= CLOCK_VERIFY_TOLERANCE_S
-                            item.outcome = Outcome.VERIFIED if ok else Outcome.MISMATCH
-                        except BusError as err:
-                            item.detail = f"read-back failed: {err}"
+                        await apply_step(step, item, abus)
                     rep.bus_requests = abus.requests
                 except (BusError, AdminError) as err:
                     item.detail = getattr(err, "message", None) or str(err)
@@ -1758,6 +1706,17 @@ class AdminService:
             return result
 
         return await self.audited(caller, action, [], request, body)
+
+    def _clock_step(self, driver: Driver, key: PackKey) -> WriteStep:
+        """The gateway's time written to a pack, verified by the drift read back. A failed write is
+        not caught here (`errors=()`): `sync_clocks` reports it for the pack."""
+
+        async def check(b: AdminBus) -> tuple[Any, bool]:
+            reading = await driver.read_clock(b, key[1], self._wall())
+            self._publish(key, clock=reading)
+            return round(reading.drift_s, 1), abs(reading.drift_s) <= CLOCK_VERIFY_TOLERANCE_S
+
+        return WriteStep(lambda b: driver.write_clock(b, key[1], self._wall()), check, errors=())
 
     async def auto_sync_once(self) -> list[str]:
         """Sync the packs whose last clock reading drifts beyond `[admin] clock_max_drift_s` (at most once
@@ -1808,6 +1767,15 @@ def _capacity_warnings(full: float | None, nominal: float | None) -> list[str]:
             "differs from the factory value, change the nominal capacity too (manual 4.5.1)"
         ]
     return []
+
+
+def _protocols_doc(p: Any) -> dict[str, Any]:
+    """A PACE `Protocols` selection as reported: codes and the mode's name."""
+    return {"can": p.can, "rs485": p.rs485, "mode": p.mode_name}
+
+
+def _control_failure(err: Exception) -> str:
+    return f"refused by the pack: {err}" if isinstance(err, DeviceError) else str(err)
 
 
 def _control_state(ctl: Control, t: Telemetry | None) -> bool | None:
