@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 QUEUE_LIMIT = 256  # pending requests on the bus; beyond it requests are dropped (a jammed bus)
 SAVE_EVERY_S = 2.0
 DRAIN_TIMEOUT_S = 2.0
+CLIENT_CLOSE_TIMEOUT_S = 1.0  # how long close() lets its tasks and connection handlers finish
 
 
 @dataclass(eq=False, slots=True)
@@ -103,15 +104,30 @@ class BusServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            done, stuck = await asyncio.wait(self._tasks, timeout=CLIENT_CLOSE_TIMEOUT_S)
+            for task in stuck:  # never expected; a bound so that shutdown cannot hang on it
+                log.error("simulated bus: %s did not stop", task.get_name())
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("simulated bus task failed", exc_info=task.exception())
+        # Connection handlers are not cancelled: asyncio's stream protocol reports a cancelled
+        # handler task as an error ("Exception in callback StreamReaderProtocol..."). Closing the
+        # transport makes each handler read EOF and return by itself; one that does not within the
+        # bound is cancelled, and `_client` ends quietly on that cancellation too.
         for peer in list(self._peers):
+            peer.closed = True
             if peer.writer is not None:
                 peer.writer.close()
-        tasks = list(self._tasks) + list(self._client_tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        clients = list(self._client_tasks)
+        if clients:
+            _done, late = await asyncio.wait(clients, timeout=CLIENT_CLOSE_TIMEOUT_S)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
         if self._server is not None:
             await self._server.wait_closed()
         for peer in list(self._peers):
@@ -145,11 +161,15 @@ class BusServer:
                 self._received(peer, data)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Only close() (or the loop shutting down) cancels a handler; the connection is over
+            # either way, and a cancelled handler task would be logged as an error by asyncio.
+            pass
         finally:
             peer.closed = True
             self._peers.discard(peer)
             writer.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer.wait_closed()
             if task is not None:
                 self._client_tasks.discard(task)
@@ -258,7 +278,11 @@ class BusServer:
         for peer in list(self._peers):
             if peer.writer is not None and not peer.closed:
                 try:
-                    await asyncio.wait_for(peer.writer.drain(), DRAIN_TIMEOUT_S)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+                    # arrives as the drain completes, and close() would then wait for this worker
+                    # forever.
+                    async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                        await peer.writer.drain()
                 except (ConnectionError, RuntimeError, TimeoutError):
                     log.warning("simulated bus: dropping %s (not reading)", peer.name)
                     peer.closed = True
