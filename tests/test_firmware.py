@@ -45,13 +45,26 @@ class BusSpy:
         self.sent.append(request)
         return await self._inner(request, *args, **kw)
 
-    def bootloader_messages(self, family: str) -> int:
-        codes = (
-            set(bl.TIANPOWER_COMMANDS.values()) if family == "tianpower" else set(bl.PACE_COMMANDS.values())
-        )
+    @staticmethod
+    def is_bootloader(family: str, raw: bytes) -> bool:
         if family == "tianpower":
-            return sum(1 for r in self.sent if r[2] in codes)
-        return sum(1 for r in self.sent if int(r[7:9], 16) in codes)
+            return raw[2] in bl.TIANPOWER_COMMANDS.values()
+        return int(raw[7:9], 16) in bl.PACE_COMMANDS.values()
+
+    @staticmethod
+    def address(family: str, raw: bytes) -> int:
+        return raw[1] if family == "tianpower" else int(raw[3:5], 16)
+
+    def bootloader_messages(self, family: str) -> int:
+        return sum(1 for r in self.sent if self.is_bootloader(family, r))
+
+    def polls_during_upgrade(self, family: str, address: int) -> int:
+        """Other requests to `address` between its first and its last bootloader message."""
+        marks = [i for i, r in enumerate(self.sent) if self.is_bootloader(family, r)]
+        window = self.sent[marks[0] : marks[-1]]
+        return sum(
+            1 for r in window if not self.is_bootloader(family, r) and self.address(family, r) == address
+        )
 
 
 def context(sim: Simulator, tmp_path: Path, **firmware: Any) -> AbstractAsyncContextManager[AppContext]:
@@ -64,6 +77,7 @@ async def finished(service: FirmwareService, job_id: str, timeout_s: float = 20.
     await wait_for(
         lambda: service.job(job_id).state not in (JobState.PENDING, JobState.RUNNING), timeout_s, "job end"
     )
+    await service.settled(job_id)  # its result audited, the model updated
     return service.job(job_id)
 
 
@@ -74,8 +88,9 @@ def audit_actions(service: FirmwareService) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("protocol", ["tianpower", "pace"])
 async def test_full_upgrade_changes_the_version_string(protocol: str, tmp_path: Path) -> None:
-    sim = make_sim(protocol)
+    sim = make_sim(protocol, pacing=True, baud=115200, turnaround_s=0.005)  # lasts several poll intervals
     async with context(sim, tmp_path) as ctx:
+        spy = BusSpy(ctx)
         fw = FirmwareService.from_context(ctx)
         old = ctx.store.view.pack("sim", 1).identity.version  # type: ignore[union-attr]
         info = await fw.upload(ADMIN, image(protocol), "new.bgfw")
@@ -96,7 +111,9 @@ async def test_full_upgrade_changes_the_version_string(protocol: str, tmp_path: 
         assert done.detail == f"upgraded from {old!r} to {NEW_VERSION[protocol]!r}"
         assert sim.pack(1).bootloader.version == NEW_VERSION[protocol]
         assert sim.pack(2).bootloader.version == old  # the other pack is untouched
-        assert progress == sorted(progress) and progress[-1] == 47 and len(set(progress)) > 2
+        assert progress == sorted(progress) and progress[-1] == 47
+        assert spy.bootloader_messages(protocol) >= 47 + 3
+        assert spy.polls_during_upgrade(protocol, 1) <= 1  # at most a poll already under way
         ident = await ctx.driver_for(("sim", 1)).read_identity(ctx.buses["sim"], 1)  # type: ignore[union-attr]
         assert ident.version == NEW_VERSION[protocol]
         assert ctx.store.view.pack("sim", 1).identity.version == NEW_VERSION[protocol]  # type: ignore[union-attr]

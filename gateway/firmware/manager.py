@@ -66,6 +66,7 @@ class FirmwareService:
         self._wall = wall
         self.running: dict[str, FirmwareJob] = {}  # job id -> job in progress
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._job_tasks: dict[str, asyncio.Task[Any]] = {}  # the last run of each job
         self._tg: asyncio.TaskGroup | None = None
         self._recovered = False
 
@@ -305,25 +306,34 @@ class FirmwareService:
         return self._start(who, rec, image, driver)
 
     def _start(self, who: Who, rec: JobRecord, image: FirmwareImage, driver: Driver) -> JobRecord:
+        key = (rec.bus, rec.address)
         job = FirmwareJob(
             rec,
             image,
-            self.ctx.bus_for((rec.bus, rec.address)),
+            self.ctx.bus_for(key),
             driver,
             self.files,
             block_retries=self.cfg.block_retries,
             wall=self._wall,
+            before_message=lambda: self._hold_polling(key),
         )
         self.running[rec.id] = job
         job.rec = JobRecord.from_dict({**rec.as_dict(), "state": JobState.RUNNING.value})
-        self._spawn(self._run(who, job))
+        self._job_tasks[rec.id] = self._spawn(self._run(who, job))
         return job.rec
+
+    async def settled(self, job_id: str) -> None:
+        """Wait until the job's run is over, its result audited and the model updated."""
+        task = self._job_tasks.get(job_id)
+        if task is not None:
+            await asyncio.wait({task})
 
     async def _run(self, who: Who, job: FirmwareJob) -> None:
         try:
             rec = await job.run()
         finally:
             self.running.pop(job.rec.id, None)
+            self._release_polling((job.rec.bus, job.rec.address))
         if job.identity is not None:
             self._publish_identity((rec.bus, rec.address), job.identity)
         outcome = {JobState.DONE: "ok", JobState.FAILED: "failed"}.get(rec.state, rec.state.value)
@@ -337,6 +347,28 @@ class FirmwareService:
             after=rec.new_version if rec.state is JobState.DONE else None,
             detail=rec.detail,
         )
+
+    def _hold_polling(self, key: PackKey) -> None:
+        """Keep the poller's reads away from the pack during its upgrade: in its bootloader it answers
+        nothing else, and every poll would hold the bus for its full timeout between two blocks. Set
+        before every message (a poll already running re-schedules itself when it ends). The pack
+        turns stale/offline in the model meanwhile, which is what it is."""
+        poller = self.ctx.pollers.get(key[0])
+        state = None if poller is None else poller.packs.get(key[1])
+        if poller is None or state is None:
+            return
+        if not poller.cfg.pace_master_only:  # a PACE master's realtime read covers the whole bank
+            state.next_realtime = math.inf
+        state.next_identity = state.next_parameters = state.next_clock = math.inf
+
+    def _release_polling(self, key: PackKey) -> None:
+        """After the job: read the pack again at once (realtime and identity)."""
+        poller = self.ctx.pollers.get(key[0])
+        state = None if poller is None else poller.packs.get(key[1])
+        if poller is None or state is None:
+            return
+        state.next_realtime = state.next_identity = 0.0
+        state.next_parameters = state.next_clock = 0.0
 
     def _publish_identity(self, key: PackKey, identity: PackIdentity) -> None:
         """The version read back after the reboot goes into the model at once (the poller re-reads

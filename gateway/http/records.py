@@ -443,7 +443,13 @@ def records_router(
                 yield rec
 
             return _sse(once())
-        return _sse(job.updates())
+
+        async def until_settled() -> AsyncIterator[Any]:
+            async for rec in job.updates():
+                yield rec
+            await firmware.settled(job_id)  # the stream ends once the result is audited
+
+        return _sse(until_settled())
 
     @router.post("/firmware/jobs/{job_id}/resume")
     async def resume(who: Admin, job_id: str) -> Any:
