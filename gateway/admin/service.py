@@ -293,6 +293,16 @@ async def apply_step(step: WriteStep, item: ItemReport, bus: AdminBus) -> None:
         item.detail = step.failure(err)
 
 
+@dataclass(frozen=True, slots=True)
+class PackAction:
+    """One audited admin action on one pack: who asked, the action's name, the request as audited."""
+
+    caller: Caller
+    name: str
+    request: dict[str, Any]
+    key: PackKey
+
+
 # ---- the service ---------------------------------------------------------------------------------
 
 
@@ -488,34 +498,54 @@ class AdminService:
                 await self.record(caller, action, named, request, outcome="refused", detail=err.message)
             raise
 
-    async def _finish_pack(
+    async def _on_pack(
         self,
         caller: Caller,
         action: str,
-        request: Any,
-        key: PackKey,
-        rep: PackReport,
-        bus: AdminBus | None,
-        *,
-        before: Any,
-        after: Any,
-        detail: str,
+        bus: str,
+        address: int,
+        fields: Mapping[str, Any],
+        role: Role,
+        what: str,
+        body: Callable[[PackAction], Awaitable[R]],
+    ) -> R:
+        """Run `body` as the audited `action` on pack BUS/ADDRESS (request: the pack, then `fields`)
+        once `caller` holds `role` (refused as `what`) and the pack is known."""
+        request = {"pack": f"{bus}/{address}", **fields}
+
+        async def run() -> R:
+            self.require(caller, role, what)
+            return await body(PackAction(caller, action, request, self.pack(bus, address)))
+
+        return await self.audited(caller, action, [], request, run)
+
+    async def _record_pack(
+        self, act: PackAction, *, outcome: str, before: Any = None, after: Any = None, detail: str = ""
+    ) -> None:
+        await self.record(
+            act.caller,
+            act.name,
+            [act.key],
+            act.request,
+            outcome=outcome,
+            before=before,
+            after=after,
+            detail=detail,
+        )
+
+    async def _finish_pack(
+        self, act: PackAction, rep: PackReport, bus: AdminBus | None, *, before: Any, after: Any, detail: str
     ) -> dict[str, Any]:
         """Close a single-pack report (bus requests counted unless `bus` is None), audit it, answer it."""
         if bus is not None:
             rep.bus_requests = bus.requests
         rep.summarize()
-        await self.record(
-            caller, action, [key], request, outcome=rep.outcome, before=before, after=after, detail=detail
-        )
+        await self._record_pack(act, outcome=rep.outcome, before=before, after=after, detail=detail)
         return asdict(rep)
 
     async def _finish_item(
         self,
-        caller: Caller,
-        action: str,
-        request: Any,
-        key: PackKey,
+        act: PackAction,
         item: ItemReport,
         bus: AdminBus,
         *,
@@ -523,28 +553,23 @@ class AdminService:
     ) -> dict[str, Any]:
         """`_finish_pack` for a report of one item, audited with that item's before, after (or
         `audit_after(item)`) and detail."""
-        rep = PackReport(label(key), items=[item])
+        rep = PackReport(label(act.key), items=[item])
         after = item.after if audit_after is None else audit_after(item)
-        return await self._finish_pack(
-            caller, action, request, key, rep, bus, before=item.before, after=after, detail=item.detail
-        )
+        return await self._finish_pack(act, rep, bus, before=item.before, after=after, detail=item.detail)
 
     async def _single_pack_write(
         self,
-        caller: Caller,
-        action: str,
-        request: Any,
-        key: PackKey,
+        act: PackAction,
         item: ItemReport,
         step: WriteStep,
         *,
         audit_after: Callable[[ItemReport], Any] | None = None,
     ) -> dict[str, Any]:
         """Run `step` for `item` under the bus's admin lock, then report and audit it."""
-        bus = self.bus(key)
-        async with self.lock(key[0]):
+        bus = self.bus(act.key)
+        async with self.lock(act.key[0]):
             await apply_step(step, item, bus)
-        return await self._finish_item(caller, action, request, key, item, bus, audit_after=audit_after)
+        return await self._finish_item(act, item, bus, audit_after=audit_after)
 
     async def _read_realtime(self, driver: Driver, key: PackKey, bus: AdminBus) -> Telemetry:
         """A read-back of the pack's telemetry, published at once."""
@@ -961,12 +986,9 @@ class AdminService:
         allow_inferred: bool = False,
     ) -> dict[str, Any]:
         """Validate a parameter file and show the rows that differ from the pack; with `apply`, write them."""
-        action = "parameters.import"
-        request = {"pack": f"{bus}/{address}", "format": fmt, "apply": apply, "bytes": len(text)}
 
-        async def body() -> dict[str, Any]:
-            self.require(caller, Role.ADMIN, "importing parameters")
-            key = self.pack(bus, address)
+        async def body(act: PackAction) -> dict[str, Any]:
+            key = act.key
             table = self.table(key)
             try:
                 pairs = transfer.parse(text, fmt)
@@ -991,29 +1013,31 @@ class AdminService:
                 "changes": [asdict(c) for c in changes],
             }
             if not apply:
-                await self.record(
-                    caller,
-                    action,
-                    [key],
-                    request,
-                    outcome="dry_run",
-                    detail=f"{len(changes)} change(s) previewed",
-                )
+                await self._record_pack(act, outcome="dry_run", detail=f"{len(changes)} change(s) previewed")
                 return {**preview, "applied": False, "result": None}
             if not changes:
-                await self.record(caller, action, [key], request, outcome="ok", detail="nothing to change")
+                await self._record_pack(act, outcome="ok", detail="nothing to change")
                 return {**preview, "applied": True, "result": None}
             result = await self.write_plan(
                 caller,
-                action,
+                act.name,
                 {key: {c.name: c.new for c in changes}},
                 dry_run=False,
                 allow_inferred=allow_inferred,
-                request=request,
+                request=act.request,
             )
             return {**preview, "applied": True, "result": result}
 
-        return await self.audited(caller, action, [], request, body)
+        return await self._on_pack(
+            caller,
+            "parameters.import",
+            bus,
+            address,
+            {"format": fmt, "apply": apply, "bytes": len(text)},
+            Role.ADMIN,
+            "importing parameters",
+            body,
+        )
 
     # ---- configuration ---------------------------------------------------------------------------
 
@@ -1047,18 +1071,8 @@ class AdminService:
         nominal_ah: float | None = None,
         allow_inferred: bool = False,
     ) -> dict[str, Any]:
-        action = "config.capacities"
-        request = {
-            "pack": f"{bus}/{address}",
-            "full_ah": full_ah,
-            "remaining_ah": remaining_ah,
-            "nominal_ah": nominal_ah,
-            "allow_inferred": allow_inferred,
-        }
-
-        async def body() -> dict[str, Any]:
-            self.require(caller, Role.ADMIN, "writing capacities")
-            key = self.pack(bus, address)
+        async def body(act: PackAction) -> dict[str, Any]:
+            key = act.key
             write = self.feature(key, "write_capacity", "capacity writes")
             given = {"full": full_ah, "remaining": remaining_ah, "nominal": nominal_ah}
             asked: dict[str, float] = {k: v for k, v in given.items() if v is not None}
@@ -1142,21 +1156,29 @@ class AdminService:
                     item.outcome, item.detail = Outcome.MISMATCH, f"read back {got:g} Ah"
                 rep.items.append(item)
             after = {k: v for k, v in readback.items() if v is not None}
-            return await self._finish_pack(
-                caller, action, request, key, rep, abus, before=before, after=after, detail=rep.detail
-            )
+            return await self._finish_pack(act, rep, abus, before=before, after=after, detail=rep.detail)
 
-        return await self.audited(caller, action, [], request, body)
+        return await self._on_pack(
+            caller,
+            "config.capacities",
+            bus,
+            address,
+            {
+                "full_ah": full_ah,
+                "remaining_ah": remaining_ah,
+                "nominal_ah": nominal_ah,
+                "allow_inferred": allow_inferred,
+            },
+            Role.ADMIN,
+            "writing capacities",
+            body,
+        )
 
     async def set_cell_count(
         self, caller: Caller, bus: str, address: int, cells: int, *, confirm: bool
     ) -> dict[str, Any]:
-        action = "config.cell_count"
-        request = {"pack": f"{bus}/{address}", "cells": cells, "confirm": confirm}
-
-        async def body() -> dict[str, Any]:
-            self.require(caller, Role.FACTORY, "setting the cell count")
-            key = self.pack(bus, address)
+        async def body(act: PackAction) -> dict[str, Any]:
+            key = act.key
             fn = self.feature(key, "set_cell_count", "setting the cell count")
             if not 1 <= cells <= 32:
                 raise Invalid(
@@ -1177,19 +1199,22 @@ class AdminService:
                 acknowledged="sent; the pack does not acknowledge and applies it after a reset",
             )
             # audited with the count asked for (the report's "after" stays unknown: no read-back)
-            return await self._single_pack_write(
-                caller, action, request, key, item, step, audit_after=lambda _: cells
-            )
+            return await self._single_pack_write(act, item, step, audit_after=lambda _: cells)
 
-        return await self.audited(caller, action, [], request, body)
+        return await self._on_pack(
+            caller,
+            "config.cell_count",
+            bus,
+            address,
+            {"cells": cells, "confirm": confirm},
+            Role.FACTORY,
+            "setting the cell count",
+            body,
+        )
 
     async def write_serial(self, caller: Caller, bus: str, address: int, serial: str) -> dict[str, Any]:
-        action = "config.serial"
-        request = {"pack": f"{bus}/{address}", "serial": serial}
-
-        async def body() -> dict[str, Any]:
-            self.require(caller, Role.ADMIN, "writing the SN code")
-            key = self.pack(bus, address)
+        async def body(act: PackAction) -> dict[str, Any]:
+            key = act.key
             write = self.feature(key, "write_serial", "writing the SN code")
             read = self.feature(key, "read_serial", "reading the SN code")
             from protocol.bms.tianpower.messages import encode_serial
@@ -1208,9 +1233,11 @@ class AdminService:
                 return got, got == serial
 
             step = WriteStep(lambda b: write(b, key[1], serial), check)
-            return await self._single_pack_write(caller, action, request, key, item, step)
+            return await self._single_pack_write(act, item, step)
 
-        return await self.audited(caller, action, [], request, body)
+        return await self._on_pack(
+            caller, "config.serial", bus, address, {"serial": serial}, Role.ADMIN, "writing the SN code", body
+        )
 
     # ---- anti-theft ------------------------------------------------------------------------------
 
@@ -1245,12 +1272,8 @@ class AdminService:
         mode: Mapping[str, bool],
         comm_timeout_h: float | None = None,
     ) -> dict[str, Any]:
-        action = "config.anti_theft"
-        request = {"pack": f"{bus}/{address}", "mode": dict(mode), "comm_timeout_h": comm_timeout_h}
-
-        async def body() -> dict[str, Any]:
-            self.require(caller, Role.ADMIN, "changing the anti-theft mode")
-            key = self.pack(bus, address)
+        async def body(act: PackAction) -> dict[str, Any]:
+            key = act.key
             fn = self.feature(key, "anti_theft_lock", "anti-theft")
             unknown = sorted(set(mode) - set(ANTI_THEFT_BITS))
             if unknown:
@@ -1283,17 +1306,22 @@ class AdminService:
                 item.after = item.requested  # no read of the mode: what was acknowledged is what we know
 
             step = WriteStep(write, acknowledged="acknowledged; the protocol has no read of the mode")
-            return await self._single_pack_write(caller, action, request, key, item, step)
+            return await self._single_pack_write(act, item, step)
 
-        return await self.audited(caller, action, [], request, body)
+        return await self._on_pack(
+            caller,
+            "config.anti_theft",
+            bus,
+            address,
+            {"mode": dict(mode), "comm_timeout_h": comm_timeout_h},
+            Role.ADMIN,
+            "changing the anti-theft mode",
+            body,
+        )
 
     async def unlock(self, caller: Caller, bus: str, address: int) -> dict[str, Any]:
-        action = "config.unlock"
-        request = {"pack": f"{bus}/{address}"}
-
-        async def body() -> dict[str, Any]:
-            self.require(caller, Role.ADMIN, "unlocking a pack")
-            key = self.pack(bus, address)
+        async def body(act: PackAction) -> dict[str, Any]:
+            key = act.key
             fn = self.feature(key, "unlock", "unlocking")
             t = self.telemetry(key)
             item = ItemReport("locked", False, None if t is None else "Battery_Locked" in t.states)
@@ -1303,9 +1331,11 @@ class AdminService:
                 return locked, not locked
 
             step = WriteStep(lambda b: fn(b, key[1]), check)
-            return await self._single_pack_write(caller, action, request, key, item, step)
+            return await self._single_pack_write(act, item, step)
 
-        return await self.audited(caller, action, [], request, body)
+        return await self._on_pack(
+            caller, "config.unlock", bus, address, {}, Role.ADMIN, "unlocking a pack", body
+        )
 
     # ---- controls (MOS, heater, fan, buzzer, forced sleep, ...) ------------------------------------
 
@@ -1332,17 +1362,8 @@ class AdminService:
         *,
         allow_inferred: bool = False,
     ) -> dict[str, Any]:
-        action = "control"
-        request = {
-            "pack": f"{bus}/{address}",
-            "action": action_name,
-            "on": on,
-            "allow_inferred": allow_inferred,
-        }
-
-        async def body() -> dict[str, Any]:
-            self.require(caller, Role.ADMIN, "pack controls")
-            key = self.pack(bus, address)
+        async def body(act: PackAction) -> dict[str, Any]:
+            key = act.key
             try:
                 ctl = Control(action_name)
             except ValueError:
@@ -1401,9 +1422,18 @@ class AdminService:
                 finally:
                     if restore is not None:
                         driver.allow_inferred = restore  # type: ignore[attr-defined]
-            return await self._finish_item(caller, action, request, key, item, abus)
+            return await self._finish_item(act, item, abus)
 
-        return await self.audited(caller, action, [], request, body)
+        return await self._on_pack(
+            caller,
+            "control",
+            bus,
+            address,
+            {"action": action_name, "on": on, "allow_inferred": allow_inferred},
+            Role.ADMIN,
+            "pack controls",
+            body,
+        )
 
     # ---- the pack's own inverter protocol selection (PACE) -----------------------------------------
 
@@ -1432,12 +1462,8 @@ class AdminService:
     async def write_pack_protocols(
         self, caller: Caller, bus: str, address: int, *, can: int | None, rs485: int | None, mode: str | None
     ) -> dict[str, Any]:
-        action = "config.pack_protocols"
-        request = {"pack": f"{bus}/{address}", "can": can, "rs485": rs485, "mode": mode}
-
-        async def body() -> dict[str, Any]:
-            self.require(caller, Role.ADMIN, "selecting the pack's inverter protocols")
-            key = self.pack(bus, address)
+        async def body(act: PackAction) -> dict[str, Any]:
+            key = act.key
             read = self.feature(key, "read_protocols", "inverter protocol selection")
             write = self.feature(key, "write_protocols", "inverter protocol selection")
             from protocol.bms.pace import commands as c
@@ -1481,11 +1507,11 @@ class AdminService:
                     cur = await read(abus, key[1])
                 except BusError as err:
                     rep = PackReport(label(key), detail=f"not written: the pack did not answer ({err})")
-                    rep.items.append(ItemReport("protocols", request, None, None, Outcome.FAILED, rep.detail))
-                    # reported without a bus request count, audited without before/after
-                    return await self._finish_pack(
-                        caller, action, request, key, rep, None, before=None, after=None, detail=rep.detail
+                    rep.items.append(
+                        ItemReport("protocols", act.request, None, None, Outcome.FAILED, rep.detail)
                     )
+                    # reported without a bus request count, audited without before/after
+                    return await self._finish_pack(act, rep, None, before=None, after=None, detail=rep.detail)
                 new = c.Protocols(
                     cur.can if can is None else can,
                     cur.rs485 if rs485 is None else rs485,
@@ -1501,9 +1527,18 @@ class AdminService:
                     lambda b: write(b, key[1], new), check, errors=(BusError, LocalProtocolError)
                 )
                 await apply_step(step, item, abus)
-            return await self._finish_item(caller, action, request, key, item, abus)
+            return await self._finish_item(act, item, abus)
 
-        return await self.audited(caller, action, [], request, body)
+        return await self._on_pack(
+            caller,
+            "config.pack_protocols",
+            bus,
+            address,
+            {"can": can, "rs485": rs485, "mode": mode},
+            Role.ADMIN,
+            "selecting the pack's inverter protocols",
+            body,
+        )
 
     # ---- the gateway's own inverter protocols (CAN, RS485) ------------------------------------------
 
