@@ -96,15 +96,20 @@ class SimulatorService:
             self._bound.clear()
 
 
+# Above any single-pack answer of either family (the sim bus never polls a PACE bank read).
+SIMULATOR_LONGEST_ANSWER_BYTES = 400
+
+
 def simulator_bus_config(config: Config, name: str = SIMULATOR_BUS) -> BusConfig:
     sim = config.simulator
+    wire_s = SIMULATOR_LONGEST_ANSWER_BYTES * 10 / sim.baud if sim.pacing else 0.0
     return BusConfig(
         name=name,
         url="socket://127.0.0.1:0",  # replaced by the simulator's bound port at connect time
         protocol=sim.protocol,
-        addresses=list(range(1, sim.packs + 1)),
+        addresses=list(range(sim.first_address, sim.first_address + sim.packs)),
         request_gap_s=0.05,
-        response_timeout_s=1.0,
+        response_timeout_s=1.0 + wire_s,  # a slow configured baud still fits its answers
         realtime_interval_s=2.0,
     )
 
@@ -132,9 +137,25 @@ def build_context(config: Config, config_path: Path | None = None) -> AppContext
 
         sc = config.simulator
         name = SIMULATOR_BUS if SIMULATOR_BUS not in {b.name for b in bus_cfgs} else "simulator"
-        simulator = Simulator(
-            SimulatorOptions(protocol=sc.protocol, packs=sc.packs, seed=sc.seed, profile=sc.profile)
-        )
+        from gateway.simulator.faults import parse_fault_spec
+
+        sim_state = state_path(config, config_path, sc.state_file) if sc.state_file else None
+        try:
+            simulator = Simulator(
+                SimulatorOptions(
+                    protocol=sc.protocol,
+                    packs=sc.packs,
+                    first_address=sc.first_address,
+                    seed=sc.seed,
+                    profile=sc.profile,
+                    baud=sc.baud,
+                    pacing=sc.pacing,
+                    faults=parse_fault_spec(sc.faults),
+                    state_file=sim_state,
+                )
+            )
+        except ValueError as err:  # e.g. an unreadable or foreign state file
+            raise ConfigError(f"simulator: {err}") from None
         host, port = "127.0.0.1", 0
         if sc.listen:
             h, _, p = sc.listen.rpartition(":")

@@ -293,6 +293,29 @@ class SimulatorConfig(Section):
     seed: int = 1
     profile: Literal["idle", "charge", "discharge", "cycle"] = "cycle"
     listen: ListenAddr | None = None  # also expose the simulated bus on HOST:PORT
+    first_address: int = Field(default=1, ge=0, le=15)  # address of the first pack (then +1 each)
+    baud: int = Field(default=9600, ge=1200, le=1_000_000)  # wire pacing: 10 bits per byte
+    pacing: bool = True  # false: answers leave at once (no wire time)
+    faults: str = ""  # fault injection in the --faults syntax, e.g. "corrupt=0.01,drop=0.05"
+    state_file: str | None = None  # persist parameters, SN, clock and history; under state_dir
+
+    @field_validator("faults")
+    @classmethod
+    def _faults_parse(cls, value: str) -> str:
+        from gateway.simulator.faults import parse_fault_spec
+
+        try:
+            parse_fault_spec(value)
+        except ValueError as err:
+            raise ValueError(str(err).removeprefix("--faults: ")) from None
+        return value
+
+    @model_validator(mode="after")
+    def _addresses_fit(self) -> SimulatorConfig:
+        last = self.first_address + self.packs - 1
+        if last > 15:
+            raise ValueError(f"first_address + packs - 1 must be at most 15, got addresses up to {last}")
+        return self
 
 
 class AdminConfig(Section):
