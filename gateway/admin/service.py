@@ -294,6 +294,24 @@ async def apply_step(step: WriteStep, item: ItemReport, bus: AdminBus) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class _Action:
+    name: str  # in the audit log
+    role: Role  # needed
+    what: str  # how a refusal names it ("<what> needs the admin role or higher")
+
+
+# The single-pack admin actions (see `AdminService._on_pack`).
+_IMPORT = _Action("parameters.import", Role.ADMIN, "importing parameters")
+_CAPACITIES = _Action("config.capacities", Role.ADMIN, "writing capacities")
+_CELL_COUNT = _Action("config.cell_count", Role.FACTORY, "setting the cell count")
+_SERIAL = _Action("config.serial", Role.ADMIN, "writing the SN code")
+_ANTI_THEFT = _Action("config.anti_theft", Role.ADMIN, "changing the anti-theft mode")
+_UNLOCK = _Action("config.unlock", Role.ADMIN, "unlocking a pack")
+_CONTROL = _Action("control", Role.ADMIN, "pack controls")
+_PACK_PROTOCOLS = _Action("config.pack_protocols", Role.ADMIN, "selecting the pack's inverter protocols")
+
+
+@dataclass(frozen=True, slots=True)
 class PackAction:
     """One audited admin action on one pack: who asked, the action's name, the request as audited."""
 
@@ -500,24 +518,23 @@ class AdminService:
 
     async def _on_pack(
         self,
+        spec: _Action,
         caller: Caller,
-        action: str,
         bus: str,
         address: int,
-        fields: Mapping[str, Any],
-        role: Role,
-        what: str,
         body: Callable[[PackAction], Awaitable[R]],
+        /,
+        **fields: Any,
     ) -> R:
-        """Run `body` as the audited `action` on pack BUS/ADDRESS (request: the pack, then `fields`)
-        once `caller` holds `role` (refused as `what`) and the pack is known."""
+        """Run `body` as the audited action `spec` on pack BUS/ADDRESS (the request: the pack, then
+        `fields`) once `caller` holds the spec's role and the pack is known; refusals are audited."""
         request = {"pack": f"{bus}/{address}", **fields}
 
         async def run() -> R:
-            self.require(caller, role, what)
-            return await body(PackAction(caller, action, request, self.pack(bus, address)))
+            self.require(caller, spec.role, spec.what)
+            return await body(PackAction(caller, spec.name, request, self.pack(bus, address)))
 
-        return await self.audited(caller, action, [], request, run)
+        return await self.audited(caller, spec.name, [], request, run)
 
     async def _record_pack(
         self, act: PackAction, *, outcome: str, before: Any = None, after: Any = None, detail: str = ""
@@ -1029,14 +1046,7 @@ class AdminService:
             return {**preview, "applied": True, "result": result}
 
         return await self._on_pack(
-            caller,
-            "parameters.import",
-            bus,
-            address,
-            {"format": fmt, "apply": apply, "bytes": len(text)},
-            Role.ADMIN,
-            "importing parameters",
-            body,
+            _IMPORT, caller, bus, address, body, format=fmt, apply=apply, bytes=len(text)
         )
 
     # ---- configuration ---------------------------------------------------------------------------
@@ -1159,19 +1169,15 @@ class AdminService:
             return await self._finish_pack(act, rep, abus, before=before, after=after, detail=rep.detail)
 
         return await self._on_pack(
+            _CAPACITIES,
             caller,
-            "config.capacities",
             bus,
             address,
-            {
-                "full_ah": full_ah,
-                "remaining_ah": remaining_ah,
-                "nominal_ah": nominal_ah,
-                "allow_inferred": allow_inferred,
-            },
-            Role.ADMIN,
-            "writing capacities",
             body,
+            full_ah=full_ah,
+            remaining_ah=remaining_ah,
+            nominal_ah=nominal_ah,
+            allow_inferred=allow_inferred,
         )
 
     async def set_cell_count(
@@ -1201,16 +1207,7 @@ class AdminService:
             # audited with the count asked for (the report's "after" stays unknown: no read-back)
             return await self._single_pack_write(act, item, step, audit_after=lambda _: cells)
 
-        return await self._on_pack(
-            caller,
-            "config.cell_count",
-            bus,
-            address,
-            {"cells": cells, "confirm": confirm},
-            Role.FACTORY,
-            "setting the cell count",
-            body,
-        )
+        return await self._on_pack(_CELL_COUNT, caller, bus, address, body, cells=cells, confirm=confirm)
 
     async def write_serial(self, caller: Caller, bus: str, address: int, serial: str) -> dict[str, Any]:
         async def body(act: PackAction) -> dict[str, Any]:
@@ -1235,9 +1232,7 @@ class AdminService:
             step = WriteStep(lambda b: write(b, key[1], serial), check)
             return await self._single_pack_write(act, item, step)
 
-        return await self._on_pack(
-            caller, "config.serial", bus, address, {"serial": serial}, Role.ADMIN, "writing the SN code", body
-        )
+        return await self._on_pack(_SERIAL, caller, bus, address, body, serial=serial)
 
     # ---- anti-theft ------------------------------------------------------------------------------
 
@@ -1309,14 +1304,7 @@ class AdminService:
             return await self._single_pack_write(act, item, step)
 
         return await self._on_pack(
-            caller,
-            "config.anti_theft",
-            bus,
-            address,
-            {"mode": dict(mode), "comm_timeout_h": comm_timeout_h},
-            Role.ADMIN,
-            "changing the anti-theft mode",
-            body,
+            _ANTI_THEFT, caller, bus, address, body, mode=dict(mode), comm_timeout_h=comm_timeout_h
         )
 
     async def unlock(self, caller: Caller, bus: str, address: int) -> dict[str, Any]:
@@ -1333,9 +1321,7 @@ class AdminService:
             step = WriteStep(lambda b: fn(b, key[1]), check)
             return await self._single_pack_write(act, item, step)
 
-        return await self._on_pack(
-            caller, "config.unlock", bus, address, {}, Role.ADMIN, "unlocking a pack", body
-        )
+        return await self._on_pack(_UNLOCK, caller, bus, address, body)
 
     # ---- controls (MOS, heater, fan, buzzer, forced sleep, ...) ------------------------------------
 
@@ -1425,14 +1411,7 @@ class AdminService:
             return await self._finish_item(act, item, abus)
 
         return await self._on_pack(
-            caller,
-            "control",
-            bus,
-            address,
-            {"action": action_name, "on": on, "allow_inferred": allow_inferred},
-            Role.ADMIN,
-            "pack controls",
-            body,
+            _CONTROL, caller, bus, address, body, action=action_name, on=on, allow_inferred=allow_inferred
         )
 
     # ---- the pack's own inverter protocol selection (PACE) -----------------------------------------
@@ -1530,14 +1509,7 @@ class AdminService:
             return await self._finish_item(act, item, abus)
 
         return await self._on_pack(
-            caller,
-            "config.pack_protocols",
-            bus,
-            address,
-            {"can": can, "rs485": rs485, "mode": mode},
-            Role.ADMIN,
-            "selecting the pack's inverter protocols",
-            body,
+            _PACK_PROTOCOLS, caller, bus, address, body, can=can, rs485=rs485, mode=mode
         )
 
     # ---- the gateway's own inverter protocols (CAN, RS485) ------------------------------------------
