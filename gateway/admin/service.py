@@ -215,6 +215,30 @@ def label(key: PackKey) -> str:
     return f"{key[0]}/{key[1]}"
 
 
+def _problem(parameter: str, value: Any, allowed: Any, message: str) -> dict[str, Any]:
+    """One refused value, as listed in a 422 answer's `errors`."""
+    return {"parameter": parameter, "value": value, "allowed": allowed, "message": message}
+
+
+def _not_among(*checks: tuple[str, Any, list[Any], str]) -> list[dict[str, Any]]:
+    """The problems of optional values (None: not given) that are not among their allowed choices;
+    each check is (parameter, value, allowed, message)."""
+    return [
+        _problem(n, v, allowed, msg) for n, v, allowed, msg in checks if v is not None and v not in allowed
+    ]
+
+
+def _refuse_all(errors: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse (422) naming every problem at once, when there is any."""
+    if errors:
+        raise Invalid("; ".join(str(e["message"]) for e in errors), errors)
+
+
+def _items_by_pack(reports: Sequence[PackReport], field: str) -> dict[str, dict[str, Any]]:
+    """{pack: {item name: the item's `field`}}: a batch's values before or after, as audited."""
+    return {r.pack: {i.name: getattr(i, field) for i in r.items} for r in reports}
+
+
 # ---- the bus with admin priority -----------------------------------------------------------------
 
 
@@ -723,34 +747,19 @@ class AdminService:
             table = self.table(key)
             out[key] = {}
             for name, value in values.items():
+                problem = None
                 if name not in table:
-                    if (table.family, name) not in seen:
-                        errors.append(
-                            {
-                                "parameter": name,
-                                "value": value,
-                                "allowed": None,
-                                "message": f"{table.family}: unknown parameter {name!r}",
-                            }
-                        )
-                        seen.add((table.family, name))
-                    continue
-                spec = table.get(name)
-                try:
-                    out[key][name] = spec.validate(value)
-                except ParameterValueError as err:
-                    if (table.family, name) not in seen:
-                        errors.append(
-                            {
-                                "parameter": name,
-                                "value": value,
-                                "allowed": spec.range_text(),
-                                "message": str(err),
-                            }
-                        )
-                        seen.add((table.family, name))
-        if errors:
-            raise Invalid("; ".join(str(e["message"]) for e in errors), errors)
+                    problem = _problem(name, value, None, f"{table.family}: unknown parameter {name!r}")
+                else:
+                    spec = table.get(name)
+                    try:
+                        out[key][name] = spec.validate(value)
+                    except ParameterValueError as err:
+                        problem = _problem(name, value, spec.range_text(), str(err))
+                if problem is not None and (table.family, name) not in seen:  # once per family
+                    errors.append(problem)
+                    seen.add((table.family, name))
+        _refuse_all(errors)
         for key, values in out.items():
             table = self.table(key)
             for name in values:
@@ -838,31 +847,20 @@ class AdminService:
                 rep.summarize()
                 reports.append(rep)
             result = batch_json(action, reports, dry_run=True)
-            await self.record(
-                caller,
-                action,
-                keys,
-                request,
-                outcome="dry_run",
-                before={r.pack: {i.name: i.before for i in r.items} for r in reports},
-            )
-            return result
-        for key in keys:  # one pack at a time
-            async with self.lock(key[0]):
-                reports.append(await self._write_one(key, validated[key], allow_inferred=bool(inferred)))
-        result = batch_json(action, reports)
-        await self.record(
-            caller,
-            action,
-            keys,
-            request,
-            outcome=result["outcome"],
-            before={r.pack: {i.name: i.before for i in r.items} for r in reports},
-            after={r.pack: {i.name: i.after for i in r.items} for r in reports},
-            detail="; ".join(
-                f"{r.pack}: {r.outcome}{' (' + r.detail + ')' if r.detail else ''}" for r in reports
-            ),
-        )
+            entry: dict[str, Any] = {"outcome": "dry_run"}
+        else:
+            for key in keys:  # one pack at a time
+                async with self.lock(key[0]):
+                    reports.append(await self._write_one(key, validated[key], allow_inferred=bool(inferred)))
+            result = batch_json(action, reports)
+            entry = {
+                "outcome": result["outcome"],
+                "after": _items_by_pack(reports, "after"),
+                "detail": "; ".join(
+                    f"{r.pack}: {r.outcome}{' (' + r.detail + ')' if r.detail else ''}" for r in reports
+                ),
+            }
+        await self.record(caller, action, keys, request, before=_items_by_pack(reports, "before"), **entry)
         return result
 
     async def _write_one(
@@ -872,6 +870,22 @@ class AdminService:
         driver = self.driver(key)
         bus = self.bus(key)
         rep = PackReport(label(key))
+        try:
+            return await self._write_values(rep, key, values, table, driver, bus, allow_inferred)
+        finally:  # however it ended, the report counts the requests and is summarized
+            rep.bus_requests = bus.requests
+            rep.summarize()
+
+    async def _write_values(
+        self,
+        rep: PackReport,
+        key: PackKey,
+        values: Mapping[str, float],
+        table: ParameterTable,
+        driver: Driver,
+        bus: AdminBus,
+        allow_inferred: bool,
+    ) -> PackReport:
         snapshot = self.snapshot_parameters(key)
         try:
             before_ps = await driver.read_parameters(bus, key[1], self._wall())
@@ -882,8 +896,6 @@ class AdminService:
                 ItemReport(n, v, snapshot.get(n), None, Outcome.FAILED, "not written")
                 for n, v in values.items()
             ]
-            rep.bus_requests = bus.requests
-            rep.summarize()
             return rep
         write_error: str | None = None
         try:
@@ -896,8 +908,6 @@ class AdminService:
                 ItemReport(n, v, before.get(n), before.get(n), Outcome.FAILED, str(err))
                 for n, v in values.items()
             ]
-            rep.bus_requests = bus.requests
-            rep.summarize()
             return rep
         except (BusError, ValueError, LocalProtocolError) as err:
             write_error = str(err) or type(err).__name__
@@ -927,8 +937,6 @@ class AdminService:
             rep.items.append(item)
         if write_error is not None:
             rep.detail = write_error
-        rep.bus_requests = bus.requests
-        rep.summarize()
         return rep
 
     async def load_origin(
@@ -1088,30 +1096,26 @@ class AdminService:
             asked: dict[str, float] = {k: v for k, v in given.items() if v is not None}
             if not asked:
                 raise Invalid("name at least one of full_ah, remaining_ah, nominal_ah")
-            errors: list[dict[str, Any]] = [
-                {
-                    "parameter": f"{k}_ah",
-                    "value": v,
-                    "allowed": f"0..{CAPACITY_MAX_AH} Ah",
-                    "message": f"{k}_ah: {v:g} Ah is outside 0..{CAPACITY_MAX_AH} Ah",
-                }
-                for k, v in asked.items()
-                if not (math.isfinite(v) and 0.0 <= v <= CAPACITY_MAX_AH)
-            ]
-            if errors:
-                raise Invalid("; ".join(str(e["message"]) for e in errors), errors)
+            allowed = f"0..{CAPACITY_MAX_AH} Ah"
+            _refuse_all(
+                [
+                    _problem(f"{k}_ah", v, allowed, f"{k}_ah: {v:g} Ah is outside {allowed}")
+                    for k, v in asked.items()
+                    if not (math.isfinite(v) and 0.0 <= v <= CAPACITY_MAX_AH)
+                ]
+            )
             t = self.telemetry(key)
             target_full = full_ah if full_ah is not None else (t.full_capacity_ah if t else None)
             if remaining_ah is not None and target_full is not None and remaining_ah > target_full:
                 raise Invalid(
                     f"remaining_ah: {remaining_ah:g} Ah is above the full capacity {target_full:g} Ah",
                     [
-                        {
-                            "parameter": "remaining_ah",
-                            "value": remaining_ah,
-                            "allowed": f"0..{target_full:g} Ah",
-                            "message": "remaining capacity above full capacity",
-                        }
+                        _problem(
+                            "remaining_ah",
+                            remaining_ah,
+                            f"0..{target_full:g} Ah",
+                            "remaining capacity above full capacity",
+                        )
                     ],
                 )
             if not self.inferred_allowed(allow_inferred):
@@ -1189,7 +1193,7 @@ class AdminService:
             if not 1 <= cells <= 32:
                 raise Invalid(
                     f"cells: {cells} is outside 1..32",
-                    [{"parameter": "cells", "value": cells, "allowed": "1..32", "message": "out of range"}],
+                    [_problem("cells", cells, "1..32", "out of range")],
                 )
             if not confirm:
                 raise Invalid(
@@ -1448,36 +1452,23 @@ class AdminService:
             from protocol.bms.pace import commands as c
 
             modes = {"auto": 0, "manual": 1}
-            errors: list[dict[str, Any]] = []
-            if can is not None and can not in c.CAN_PROTOCOLS:
-                errors.append(
-                    {
-                        "parameter": "can",
-                        "value": can,
-                        "allowed": sorted(c.CAN_PROTOCOLS),
-                        "message": f"CAN protocol code {can} is not in the PACE CAN table",
-                    }
+            _refuse_all(
+                _not_among(
+                    (
+                        "can",
+                        can,
+                        sorted(c.CAN_PROTOCOLS),
+                        f"CAN protocol code {can} is not in the PACE CAN table",
+                    ),
+                    (
+                        "rs485",
+                        rs485,
+                        sorted(c.RS485_PROTOCOLS),
+                        f"RS485 protocol code {rs485} is not in the PACE RS485 table",
+                    ),
+                    ("mode", mode, list(modes), f"mode {mode!r} is not auto or manual"),
                 )
-            if rs485 is not None and rs485 not in c.RS485_PROTOCOLS:
-                errors.append(
-                    {
-                        "parameter": "rs485",
-                        "value": rs485,
-                        "allowed": sorted(c.RS485_PROTOCOLS),
-                        "message": f"RS485 protocol code {rs485} is not in the PACE RS485 table",
-                    }
-                )
-            if mode is not None and mode not in modes:
-                errors.append(
-                    {
-                        "parameter": "mode",
-                        "value": mode,
-                        "allowed": list(modes),
-                        "message": f"mode {mode!r} is not auto or manual",
-                    }
-                )
-            if errors:
-                raise Invalid("; ".join(str(e["message"]) for e in errors), errors)
+            )
             if can is None and rs485 is None and mode is None:
                 raise Invalid("name at least one of can, rs485, mode")
             abus = self.bus(key)
@@ -1549,27 +1540,12 @@ class AdminService:
             from gateway.rs485_inverter import PROTOCOLS as RS485_NAMES
             from protocol.inverter.can import registry
 
-            errors: list[dict[str, Any]] = []
-            if can is not None and can not in registry.names():
-                errors.append(
-                    {
-                        "parameter": "can",
-                        "value": can,
-                        "allowed": registry.names(),
-                        "message": f"unknown CAN protocol {can!r}",
-                    }
+            _refuse_all(
+                _not_among(
+                    ("can", can, registry.names(), f"unknown CAN protocol {can!r}"),
+                    ("rs485", rs485, list(RS485_NAMES), f"unknown RS485 inverter protocol {rs485!r}"),
                 )
-            if rs485 is not None and rs485 not in RS485_NAMES:
-                errors.append(
-                    {
-                        "parameter": "rs485",
-                        "value": rs485,
-                        "allowed": list(RS485_NAMES),
-                        "message": f"unknown RS485 inverter protocol {rs485!r}",
-                    }
-                )
-            if errors:
-                raise Invalid("; ".join(str(e["message"]) for e in errors), errors)
+            )
             if can is None and rs485 is None:
                 raise Invalid("name at least one of can, rs485")
             if can is not None:
