@@ -239,6 +239,14 @@ def _items_by_pack(reports: Sequence[PackReport], field: str) -> dict[str, dict[
     return {r.pack: {i.name: getattr(i, field) for i in r.items} for r in reports}
 
 
+def _closed(rep: PackReport, bus: AdminBus | None) -> PackReport:
+    """`rep` with the requests its action sent on `bus` (None: left uncounted) and its outcome."""
+    if bus is not None:
+        rep.bus_requests = bus.requests
+    rep.summarize()
+    return rep
+
+
 # ---- the bus with admin priority -----------------------------------------------------------------
 
 
@@ -273,12 +281,12 @@ class AdminBus:
 
 # ---- one item written and checked ----------------------------------------------------------------
 
-Check = Callable[[AdminBus], Awaitable[tuple[Any, bool | None]]]
+_Check = Callable[[AdminBus], Awaitable[tuple[Any, bool | None]]]
 
 
 @dataclass(frozen=True, slots=True)
-class WriteStep:
-    """What differs between the single-item admin writes; `apply_step` is the shared mechanism.
+class _WriteStep:
+    """What differs between the single-item admin writes; `_apply_step` is the shared mechanism.
 
     `check` reads back after an acknowledged write and answers (value shown as "after", verified?);
     verified None means nothing to compare (the item stays "written"). Without `check` the item is
@@ -287,14 +295,14 @@ class WriteStep:
     (409, nothing reported); any other exception propagates."""
 
     write: Callable[[AdminBus], Awaitable[object]]
-    check: Check | None = None
+    check: _Check | None = None
     errors: tuple[type[Exception], ...] = (BusError,)
     failure: Callable[[Exception], str] = str
     acknowledged: str = ""
     conflicts: tuple[type[Exception], ...] = ()
 
 
-async def apply_step(step: WriteStep, item: ItemReport, bus: AdminBus) -> None:
+async def _apply_step(step: _WriteStep, item: ItemReport, bus: AdminBus) -> None:
     """Write, read back and verify one item (the caller holds the bus's admin lock)."""
     try:
         await step.write(bus)
@@ -336,7 +344,7 @@ _PACK_PROTOCOLS = _Action("config.pack_protocols", Role.ADMIN, "selecting the pa
 
 
 @dataclass(frozen=True, slots=True)
-class PackAction:
+class _PackAction:
     """One audited admin action on one pack: who asked, the action's name, the request as audited."""
 
     caller: Caller
@@ -546,7 +554,7 @@ class AdminService:
         caller: Caller,
         bus: str,
         address: int,
-        body: Callable[[PackAction], Awaitable[R]],
+        body: Callable[[_PackAction], Awaitable[R]],
         /,
         **fields: Any,
     ) -> R:
@@ -556,12 +564,12 @@ class AdminService:
 
         async def run() -> R:
             self.require(caller, spec.role, spec.what)
-            return await body(PackAction(caller, spec.name, request, self.pack(bus, address)))
+            return await body(_PackAction(caller, spec.name, request, self.pack(bus, address)))
 
         return await self.audited(caller, spec.name, [], request, run)
 
     async def _record_pack(
-        self, act: PackAction, *, outcome: str, before: Any = None, after: Any = None, detail: str = ""
+        self, act: _PackAction, *, outcome: str, before: Any = None, after: Any = None, detail: str = ""
     ) -> None:
         await self.record(
             act.caller,
@@ -575,18 +583,16 @@ class AdminService:
         )
 
     async def _finish_pack(
-        self, act: PackAction, rep: PackReport, bus: AdminBus | None, *, before: Any, after: Any, detail: str
+        self, act: _PackAction, rep: PackReport, bus: AdminBus | None, *, before: Any, after: Any, detail: str
     ) -> dict[str, Any]:
-        """Close a single-pack report (bus requests counted unless `bus` is None), audit it, answer it."""
-        if bus is not None:
-            rep.bus_requests = bus.requests
-        rep.summarize()
+        """Close a single-pack report (see `_closed`), audit it, answer it."""
+        _closed(rep, bus)
         await self._record_pack(act, outcome=rep.outcome, before=before, after=after, detail=detail)
         return asdict(rep)
 
     async def _finish_item(
         self,
-        act: PackAction,
+        act: _PackAction,
         item: ItemReport,
         bus: AdminBus,
         *,
@@ -600,16 +606,16 @@ class AdminService:
 
     async def _single_pack_write(
         self,
-        act: PackAction,
+        act: _PackAction,
         item: ItemReport,
-        step: WriteStep,
+        step: _WriteStep,
         *,
         audit_after: Callable[[ItemReport], Any] | None = None,
     ) -> dict[str, Any]:
         """Run `step` for `item` under the bus's admin lock, then report and audit it."""
         bus = self.bus(act.key)
         async with self.lock(act.key[0]):
-            await apply_step(step, item, bus)
+            await _apply_step(step, item, bus)
         return await self._finish_item(act, item, bus, audit_after=audit_after)
 
     async def _read_realtime(self, driver: Driver, key: PackKey, bus: AdminBus) -> Telemetry:
@@ -870,22 +876,6 @@ class AdminService:
         driver = self.driver(key)
         bus = self.bus(key)
         rep = PackReport(label(key))
-        try:
-            return await self._write_values(rep, key, values, table, driver, bus, allow_inferred)
-        finally:  # however it ended, the report counts the requests and is summarized
-            rep.bus_requests = bus.requests
-            rep.summarize()
-
-    async def _write_values(
-        self,
-        rep: PackReport,
-        key: PackKey,
-        values: Mapping[str, float],
-        table: ParameterTable,
-        driver: Driver,
-        bus: AdminBus,
-        allow_inferred: bool,
-    ) -> PackReport:
         snapshot = self.snapshot_parameters(key)
         try:
             before_ps = await driver.read_parameters(bus, key[1], self._wall())
@@ -896,7 +886,7 @@ class AdminService:
                 ItemReport(n, v, snapshot.get(n), None, Outcome.FAILED, "not written")
                 for n, v in values.items()
             ]
-            return rep
+            return _closed(rep, bus)
         write_error: str | None = None
         try:
             await driver.write_parameters(
@@ -908,7 +898,7 @@ class AdminService:
                 ItemReport(n, v, before.get(n), before.get(n), Outcome.FAILED, str(err))
                 for n, v in values.items()
             ]
-            return rep
+            return _closed(rep, bus)
         except (BusError, ValueError, LocalProtocolError) as err:
             write_error = str(err) or type(err).__name__
         after: dict[str, float] | None = None
@@ -937,7 +927,7 @@ class AdminService:
             rep.items.append(item)
         if write_error is not None:
             rep.detail = write_error
-        return rep
+        return _closed(rep, bus)
 
     async def load_origin(
         self,
@@ -1012,7 +1002,7 @@ class AdminService:
     ) -> dict[str, Any]:
         """Validate a parameter file and show the rows that differ from the pack; with `apply`, write them."""
 
-        async def body(act: PackAction) -> dict[str, Any]:
+        async def body(act: _PackAction) -> dict[str, Any]:
             key = act.key
             table = self.table(key)
             try:
@@ -1089,7 +1079,7 @@ class AdminService:
         nominal_ah: float | None = None,
         allow_inferred: bool = False,
     ) -> dict[str, Any]:
-        async def body(act: PackAction) -> dict[str, Any]:
+        async def body(act: _PackAction) -> dict[str, Any]:
             key = act.key
             write = self.feature(key, "write_capacity", "capacity writes")
             given = {"full": full_ah, "remaining": remaining_ah, "nominal": nominal_ah}
@@ -1187,7 +1177,7 @@ class AdminService:
     async def set_cell_count(
         self, caller: Caller, bus: str, address: int, cells: int, *, confirm: bool
     ) -> dict[str, Any]:
-        async def body(act: PackAction) -> dict[str, Any]:
+        async def body(act: _PackAction) -> dict[str, Any]:
             key = act.key
             fn = self.feature(key, "set_cell_count", "setting the cell count")
             if not 1 <= cells <= 32:
@@ -1203,7 +1193,7 @@ class AdminService:
                 )
             t = self.telemetry(key)
             item = ItemReport("cells", cells, None if t is None else len(t.cell_voltages_v))
-            step = WriteStep(
+            step = _WriteStep(
                 lambda b: fn(b, key[1], cells, confirm_dangerous=True),
                 errors=(BusError, LocalProtocolError),
                 acknowledged="sent; the pack does not acknowledge and applies it after a reset",
@@ -1214,7 +1204,7 @@ class AdminService:
         return await self._on_pack(_CELL_COUNT, caller, bus, address, body, cells=cells, confirm=confirm)
 
     async def write_serial(self, caller: Caller, bus: str, address: int, serial: str) -> dict[str, Any]:
-        async def body(act: PackAction) -> dict[str, Any]:
+        async def body(act: _PackAction) -> dict[str, Any]:
             key = act.key
             write = self.feature(key, "write_serial", "writing the SN code")
             read = self.feature(key, "read_serial", "reading the SN code")
@@ -1233,7 +1223,7 @@ class AdminService:
                 got = await read(b, key[1])
                 return got, got == serial
 
-            step = WriteStep(lambda b: write(b, key[1], serial), check)
+            step = _WriteStep(lambda b: write(b, key[1], serial), check)
             return await self._single_pack_write(act, item, step)
 
         return await self._on_pack(_SERIAL, caller, bus, address, body, serial=serial)
@@ -1271,7 +1261,7 @@ class AdminService:
         mode: Mapping[str, bool],
         comm_timeout_h: float | None = None,
     ) -> dict[str, Any]:
-        async def body(act: PackAction) -> dict[str, Any]:
+        async def body(act: _PackAction) -> dict[str, Any]:
             key = act.key
             fn = self.feature(key, "anti_theft_lock", "anti-theft")
             unknown = sorted(set(mode) - set(ANTI_THEFT_BITS))
@@ -1304,7 +1294,7 @@ class AdminService:
                 self._anti_theft[key] = (mask, self._wall())
                 item.after = item.requested  # no read of the mode: what was acknowledged is what we know
 
-            step = WriteStep(write, acknowledged="acknowledged; the protocol has no read of the mode")
+            step = _WriteStep(write, acknowledged="acknowledged; the protocol has no read of the mode")
             return await self._single_pack_write(act, item, step)
 
         return await self._on_pack(
@@ -1312,7 +1302,7 @@ class AdminService:
         )
 
     async def unlock(self, caller: Caller, bus: str, address: int) -> dict[str, Any]:
-        async def body(act: PackAction) -> dict[str, Any]:
+        async def body(act: _PackAction) -> dict[str, Any]:
             key = act.key
             fn = self.feature(key, "unlock", "unlocking")
             t = self.telemetry(key)
@@ -1322,7 +1312,7 @@ class AdminService:
                 locked = "Battery_Locked" in (await self._read_realtime(self.driver(key), key, b)).states
                 return locked, not locked
 
-            step = WriteStep(lambda b: fn(b, key[1]), check)
+            step = _WriteStep(lambda b: fn(b, key[1]), check)
             return await self._single_pack_write(act, item, step)
 
         return await self._on_pack(_UNLOCK, caller, bus, address, body)
@@ -1352,7 +1342,7 @@ class AdminService:
         *,
         allow_inferred: bool = False,
     ) -> dict[str, Any]:
-        async def body(act: PackAction) -> dict[str, Any]:
+        async def body(act: _PackAction) -> dict[str, Any]:
             key = act.key
             try:
                 ctl = Control(action_name)
@@ -1393,7 +1383,7 @@ class AdminService:
                 after = _control_state(ctl, await self._read_realtime(driver, key, b))
                 return after, None if after is None else after == on  # None: no state to compare
 
-            step = WriteStep(
+            step = _WriteStep(
                 lambda b: driver.control(b, key[1], ctl, int(on)),
                 None if ctl in (Control.FORCED_SLEEP, Control.SHUTDOWN) else check,
                 failure=_control_failure,
@@ -1408,7 +1398,7 @@ class AdminService:
                     restore = getattr(driver, "allow_inferred", False)
                     driver.allow_inferred = True  # type: ignore[attr-defined]
                 try:
-                    await apply_step(step, item, abus)
+                    await _apply_step(step, item, abus)
                 finally:
                     if restore is not None:
                         driver.allow_inferred = restore  # type: ignore[attr-defined]
@@ -1445,7 +1435,7 @@ class AdminService:
     async def write_pack_protocols(
         self, caller: Caller, bus: str, address: int, *, can: int | None, rs485: int | None, mode: str | None
     ) -> dict[str, Any]:
-        async def body(act: PackAction) -> dict[str, Any]:
+        async def body(act: _PackAction) -> dict[str, Any]:
             key = act.key
             read = self.feature(key, "read_protocols", "inverter protocol selection")
             write = self.feature(key, "write_protocols", "inverter protocol selection")
@@ -1493,10 +1483,10 @@ class AdminService:
                     got = await read(b, key[1])
                     return _protocols_doc(got), got == new
 
-                step = WriteStep(
+                step = _WriteStep(
                     lambda b: write(b, key[1], new), check, errors=(BusError, LocalProtocolError)
                 )
-                await apply_step(step, item, abus)
+                await _apply_step(step, item, abus)
             return await self._finish_item(act, item, abus)
 
         return await self._on_pack(
@@ -1667,7 +1657,7 @@ class AdminService:
                     step = self._clock_step(self.driver(key), key)
                     abus = self.bus(key)
                     async with self.lock(key[0]):
-                        await apply_step(step, item, abus)
+                        await _apply_step(step, item, abus)
                     rep.bus_requests = abus.requests
                 except (BusError, AdminError) as err:
                     item.detail = getattr(err, "message", None) or str(err)
@@ -1690,7 +1680,7 @@ class AdminService:
 
         return await self.audited(caller, action, [], request, body)
 
-    def _clock_step(self, driver: Driver, key: PackKey) -> WriteStep:
+    def _clock_step(self, driver: Driver, key: PackKey) -> _WriteStep:
         """The gateway's time written to a pack, verified by the drift read back. A failed write is
         not caught here (`errors=()`): `sync_clocks` reports it for the pack."""
 
@@ -1699,7 +1689,7 @@ class AdminService:
             self._publish(key, clock=reading)
             return round(reading.drift_s, 1), abs(reading.drift_s) <= CLOCK_VERIFY_TOLERANCE_S
 
-        return WriteStep(lambda b: driver.write_clock(b, key[1], self._wall()), check, errors=())
+        return _WriteStep(lambda b: driver.write_clock(b, key[1], self._wall()), check, errors=())
 
     async def auto_sync_once(self) -> list[str]:
         """Sync the packs whose last clock reading drifts beyond `[admin] clock_max_drift_s` (at most once
