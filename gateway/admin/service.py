@@ -13,6 +13,12 @@ Every operation takes a `Caller` (who, from where) and:
 
 Read-backs are published into the model at once (parameters, clock), so the next snapshot shows
 them. This module never opens a transport and never bypasses the bus owner.
+
+The single-pack writes share one path; what differs per action is data: `_on_pack` (role check,
+pack lookup, refusals audited; one `_Action` row each) -> a `_WriteStep` run by `_apply_step` under
+the bus's admin lock (write, read back, verify) -> `_finish_item` / `_finish_pack` (summarize,
+audit, answer). Batch parameter writes go through `write_plan`, batch clock writes through
+`sync_clocks` (which uses the same `_WriteStep` per pack).
 """
 
 from __future__ import annotations
