@@ -28,8 +28,13 @@ NEW_VERSION = {"tianpower": "HY-PT003-B200LT55-V1.1.0", "pace": "P16S100A-SIM-V2
 PAYLOAD = bytes((i * 7 + 3) % 251 for i in range(6000))  # 47 blocks
 
 
-def image(protocol: str, *, target: str | None = None, version: str | None = None) -> bytes:
-    return bl.build_image(protocol, target or TARGET[protocol], version or NEW_VERSION[protocol], PAYLOAD)
+BIG_PAYLOAD = PAYLOAD * 5  # 235 blocks: a transfer long enough to be interrupted on purpose
+
+
+def image(
+    protocol: str, *, target: str | None = None, version: str | None = None, payload: bytes = PAYLOAD
+) -> bytes:
+    return bl.build_image(protocol, target or TARGET[protocol], version or NEW_VERSION[protocol], payload)
 
 
 class BusSpy:
@@ -128,7 +133,7 @@ async def test_a_pack_that_goes_silent_leaves_a_resumable_job(tmp_path: Path) ->
     sim = make_sim("tianpower")
     async with context(sim, tmp_path, block_retries=1) as ctx:
         fw = FirmwareService.from_context(ctx)
-        info = await fw.upload(ADMIN, image("tianpower"))
+        info = await fw.upload(ADMIN, image("tianpower", payload=BIG_PAYLOAD))
         rec = await fw.flash(ADMIN, "sim", 1, info.id)
         await wait_for(lambda: fw.job(rec.id).blocks_done >= 10, 10.0, "10 blocks")
         sim.set_online(1, False)
@@ -157,7 +162,7 @@ async def test_a_pack_left_in_its_bootloader_can_start_over_with_another_image(t
     sim = make_sim("tianpower")
     async with context(sim, tmp_path, block_retries=1) as ctx:
         fw = FirmwareService.from_context(ctx)
-        first = await fw.upload(ADMIN, image("tianpower"))
+        first = await fw.upload(ADMIN, image("tianpower", payload=BIG_PAYLOAD))
         rec = await fw.flash(ADMIN, "sim", 1, first.id)
         await wait_for(lambda: fw.job(rec.id).blocks_done >= 10, 10.0, "10 blocks")
         sim.set_online(1, False)
@@ -166,7 +171,9 @@ async def test_a_pack_left_in_its_bootloader_can_start_over_with_another_image(t
         # the application does not run in the bootloader: the poller loses the pack
         await wait_for(lambda: not ctx.store.view.pack("sim", 1).online, 10.0, "pack 1 not online")  # type: ignore[union-attr]
         assert fw.left_in_bootloader(("sim", 1)) is not None
-        other = await fw.upload(ADMIN, image("tianpower", version="HY-PT003-B200LT55-V1.2.0"))
+        other = await fw.upload(
+            ADMIN, image("tianpower", version="HY-PT003-B200LT55-V1.2.0", payload=BIG_PAYLOAD)
+        )
         again = await fw.flash(ADMIN, "sim", 1, other.id)
         assert f"left in its bootloader by job {rec.id}" in again.history[-1]
         done = await finished(fw, again.id)
@@ -180,7 +187,7 @@ async def test_abort_then_resume(tmp_path: Path) -> None:
     sim = make_sim("pace")
     async with context(sim, tmp_path) as ctx:
         fw = FirmwareService.from_context(ctx)
-        info = await fw.upload(ADMIN, image("pace"))
+        info = await fw.upload(ADMIN, image("pace", payload=BIG_PAYLOAD))
         rec = await fw.flash(ADMIN, "sim", 2, info.id)
         await wait_for(lambda: fw.job(rec.id).blocks_done >= 5, 10.0, "5 blocks")
         aborted = await fw.abort(ADMIN, rec.id)
@@ -200,7 +207,7 @@ async def test_a_process_restart_mid_upgrade_resumes(tmp_path: Path) -> None:
     sim = make_sim("tianpower")
     async with context(sim, tmp_path) as ctx:
         fw = FirmwareService.from_context(ctx)
-        info = await fw.upload(ADMIN, image("tianpower"))
+        info = await fw.upload(ADMIN, image("tianpower", payload=BIG_PAYLOAD))
         rec = await fw.flash(ADMIN, "sim", 1, info.id)
         await wait_for(lambda: fw.job(rec.id).blocks_done >= 16, 10.0, "16 blocks")
         for task in list(fw._tasks):  # the process goes away: its tasks end where they are
