@@ -14,6 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.bms import bootloader as bl
 from protocol.bms.pace.frame import (
     CID1_EG4,
     CID1_LFP,
@@ -90,6 +91,12 @@ class Cmd(enum.IntEnum):
     WRITE_PROTOCOLS = 0xEC
     READ_LIMITER_CURRENT = 0xED
     WRITE_LIMITER_CURRENT = 0xEE
+    # bms-gateway's own firmware-upgrade protocol (not PACE's), see protocol.bms.bootloader
+    BOOT_ENTER = 0xF0
+    BOOT_BLOCK = 0xF1
+    BOOT_VERIFY = 0xF2
+    BOOT_REBOOT = 0xF3
+    BOOT_STATUS = 0xF4
 
 
 def command_name(cid2: int) -> str:
@@ -787,6 +794,9 @@ def parse_request(frame: PaceFrame) -> PaceRequest:
         return PaceRequest(**base, name=name, argument=r.u8("payload") if info else None)
     if cid2 in GROUPS_BY_WRITE:
         return PaceRequest(**base, name=name, argument=decode_group_write(cid2, info))
+    op = bl.op_for_code("pace", cid2)
+    if op is not None:  # the argument is the parsed bootloader message
+        return PaceRequest(**base, name=name, argument=bl.decode_request(op, info))
     raise RemoteProtocolError(f"PACE request with unknown CID2 0x{cid2:02X}")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from protocol.bms import bootloader as bl
 from protocol.bms.base import Frame, FrameDecoder
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
@@ -77,6 +78,8 @@ REQUEST_CID2 = frozenset(
     | {0x99, 0x9A, 0x9B, 0x9C, 0xA0, 0xA1, 0xA6, 0xA8, 0xAE, 0xAF, 0xB1, 0xB2, 0xB5, 0xB6, 0xC1, 0xC2}
     | set(range(0xD0, 0xE8))
     | {0xEB, 0xEC, 0xED, 0xEE}
+    # bms-gateway's own firmware-upgrade protocol (docs/bootloader.md); answers carry RTN 0x00
+    | set(bl.PACE_COMMANDS.values())
 )
 
 

@@ -11,6 +11,10 @@ so: the parameter-table write (`WriteParamTable`, mirror of the 0x43 read, comma
 meaning of non-zero ACK codes (YD/T1363 meanings). Writing the tables therefore needs an explicit
 opt-in from every caller (`allow_inferred=True` in `encode_request`).
 
+The firmware-upgrade commands 0xA0-0xA4 are not the vendor's: they carry bms-gateway's own
+bootloader protocol (`protocol.bms.bootloader`, docs/bootloader.md) as `BootloaderRequest` and
+`BootloaderAnswer`, so that captures and echoes of an upgrade are recognised like any command.
+
 Sans-I/O, no state.
 """
 
@@ -20,6 +24,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+from protocol.bms import bootloader as bl
 from protocol.bms.tianpower.frame import (
     CMD_READ_PARAMS,
     SOI,
@@ -28,7 +33,7 @@ from protocol.bms.tianpower.frame import (
     build_table_read,
 )
 from protocol.bms.tianpower.realtime import RealtimeData, decode_realtime, encode_realtime_data
-from protocol.bms.tianpower.shapes import CMD_WRITE_PARAMS_INFERRED, looks_like_request
+from protocol.bms.tianpower.shapes import BOOTLOADER_COMMANDS, CMD_WRITE_PARAMS_INFERRED, looks_like_request
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
 # --- command codes ---------------------------------------------------------------------------------
@@ -76,6 +81,12 @@ class Cmd(enum.IntEnum):
     CAL_DISCHARGE_1 = 0x86
     CAL_DISCHARGE_2 = 0x87
     CELL_COUNT = 0x92
+    # bms-gateway's own bootloader protocol (not the vendor's), see protocol.bms.bootloader
+    BOOT_ENTER = 0xA0
+    BOOT_BLOCK = 0xA1
+    BOOT_VERIFY = 0xA2
+    BOOT_REBOOT = 0xA3
+    BOOT_STATUS = 0xA4
 
 
 COMMAND_TITLES: dict[int, str] = {
@@ -120,6 +131,11 @@ COMMAND_TITLES: dict[int, str] = {
     Cmd.CAL_DISCHARGE_1: "calibration: discharge point 1 (factory)",
     Cmd.CAL_DISCHARGE_2: "calibration: discharge point 2 (factory)",
     Cmd.CELL_COUNT: "set cell count (factory, no ACK)",
+    Cmd.BOOT_ENTER: "firmware upgrade: enter bootloader (bms-gateway protocol)",
+    Cmd.BOOT_BLOCK: "firmware upgrade: image block (bms-gateway protocol)",
+    Cmd.BOOT_VERIFY: "firmware upgrade: verify image (bms-gateway protocol)",
+    Cmd.BOOT_REBOOT: "firmware upgrade: reboot into the image (bms-gateway protocol)",
+    Cmd.BOOT_STATUS: "firmware upgrade: bootloader status (bms-gateway protocol)",
 }
 
 DANGEROUS_COMMANDS = frozenset(
@@ -424,6 +440,14 @@ class SetCellCount:
     cells: int
 
 
+@dataclass(frozen=True, slots=True)
+class BootloaderRequest:
+    """A message of bms-gateway's firmware-upgrade protocol (commands 0xA0-0xA4)."""
+
+    address: int
+    message: bl.BootRequest
+
+
 Request = (
     ReadRequest
     | ReadParamTable
@@ -446,6 +470,7 @@ Request = (
     | WriteCapacity
     | Calibrate
     | SetCellCount
+    | BootloaderRequest
 )
 
 
@@ -550,6 +575,8 @@ def request_data(req: Request, *, allow_inferred: bool = False) -> tuple[int, by
             if not 1 <= cells <= 32:
                 raise LocalProtocolError(f"cell count must be 1..32, got {cells!r}")
             return Cmd.CELL_COUNT, bytes((0x02, cells))
+        case BootloaderRequest(message=message):
+            return bl.command_code("tianpower", message.op), message.encode()
         case _:
             raise LocalProtocolError(f"cannot encode {req!r}")
 
@@ -587,6 +614,8 @@ def parse_request(frame: TpFrame) -> Request:
         )
     if cmd in _PLAIN_READS:
         return ReadRequest(a, Cmd(cmd))
+    if cmd in BOOTLOADER_COMMANDS:
+        return BootloaderRequest(a, bl.decode_request(BOOTLOADER_COMMANDS[cmd], d))
     if cmd == Cmd.WRITE_PARAMS_INFERRED:
         recs = tuple(ParamRecord(d[i], _u16_at(d, i + 2)) for i in range(1, len(d), 4))
         return WriteParamTable(a, ParamTable(d[0]), recs)
@@ -781,6 +810,14 @@ class RawData:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class BootloaderAnswer:
+    """A pack's reply in bms-gateway's firmware-upgrade protocol (commands 0xA0-0xA4)."""
+
+    command: int
+    reply: bl.BootReply
+
+
 Response = (
     Ack
     | RealtimeData
@@ -797,6 +834,7 @@ Response = (
     | HistoryFrame
     | HistoryEnd
     | RawData
+    | BootloaderAnswer
 )
 
 # History event codes (reference 3.A.4). Codes 128.. are "released" events (code - 127 = original).
@@ -954,6 +992,10 @@ def response_data(resp: Response) -> tuple[int, bytes]:
             return Cmd.STORAGE, bytes((StorageSub.READ_RECORDS, marker)) + bytes(9) + bytes(tail)
         case RawData(command=cmd, data=data):
             return cmd, bytes(data)
+        case BootloaderAnswer(command=cmd, reply=reply):
+            if cmd not in BOOTLOADER_COMMANDS:
+                raise LocalProtocolError(f"0x{cmd:02X} is not a bootloader command")
+            return cmd, reply.encode()
         case _:
             raise LocalProtocolError(f"cannot encode {resp!r}")
 
@@ -1066,6 +1108,8 @@ def parse_response(frame: TpFrame, request: Request | None = None) -> Response:
         return _parse_storage(d)
     if cmd == Cmd.REVOV_06:
         return RawData(cmd, d)
+    if cmd in BOOTLOADER_COMMANDS:
+        return BootloaderAnswer(cmd, bl.BootReply.decode(d))
     raise RemoteProtocolError(
         f"command 0x{cmd:02X} ({COMMAND_TITLES[cmd]}) is answered with a 1-byte ACK, got {len(d)} data bytes"
     )

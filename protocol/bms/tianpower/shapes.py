@@ -5,12 +5,22 @@ shapes (ACK = one return-code byte, reads = their payload), with one unavoidable
 whose return code equals a valid one-byte argument (e.g. `D3 01 02`) is byte-for-byte the request;
 the driver therefore also compares a received frame with the exact bytes it sent.
 
+The firmware-upgrade commands 0xA0-0xA4 are bms-gateway's own bootloader protocol
+(`protocol.bms.bootloader`, docs/bootloader.md), not the vendor's: a request is a valid message body
+(ENTER: the image header; BLOCK: number, length, data and a matching CRC-16; the others: empty),
+while every reply is at least six bytes starting with a status code 0..7. A BLOCK reply can only
+pass for a request if its bytes happen to form a block with a correct CRC-16 (about 1 in 65536, and
+only for images of several hundred kilobytes); the exact-echo comparison covers our own requests.
+
 Sans-I/O, no state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+
+from protocol.bms import bootloader as bl
+from protocol.errors import RemoteProtocolError
 
 # Inferred (not publicly documented): the parameter-table write, mirror of the 0x43 read.
 CMD_WRITE_PARAMS_INFERRED = 0x44
@@ -49,6 +59,18 @@ def _param_write(d: bytes) -> bool:
     )
 
 
+def _boot_shape(op: bl.Op) -> Callable[[bytes], bool]:
+    def shape(d: bytes) -> bool:
+        try:
+            return bl.decode_request(op, d).crc_ok
+        except RemoteProtocolError:
+            return False
+
+    return shape
+
+
+BOOTLOADER_COMMANDS: Mapping[int, bl.Op] = {bl.command_code("tianpower", op): op for op in bl.Op}
+
 REQUEST_SHAPES: Mapping[int, Callable[[bytes], bool]] = {
     0x01: _empty,
     0x06: _empty,
@@ -79,6 +101,7 @@ REQUEST_SHAPES: Mapping[int, Callable[[bytes], bool]] = {
     **{c: _two for c in range(0x84, 0x88)},
     0x92: lambda d: len(d) == 2 and d[0] == 0x02,
     CMD_WRITE_PARAMS_INFERRED: _param_write,
+    **{code: _boot_shape(op) for code, op in BOOTLOADER_COMMANDS.items()},
 }
 
 
