@@ -1,4 +1,5 @@
-"""Shutting the simulated bus down while masters are still connected: clean, nothing logged as an error."""
+"""The simulated bus: shutdown with masters still connected (clean, nothing logged as an error) and the
+turnaround without pacing."""
 
 from __future__ import annotations
 
@@ -72,3 +73,23 @@ async def test_close_while_an_answer_is_being_paced_logs_no_error(caplog: pytest
         await asyncio.sleep(0)
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert problems == [], [r.getMessage() for r in problems]
+
+
+async def test_turnaround_applies_without_pacing() -> None:
+    # --no-pacing removes the byte pacing only (docs/simulator.md): the answer still waits for the
+    # turnaround. A lower bound only; a loaded machine can be slower, never faster.
+    turnaround = 0.25
+    sim = Simulator(SimulatorOptions(packs=1, pacing=False, turnaround_s=turnaround))
+    async with sim.serve_tcp("127.0.0.1", 0) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            writer.write(REALTIME_1)
+            await writer.drain()
+            frame = await _one_answer(reader)
+            elapsed = loop.time() - start
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    assert frame.address == 1 and elapsed >= turnaround

@@ -234,7 +234,10 @@ class BusServer:
         opts = self.sim.options
         if not data:
             return start_at
-        if not opts.pacing:
+        if not opts.pacing:  # no byte pacing, but the turnaround (start_at) still applies
+            delay = start_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
             self._broadcast(data)
             return loop.time()
         byte_s = 10.0 / opts.baud
