@@ -383,7 +383,9 @@ class BusPoller:
             bank: Mapping[int, Telemetry] | None = await self._guard(
                 self.master,
                 "bank realtime",
-                lambda: driver.read_bank_realtime(self.owner, self.master, self._wall()),
+                lambda: driver.read_bank_realtime(
+                    self.owner, self.master, self._wall(), addresses=self.cfg.addresses
+                ),
             )
         except Unsupported:
             bank = None

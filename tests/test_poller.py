@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pytest
 
@@ -75,8 +75,11 @@ class ScriptedDriver(Driver):
     async def probe(self, bus: BusClient, address: int) -> bool:
         return True
 
-    async def read_bank_realtime(self, bus: BusClient, master: int, now: float) -> Mapping[int, Telemetry]:
+    async def read_bank_realtime(
+        self, bus: BusClient, master: int, now: float, *, addresses: Sequence[int] | None = None
+    ) -> Mapping[int, Telemetry]:
         self.calls.append(("bank", master))
+        assert addresses is not None and addresses[0] == master  # the poller names the bank's packs
         return {1: telemetry(now, 11.0), 2: telemetry(now, 22.0), 9: telemetry(now, 99.0)}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -154,6 +154,9 @@ class Driver(abc.ABC):
         """Record number `index`, or None at the end of data."""
         raise Unsupported(f"{self.family}: history records are not available")
 
-    async def read_bank_realtime(self, bus: BusClient, master: int, now: float) -> Mapping[int, Telemetry]:
-        """Every pack's realtime data through the master pack (PACE INFO 0xFF). Optional."""
+    async def read_bank_realtime(
+        self, bus: BusClient, master: int, now: float, *, addresses: Sequence[int] | None = None
+    ) -> Mapping[int, Telemetry]:
+        """Every pack's realtime data through the master pack (PACE INFO 0xFF), keyed by address;
+        `addresses` are the bank's configured packs, master first. Optional."""
         raise Unsupported(f"{self.family} has no whole-bank read through a master pack")

@@ -6,15 +6,24 @@ the bus owner (`BusClient.transact`) and converts validated frames. An RTN other
 `DeviceError`; an answer whose INFO does not decode raises `RemoteProtocolError`.
 
 Inferred behaviour (behind `allow_inferred=True`): the MOSFET on/off payload convention (see
-`protocol.bms.pace.commands.MOS_ON`). The bank read through the master maps the i-th block of the
-answer to address master + i (*inferred*: PACE numbers the packs of a bank consecutively from the
-master; the answer carries no addresses).
+`protocol.bms.pace.commands.MOS_ON`).
+
+The bank read through the master (*inferred*, see docs/protocols.md): the answer carries no
+addresses, and the reference does not say how a master reports a slave that is silent. Blocks are in
+address order and the first is the master's own. With as many blocks as configured packs, block i is
+the i-th configured address. With fewer (a pack missing somewhere), every order-preserving placement
+of the blocks on the configured addresses is tried against each pack's fingerprint from its last
+read (cell count, temperature count, design capacity, full capacity within 1 %, cycles unchanged or
+one more); a block is attributed only when every consistent placement puts it on the same address,
+the others are left out (those packs go stale rather than show another pack's values).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from gateway.drivers.base import (
@@ -42,7 +51,7 @@ from protocol.bms.base import Frame, FrameDecoder
 from protocol.bms.pace import commands as c
 from protocol.bms.pace import values as v
 from protocol.bms.pace.frame import CID1_LFP, VER_20, VER_25, PaceDecoder, PaceFrame, rtn_text
-from protocol.errors import RemoteProtocolError
+from protocol.errors import LocalProtocolError, RemoteProtocolError
 
 Status = v.StatusBlock | v.StatusV20 | v.StatusEg4
 
@@ -92,6 +101,73 @@ def telemetry_of(block: v.AnalogBlock, status: Status, now: float) -> Telemetry:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class BlockFingerprint:
+    """What identifies a pack's block in a whole-bank answer (the wire carries no address)."""
+
+    cells: int
+    temperatures: int
+    design_capacity_ah: float | None
+    full_capacity_ah: float | None
+    cycles: int | None
+
+    @classmethod
+    def of(cls, block: v.AnalogBlock) -> BlockFingerprint:
+        return cls(
+            len(block.cell_voltages_v),
+            len(block.temperatures_c),
+            block.design_capacity_ah,
+            block.full_capacity_ah,
+            block.cycles,
+        )
+
+    def could_become(self, later: BlockFingerprint) -> bool:
+        """True when `later` may be the same pack read again some seconds after this one."""
+        if (self.cells, self.temperatures, self.design_capacity_ah) != (
+            later.cells,
+            later.temperatures,
+            later.design_capacity_ah,
+        ):
+            return False
+        full, later_full = self.full_capacity_ah, later.full_capacity_ah
+        if full is not None and later_full is not None and abs(later_full - full) > 0.01 * max(full, 1.0):
+            return False
+        if self.cycles is not None and later.cycles is not None:
+            return 0 <= later.cycles - self.cycles <= 1
+        return True
+
+
+def attribute_bank_blocks(
+    fingerprints: Sequence[BlockFingerprint],
+    addresses: Sequence[int],
+    known: Mapping[int, BlockFingerprint],
+) -> dict[int, int]:
+    """Block index -> address for a whole-bank answer (*inferred*, see the module docstring).
+
+    `addresses` are the bank's configured addresses, master first, in order; `known` the fingerprint
+    of each pack's last attributed block. Raises RemoteProtocolError when no placement fits."""
+    n, m = len(fingerprints), len(addresses)
+    if n > m:
+        raise RemoteProtocolError(f"pace bank read: {n} blocks for {m} configured packs")
+    if n == m:
+        return {i: addresses[i] for i in range(n)}
+    placements: list[tuple[int, ...]] = []
+    for rest in itertools.combinations(range(1, m), n - 1):
+        slots = (0, *rest)  # the master answers, so block 0 is always its own
+        if all(
+            addresses[slot] not in known or known[addresses[slot]].could_become(fingerprints[i])
+            for i, slot in enumerate(slots)
+        ):
+            placements.append(slots)
+    if not placements:
+        raise RemoteProtocolError(
+            f"pace bank read: {n} blocks for {m} configured packs match none of the packs last seen"
+        )
+    return {
+        i: addresses[placements[0][i]] for i in range(n) if all(p[i] == placements[0][i] for p in placements)
+    }
+
+
 class PaceDriver(Driver):
     family: ClassVar[str] = "pace"
 
@@ -102,6 +178,8 @@ class PaceDriver(Driver):
         # Dialect learned per address by `probe` (answer VER / CID1); defaults above otherwise.
         self._dialects: dict[int, tuple[int, int]] = {}
         self._table: ParameterTable | None = None
+        # Whole-bank reads: each pack's fingerprint from its last attributed block.
+        self._bank_fingerprints: dict[int, BlockFingerprint] = {}
 
     # ---- plumbing ----------------------------------------------------------------------------
 
@@ -172,9 +250,14 @@ class PaceDriver(Driver):
         f = await self._ask(bus, master, c.pack_count_request(master, version=ver, cid1=cid1))
         return c.decode_pack_count(f.info)
 
-    async def read_bank_realtime(self, bus: BusClient, master: int, now: float) -> Mapping[int, Telemetry]:
+    async def read_bank_realtime(
+        self, bus: BusClient, master: int, now: float, *, addresses: Sequence[int] | None = None
+    ) -> Mapping[int, Telemetry]:
         """Every pack through the master: pack count (0x90), then analog and status with INFO 0xFF.
-        Each answer is parsed by the counts it declares; the i-th block is pack master + i."""
+        Each answer is parsed by the counts it declares. `addresses` are the bank's configured packs
+        (master first); without them the i-th block is pack master + i. With fewer blocks than
+        configured packs only the blocks that can be attributed unambiguously are returned (see
+        `attribute_bank_blocks`)."""
         self._need_v25(master, "the whole-bank read through the master")
         try:
             expected: int | None = await self.read_pack_count(bus, master)
@@ -193,10 +276,20 @@ class PaceDriver(Driver):
             raise RemoteProtocolError(
                 f"pace bank read: the master counts {expected} packs but answered {len(analog.packs)} blocks"
             )
-        return {
-            master + i: telemetry_of(block, st, now)
-            for i, (block, st) in enumerate(zip(analog.packs, status.packs, strict=True))
-        }
+        if addresses is None:
+            addresses = [master + i for i in range(len(analog.packs))]
+        if master not in addresses:
+            raise LocalProtocolError(
+                f"the bank's configured addresses {list(addresses)} lack the master {master}"
+            )
+        addresses = [master, *sorted(a for a in addresses if a != master)]  # blocks come in address order
+        fingerprints = [BlockFingerprint.of(block) for block in analog.packs]
+        placed = attribute_bank_blocks(fingerprints, addresses, self._bank_fingerprints)
+        out: dict[int, Telemetry] = {}
+        for i, address in placed.items():
+            self._bank_fingerprints[address] = fingerprints[i]
+            out[address] = telemetry_of(analog.packs[i], status.packs[i], now)
+        return out
 
     async def read_identity(self, bus: BusClient, address: int) -> PackIdentity:
         ver, cid1 = self.dialect(address)

@@ -3,8 +3,9 @@
 What it is for: every command of `protocol.bms.pace` answered from a `SimPack` with the codec's own
 request parser and payload encoders, RTN codes for what a pack refuses, and the master behaviour
 of real PACE banks: the pack at the lowest address answers the pack-count query (0x90) and the
-analog/status reads with INFO 0xFF with one block per online pack. Other packs answer 0xFF reads
-with RTN 0x06.
+analog/status reads with INFO 0xFF with one block per online pack (*inferred*: how a real master
+reports a silent slave is not documented; leaving it out is the hard case for the driver's block
+attribution, see docs/protocols.md). Other packs answer 0xFF reads with RTN 0x06.
 
 Choices the reference leaves open, marked *inferred* in docs/simulator.md: the units of the
 parameter defaults (`gateway.simulator.pace_model`), the history record's 12 undecoded tail bytes
