@@ -123,6 +123,11 @@ async def test_history_over_the_api(tmp_path: Path) -> None:
         assert r.json()["total"] == 2 * RECORDS
         r = await client.get("/api/history/records", params={"since": 10, "until": 5}, headers=viewer)
         assert r.status_code == 422 and "empty" in r.json()["detail"]
+        for params in ({"offset": 10**20}, {"since": "inf"}, {"until": "nan"}):
+            r = await client.get("/api/history/records", params=params, headers=viewer)
+            assert r.status_code == 422, (params, r.text)
+        r = await client.get("/api/recording/samples", params={"packs": "sim/" + "9" * 25}, headers=viewer)
+        assert r.status_code == 422 and "0..15" in r.json()["detail"]
 
         r_csv = await client.get(
             "/api/history/export", params={"format": "csv", "bus": "sim"}, headers=viewer

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.drivers.base import BusClient, BusError, Driver, HistoryRecord, NoResponse, NotSent, Unsupported
-from gateway.history.store import HistoryDB, JobState
+from gateway.history.store import HistoryDB
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,3 @@ class DownloadJob:
         with contextlib.suppress(Exception):
             self.db.set_job_state(self.pack, state, detail, self._wall())
         self._set(state=state, detail=detail)
-
-
-def job_summary(state: JobState | None) -> dict[str, Any] | None:
-    return None if state is None else state.as_dict()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -268,8 +269,13 @@ class HistoryService:
         limit: int | None = None,
         offset: int = 0,
     ) -> RecordQuery:
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and not math.isfinite(value):
+                raise Invalid(f"{name} must be a finite number of epoch seconds, got {value}")
         if since is not None and until is not None and until <= since:
             raise Invalid(f"the time range is empty: until ({until}) must be after since ({since})")
+        if not 0 <= offset <= 1_000_000_000 or (limit is not None and not 0 <= limit <= 1_000_000_000):
+            raise Invalid("limit and offset must be within 0..1000000000")
         return RecordQuery(serial, bus, address, since, until, event, limit, offset)
 
     async def list(self, who: Who, q: RecordQuery) -> dict[str, Any]:

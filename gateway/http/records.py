@@ -12,6 +12,7 @@ This module must never talk to a bus itself: everything goes through the service
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -106,6 +107,14 @@ def _file(data: bytes, fmt: str, stem: str) -> Response:
     )
 
 
+def _time_range(since: float | None, until: float | None) -> None:
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and not math.isfinite(value):
+            raise Invalid(f"{name} must be a finite number of epoch seconds, got {value}")
+    if since is not None and until is not None and until <= since:
+        raise Invalid("the time range is empty: until must be after since")
+
+
 def _pack_list(packs: list[str] | None) -> list[tuple[str, int]] | None:
     if not packs:
         return None
@@ -116,6 +125,8 @@ def _pack_list(packs: list[str] | None) -> list[tuple[str, int]] | None:
         bus, sep, addr = p.rpartition("/")
         if not sep or not bus or not addr.isdigit():
             raise Invalid(f"pack {p!r}: expected BUS/ADDRESS, e.g. sim/1")
+        if not 0 <= int(addr) <= 15:
+            raise Invalid(f"pack {p!r}: the address must be 0..15")
         out.append((bus, int(addr)))
     return out
 
@@ -229,7 +240,7 @@ def records_router(
         until: float | None = None,
         event: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> Any:
         """Downloaded records by pack, time range (epoch seconds) and event name (viewer)."""
         return await _call(
@@ -326,6 +337,7 @@ def records_router(
 
         async def body() -> Any:
             rec = need_recorder()
+            _time_range(since, until)
             keys = _pack_list(packs)
             rows = await asyncio.to_thread(rec.db.query, since=since, until=until, packs=keys, limit=limit)
             return [s.as_dict() for s in rows]
@@ -346,6 +358,7 @@ def records_router(
             rec = need_recorder()
             if value not in VALUE_FIELDS:
                 raise Invalid(f"value must be one of {', '.join(VALUE_FIELDS)}, got {value!r}")
+            _time_range(since, until)
             start = since if since is not None else time.time() - 3600.0
             rows = await asyncio.to_thread(rec.db.query, since=start, until=until, packs=_pack_list(packs))
             return compare(rows, value)
@@ -364,8 +377,7 @@ def records_router(
 
         async def body() -> Response:
             rec = need_recorder()
-            if since is not None and until is not None and until <= since:
-                raise Invalid("the time range is empty: until must be after since")
+            _time_range(since, until)
             rows = await asyncio.to_thread(rec.db.query, since=since, until=until, packs=_pack_list(packs))
             header, table = samples_table(rows)
             data = await asyncio.to_thread(render, format, header, table, sheet="recording")
