@@ -77,6 +77,19 @@ async def test_drop_truncate_garbage_echo_are_counted() -> None:
     assert outcomes["full"] + outcomes["short"] == 200 - c["dropped"]
 
 
+async def test_each_damaged_answer_is_counted_in_one_category_only() -> None:
+    sim = _sim(faults=FaultSpec(corrupt_byte_prob=0.05, drop_prob=0.2, truncate_prob=0.3))
+    full = len(await Simulator(SimulatorOptions(packs=2, seed=21)).handle(REALTIME_1))
+    intact = 0
+    for _ in range(200):
+        raw = await sim.handle(REALTIME_1)
+        intact += len(raw) == full and _valid("tianpower", raw)
+    c = sim.fault_counters
+    assert c["responses"] == 200 and min(c["dropped"], c["truncated"], c["corrupted_responses"]) > 0
+    # dropped + truncated + corrupted is exactly the number of answers a master lost
+    assert c["dropped"] + c["truncated"] + c["corrupted_responses"] == 200 - intact
+
+
 async def test_offline_schedule_slow_pack_and_set_online() -> None:
     sim = _sim(faults=FaultSpec(offline={1: OfflineSchedule(period_s=60.0, offline_s=10.0)}, slow={2: 0.3}))
     assert await sim.handle(REALTIME_1) == b""  # t=0: inside the offline window

@@ -196,11 +196,14 @@ class FaultInjector:
             garbage = self._garbage()
             self.count("garbage_inserted")
         out = response
-        if spec.corrupt_byte_prob:
-            out = self._corrupt(response, is_invalid, protected)
+        # Each damaged response is counted once, as dropped, truncated or corrupted: a truncated
+        # response is not corrupted as well (the damage could be cut off, and the counters would no
+        # longer add up to the answers a master lost).
         if spec.truncate_prob and self.rng.random() < spec.truncate_prob and len(out) > 1:
             out = out[: self.rng.randrange(1, len(out))]
             self.count("truncated")
+        elif spec.corrupt_byte_prob:
+            out = self._corrupt(response, is_invalid, protected)
         return Delivery(echo, garbage, out, delay)
 
     def _garbage(self) -> bytes:
