@@ -90,6 +90,20 @@ async def test_each_damaged_answer_is_counted_in_one_category_only() -> None:
     assert c["dropped"] + c["truncated"] + c["corrupted_responses"] == 200 - intact
 
 
+async def test_record_deletion_empties_the_history_on_the_wire() -> None:
+    sim = _sim(history_records=4)
+
+    async def ask(address: int, sub: m.StorageSub) -> m.Response:
+        return m.parse_response(tp_parse(await sim.handle(m.encode_request(m.StorageRead(address, sub)))))
+
+    before = await ask(1, m.StorageSub.READ_RECORD_COUNT)
+    assert isinstance(before, m.RecordCount) and before.count >= 4
+    sim.clear_history(1)  # the vendor tool's "Delete Record" (no documented wire command)
+    assert await ask(1, m.StorageSub.READ_RECORD_COUNT) == m.RecordCount(0)
+    assert isinstance(await ask(1, m.StorageSub.READ_RECORDS), m.HistoryEnd)  # straight to end of data
+    assert await ask(2, m.StorageSub.READ_RECORD_COUNT) == before  # only pack 1 was cleared
+
+
 async def test_offline_schedule_slow_pack_and_set_online() -> None:
     sim = _sim(faults=FaultSpec(offline={1: OfflineSchedule(period_s=60.0, offline_s=10.0)}, slow={2: 0.3}))
     assert await sim.handle(REALTIME_1) == b""  # t=0: inside the offline window
