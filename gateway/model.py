@@ -244,6 +244,7 @@ class PackSnapshot:
     clock: ClockReading | None = None
     link: LinkStats = field(default_factory=LinkStats)
     name: str | None = None  # optional display name from the config
+    paused: str | None = None  # why polling of this pack is paused (e.g. a firmware job), or None
 
     @property
     def key(self) -> PackKey:

@@ -15,6 +15,10 @@ With `pace_master_only` the realtime data of every configured pack comes from on
 through the master pack (the first configured address). With `protocol = "auto"` the families in
 `protocol.bms.registry` are probed at start until one answers.
 
+`pause(address, reason)` stops every read addressed to one pack until `resume(address)` (a firmware
+job uses it: a pack in its bootloader answers nothing else). The reason is in the pack's snapshot
+(`PackSnapshot.paused`), so operators see why the pack turns stale; availability is not faked.
+
 This module never writes to a transport itself and never decodes bytes; failures of a read
 never update a snapshot (the previous good values stay, with their own timestamp).
 """
@@ -132,6 +136,7 @@ class PackState:
     next_identity: float = 0.0
     next_parameters: float = 0.0
     next_clock: float = 0.0
+    paused: str | None = None  # why reads of this pack are paused (see BusPoller.pause), or None
     published_link: tuple[int, ...] = ()  # link counters in the last published snapshot
 
 
@@ -176,6 +181,55 @@ class BusPoller:
         self.packs[key[1]].next_parameters = 0.0
         self._wake.set()
 
+    def pause(self, address: int, reason: str) -> None:
+        """Stop every read addressed to the pack at `address` until `resume(address)`.
+
+        A read already on the wire finishes (its result is used). With `pace_master_only`, pausing
+        the master pauses the whole-bank read, and a paused pack ignores its part of a bank answer.
+        Availability keeps following the last good read (the pack turns stale, then offline); the
+        snapshot carries `reason` in `paused`. Pausing a paused pack replaces the reason.
+        """
+        st = self._state(address)
+        if not reason.strip():
+            raise ValueError("a pause needs a reason (it is shown to operators)")
+        changed = st.paused != reason
+        st.paused = reason
+        if changed:
+            log.info("bus %s/%d: polling paused: %s", self.cfg.name, address, reason)
+            self.store.publish(self.snapshot(address), now=self._wall())
+
+    def resume(self, address: int) -> None:
+        """Poll the pack again, reading realtime data, identity, parameters and clock at once
+        (reads the family does not support stay off). Resuming a pack that is not paused is a no-op."""
+        st = self._state(address)
+        if st.paused is None:
+            return
+        st.paused = None
+        st.next_realtime = 0.0
+        for what in ("identity", "parameters", "clock"):
+            if getattr(st, f"next_{what}") != math.inf:
+                setattr(st, f"next_{what}", 0.0)
+        log.info("bus %s/%d: polling resumed", self.cfg.name, address)
+        self.store.publish(self.snapshot(address), now=self._wall())
+        self._wake.set()
+
+    def paused(self) -> dict[int, str]:
+        """The paused packs of this bus: address -> reason."""
+        return {a: st.paused for a, st in self.packs.items() if st.paused is not None}
+
+    def set_identity(self, address: int, identity: PackIdentity) -> None:
+        """Publish an identity read by someone else (e.g. the version after a firmware upgrade)
+        at once, instead of waiting `identity_interval_s` for the next read."""
+        st = self._state(address)
+        st.identity = identity
+        self.store.publish(self.snapshot(address), now=self._wall())
+
+    def _state(self, address: int) -> PackState:
+        try:
+            return self.packs[address]
+        except KeyError:
+            raise KeyError(f"no pack {address} on bus {self.cfg.name!r}") from None
+
     def snapshot(self, address: int) -> PackSnapshot:
         st = self.packs[address]
         lc: LinkCounters = self.owner.pack_counters(address)
@@ -209,6 +263,7 @@ class BusPoller:
             clock=st.clock,
             link=link,
             name=st.name,
+            paused=st.paused,
         )
 
     def availability_of(self, st: PackState, now_wall: float) -> Availability:
@@ -307,6 +362,7 @@ class BusPoller:
         due = math.inf
         for st in self.packs.values():
             polled = st.address == self.master if self.cfg.pace_master_only else True
+            polled = polled and st.paused is None
             if polled:
                 due = min(due, st.next_realtime)
             if polled and st.last_success_at is not None:
@@ -317,15 +373,17 @@ class BusPoller:
         cfg = self.cfg
         if cfg.pace_master_only:
             master = self.packs[self.master]
-            if master.next_realtime <= self._mono():
+            if master.paused is None and master.next_realtime <= self._mono():
                 await self._bank_realtime()
         for st in self.packs.values():
+            if st.paused is not None:
+                continue
             now = self._mono()
             if not cfg.pace_master_only and st.next_realtime <= now:
                 await self._realtime(st)
             reachable = not cfg.pace_master_only or st.address == self.master
-            if not reachable or st.last_success_at is None:
-                continue
+            if not reachable or st.last_success_at is None or st.paused is not None:
+                continue  # (paused while its realtime read was on the wire)
             if st.next_identity <= self._mono():
                 await self._slow_read(st, "identity")
             if st.next_parameters <= self._mono():
@@ -393,7 +451,7 @@ class BusPoller:
         self.owner.note_poll(self.master, duration)
         for addr, telemetry in (bank or {}).items():
             st = self.packs.get(addr)
-            if st is None:
+            if st is None or st.paused is not None:
                 continue
             st.last_poll_duration_s = duration
             self._accept(st, telemetry)

@@ -104,9 +104,12 @@ async def test_full_upgrade_changes_the_version_string(protocol: str, tmp_path: 
         rec = await fw.flash(ADMIN, "sim", 1, info.id)
         job = fw.running[rec.id]
 
+        paused: set[str | None] = set()
+
         async def watch() -> None:
             async for r in job.updates():
                 progress.append(r.blocks_done)
+                paused.add(ctx.store.view.pack("sim", 1).paused)  # type: ignore[union-attr]
 
         async with asyncio.TaskGroup() as tg:
             tg.create_task(watch())
@@ -119,6 +122,9 @@ async def test_full_upgrade_changes_the_version_string(protocol: str, tmp_path: 
         assert progress == sorted(progress) and progress[-1] == 47
         assert spy.bootloader_messages(protocol) >= 47 + 3
         assert spy.polls_during_upgrade(protocol, 1) <= 1  # at most a poll already under way
+        assert f"firmware upgrade (job {rec.id})" in paused  # operators see why the pack is silent
+        assert ctx.pollers["sim"].paused() == {}  # polled again after the job
+        assert ctx.store.view.pack("sim", 1).paused is None  # type: ignore[union-attr]
         ident = await ctx.driver_for(("sim", 1)).read_identity(ctx.buses["sim"], 1)  # type: ignore[union-attr]
         assert ident.version == NEW_VERSION[protocol]
         assert ctx.store.view.pack("sim", 1).identity.version == NEW_VERSION[protocol]  # type: ignore[union-attr]

@@ -158,10 +158,8 @@ class FirmwareJob:
         *,
         block_retries: int = 3,
         wall: Callable[[], float] = time.time,
-        before_message: Callable[[], None] | None = None,
     ) -> None:
         self.rec = rec
-        self._before_message = before_message  # e.g. keep the poller away from the pack
         self.image = image
         self.bus = bus
         self.driver = driver
@@ -206,8 +204,6 @@ class FirmwareJob:
         for _ in range(retries + 1):
             if self._abort.is_set():
                 raise Aborted()
-            if self._before_message is not None:
-                self._before_message()
             try:
                 frame = await self.bus.transact(
                     raw,

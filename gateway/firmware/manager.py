@@ -315,7 +315,6 @@ class FirmwareService:
             self.files,
             block_retries=self.cfg.block_retries,
             wall=self._wall,
-            before_message=lambda: self._hold_polling(key),
         )
         self.running[rec.id] = job
         job.rec = JobRecord.from_dict({**rec.as_dict(), "state": JobState.RUNNING.value})
@@ -329,11 +328,13 @@ class FirmwareService:
             await asyncio.wait({task})
 
     async def _run(self, who: Who, job: FirmwareJob) -> None:
+        key = (job.rec.bus, job.rec.address)
+        self._pause_polling(key, job.rec.id)
         try:
             rec = await job.run()
         finally:
             self.running.pop(job.rec.id, None)
-            self._release_polling((job.rec.bus, job.rec.address))
+            self._resume_polling(key)
         if job.identity is not None:
             self._publish_identity((rec.bus, rec.address), job.identity)
         outcome = {JobState.DONE: "ok", JobState.FAILED: "failed"}.get(rec.state, rec.state.value)
@@ -348,37 +349,27 @@ class FirmwareService:
             detail=rec.detail,
         )
 
-    def _hold_polling(self, key: PackKey) -> None:
-        """Keep the poller's reads away from the pack during its upgrade: in its bootloader it answers
-        nothing else, and every poll would hold the bus for its full timeout between two blocks. Set
-        before every message (a poll already running re-schedules itself when it ends). The pack
-        turns stale/offline in the model meanwhile, which is what it is."""
+    def _pause_polling(self, key: PackKey, job_id: str) -> None:
+        """Keep the poller's reads away from the pack during its upgrade (`BusPoller.pause`): in its
+        bootloader it answers nothing else, and every poll would hold the bus for its full timeout
+        between two blocks. The pack turns stale/offline in the model meanwhile, which is what it
+        is; its snapshot says why (`paused`)."""
         poller = self.ctx.pollers.get(key[0])
-        state = None if poller is None else poller.packs.get(key[1])
-        if poller is None or state is None:
-            return
-        if not poller.cfg.pace_master_only:  # a PACE master's realtime read covers the whole bank
-            state.next_realtime = math.inf
-        state.next_identity = state.next_parameters = state.next_clock = math.inf
+        if poller is not None and key[1] in poller.packs:
+            poller.pause(key[1], f"firmware upgrade (job {job_id})")
 
-    def _release_polling(self, key: PackKey) -> None:
-        """After the job: read the pack again at once (realtime and identity)."""
+    def _resume_polling(self, key: PackKey) -> None:
+        """After the job: the poller reads the pack again at once (`BusPoller.resume`)."""
         poller = self.ctx.pollers.get(key[0])
-        state = None if poller is None else poller.packs.get(key[1])
-        if poller is None or state is None:
-            return
-        state.next_realtime = state.next_identity = 0.0
-        state.next_parameters = state.next_clock = 0.0
+        if poller is not None and key[1] in poller.packs:
+            poller.resume(key[1])
 
     def _publish_identity(self, key: PackKey, identity: PackIdentity) -> None:
         """The version read back after the reboot goes into the model at once (the poller re-reads
         identities only every `identity_interval_s`)."""
         poller = self.ctx.pollers.get(key[0])
-        state = None if poller is None else poller.packs.get(key[1])
-        if poller is None or state is None:
-            return
-        state.identity = identity
-        self.ctx.store.publish(poller.snapshot(key[1]), now=self._wall())
+        if poller is not None and key[1] in poller.packs:
+            poller.set_identity(key[1], identity)
 
     async def resume(self, who: Who, job_id: str) -> JobRecord:
         rec = self.job(job_id)

@@ -57,6 +57,7 @@ def pack_json(snap: PackSnapshot, now: float | None = None) -> dict[str, Any]:
         "label": snap.label,
         "availability": snap.availability.value,
         "online": snap.online,
+        "paused": snap.paused,
         "age_s": None if last is None or now is None else max(0.0, now - last),
         "telemetry": None if snap.telemetry is None else telemetry_json(snap.telemetry),
         "identity": plain(snap.identity),
