@@ -1,7 +1,8 @@
 """The admin API: authenticated routes over `gateway.admin.service.AdminService`.
 
 Every route needs `Authorization: Bearer bmsg_<id>_<secret>`; without a valid token it answers 401,
-with a role below the route's 403, both saying which role is needed. Each token has its own rate
+with a role below the route's 403, both saying which role is needed (`gateway.http.auth`; a 403 is
+audited). Each token has its own rate
 limit (429 with Retry-After). Errors of the service keep their status (404, 409, 422 naming the
 parameter, value and allowed range; 409 also for a single-pack read that got no answer); batch actions
 answer 200 with an outcome per pack and item. The OpenAPI document is served at
@@ -13,18 +14,16 @@ This module must never talk to a bus itself: everything goes through the service
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.admin.auth import AuthError, RateLimiter, Role, TokenStore
+from gateway.admin.auth import RateLimiter, Role, TokenStore
 from gateway.admin.service import AdminError, AdminService, Caller
 from gateway.admin.transfer import MAX_FILE_BYTES
+from gateway.http.auth import bearer_caller
 
 OPENAPI_PATH = "/api/openapi.json"
-
-_bearer = HTTPBearer(auto_error=False, description="an admin API token: bms-gateway token create --role ROLE")
 
 
 class _Body(BaseModel):
@@ -120,33 +119,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
     router = APIRouter(prefix="/api", tags=["admin"])
 
     def caller(role: Role) -> Callable[..., Caller]:
-        def dependency(
-            request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-        ) -> Caller:
-            need = f"this endpoint needs a bearer token with the {role.label} role or higher"
-            hint = f"(create one with: bms-gateway token create --role {role.label})"
-            auth = {"WWW-Authenticate": "Bearer"}
-            if creds is None or creds.scheme.lower() != "bearer":
-                raise HTTPException(401, f"no token: {need} {hint}", headers=auth)
-            try:
-                principal = tokens.authenticate(creds.credentials)
-            except AuthError as err:
-                raise HTTPException(401, f"{err}: {need} {hint}", headers=auth) from None
-            if not limiter.allow(principal.token_id):
-                raise HTTPException(
-                    429,
-                    f"rate limit of {limiter.per_minute} requests per minute exceeded "
-                    f"for token {principal.token_id}",
-                    headers={"Retry-After": "60"},
-                )
-            if principal.role < role:
-                raise HTTPException(
-                    403, f"{need}; token {principal.token_id} has the {principal.role.label} role"
-                )
-            client = request.client.host if request.client else "unknown"
-            return Caller(principal, client)
-
-        return dependency
+        return bearer_caller(role, tokens, limiter, lambda: admin.audit_log)
 
     Viewer = Annotated[Caller, Depends(caller(Role.VIEWER))]
     Operator = Annotated[Caller, Depends(caller(Role.OPERATOR))]

@@ -1,7 +1,8 @@
 """The records and upgrades API: history downloads, stored records, recordings, firmware jobs.
 
-Same bearer tokens, roles, rate limits and error shape as the admin API (`gateway.http.admin`):
-401 without a valid token, 403 with a too-weak role (both saying which role is needed), 404/409/422
+Same bearer tokens, roles, rate limits and error shape as the admin API (`gateway.http.auth`):
+401 without a valid token, 403 with a too-weak role (both saying which role is needed; a 403 is
+audited), 404/409/422
 from the services with `{"detail": ...}`. Progress of downloads and firmware jobs is streamed as
 server-sent events (`text/event-stream`, one JSON document per `data:` line) until the job ends.
 Exports answer CSV or XLSX files. Firmware images are uploaded as the raw request body
@@ -17,30 +18,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.admin.auth import AuthError, Principal, RateLimiter, Role, TokenStore
+from gateway.admin.auth import RateLimiter, Role, TokenStore
+from gateway.admin.service import Caller
 from gateway.firmware.manager import FirmwareService
 from gateway.history.errors import Conflict, Invalid, RecordsError
 from gateway.history.export import MEDIA_TYPES, render
 from gateway.history.recording import VALUE_FIELDS, Recorder, compare, samples_table
 from gateway.history.service import HistoryService
+from gateway.http.auth import bearer_caller
 
-_bearer = HTTPBearer(auto_error=False, description="an admin API token: bms-gateway token create --role ROLE")
 MAX_PACKS_QUERY = 64
-
-
-class Caller:
-    """Who made a request (the shape the services expect)."""
-
-    __slots__ = ("client", "principal")
-
-    def __init__(self, principal: Principal, client: str) -> None:
-        self.principal = principal
-        self.client = client
 
 
 class _Body(BaseModel):
@@ -141,32 +132,7 @@ def records_router(
     router = APIRouter(prefix="/api", tags=["records"])
 
     def caller(role: Role) -> Callable[..., Caller]:
-        def dependency(
-            request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-        ) -> Caller:
-            need = f"this endpoint needs a bearer token with the {role.label} role or higher"
-            hint = f"(create one with: bms-gateway token create --role {role.label})"
-            auth = {"WWW-Authenticate": "Bearer"}
-            if creds is None or creds.scheme.lower() != "bearer":
-                raise HTTPException(401, f"no token: {need} {hint}", headers=auth)
-            try:
-                principal = tokens.authenticate(creds.credentials)
-            except AuthError as err:
-                raise HTTPException(401, f"{err}: {need} {hint}", headers=auth) from None
-            if not limiter.allow(principal.token_id):
-                raise HTTPException(
-                    429,
-                    f"rate limit of {limiter.per_minute} requests per minute exceeded "
-                    f"for token {principal.token_id}",
-                    headers={"Retry-After": "60"},
-                )
-            if principal.role < role:
-                raise HTTPException(
-                    403, f"{need}; token {principal.token_id} has the {principal.role.label} role"
-                )
-            return Caller(principal, request.client.host if request.client else "unknown")
-
-        return dependency
+        return bearer_caller(role, tokens, limiter, lambda: history.audit_log)
 
     Viewer = Annotated[Caller, Depends(caller(Role.VIEWER))]
     Operator = Annotated[Caller, Depends(caller(Role.OPERATOR))]
