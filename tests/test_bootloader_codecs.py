@@ -113,8 +113,8 @@ async def test_bus_owner_skips_another_masters_bootloader_request(family: str) -
     # The answer comes 0.3 s after our request; meanwhile a second master on the same wire sends a
     # VERIFY to the same pack. Our matcher accepts any frame from address 1, so only the codec's
     # request classification keeps that foreign request from being taken for our answer.
-    sim = Simulator(
-        SimulatorOptions(protocol=family, packs=1, pacing=False, turnaround_s=0.3)  # type: ignore[arg-type]
+    sim = Simulator(  # paced at a high rate: the answer leaves after the 0.3 s turnaround
+        SimulatorOptions(protocol=family, packs=1, baud=1_000_000, turnaround_s=0.3)  # type: ignore[arg-type]
     )
     async with sim.serve_tcp("127.0.0.1", 0) as server:
 

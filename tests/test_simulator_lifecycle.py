@@ -1,5 +1,4 @@
-"""The simulated bus: shutdown with masters still connected (clean, nothing logged as an error) and the
-turnaround without pacing."""
+"""Shutting the simulated bus down while masters are still connected: clean, nothing logged as an error."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import logging
 
 import pytest
 
-from gateway.simulator import Simulator, SimulatorOptions
+from gateway.simulator import FaultSpec, Simulator, SimulatorOptions
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import TianpowerDecoder, TpFrame
 
@@ -75,11 +74,14 @@ async def test_close_while_an_answer_is_being_paced_logs_no_error(caplog: pytest
     assert problems == [], [r.getMessage() for r in problems]
 
 
-async def test_turnaround_applies_without_pacing() -> None:
-    # --no-pacing removes the byte pacing only (docs/simulator.md): the answer still waits for the
-    # turnaround. A lower bound only; a loaded machine can be slower, never faster.
-    turnaround = 0.25
-    sim = Simulator(SimulatorOptions(packs=1, pacing=False, turnaround_s=turnaround))
+async def test_without_pacing_an_injected_delay_still_holds_the_answer_back() -> None:
+    # --no-pacing drops the wire time and the turnaround (30 s here: applied, it would time the read
+    # out), not the faults: a slow pack stays slow.
+    # A lower bound only; a loaded machine can be slower, never faster.
+    slow_s = 0.25
+    sim = Simulator(
+        SimulatorOptions(packs=2, pacing=False, turnaround_s=30.0, faults=FaultSpec(slow={1: slow_s}))
+    )
     async with sim.serve_tcp("127.0.0.1", 0) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         try:
@@ -92,4 +94,5 @@ async def test_turnaround_applies_without_pacing() -> None:
         finally:
             writer.close()
             await writer.wait_closed()
-    assert frame.address == 1 and elapsed >= turnaround
+    assert frame.address == 1 and elapsed >= slow_s
+    assert sim.fault_counters["slow_responses"] == 1

@@ -234,7 +234,7 @@ class BusServer:
         opts = self.sim.options
         if not data:
             return start_at
-        if not opts.pacing:  # no byte pacing, but the turnaround (start_at) still applies
+        if not opts.pacing:  # no byte pacing: everything at `start_at` (the caller leaves out the turnaround)
             delay = start_at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -270,8 +270,10 @@ class BusServer:
                 await self._paced(delivery.echo, received_at)
             answer = delivery.garbage + delivery.response
             if answer:
-                start = max(loop.time(), heard_at + opts.turnaround_s)
-                start += delivery.extra_delay_s
+                if opts.pacing:
+                    start = max(loop.time(), heard_at + opts.turnaround_s) + delivery.extra_delay_s
+                else:  # no wire time, but an injected delay (delay, jitter, slow pack) still holds
+                    start = loop.time() + delivery.extra_delay_s
                 await self._paced(answer, start)
             await self._drain()
 
