@@ -68,11 +68,30 @@ ENDPOINTS: list[tuple[str, str, Role, dict[str, Any] | None]] = [
     ("POST", "/api/firmware/jobs", Role.ADMIN, {"bus": "sim", "address": 1, "image": "0" * 16}),
     ("GET", "/api/firmware/jobs", Role.OPERATOR, None),
     ("POST", "/api/firmware/jobs/nope/abort", Role.ADMIN, None),
+    ("GET", "/api/history/jobs/events?bus=sim&address=2", Role.OPERATOR, None),
+    ("PUT", "/api/packs/sim/1/history/record-time", Role.ADMIN, {"which": "start", "when": "bad"}),
+    ("POST", "/api/firmware/images", Role.ADMIN, None),
+    ("GET", "/api/firmware/jobs/nope", Role.OPERATOR, None),
+    ("GET", "/api/firmware/jobs/nope/events", Role.OPERATOR, None),
+    ("POST", "/api/firmware/jobs/nope/resume", Role.ADMIN, None),
 ]
+
+
+def _template(path: str) -> str:
+    """The OpenAPI path template of a concrete test path."""
+    return path.split("?")[0].replace("/sim/1/", "/{bus}/{address}/").replace("/nope", "/{job_id}")
 
 
 async def test_each_role_against_each_endpoint(tmp_path: Path) -> None:
     async with records_stack(tmp_path) as (stack, client, _services):
+        doc = (await client.get("/api/openapi.json")).json()
+        documented = {
+            (method.upper(), path)
+            for path, ops in doc["paths"].items()
+            for method, op in ops.items()
+            if "records" in op.get("tags", [])
+        }
+        assert documented == {(m, _template(p)) for m, p, _, _ in ENDPOINTS}  # the table covers every route
         for method, path, need, body in ENDPOINTS:
             r = await client.request(method, path, json=body)
             assert r.status_code == 401, (path, r.text)
