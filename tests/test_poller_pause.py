@@ -8,6 +8,9 @@ from collections.abc import Callable
 import pytest
 from test_poller import ScriptedDriver, cfg, make, run_until, telemetry
 
+from gateway.config import Config
+from gateway.context import AppContext
+from gateway.http.app import gateway_status
 from gateway.http.serialize import pack_json
 from gateway.model import Availability
 
@@ -111,3 +114,14 @@ def test_bad_pause_requests_are_refused_clearly() -> None:
     with pytest.raises(ValueError, match="needs a reason"):
         poller.pause(1, "  ")
     assert poller.paused() == {}
+
+
+def test_gateway_status_lists_the_paused_packs_of_each_bus() -> None:
+    bus = cfg()
+    poller, store, owner = make(bus, ScriptedDriver())
+    ctx = AppContext(config=Config(bus=[bus]), config_path=None, store=store)
+    ctx.pollers[bus.name] = poller
+    ctx.buses[bus.name] = owner
+    assert gateway_status(ctx, 0.0)["buses"]["b1"]["paused"] == {}
+    poller.pause(2, "firmware upgrade (job j5)")
+    assert gateway_status(ctx, 0.0)["buses"]["b1"]["paused"] == {"2": "firmware upgrade (job j5)"}

@@ -28,6 +28,7 @@ def gateway_status(ctx: AppContext, now: float) -> dict[str, Any]:
             "protocol": bcfg.protocol,
             "detected_protocol": None if poller is None else poller.detected_family,
             "addresses": list(bcfg.addresses),
+            "paused": {} if poller is None else {str(a): why for a, why in poller.paused().items()},
             "connected": bool(owner and owner.connected),
             "counters": None if owner is None else plain(owner.counters),
         }
@@ -39,6 +40,7 @@ def gateway_status(ctx: AppContext, now: float) -> dict[str, Any]:
                 "protocol": None if poller is None else poller.cfg.protocol,
                 "detected_protocol": None if poller is None else poller.detected_family,
                 "addresses": [] if poller is None else list(poller.cfg.addresses),
+                "paused": {} if poller is None else {str(a): why for a, why in poller.paused().items()},
                 "connected": owner.connected,
                 "counters": plain(owner.counters),
             }
