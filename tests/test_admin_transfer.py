@@ -137,3 +137,16 @@ def test_config_file_protocols_keep_comments_and_validate(tmp_path: Path) -> Non
     path.write_text("can = 3\n")
     with pytest.raises(ConfigError, match="not a table"):
         set_protocols(path, {"can": "sma"})
+
+
+def test_config_file_protocols_in_inline_and_dotted_tables(tmp_path: Path) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(
+        '# top\ncan = { enabled = false, protocol = "pylon" }  # inline\n'
+        'inverter_rs485.protocol = "pylon-rs485"  # dotted\n'
+    )
+    set_protocols(path, {"can": "sma", "rs485": "byd-modbus"})
+    assert path.read_text() == (
+        '# top\ncan = { enabled = false, protocol = "sma" }  # inline\n'
+        'inverter_rs485.protocol = "byd-modbus"  # dotted\n'
+    )

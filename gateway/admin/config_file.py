@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 
 import tomlkit
-from tomlkit.items import Table
+from tomlkit.items import InlineTable, Table
 
 from gateway.config import ConfigError, parse_config
 
@@ -43,7 +43,7 @@ def set_protocols(path: Path, changes: dict[str, str]) -> str:
         if table is None:
             table = tomlkit.table()
             doc[section] = table
-        if not isinstance(table, Table):
+        if not isinstance(table, Table | InlineTable):  # `[can]`, `can = {...}` or `can.protocol = ...`
             raise ConfigError(f"{path}: [{section}] is not a table")
         table["protocol"] = protocol
     new_text = tomlkit.dumps(doc)
