@@ -44,8 +44,8 @@ async def gateway(
                         "response_timeout_s": 0.5,
                         "retries": 0,
                         "realtime_interval_s": 0.3,
-                        "stale_after_s": 1.0,
-                        "offline_after_s": 2.0,
+                        "stale_after_s": 3.0,
+                        "offline_after_s": 6.0,
                     }
                 ],
                 "http": {"listen": "127.0.0.1:0"},
