@@ -26,6 +26,7 @@ from types import MappingProxyType
 from gateway.config import PolicyConfig
 from gateway.controls import ControlState, OperationRequest, Source
 from gateway.model import Availability, ModelView, PackSnapshot, Telemetry, TempRole, aggregate
+from protocol.inverter.rs485_base import FLAG_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +51,9 @@ class Factor(enum.StrEnum):
 
 LIMIT_NAMES = ("charge_voltage_v", "discharge_voltage_v", "charge_current_a", "discharge_current_a")
 
-# Neutral alarm / warning names the encoders translate into their protocol's bits.
-NEUTRAL_FLAGS = frozenset(
-    {
-        "cell_overvoltage",
-        "cell_undervoltage",
-        "pack_overvoltage",
-        "pack_undervoltage",
-        "low_soc",
-        "full_charge",
-        "high_temperature",
-        "low_temperature",
-        "mos_overtemperature",
-        "charge_overcurrent",
-        "discharge_overcurrent",
-        "short_circuit",
-        "cell_imbalance",
-        "communication",
-        "system_error",
-    }
-)
+# Neutral alarm / warning names the encoders translate into their protocol's bits (one list, kept
+# with the protocol encoders that translate them).
+NEUTRAL_FLAGS = FLAG_NAMES
 
 CHARGE = "charge"
 DISCHARGE = "discharge"

@@ -18,8 +18,8 @@ import abc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-# Neutral alarm/protection vocabulary: the same names as the charge policy's decision uses
-# (`gateway.policy.NEUTRAL_FLAGS`; a test keeps the two equal).
+# Neutral alarm/protection vocabulary: the one list of names the charge policy's decision uses
+# (`gateway.policy.NEUTRAL_FLAGS` is this set) and every inverter encoder translates.
 FLAG_NAMES = frozenset(
     {
         "cell_overvoltage",
