@@ -6,6 +6,10 @@ the YD/T1363-style ASCII frames `~ VER ADR CID1 CID2 LENGTH INFO CHKSUM \\r` (re
 protocols §4.1). In a response CID2 carries the return code (RTN), never the command; VER is the one
 the inverter used.
 
+The framing itself (LENGTH/LCHKSUM, CHKSUM, the encoder, the return codes) is `protocol.ydt1363`,
+shared with the PACE BMS protocol; this module keeps its own tolerant reader (`parse_frame` reports
+the checks so that the responder can answer them).
+
 Commands: module level 0x4F, 0x51, 0x42 (INFO = ADR, or 0xFF for the whole stack), 0x44 (same), 0x47,
 0x92, 0x93, 0x94 (set by the inverter, kept 10 s), 0x95, 0x96; system level 0x60–0x64 (master only).
 The gateway never switches a pack off on 0x95/0x64: the request is acknowledged and reported.
@@ -37,29 +41,17 @@ from protocol.inverter.rs485_base import (
     Rs485Responder,
     SystemValues,
 )
+from protocol.ydt1363 import EOI, SOI, Rtn
+from protocol.ydt1363 import MAX_LENID as MAX_INFO_CHARS
+from protocol.ydt1363 import chksum as checksum
+from protocol.ydt1363 import encode_frame as encode_frame
+from protocol.ydt1363 import length_field as length_field
 
-SOI = 0x7E
-EOI = 0x0D
 CID1_BATTERY = 0x46
 MASTER_POSITION_ADR = 2  # ADR of module position 1
 MAX_MODULES = 14  # ADR low nibble 2..15
-MAX_INFO_CHARS = 0xFFF
 SET_MANAGEMENT_HOLD_S = 10.0  # 0x94 values revert to the battery's own after this long
 ALL_MODULES = 0xFF
-
-
-class Rtn(enum.IntEnum):
-    """Return codes carried in CID2 of a response."""
-
-    NORMAL = 0x00
-    VER_ERROR = 0x01
-    CHKSUM_ERROR = 0x02
-    LCHKSUM_ERROR = 0x03
-    CID2_INVALID = 0x04
-    FORMAT_ERROR = 0x05
-    INVALID_DATA = 0x06
-    ADR_ERROR = 0x90
-    INTERNAL_COMM_ERROR = 0x91
 
 
 RTN_CODES = frozenset(int(r) for r in Rtn)
@@ -107,30 +99,6 @@ SET_MANAGEMENT_INFO_LEN = 9  # addr + 4 x u16
 
 # --------------------------------------------------------------------------------------------
 # Framing
-
-
-def length_field(info_chars: int) -> int:
-    """LENGTH = LCHKSUM (4 bits) + LENID (12 bits, number of ASCII characters of INFO)."""
-    if not 0 <= info_chars <= MAX_INFO_CHARS:
-        raise LocalProtocolError(f"INFO of {info_chars} characters does not fit LENID (max {MAX_INFO_CHARS})")
-    nibbles = (info_chars >> 8 & 0xF) + (info_chars >> 4 & 0xF) + (info_chars & 0xF)
-    lchksum = (-nibbles) & 0xF
-    return lchksum << 12 | info_chars
-
-
-def checksum(chars: bytes) -> int:
-    """CHKSUM: two's complement (mod 65536) of the sum of the ASCII codes VER…INFO."""
-    return (-sum(chars)) & 0xFFFF
-
-
-def encode_frame(ver: int, adr: int, cid1: int, cid2: int, info: bytes = b"") -> bytes:
-    """Build one frame; `info` is binary (sent as upper-case hex)."""
-    for name, value in (("VER", ver), ("ADR", adr), ("CID1", cid1), ("CID2", cid2)):
-        if not 0 <= value <= 0xFF:
-            raise LocalProtocolError(f"{name} {value!r} does not fit one byte")
-    info_hex = info.hex().upper().encode("ascii")
-    body = b"%02X%02X%02X%02X%04X" % (ver, adr, cid1, cid2, length_field(len(info_hex))) + info_hex
-    return b"~" + body + b"%04X" % checksum(body) + b"\r"
 
 
 @dataclass(frozen=True, slots=True)

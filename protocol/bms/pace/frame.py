@@ -1,9 +1,7 @@
-"""PACE ASCII frame layer: `~ VER ADR CID1 CID2 LENGTH INFO CHKSUM \\r`, LCHKSUM/CHKSUM, decoder.
+"""PACE ASCII frame layer: `~ VER ADR CID1 CID2 LENGTH INFO CHKSUM \\r`, strict parser, decoder.
 
-Every field between SOI and EOI travels as upper-case ASCII hex (one byte = two characters).
-LENGTH is 16 bits: the low 12 bits (LENID) count the ASCII characters of INFO, the top 4 bits
-(LCHKSUM) are the two's complement mod 16 of the sum of LENID's three nibbles. CHKSUM is the two's
-complement mod 65536 of the sum of the ASCII codes of every character from VER to the end of INFO.
+The YD/T1363 framing itself (hex fields, LENGTH with LCHKSUM, CHKSUM, the encoder, the return codes)
+is `protocol.ydt1363`, shared with the Pylontech RS485 emulation; its names are re-exported here.
 In a response CID2 carries the return code RTN (see `RTN_TEXT`).
 
 The frame length always comes from LENID, never from looking for `\\r`. The decoder is bounded and
@@ -14,18 +12,21 @@ This module is sans-I/O: it must never import asyncio, serial, sockets, python-c
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from protocol.bms import bootloader as bl
 from protocol.bms.base import Frame, FrameDecoder
-from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.errors import RemoteProtocolError
+from protocol.ydt1363 import EOI as EOI
+from protocol.ydt1363 import SOI as SOI
+from protocol.ydt1363 import Rtn as Rtn
+from protocol.ydt1363 import chksum as chksum
+from protocol.ydt1363 import encode_frame as encode_frame
+from protocol.ydt1363 import lchksum as lchksum
+from protocol.ydt1363 import length_field as length_field
 
-SOI = 0x7E  # '~'
-EOI = 0x0D  # '\r'
 HEADER_CHARS = 12  # VER ADR CID1 CID2 LENGTH(4) as ASCII characters after SOI
 MIN_FRAME = 1 + HEADER_CHARS + 4 + 1  # empty INFO
-MAX_LENID = 0xFFF
 
 VER_20 = 0x20
 VER_25 = 0x25
@@ -36,20 +37,6 @@ CID1_EG4 = 0x4A  # EG4 v20 firmware
 KNOWN_CID1 = frozenset({0x46, 0x4A, 0x4E, 0x4F})
 
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
-
-
-class Rtn(enum.IntEnum):
-    """Return codes carried in CID2 of a response."""
-
-    NORMAL = 0x00
-    VER_ERROR = 0x01
-    CHKSUM_ERROR = 0x02
-    LCHKSUM_ERROR = 0x03
-    CID2_INVALID = 0x04
-    FORMAT_ERROR = 0x05
-    INVALID_DATA = 0x06
-    ADR_ERROR = 0x90
-    INTERNAL_COMM_ERROR = 0x91
 
 
 RTN_TEXT: dict[int, str] = {
@@ -83,23 +70,6 @@ REQUEST_CID2 = frozenset(
 )
 
 
-def lchksum(lenid: int) -> int:
-    """The 4-bit length checksum of a 12-bit LENID."""
-    total = (lenid & 0xF) + ((lenid >> 4) & 0xF) + ((lenid >> 8) & 0xF)
-    return (-total) & 0xF
-
-
-def length_field(lenid: int) -> int:
-    if not 0 <= lenid <= MAX_LENID:
-        raise LocalProtocolError(f"INFO of {lenid} characters does not fit LENID (max {MAX_LENID})")
-    return (lchksum(lenid) << 12) | lenid
-
-
-def chksum(body: bytes) -> int:
-    """CHKSUM over the ASCII characters from VER to the end of INFO."""
-    return (-sum(body)) & 0xFFFF
-
-
 @dataclass(frozen=True, slots=True)
 class PaceFrame(Frame):
     """A validated PACE frame. `command` is CID2 (request) or RTN (response); `info` is INFO decoded
@@ -116,23 +86,6 @@ class PaceFrame(Frame):
     @property
     def rtn(self) -> int | None:
         return None if self.is_request else self.command
-
-
-def _byte(value: int, what: str) -> int:
-    if not 0 <= value <= 0xFF:
-        raise LocalProtocolError(f"{what} {value!r} does not fit one byte")
-    return value
-
-
-def encode_frame(version: int, address: int, cid1: int, cid2: int, info: bytes = b"") -> bytes:
-    """Build one frame (request or response: for a response pass the RTN as `cid2`)."""
-    info_hex = bytes(info).hex().upper().encode()
-    head = (
-        f"{_byte(version, 'VER'):02X}{_byte(address, 'ADR'):02X}{_byte(cid1, 'CID1'):02X}"
-        f"{_byte(cid2, 'CID2'):02X}{length_field(len(info_hex)):04X}"
-    ).encode()
-    body = head + info_hex
-    return b"~" + body + f"{chksum(body):04X}".encode() + b"\r"
 
 
 def _hexval(chars: bytes | bytearray) -> int:
