@@ -264,6 +264,24 @@ class Simulator:
         sched = self.faults.offline.get(address)
         return not pack.online or (sched is not None and sched.offline_at(self.now_s))
 
+    def answering_pack(self, address: int) -> SimPack | None:
+        """The pack at `address` if it answers a request now: present, online and awake.
+
+        Called once per request addressed to `address`: the request counts as bus activity for the
+        pack's sleep timer (`SimPack.on_request`), and an offline or sleeping pack's silence is
+        counted (`offline_ignored`, `sleep_ignored`). None: stay silent.
+        """
+        pack = self.packs.get(address)
+        if pack is None:
+            return None
+        if self.offline(address):
+            self.count("offline_ignored")
+            return None
+        if not pack.on_request(self.wall_time(), self.now_s):
+            self.count("sleep_ignored")
+            return None
+        return pack
+
     def deliver(self, raw: bytes) -> Delivery:
         """One complete request frame -> what goes on the wire (faults applied, no pacing)."""
         try:

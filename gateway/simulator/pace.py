@@ -187,14 +187,8 @@ class PaceResponder:
         except RemoteProtocolError:
             return None, b""
         address = frame.address
-        if address not in sim.packs:
-            return address, b""
-        pack = sim.packs[address]
-        if sim.offline(address):
-            sim.count("offline_ignored")
-            return address, b""
-        if not pack.on_request(sim.wall_time(), sim.now_s):
-            sim.count("sleep_ignored")
+        pack = sim.answering_pack(address)
+        if pack is None:
             return address, b""
         op = bl.op_for_code(self.family, frame.command)
         if op is not None:
