@@ -261,6 +261,26 @@ def charge_voltage(state: BatteryState) -> float:
     return state.charge_voltage_v if state.charge_enabled else stop_voltage(state)
 
 
+def limit_signals(state: BatteryState) -> dict[str, float]:
+    """The Pylon-style 0x351 limits (CVL, CCL, DCL, DVL) with the stop encoding of the helpers above."""
+    return {
+        "ChargeVoltageLimit": charge_voltage(state),
+        "ChargeCurrentLimit": charge_current(state),
+        "DischargeCurrentLimit": discharge_current(state),
+        "DischargeVoltageLimit": state.discharge_voltage_v,
+    }
+
+
+def soc_soh_signals(state: BatteryState) -> dict[str, float]:
+    """The Pylon-style 0x355 message: SOC and SOH in whole percent, SOC with decimals."""
+    return {"SOC": round(state.soc_pct), "SOH": round(state.soh_pct), "SOCHiRes": state.soc_pct}
+
+
+def measurement_signals(state: BatteryState) -> dict[str, float]:
+    """The Pylon-style 0x356 message: bank voltage, current (positive = charging), temperature."""
+    return {"Voltage": state.voltage_v, "Current": state.current_a, "Temperature": state.temperature_c}
+
+
 def any_of(flags: frozenset[str], *names: str) -> float:
     return 1.0 if any(n in flags for n in names) else 0.0
 

@@ -23,9 +23,9 @@ from protocol.inverter.can.base import (
     OptionValue,
     any_of,
     ascii_signals,
-    charge_current,
-    charge_voltage,
-    discharge_current,
+    limit_signals,
+    measurement_signals,
+    soc_soh_signals,
 )
 
 PYLON_SET = ("Limits", "SocSoh", "Measurements", "ProtectionAlarm", "Request", "Name")
@@ -64,12 +64,7 @@ class Pylon(InverterProtocol):
         return configured if configured > 0 else state.packs_online
 
     def limits(self, state: BatteryState) -> dict[str, float]:
-        return {
-            "ChargeVoltageLimit": charge_voltage(state),
-            "ChargeCurrentLimit": charge_current(state),
-            "DischargeCurrentLimit": discharge_current(state),
-            "DischargeVoltageLimit": state.discharge_voltage_v,
-        }
+        return limit_signals(state)
 
     def request(self, state: BatteryState) -> dict[str, float]:
         return {
@@ -84,13 +79,9 @@ class Pylon(InverterProtocol):
         if message == "Limits":
             return self.limits(state)
         if message == "SocSoh":
-            return {"SOC": round(state.soc_pct), "SOH": round(state.soh_pct), "SOCHiRes": state.soc_pct}
+            return soc_soh_signals(state)
         if message == "Measurements":
-            return {
-                "Voltage": state.voltage_v,
-                "Current": state.current_a,
-                "Temperature": state.temperature_c,
-            }
+            return measurement_signals(state)
         if message == "ProtectionAlarm":
             return {**pylon_flags(state), "ModuleCount": self.module_count(state), "TagP": 0x50, "TagN": 0x4E}
         if message == "Request":

@@ -23,6 +23,8 @@ from protocol.inverter.can.base import (
     charge_current,
     charge_voltage,
     discharge_current,
+    measurement_signals,
+    soc_soh_signals,
 )
 from protocol.inverter.can.dbc import INVALID
 
@@ -55,13 +57,9 @@ class Sma(InverterProtocol):
                 "DischargeVoltageLimit": _clamp(state.discharge_voltage_v, SI_DVL_RANGE_V),
             }
         if message == "SocSoh":
-            return {"SOC": round(state.soc_pct), "SOH": round(state.soh_pct), "SOCHiRes": state.soc_pct}
+            return soc_soh_signals(state)
         if message == "Measurements":
-            return {
-                "Voltage": state.voltage_v,
-                "Current": state.current_a,
-                "Temperature": state.temperature_c,
-            }
+            return measurement_signals(state)
         if message == "AlarmsWarnings":
             return alarm_pairs(state)
         if message == "Events":

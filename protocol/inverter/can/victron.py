@@ -17,9 +17,9 @@ from protocol.inverter.can.base import (
     InverterProtocol,
     OptionValue,
     ascii_signals,
-    charge_current,
-    charge_voltage,
-    discharge_current,
+    limit_signals,
+    measurement_signals,
+    soc_soh_signals,
 )
 from protocol.inverter.can.pylon_v2 import extras_values
 
@@ -74,20 +74,11 @@ class Victron(InverterProtocol):
 
     def values(self, message: str, state: BatteryState, now: float) -> dict[str, float]:
         if message == "Limits":
-            return {
-                "ChargeVoltageLimit": charge_voltage(state),
-                "ChargeCurrentLimit": charge_current(state),
-                "DischargeCurrentLimit": discharge_current(state),
-                "DischargeVoltageLimit": state.discharge_voltage_v,
-            }
+            return limit_signals(state)
         if message == "SocSoh":
-            return {"SOC": round(state.soc_pct), "SOH": round(state.soh_pct), "SOCHiRes": state.soc_pct}
+            return soc_soh_signals(state)
         if message == "Measurements":
-            return {
-                "Voltage": state.voltage_v,
-                "Current": state.current_a,
-                "Temperature": state.temperature_c,
-            }
+            return measurement_signals(state)
         if message == "Name":
             return ascii_signals("Name", str(self.option("name")))
         if message == "BmsName1":
