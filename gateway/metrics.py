@@ -33,6 +33,7 @@ from prometheus_client.core import (
 from gateway import __version__
 from gateway.model import Availability, ModelStore, ModelView, PackSnapshot
 from gateway.service import ReadyCallback
+from protocol.inverter.decision import ChargeLimits
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -222,29 +223,10 @@ class MqttHealth:
     buffered: int
 
 
-class DecisionLike(Protocol):
-    """The fields of `gateway.policy.ChargeDecision` the metrics render (structural, no import)."""
+class DecisionLike(ChargeLimits, Protocol):
+    """The fields of `gateway.policy.ChargeDecision` the metrics render (structural, no import):
+    the limits and flags of `ChargeLimits` and the limiting factor of each limit."""
 
-    @property
-    def charge_voltage_v(self) -> float: ...
-    @property
-    def discharge_voltage_v(self) -> float: ...
-    @property
-    def charge_current_a(self) -> float: ...
-    @property
-    def discharge_current_a(self) -> float: ...
-    @property
-    def charge_enabled(self) -> bool: ...
-    @property
-    def discharge_enabled(self) -> bool: ...
-    @property
-    def force_charge_1(self) -> bool: ...
-    @property
-    def force_charge_2(self) -> bool: ...
-    @property
-    def full_charge_request(self) -> bool: ...
-    @property
-    def stale(self) -> bool: ...
     @property
     def limiting(self) -> Mapping[str, str]: ...
 

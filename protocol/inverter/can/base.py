@@ -18,6 +18,7 @@ import cantools.database
 
 from protocol.errors import LocalProtocolError
 from protocol.inverter.can import dbc
+from protocol.inverter.decision import ChargeLimits
 
 OptionValue = str | int | float | bool
 
@@ -38,29 +39,10 @@ class CanFrame:
             raise LocalProtocolError(f"CAN frame {self.arbitration_id:#x} longer than 8 bytes")
 
 
-class BatteryState(Protocol):
-    """The charge decision as the encoders read it (satisfied by `gateway.policy.ChargeDecision`)."""
+class BatteryState(ChargeLimits, Protocol):
+    """The charge decision as the encoders read it (satisfied by `gateway.policy.ChargeDecision`):
+    the limits and flags of `ChargeLimits`, plus the bank values the messages carry."""
 
-    @property
-    def stale(self) -> bool: ...
-    @property
-    def charge_voltage_v(self) -> float: ...
-    @property
-    def discharge_voltage_v(self) -> float: ...
-    @property
-    def charge_current_a(self) -> float: ...
-    @property
-    def discharge_current_a(self) -> float: ...
-    @property
-    def charge_enabled(self) -> bool: ...
-    @property
-    def discharge_enabled(self) -> bool: ...
-    @property
-    def force_charge_1(self) -> bool: ...
-    @property
-    def force_charge_2(self) -> bool: ...
-    @property
-    def full_charge_request(self) -> bool: ...
     @property
     def soc_pct(self) -> float: ...
     @property
