@@ -329,6 +329,7 @@ class AdminConfig(Section):
     tls_key: str | None = None
     clock_auto_sync: bool = False  # write the gateway's time to packs whose drift exceeds the limit
     clock_max_drift_s: float = Field(default=60.0, gt=0)
+    data_needs_token: bool = False  # GET /api/system and /api/packs need a viewer token too
 
     @model_validator(mode="after")
     def _tls_pair(self) -> AdminConfig:

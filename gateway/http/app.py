@@ -1,7 +1,9 @@
 """The read-only HTTP API: health, readiness, the bank and every pack's snapshot.
 
 `create_app(ctx)` builds the FastAPI application; routers that other adapters put into
-`ctx.http_routers` (metrics, admin API, ...) are mounted as they are. The application only reads
+`ctx.http_routers` (metrics, admin API, ...) are mounted as they are. With `[admin]
+data_needs_token` the data routes need a bearer token of the viewer role or higher (the admin
+API's tokens, `gateway.http.auth`); health and readiness stay open. The application only reads
 `ctx.store` and the counters; it never talks to a bus.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
 from gateway import __version__
@@ -58,6 +60,24 @@ def gateway_status(ctx: AppContext, now: float) -> dict[str, Any]:
     }
 
 
+def _data_dependencies(ctx: AppContext) -> list[Any]:
+    """The viewer-token check of the data routes when `[admin] data_needs_token` (else none)."""
+    if not ctx.config.admin.data_needs_token:
+        return []
+    from gateway.admin.auth import RateLimiter, Role, TokenStore
+    from gateway.config import state_path
+    from gateway.http.auth import bearer_caller
+
+    auth = ctx.extras.get("admin_auth")  # shared with the admin API (gateway.http.admin.install)
+    if auth is not None:
+        tokens, limiter = auth
+    else:
+        tokens = TokenStore(state_path(ctx.config, ctx.config_path, ctx.config.admin.tokens_file))
+        limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
+    # viewer is the weakest role: no 403 can happen, so there is nothing to audit
+    return [Depends(bearer_caller(Role.VIEWER, tokens, limiter, lambda: None))]
+
+
 def create_app(ctx: AppContext) -> FastAPI:
     app = FastAPI(
         title="bms-gateway",
@@ -77,19 +97,21 @@ def create_app(ctx: AppContext) -> FastAPI:
         ready = ctx.all_ready
         return JSONResponse({"ready": ready, "services": services}, status_code=200 if ready else 503)
 
-    @app.get("/api/system", tags=["data"])
+    data = _data_dependencies(ctx)
+
+    @app.get("/api/system", tags=["data"], dependencies=data)
     async def system() -> dict[str, Any]:
         """The bank aggregate over online packs, and the gateway's own status."""
         now = time.time()
         return {"bank": bank_json(ctx.store.view.bank), "gateway": gateway_status(ctx, now)}
 
-    @app.get("/api/packs", tags=["data"])
+    @app.get("/api/packs", tags=["data"], dependencies=data)
     async def packs() -> list[dict[str, Any]]:
         """Every configured pack's latest snapshot, ordered by bus and address."""
         now = time.time()
         return [pack_json(p, now) for p in ctx.store.view.ordered()]
 
-    @app.get("/api/packs/{bus}/{address}", tags=["data"])
+    @app.get("/api/packs/{bus}/{address}", tags=["data"], dependencies=data)
     async def pack(bus: str, address: int) -> dict[str, Any]:
         """One pack's latest snapshot (404 for a pack that is not configured)."""
         snap = ctx.store.view.pack(bus, address)
