@@ -15,7 +15,7 @@ This module is sans-I/O: it must never import asyncio, serial, sockets, python-c
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from protocol.errors import LocalProtocolError, RemoteProtocolError
@@ -400,39 +400,33 @@ class StatusBlock:
         return bool(self.system & 0x04)
 
     def flags(self) -> Flags:
-        items: list[tuple[FlagKind, str]] = []
-        for name in V25_STATUS_BITS:
-            items += _bits(V25_STATUS_BITS[name], getattr(self, name))
-        items += _warning_items(
-            self.cell_warnings,
-            self.temp_warnings,
-            (
-                ("Charge current", self.charge_current_warning),
-                ("Total voltage", self.total_voltage_warning),
-                ("Discharge current", self.discharge_current_warning),
-            ),
-        )
+        items = _status_items(self, V25_STATUS_BITS, PACK_WARNINGS)
         if self.balancing:
             items.append((S, "Balancing"))
         return Flags.of(items)
 
 
-def _warning_items(
-    cells: Sequence[int], temps: Sequence[int], others: Sequence[tuple[str, int]]
+# The pack-level warning values of a status answer: (subject as PbmsTools words it, field).
+PACK_WARNINGS = (
+    ("Charge current", "charge_current_warning"),
+    ("Total voltage", "total_voltage_warning"),
+    ("Discharge current", "discharge_current_warning"),
+)
+EG4_PACK_WARNINGS = (("Current", "current_warning"), ("Total voltage", "total_voltage_warning"))
+
+
+def _status_items(
+    status: StatusBlock | StatusV20 | StatusEg4,
+    bit_tables: Mapping[str, Sequence[tuple[FlagKind, str]]],
+    pack_warnings: Sequence[tuple[str, str]],
 ) -> list[tuple[FlagKind, str]]:
-    items: list[tuple[FlagKind, str]] = []
-    for i, w in enumerate(cells):
-        f = warning_value_flag(f"Cell {i + 1}", w)
-        if f:
-            items.append(f)
-    for i, w in enumerate(temps):
-        f = warning_value_flag(f"Temperature {i + 1}", w)
-        if f:
-            items.append(f)
-    for subject, w in others:
-        f = warning_value_flag(subject, w)
-        if f:
-            items.append(f)
+    """The flags of a status answer: every status field through its bit table (fields named by the
+    table's keys), then the warning values of each cell, each sensor and the pack-level fields."""
+    items = [item for name, table in bit_tables.items() for item in _bits(table, getattr(status, name))]
+    subjects = [(f"Cell {i + 1}", w) for i, w in enumerate(status.cell_warnings)]
+    subjects += [(f"Temperature {i + 1}", w) for i, w in enumerate(status.temp_warnings)]
+    subjects += [(subject, getattr(status, name)) for subject, name in pack_warnings]
+    items += [f for subject, w in subjects if (f := warning_value_flag(subject, w)) is not None]
     return items
 
 
@@ -643,19 +637,7 @@ class StatusV20:
         return ()
 
     def flags(self) -> Flags:
-        items: list[tuple[FlagKind, str]] = []
-        for name in V20_STATUS_BITS:
-            items += _bits(V20_STATUS_BITS[name], getattr(self, name))
-        items += _warning_items(
-            self.cell_warnings,
-            self.temp_warnings,
-            (
-                ("Charge current", self.charge_current_warning),
-                ("Total voltage", self.total_voltage_warning),
-                ("Discharge current", self.discharge_current_warning),
-            ),
-        )
-        return Flags.of(items)
+        return Flags.of(_status_items(self, V20_STATUS_BITS, PACK_WARNINGS))
 
 
 _V20_TAIL = (
@@ -730,15 +712,7 @@ class StatusEg4:
         return tuple(i + 1 for i in range(16) if self.balancing >> i & 1)
 
     def flags(self) -> Flags:
-        items: list[tuple[FlagKind, str]] = []
-        for name in EG4_STATUS_BITS:
-            items += _bits(EG4_STATUS_BITS[name], getattr(self, name))
-        items += _warning_items(
-            self.cell_warnings,
-            self.temp_warnings,
-            (("Current", self.current_warning), ("Total voltage", self.total_voltage_warning)),
-        )
-        return Flags.of(items)
+        return Flags.of(_status_items(self, EG4_STATUS_BITS, EG4_PACK_WARNINGS))
 
 
 _EG4_TAIL8 = ("balance_event", "voltage_event")
