@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.buffer import BoundedBuffer
 from protocol.errors import RemoteProtocolError
 
 
@@ -36,29 +37,9 @@ class Frame:
     is_request: bool  # True when the frame has the shape of a master's request (e.g. an echo)
 
 
-class FrameDecoder(abc.ABC):
-    """Incremental, bounded, resynchronising decoder (see the module docstring)."""
-
-    max_buffer: int = 8192
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self.discarded_bytes = 0
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-        excess = len(self._buf) - self.max_buffer
-        if excess > 0:
-            del self._buf[:excess]
-            self.discarded_bytes += excess
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def clear(self) -> None:
-        self.discarded_bytes += len(self._buf)
-        self._buf.clear()
+class FrameDecoder(BoundedBuffer, abc.ABC):
+    """Incremental, bounded, resynchronising decoder (see the module docstring); the bounded buffer
+    (`feed`, `buffered`, `clear`, `discarded_bytes`) is `protocol.buffer.BoundedBuffer`."""
 
     @abc.abstractmethod
     def next_frame(self) -> Frame | None:

@@ -31,6 +31,7 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from protocol.buffer import BoundedBuffer
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.inverter.rs485_base import (
     BankView,
@@ -160,44 +161,26 @@ def parse_frame(raw: bytes) -> PylonFrame:
     )
 
 
-class FrameSplitter:
+class FrameSplitter(BoundedBuffer):
     """Cuts the incoming byte stream into `~ … \\r` candidates (bounded, resynchronising)."""
 
-    def __init__(self, max_buffer: int = 8 + 12 + MAX_INFO_CHARS + 8) -> None:
-        self._buf = bytearray()
-        self.max_buffer = max_buffer
-        self.discarded_bytes = 0
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-        excess = len(self._buf) - self.max_buffer
-        if excess > 0:
-            del self._buf[:excess]
-            self.discarded_bytes += excess
+    max_buffer = 8 + 12 + MAX_INFO_CHARS + 8
 
     def gap(self) -> None:
         """Drop whatever is buffered (an incomplete frame after the line went quiet)."""
-        self.discarded_bytes += len(self._buf)
-        self._buf.clear()
+        self.clear()
 
     def next_candidate(self) -> bytes | None:
         while True:
-            start = self._buf.find(b"~")
-            if start < 0:
-                self.discarded_bytes += len(self._buf)
-                self._buf.clear()
+            if not self._skip_to(b"~"):
                 return None
-            if start:
-                del self._buf[:start]
-                self.discarded_bytes += start
             end = self._buf.find(b"\r")
             if end < 0:
                 return None
             # a second SOI before the EOI: the first frame was truncated; restart at the new SOI
             restart = self._buf.find(b"~", 1, end)
             if restart > 0:
-                del self._buf[:restart]
-                self.discarded_bytes += restart
+                self._discard(restart)
                 continue
             candidate = bytes(self._buf[: end + 1])
             del self._buf[: end + 1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from protocol.buffer import BoundedBuffer
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.modbus.pdu import MAX_PDU_BYTES, request_length, response_length
 
@@ -58,7 +59,7 @@ class RtuFrame:
 MAX_FRAME = 1 + MAX_PDU_BYTES + 2  # 256
 
 
-class RtuDecoder:
+class RtuDecoder(BoundedBuffer):
     """Incremental RTU decoder for requests (`role="server"`) or responses (`role="client"`)."""
 
     def __init__(self, role: str = "server", max_buffer: int = 4 * MAX_FRAME) -> None:
@@ -67,29 +68,14 @@ class RtuDecoder:
         self._length: Callable[[bytes | bytearray | memoryview], int | None] = (
             request_length if role == "server" else response_length
         )
-        self._buf = bytearray()
-        self.max_buffer = max_buffer
-        self.discarded_bytes = 0
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-        excess = len(self._buf) - self.max_buffer
-        if excess > 0:
-            del self._buf[:excess]
-            self.discarded_bytes += excess
+        super().__init__(max_buffer)
 
     def gap(self) -> None:
         """An inter-frame silence was observed: whatever is buffered is an incomplete frame."""
-        self.discarded_bytes += len(self._buf)
-        self._buf.clear()
+        self.clear()
 
     def _drop_one(self, reason: str) -> RemoteProtocolError:
-        del self._buf[:1]
-        self.discarded_bytes += 1
+        self._discard(1)
         return RemoteProtocolError(reason)
 
     def next_frame(self) -> RtuFrame | None:
@@ -106,8 +92,7 @@ class RtuDecoder:
                     return self._take(end)
             skip = self._later_frame()
             if skip:
-                del buf[:skip]
-                self.discarded_bytes += skip
+                self._discard(skip)
                 raise RemoteProtocolError(f"dropped {skip} bytes before the next valid RTU frame")
             if len(buf) >= MAX_FRAME:
                 raise self._drop_one("no valid RTU frame at the head of the buffer")

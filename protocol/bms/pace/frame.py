@@ -157,19 +157,11 @@ class PaceDecoder(FrameDecoder):
     def _drop_head(self) -> None:
         """Drop the SOI at the head and everything up to the next possible SOI."""
         nxt = self._buf.find(b"~", 1)
-        cut = len(self._buf) if nxt < 0 else nxt
-        del self._buf[:cut]
-        self.discarded_bytes += cut
+        self._discard(len(self._buf) if nxt < 0 else nxt)
 
     def next_frame(self) -> PaceFrame | None:
-        start = self._buf.find(b"~")
-        if start < 0:
-            self.discarded_bytes += len(self._buf)
-            self._buf.clear()
+        if not self._skip_to(b"~"):
             return None
-        if start:
-            del self._buf[:start]
-            self.discarded_bytes += start
         buf = self._buf
         # Characters seen so far must be hex: a non-hex character (another '~', a CR) inside what
         # should be the header or INFO means this SOI was garbage; resync without waiting for more.
