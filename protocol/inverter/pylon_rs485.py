@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from protocol.buffer import BoundedBuffer
 from protocol.errors import LocalProtocolError, RemoteProtocolError
@@ -656,17 +656,12 @@ class PylonResponder(Rs485Responder):
             discharge_a = min(discharge_a, req.discharge_current_a)
             charge_v = min(charge_v, req.charge_voltage_v)
             discharge_v = max(discharge_v, req.discharge_voltage_v)
-        return Limits(
+        return replace(
+            limits,
             charge_voltage_v=charge_v,
             discharge_voltage_v=discharge_v,
             charge_current_a=charge_a,
             discharge_current_a=discharge_a,
-            charge_enabled=limits.charge_enabled,
-            discharge_enabled=limits.discharge_enabled,
-            force_charge_1=limits.force_charge_1,
-            force_charge_2=limits.force_charge_2,
-            full_charge_request=limits.full_charge_request,
-            stale=limits.stale,
         )
 
     def system_limits(self, view: BankView, now: float) -> Limits:
@@ -679,19 +674,14 @@ class PylonResponder(Rs485Responder):
         per_module = [self.module_limits(view, p, now) for p in positions]
         charge_a = min(limits.charge_current_a, sum(x.charge_current_a for x in per_module))
         discharge_a = min(limits.discharge_current_a, sum(x.discharge_current_a for x in per_module))
-        return Limits(
+        return replace(
+            limits,
             charge_voltage_v=min([limits.charge_voltage_v, *(r.charge_voltage_v for r in held.values())]),
             discharge_voltage_v=max(
                 [limits.discharge_voltage_v, *(r.discharge_voltage_v for r in held.values())]
             ),
             charge_current_a=charge_a,
             discharge_current_a=discharge_a,
-            charge_enabled=limits.charge_enabled,
-            discharge_enabled=limits.discharge_enabled,
-            force_charge_1=limits.force_charge_1,
-            force_charge_2=limits.force_charge_2,
-            full_charge_request=limits.full_charge_request,
-            stale=limits.stale,
         )
 
     # --- command handlers (return the response INFO, or raise _Answer) ----------------------
