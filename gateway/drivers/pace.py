@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -168,6 +168,15 @@ def attribute_bank_blocks(
     }
 
 
+def _answer_from(address: int) -> Callable[[Frame], bool]:
+    """Matches the answer of the pack at `address` (a response: never our own request's echo)."""
+
+    def match(frame: Frame) -> bool:
+        return isinstance(frame, PaceFrame) and frame.address == address and not frame.is_request
+
+    return match
+
+
 class PaceDriver(Driver):
     family: ClassVar[str] = "pace"
 
@@ -205,11 +214,7 @@ class PaceDriver(Driver):
         self, bus: BusClient, address: int, request: bytes, *, priority: Priority = Priority.POLL
     ) -> PaceFrame:
         """Send, wait for this address's answer (never the echo), turn RTN != 0 into DeviceError."""
-
-        def match(frame: Frame) -> bool:
-            return isinstance(frame, PaceFrame) and frame.address == address and not frame.is_request
-
-        frame = await bus.transact(request, match, priority=priority, address=address)
+        frame = await bus.transact(request, _answer_from(address), priority=priority, address=address)
         if frame is None or not isinstance(frame, PaceFrame):
             raise NoResponse(f"pace pack {address}: no answer")
         if frame.command != 0:
@@ -443,12 +448,8 @@ class PaceDriver(Driver):
 
     async def probe(self, bus: BusClient, address: int) -> bool:
         """Protocol-version query (VER 0x20): any PACE pack answers; its VER and CID1 are remembered."""
-
-        def match(frame: Frame) -> bool:
-            return isinstance(frame, PaceFrame) and frame.address == address and not frame.is_request
-
         try:
-            frame = await bus.transact(c.version_probe(address), match, address=address)
+            frame = await bus.transact(c.version_probe(address), _answer_from(address), address=address)
         except NoResponse:
             return False
         if not isinstance(frame, PaceFrame):
