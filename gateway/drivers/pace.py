@@ -177,6 +177,15 @@ def _answer_from(address: int) -> Callable[[Frame], bool]:
     return match
 
 
+# Controls that are v25 switch commands: (code to switch on, code to switch off, configuration bit
+# the acknowledgement must show set when on).
+_SWITCHES: dict[Control, tuple[c.SwitchCode, c.SwitchCode, int]] = {
+    Control.BUZZER: (c.SwitchCode.BUZZER_ON, c.SwitchCode.BUZZER_OFF, 0x01),
+    Control.SOUND_LIGHT_ALARM: (c.SwitchCode.LED_ALARM_ON, c.SwitchCode.LED_ALARM_OFF, 0x20),
+    Control.CURRENT_LIMITER: (c.SwitchCode.LIMITER_ON, c.SwitchCode.LIMITER_OFF, 0x10),
+}
+
+
 class PaceDriver(Driver):
     family: ClassVar[str] = "pace"
 
@@ -527,20 +536,9 @@ class PaceDriver(Driver):
                     0x100, f"pace pack {address}: {action.value} is still {'off' if on else 'on'}"
                 )
             return
-        if action is Control.BUZZER:
-            await self._switch(
-                bus, address, c.SwitchCode.BUZZER_ON if on else c.SwitchCode.BUZZER_OFF, 0x01, on
-            )
-            return
-        if action is Control.SOUND_LIGHT_ALARM:
-            await self._switch(
-                bus, address, c.SwitchCode.LED_ALARM_ON if on else c.SwitchCode.LED_ALARM_OFF, 0x20, on
-            )
-            return
-        if action is Control.CURRENT_LIMITER:
-            await self._switch(
-                bus, address, c.SwitchCode.LIMITER_ON if on else c.SwitchCode.LIMITER_OFF, 0x10, on
-            )
+        if action in _SWITCHES:
+            on_code, off_code, bit = _SWITCHES[action]
+            await self._switch(bus, address, on_code if on else off_code, bit, on)
             return
         if action is Control.SHUTDOWN:
             ver, cid1 = self.dialect(address)
