@@ -55,6 +55,15 @@ R = TypeVar("R")
 _ROLE = {TempSensor.CELL: TempRole.CELL, TempSensor.MOS: TempRole.MOS, TempSensor.AMBIENT: TempRole.AMBIENT}
 
 
+# Controls that are plain on/off switch commands.
+_SWITCHES = {
+    Control.HEATER: m.Switch.HEATER,
+    Control.FAN: m.Switch.FAN,
+    Control.BUZZER: m.Switch.BUZZER,
+    Control.SOUND_LIGHT_ALARM: m.Switch.SOUND_LIGHT,
+}
+
+
 class MalformedResponse(DeviceError):
     """The pack answered with a valid frame whose payload does not decode (code -1)."""
 
@@ -316,14 +325,8 @@ class TianpowerDriver(Driver):
             req = m.MosControl(address, m.MosAction.CHARGE_ON if on else m.MosAction.CHARGE_OFF)
         elif action is Control.DISCHARGE_MOS:
             req = m.MosControl(address, m.MosAction.DISCHARGE_ON if on else m.MosAction.DISCHARGE_OFF)
-        elif action is Control.HEATER:
-            req = m.SwitchControl(address, m.Switch.HEATER, on)
-        elif action is Control.FAN:
-            req = m.SwitchControl(address, m.Switch.FAN, on)
-        elif action is Control.BUZZER:
-            req = m.SwitchControl(address, m.Switch.BUZZER, on)
-        elif action is Control.SOUND_LIGHT_ALARM:
-            req = m.SwitchControl(address, m.Switch.SOUND_LIGHT, on)
+        elif action in _SWITCHES:
+            req = m.SwitchControl(address, _SWITCHES[action], on)
         elif action is Control.FORCED_SLEEP:
             req = m.ForcedSleep(address)
         else:
