@@ -452,11 +452,15 @@ class StatusResponse:
     trailing: bytes = b""
 
 
+def _read_warnings(r: Reader, what: str, uncounted: int = 0) -> tuple[int, ...]:
+    """A count byte, then that many warning values (plus `uncounted` ones the count leaves out)."""
+    n = r.u8(f"{what} count") + uncounted
+    return tuple(r.u8(f"{what} {i + 1} warning") for i in range(n))
+
+
 def _decode_status_block(r: Reader) -> StatusBlock:
-    m = r.u8("cell count")
-    cells = tuple(r.u8(f"cell {i + 1} warning") for i in range(m))
-    n = r.u8("temperature count")
-    temps = tuple(r.u8(f"temperature {i + 1} warning") for i in range(n))
+    cells = _read_warnings(r, "cell")
+    temps = _read_warnings(r, "temperature")
     tail = {name: r.u8(name) for name in STATUS_V25_TAIL}
     balancing = r.u16("balancing")
     w1 = r.u8("warning1")
@@ -656,10 +660,8 @@ def decode_status_v20(info: bytes) -> StatusV20:
     r = Reader(info, "v20 status response")
     flag = r.u8("DATAFLAG")
     value = r.u8("address")
-    m = r.u8("cell count")
-    cells = tuple(r.u8(f"cell {i + 1} warning") for i in range(m))
-    n = r.u8("temperature count")
-    temps = tuple(r.u8(f"temperature {i + 1} warning") for i in range(n))
+    cells = _read_warnings(r, "cell")
+    temps = _read_warnings(r, "temperature")
     tail = {name: r.u8(name) for name in _V20_TAIL}
     return StatusV20(flag, value, cells, temps, trailing=r.rest(), **tail)
 
@@ -723,10 +725,8 @@ def decode_status_eg4(info: bytes) -> StatusEg4:
     r = Reader(info, "EG4 status response")
     flag = r.u8("DATAFLAG")
     value = r.u8("address")
-    m = r.u8("cell count")
-    cells = tuple(r.u8(f"cell {i + 1} warning") for i in range(m))
-    n = r.u8("temperature count") + 2
-    temps = tuple(r.u8(f"temperature {i + 1} warning") for i in range(n))
+    cells = _read_warnings(r, "cell")
+    temps = _read_warnings(r, "temperature", uncounted=2)  # MOSFET and environment
     cw = r.u8("current warning")
     vw = r.u8("total voltage warning")
     const = r.u8("constant")
