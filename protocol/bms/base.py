@@ -19,12 +19,22 @@ Nothing here performs I/O.
 from __future__ import annotations
 
 import abc
+import enum
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from protocol.buffer import BoundedBuffer
 from protocol.errors import RemoteProtocolError
+
+
+class FlagKind(enum.StrEnum):
+    """How a family classifies each status bit it decodes (the model keeps the four apart)."""
+
+    PROTECTION = "protection"
+    ALARM = "alarm"
+    FAULT = "fault"
+    STATE = "state"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from protocol.bms.base import FlagKind as FlagKind
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
 TEMP_OFFSET_DK = 2730  # temperatures travel as 0.1 K with this offset: °C = (raw - 2730) / 10
@@ -238,13 +239,6 @@ def bank_analog(blocks: Sequence[AnalogBlock], data_flag: int = 0) -> AnalogResp
 
 # ------------------------------------------------------------------------------------------------
 # flags: every status bit by name, classified
-
-
-class FlagKind(enum.StrEnum):
-    PROTECTION = "protection"
-    ALARM = "alarm"
-    FAULT = "fault"
-    STATE = "state"
 
 
 @dataclass(frozen=True, slots=True)

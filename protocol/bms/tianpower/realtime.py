@@ -14,6 +14,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from protocol.bms.base import FlagKind as FlagKind
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
 # --- group ids -------------------------------------------------------------------------------
@@ -89,13 +90,6 @@ TEMP_TAGS: dict[int, TempSensor] = {
     0x40: TempSensor.MOS,
     0x80: TempSensor.MOS,
 }
-
-
-class FlagKind(enum.StrEnum):
-    PROTECTION = "protection"
-    ALARM = "alarm"
-    FAULT = "fault"
-    STATE = "state"
 
 
 @dataclass(frozen=True, slots=True)
