@@ -158,11 +158,16 @@ def test_build_context_without_bus_uses_the_simulator_and_unknown_protocols_fail
 
 
 async def test_run_app_on_the_simulator_serves_http_and_stops_cleanly(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     caplog.set_level(logging.INFO)
     config = Config.model_validate(
-        {"http": {"listen": "127.0.0.1:0"}, "simulator": {"enabled": True, "packs": 2, "profile": "idle"}}
+        {
+            "state_dir": str(tmp_path),  # not the working directory's var/
+            "http": {"listen": "127.0.0.1:0"},
+            "modbus": {"listen": "127.0.0.1:0"},  # not the fixed default port 5020, which may be taken
+            "simulator": {"enabled": True, "packs": 2, "profile": "idle"},
+        }
     )
     stop = asyncio.Event()
     seen: list[AppContext] = []
