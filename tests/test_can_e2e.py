@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from pathlib import Path
 
 import can
 import pytest
@@ -23,10 +24,12 @@ from gateway.policy_service import DecisionStore
 STALE_S = 3.0
 
 
-def config(channel: str) -> Config:
+def config(channel: str, state_dir: Path | None = None) -> Config:
     return Config.model_validate(
         {
+            **({"state_dir": str(state_dir)} if state_dir is not None else {}),
             "http": {"listen": "127.0.0.1:0"},
+            "modbus": {"listen": "127.0.0.1:0"},  # not the fixed default port 5020, which may be taken
             "simulator": {"enabled": True, "packs": 2, "profile": "idle"},
             "can": {"enabled": True, "interface": "virtual", "channel": channel, "protocol": "pylon"},
             "policy": {"stale_after_s": STALE_S, "evaluate_interval_s": 0.5},
@@ -47,7 +50,7 @@ def test_wiring_registers_policy_and_can() -> None:
         build_services(build_context(bad))
 
 
-async def test_frames_follow_the_simulator_and_stop_when_it_goes_silent() -> None:
+async def test_frames_follow_the_simulator_and_stop_when_it_goes_silent(tmp_path: Path) -> None:
     channel = f"e2e-{uuid.uuid4().hex[:8]}"
     stop = asyncio.Event()
     seen: list[AppContext] = []
@@ -59,7 +62,7 @@ async def test_frames_follow_the_simulator_and_stop_when_it_goes_silent() -> Non
 
     peer = can.Bus(interface="virtual", channel=channel)
     app = asyncio.ensure_future(
-        run_app(config(channel), install_signals=False, stop=stop, on_all_ready=on_ready)
+        run_app(config(channel, tmp_path), install_signals=False, stop=stop, on_all_ready=on_ready)
     )
     frames: list[tuple[float, can.Message]] = []
 
