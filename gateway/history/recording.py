@@ -20,13 +20,12 @@ import asyncio
 import json
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from gateway.admin.sqlitefile import SqliteFile
 from gateway.model import Availability, ModelView, TempRole
 from gateway.service import ReadyCallback
 
@@ -187,23 +186,10 @@ def sample_view(view: ModelView, at: float) -> list[Sample]:
     return out
 
 
-class RecordingDB:
+class RecordingDB(SqliteFile):
     """The recording SQLite file (thread-safe, synchronous; callers on the loop use a thread)."""
 
-    def __init__(self, path: Path | str) -> None:
-        p = Path(path)
-        if str(p) != ":memory:":
-            p.parent.mkdir(parents=True, exist_ok=True)
-        self.path = p
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(p), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    SCHEMA = _SCHEMA
 
     def insert(self, samples: Iterable[Sample]) -> int:
         rows = [s.row() for s in samples]

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from gateway.admin.sqlitefile import SqliteFile
 from gateway.drivers.base import HistoryRecord
 
 _SCHEMA = """
@@ -165,23 +163,10 @@ class RecordQuery:
     offset: int = 0
 
 
-class HistoryDB:
+class HistoryDB(SqliteFile):
     """The SQLite file of downloaded records and download jobs (thread-safe, synchronous)."""
 
-    def __init__(self, path: Path | str) -> None:
-        p = Path(path)
-        if str(p) != ":memory:":
-            p.parent.mkdir(parents=True, exist_ok=True)
-        self.path = p
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(p), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    SCHEMA = _SCHEMA
 
     # ---- records ---------------------------------------------------------------------------------
 
