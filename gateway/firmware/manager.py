@@ -23,7 +23,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from gateway.context import AppContext
 from gateway.drivers.base import Driver
 from gateway.firmware.images import ImageInfo, ImageStore
 from gateway.firmware.job import ACTIVE, RESUMABLE, FirmwareJob, JobFiles, JobRecord, JobState
+from gateway.history.base import RecordsService, label
 from gateway.history.errors import Conflict, Invalid, NotFound, Who, require
 from gateway.model import PackIdentity, PackKey
 from gateway.service import ReadyCallback
@@ -42,11 +43,7 @@ from protocol.bms.bootloader import FirmwareImage, ImageError
 log = logging.getLogger(__name__)
 
 
-def label(key: PackKey) -> str:
-    return f"{key[0]}/{key[1]}"
-
-
-class FirmwareService:
+class FirmwareService(RecordsService):
     name = "firmware"
 
     def __init__(
@@ -118,54 +115,7 @@ class FirmwareService:
         finally:
             self._tg = None
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        if self._tg is not None:
-            task = self._tg.create_task(coro)
-        else:  # used without the supervisor (tests, tools): keep a reference until it ends
-            task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     # ---- plumbing --------------------------------------------------------------------------------
-
-    async def audit(
-        self,
-        who: Who,
-        action: str,
-        packs: list[PackKey],
-        request: Any,
-        *,
-        outcome: str,
-        detail: str = "",
-        before: Any = None,
-        after: Any = None,
-    ) -> None:
-        if self.audit_log is None:
-            return
-        try:
-            await asyncio.to_thread(
-                self.audit_log.append,
-                token_id=who.principal.token_id,
-                role=who.principal.role.label,
-                client=who.client,
-                action=action,
-                packs=[label(k) for k in packs],
-                request=request,
-                before=before,
-                after=after,
-                outcome=outcome,
-                detail=detail[:2000],
-            )
-        except Exception:
-            log.exception("audit append failed for %s", action)
-
-    def pack(self, bus: str, address: int) -> PackKey:
-        key = (bus, address)
-        if key not in self.ctx.store.view.packs:
-            known = ", ".join(label(k) for k in self.ctx.pack_keys) or "none"
-            raise NotFound(f"no pack {bus}/{address}; configured: {known}")
-        return key
 
     def supports(self, key: PackKey) -> str | None:
         """None when the pack's bus speaks our bootloader protocol, else the reason it does not."""

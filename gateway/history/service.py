@@ -26,6 +26,7 @@ from gateway.admin.auth import Role
 from gateway.config import state_path
 from gateway.context import AppContext
 from gateway.drivers.base import BusError, Driver, Unsupported
+from gateway.history.base import RecordsService, label
 from gateway.history.download import DownloadJob, JobBusy, Progress
 from gateway.history.errors import Conflict, Invalid, NotFound, PackSilent, RecordsError, Who, require
 from gateway.history.export import render
@@ -39,11 +40,7 @@ MAX_LIST = 10_000  # rows per list request (exports are not limited)
 DELETE_CONFIRMATION = "DELETE"  # what `confirm` must say for a delete in the pack
 
 
-def label(key: PackKey) -> str:
-    return f"{key[0]}/{key[1]}"
-
-
-class HistoryService:
+class HistoryService(RecordsService):
     name = "history"
 
     def __init__(
@@ -84,23 +81,7 @@ class HistoryService:
             for job in self.jobs.values():
                 job.stop()
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        if self._tg is not None:
-            task = self._tg.create_task(coro)
-        else:  # used without the supervisor (tests, tools): keep a reference until it ends
-            task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     # ---- plumbing --------------------------------------------------------------------------------
-
-    def pack(self, bus: str, address: int) -> PackKey:
-        key = (bus, address)
-        if key not in self.ctx.store.view.packs:
-            known = ", ".join(label(k) for k in self.ctx.pack_keys) or "none"
-            raise NotFound(f"no pack {bus}/{address}; configured: {known}")
-        return key
 
     def bus_packs(self, bus: str) -> list[PackKey]:
         keys = [k for k in self.ctx.pack_keys if k[0] == bus]
@@ -132,37 +113,6 @@ class HistoryService:
                 f"pack {label(key)} reports no serial number or barcode; its records cannot be keyed"
             )
         return serial
-
-    async def audit(
-        self,
-        who: Who,
-        action: str,
-        packs: Sequence[PackKey],
-        request: Any,
-        *,
-        outcome: str,
-        before: Any = None,
-        after: Any = None,
-        detail: str = "",
-    ) -> None:
-        if self.audit_log is None:
-            return
-        try:
-            await asyncio.to_thread(
-                self.audit_log.append,
-                token_id=who.principal.token_id,
-                role=who.principal.role.label,
-                client=who.client,
-                action=action,
-                packs=[label(k) for k in packs],
-                request=request,
-                before=before,
-                after=after,
-                outcome=outcome,
-                detail=detail[:2000],
-            )
-        except Exception:  # the audit must never turn an action's result into a crash
-            log.exception("audit append failed for %s", action)
 
     # ---- downloads -------------------------------------------------------------------------------
 

@@ -1,0 +1,77 @@
+"""Plumbing shared by the records operations (history downloads, firmware upgrades): pack names,
+pack lookup, audit entries and the tasks a service spawns.
+
+It raises only the records errors (`gateway.history.errors`) and never touches a bus itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from gateway.admin.audit import AuditLog
+from gateway.context import AppContext
+from gateway.history.errors import NotFound, Who
+from gateway.model import PackKey
+
+
+def label(key: PackKey) -> str:
+    return f"{key[0]}/{key[1]}"
+
+
+class RecordsService:
+    """Base of `HistoryService` and `FirmwareService`; their `__init__` sets these attributes."""
+
+    ctx: AppContext
+    audit_log: AuditLog | None
+    _tasks: set[asyncio.Task[Any]]
+    _tg: asyncio.TaskGroup | None
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        if self._tg is not None:
+            task = self._tg.create_task(coro)
+        else:  # used without the supervisor (tests, tools): keep a reference until it ends
+            task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def pack(self, bus: str, address: int) -> PackKey:
+        key = (bus, address)
+        if key not in self.ctx.store.view.packs:
+            known = ", ".join(label(k) for k in self.ctx.pack_keys) or "none"
+            raise NotFound(f"no pack {bus}/{address}; configured: {known}")
+        return key
+
+    async def audit(
+        self,
+        who: Who,
+        action: str,
+        packs: Sequence[PackKey],
+        request: Any,
+        *,
+        outcome: str,
+        before: Any = None,
+        after: Any = None,
+        detail: str = "",
+    ) -> None:
+        if self.audit_log is None:
+            return
+        try:
+            await asyncio.to_thread(
+                self.audit_log.append,
+                token_id=who.principal.token_id,
+                role=who.principal.role.label,
+                client=who.client,
+                action=action,
+                packs=[label(k) for k in packs],
+                request=request,
+                before=before,
+                after=after,
+                outcome=outcome,
+                detail=detail[:2000],
+            )
+        except Exception:  # the audit must never turn an action's result into a crash
+            logging.getLogger(type(self).__module__).exception("audit append failed for %s", action)
