@@ -133,7 +133,8 @@ async def test_bus_vanishing_makes_packs_stale_then_offline_and_they_recover() -
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     s = sim("tianpower", packs=2)
-    cfg = bus_cfg(port, protocol="tianpower", addresses=[1, 2], stale_after_s=0.6, offline_after_s=1.2)
+    # the stale phase lasts offline - stale = 2 s: long enough to be observed on a loaded machine
+    cfg = bus_cfg(port, protocol="tianpower", addresses=[1, 2], stale_after_s=0.6, offline_after_s=2.6)
     server_cm = s.serve_tcp("127.0.0.1", port)
     await server_cm.__aenter__()
     async with polling(cfg) as (p, store):
