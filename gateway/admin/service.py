@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from gateway.admin import config_file, transfer
 from gateway.admin.audit import AuditEntry, AuditLog
 from gateway.admin.auth import Principal, Role
+from gateway.admin.errors import ApiError, Conflict, Forbidden, Invalid, NotFound
 from gateway.config import ConfigError, state_path
 from gateway.context import AppContext
 from gateway.drivers.base import (
@@ -91,41 +92,7 @@ ACCESS_ROLE = {Access.OPERATOR: Role.ADMIN, Access.ADMINISTRATOR: Role.ADMIN, Ac
 # ---- errors (the HTTP layer maps `status` to the response code) ----------------------------------
 
 
-class AdminError(Exception):
-    status = 400
-
-    def __init__(self, message: str, errors: Sequence[Mapping[str, Any]] = ()) -> None:
-        super().__init__(message)
-        self.message = message
-        self.errors = list(errors)
-
-
-class Unauthorized(AdminError):
-    status = 401
-
-
-class Forbidden(AdminError):
-    status = 403
-
-
-class NotFound(AdminError):
-    status = 404
-
-
-class Conflict(AdminError):
-    """Refused before anything reached a bus: the family cannot, or the pack's state forbids it."""
-
-    status = 409
-
-
-class Invalid(AdminError):
-    """A value or request is not acceptable (names the parameter, value and allowed range)."""
-
-    status = 422
-
-
-class RateLimited(AdminError):
-    status = 429
+AdminError = ApiError  # the admin channel's name for the shared base
 
 
 class PackSilent(AdminError):

@@ -1,6 +1,7 @@
 """Errors of the records and firmware operations, each with the HTTP status the API answers with.
 
-Shaped like the admin channel's errors (`status`, `message`) so one exception handler serves both.
+The base and the statuses shared with the admin channel live in `gateway.admin.errors`; only a
+silent pack differs (504 here: the read timed out; the admin channel answers 409).
 """
 
 from __future__ import annotations
@@ -8,32 +9,12 @@ from __future__ import annotations
 from typing import Protocol
 
 from gateway.admin.auth import Principal, Role
+from gateway.admin.errors import ApiError, Conflict, Forbidden, Invalid, NotFound
+
+__all__ = ["Conflict", "Forbidden", "Invalid", "NotFound", "PackSilent", "RecordsError", "Who", "require"]
 
 
-class RecordsError(Exception):
-    status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class Forbidden(RecordsError):
-    status = 403
-
-
-class NotFound(RecordsError):
-    status = 404
-
-
-class Conflict(RecordsError):
-    """Refused before anything reached a bus (the family cannot, a job is running, pre-flight)."""
-
-    status = 409
-
-
-class Invalid(RecordsError):
-    status = 422
+RecordsError = ApiError  # the records operations' name for the shared base
 
 
 class PackSilent(RecordsError):
