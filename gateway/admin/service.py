@@ -38,6 +38,7 @@ from gateway.admin import config_file, transfer
 from gateway.admin.audit import AuditEntry, AuditLog
 from gateway.admin.auth import Principal, Role
 from gateway.admin.errors import ApiError, Conflict, Forbidden, Invalid, NotFound
+from gateway.admin.packs import PackLookup, label
 from gateway.config import ConfigError, state_path
 from gateway.context import AppContext
 from gateway.drivers.base import (
@@ -184,10 +185,6 @@ def batch_json(action: str, reports: Sequence[PackReport], *, dry_run: bool = Fa
     }
 
 
-def label(key: PackKey) -> str:
-    return f"{key[0]}/{key[1]}"
-
-
 def _problem(parameter: str, value: Any, allowed: Any, message: str) -> dict[str, Any]:
     """One refused value, as listed in a 422 answer's `errors`."""
     return {"parameter": parameter, "value": value, "allowed": allowed, "message": message}
@@ -329,7 +326,7 @@ class _PackAction:
 # ---- the service ---------------------------------------------------------------------------------
 
 
-class AdminService:
+class AdminService(PackLookup):
     def __init__(
         self, ctx: AppContext, audit: AuditLog | Path, *, wall: Callable[[], float] = time.time
     ) -> None:
@@ -372,13 +369,6 @@ class AdminService:
                 f"{caller.role.label}"
             )
 
-    def pack(self, bus: str, address: int) -> PackKey:
-        key = (bus, address)
-        if key not in self.ctx.store.view.packs:
-            known = ", ".join(label(k) for k in self.ctx.pack_keys) or "none"
-            raise NotFound(f"no pack {bus}/{address}; configured: {known}")
-        return key
-
     def resolve(self, packs: Sequence[str] | None) -> list[PackKey]:
         """Pack names "BUS/ADDRESS" (None or empty: every configured pack)."""
         if not packs:
@@ -392,15 +382,6 @@ class AdminService:
             if key not in keys:
                 keys.append(key)
         return keys
-
-    def driver(self, key: PackKey) -> Driver:
-        try:
-            driver = self.ctx.driver_for(key)
-        except KeyError as err:
-            raise NotFound(str(err.args[0])) from None
-        if driver is None:
-            raise Conflict(f"bus {key[0]}: the BMS protocol is not detected yet; retry once a pack answers")
-        return driver
 
     def table(self, key: PackKey) -> ParameterTable:
         driver = self.driver(key)

@@ -29,12 +29,13 @@ from typing import Any
 
 from gateway.admin.audit import AuditLog
 from gateway.admin.auth import Role
+from gateway.admin.packs import label
 from gateway.config import state_path
 from gateway.context import AppContext
 from gateway.drivers.base import Driver
 from gateway.firmware.images import ImageInfo, ImageStore
 from gateway.firmware.job import ACTIVE, RESUMABLE, FirmwareJob, JobFiles, JobRecord, JobState
-from gateway.history.base import RecordsService, label
+from gateway.history.base import RecordsService
 from gateway.history.errors import Conflict, Invalid, NotFound, Who, require
 from gateway.model import PackIdentity, PackKey
 from gateway.service import ReadyCallback

@@ -1,7 +1,7 @@
-"""Plumbing shared by the records operations (history downloads, firmware upgrades): pack names,
-pack lookup, audit entries and the tasks a service spawns.
+"""Plumbing shared by the records operations (history downloads, firmware upgrades): audit entries
+and the tasks a service spawns (pack names and lookup come from `gateway.admin.packs`).
 
-It raises only the records errors (`gateway.history.errors`) and never touches a bus itself.
+It never touches a bus itself.
 """
 
 from __future__ import annotations
@@ -12,16 +12,13 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from gateway.admin.audit import AuditLog
+from gateway.admin.packs import PackLookup, label
 from gateway.context import AppContext
-from gateway.history.errors import NotFound, Who
+from gateway.history.errors import Who
 from gateway.model import PackKey
 
 
-def label(key: PackKey) -> str:
-    return f"{key[0]}/{key[1]}"
-
-
-class RecordsService:
+class RecordsService(PackLookup):
     """Base of `HistoryService` and `FirmwareService`; their `__init__` sets these attributes."""
 
     ctx: AppContext
@@ -37,13 +34,6 @@ class RecordsService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    def pack(self, bus: str, address: int) -> PackKey:
-        key = (bus, address)
-        if key not in self.ctx.store.view.packs:
-            known = ", ".join(label(k) for k in self.ctx.pack_keys) or "none"
-            raise NotFound(f"no pack {bus}/{address}; configured: {known}")
-        return key
 
     async def audit(
         self,

@@ -23,10 +23,11 @@ from typing import Any
 
 from gateway.admin.audit import AuditLog
 from gateway.admin.auth import Role
+from gateway.admin.packs import label
 from gateway.config import state_path
 from gateway.context import AppContext
-from gateway.drivers.base import BusError, Driver, Unsupported
-from gateway.history.base import RecordsService, label
+from gateway.drivers.base import BusError, Unsupported
+from gateway.history.base import RecordsService
 from gateway.history.download import DownloadJob, JobBusy, Progress
 from gateway.history.errors import Conflict, Invalid, NotFound, PackSilent, RecordsError, Who, require
 from gateway.history.export import render
@@ -88,15 +89,6 @@ class HistoryService(RecordsService):
         if not keys:
             raise NotFound(f"no bus {bus!r}; configured: {', '.join(sorted(self.ctx.buses)) or 'none'}")
         return keys
-
-    def driver(self, key: PackKey) -> Driver:
-        try:
-            driver = self.ctx.driver_for(key)
-        except KeyError as err:
-            raise NotFound(str(err.args[0])) from None
-        if driver is None:
-            raise Conflict(f"bus {key[0]}: the BMS protocol is not detected yet; retry once a pack answers")
-        return driver
 
     async def pack_serial(self, key: PackKey) -> str:
         """The pack's serial (records are keyed by it): from the snapshot, else read from the pack."""
