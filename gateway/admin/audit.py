@@ -9,12 +9,15 @@ Writes are synchronous and short (one INSERT); callers on the event loop run the
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from gateway.admin.auth import Principal
 from gateway.admin.sqlitefile import SqliteFile
 
 _SCHEMA = """
@@ -56,8 +59,50 @@ class AuditEntry:
     detail: str
 
 
+class Actor(Protocol):
+    """Who asked (the admin channel's `Caller`, the records operations' `Who`)."""
+
+    @property
+    def principal(self) -> Principal: ...
+
+    @property
+    def client(self) -> str: ...
+
+
 class AuditLog(SqliteFile):
     SCHEMA = _SCHEMA
+
+    async def record(
+        self,
+        who: Actor,
+        action: str,
+        packs: Sequence[str],
+        request: Any,
+        *,
+        outcome: str,
+        before: Any = None,
+        after: Any = None,
+        detail: str = "",
+        log: logging.Logger,
+    ) -> None:
+        """`append` from the event loop (in a thread); a failure is logged to `log`, never raised:
+        the audit must never turn an action's result into a crash."""
+        try:
+            await asyncio.to_thread(
+                self.append,
+                token_id=who.principal.token_id,
+                role=who.principal.role.label,
+                client=who.client,
+                action=action,
+                packs=packs,
+                request=request,
+                before=before,
+                after=after,
+                outcome=outcome,
+                detail=detail[:2000],
+            )
+        except Exception:
+            log.exception("audit append failed for %s", action)
 
     def append(
         self,

@@ -466,22 +466,18 @@ class AdminService(PackLookup):
         after: Any = None,
         detail: str = "",
     ) -> None:
-        try:
-            await asyncio.to_thread(
-                self.audit_log.append,
-                token_id=caller.principal.token_id,
-                role=caller.role.label,
-                client=caller.client,
-                action=action,
-                packs=[k if isinstance(k, str) else label(k) for k in packs],
-                request=request,
-                before=before,
-                after=after,
-                outcome=outcome,
-                detail=detail[:2000],
-            )
-        except Exception:  # the audit must never turn an action's result into a crash
-            log.exception("audit append failed for %s", action)
+        names = [k if isinstance(k, str) else label(k) for k in packs]
+        await self.audit_log.record(
+            caller,
+            action,
+            names,
+            request,
+            outcome=outcome,
+            before=before,
+            after=after,
+            detail=detail,
+            log=log,
+        )
 
     async def audited(
         self,

@@ -49,19 +49,14 @@ class RecordsService(PackLookup):
     ) -> None:
         if self.audit_log is None:
             return
-        try:
-            await asyncio.to_thread(
-                self.audit_log.append,
-                token_id=who.principal.token_id,
-                role=who.principal.role.label,
-                client=who.client,
-                action=action,
-                packs=[label(k) for k in packs],
-                request=request,
-                before=before,
-                after=after,
-                outcome=outcome,
-                detail=detail[:2000],
-            )
-        except Exception:  # the audit must never turn an action's result into a crash
-            logging.getLogger(type(self).__module__).exception("audit append failed for %s", action)
+        await self.audit_log.record(
+            who,
+            action,
+            [label(k) for k in packs],
+            request,
+            outcome=outcome,
+            before=before,
+            after=after,
+            detail=detail,
+            log=logging.getLogger(type(self).__module__),
+        )
