@@ -35,7 +35,7 @@ from gateway.context import AppContext
 from gateway.drivers.base import Driver
 from gateway.firmware.images import ImageInfo, ImageStore
 from gateway.firmware.job import ACTIVE, RESUMABLE, FirmwareJob, JobFiles, JobRecord, JobState
-from gateway.history.base import RecordsService
+from gateway.history.base import RecordsService, shared_audit_log
 from gateway.history.errors import Conflict, Invalid, NotFound, Who, require
 from gateway.model import PackIdentity, PackKey
 from gateway.service import ReadyCallback
@@ -71,14 +71,7 @@ class FirmwareService(RecordsService):
     @classmethod
     def from_context(cls, ctx: AppContext) -> FirmwareService:
         directory = state_path(ctx.config, ctx.config_path, ctx.config.firmware.dir)
-        admin = ctx.extras.get("admin")
-        audit = getattr(admin, "audit_log", None)
-        if not isinstance(audit, AuditLog):
-            history = ctx.extras.get("history")
-            audit = getattr(history, "audit_log", None)
-        if not isinstance(audit, AuditLog):
-            audit = AuditLog(state_path(ctx.config, ctx.config_path, ctx.config.admin.audit_db))
-        service = cls(ctx, directory, audit)
+        service = cls(ctx, directory, shared_audit_log(ctx, "admin", "history"))
         ctx.extras["firmware"] = service
         return service
 

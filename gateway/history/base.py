@@ -13,9 +13,20 @@ from typing import Any
 
 from gateway.admin.audit import AuditLog
 from gateway.admin.packs import PackLookup, label
+from gateway.config import state_path
 from gateway.context import AppContext
 from gateway.history.errors import Who
 from gateway.model import PackKey
+
+
+def shared_audit_log(ctx: AppContext, *owners: str) -> AuditLog:
+    """The audit log of the first of `owners` (services in `ctx.extras`) that has one, else the file
+    `[admin] audit_db` opened here: every operation appends to the same log."""
+    for name in owners:
+        audit = getattr(ctx.extras.get(name), "audit_log", None)
+        if isinstance(audit, AuditLog):
+            return audit
+    return AuditLog(state_path(ctx.config, ctx.config_path, ctx.config.admin.audit_db))
 
 
 class RecordsService(PackLookup):

@@ -6,29 +6,19 @@ silent pack differs (504 here: the read timed out; the admin channel answers 409
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from gateway.admin.auth import Principal, Role
+from gateway.admin.audit import Actor
+from gateway.admin.auth import Role
 from gateway.admin.errors import ApiError, Conflict, Forbidden, Invalid, NotFound
 
 __all__ = ["Conflict", "Forbidden", "Invalid", "NotFound", "PackSilent", "RecordsError", "Who", "require"]
 
 
 RecordsError = ApiError  # the records operations' name for the shared base
+Who = Actor  # the caller of an operation (the admin channel's `Caller` has this shape)
 
 
 class PackSilent(RecordsError):
     status = 504
-
-
-class Who(Protocol):
-    """The caller of an operation (the admin channel's `Caller` has this shape)."""
-
-    @property
-    def principal(self) -> Principal: ...
-
-    @property
-    def client(self) -> str: ...
 
 
 def require(who: Who, role: Role, what: str) -> None:

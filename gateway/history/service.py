@@ -27,7 +27,7 @@ from gateway.admin.packs import label
 from gateway.config import state_path
 from gateway.context import AppContext
 from gateway.drivers.base import BusError, Unsupported
-from gateway.history.base import RecordsService
+from gateway.history.base import RecordsService, shared_audit_log
 from gateway.history.download import DownloadJob, JobBusy, Progress
 from gateway.history.errors import Conflict, Invalid, NotFound, PackSilent, RecordsError, Who, require
 from gateway.history.export import render
@@ -58,11 +58,7 @@ class HistoryService(RecordsService):
     @classmethod
     def from_context(cls, ctx: AppContext) -> HistoryService:
         db = HistoryDB(state_path(ctx.config, ctx.config_path, ctx.config.history.db))
-        admin = ctx.extras.get("admin")
-        audit = getattr(admin, "audit_log", None)
-        if not isinstance(audit, AuditLog):
-            audit = AuditLog(state_path(ctx.config, ctx.config_path, ctx.config.admin.audit_db))
-        service = cls(ctx, db, audit)
+        service = cls(ctx, db, shared_audit_log(ctx, "admin"))
         ctx.extras["history"] = service
         return service
 
