@@ -101,13 +101,7 @@ class FirmwareService(RecordsService):
 
     async def run(self, ready: ReadyCallback) -> None:
         await asyncio.to_thread(self.recover)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                ready()
-                await asyncio.Event().wait()
-        finally:
-            self._tg = None
+        await self._serve(ready)
 
     # ---- plumbing --------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from gateway.config import state_path
 from gateway.context import AppContext
 from gateway.history.errors import Who
 from gateway.model import PackKey
+from gateway.service import ReadyCallback
 
 
 def shared_audit_log(ctx: AppContext, *owners: str) -> AuditLog:
@@ -36,6 +37,16 @@ class RecordsService(PackLookup):
     audit_log: AuditLog | None
     _tasks: set[asyncio.Task[Any]]
     _tg: asyncio.TaskGroup | None
+
+    async def _serve(self, ready: ReadyCallback) -> None:
+        """Hold the TaskGroup `_spawn` uses until cancelled (the body of the gateway service's run)."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                ready()
+                await asyncio.Event().wait()
+        finally:
+            self._tg = None
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         if self._tg is not None:

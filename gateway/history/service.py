@@ -69,12 +69,8 @@ class HistoryService(RecordsService):
         if interrupted:
             log.info("history: %d download(s) interrupted by the last shutdown can be resumed", interrupted)
         try:
-            async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                ready()
-                await asyncio.Event().wait()
+            await self._serve(ready)
         finally:
-            self._tg = None
             for job in self.jobs.values():
                 job.stop()
 
