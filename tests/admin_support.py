@@ -112,8 +112,8 @@ async def admin_stack(
             addresses=addresses,
             request_gap_s=0.0,
             realtime_interval_s=realtime_interval_s,
-            response_timeout_s=0.3,
-            retries=0,
+            response_timeout_s=1.0,
+            retries=1,
             stale_after_s=max(3000.0, realtime_interval_s * 3),
             offline_after_s=max(3600.0, realtime_interval_s * 4),
         )
@@ -123,8 +123,8 @@ async def admin_stack(
             SerialSettings(),
             driver.new_decoder,
             gap_s=0.0,
-            response_timeout_s=0.3,
-            retries=0,
+            response_timeout_s=1.0,
+            retries=1,
         )
         store = ModelStore([(cfg.name, a) for a in addresses])
         poller = BusPoller(cfg, owner, store, driver)

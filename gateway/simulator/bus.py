@@ -127,13 +127,20 @@ class BusServer:
             for task in late:
                 task.cancel()
             if late:
-                await asyncio.wait(late)
+                await asyncio.wait(late, timeout=CLIENT_CLOSE_TIMEOUT_S)
         if self._server is not None:
             await self._server.wait_closed()
         for peer in list(self._peers):
             if peer.writer is not None:
-                with contextlib.suppress(Exception):
-                    await peer.writer.wait_closed()
+                # A peer that stopped reading keeps unsent bytes in the transport, and a graceful
+                # close waits for them forever: after the bound the connection is aborted.
+                try:
+                    async with asyncio.timeout(CLIENT_CLOSE_TIMEOUT_S):
+                        await peer.writer.wait_closed()
+                except TimeoutError:
+                    peer.writer.transport.abort()
+                except Exception:  # the peer reset the connection: it is closed either way
+                    log.debug("simulated bus: peer closed with an error", exc_info=True)
         self._close_pty()
         for pack in self.sim.packs.values():
             pack.record("exit_system", self.sim.epoch_s)
