@@ -676,7 +676,7 @@ class MqttService:
             await self._publish_discovery(client)
         while len(self.buffer):  # what was buffered while away, in order
             await self._publish_one(client, await self.buffer.peek())
-        await self._resync(client)
+        self._resync()
         await self._drain(client)
 
     @staticmethod
@@ -713,19 +713,24 @@ class MqttService:
             topic = self.topics.discovery(self.topics.pack_device(snap.key))
             await self._publish(client, topic, self._encode(payload), True)
 
-    async def _resync(self, client: aiomqtt.Client) -> None:
-        """Publish the current availability and state of everything (after connect, after HA restarts)."""
+    def _resync(self) -> None:
+        """Queue the current availability and state of everything (after connect, after HA restarts).
+
+        Synchronous and through the same FIFO as `_on_view`: a view published while the session is
+        busy can neither be overtaken by this older one nor have its availability bookkeeping
+        overwritten by it (which left a pack shown offline after it came back).
+        """
         view = self.store.view
         now = time.monotonic()
         for snap in view.ordered():
             avail = "online" if snap.online else "offline"
             self._avail[snap.key] = avail
-            await self._publish(client, self.topics.pack_availability(snap.key), avail.encode(), True)
+            self._enqueue(self.topics.pack_availability(snap.key), avail.encode(), retain=True)
         for topic, payload in self._documents(view).items():
             self._pending.pop(topic, None)
             self._last_doc[topic] = payload
             self._last_at[topic] = now
-            await self._publish(client, topic, payload, self.cfg.retain_state)
+            self._enqueue(topic, payload, retain=self.cfg.retain_state)
 
     async def _listen(self, client: aiomqtt.Client) -> None:
         own = {self.topics.discovery(self.topics.pack_device(k)) for k in self.store.view.packs}
@@ -739,7 +744,7 @@ class MqttService:
                 if payload.strip().lower() == b"online":
                     log.info("Home Assistant is online: re-publishing discovery and state")
                     await self._publish_discovery(client)
-                    await self._resync(client)
+                    self._resync()
             elif topic not in own and payload and self._is_ours(payload):
                 log.info("removing discovery of a pack no longer configured: %s", topic)
                 await self._publish(client, topic, b"", True)
