@@ -4,13 +4,69 @@ on a free port; restartable on that port."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+import aiomqtt
+
+
+class Recorder:
+    """A test client on the broker recording every message under its subscribed filters."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self.client = client
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.arrived = asyncio.Event()
+
+    def payloads(self, topic: str) -> list[bytes]:
+        return [p for t, p, _ in self.messages if t == topic]
+
+    def last(self, topic: str) -> bytes | None:
+        found = self.payloads(topic)
+        return found[-1] if found else None
+
+    async def wait(self, predicate: Callable[[], Any], timeout_s: float = 20.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+R = TypeVar("R", bound=Recorder)
+
+
+@contextlib.asynccontextmanager
+async def recording(
+    port: int, filters: tuple[str, ...], make: Callable[[aiomqtt.Client], R]
+) -> AsyncIterator[R]:
+    """Connect a recording client (built by `make`), subscribe to `filters` at QoS 1, record until exit."""
+    async with aiomqtt.Client("127.0.0.1", port, identifier=None) as client:
+        rec = make(client)
+        for f in filters:
+            await client.subscribe(f, qos=1)
+
+        async def pump() -> None:
+            async for m in client.messages:
+                payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+                rec.messages.append((str(m.topic), payload, m.retain))
+                rec.arrived.set()
+
+        task = asyncio.create_task(pump())
+        try:
+            yield rec
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def free_port() -> int:

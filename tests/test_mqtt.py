@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import aiomqtt
 import pytest
-from mqtt_broker import Broker
+from mqtt_broker import Broker, Recorder, recording
 
 from gateway.config import MqttConfig
 from gateway.model import (
@@ -74,47 +74,10 @@ def config(port: int, **kw: object) -> MqttConfig:
     return MqttConfig.model_validate(base)
 
 
-class Listener:
-    """A test client recording every message under the subscribed filters."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.arrived = asyncio.Event()
-
-    def payloads(self, topic: str) -> list[bytes]:
-        return [p for t, p, _ in self.messages if t == topic]
-
-    def last(self, topic: str) -> bytes | None:
-        found = self.payloads(topic)
-        return found[-1] if found else None
-
-    async def wait(self, predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                self.arrived.clear()
-                await self.arrived.wait()
-
-
 @contextlib.asynccontextmanager
-async def listening(port: int, *filters: str) -> AsyncIterator[Listener]:
-    listener = Listener()
-    async with aiomqtt.Client("127.0.0.1", port, identifier=None) as client:
-        for f in filters:
-            await client.subscribe(f, qos=1)
-
-        async def pump() -> None:
-            async for m in client.messages:
-                payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
-                listener.messages.append((str(m.topic), payload, m.retain))
-                listener.arrived.set()
-
-        task = asyncio.create_task(pump())
-        try:
-            yield listener
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+async def listening(port: int, *filters: str) -> AsyncIterator[Recorder]:
+    async with recording(port, filters, Recorder) as rec:
+        yield rec
 
 
 @contextlib.asynccontextmanager
@@ -129,13 +92,13 @@ async def running(service: MqttService) -> AsyncIterator[list[bool]]:
             await task
 
 
-def soc(listener: Listener, topic: str) -> object:
+def soc(listener: Recorder, topic: str) -> object:
     """The soc_pct of the last state document on `topic` (None before the first one)."""
     raw = listener.last(topic)
     return None if raw is None else json.loads(raw)["soc_pct"]
 
 
-def state(listener: Listener, topic: str) -> dict[str, object]:
+def state(listener: Recorder, topic: str) -> dict[str, object]:
     raw = listener.last(topic)
     assert raw is not None
     doc: dict[str, object] = json.loads(raw)

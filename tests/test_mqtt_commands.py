@@ -9,13 +9,11 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
-from mqtt_broker import Broker
+from mqtt_broker import Broker, Recorder, recording
 
 from gateway.admin.auth import Role, TokenStore
 from gateway.config import MqttConfig
@@ -36,19 +34,8 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         b.stop()
 
 
-@dataclass
-class Peer:
+class Peer(Recorder):
     """An automation on the broker: publishes commands, records every message under its filters."""
-
-    client: aiomqtt.Client
-    messages: list[tuple[str, bytes, bool]] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def wait(self, predicate: Any, timeout_s: float = 20.0) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not predicate():
-                self.arrived.clear()
-                await self.arrived.wait()
 
     def replies(self, topic: str | None = None) -> list[dict[str, Any]]:
         return [
@@ -85,24 +72,8 @@ class Peer:
 
 @contextlib.asynccontextmanager
 async def peer(port: int, *filters: str) -> AsyncIterator[Peer]:
-    async with aiomqtt.Client("127.0.0.1", port, identifier=None) as client:
-        p = Peer(client)
-        for f in filters:
-            await client.subscribe(f, qos=1)
-
-        async def pump() -> None:
-            async for m in client.messages:
-                payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
-                p.messages.append((str(m.topic), payload, m.retain))
-                p.arrived.set()
-
-        task = asyncio.create_task(pump())
-        try:
-            yield p
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async with recording(port, filters, Peer) as p:
+        yield p
 
 
 @contextlib.asynccontextmanager
