@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import re
 import ssl
@@ -32,17 +33,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiomqtt
 
 from gateway import __version__
-from gateway.config import ConfigError, MqttConfig
+from gateway.config import ConfigError, MqttConfig, state_path
 from gateway.metrics import DecisionLike, MqttHealth
 from gateway.model import ModelStore, ModelView, PackEvent, PackKey, PackSnapshot
 from gateway.service import ReadyCallback
-from mappings.ha import EntitySpec, EntityTable, load_entities
+from mappings.ha import EntitySpec, EntityTable, field_value, load_entities
 
 if TYPE_CHECKING:
     from gateway.context import AppContext
@@ -301,7 +303,7 @@ class Topics:
         return f"{self.prefix}/status"
 
 
-def _component(spec: EntitySpec, device_id: str, expire_after_s: int) -> dict[str, Any]:
+def _component(spec: EntitySpec, device_id: str, expire_after_s: int, qos: int) -> dict[str, Any]:
     uid = f"{device_id}_{spec.key}"
     comp: dict[str, Any] = {
         "platform": spec.platform,
@@ -309,6 +311,8 @@ def _component(spec: EntitySpec, device_id: str, expire_after_s: int) -> dict[st
         "unique_id": uid,
         "default_entity_id": f"{spec.platform}.{uid}",
         "value_template": spec.value_template,
+        # HA does not copy a device-level `qos` into the components: each one says it itself
+        "qos": qos,
     }
     for attr, key in (
         ("device_class", "device_class"),
@@ -326,10 +330,21 @@ def _component(spec: EntitySpec, device_id: str, expire_after_s: int) -> dict[st
     return comp
 
 
+def layout_known(snap: PackSnapshot) -> bool:
+    """Whether a pack's discovery can be complete: its cells and sensors (telemetry) and its identity
+    (version/serial/barcode, read right after the first telemetry) are known."""
+    ident = snap.identity
+    return snap.telemetry is not None and any((ident.version, ident.serial, ident.barcode))
+
+
 def pack_discovery(
     topics: Topics, snap: PackSnapshot, table: EntityTable, qos: int, expire_after_s: int
 ) -> dict[str, Any]:
-    """Device-based discovery payload of one pack (one HA device, linked to the gateway device)."""
+    """Device-based discovery payload of one pack (one HA device, linked to the gateway device).
+
+    Optional entities (`optional = true` in the table) are left out while the pack does not report
+    their value, so HA never shows an entity that can only ever be "unknown".
+    """
     t = snap.telemetry
     cells = len(t.cell_voltages_v) if t is not None else 0
     labels = [x.label for x in t.temperatures] if t is not None else []
@@ -349,10 +364,12 @@ def pack_discovery(
     ):
         if value:
             device[key] = value
+    document = pack_document(snap)
     components = {
-        f"{device_id}_{s.key}": _component(s, device_id, expire_after_s)
+        f"{device_id}_{s.key}": _component(s, device_id, expire_after_s, qos)
         for spec in table.pack
         for s in spec.expand(cells, labels)
+        if not s.optional or field_value(document, s.path) is not None
     }
     return {
         "device": device,
@@ -367,7 +384,7 @@ def pack_discovery(
 
 def gateway_discovery(topics: Topics, table: EntityTable, qos: int) -> dict[str, Any]:
     device_id = topics.gateway_device
-    components = {f"{device_id}_{s.key}": _component(s, device_id, 0) for s in table.gateway}
+    components = {f"{device_id}_{s.key}": _component(s, device_id, 0, qos) for s in table.gateway}
     components[f"{device_id}_connection"] = {
         "platform": "binary_sensor",
         "name": "Connection",
@@ -379,6 +396,7 @@ def gateway_discovery(topics: Topics, table: EntityTable, qos: int) -> dict[str,
         "payload_on": "online",
         "payload_off": "offline",
         "availability": [],
+        "qos": qos,
     }
     return {
         "device": {
@@ -396,14 +414,56 @@ def gateway_discovery(topics: Topics, table: EntityTable, qos: int) -> dict[str,
     }
 
 
-def _shape(snap: PackSnapshot) -> tuple[object, ...]:
-    t = snap.telemetry
-    return (
-        0 if t is None else len(t.cell_voltages_v),
-        () if t is None else tuple(x.label for x in t.temperatures),
-        snap.identity,
-        snap.name,
-    )
+class DiscoveryMemory:
+    """The last discovery payload published per pack device, kept in a small JSON file.
+
+    After a restart the gateway announces every pack once, complete, from this memory (HA keeps its
+    entities and sees no shrinking layout while the first telemetry is on its way); a payload is
+    published again only when the pack's layout or identity really changed. Without a file (tests,
+    `state_dir` unwritable) the memory lives for the process only.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.payloads: dict[str, bytes] = {}
+        if path is None:
+            return
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as err:
+            log.warning("MQTT discovery memory %s unreadable (%s); starting without it", path, err)
+            return
+        if isinstance(data, dict):
+            self.payloads = {
+                str(k): json.dumps(v, separators=(",", ":")).encode()
+                for k, v in data.items()
+                if isinstance(v, dict)
+            }
+
+    def get(self, topic: str) -> bytes | None:
+        return self.payloads.get(topic)
+
+    def remember(self, topic: str, payload: bytes) -> bool:
+        """Keep `payload` for `topic`; True when it differs from what was published before."""
+        if self.payloads.get(topic) == payload:
+            return False
+        self.payloads[topic] = payload
+        self._save()
+        return True
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        data = {k: json.loads(v) for k, v in sorted(self.payloads.items())}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as err:
+            log.warning("cannot write MQTT discovery memory %s: %s", self.path, err)
 
 
 # --- the outgoing buffer ---
@@ -487,6 +547,7 @@ class MqttService:
         decision: Callable[[], DecisionLike | None] | None = None,
         entities: EntityTable | None = None,
         commands: CommandHandler | None = None,
+        discovery_file: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.commands = commands
@@ -501,7 +562,7 @@ class MqttService:
         self._last_at: dict[str, float] = {}
         self._pending: dict[str, bytes] = {}
         self._avail: dict[PackKey, str] = {}
-        self._shapes: dict[PackKey, tuple[object, ...]] = {}
+        self._discovery = DiscoveryMemory(discovery_file)
 
     # --- public ---
 
@@ -542,8 +603,18 @@ class MqttService:
             "mqtt_reconnects": max(0, self.stats.connects - 1),
         }
 
+    def _pack_discovery(self, snap: PackSnapshot) -> tuple[str, bytes]:
+        config = pack_discovery(self.topics, snap, self.entities, self.cfg.qos, self.cfg.expire_after_s)
+        return self.topics.discovery(self.topics.pack_device(snap.key)), self._encode(config)
+
     def _documents(self, view: ModelView) -> dict[str, bytes]:
-        docs = {self.topics.pack_state(s.key): self._encode(pack_document(s)) for s in view.ordered()}
+        # A pack that has not answered yet has no state document: an empty layout published as if it
+        # were data would make HA render its cell and sensor templates against nothing.
+        docs = {
+            self.topics.pack_state(s.key): self._encode(pack_document(s))
+            for s in view.ordered()
+            if s.telemetry is not None
+        }
         decision = self.decision() if self.decision is not None else None
         docs[self.topics.bank_state] = self._encode(bank_document(view, decision, self._gateway_info()))
         return docs
@@ -554,16 +625,10 @@ class MqttService:
             if self._avail.get(snap.key) != avail:
                 self._avail[snap.key] = avail
                 self._enqueue(self.topics.pack_availability(snap.key), avail.encode(), retain=True)
-            if self.cfg.discovery and self._shapes.get(snap.key) != _shape(snap):
-                self._shapes[snap.key] = _shape(snap)
-                config = pack_discovery(
-                    self.topics, snap, self.entities, self.cfg.qos, self.cfg.expire_after_s
-                )
-                self._enqueue(
-                    self.topics.discovery(self.topics.pack_device(snap.key)),
-                    self._encode(config),
-                    retain=True,
-                )
+            if self.cfg.discovery and layout_known(snap):
+                topic, payload = self._pack_discovery(snap)
+                if self._discovery.remember(topic, payload):
+                    self._enqueue(topic, payload, retain=True)
         for topic, payload in self._documents(view).items():
             self._offer(topic, payload, now)
 
@@ -708,10 +773,18 @@ class MqttService:
             client, self.topics.discovery(self.topics.gateway_device), self._encode(payload), True
         )
         for snap in self.store.view.ordered():
-            self._shapes[snap.key] = _shape(snap)
-            payload = pack_discovery(self.topics, snap, self.entities, self.cfg.qos, self.cfg.expire_after_s)
-            topic = self.topics.discovery(self.topics.pack_device(snap.key))
-            await self._publish(client, topic, self._encode(payload), True)
+            # complete from the live layout, else from the last one published (after a restart),
+            # else not yet: `_on_view` announces the pack once its layout is known
+            if layout_known(snap):
+                topic, config = self._pack_discovery(snap)
+                self._discovery.remember(topic, config)
+            else:
+                topic = self.topics.discovery(self.topics.pack_device(snap.key))
+                known = self._discovery.get(topic)
+                if known is None:
+                    continue
+                config = known
+            await self._publish(client, topic, config, True)
 
     def _resync(self) -> None:
         """Queue the current availability and state of everything (after connect, after HA restarts).
@@ -774,6 +847,12 @@ def install(ctx: AppContext) -> list[Service]:
         from gateway.mqtt_commands import CommandHandler
 
         commands = CommandHandler.from_context(ctx)
-    service = MqttService(ctx.config.mqtt, ctx.store, decision=decision, commands=commands)
+    service = MqttService(
+        ctx.config.mqtt,
+        ctx.store,
+        decision=decision,
+        commands=commands,
+        discovery_file=state_path(ctx.config, ctx.config_path, "mqtt-discovery.json"),
+    )
     extras["mqtt"] = service
     return [service]

@@ -76,7 +76,7 @@ def resolve(doc: Any, path: str) -> Any:
 
 
 def template_path(template: str) -> str:
-    m = re.fullmatch(r"\{\{ (?:'ON' if )?value_json\.([a-z0-9_.\[\]]+)(?: else 'OFF')? \}\}", template)
+    m = re.match(r"\{\{ (?:\('ON' if )?value_json\.([a-z0-9_.\[\]]+) ", template)
     assert m, template
     return m.group(1)
 
