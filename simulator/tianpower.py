@@ -35,6 +35,7 @@ from protocol.bms.tianpower.realtime import (
     extra_protection_word,
     status_bytes,
 )
+from protocol.bms.tianpower.shapes import BOOT_CODES
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from simulator.pack import ANTI_THEFT_COMM, Identity, PackTruth, SimPack, WireFlags
 from simulator.tp_model import TianpowerModel
@@ -302,7 +303,7 @@ class TianpowerResponder:
         pack = sim.answering_pack(address)
         if pack is None:
             return address, b""
-        op = bl.op_for_code(self.family, frame.command)
+        op = BOOT_CODES.op(frame.command)
         if op is not None:
             reply = pack.bootloader.handle(op, frame.data)
             sim.dirty = True
