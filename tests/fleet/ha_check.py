@@ -37,13 +37,11 @@ async def check(data: dict[str, Any]) -> dict[str, Any]:
     import voluptuous as vol
     from homeassistant.components.mqtt import binary_sensor, sensor
     from homeassistant.components.mqtt import discovery as ha_discovery
-    from homeassistant.components.mqtt.schemas import DEVICE_DISCOVERY_SCHEMA
     from homeassistant.components.mqtt.discovery import MQTTDiscoveryPayload
+    from homeassistant.components.mqtt.schemas import DEVICE_DISCOVERY_SCHEMA
     from homeassistant.const import __version__
     from homeassistant.core import HomeAssistant
-    from homeassistant.helpers import template
-
-    from homeassistant.helpers import frame
+    from homeassistant.helpers import frame, template
 
     # everything HA logs at WARNING or above while it validates or renders is a finding (HA 2025.4
     # only warns about a unit that does not fit a device class; 2025.7 refuses the entity)

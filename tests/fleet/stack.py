@@ -87,13 +87,38 @@ def make_pki(where: Path, clients: list[str]) -> Pki:
     def run(*args: str) -> None:
         subprocess.run([openssl, *args], cwd=where, check=True, capture_output=True, timeout=30)
 
-    run("req", "-x509", *key, "-days", "2", "-subj", "/CN=bms-gateway test fleet CA",
-        "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    run(
+        "req",
+        "-x509",
+        *key,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=bms-gateway test fleet CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
     (where / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n", encoding="utf-8")
     for name, cn, ext in [("central", "127.0.0.1", ["-extfile", "san.ext"])] + [(c, c, []) for c in clients]:
         run("req", *key, "-subj", f"/CN={cn}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-out", f"{name}.crt", *ext)  # fmt: skip
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            f"{name}.crt",
+            *ext,
+        )
     return Pki(where)
 
 
@@ -137,7 +162,9 @@ class Mosquitto:
     def start(self) -> None:
         binary = need("mosquitto", "mosquitto")
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([binary, "-c", str(self.config)], stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [binary, "-c", str(self.config)], stdout=out, stderr=subprocess.STDOUT
+            )
         wait_port(self.port, proc=self.proc)
 
     def stop(self) -> None:
@@ -216,11 +243,15 @@ def gateway(config: GatewayConfig, tmp: Path) -> Iterator[subprocess.Popen[bytes
         deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"gateway exited {proc.returncode}: {(tmp / 'gateway.log').read_text()[-3000:]}")
+                raise AssertionError(
+                    f"gateway exited {proc.returncode}: {(tmp / 'gateway.log').read_text()[-3000:]}"
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                raise AssertionError("gateway not ready in 30 s: " + (tmp / "gateway.log").read_text()[-3000:])
+                raise AssertionError(
+                    "gateway not ready in 30 s: " + (tmp / "gateway.log").read_text()[-3000:]
+                )
             time.sleep(0.1)
         yield proc

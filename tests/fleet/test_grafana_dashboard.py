@@ -28,7 +28,11 @@ pytestmark = [pytest.mark.fleet, pytest.mark.e2e, pytest.mark.timeout(600)]
 
 GRAFANA_SCHEMA = "13.2.3"  # @grafana/schema (Grafana 13.2's dashboard kind)
 GENERATOR = "2.4.0"  # ts-json-schema-generator
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bms-gateway" / f"grafana-schema-{GRAFANA_SCHEMA}"
+CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    / "bms-gateway"
+    / f"grafana-schema-{GRAFANA_SCHEMA}"
+)
 TYPES = "node_modules/@grafana/schema/dist/types/raw/dashboard/x/types.gen.d.ts"
 
 
@@ -37,19 +41,38 @@ def dashboard_schema() -> dict[str, Any]:
     if not schema.exists():
         npm = shutil.which("npm")
         if npm is None or shutil.which("node") is None:
-            pytest.skip("node and npm are needed to read Grafana's published schema (apt-get install nodejs npm)")
+            pytest.skip(
+                "node and npm are needed to read Grafana's published schema (apt-get install nodejs npm)"
+            )
         CACHE.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(CACHE),
-             f"@grafana/schema@{GRAFANA_SCHEMA}", f"ts-json-schema-generator@{GENERATOR}"],  # fmt: skip
+            [
+                npm,
+                "install",
+                "--silent",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(CACHE),
+                f"@grafana/schema@{GRAFANA_SCHEMA}",
+                f"ts-json-schema-generator@{GENERATOR}",
+            ],
             check=True,
             capture_output=True,
             timeout=300,
         )
         out = schema.with_suffix(".tmp")
         subprocess.run(
-            [str(CACHE / "node_modules" / ".bin" / "ts-json-schema-generator"), "--path", str(CACHE / TYPES),
-             "--type", "Dashboard", "--no-type-check", "--out", str(out)],  # fmt: skip
+            [
+                str(CACHE / "node_modules" / ".bin" / "ts-json-schema-generator"),
+                "--path",
+                str(CACHE / TYPES),
+                "--type",
+                "Dashboard",
+                "--no-type-check",
+                "--out",
+                str(out),
+            ],
             check=True,
             capture_output=True,
             timeout=300,
@@ -66,7 +89,9 @@ def errors(schema: dict[str, Any], dashboard: dict[str, Any]) -> list[str]:
 
 def test_dashboard_matches_grafanas_published_schema() -> None:
     schema = dashboard_schema()
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "bms-gateway.json").read_text(encoding="utf-8"))
+    dashboard = json.loads(
+        (DEPLOY / "grafana" / "dashboards" / "bms-gateway.json").read_text(encoding="utf-8")
+    )
     assert errors(schema, dashboard) == []
     # the schema is strict enough to matter: a misspelt key and a wrong type are refused
     broken = copy.deepcopy(dashboard)

@@ -91,19 +91,23 @@ async def test_home_assistant_accepts_everything_and_renders_without_warnings(tm
     )
     runs: list[list[tuple[str, bytes]]] = []
     with (
-        running([need("mosquitto", "mosquitto"), "-c", str(tmp_path / "mqtt.conf")], log=tmp_path / "mqtt.log"),
+        running(
+            [need("mosquitto", "mosquitto"), "-c", str(tmp_path / "mqtt.conf")], log=tmp_path / "mqtt.log"
+        ),
         simulator(tmp_path) as sim_port,
     ):
         wait_port(port)
         cfg = gateway_config(
-            tmp_path, sim_port, f'[mqtt]\nenabled = true\nurl = "mqtt://127.0.0.1:{port}"\nmin_interval_s = 0.5\n'
+            tmp_path,
+            sim_port,
+            f'[mqtt]\nenabled = true\nurl = "mqtt://127.0.0.1:{port}"\nmin_interval_s = 0.5\n',
         )
         for _ in range(2):  # a first start, then a restart with the remembered layout
             async with capture(port) as seen:
                 with gateway(cfg, tmp_path):
-                    await until(lambda: len(discoveries(seen)) == 2, 30, "both packs announced")  # noqa: B023
+                    await until(lambda: len(discoveries(seen)) == 2, 30, "both packs announced")
                     await until(
-                        lambda: sum(t.endswith("/state") and "/b1/" in t for t, _ in seen) >= 6,  # noqa: B023
+                        lambda: sum(t.endswith("/state") and "/b1/" in t for t, _ in seen) >= 6,
                         30,
                         "state documents of both packs",
                     )
@@ -112,7 +116,9 @@ async def test_home_assistant_accepts_everything_and_renders_without_warnings(tm
 
     for n, seen in enumerate(runs, start=1):
         found = discoveries(seen)
-        assert {t: len(p) for t, p in found.items()} == dict.fromkeys(found, 1), f"run {n}: published more than once"
+        assert {t: len(p) for t, p in found.items()} == dict.fromkeys(found, 1), (
+            f"run {n}: published more than once"
+        )
         for topic, (payload,) in found.items():
             comps = json.loads(payload)["components"]
             # complete: one entity per cell and per sensor of the pack's state document
@@ -128,7 +134,9 @@ async def test_home_assistant_accepts_everything_and_renders_without_warnings(tm
     assert discoveries(runs[0]) == discoveries(runs[1]), "the restart announced a different layout"
 
     if not HA_PYTHON.exists():
-        pytest.skip(f"no Home Assistant environment at {HA_PYTHON} (needs Python >= 3.13): run `make ha-venv`")
+        pytest.skip(
+            f"no Home Assistant environment at {HA_PYTHON} (needs Python >= 3.13): run `make ha-venv`"
+        )
     states: dict[str, list[str]] = {}
     for topic, payload in runs[0] + runs[1]:
         if topic.startswith("bms-gateway/") and topic.endswith("/state"):
@@ -142,7 +150,8 @@ async def test_home_assistant_accepts_everything_and_renders_without_warnings(tm
         "extra_states": {"bms-gateway/b1/1/state": [json.dumps(empty), json.dumps({"cells_v": [3.3]})]},
     }
     (tmp_path / "ha-input.json").write_text(json.dumps(data), encoding="utf-8")
-    proc = subprocess.run(
+    proc = await asyncio.to_thread(
+        subprocess.run,
         [str(HA_PYTHON), str(Path(__file__).with_name("ha_check.py")), str(tmp_path / "ha-input.json")],
         capture_output=True,
         text=True,

@@ -133,7 +133,12 @@ async def test_site_broker_bridged_to_central_loses_no_event_across_an_outage(tm
     )
     bridge = render(
         DEPLOY / "mosquitto" / "bridge.conf.template",
-        {"SITE_ID": SITE, "CENTRAL_HOST": "127.0.0.1", "CENTRAL_PORT": str(central_port), "CERT_DIR": str(pki.dir)},
+        {
+            "SITE_ID": SITE,
+            "CENTRAL_HOST": "127.0.0.1",
+            "CENTRAL_PORT": str(central_port),
+            "CERT_DIR": str(pki.dir),
+        },
     )
     site_conf = tmp_path / "site.conf"
     # the site's own listener (as deploy/mosquitto.conf, on a test port) followed by the bridge
@@ -163,7 +168,9 @@ async def test_site_broker_bridged_to_central_loses_no_event_across_an_outage(tm
                 # 1. everything arrives centrally, remapped under sites/<id>/
                 await until(lambda: b"online" in centre.on(f"{prefix}/status"), 30, "birth at the centre")
                 await until(lambda: centre.on(f"{prefix}/b1/1/state"), 30, "pack state at the centre")
-                await until(lambda: centre.on(f"{prefix}/b1/2/availability"), 30, "availability at the centre")
+                await until(
+                    lambda: centre.on(f"{prefix}/b1/2/availability"), 30, "availability at the centre"
+                )
                 await until(lambda: centre.events(f"{prefix}/events"), 30, "an event at the centre")
                 state = json.loads(centre.on(f"{prefix}/b1/1/state")[-1])
                 assert state["bus"] == "b1" and state["address"] == 1 and state["voltage_v"] > 40
@@ -186,7 +193,9 @@ async def test_site_broker_bridged_to_central_loses_no_event_across_an_outage(tm
                     "the events of the outage at the centre",
                 )
                 replay_s = time.monotonic() - t0
-                await until(lambda: local.on(f"sites/{SITE}/bridge/state")[-1:] == [b"1"], 30, "bridge up again")
+                await until(
+                    lambda: local.on(f"sites/{SITE}/bridge/state")[-1:] == [b"1"], 30, "bridge up again"
+                )
                 lost = set(during) - set(centre.events(f"{prefix}/events"))
                 assert not lost
 

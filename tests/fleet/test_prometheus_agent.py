@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import itertools
 import json
 import re
 import socket
@@ -169,8 +170,12 @@ def test_agent_remote_writes_replays_its_wal_and_the_dashboard_queries_return_da
         encoding="utf-8",
     )
     with (
-        simulator(tmp_path, "--profile", "discharge", "--time-scale", "600", "--state", str(state)) as sim_port,
-        running([need("mosquitto", "mosquitto"), "-c", str(tmp_path / "mqtt.conf")], log=tmp_path / "mqtt.log"),
+        simulator(
+            tmp_path, "--profile", "discharge", "--time-scale", "600", "--state", str(state)
+        ) as sim_port,
+        running(
+            [need("mosquitto", "mosquitto"), "-c", str(tmp_path / "mqtt.conf")], log=tmp_path / "mqtt.log"
+        ),
         rs485_peer() as rs485_port,
     ):
         cfg = gateway_config(
@@ -229,7 +234,9 @@ def test_agent_remote_writes_replays_its_wal_and_the_dashboard_queries_return_da
                 check=False,
             )
             findings = {line.split()[0] for line in (lint.stdout + lint.stderr).splitlines() if line.strip()}
-            present = {line.split("{")[0].split()[0] for line in exposition.splitlines() if line[:1].isalpha()}
+            present = {
+                line.split("{")[0].split()[0] for line in exposition.splitlines() if line[:1].isalpha()
+            }
             assert findings == documented_lints() & present, lint.stdout + lint.stderr
 
             # 1. series arrive centrally, labelled with the site
@@ -260,7 +267,7 @@ def test_agent_remote_writes_replays_its_wal_and_the_dashboard_queries_return_da
                     assert time.monotonic() < deadline, f"no replay within 90 s: {stamps[:3]}…{stamps[-3:]}"
                     time.sleep(1.0)
                 replay_s = time.time() - restarted_at
-                gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+                gaps = [b - a for a, b in itertools.pairwise(stamps)]
                 outage_samples = [t for t in stamps if stopped_at <= t <= restarted_at]
                 assert max(gaps) <= 2.5 * SCRAPE_S, f"largest gap {max(gaps):.1f} s"
                 assert len(outage_samples) >= 0.8 * OUTAGE_S / SCRAPE_S, len(outage_samples)
@@ -276,8 +283,10 @@ def test_agent_remote_writes_replays_its_wal_and_the_dashboard_queries_return_da
                     base = re.sub(r"\s*==\s*1\s*$", "", expr)
                     if base != expr and central.query(base):
                         continue
-                    if base != expr and base.startswith("bms_pack_fault{") and not central.query(
-                        'count({__name__=~"bms_pack_fault"})'
+                    if (
+                        base != expr
+                        and base.startswith("bms_pack_fault{")
+                        and not central.query('count({__name__=~"bms_pack_fault"})')
                     ):
                         # the simulator models no BMS hardware fault (sensor, MOS, AFE), so the fault
                         # family has no series yet; the query itself ran without an error above
