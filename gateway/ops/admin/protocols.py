@@ -140,8 +140,8 @@ class ProtocolsMixin(AdminBase):
 
     def gateway_protocols(self, caller: Caller) -> dict[str, Any]:
         self.require(caller, Role.VIEWER, "reading the gateway's inverter protocols")
-        from gateway.north.rs485.service import PROTOCOLS as RS485_NAMES
         from protocol.inverter.can import registry
+        from protocol.inverter.rs485.registry import PROTOCOLS as RS485_NAMES
 
         can_service = self.ctx.extras.get("can")
         rs_service = self.ctx.extras.get("inverter_rs485")
@@ -170,8 +170,8 @@ class ProtocolsMixin(AdminBase):
 
         async def body() -> dict[str, Any]:
             self.require(caller, Role.ADMIN, "changing the gateway's inverter protocols")
-            from gateway.north.rs485.service import PROTOCOLS as RS485_NAMES
             from protocol.inverter.can import registry
+            from protocol.inverter.rs485.registry import PROTOCOLS as RS485_NAMES
 
             refuse_all(
                 not_among(
