@@ -196,7 +196,7 @@ class PaceDriver(Driver):
         Control.CURRENT_LIMITER: "CID2 0x99 charge-current limiter",
         Control.SHUTDOWN: "CID2 0x9C",
     }
-    # PACE BMSs refuse to switch both MOSFETs off (reference bms-protocols.md 3.C.1).
+    # PACE BMSs refuse to switch both MOSFETs off (PACE v25 command set, nkinnan/esphome-pace-bms).
     refuses_both_mos_off: ClassVar[bool] = True
     inferred_controls: ClassVar[frozenset[Control]] = frozenset({Control.CHARGE_MOS, Control.DISCHARGE_MOS})
 
