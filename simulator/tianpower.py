@@ -18,7 +18,6 @@ silence, never an exception out of `respond`).
 from __future__ import annotations
 
 import random
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from mappings.bms.params import ParameterValueError
@@ -37,11 +36,11 @@ from protocol.bms.tianpower.realtime import (
 )
 from protocol.bms.tianpower.shapes import BOOT_CODES
 from protocol.errors import LocalProtocolError, RemoteProtocolError
-from simulator.pack import ANTI_THEFT_COMM, Identity, PackTruth, SimPack, WireFlags
+from simulator.pack import ANTI_THEFT_COMM, Identity, PackBank, PackTruth, SimPack, WireFlags
+from simulator.records import epoch_of, event_code, event_of_code, pack_time
 from simulator.tp_model import TianpowerModel
 
 if TYPE_CHECKING:
-    from simulator.core import Simulator
     from simulator.history import SimRecord
 
 ACK_OK = 0x00
@@ -90,73 +89,6 @@ ALARM_FLAGS: dict[str, str] = {
     "env_ot": "ENV_OT_Alarm",
     "env_ut": "ENV_UT_Alarm",
 }
-
-# History event codes (reference 3.A.4); 17-35 are *inferred* (the sources only summarise them).
-EVENT_CODES: dict[str, int] = {
-    "protection:cell_ov": 1,
-    "protection:cell_uv": 2,
-    "protection:pack_ov": 3,
-    "protection:pack_uv": 4,
-    "protection:chg_oc1": 5,
-    "protection:chg_oc2": 6,
-    "protection:dsg_oc1": 7,
-    "protection:dsg_oc2": 8,
-    "protection:short_circuit": 9,
-    "protection:chg_ot": 10,
-    "protection:chg_ut": 11,
-    "protection:dsg_ot": 12,
-    "protection:dsg_ut": 13,
-    "start_charging": 14,
-    "start_discharging": 15,
-    "timing": 16,
-    "alarm:cell_ov": 17,
-    "alarm:cell_uv": 18,
-    "alarm:pack_ov": 19,
-    "alarm:pack_uv": 20,
-    "alarm:chg_oc": 21,
-    "alarm:dsg_oc": 22,
-    "alarm:chg_ot": 23,
-    "alarm:chg_ut": 24,
-    "alarm:dsg_ot": 25,
-    "alarm:dsg_ut": 26,
-    "alarm:mos_ot": 27,
-    "alarm:soc_low": 28,
-    "alarm:cell_diff": 29,
-    "alarm:env_ot": 30,
-    "alarm:env_ut": 31,
-    "protection:mos_ot": 32,
-    "protection:env_ot": 33,
-    "protection:env_ut": 34,
-    "protection:comm_lock": 35,
-    "start_system": 36,
-    "exit_system": 37,
-}
-CODE_EVENTS = {v: k for k, v in EVENT_CODES.items()}
-
-
-def event_code(event: str) -> int:
-    if event.startswith("released:"):
-        return EVENT_CODES[event.removeprefix("released:")] + m.RELEASE_OFFSET
-    return EVENT_CODES[event]
-
-
-def event_of_code(code: int) -> str:
-    """Our event key for a record's event code (the inverse of `event_code`)."""
-    if code > m.RELEASE_OFFSET:
-        return "released:" + CODE_EVENTS[code - m.RELEASE_OFFSET]
-    return CODE_EVENTS[code]
-
-
-def pack_time(epoch_s: float) -> datetime:
-    """The pack's clock as the wire carries it: naive local time, as the vendor tool sets it from
-    the PC's clock (and as the gateway reads pack clocks)."""
-    return datetime.fromtimestamp(int(epoch_s))
-
-
-def epoch_of(when: datetime) -> float:
-    """Epoch seconds of a naive pack time (local time; a time that does not exist locally, in a DST
-    gap, is resolved by the platform)."""
-    return when.timestamp()
 
 
 def realtime_of(truth: PackTruth, pack: SimPack) -> RealtimeData:
@@ -273,7 +205,7 @@ class TianpowerResponder:
         )
         return SimPack.create(address, self.model, rng, identity)
 
-    def wire_flags(self, sim: Simulator, address: int) -> WireFlags:
+    def wire_flags(self, sim: PackBank, address: int) -> WireFlags:
         pack = sim.pack(address)
         rt = realtime_of(pack.measure(sim.epoch_s), pack)
         return WireFlags(
@@ -294,7 +226,7 @@ class TianpowerResponder:
         # SOI, LEN and EOI: damage there would merge frames instead of failing the checksum.
         return index in (0, 3, length - 1)
 
-    def respond(self, sim: Simulator, raw: bytes) -> tuple[int | None, bytes]:
+    def respond(self, sim: PackBank, raw: bytes) -> tuple[int | None, bytes]:
         try:
             frame = parse_frame(raw)
         except RemoteProtocolError:
@@ -328,7 +260,7 @@ class TianpowerResponder:
     def _ack(self, frame: TpFrame, ok: bool = True) -> m.Ack:
         return m.Ack(frame.command, ACK_OK if ok else ACK_INVALID_DATA)
 
-    def _answer(self, sim: Simulator, pack: SimPack, req: m.Request, frame: TpFrame) -> m.Response | None:
+    def _answer(self, sim: PackBank, pack: SimPack, req: m.Request, frame: TpFrame) -> m.Response | None:
         match req:
             case m.ReadRequest(command=cmd):
                 return self._read(sim, pack, cmd, frame)
@@ -431,7 +363,7 @@ class TianpowerResponder:
                 return None
         return m.Ack(frame.command, ACK_UNKNOWN_COMMAND)
 
-    def _read(self, sim: Simulator, pack: SimPack, cmd: m.Cmd, frame: TpFrame) -> m.Response:
+    def _read(self, sim: PackBank, pack: SimPack, cmd: m.Cmd, frame: TpFrame) -> m.Response:
         if cmd is m.Cmd.REALTIME:
             return realtime_of(pack.measure(sim.epoch_s), pack)
         if cmd is m.Cmd.VERSION:
@@ -454,7 +386,7 @@ class TianpowerResponder:
         return tuple(out)
 
     def _write_params(
-        self, sim: Simulator, pack: SimPack, table: int, records: tuple[m.ParamRecord, ...]
+        self, sim: PackBank, pack: SimPack, table: int, records: tuple[m.ParamRecord, ...]
     ) -> bool:
         values: dict[str, float] = {}
         for r in records:
@@ -469,7 +401,7 @@ class TianpowerResponder:
         sim.dirty = True
         return True
 
-    def _storage_read(self, sim: Simulator, pack: SimPack, sub: m.StorageSub) -> m.Response:
+    def _storage_read(self, sim: PackBank, pack: SimPack, sub: m.StorageSub) -> m.Response:
         hist = pack.history
         if sub in (m.StorageSub.READ_START_TIME, m.StorageSub.READ_END_TIME):
             start = sub is m.StorageSub.READ_START_TIME
