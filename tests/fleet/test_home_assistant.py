@@ -31,7 +31,7 @@ import aiomqtt
 import pytest
 
 from gateway.core.model import Availability, PackIdentity, PackSnapshot
-from gateway.north.mqtt.publisher import pack_document
+from gateway.north.mqtt.documents import pack_document
 from tests.fleet.stack import free_port, gateway, gateway_config, need, running, simulator, wait_port
 
 pytestmark = [pytest.mark.fleet, pytest.mark.e2e, pytest.mark.timeout(180)]
