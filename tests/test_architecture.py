@@ -193,3 +193,52 @@ def test_ops_never_asks_for_a_family_by_name() -> None:
         if ".family ==" in line or "family in (" in line or "BY_FAMILY" in line
     ]
     assert offenders == []
+
+
+def test_services_share_typed_fields_never_a_string_keyed_bag() -> None:
+    """What services share is a typed field of `AppContext` (no `ctx.extras[...]`, no
+    `getattr(service, "stats", None)`): an AST walk of gateway/ and tests/ for either form."""
+    from dataclasses import fields
+
+    from gateway.app.context import AppContext
+
+    assert "extras" not in {f.name for f in fields(AppContext)}
+    offenders = []
+    for path in [*(ROOT / "gateway").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            by_name = (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "getattr"
+                and len(node.args) == 3
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in ("stats", "latest", "audit_log")
+            )
+            if (isinstance(node, ast.Attribute) and node.attr == "extras") or by_name:
+                offenders.append(f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}")
+    assert offenders == []
+
+
+def test_every_service_is_installed_one_way() -> None:
+    """`gateway.app.wiring.build_services` builds every adapter through `install(ctx) -> list[Service]`."""
+    tree = ast.parse(MODULES["gateway.app.wiring"].read_text(encoding="utf-8"))
+    build = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_services")
+    imported = [
+        (n.module, a.name)
+        for n in ast.walk(build)
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("gateway.")
+        for a in n.names
+        if n.module != "gateway.app"
+    ]
+    assert len(imported) >= 10
+    assert all(name == "install" for _, name in imported), imported
+    for module, _ in imported:
+        install = next(
+            n
+            for n in ast.parse(MODULES[module].read_text(encoding="utf-8")).body
+            if isinstance(n, ast.FunctionDef) and n.name == "install"
+        )
+        returns = install.returns
+        assert returns is not None, f"{module}.install has no return annotation"
+        text = returns.value if isinstance(returns, ast.Constant) else ast.unparse(returns)
+        assert text == "list[Service]", f"{module}.install returns {text}"

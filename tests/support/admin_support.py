@@ -133,7 +133,7 @@ async def admin_stack(
         ctx.pollers[cfg.name] = poller
         ctx.simulator = sim
         install(ctx)
-        admin = ctx.extras["admin"]
+        admin = ctx.admin
         store_path = state_path(config, config_path, config.admin.tokens_file)
         token_store = TokenStore(store_path)
         tokens = {role: token_store.create(role, f"test {role.label}")[1] for role in Role}

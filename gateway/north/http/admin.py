@@ -12,7 +12,7 @@ This module must never talk to a bus itself: everything goes through the service
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -22,6 +22,10 @@ from gateway.north.http.auth import bearer_caller
 from gateway.ops.admin.service import AdminError, AdminService, Caller
 from gateway.ops.admin.transfer import MAX_FILE_BYTES
 from gateway.ops.security.auth import RateLimiter, Role, TokenStore
+
+if TYPE_CHECKING:
+    from gateway.app.context import AppContext
+    from gateway.app.supervisor import Service
 
 OPENAPI_PATH = "/api/openapi.json"
 
@@ -354,15 +358,13 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
     return router
 
 
-def install(ctx: Any) -> list[Any]:
-    """Wire the admin API into an application context: the service, the router, and the clock
-    auto-sync service when `[admin] clock_auto_sync` is on. Returns the services to supervise."""
-    from gateway.app.config import state_path
+def install(ctx: "AppContext") -> "list[Service]":
+    """Wire the admin API into an application context: the service (`ctx.admin`), the router over
+    the shared token store, and the clock auto-sync service when `[admin] clock_auto_sync` is on."""
+    from gateway.app import shared
     from gateway.ops.admin.service import ClockAutoSync
 
     admin = AdminService.from_context(ctx)
-    tokens = TokenStore(state_path(ctx.config, ctx.config_path, ctx.config.admin.tokens_file))
-    limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
-    ctx.extras["admin_auth"] = (tokens, limiter)  # shared by the records API (gateway.north.http.records)
-    ctx.http_routers.append(admin_router(admin, tokens, limiter))
+    auth = shared.auth(ctx)
+    ctx.http_routers.append(admin_router(admin, auth.tokens, auth.limiter))
     return [ClockAutoSync(admin)] if ctx.config.admin.clock_auto_sync else []

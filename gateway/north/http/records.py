@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -30,6 +30,10 @@ from gateway.ops.history.export import MEDIA_TYPES, render
 from gateway.ops.history.recording import VALUE_FIELDS, Recorder, compare, samples_table
 from gateway.ops.history.service import HistoryService
 from gateway.ops.security.auth import RateLimiter, Role, TokenStore
+
+if TYPE_CHECKING:
+    from gateway.app.context import AppContext
+    from gateway.app.supervisor import Service
 
 MAX_PACKS_QUERY = 64
 
@@ -446,21 +450,16 @@ async def _as_dict(aw: Awaitable[Any]) -> Any:
     return (await aw).as_dict()
 
 
-def install(ctx: Any) -> list[Any]:
+def install(ctx: "AppContext") -> "list[Service]":
     """Wire history, recording and firmware into an application context; returns their services."""
-    from gateway.app.config import state_path
+    from gateway.app import shared
 
-    auth = ctx.extras.get("admin_auth")
-    if auth is not None:
-        tokens, limiter = auth
-    else:
-        tokens = TokenStore(state_path(ctx.config, ctx.config_path, ctx.config.admin.tokens_file))
-        limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
+    auth = shared.auth(ctx)
     history = HistoryService.from_context(ctx)
     firmware = FirmwareService.from_context(ctx)
     recorder = Recorder.from_context(ctx) if ctx.config.recording.enabled else None
-    ctx.http_routers.append(records_router(history, firmware, recorder, tokens, limiter))
-    services: list[Any] = [history, firmware]
+    ctx.http_routers.append(records_router(history, firmware, recorder, auth.tokens, auth.limiter))
+    services: list[Service] = [history, firmware]
     if recorder is not None:
         services.append(recorder)
     return services

@@ -615,9 +615,8 @@ class MetricsService:
 
 
 def sources_from_context(ctx: AppContext) -> MetricsSources:
-    """Providers reading the live services through `ctx` (looked up at scrape time, so the order in
-    which adapters are built does not matter and a disabled adapter simply exports nothing)."""
-    extras = ctx.extras
+    """Providers reading the live services through the typed fields of `ctx` (read at scrape time,
+    so a disabled adapter, whose field stays None, simply exports nothing)."""
 
     def buses() -> list[BusHealth]:
         out = []
@@ -644,7 +643,7 @@ def sources_from_context(ctx: AppContext) -> MetricsSources:
         return out
 
     def modbus() -> ModbusHealth | None:
-        stats = getattr(extras.get("modbus"), "stats", None)
+        stats = ctx.modbus_stats
         if stats is None:
             return None
         return ModbusHealth(
@@ -652,9 +651,9 @@ def sources_from_context(ctx: AppContext) -> MetricsSources:
         )
 
     def can() -> CanHealth | None:
-        stats = getattr(extras.get("can"), "stats", None)
-        if stats is None:
+        if ctx.can is None:
             return None
+        stats = ctx.can.stats
         keepalive = str(stats.keepalive) in ("ok", "not_expected")  # waiting or lost: 0
         return CanHealth(
             stats.protocol,
@@ -665,19 +664,19 @@ def sources_from_context(ctx: AppContext) -> MetricsSources:
         )
 
     def rs485() -> Rs485Health | None:
-        service = extras.get("inverter_rs485")
-        if service is None:
+        if ctx.rs485 is None:
             return None
-        st = service.stats()
+        st = ctx.rs485.stats()
         return Rs485Health(st.protocol, st.requests, st.errors, bool(st.inverter_present))  # never polled: 0
 
     def mqtt() -> MqttHealth | None:
-        service = extras.get("mqtt")
-        health: MqttHealth | None = service.health() if service is not None else None
-        return health
+        if ctx.mqtt is None:
+            return None
+        h = ctx.mqtt.health()
+        return MqttHealth(h.connected, h.published, h.dropped, h.reconnects, h.buffered)
 
     def decision() -> DecisionLike | None:
-        return getattr(extras.get("decisions"), "latest", None)
+        return ctx.decisions.latest
 
     def services() -> dict[str, bool]:
         return {name: st.state.value == "ready" for name, st in ctx.services.items()}
@@ -698,6 +697,5 @@ def sources_from_context(ctx: AppContext) -> MetricsSources:
 def install(ctx: AppContext) -> list[Service]:
     """Mount `GET /metrics` on the HTTP service and return the service feeding the collector."""
     collector = GatewayCollector(sources_from_context(ctx))
-    ctx.extras["metrics"] = collector
     ctx.http_routers.append(metrics_router(make_registry(collector)))
     return [MetricsService(collector)]

@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from gateway.app import shared
+from gateway.app.context import AppContext
 from gateway.ops.admin.service import AdminError, AdminService, Caller, Invalid
 from gateway.ops.security.auth import AuthError, Principal, RateLimiter, Role, TokenStore
 
@@ -310,16 +312,15 @@ class CommandHandler:
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(queue_size)
 
     @classmethod
-    def from_context(cls, ctx: Any) -> CommandHandler:
-        """The handler over the admin service and token store the HTTP admin API installed."""
-        admin = ctx.extras.get("admin")
-        auth = ctx.extras.get("admin_auth")
-        if not isinstance(admin, AdminService) or auth is None:
+    def from_context(cls, ctx: AppContext) -> CommandHandler:
+        """The handler over the admin service the HTTP admin API installed and the shared token store."""
+        admin = ctx.admin
+        if not isinstance(admin, AdminService):
             raise RuntimeError(
                 "MQTT commands need the admin service (gateway.north.http.admin.install) first"
             )
-        tokens, limiter = auth
-        return cls(admin, tokens, limiter, ctx.config.mqtt.base_topic)
+        auth = shared.auth(ctx)
+        return cls(admin, auth.tokens, auth.limiter, ctx.config.mqtt.base_topic)
 
     # ---- topics ----------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from protocol.inverter.rs485.registry import PROTOCOLS
 
 if TYPE_CHECKING:
     from gateway.app.context import AppContext
+    from gateway.app.supervisor import Service
 
 log = logging.getLogger(__name__)
 
@@ -313,26 +314,17 @@ class Rs485InverterService:
         self._present: bool | None = None
         self._turn_offs_before = 0
         self._turn_offs_logged = 0
-        self._extras: Mapping[str, object] = {}
         self._heartbeat_ok: bool | None = None
 
     @classmethod
     def from_context(cls, ctx: AppContext) -> Rs485InverterService:
-        """The service for `ctx` (registered as `ctx.extras["inverter_rs485"]` for metrics and admin).
-
-        The decision store is looked up in `ctx.extras["decisions"]` when answering, so the order in
-        which the policy service and this one are built does not matter.
-        """
-        service = cls(ctx.config.inverter_rs485, ctx.store, None)
-        service._extras = ctx.extras
-        ctx.extras["inverter_rs485"] = service
+        """The service for `ctx`, answering with `ctx.decisions`; shared as `ctx.rs485` (metrics, admin)."""
+        service = cls(ctx.config.inverter_rs485, ctx.store, ctx.decisions)
+        ctx.rs485 = service
         return service
 
     def _decisions(self) -> DecisionSource | None:
-        if self.decisions is not None:
-            return self.decisions
-        found = self._extras.get("decisions")
-        return found if isinstance(found, DecisionSource) else None
+        return self.decisions
 
     # --- run-time control ------------------------------------------------------------------
 
@@ -538,3 +530,8 @@ class Rs485InverterService:
         while (left := deadline - self._monotonic()) > 0:
             await asyncio.sleep(min(left, 1.0))
             self.check_presence()
+
+
+def install(ctx: AppContext) -> list[Service]:
+    """The inverter RS485 port when `[inverter_rs485] enabled`."""
+    return [Rs485InverterService.from_context(ctx)] if ctx.config.inverter_rs485.enabled else []

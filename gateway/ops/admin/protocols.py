@@ -143,8 +143,8 @@ class ProtocolsMixin(AdminBase):
         from protocol.inverter.can import registry
         from protocol.inverter.rs485.registry import PROTOCOLS as RS485_NAMES
 
-        can_service = self.ctx.extras.get("can")
-        rs_service = self.ctx.extras.get("inverter_rs485")
+        can_service = self.ctx.can
+        rs_service = self.ctx.rs485
         return {
             "can": {
                 "protocol": self.ctx.config.can.protocol,
@@ -201,15 +201,15 @@ class ProtocolsMixin(AdminBase):
             applied = []
             cfg = self.ctx.config
             if can is not None:
-                service = self.ctx.extras.get("can")
+                service = self.ctx.can
                 if service is not None:  # the same options the configuration gives it at the next start
                     service.set_protocol(can, dict(cfg.can.options))
                     applied.append("can")
                 cfg = cfg.model_copy(update={"can": cfg.can.model_copy(update={"protocol": can})})
             if rs485 is not None:
-                service = self.ctx.extras.get("inverter_rs485")
-                if service is not None:
-                    service.set_protocol(rs485)
+                rs_service = self.ctx.rs485
+                if rs_service is not None:
+                    rs_service.set_protocol(rs485)
                     applied.append("rs485")
                 cfg = cfg.model_copy(
                     update={"inverter_rs485": cfg.inverter_rs485.model_copy(update={"protocol": rs485})}

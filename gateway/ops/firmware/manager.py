@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.app import shared
 from gateway.app.config import state_path
 from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback
@@ -34,7 +35,7 @@ from gateway.core.model import PackIdentity, PackKey
 from gateway.ops.admin.packs import label
 from gateway.ops.firmware.images import ImageInfo, ImageStore
 from gateway.ops.firmware.job import ACTIVE, RESUMABLE, FirmwareJob, JobFiles, JobRecord, JobState
-from gateway.ops.history.base import RecordsService, shared_audit_log
+from gateway.ops.history.base import RecordsService
 from gateway.ops.history.errors import Conflict, Invalid, NotFound, Who, require
 from gateway.ops.security.audit import AuditLog
 from gateway.ops.security.auth import Role
@@ -71,9 +72,7 @@ class FirmwareService(RecordsService):
     @classmethod
     def from_context(cls, ctx: AppContext) -> FirmwareService:
         directory = state_path(ctx.config, ctx.config_path, ctx.config.firmware.dir)
-        service = cls(ctx, directory, shared_audit_log(ctx, "admin", "history"))
-        ctx.extras["firmware"] = service
-        return service
+        return cls(ctx, directory, shared.audit_log(ctx))
 
     # ---- the gateway service -------------------------------------------------------------------
 

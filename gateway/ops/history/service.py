@@ -21,12 +21,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from gateway.app import shared
 from gateway.app.config import state_path
 from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import PackKey
 from gateway.ops.admin.packs import label
-from gateway.ops.history.base import RecordsService, shared_audit_log
+from gateway.ops.history.base import RecordsService
 from gateway.ops.history.download import DownloadJob, JobBusy, Progress
 from gateway.ops.history.errors import Conflict, Invalid, NotFound, PackSilent, RecordsError, Who, require
 from gateway.ops.history.export import render
@@ -58,9 +59,7 @@ class HistoryService(RecordsService):
     @classmethod
     def from_context(cls, ctx: AppContext) -> HistoryService:
         db = HistoryDB(state_path(ctx.config, ctx.config_path, ctx.config.history.db))
-        service = cls(ctx, db, shared_audit_log(ctx, "admin"))
-        ctx.extras["history"] = service
-        return service
+        return cls(ctx, db, shared.audit_log(ctx))
 
     # ---- the gateway service -------------------------------------------------------------------
 
