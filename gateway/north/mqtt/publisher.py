@@ -30,7 +30,7 @@ import re
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -41,8 +41,10 @@ from gateway import __version__
 from gateway.app.config import ConfigError, MqttConfig
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import ModelStore, ModelView, PackEvent, PackKey, PackSnapshot
+from gateway.core.policy.engine import stops, warns
 from gateway.north.metrics.collector import DecisionLike, MqttHealth
 from mappings.ha import EntitySpec, EntityTable, load_entities
+from protocol.bms.base import FlagInfo
 
 if TYPE_CHECKING:
     from gateway.app.context import AppContext
@@ -52,6 +54,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ORIGIN = {"name": "bms-gateway", "sw_version": __version__, "support_url": "https://github.com/bms-gateway"}
+
+
+def meanings_doc(flags: Iterable[FlagInfo]) -> dict[str, list[str]]:
+    """The active flags' neutral meanings by level (mappings/flags/outputs.toml names them)."""
+    active = tuple(flags)
+    return {"protection": sorted(stops(active)), "warning": sorted(warns(active))}
 
 
 def slug(text: str) -> str:
@@ -132,6 +140,7 @@ def pack_document(snap: PackSnapshot) -> dict[str, Any]:
     if t is None:
         doc.update(dict.fromkeys(_MEASUREMENT_KEYS))
         doc.update(cells_v=[], temperatures={}, balancing_cells=[], protections=[], alarms=[], faults=[])
+        doc["meanings"] = {"protection": [], "warning": []}
         doc["states"] = []
         return doc
     flags = sorted(t.protections | t.alarms | t.faults)
@@ -168,6 +177,7 @@ def pack_document(snap: PackSnapshot) -> dict[str, Any]:
         alarms=sorted(t.alarms),
         faults=sorted(t.faults),
         states=sorted(t.states),
+        meanings=meanings_doc(t.flags),
         flags_text=", ".join(flags)[:250] if flags else "none",
         remaining_charge_time_s=_r(t.remaining_charge_time_s, 0),
         remaining_discharge_time_s=_r(t.remaining_discharge_time_s, 0),
@@ -237,6 +247,7 @@ def bank_document(
         "protections": sorted(b.protections),
         "alarms": sorted(b.alarms),
         "faults": sorted(b.faults),
+        "meanings": meanings_doc(b.flags),
         "remaining_charge_time_s": _r(b.remaining_charge_time_s, 0),
         "remaining_discharge_time_s": _r(b.remaining_discharge_time_s, 0),
         "limits": limits,

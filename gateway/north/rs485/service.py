@@ -31,6 +31,7 @@ from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import ModelStore, ModelView, PackSnapshot, TempRole
 from gateway.core.policy.engine import ChargeDecision, stops, warns
 from gateway.south.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
+from mappings.flags import load_outputs
 from protocol.inverter.rs485.base import (
     BankView,
     Identity,
@@ -170,6 +171,7 @@ def build_bank_view(
         parameters=parameters,
         energy_charged_wh=energy_wh[0] if energy_wh else None,
         energy_discharged_wh=energy_wh[1] if energy_wh else None,
+        flag_outputs=load_outputs(),
     )
 
 

@@ -52,6 +52,7 @@ from gateway.south.drivers.base import (
     Unsupported,
 )
 from mappings.bms.params import Access, ParameterTable, ParameterValueError
+from mappings.flags import load_outputs
 from protocol.bms.base import Frame
 from protocol.errors import LocalProtocolError
 
@@ -1490,7 +1491,7 @@ class AdminService(PackLookup):
                 raise Invalid("name at least one of can, rs485")
             if can is not None:
                 try:  # the configured [can] options must suit the new protocol (pure check, nothing runs)
-                    registry.create(can, self.ctx.config.can.options)
+                    registry.create(can, self.ctx.config.can.options, flag_outputs=load_outputs())
                 except (KeyError, ValueError) as err:
                     raise Invalid(
                         f"CAN protocol {can!r} does not accept the configured [can] options: {err}",

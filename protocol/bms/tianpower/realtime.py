@@ -202,8 +202,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         M.MEASUREMENT_FAULT,
         BOTH,
         "PA1DVB's logger: ADC_MOD_Fault; bms_proto: adc_mod_fault "
-        "(an ADC module failure, not an over-current)"
-        + SRC_BLOCK.format("measurements unreliable"),
+        "(an ADC module failure, not an over-current)" + SRC_BLOCK.format("measurements unreliable"),
     ),
     StatusFlag(
         1,
