@@ -452,10 +452,10 @@ class GatewayCollector:
             for name in sorted(names):
                 r.add(f"bms_bank_{kind}", (name,), float(name in active))
         bank_active = _meanings(bank.flags)
-        seen: set[tuple[str, str]] = set()
+        seen_meanings: set[tuple[str, str]] = set()
         for pack_seen in self._seen_meanings.values():
-            seen |= pack_seen
-        for meaning, level in sorted(seen | bank_active):
+            seen_meanings |= pack_seen
+        for meaning, level in sorted(seen_meanings | bank_active):
             r.add("bms_bank_flag_meaning", (meaning, level), float((meaning, level) in bank_active))
 
     def _render_limits(self, r: _Renderer) -> None:
