@@ -428,7 +428,8 @@ SRC_WARNING_CURRENT = (
     SRC_WARNING + "; on a current the source says no more than 'limit': read as over-current either way"
 )
 SRC_WARNING_FAULT = (
-    "PACE v25 document: 0x80-0xEF user-defined fault, 0xF0 other fault; what it is, is not stated"
+    "PACE v25 document: 0x80-0xEF user-defined fault, 0xF0 other fault; the kind is *inferred* from "
+    "the subject (a cell: cell fault, a temperature: sensor fault, else other fault)"
 )
 
 
