@@ -116,7 +116,10 @@ M = Meaning
 CHG, DSG, BOTH, NONE = Blocks.CHARGE, Blocks.DISCHARGE, Blocks.BOTH, Blocks.NONE
 
 # Where the meanings come from (cited by public name; the reference's 3.A.5 collects them).
-SRC_TOOL = "vendor tool flag name, same bit in PA1DVB's Basengreen logger and in bms_proto's flag table"
+SRC_TOOL = (
+    "name only: the vendor tool's flag name; PA1DVB's Basengreen logger and bms_proto's flag table "
+    "name the same bit alike, no source describes it further"
+)
 SRC_PROTO = "bms_proto flag table"
 SRC_SHINWA = "Shinwa protocol specification (names the bit without cell/pack)"
 SRC_NAME_ONLY = "name only: no source describes this bit beyond its name"
@@ -161,7 +164,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "charge MOS failure",
         M.CHARGE_MOS_FAULT,
         CHG,
-        SRC_TOOL + " (charge_mos_fault)" + SRC_BLOCK.format("the pack cannot stop a charge"),
+        SRC_TOOL + " (bms_proto: charge_mos_fault)" + SRC_BLOCK.format("the pack cannot stop a charge"),
     ),
     StatusFlag(
         0,
@@ -171,7 +174,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "discharge MOS failure",
         M.DISCHARGE_MOS_FAULT,
         DSG,
-        SRC_TOOL + " (discharge_mos_fault)" + SRC_BLOCK.format("the pack cannot stop a discharge"),
+        SRC_TOOL + " (bms_proto: discharge_mos_fault)" + SRC_BLOCK.format("the pack cannot stop a discharge"),
     ),
     StatusFlag(
         0,
@@ -181,7 +184,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "voltage sensor (module) failure",
         M.VOLTAGE_SENSE_FAULT,
         BOTH,
-        SRC_TOOL + " (vol_sensor_fault)" + SRC_BLOCK.format("cell voltages unknown"),
+        SRC_TOOL + " (bms_proto: vol_sensor_fault)" + SRC_BLOCK.format("cell voltages unknown"),
     ),
     StatusFlag(
         1,
@@ -191,7 +194,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "NTC disconnected",
         M.NTC_FAULT,
         NONE,
-        SRC_TOOL + " (ntc_disconnection); the temperature derating still sees the readings",
+        SRC_TOOL + " (bms_proto: ntc_disconnection); the temperature derating still sees the readings",
     ),
     StatusFlag(
         1,
@@ -233,7 +236,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "battery locked",
         M.LOCKED,
         NONE,
-        SRC_TOOL + " (battery_locked); the manual: anti-theft lock turns the discharge MOS off",
+        SRC_TOOL + " (bms_proto: battery_locked); the manual: anti-theft lock turns the discharge MOS off",
     ),
     StatusFlag(
         1,
@@ -264,7 +267,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "discharge over-temperature protection",
         M.DISCHARGE_OVERTEMPERATURE,
         DSG,
-        SRC_TOOL + " (disc_ov_temp_protection)",
+        SRC_TOOL + " (bms_proto: disc_ov_temp_protection)",
     ),
     StatusFlag(
         2,
@@ -274,7 +277,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "discharge under-temperature protection",
         M.DISCHARGE_UNDERTEMPERATURE,
         DSG,
-        SRC_TOOL + " (disc_un_temp_protection)",
+        SRC_TOOL + " (bms_proto: disc_un_temp_protection)",
     ),
     StatusFlag(
         2,
@@ -284,11 +287,27 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "startup failed",
         M.STARTUP_FAULT,
         BOTH,
-        SRC_TOOL + " (startup_failed)" + SRC_BLOCK.format("the pack did not start"),
+        SRC_TOOL + " (bms_proto: startup_failed)" + SRC_BLOCK.format("the pack did not start"),
     ),
-    StatusFlag(2, 4, "CHG_MOS_Off", S, "charge MOS off", M.CHARGE_MOS, NONE, SRC_TOOL + " (charge_mos_off)"),
     StatusFlag(
-        2, 5, "DSG_MOS_Off", S, "discharge MOS off", M.DISCHARGE_MOS, NONE, SRC_TOOL + " (discharge_mos_off)"
+        2,
+        4,
+        "CHG_MOS_Off",
+        S,
+        "charge MOS off",
+        M.CHARGE_MOS,
+        NONE,
+        SRC_TOOL + " (bms_proto: charge_mos_off)",
+    ),
+    StatusFlag(
+        2,
+        5,
+        "DSG_MOS_Off",
+        S,
+        "discharge MOS off",
+        M.DISCHARGE_MOS,
+        NONE,
+        SRC_TOOL + " (bms_proto: discharge_mos_off)",
     ),
     StatusFlag(
         2,
@@ -298,10 +317,12 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "AFE ('536') communication timeout",
         M.COMMUNICATION,
         NONE,
-        SRC_TOOL + " (host_536_com_timeout)",
+        SRC_TOOL + " (bms_proto: host_536_com_timeout)",
     ),
-    StatusFlag(3, 0, "Charging", S, "charging", M.CHARGING, NONE, SRC_TOOL + " (charging)"),
-    StatusFlag(3, 1, "Discharging", S, "discharging", M.DISCHARGING, NONE, SRC_TOOL + " (discharging)"),
+    StatusFlag(3, 0, "Charging", S, "charging", M.CHARGING, NONE, SRC_TOOL + " (bms_proto: charging)"),
+    StatusFlag(
+        3, 1, "Discharging", S, "discharging", M.DISCHARGING, NONE, SRC_TOOL + " (bms_proto: discharging)"
+    ),
     StatusFlag(
         3,
         2,
@@ -310,7 +331,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "short-circuit protection",
         M.SHORT_CIRCUIT,
         BOTH,
-        SRC_TOOL + " (short_circuit_protection)",
+        SRC_TOOL + " (bms_proto: short_circuit_protection)",
     ),
     StatusFlag(
         3,
@@ -343,7 +364,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "charge over-temperature protection",
         M.CHARGE_OVERTEMPERATURE,
         CHG,
-        SRC_TOOL + " (chg_ov_temp_protection)",
+        SRC_TOOL + " (bms_proto: chg_ov_temp_protection)",
     ),
     StatusFlag(
         3,
@@ -353,7 +374,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "charge under-temperature protection",
         M.CHARGE_UNDERTEMPERATURE,
         CHG,
-        SRC_TOOL + " (chg_un_temp_protection)",
+        SRC_TOOL + " (bms_proto: chg_un_temp_protection)",
     ),
     StatusFlag(
         4,
@@ -363,7 +384,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "ambient low-temperature protection",
         M.AMBIENT_UNDERTEMPERATURE,
         BOTH,
-        SRC_TOOL + " (ambient_low_temp_protection)",
+        SRC_TOOL + " (bms_proto: ambient_low_temp_protection)",
     ),
     StatusFlag(
         4,
@@ -373,7 +394,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "ambient high-temperature protection",
         M.AMBIENT_OVERTEMPERATURE,
         BOTH,
-        SRC_TOOL + " (ambient_high_temp_protection)",
+        SRC_TOOL + " (bms_proto: ambient_high_temp_protection)",
     ),
     StatusFlag(4, 4, "SOC_Low_Prot", P, "SOC low protection", M.SOC_LOW, DSG, "reference 3.A.5 (bms_proto)"),
     StatusFlag(
@@ -394,7 +415,9 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
     StatusFlag(
         5, 3, "Manual_DSG_MOS_Close", S, "discharge MOS switched off manually", M.MANUAL_MOS, NONE, SRC_TOOL
     ),
-    StatusFlag(5, 4, "Heating_Pad_On", S, "heating pad on", M.HEATER, NONE, SRC_TOOL + " (heating_pad)"),
+    StatusFlag(
+        5, 4, "Heating_Pad_On", S, "heating pad on", M.HEATER, NONE, SRC_TOOL + " (bms_proto: heating_pad)"
+    ),
     StatusFlag(
         5,
         5,
@@ -403,7 +426,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "MOSFET over-temperature protection",
         M.MOS_OVERTEMPERATURE,
         BOTH,
-        SRC_TOOL + " (mosfet_ov_temp_protection)",
+        SRC_TOOL + " (bms_proto: mosfet_ov_temp_protection)",
     ),
     StatusFlag(
         5,
@@ -413,7 +436,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "MOSFET low-temperature protection",
         M.MOS_UNDERTEMPERATURE,
         BOTH,
-        SRC_TOOL + " (mosfet_lo_temp_protection)",
+        SRC_TOOL + " (bms_proto: mosfet_lo_temp_protection)",
     ),
     StatusFlag(
         5,
@@ -423,10 +446,14 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "charging blocked, temperature too low",
         M.CHARGE_UNDERTEMPERATURE,
         CHG,
-        SRC_TOOL + " (chg_open_temp_too_low)",
+        SRC_TOOL + " (bms_proto: chg_open_temp_too_low)",
     ),
-    StatusFlag(7, 0, "SOC_Low2_Alarm", A, "SOC low 2", M.SOC_LOW, NONE, SRC_TOOL + " (soc_low_alarm2)"),
-    StatusFlag(7, 1, "Vibration_Alarm", A, "vibration", M.VIBRATION, NONE, SRC_TOOL + " (vibration_alarm)"),
+    StatusFlag(
+        7, 0, "SOC_Low2_Alarm", A, "SOC low 2", M.SOC_LOW, NONE, SRC_TOOL + " (bms_proto: soc_low_alarm2)"
+    ),
+    StatusFlag(
+        7, 1, "Vibration_Alarm", A, "vibration", M.VIBRATION, NONE, SRC_TOOL + " (bms_proto: vibration_alarm)"
+    ),
     StatusFlag(
         7,
         2,
@@ -445,7 +472,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "aerosol / fire-fighting alarm",
         M.FIRE,
         BOTH,
-        SRC_TOOL + " (fire_fighting_alarm)" + SRC_BLOCK.format("fire alarm: stop"),
+        SRC_TOOL + " (bms_proto: fire_fighting_alarm)" + SRC_BLOCK.format("fire alarm: stop"),
     ),
     StatusFlag(7, 4, "SOH_Low_Alarm", A, "SOH low", M.SOH_LOW, NONE, "reference 3.A.5 (GHswitt)"),
     StatusFlag(
@@ -478,7 +505,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "ambient over-temperature alarm",
         M.AMBIENT_OVERTEMPERATURE,
         NONE,
-        SRC_TOOL + " (amb_over_temp_alarm)",
+        SRC_TOOL + " (bms_proto: amb_over_temp_alarm)",
     ),
     StatusFlag(
         8,
@@ -488,7 +515,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "ambient low-temperature alarm",
         M.AMBIENT_UNDERTEMPERATURE,
         NONE,
-        SRC_TOOL + " (amb_low_temp_alarm)",
+        SRC_TOOL + " (bms_proto: amb_low_temp_alarm)",
     ),
     StatusFlag(
         8,
@@ -498,9 +525,11 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "MOS over-temperature alarm",
         M.MOS_OVERTEMPERATURE,
         NONE,
-        SRC_TOOL + " (mos_over_temp_alarm)",
+        SRC_TOOL + " (bms_proto: mos_over_temp_alarm)",
     ),
-    StatusFlag(8, 3, "SOC_Low_Alarm", A, "SOC low alarm", M.SOC_LOW, NONE, SRC_TOOL + " (soc_low_alarm)"),
+    StatusFlag(
+        8, 3, "SOC_Low_Alarm", A, "SOC low alarm", M.SOC_LOW, NONE, SRC_TOOL + " (bms_proto: soc_low_alarm)"
+    ),
     StatusFlag(
         8,
         4,
@@ -509,7 +538,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "cell voltage difference alarm",
         M.CELL_IMBALANCE,
         NONE,
-        SRC_TOOL + " (vol_dif_alarm)",
+        SRC_TOOL + " (bms_proto: vol_dif_alarm)",
     ),
     StatusFlag(
         8,
@@ -519,7 +548,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "discharge over-temperature alarm",
         M.DISCHARGE_OVERTEMPERATURE,
         NONE,
-        SRC_TOOL + " (bat_disc_over_temp_alarm)",
+        SRC_TOOL + " (bms_proto: bat_disc_over_temp_alarm)",
     ),
     StatusFlag(
         8,
@@ -529,7 +558,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "discharge low-temperature alarm",
         M.DISCHARGE_UNDERTEMPERATURE,
         NONE,
-        SRC_TOOL + " (bat_disc_low_temp_alarm)",
+        SRC_TOOL + " (bms_proto: bat_disc_low_temp_alarm)",
     ),
     StatusFlag(
         9,
@@ -539,7 +568,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "cell over-voltage alarm",
         M.CELL_OVERVOLTAGE,
         NONE,
-        SRC_TOOL + " (cell_over_vol_alarm)",
+        SRC_TOOL + " (bms_proto: cell_over_vol_alarm)",
     ),
     StatusFlag(
         9,
@@ -549,7 +578,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "cell under-voltage alarm",
         M.CELL_UNDERVOLTAGE,
         NONE,
-        SRC_TOOL + " (cell_low_vol_alarm)",
+        SRC_TOOL + " (bms_proto: cell_low_vol_alarm)",
     ),
     StatusFlag(
         9,
@@ -559,7 +588,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "pack over-voltage alarm",
         M.PACK_OVERVOLTAGE,
         NONE,
-        SRC_TOOL + " (pack_over_vol_alarm)",
+        SRC_TOOL + " (bms_proto: pack_over_vol_alarm)",
     ),
     StatusFlag(
         9,
@@ -569,7 +598,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "pack under-voltage alarm",
         M.PACK_UNDERVOLTAGE,
         NONE,
-        SRC_TOOL + " (pack_low_vol_alarm)",
+        SRC_TOOL + " (bms_proto: pack_low_vol_alarm)",
     ),
     StatusFlag(
         9,
@@ -579,7 +608,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "charge over-current alarm",
         M.CHARGE_OVERCURRENT,
         NONE,
-        SRC_TOOL + " (chg_over_cur_alarm)",
+        SRC_TOOL + " (bms_proto: chg_over_cur_alarm)",
     ),
     StatusFlag(
         9,
@@ -589,7 +618,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "discharge over-current alarm",
         M.DISCHARGE_OVERCURRENT,
         NONE,
-        SRC_TOOL + " (disc_over_curr_alarm)",
+        SRC_TOOL + " (bms_proto: disc_over_curr_alarm)",
     ),
     StatusFlag(
         9,
@@ -599,7 +628,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "charge over-temperature alarm",
         M.CHARGE_OVERTEMPERATURE,
         NONE,
-        SRC_TOOL + " (bat_chg_over_temp_alarm)",
+        SRC_TOOL + " (bms_proto: bat_chg_over_temp_alarm)",
     ),
     StatusFlag(
         9,
@@ -609,7 +638,7 @@ STATUS_FLAGS: tuple[StatusFlag, ...] = (
         "charge low-temperature alarm",
         M.CHARGE_UNDERTEMPERATURE,
         NONE,
-        SRC_TOOL + " (bat_chg_low_temp_alarm)",
+        SRC_TOOL + " (bms_proto: bat_chg_low_temp_alarm)",
     ),
 )
 
@@ -624,7 +653,7 @@ EXTRA_PROTECTION_FLAGS: tuple[StatusFlag, ...] = (
         "cell over-voltage protection",
         M.CELL_OVERVOLTAGE,
         CHG,
-        SRC_TOOL + " (Cell_Over_Prot)",
+        SRC_TOOL + " (PA1DVB: Cell_Over_Prot)",
     ),
     StatusFlag(
         EXTRA_WORD,
@@ -634,7 +663,7 @@ EXTRA_PROTECTION_FLAGS: tuple[StatusFlag, ...] = (
         "pack over-voltage protection",
         M.PACK_OVERVOLTAGE,
         CHG,
-        SRC_TOOL + " (Pack_Over_Prot)",
+        SRC_TOOL + " (PA1DVB: Pack_Over_Prot)",
     ),
     StatusFlag(
         EXTRA_WORD,
@@ -644,7 +673,7 @@ EXTRA_PROTECTION_FLAGS: tuple[StatusFlag, ...] = (
         "cell under-voltage protection",
         M.CELL_UNDERVOLTAGE,
         DSG,
-        SRC_TOOL + " (Cell_Under_Prot)",
+        SRC_TOOL + " (PA1DVB: Cell_Under_Prot)",
     ),
     StatusFlag(
         EXTRA_WORD,
@@ -654,7 +683,7 @@ EXTRA_PROTECTION_FLAGS: tuple[StatusFlag, ...] = (
         "pack under-voltage protection",
         M.PACK_UNDERVOLTAGE,
         DSG,
-        SRC_TOOL + " (Pack_Under_Prot)",
+        SRC_TOOL + " (PA1DVB: Pack_Under_Prot)",
     ),
     StatusFlag(
         EXTRA_WORD,
@@ -664,7 +693,7 @@ EXTRA_PROTECTION_FLAGS: tuple[StatusFlag, ...] = (
         "full-charge protection",
         M.FULL,
         CHG,
-        SRC_TOOL + " (Full_Cha_Prot / full_charge_protection)",
+        SRC_TOOL + " (PA1DVB: Full_Cha_Prot, bms_proto: full_charge_protection)",
     ),
 )
 
