@@ -238,6 +238,6 @@ def test_docs_flags_md_is_the_generated_table() -> None:
 
     path = Path(__file__).resolve().parents[2] / "docs" / "flags.md"
     assert path.read_text(encoding="utf-8") == render(), (
-        "docs/flags.md is out of date: python -c \"from mappings.flags.docs import render; "
+        'docs/flags.md is out of date: python -c "from mappings.flags.docs import render; '
         "print(render(), end='')\" > docs/flags.md"
     )
