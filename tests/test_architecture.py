@@ -242,3 +242,65 @@ def test_every_service_is_installed_one_way() -> None:
         assert returns is not None, f"{module}.install has no return annotation"
         text = returns.value if isinstance(returns, ast.Constant) else ast.unparse(returns)
         assert text == "list[Service]", f"{module}.install returns {text}"
+
+
+# Where a family or protocol name may be written as a string: its registry, and the modules that
+# are that family or protocol (its codec, its driver, its simulated side). Everything else takes the
+# names from the registries.
+NAME_HOMES: dict[str, str] = {
+    "protocol/bms/registry.py": "the BMS family registry",
+    "gateway/south/drivers/registry.py": "the driver registry",
+    "protocol/inverter/can/registry.py": "the CAN protocol registry",
+    "protocol/inverter/rs485/registry.py": "the RS485 protocol registry",
+    "simulator/core.py": "the simulated responders' registry (RESPONDERS)",
+    "protocol/bms/tianpower/": "the Tianpower codec",
+    "protocol/bms/pace/": "the PACE codec",
+    "protocol/inverter/can/": "each CAN protocol module names itself",
+    "protocol/inverter/rs485/": "each RS485 protocol module names itself",
+    "gateway/south/drivers/tianpower.py": "the Tianpower driver",
+    "gateway/south/drivers/pace.py": "the PACE driver",
+    "simulator/tianpower.py": "the simulated Tianpower pack",
+    "simulator/tp_model.py": "the simulated Tianpower pack",
+    "simulator/pace.py": "the simulated PACE pack",
+    "simulator/pace_model.py": "the simulated PACE pack",
+    # The firmware image header stores a family code; the generic image format maps it.
+    "protocol/bms/bootloader.py": "image header family codes (FAMILY_CODES)",
+}
+
+
+def _registered_names() -> set[str]:
+    from protocol.bms import registry as bms
+    from protocol.inverter.can import registry as can
+    from protocol.inverter.rs485 import registry as rs485
+
+    return {*bms.names(), *can.PROTOCOLS.names(), *rs485.names()}
+
+
+def test_family_and_protocol_names_come_from_the_registries() -> None:
+    names = _registered_names()
+    assert {"tianpower", "pace", "pylon", "byd-modbus"} <= names
+    offenders = []
+    for package in ("gateway", "protocol", "mappings", "simulator"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            where = str(path.relative_to(ROOT))
+            if any(where == home or (home.endswith("/") and where.startswith(home)) for home in NAME_HOMES):
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"), where)
+            docstrings = {
+                id(node.body[0].value)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                and node.body
+                and isinstance(node.body[0], ast.Expr)
+            }
+            offenders += [
+                f"{where}:{node.lineno}: {node.value!r}"
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings
+            ]
+    assert offenders == []
+
+
+def test_the_name_check_finds_a_literal() -> None:
+    tree = ast.parse('family = "pace"')
+    assert any(isinstance(n, ast.Constant) and n.value in _registered_names() for n in ast.walk(tree))

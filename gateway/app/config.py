@@ -26,6 +26,11 @@ from pydantic import (
     model_validator,
 )
 
+from protocol.bms import registry as bms_registry
+from protocol.inverter.can import registry as can_registry
+from protocol.inverter.rs485 import registry as rs485_registry
+from protocol.registry import Registry
+
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the key and what is allowed."""
@@ -45,10 +50,29 @@ def _check_listen(value: str) -> str:
 ListenAddr = Annotated[str, AfterValidator(_check_listen)]
 
 
+def _registered(registry: Registry[Any], *extra: str) -> AfterValidator:
+    """A name that `registry` knows (or one of `extra`): the allowed values come from the registry."""
+
+    def check(value: str) -> str:
+        if value not in registry and value not in extra:
+            allowed = ", ".join(repr(n) for n in (*registry.names(), *extra))
+            raise ValueError(f"unknown {registry.kind} {value!r} (allowed: {allowed})")
+        return value
+
+    return AfterValidator(check)
+
+
+AUTO = "auto"  # `[[bus]] protocol`: detect the family on the bus
+BmsFamilyName = Annotated[str, _registered(bms_registry.FAMILIES)]
+BusProtocol = Annotated[str, _registered(bms_registry.FAMILIES, AUTO)]
+CanProtocolName = Annotated[str, _registered(can_registry.PROTOCOLS)]
+Rs485ProtocolName = Annotated[str, _registered(rs485_registry.PROTOCOLS)]
+
+
 class BusConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")  # used in URLs, metrics labels, topics
     url: str  # /dev/ttyUSB0, /dev/serial/by-id/..., socket://host:port, rfc2217://host:port
-    protocol: Literal["tianpower", "pace", "auto"] = "tianpower"
+    protocol: BusProtocol = bms_registry.DEFAULT  # a family of protocol.bms.registry, or "auto"
     addresses: list[Annotated[int, Field(ge=0, le=15)]] = Field(default_factory=lambda: [1], min_length=1)
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     parity: Literal["N", "E", "O"] = "N"
@@ -118,7 +142,7 @@ class CanConfig(Section):
     interface: str = "virtual"  # any python-can interface: socketcan, slcan, socketcand, virtual, ...
     channel: str = "vcan0"  # for slcan also socket://host:port
     bitrate: int = Field(default=500000, gt=0)
-    protocol: str = "pylon"  # see docs/can.md for the list (pylon, pylon-v2, deye, sma, victron, ...)
+    protocol: CanProtocolName = can_registry.DEFAULT  # protocol.inverter.can.registry (docs/can.md)
     log: str | None = None  # candump-format log of every frame sent and received
     keepalive_timeout_s: float = Field(default=10.0, ge=5.0, le=3600.0)  # inverter silent this long -> lost
     keepalive_expected: bool = True  # false for inverters that never send a keepalive
@@ -229,7 +253,7 @@ class InverterRs485Config(Section):
 
     enabled: bool = False
     url: str = "socket://127.0.0.1:4200"  # serial device (8N1) or socket://host:port of a converter
-    protocol: Literal["pylon-rs485", "byd-modbus"] = "pylon-rs485"
+    protocol: Rs485ProtocolName = rs485_registry.DEFAULT  # protocol.inverter.rs485.registry
     baudrate: Literal[9600, 19200, 115200] = 9600
     presence_timeout_s: float = Field(default=60.0, gt=0.0)  # no valid poll this long -> inverter missing
     idle_gap_s: float = Field(default=0.5, gt=0.0, le=10.0)  # quiet this long drops a partial request
@@ -288,7 +312,7 @@ class SimulatorConfig(Section):
     """The built-in simulator used when no bus is configured (or when enabled explicitly)."""
 
     enabled: bool = False
-    protocol: Literal["tianpower", "pace"] = "tianpower"
+    protocol: BmsFamilyName = bms_registry.DEFAULT
     packs: int = Field(default=3, ge=1, le=15)
     seed: int = 1
     profile: Literal["idle", "charge", "discharge", "cycle"] = "cycle"
@@ -402,7 +426,7 @@ def _format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         ctx = e.get("ctx") or {}

@@ -26,8 +26,6 @@ never update a snapshot (the previous good values stay, with their own timestamp
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import logging
 import math
 import time
@@ -49,8 +47,10 @@ from gateway.core.model import (
     Telemetry,
 )
 from gateway.south.bus import BusOwner, LinkCounters
+from gateway.south.drivers import registry as drivers
 from gateway.south.drivers.base import BusError, DeviceError, Driver, Unsupported
-from protocol.bms.registry import families
+from gateway.south.drivers.registry import load_driver
+from protocol.bms import registry as bms_registry
 from protocol.errors import RemoteProtocolError
 
 log = logging.getLogger(__name__)
@@ -61,41 +61,9 @@ WATCHDOG_PERIOD_S = 1.0
 RETRY_AFTER_FAILURE_S = 30.0  # identity/parameters/clock retried this soon after a failed read
 
 
-def load_driver(family: str) -> Driver:
-    """The driver of a BMS family, from `gateway.south.drivers.<family>` (`DRIVER` or Driver class)."""
-    try:
-        module = importlib.import_module(f"gateway.south.drivers.{family}")
-    except ModuleNotFoundError:
-        raise LookupError(f"no driver for BMS protocol {family!r}") from None
-    candidate = getattr(module, "DRIVER", None)
-    if candidate is None:
-        classes = [
-            obj
-            for obj in vars(module).values()
-            if inspect.isclass(obj)
-            and issubclass(obj, Driver)
-            and not inspect.isabstract(obj)
-            and getattr(obj, "family", None) == family
-        ]
-        if len(classes) != 1:
-            raise LookupError(f"gateway.south.drivers.{family} defines no single Driver for {family!r}")
-        candidate = classes[0]
-    driver = candidate() if inspect.isclass(candidate) else candidate
-    if not isinstance(driver, Driver):
-        raise LookupError(f"gateway.south.drivers.{family}.DRIVER is not a Driver")
-    return driver
-
-
 def available_families() -> list[str]:
     """Registered BMS families that also have a driver."""
-    found = []
-    for name in families():
-        try:
-            load_driver(name)
-        except LookupError:
-            continue
-        found.append(name)
-    return found
+    return [name for name in bms_registry.names() if name in drivers.DRIVERS]
 
 
 async def scan(

@@ -142,7 +142,7 @@ class ProtocolsMixin(AdminBase):
     def gateway_protocols(self, caller: Caller) -> dict[str, Any]:
         self.require(caller, Role.VIEWER, "reading the gateway's inverter protocols")
         from protocol.inverter.can import registry
-        from protocol.inverter.rs485.registry import PROTOCOLS as RS485_NAMES
+        from protocol.inverter.rs485.registry import names as rs485_names
 
         can_service = self.ctx.can
         rs_service = self.ctx.rs485
@@ -157,7 +157,7 @@ class ProtocolsMixin(AdminBase):
                 "protocol": self.ctx.config.inverter_rs485.protocol,
                 "enabled": self.ctx.config.inverter_rs485.enabled,
                 "running": rs_service is not None,
-                "available": list(RS485_NAMES),
+                "available": list(rs485_names()),
             },
             "config_file": None if self.ctx.config_path is None else str(self.ctx.config_path),
         }
@@ -172,12 +172,12 @@ class ProtocolsMixin(AdminBase):
         async def body() -> dict[str, Any]:
             self.require(caller, Role.ADMIN, "changing the gateway's inverter protocols")
             from protocol.inverter.can import registry
-            from protocol.inverter.rs485.registry import PROTOCOLS as RS485_NAMES
+            from protocol.inverter.rs485.registry import names as rs485_names
 
             refuse_all(
                 not_among(
                     ("can", can, registry.names(), f"unknown CAN protocol {can!r}"),
-                    ("rs485", rs485, list(RS485_NAMES), f"unknown RS485 inverter protocol {rs485!r}"),
+                    ("rs485", rs485, list(rs485_names()), f"unknown RS485 inverter protocol {rs485!r}"),
                 )
             )
             if can is None and rs485 is None:

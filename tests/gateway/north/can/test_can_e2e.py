@@ -16,7 +16,7 @@ from pathlib import Path
 import can
 import pytest
 
-from gateway.app.config import Config, ConfigError
+from gateway.app.config import Config, ConfigError, parse_config
 from gateway.app.context import AppContext
 from gateway.app.wiring import build_context, build_services, run_app
 from gateway.core.policy.decisions import DecisionStore
@@ -45,11 +45,8 @@ def test_wiring_registers_policy_and_can() -> None:
     assert "policy" in names and "can" in names and names[-1] == "http"
     assert isinstance(ctx.decisions, DecisionStore)
     assert ctx.can.protocol.name == "pylon"
-    bad = Config.model_validate(
-        {"simulator": {"enabled": True}, "can": {"enabled": True, "protocol": "nope"}}
-    )
-    with pytest.raises(ConfigError, match=r"can: .*unknown inverter CAN protocol"):
-        build_services(build_context(bad))
+    with pytest.raises(ConfigError, match=r"can\.protocol: .*unknown inverter CAN protocol 'nope'"):
+        parse_config({"simulator": {"enabled": True}, "can": {"enabled": True, "protocol": "nope"}}, env={})
 
 
 async def test_frames_follow_the_simulator_and_stop_when_it_goes_silent(tmp_path: Path) -> None:
