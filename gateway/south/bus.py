@@ -82,7 +82,6 @@ class LinkCounters:
     bytes_sent: int = 0
     bytes_received: int = 0
     last_success_at: float | None = None  # wall clock of the last matching frame
-    poll_duration_s: Histogram = field(default_factory=Histogram)  # reported by the poller
 
 
 @dataclass(slots=True)
@@ -95,6 +94,7 @@ class BusCounters(LinkCounters):
     queue_full: int = 0
     queue_depth: int = 0
     last_error: str | None = None
+    poll_duration_s: Histogram = field(default_factory=Histogram)  # reported by the poller (metrics)
 
 
 @dataclass(eq=False, slots=True)
@@ -184,7 +184,6 @@ class BusOwner:
 
     def note_poll(self, address: int, duration_s: float) -> None:
         self.counters.poll_duration_s.observe(duration_s)
-        self.pack_counters(address).poll_duration_s.observe(duration_s)
 
     # ---- the decoder (auto-detection swaps it) ----------------------------------------------------
 

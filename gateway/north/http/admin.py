@@ -19,9 +19,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.north.http.auth import bearer_caller
-from gateway.ops.admin.service import AdminError, AdminService, Caller
+from gateway.ops.admin.service import AdminService, Caller
 from gateway.ops.admin.transfer import MAX_FILE_BYTES
 from gateway.ops.security.auth import RateLimiter, Role, TokenStore
+from gateway.ops.security.errors import ApiError
 
 if TYPE_CHECKING:
     from gateway.app.context import AppContext
@@ -101,11 +102,11 @@ class ClockSyncBody(_Body):
     packs: list[str] | None = None
 
 
-class TooLarge(AdminError):
+class TooLarge(ApiError):
     status = 413
 
 
-def _error(err: AdminError) -> JSONResponse:
+def _error(err: ApiError) -> JSONResponse:
     headers = {"Retry-After": "60"} if err.status == 429 else None
     return JSONResponse(
         {"detail": err.message, "errors": err.errors}, status_code=err.status, headers=headers
@@ -115,7 +116,7 @@ def _error(err: AdminError) -> JSONResponse:
 async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
     try:
         return await fn()
-    except AdminError as err:
+    except ApiError as err:
         return _error(err)
 
 
@@ -183,7 +184,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """A family's parameter table (ranges, defaults, access, choices such as LC_Style's five modes)."""
         try:
             return admin.family_table(family)
-        except AdminError as err:
+        except ApiError as err:
             return _error(err)
 
     @router.get("/packs/{bus}/{address}/parameters/export")
@@ -197,7 +198,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """The pack's parameters as a file with the vendor tool's columns No., Name, Data, Unit, Set Range."""
         try:
             text, media, filename = await admin.export(who, bus, address, format, fresh=fresh)
-        except AdminError as err:
+        except ApiError as err:
             return _error(err)
         return Response(
             text, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
@@ -225,7 +226,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return _error(AdminError("the file is not UTF-8 text"))
+            return _error(ApiError("the file is not UTF-8 text"))
         return await _call(
             lambda: admin.import_file(
                 who, bus, address, text, fmt=format, apply=apply, allow_inferred=allow_inferred
@@ -291,7 +292,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
     async def get_controls(who: Operator, bus: str, address: int) -> Any:
         try:
             return admin.controls_of(who, bus, address)
-        except AdminError as err:
+        except ApiError as err:
             return _error(err)
 
     @router.post("/packs/{bus}/{address}/control")
@@ -319,7 +320,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """The gateway's own CAN and RS485 inverter protocols and the names available."""
         try:
             return admin.gateway_protocols(who)
-        except AdminError as err:
+        except ApiError as err:
             return _error(err)
 
     @router.put("/gateway/protocols")

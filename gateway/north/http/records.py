@@ -25,11 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.north.http.auth import bearer_caller
 from gateway.ops.admin.service import Caller
 from gateway.ops.firmware.manager import FirmwareService
-from gateway.ops.history.errors import Conflict, Invalid, RecordsError
 from gateway.ops.history.export import MEDIA_TYPES, render
 from gateway.ops.history.recording import VALUE_FIELDS, Recorder, compare, samples_table
 from gateway.ops.history.service import HistoryService
 from gateway.ops.security.auth import RateLimiter, Role, TokenStore
+from gateway.ops.security.errors import ApiError, Conflict, Invalid
 
 if TYPE_CHECKING:
     from gateway.app.context import AppContext
@@ -74,14 +74,14 @@ class FlashBody(_Body):
     image: str = Field(description="image id from the upload")
 
 
-def _error(err: RecordsError) -> JSONResponse:
+def _error(err: ApiError) -> JSONResponse:
     return JSONResponse({"detail": err.message}, status_code=err.status)
 
 
 async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
     try:
         return await fn()
-    except RecordsError as err:
+    except ApiError as err:
         return _error(err)
 
 
@@ -408,7 +408,7 @@ def records_router(
         """One job: state, phase, blocks, where the pack is (operator)."""
         try:
             return firmware.job(job_id).as_dict()
-        except RecordsError as err:
+        except ApiError as err:
             return _error(err)
 
     @router.get("/firmware/jobs/{job_id}/events")
@@ -418,7 +418,7 @@ def records_router(
         if job is None:
             try:
                 rec = firmware.job(job_id)
-            except RecordsError as err:
+            except ApiError as err:
                 return _error(err)
 
             async def once() -> AsyncIterator[Any]:

@@ -31,8 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from gateway.app import shared
 from gateway.app.context import AppContext
-from gateway.ops.admin.service import AdminError, AdminService, Caller, Invalid
+from gateway.ops.admin.service import AdminService, Caller
 from gateway.ops.security.auth import AuthError, Principal, RateLimiter, Role, TokenStore
+from gateway.ops.security.errors import ApiError, Invalid
 
 log = logging.getLogger(__name__)
 
@@ -468,7 +469,7 @@ class CommandHandler:
         caller = Caller(principal, client)
         try:
             result = await action.run(self.admin, caller, args)
-        except AdminError as err:
+        except ApiError as err:
             if not action.service_audits or err.status not in (403, 409, 422):
                 await self._audit(
                     principal,

@@ -16,7 +16,6 @@ from gateway.ops.admin.base import (
     AdminBus,
     Caller,
     PackAction,
-    PackSilent,
     WriteStep,
     apply_step,
 )
@@ -29,7 +28,7 @@ from gateway.ops.admin.reports import (
     refuse_all,
 )
 from gateway.ops.security.auth import Role
-from gateway.ops.security.errors import Conflict, Invalid
+from gateway.ops.security.errors import Conflict, Invalid, PackSilent
 from gateway.south.drivers.base import (
     BusError,
     ProtocolSelection,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from gateway.app import shared
 from gateway.app.context import AppContext
-from gateway.ops.admin.base import SYSTEM, AdminBus, AdminError, Caller, PackSilent
+from gateway.ops.admin.base import SYSTEM, AdminBus, Caller
 from gateway.ops.admin.clock import ClockAutoSync, ClockMixin
 from gateway.ops.admin.configuration import ConfigurationMixin, _capacity_warnings
 from gateway.ops.admin.controls import ControlsMixin
@@ -23,7 +23,6 @@ from gateway.ops.security.errors import Invalid
 __all__ = [
     "SYSTEM",
     "AdminBus",
-    "AdminError",
     "AdminService",
     "Caller",
     "ClockAutoSync",
@@ -31,7 +30,6 @@ __all__ = [
     "ItemReport",
     "Outcome",
     "PackReport",
-    "PackSilent",
     "_capacity_warnings",
     "batch_json",
 ]

@@ -36,9 +36,10 @@ from gateway.ops.admin.packs import label
 from gateway.ops.firmware.images import ImageInfo, ImageStore
 from gateway.ops.firmware.job import ACTIVE, RESUMABLE, FirmwareJob, JobFiles, JobRecord, JobState
 from gateway.ops.history.base import RecordsService
-from gateway.ops.history.errors import Conflict, Invalid, NotFound, Who, require
-from gateway.ops.security.audit import AuditLog
+from gateway.ops.history.errors import require
+from gateway.ops.security.audit import Actor, AuditLog
 from gateway.ops.security.auth import Role
+from gateway.ops.security.errors import Conflict, Invalid, NotFound
 from gateway.south.drivers.base import Driver
 from protocol.bms.bootloader import FirmwareImage, ImageError
 
@@ -157,7 +158,7 @@ class FirmwareService(RecordsService):
 
     # ---- images ----------------------------------------------------------------------------------
 
-    async def upload(self, who: Who, data: bytes, filename: str = "") -> ImageInfo:
+    async def upload(self, who: Actor, data: bytes, filename: str = "") -> ImageInfo:
         request = {"filename": filename, "bytes": len(data)}
         try:
             require(who, Role.ADMIN, "uploading a firmware image")
@@ -184,7 +185,7 @@ class FirmwareService(RecordsService):
 
     # ---- jobs ------------------------------------------------------------------------------------
 
-    async def flash(self, who: Who, bus: str, address: int, image_id: str) -> JobRecord:
+    async def flash(self, who: Actor, bus: str, address: int, image_id: str) -> JobRecord:
         """Check everything, then start the upgrade of one pack (returns the started job)."""
         key = self.pack(bus, address)
         request = {"image": image_id}
@@ -242,7 +243,7 @@ class FirmwareService(RecordsService):
         )
         return self._start(who, rec, image, driver)
 
-    def _start(self, who: Who, rec: JobRecord, image: FirmwareImage, driver: Driver) -> JobRecord:
+    def _start(self, who: Actor, rec: JobRecord, image: FirmwareImage, driver: Driver) -> JobRecord:
         key = (rec.bus, rec.address)
         job = FirmwareJob(
             rec,
@@ -264,7 +265,7 @@ class FirmwareService(RecordsService):
         if task is not None:
             await asyncio.wait({task})
 
-    async def _run(self, who: Who, job: FirmwareJob) -> None:
+    async def _run(self, who: Actor, job: FirmwareJob) -> None:
         key = (job.rec.bus, job.rec.address)
         self._pause_polling(key, job.rec.id)
         try:
@@ -308,7 +309,7 @@ class FirmwareService(RecordsService):
         if poller is not None and key[1] in poller.packs:
             poller.set_identity(key[1], identity)
 
-    async def resume(self, who: Who, job_id: str) -> JobRecord:
+    async def resume(self, who: Actor, job_id: str) -> JobRecord:
         rec = self.job(job_id)
         key = (rec.bus, rec.address)
         request = {"job": job_id}
@@ -338,7 +339,7 @@ class FirmwareService(RecordsService):
         await self.audit(who, "firmware.resume", [key], request, outcome="started")
         return self._start(who, rec, image, driver)
 
-    async def abort(self, who: Who, job_id: str) -> JobRecord:
+    async def abort(self, who: Actor, job_id: str) -> JobRecord:
         rec = self.job(job_id)
         key = (rec.bus, rec.address)
         try:

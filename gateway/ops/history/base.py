@@ -15,8 +15,7 @@ from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import PackKey
 from gateway.ops.admin.packs import PackLookup, label
-from gateway.ops.history.errors import Who
-from gateway.ops.security.audit import AuditLog
+from gateway.ops.security.audit import Actor, AuditLog
 
 
 class RecordsService(PackLookup):
@@ -48,7 +47,7 @@ class RecordsService(PackLookup):
 
     async def audit(
         self,
-        who: Who,
+        who: Actor,
         action: str,
         packs: Sequence[PackKey],
         request: Any,

@@ -29,11 +29,12 @@ from gateway.core.model import PackKey
 from gateway.ops.admin.packs import label
 from gateway.ops.history.base import RecordsService
 from gateway.ops.history.download import DownloadJob, JobBusy, Progress
-from gateway.ops.history.errors import Conflict, Invalid, NotFound, PackSilent, RecordsError, Who, require
+from gateway.ops.history.errors import require
 from gateway.ops.history.export import render
 from gateway.ops.history.store import HistoryDB, RecordQuery, record_rows
-from gateway.ops.security.audit import AuditLog
+from gateway.ops.security.audit import Actor, AuditLog
 from gateway.ops.security.auth import Role
+from gateway.ops.security.errors import ApiError, Conflict, Invalid, NotFound, PackSilent
 from gateway.south.drivers.base import BusError, HistoryDeleter, RecordTimes, StorageInterval, Unsupported
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class HistoryService(RecordsService):
     # ---- downloads -------------------------------------------------------------------------------
 
     async def pull(
-        self, who: Who, *, bus: str, address: int | None = None, resume: bool = True
+        self, who: Actor, *, bus: str, address: int | None = None, resume: bool = True
     ) -> list[dict[str, Any]]:
         """Start a download of one pack, or of every pack of `bus` one after another."""
         request = {"bus": bus, "address": address, "resume": resume}
@@ -117,7 +118,7 @@ class HistoryService(RecordsService):
                 first = await self._prepare(keys[0], resume)
             except JobBusy:
                 raise Conflict(f"a history download of {label(keys[0])} is already running") from None
-        except RecordsError as err:
+        except ApiError as err:
             outcome = "failed" if isinstance(err, PackSilent) else "refused"
             await self.audit(who, "history.pull", keys, request, outcome=outcome, detail=err.message)
             raise
@@ -164,7 +165,7 @@ class HistoryService(RecordsService):
                 key = queue.pop(0)
                 try:
                     job = await self._prepare(key, resume)
-                except (RecordsError, JobBusy) as err:
+                except (ApiError, JobBusy) as err:
                     log.warning("history download of %s skipped: %s", label(key), err)
 
     def stop(self, bus: str, address: int | None = None) -> list[dict[str, Any]]:
@@ -211,7 +212,7 @@ class HistoryService(RecordsService):
             raise Invalid("limit and offset must be within 0..1000000000")
         return RecordQuery(serial, bus, address, since, until, event, limit, offset)
 
-    async def list(self, who: Who, q: RecordQuery) -> dict[str, Any]:
+    async def list(self, who: Actor, q: RecordQuery) -> dict[str, Any]:
         require(who, Role.VIEWER, "reading history records")
         limited = RecordQuery(
             q.pack_serial,
@@ -227,7 +228,7 @@ class HistoryService(RecordsService):
         total = await asyncio.to_thread(self.db.count, q)
         return {"total": total, "records": [r.as_dict() for r in rows]}
 
-    async def export(self, who: Who, q: RecordQuery, fmt: str) -> bytes:
+    async def export(self, who: Actor, q: RecordQuery, fmt: str) -> bytes:
         require(who, Role.VIEWER, "exporting history records")
         if fmt not in ("csv", "xlsx"):
             raise Invalid(f"export format must be csv or xlsx, got {fmt!r}")
@@ -257,14 +258,14 @@ class HistoryService(RecordsService):
         except BusError as err:
             raise PackSilent(f"pack {label(key)}: {err}") from None
 
-    async def read_interval(self, who: Who, bus: str, address: int) -> dict[str, Any]:
+    async def read_interval(self, who: Actor, bus: str, address: int) -> dict[str, Any]:
         require(who, Role.OPERATOR, "reading the storage interval")
         key = self.pack(bus, address)
         fn = self._storage(key, "the history storage interval").read_storage_interval
         minutes = await self._call(key, fn)
         return {"pack": label(key), "interval_min": minutes}
 
-    async def write_interval(self, who: Who, bus: str, address: int, minutes: int) -> dict[str, Any]:
+    async def write_interval(self, who: Actor, bus: str, address: int, minutes: int) -> dict[str, Any]:
         key = self.pack(bus, address)
         request = {"interval_min": minutes}
         try:
@@ -273,14 +274,14 @@ class HistoryService(RecordsService):
                 raise Invalid(f"storage interval {minutes} min is outside 1..65535 min")
             read = self._storage(key, "the history storage interval").read_storage_interval
             write = self._storage(key, "writing the history storage interval").write_storage_interval
-        except RecordsError as err:
+        except ApiError as err:
             await self.audit(who, "history.interval", [key], request, outcome="refused", detail=err.message)
             raise
         before = await self._call_quiet(key, read)
         try:
             await self._call(key, write, minutes)
             after = await self._call(key, read)
-        except RecordsError as err:
+        except ApiError as err:
             await self.audit(
                 who, "history.interval", [key], request, outcome="failed", before=before, detail=err.message
             )
@@ -292,10 +293,10 @@ class HistoryService(RecordsService):
     async def _call_quiet(self, key: PackKey, fn: Any) -> Any:
         try:
             return await self._call(key, fn)
-        except RecordsError:
+        except ApiError:
             return None
 
-    async def read_record_times(self, who: Who, bus: str, address: int) -> dict[str, Any]:
+    async def read_record_times(self, who: Actor, bus: str, address: int) -> dict[str, Any]:
         require(who, Role.OPERATOR, "reading the record start/end time")
         key = self.pack(bus, address)
         fn = self._record_times(key, "the record start/end time").read_record_times
@@ -303,7 +304,7 @@ class HistoryService(RecordsService):
         return {"pack": label(key), "start": start.isoformat(), "end": end.isoformat()}
 
     async def write_record_time(
-        self, who: Who, bus: str, address: int, which: str, when: str
+        self, who: Actor, bus: str, address: int, which: str, when: str
     ) -> dict[str, Any]:
         key = self.pack(bus, address)
         request = {"which": which, "when": when}
@@ -319,7 +320,7 @@ class HistoryService(RecordsService):
                 raise Invalid(f"year {moment.year} is outside 2000..2099 (the pack stores two digits)")
             read = self._record_times(key, "the record start/end time").read_record_times
             write = self._record_times(key, "writing the record start/end time").write_record_time
-        except RecordsError as err:
+        except ApiError as err:
             await self.audit(
                 who, "history.record_time", [key], request, outcome="refused", detail=err.message
             )
@@ -328,7 +329,7 @@ class HistoryService(RecordsService):
         try:
             await self._call(key, write, which, moment)
             start, end = await self._call(key, read)
-        except RecordsError as err:
+        except ApiError as err:
             await self.audit(who, "history.record_time", [key], request, outcome="failed", detail=err.message)
             raise
         got = start if which == "start" else end
@@ -345,7 +346,7 @@ class HistoryService(RecordsService):
         )
         return {"pack": label(key), "start": start.isoformat(), "end": end.isoformat(), "outcome": outcome}
 
-    async def delete_in_pack(self, who: Who, bus: str, address: int, confirm: str | None) -> dict[str, Any]:
+    async def delete_in_pack(self, who: Actor, bus: str, address: int, confirm: str | None) -> dict[str, Any]:
         """The vendor tool's "Delete Record": only with `confirm == "DELETE"`, and only where the
         family has a documented command for it (none is publicly documented today)."""
         key = self.pack(bus, address)
@@ -365,12 +366,12 @@ class HistoryService(RecordsService):
                     "does not guess one (records downloaded into the gateway are kept)"
                 )
             fn = driver.delete_history
-        except RecordsError as err:
+        except ApiError as err:
             await self.audit(who, "history.delete", [key], request, outcome="refused", detail=err.message)
             raise
         try:
             await self._call(key, fn)
-        except RecordsError as err:
+        except ApiError as err:
             await self.audit(who, "history.delete", [key], request, outcome="failed", detail=err.message)
             raise
         await self.audit(who, "history.delete", [key], request, outcome="ok")
