@@ -37,6 +37,11 @@ class ParameterWriteBody(_Body):
     )
     dry_run: bool = False
     allow_inferred: bool = False
+    force: bool = Field(
+        default=False,
+        description="override the parameter rules' warnings (recommended ranges); audited. Rules "
+        "marked refuse (orderings, pack vs cells) are never overridden",
+    )
 
 
 class MultiParameterWriteBody(ParameterWriteBody):
@@ -47,6 +52,11 @@ class LoadOriginBody(_Body):
     packs: list[str] | None = None
     dry_run: bool = False
     allow_inferred: bool = False
+    force: bool = Field(
+        default=False,
+        description="override the parameter rules' warnings (recommended ranges); audited. Rules "
+        "marked refuse (orderings, pack vs cells) are never overridden",
+    )
 
 
 class CapacitiesBody(_Body):
@@ -157,6 +167,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
                 body.values,
                 dry_run=body.dry_run,
                 allow_inferred=body.allow_inferred,
+                force=body.force,
             )
         )
 
@@ -170,7 +181,12 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """Write the same values to several packs, one at a time (admin)."""
         return await _call(
             lambda: admin.write_parameters(
-                who, body.packs, body.values, dry_run=body.dry_run, allow_inferred=body.allow_inferred
+                who,
+                body.packs,
+                body.values,
+                dry_run=body.dry_run,
+                allow_inferred=body.allow_inferred,
+                force=body.force,
             )
         )
 
@@ -208,6 +224,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         format: Literal["json", "csv", "xml"] | None = None,
         apply: bool = False,
         allow_inferred: bool = False,
+        force: bool = False,
     ) -> Any:
         """Validate a parameter file (the body); preview the rows that differ; `apply=true` writes them."""
         chunks: list[bytes] = []
@@ -224,7 +241,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
             return _error(AdminError("the file is not UTF-8 text"))
         return await _call(
             lambda: admin.import_file(
-                who, bus, address, text, fmt=format, apply=apply, allow_inferred=allow_inferred
+                who, bus, address, text, fmt=format, apply=apply, allow_inferred=allow_inferred, force=force
             )
         )
 
@@ -233,7 +250,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """Write the documented default of every parameter that has one (the tool's "Load Origin")."""
         return await _call(
             lambda: admin.load_origin(
-                who, body.packs, dry_run=body.dry_run, allow_inferred=body.allow_inferred
+                who, body.packs, dry_run=body.dry_run, allow_inferred=body.allow_inferred, force=body.force
             )
         )
 

@@ -51,6 +51,7 @@ from gateway.south.drivers.base import (
     Priority,
     Unsupported,
 )
+from mappings.bms import rules
 from mappings.bms.params import Access, ParameterTable, ParameterValueError
 from protocol.bms.base import Frame
 from protocol.errors import LocalProtocolError
@@ -743,6 +744,7 @@ class AdminService(PackLookup):
         *,
         dry_run: bool = False,
         allow_inferred: bool = False,
+        force: bool = False,
         action: str = "parameters.write",
     ) -> dict[str, Any]:
         """Write the same values to one or several packs (see the module docstring)."""
@@ -751,6 +753,7 @@ class AdminService(PackLookup):
             "values": dict(values),
             "dry_run": dry_run,
             "allow_inferred": allow_inferred,
+            "force": force,
         }
 
         async def body() -> dict[str, Any]:
@@ -764,6 +767,7 @@ class AdminService(PackLookup):
                 {k: values for k in keys},
                 dry_run=dry_run,
                 allow_inferred=allow_inferred,
+                force=force,
                 request=request,
             )
 
@@ -778,11 +782,13 @@ class AdminService(PackLookup):
         dry_run: bool,
         allow_inferred: bool,
         request: Any,
+        force: bool = False,
     ) -> dict[str, Any]:
         validated = self._validate_plan(caller, plan)
         inferred = self._needs_inferred(validated)
         if inferred and not dry_run and not self.inferred_allowed(allow_inferred):
             raise self._inferred_refusal("writing " + ", ".join(inferred))
+        forced = await self._check_rules(validated, force=force)
         keys = list(validated)
         reports: list[PackReport] = []
         if dry_run:
@@ -807,20 +813,66 @@ class AdminService(PackLookup):
         else:
             for key in keys:  # one pack at a time
                 async with self.lock(key[0]):
-                    reports.append(await self._write_one(key, validated[key], allow_inferred=bool(inferred)))
+                    reports.append(
+                        await self._write_one(key, validated[key], allow_inferred=bool(inferred), force=force)
+                    )
+            for rep in reports:
+                rep.warnings.extend(forced.get(rep.pack, []))
             result = batch_json(action, reports)
             entry = {
                 "outcome": result["outcome"],
                 "after": _items_by_pack(reports, "after"),
                 "detail": "; ".join(
                     f"{r.pack}: {r.outcome}{' (' + r.detail + ')' if r.detail else ''}" for r in reports
-                ),
+                )
+                + "".join(f"; {p}: {'; '.join(w)}" for p, w in forced.items() if w),
             }
         await self.record(caller, action, keys, request, before=_items_by_pack(reports, "before"), **entry)
         return result
 
+    def _verdict(
+        self, key: PackKey, current: Mapping[str, float], change: Mapping[str, float]
+    ) -> rules.Verdict:
+        """The parameter rules (mappings/bms/rules.py) on the pack's table once `change` is applied."""
+        t = self.telemetry(key)
+        cells = None if t is None else len(t.cell_voltages_v)
+        return rules.check(self.table(key), current, change, cells=cells)
+
+    async def _check_rules(
+        self, plan: Mapping[PackKey, Mapping[str, float]], *, force: bool
+    ) -> dict[str, list[str]]:
+        """Refuse (422, naming every broken rule of every pack) a plan whose resulting tables break a
+        rule; warnings ("recommended range" and the rules marked warn) only without `force`. Returns
+        per pack the notes and the warnings overridden by `force` (they go into the report and the
+        audit log)."""
+        errors: list[dict[str, Any]] = []
+        forced: dict[str, list[str]] = {}
+        for key, change in plan.items():
+            current, _, _ = await self.current_parameters(key, fresh=False)
+            verdict = self._verdict(key, current, change)
+            for v in verdict.blocked(force=force):
+                errors.append({"pack": label(key), **v.as_dict()})
+            forced[label(key)] = [f"note: {v.message}" for v in verdict.notes]
+            if force and verdict.warnings:
+                forced[label(key)] += [f"forced: {v.message}" for v in verdict.warnings]
+        if errors:
+            refusals = [e for e in errors if e["severity"] == rules.Severity.REFUSE]
+            hint = ""
+            if len(refusals) < len(errors):
+                hint = (
+                    f" ({len(errors) - len(refusals)} warning(s) may be overridden with "
+                    '"force": true / --force; rules marked refuse never)'
+                )
+            raise Invalid(
+                "refused by the parameter rules: "
+                + "; ".join(f"{e['pack']}: {e['message']}" for e in errors)
+                + hint,
+                errors,
+            )
+        return forced
+
     async def _write_one(
-        self, key: PackKey, values: Mapping[str, float], *, allow_inferred: bool
+        self, key: PackKey, values: Mapping[str, float], *, allow_inferred: bool, force: bool = False
     ) -> PackReport:
         table = self.table(key)
         driver = self.driver(key)
@@ -834,6 +886,16 @@ class AdminService(PackLookup):
             rep.detail = f"not written: the pack did not answer before the write ({err})"
             rep.items = [
                 ItemReport(n, v, snapshot.get(n), None, Outcome.FAILED, "not written")
+                for n, v in values.items()
+            ]
+            return _closed(rep, bus)
+        blocked = self._verdict(key, before, values).blocked(force=force)
+        if blocked:  # the pack's table changed since the check on the snapshot: nothing is sent
+            rep.detail = "not written: " + "; ".join(v.message for v in blocked)
+            rep.items = [
+                ItemReport(
+                    n, v, before.get(n), before.get(n), Outcome.FAILED, "refused by the parameter rules"
+                )
                 for n, v in values.items()
             ]
             return _closed(rep, bus)
@@ -886,11 +948,17 @@ class AdminService(PackLookup):
         *,
         dry_run: bool = False,
         allow_inferred: bool = False,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Write the documented defaults (the vendor tool's "Load Origin") of every parameter that has one.
         Configuration entries (capacities, ids `cfg.*`) are left alone."""
         action = "parameters.load_origin"
-        request = {"packs": list(packs or []), "dry_run": dry_run, "allow_inferred": allow_inferred}
+        request = {
+            "packs": list(packs or []),
+            "dry_run": dry_run,
+            "allow_inferred": allow_inferred,
+            "force": force,
+        }
 
         async def body() -> dict[str, Any]:
             self.require(caller, Role.ADMIN, "loading the default parameters")
@@ -911,7 +979,13 @@ class AdminService(PackLookup):
                     )
                 plan[key] = defaults
             return await self.write_plan(
-                caller, action, plan, dry_run=dry_run, allow_inferred=allow_inferred, request=request
+                caller,
+                action,
+                plan,
+                dry_run=dry_run,
+                allow_inferred=allow_inferred,
+                force=force,
+                request=request,
             )
 
         return await self.audited(caller, action, [], request, body)
@@ -949,8 +1023,10 @@ class AdminService(PackLookup):
         fmt: str | None = None,
         apply: bool = False,
         allow_inferred: bool = False,
+        force: bool = False,
     ) -> dict[str, Any]:
-        """Validate a parameter file and show the rows that differ from the pack; with `apply`, write them."""
+        """Validate a parameter file and show the rows that differ from the pack; with `apply`, write them.
+        The resulting table is checked against the parameter rules in the preview too."""
 
         async def body(act: _PackAction) -> dict[str, Any]:
             key = act.key
@@ -970,6 +1046,7 @@ class AdminService(PackLookup):
                 )
             current, _, _ = await self.current_parameters(key, fresh=False)
             changes = transfer.diff(table, current, values)
+            forced = await self._check_rules({key: {c.name: c.new for c in changes}}, force=force)
             preview = {
                 "pack": label(key),
                 "family": table.family,
@@ -989,12 +1066,13 @@ class AdminService(PackLookup):
                 {key: {c.name: c.new for c in changes}},
                 dry_run=False,
                 allow_inferred=allow_inferred,
+                force=force,
                 request=act.request,
             )
-            return {**preview, "applied": True, "result": result}
+            return {**preview, "applied": True, "result": result, "forced": forced.get(label(key), [])}
 
         return await self._on_pack(
-            _IMPORT, caller, bus, address, body, format=fmt, apply=apply, bytes=len(text)
+            _IMPORT, caller, bus, address, body, format=fmt, apply=apply, force=force, bytes=len(text)
         )
 
     # ---- configuration ---------------------------------------------------------------------------
