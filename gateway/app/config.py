@@ -31,6 +31,14 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names the key and what is allowed."""
 
 
+def listen_error(key: str, listen: str, err: OSError) -> ConfigError:
+    """The one-line start-up error of a listener that cannot bind (`run` exits 2 with it)."""
+    import errno
+
+    hint = " (address already in use)" if err.errno == errno.EADDRINUSE else ""
+    return ConfigError(f"{key}: cannot listen on {listen!r}{hint}: {err.strerror or err}")
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -30,9 +30,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from gateway.app.config import ConfigError
 from gateway.app.supervisor import ReadyCallback
 from gateway.south.drivers.base import NoResponse, NotSent, Priority
-from gateway.south.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
+from gateway.south.transport import (
+    Backoff,
+    Connection,
+    PortInUse,
+    SerialSettings,
+    TransportError,
+    open_connection,
+)
 from protocol.bms.base import Frame, FrameDecoder
 from protocol.errors import RemoteProtocolError
 
@@ -267,6 +275,12 @@ class BusOwner:
     async def _connect(self) -> bool:
         try:
             conn = await self._opener()
+        except PortInUse as err:
+            if self.counters.connects == 0:  # at start-up: no retry can fix it, stop the start (exit 2)
+                raise ConfigError(f"bus {self.name}: {err}") from None
+            self.counters.connect_failures += 1
+            self.counters.last_error = str(err)
+            return False
         except TransportError as err:
             self.counters.connect_failures += 1
             self.counters.last_error = str(err)
