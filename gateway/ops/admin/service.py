@@ -24,12 +24,13 @@ audit, answer). Batch parameter writes go through `write_plan`, batch clock writ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -425,12 +426,16 @@ class AdminService(PackLookup):
         parameters: ParameterSet | None = None,
         clock: ClockReading | None = None,
         telemetry: Telemetry | None = None,
+        serial: str | None = None,
     ) -> None:
-        """Put a read-back into the poller's state and publish the pack's snapshot."""
+        """Put a read-back into the poller's state and publish the pack's snapshot at once (the API,
+        metrics, MQTT, Modbus and the history keys follow the model, not the next scheduled read)."""
         poller = self.ctx.pollers.get(key[0])
         state = None if poller is None else poller.packs.get(key[1])
         if poller is None or state is None:
             return
+        if serial is not None:
+            state.identity = replace(state.identity, serial=serial)
         if parameters is not None:
             state.parameters = parameters
         if telemetry is not None:
@@ -1221,8 +1226,16 @@ class AdminService(PackLookup):
                 )
             t = self.telemetry(key)
             item = ItemReport("cells", cells, None if t is None else len(t.cell_voltages_v))
+            driver = self.driver(key)
+
+            async def write(b: AdminBus) -> None:
+                await fn(b, key[1], cells, confirm_dangerous=True)
+                # no read-back of the setting; the model shows what the pack reports right after
+                with contextlib.suppress(BusError, DeviceError, LocalProtocolError):
+                    await self._read_realtime(driver, key, b)
+
             step = _WriteStep(
-                lambda b: fn(b, key[1], cells, confirm_dangerous=True),
+                write,
                 errors=(BusError, LocalProtocolError),
                 acknowledged="sent; the pack does not acknowledge and applies it after a reset",
             )
@@ -1249,6 +1262,8 @@ class AdminService(PackLookup):
 
             async def check(b: AdminBus) -> tuple[Any, bool]:
                 got = await read(b, key[1])
+                if isinstance(got, str):
+                    self._publish(key, serial=got)  # the read-back, shown at once (not in an hour)
                 return got, got == serial
 
             step = _WriteStep(lambda b: write(b, key[1], serial), check)
