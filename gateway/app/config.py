@@ -62,7 +62,7 @@ class BusConfig(Section):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     pace_master_only: bool = False  # PACE: read the whole bank through the master pack (INFO 0xFF)
-    request_gap_s: float = Field(default=0.2, ge=0.0, le=10.0)  # idle time between frames on the bus
+    request_gap_s: float = Field(default=0.004, ge=0.0, le=10.0)  # idle time between frames on the bus
     response_timeout_s: float = Field(default=1.0, gt=0.0, le=30.0)
     retries: int = Field(default=1, ge=0, le=5)
     realtime_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0)
