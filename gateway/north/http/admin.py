@@ -103,6 +103,11 @@ class GatewayProtocolsBody(_Body):
     rs485: str | None = None
 
 
+class ScanBody(_Body):
+    addresses: list[int] | None = Field(default=None, description="addresses to probe (default 1..15)")
+    timeout_s: float = Field(default=0.5, description="response timeout per probe (s)")
+
+
 class ClockSyncBody(_Body):
     packs: list[str] | None = None
 
@@ -339,6 +344,18 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
     async def put_gateway_protocols(who: Admin, body: GatewayProtocolsBody) -> Any:
         """Switch the running inverter services and persist the choice in the configuration file."""
         return await _call(lambda: admin.set_gateway_protocols(who, can=body.can, rs485=body.rs485))
+
+    # ---- scan --------------------------------------------------------------------------------------
+
+    @router.post("/buses/{bus}/scan")
+    async def scan(who: Operator, bus: str, body: ScanBody) -> Any:
+        """Probe addresses of a bus through its bus owner (`bms-gateway scan` while the gateway polls
+        it): background priority, the bus's own protocol, audited (operator)."""
+        from gateway.ops.admin.scan import scan_bus
+
+        return await _call(
+            lambda: scan_bus(admin, who, bus, addresses=body.addresses, timeout_s=body.timeout_s)
+        )
 
     # ---- clock -------------------------------------------------------------------------------------
 
