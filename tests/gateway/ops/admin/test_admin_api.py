@@ -16,6 +16,8 @@ import pytest
 from gateway.ops.security.auth import Role
 from tests.support.admin_support import Stack, admin_stack
 
+pytestmark = pytest.mark.e2e
+
 # (method, path, body, weakest role allowed). Bodies are harmless: refused by validation (422),
 # dry runs, or reads, so every role that passes authorization leaves the packs as they are.
 ENDPOINTS: list[tuple[str, str, Any, Role]] = [
@@ -31,6 +33,7 @@ ENDPOINTS: list[tuple[str, str, Any, Role]] = [
     ("GET", "/api/packs/sim/1/inverter-protocol", None, Role.OPERATOR),
     ("GET", "/api/clock?packs=sim/1", None, Role.OPERATOR),
     ("POST", "/api/clock/sync", {"packs": ["sim/99"]}, Role.OPERATOR),
+    ("POST", "/api/buses/sim/scan", {"addresses": [1], "timeout_s": 60}, Role.OPERATOR),
     ("PUT", "/api/packs/sim/1/parameters", {"values": {"CELL_OV_Start": 9.0}}, Role.ADMIN),
     ("PUT", "/api/parameters", {"values": {"CELL_OV_Start": 3.6}, "dry_run": True}, Role.ADMIN),
     ("POST", "/api/packs/sim/1/parameters/import", "No.,Name,Data\n1,Nope,1\n", Role.ADMIN),
@@ -56,7 +59,7 @@ async def call(stack: Stack, method: str, path: str, body: Any = None, role: Rol
 
 def template(path: str) -> str:
     """The OpenAPI path template of a concrete test path."""
-    path = path.split("?")[0].replace("/sim/1", "/{bus}/{address}")
+    path = path.split("?")[0].replace("/sim/1", "/{bus}/{address}").replace("/buses/sim/", "/buses/{bus}/")
     return path.replace("/families/tianpower", "/families/{family}")
 
 
