@@ -63,10 +63,11 @@ RETRY_AFTER_FAILURE_S = 30.0  # identity/parameters/clock retried this soon afte
 
 # A silent pack is probed on a backoff schedule, not every cycle (each miss holds the bus for a
 # whole response timeout). After the k-th failed realtime read in a row the next one is due after
-# realtime_interval_s for k <= PROBE_FREE_MISSES, then realtime_interval_s * 2**(k - PROBE_FREE_MISSES),
-# at most PROBE_MAX_INTERVAL_S; probes after PROBE_FREE_MISSES misses are sent without retries.
-# One good answer restores the normal schedule.
+# realtime_interval_s for k <= PROBE_FREE_MISSES, then after max(realtime_interval_s, PROBE_BASE_S)
+# * 2**(k - PROBE_FREE_MISSES - 1), at most PROBE_MAX_INTERVAL_S (never sooner than the interval);
+# probes after PROBE_FREE_MISSES misses are sent without retries. One answer restores the schedule.
 PROBE_FREE_MISSES = 2
+PROBE_BASE_S = 5.0
 PROBE_MAX_INTERVAL_S = 60.0
 
 
@@ -74,7 +75,8 @@ def probe_interval_s(misses: int, interval_s: float) -> float:
     """When the next realtime read of a pack is due after `misses` failed reads in a row."""
     if misses <= PROBE_FREE_MISSES:
         return interval_s
-    return max(interval_s, min(PROBE_MAX_INTERVAL_S, interval_s * 2.0 ** (misses - PROBE_FREE_MISSES)))
+    backoff = max(interval_s, PROBE_BASE_S) * 2.0 ** (misses - PROBE_FREE_MISSES - 1)
+    return max(interval_s, min(PROBE_MAX_INTERVAL_S, backoff))
 
 
 class _NoRetries:
