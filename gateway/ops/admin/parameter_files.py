@@ -82,9 +82,16 @@ class ParameterFilesMixin(ParametersMixin):
                 )
             current, _, _ = await self.current_parameters(key, fresh=False)
             changes = transfer.diff(table, current, values)
-            reported = await param_rules.check_plan(
-                self, {key: {c.name: c.new for c in changes}}, force=force
-            )
+            try:
+                reported = await param_rules.check_plan(
+                    self, {key: {c.name: c.new for c in changes}}, force=force
+                )
+            except Invalid as err:  # name the file's rows of the parameters each broken rule involves
+                rows = {name: i for i, (name, _) in enumerate(pairs, 1)}
+                err.errors = [
+                    {**e, "rows": sorted(rows[n] for n in e.get("parameters", []) if n in rows)} for e in err.errors
+                ]
+                raise
             preview = {
                 "pack": label(key),
                 "family": table.family,

@@ -82,6 +82,8 @@ async def test_import_with_a_violating_row_is_refused_naming_the_rule(tmp_path: 
                 headers=headers,
             )
             assert r.status_code == 422 and RULE in r.json()["detail"], r.text
+            broken = next(e for e in r.json()["errors"] if e["rule"] == RULE)
+            assert broken["rows"] == [1, 3]  # CELL_OV_Start and CELL_OV_Stop, as numbered in the file
         assert stack.bus_requests == sent
         assert stack.sim.pack(1).params["CELL_OV_Stop"] == pytest.approx(3.38)
 
