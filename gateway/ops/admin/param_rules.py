@@ -11,19 +11,29 @@ service when the pack's parameters were never read).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from gateway.core.model import PackKey
+from gateway.core.model import PackKey, Telemetry
 from gateway.ops.admin.packs import label
 from gateway.ops.security.errors import Invalid
 from mappings.bms import rules
+from mappings.bms.params import ParameterTable
 
-if TYPE_CHECKING:
-    from gateway.ops.admin.parameters import ParametersMixin
+
+class RulesHost(Protocol):
+    """What the rules step needs of the admin service (structural: no import of the service)."""
+
+    def telemetry(self, key: PackKey) -> Telemetry | None: ...
+
+    def table(self, key: PackKey) -> ParameterTable: ...
+
+    async def current_parameters(
+        self, key: PackKey, *, fresh: bool
+    ) -> tuple[dict[str, float], float | None, str]: ...
 
 
 def verdict(
-    admin: ParametersMixin, key: PackKey, current: Mapping[str, float], change: Mapping[str, float]
+    admin: RulesHost, key: PackKey, current: Mapping[str, float], change: Mapping[str, float]
 ) -> rules.Verdict:
     """The rules on the pack's table once `change` is applied (the cell count from its telemetry)."""
     t = admin.telemetry(key)
@@ -32,7 +42,7 @@ def verdict(
 
 
 async def check_plan(
-    admin: ParametersMixin, plan: Mapping[PackKey, Mapping[str, float]], *, force: bool
+    admin: RulesHost, plan: Mapping[PackKey, Mapping[str, float]], *, force: bool
 ) -> dict[str, list[str]]:
     """Refuse (Invalid, naming every broken rule of every pack) a plan whose resulting tables break
     a rule; warnings only without `force`. Returns per pack the notes and the warnings overridden

@@ -89,7 +89,8 @@ class ParameterFilesMixin(ParametersMixin):
             except Invalid as err:  # name the file's rows of the parameters each broken rule involves
                 rows = {name: i for i, (name, _) in enumerate(pairs, 1)}
                 err.errors = [
-                    {**e, "rows": sorted(rows[n] for n in e.get("parameters", []) if n in rows)} for e in err.errors
+                    {**e, "rows": sorted(rows[n] for n in e.get("parameters", []) if n in rows)}
+                    for e in err.errors
                 ]
                 raise
             preview = {
