@@ -136,9 +136,18 @@ def _through_gateway(args: argparse.Namespace) -> tuple[int, dict[str, list[int]
             r = client.get("/api/system")
         except httpx.HTTPError:
             return None  # no gateway there
-        if r.status_code != 200:
-            return None  # not a gateway we can see into: the serial lock still protects the bus
-        buses = r.json().get("gateway", {}).get("buses", {})
+        if r.status_code in (401, 403):  # a gateway whose data API needs a token: it may own this bus
+            print(
+                f"bms-gateway scan: a gateway at {base} may be polling {args.url}, but its bus list needs "
+                "a token: pass --token (operator role, or $BMS_GATEWAY_TOKEN), or --direct to open the "
+                "bus anyway",
+                file=sys.stderr,
+            )
+            return IN_USE, {}
+        try:
+            buses = r.json().get("gateway", {}).get("buses", {}) if r.status_code == 200 else {}
+        except (ValueError, AttributeError):
+            buses = {}  # something else listens there: not a gateway
         name = next((n for n, b in buses.items() if b.get("url") == args.url), None)
         if name is None:
             return None
