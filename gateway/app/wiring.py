@@ -28,10 +28,10 @@ from gateway.app.config import BusConfig, Config, ConfigError, state_path
 from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback, Service, ServiceState, ServiceStatus
 from gateway.core.model import ModelStore, PackKey
+from gateway.io.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
 from gateway.south.bus import BusOwner, Opener
 from gateway.south.drivers.base import Driver
 from gateway.south.poller import BusPoller, load_driver
-from gateway.south.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
 
 if TYPE_CHECKING:
     from simulator import Simulator

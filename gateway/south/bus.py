@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 
 from gateway.app.config import ConfigError
 from gateway.app.supervisor import ReadyCallback
-from gateway.south.drivers.base import NoResponse, NotSent, Priority
-from gateway.south.transport import (
+from gateway.io.transport import (
     Backoff,
     Connection,
     PortInUse,
@@ -42,6 +41,7 @@ from gateway.south.transport import (
     TransportError,
     open_connection,
 )
+from gateway.south.drivers.base import NoResponse, NotSent, Priority
 from protocol.bms.base import Frame, FrameDecoder
 from protocol.errors import RemoteProtocolError
 

@@ -30,7 +30,7 @@ from gateway.app.config import ConfigError, InverterRs485Config
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import ModelStore, ModelView, PackSnapshot, TempRole
 from gateway.core.policy.engine import ChargeDecision, stops, warns
-from gateway.south.transport import (
+from gateway.io.transport import (
     Backoff,
     Connection,
     PortInUse,

@@ -15,7 +15,7 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from protocol.bms.base import BmsFamily, Frame
+from protocol.bms.base import BmsFamily, Frame, RecordNamer
 from protocol.bms.pace import commands as c
 from protocol.bms.pace import values as v
 from protocol.bms.pace.boot import CARRIAGE
@@ -126,11 +126,13 @@ def _interpretations(frame: PaceFrame) -> list[dict[str, Any]]:
     return found
 
 
-def describe(raw: bytes) -> Mapping[str, Any]:
+def describe(raw: bytes, records: RecordNamer | None = None) -> Mapping[str, Any]:
     """Decode one captured frame (request or response) into JSON-able data.
 
     Raises RemoteProtocolError with a clear message for a bad checksum, length or unknown command.
+    PACE parameter answers are decoded by the codec itself (`values`), so `records` is not used.
     """
+    del records
     frame = parse_frame(raw)
     out: dict[str, Any] = {
         "protocol": "pace",
