@@ -11,6 +11,7 @@ Layers (docs/architecture.md draws them):
     mappings/ -> protocol/ only
     simulator/ -> protocol/ and mappings/, never gateway/
     gateway/io    -> nothing of the gateway (byte links shared by south and north)
+    gateway/docs  -> mappings/ and protocol/ only (docs generators; nothing imports them)
     gateway/south -> never north/, ops/, cli/
     gateway/core  -> never north/, ops/, cli/, south/
     gateway/ops   -> never north/, cli/ (the HTTP API and MQTT commands in north/ call ops/)
@@ -40,6 +41,18 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "gateway.io",
         ("gateway.app", "gateway.south", "gateway.core", "gateway.north", "gateway.ops", "gateway.cli"),
+    ),
+    (
+        "gateway.docs",
+        (
+            "gateway.app",
+            "gateway.io",
+            "gateway.south",
+            "gateway.core",
+            "gateway.north",
+            "gateway.ops",
+            "gateway.cli",
+        ),
     ),
     ("gateway.south", ("gateway.north", "gateway.ops", "gateway.cli")),
     ("gateway.core", ("gateway.north", "gateway.ops", "gateway.cli", "gateway.south")),
@@ -304,3 +317,17 @@ def test_family_and_protocol_names_come_from_the_registries() -> None:
 def test_the_name_check_finds_a_literal() -> None:
     tree = ast.parse('family = "pace"')
     assert any(isinstance(n, ast.Constant) and n.value in _registered_names() for n in ast.walk(tree))
+
+
+def test_mappings_hold_data_and_loaders_and_nothing_imports_the_docs_tooling() -> None:
+    """Rendering docs is tooling (gateway/docs/); mappings/ keeps data, schemas and loaders."""
+    renderers = [
+        f"{m}.{n.name}"
+        for m, p in MODULES.items()
+        if m.startswith("mappings")
+        for n in ast.parse(p.read_text(encoding="utf-8")).body
+        if isinstance(n, ast.FunctionDef) and n.name.startswith(("markdown", "render"))
+    ]
+    assert renderers == []
+    importers = {m for m, targets in GRAPH.items() for t in targets if _under(t, "gateway.docs")}
+    assert {m for m in importers if not _under(m, "gateway.docs")} == set()
