@@ -49,7 +49,8 @@
   }
   async function load(fresh) {
     if (!pack || !UI.can("operator")) return;
-    const d = await UI.api("GET", `${UI.packPath(pack)}/parameters${fresh ? "?fresh=true" : ""}`);
+    const query = fresh ? "?fresh=true" : "";
+    const d = await UI.api("GET", `${UI.packPath(pack)}/parameters` + query);
     params = d.parameters;
     $("#readinfo").textContent = t("param.read_at", { t: time(d.read_at), source: d.source, family: d.family });
     renderTables();
