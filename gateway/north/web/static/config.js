@@ -120,7 +120,7 @@
   }
   UI.act($("#fw-upload"), async () => {
     const f = $("#fw-file").files[0];
-    if (!f) throw new Error(t("err.no_file"));
+    if (!f) throw new UI.ApiError(0, t("err.no_file"));
     const data = await f.arrayBuffer();
     const info2 = await UI.api("POST", `/api/firmware/images?filename=${encodeURIComponent(f.name)}`, data, { headers: { "Content-Type": "application/octet-stream" } });
     await loadImages();
@@ -157,11 +157,15 @@
     $("#fw-resume").dataset.locked = ["interrupted", "aborted", "failed"].includes(j.state) ? "0" : "1";
     UI.applyRole();
   }
+  let following = null;
   async function follow(id) {
+    if (following === id) return; // already streaming this job's progress
     if (jobCtrl) jobCtrl.abort();
     jobCtrl = new AbortController();
+    following = id;
     try { await UI.sse(`/api/firmware/jobs/${encodeURIComponent(id)}/events`, showJob, jobCtrl.signal); }
     catch (e) { if (e.name !== "AbortError") UI.showError($("#fw-start"), e); }
+    finally { if (following === id) following = null; }
     try { showJob(await UI.api("GET", `/api/firmware/jobs/${encodeURIComponent(id)}`)); } catch (_) { /* shown above */ }
   }
   UI.act($("#fw-start"), async () => {
@@ -197,6 +201,7 @@
   })).catch((e) => UI.showError($("#pack"), e));
   UI.live((doc) => {
     const p = doc.packs.find((x) => `${x.bus}/${x.address}` === pack);
+    if (p && job && job.state === "done" && `${job.bus}/${job.address}` === pack) { info = p; showJob(job); }
     if (p) { info = p; $("#ident").textContent = `${(p.identity && p.identity.serial) || ""} · ${(p.identity && p.identity.version) || ""} · ${t("avail." + p.availability)}`; }
   });
 })();

@@ -146,7 +146,10 @@ const UI = (() => {
     }
     return e;
   }
-  function showError(control, err) { errFor(control).textContent = err ? String(err) : ""; }
+  function showError(control, err) {
+    if (err instanceof Error && !(err instanceof ApiError)) console.error(err); // a bug of ours: make it visible
+    errFor(control).textContent = err ? String(err) : "";
+  }
   /* Run an action from a button: disables it meanwhile, shows the API's error next to it. */
   function act(button, fn) {
     button.addEventListener("click", async (ev) => {
@@ -155,7 +158,10 @@ const UI = (() => {
       const was = button.disabled;
       button.disabled = true;
       button.setAttribute("aria-busy", "true");
-      try { await fn(); } catch (e) { showError(button, e instanceof ApiError ? e : t("err.unexpected", { e: e.message || e })); }
+      try { await fn(); } catch (e) {
+        if (!(e instanceof ApiError)) console.error(e);
+        showError(button, e instanceof ApiError ? e : t("err.unexpected", { e: e.message || e }));
+      }
       finally { button.disabled = was; button.removeAttribute("aria-busy"); applyRole(); }
     });
   }
@@ -379,7 +385,7 @@ const UI = (() => {
     }
     if (x1 === x0) x1 = x0 + 1;
     if (y1 === y0) { y0 -= 1; y1 += 1; }
-    const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad;
+    const margin = (y1 - y0) * 0.05; y0 -= margin; y1 += margin;
     const X = (x) => m.l + ((x - x0) / (x1 - x0)) * (W - m.l - m.r);
     const Y = (y) => H - m.b - ((y - y0) / (y1 - y0)) * (H - m.t - m.b);
     const g = s("g", { class: "grid" });
@@ -424,7 +430,7 @@ const UI = (() => {
   function fileText(input) {
     return new Promise((resolve, reject) => {
       const f = input.files && input.files[0];
-      if (!f) { reject(new Error(t("err.no_file"))); return; }
+      if (!f) { reject(new ApiError(0, t("err.no_file"))); return; }
       const r = new FileReader();
       r.onload = () => resolve(r.result);
       r.onerror = () => reject(r.error);

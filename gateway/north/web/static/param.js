@@ -57,7 +57,7 @@
   }
   function edits() {
     const values = {};
-    for (const i of $$("#tables [data-name]")) {
+    for (const i of $$("#tables input[data-name], #tables select[data-name]")) {
       if (i.value === "") continue;
       values[i.dataset.name] = Number(i.value);
     }
@@ -78,7 +78,7 @@
   }
   async function write(dry) {
     const values = edits();
-    if (!Object.keys(values).length) throw new Error(t("param.nothing"));
+    if (!Object.keys(values).length) throw new UI.ApiError(0, t("param.nothing"));
     const body = { values, dry_run: dry, allow_inferred: $("#inferred").checked };
     let res;
     if ($("#allpacks").checked) res = await UI.api("PUT", "/api/parameters", body);
@@ -89,7 +89,7 @@
   UI.act($("#read"), () => load(true));
   UI.act($("#dryrun"), () => write(true));
   UI.act($("#write"), () => write(false));
-  $("#revert").addEventListener("click", () => { $$("#tables [data-name]").forEach((i) => { i.value = ""; i.classList.remove("changed"); }); $("#result").replaceChildren(); });
+  $("#revert").addEventListener("click", () => { $$("#tables input[data-name], #tables select[data-name]").forEach((i) => { i.value = ""; i.classList.remove("changed"); }); $("#result").replaceChildren(); });
   UI.act($("#export"), () => UI.download(`${UI.packPath(pack)}/parameters/export?format=${$("#expfmt").value}`, "parameters." + $("#expfmt").value));
   async function importFile(apply) {
     const text = await UI.fileText($("#impfile"));
