@@ -1,1 +1,2 @@
-"""North side: everything that serves the pack model to the outside (HTTP, web UI, Modbus, CAN, ...)."""
+"""North side: one adapter per outside world (Modbus, CAN, RS485, MQTT, metrics, HTTP), each a view
+over core/ plus its own I/O."""

@@ -23,9 +23,9 @@ from typing import Any
 from fastapi import FastAPI, Query
 from fastapi.responses import StreamingResponse
 
-from gateway.context import AppContext
-from gateway.http.serialize import bank_json, pack_json, plain
-from gateway.model import PackSnapshot
+from gateway.app.context import AppContext
+from gateway.north.http.serialize import bank_json, pack_json, plain
+from gateway.core.model import PackSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _can_part(ctx: AppContext, decision: Any, now: float, cache: dict[str, Any])
 
 
 def _rs485_part(ctx: AppContext, decision: Any) -> dict[str, Any]:
-    from gateway.rs485_inverter import limits_of, parameters_of
+    from gateway.north.rs485.service import limits_of, parameters_of
 
     cfg = ctx.config.inverter_rs485
     service = ctx.extras.get("inverter_rs485")

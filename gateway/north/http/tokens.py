@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.admin.auth import RateLimiter, Role, TokenStore
-from gateway.admin.service import AdminService, Caller
-from gateway.http.auth import bearer_caller
+from gateway.ops.security.auth import RateLimiter, Role, TokenStore
+from gateway.ops.admin.service import AdminService, Caller
+from gateway.north.http.auth import bearer_caller
 
 
 class TokenBody(BaseModel):

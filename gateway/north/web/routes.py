@@ -156,7 +156,7 @@ def render(page: Page, lang: str, extra: Mapping[str, str]) -> str:
 def _page_extra(ctx: Any, page: Page, lang: str) -> dict[str, str]:
     extra = {"needs_token": "true" if ctx.config.admin.data_needs_token else "false"}
     if page.template == "info-record":
-        from gateway.history.recording import VALUE_FIELDS
+        from gateway.ops.history.recording import VALUE_FIELDS
 
         extra["value_options"] = "".join(
             f'<option value="{html.escape(v)}">{html.escape(translate("field." + v, lang))}</option>'
@@ -217,7 +217,7 @@ def web_router(ctx: Any) -> APIRouter:
     @router.get("/ui/modbus-registers.{fmt}")
     async def modbus_map(fmt: str) -> Response:
         """The Modbus register map, rendered from mappings/modbus (as `bms-gateway modbus-docs`)."""
-        from gateway.modbus.docs import render_csv, render_markdown
+        from gateway.north.modbus.docs import render_csv, render_markdown
 
         if fmt == "csv":
             return Response(render_csv(), media_type="text/csv; charset=utf-8")

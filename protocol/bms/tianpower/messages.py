@@ -6,7 +6,8 @@ receives requests with it). Every response kind likewise: `encode_response(addre
 simulator's response builders) and `parse_response(frame, request)` (the driver's decoder), so that
 `parse_response(parse_frame(encode_response(a, r))) == r`.
 
-Command table: reference `bms-protocols.md` 3.A.1 and 3.A.4. Two things are *inferred* and marked
+Command table: GHswitt/esphome-basen (README command table and history-record format, `dev`
+branch) and the vendor tool's manual. Two things are *inferred* and marked
 so: the parameter-table write (`WriteParamTable`, mirror of the 0x43 read, command 0x44) and the
 meaning of non-zero ACK codes (YD/T1363 meanings). Writing the tables therefore needs an explicit
 opt-in from every caller (`allow_inferred=True` in `encode_request`).
@@ -33,7 +34,12 @@ from protocol.bms.tianpower.frame import (
     build_table_read,
 )
 from protocol.bms.tianpower.realtime import RealtimeData, decode_realtime, encode_realtime_data
-from protocol.bms.tianpower.shapes import BOOTLOADER_COMMANDS, CMD_WRITE_PARAMS_INFERRED, looks_like_request
+from protocol.bms.tianpower.shapes import (
+    BOOT_CODES,
+    BOOTLOADER_COMMANDS,
+    CMD_WRITE_PARAMS_INFERRED,
+    looks_like_request,
+)
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
 # --- command codes ---------------------------------------------------------------------------------
@@ -576,7 +582,7 @@ def request_data(req: Request, *, allow_inferred: bool = False) -> tuple[int, by
                 raise LocalProtocolError(f"cell count must be 1..32, got {cells!r}")
             return Cmd.CELL_COUNT, bytes((0x02, cells))
         case BootloaderRequest(message=message):
-            return bl.command_code("tianpower", message.op), message.encode()
+            return BOOT_CODES.code(message.op), message.encode()
         case _:
             raise LocalProtocolError(f"cannot encode {req!r}")
 

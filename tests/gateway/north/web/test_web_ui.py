@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.admin.auth import Role
-from gateway.http import create_app
+from gateway.ops.security.auth import Role
+from gateway.north.http import create_app
 from gateway.north.http.live import snapshot_doc, snapshots
 from gateway.north.web import install as install_web
 from gateway.north.web.routes import PAGES, catalogues
-from tests.admin_support import ThreadedGateway, admin_stack
+from tests.support.admin_support import ThreadedGateway, admin_stack
 
 WEB = Path(__file__).parents[4] / "gateway" / "north" / "web"
 
@@ -147,8 +147,8 @@ def test_catalogues_have_the_same_keys_and_cover_every_string() -> None:
     for prefix in prefixes:  # dynamic keys ("avail." + state) have entries
         assert any(k.startswith(prefix) for k in keys), prefix
     # the enumerations the pages translate are complete
-    from gateway.history.recording import VALUE_FIELDS
-    from gateway.model import Availability, TempRole
+    from gateway.ops.history.recording import VALUE_FIELDS
+    from gateway.core.model import Availability, TempRole
 
     for a in Availability:
         assert f"avail.{a.value}" in keys
@@ -175,8 +175,8 @@ def _api_paths_in_scripts() -> set[str]:
 
 
 async def test_the_scripts_call_only_routes_the_api_has(tmp_path: Path) -> None:
-    from gateway.http.records import install as install_records
-    from gateway.modbus import ModbusServer
+    from gateway.north.http.records import install as install_records
+    from gateway.north.modbus import ModbusServer
 
     async with admin_stack(tmp_path, packs=1) as stack:
         install_records(stack.ctx)
@@ -196,10 +196,10 @@ async def test_the_scripts_call_only_routes_the_api_has(tmp_path: Path) -> None:
 def test_the_ui_is_not_imported_when_off(tmp_path: Path) -> None:
     code = (
         "import sys\n"
-        "from gateway.config import parse_config\n"
-        "from gateway.app import build_context, build_services\n"
+        "from gateway.app.config import parse_config\n"
+        "from gateway.app.wiring import build_context, build_services\n"
         "from fastapi.testclient import TestClient\n"
-        "from gateway.http.app import create_app\n"
+        "from gateway.north.http.app import create_app\n"
         "for ui in (False, True):\n"
         "    cfg = parse_config({'simulator': {'enabled': True}, 'http': {'ui': ui}, "
         f"'state_dir': {str(tmp_path)!r}}}, env={{}})\n"
@@ -269,7 +269,7 @@ async def test_stream_and_policy_follow_data_needs_token(tmp_path: Path) -> None
 
 
 async def test_policy_shows_the_decision_and_what_the_protocols_send(tmp_path: Path) -> None:
-    from gateway.policy_service import build_policy_services
+    from gateway.core.policy.service import build_policy_services
 
     async with admin_stack(tmp_path, packs=2) as stack:
         r = await stack.client.get("/api/policy")
