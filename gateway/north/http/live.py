@@ -14,6 +14,7 @@ never changes a running adapter (the CAN frames shown are encoded by a separate 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -61,17 +62,28 @@ def snapshot_doc(ctx: AppContext, now: float) -> dict[str, Any]:
 async def snapshots(
     ctx: AppContext, interval_s: float, heartbeat_s: float = HEARTBEAT_S
 ) -> AsyncIterator[dict[str, Any]]:
-    """The current snapshot, then one per model change (at most one per `interval_s`) and one at
-    least every `heartbeat_s`. Ends only when the client goes away (the task is cancelled)."""
-    last_version = -1
-    last_sent = 0.0
-    while True:
-        now = time.time()
-        version = ctx.store.view.version
-        if version != last_version or now - last_sent >= heartbeat_s:
-            last_version, last_sent = version, now
-            yield snapshot_doc(ctx, now)
-        await asyncio.sleep(interval_s)
+    """The current snapshot, then one as soon as the model changed (but at most one per
+    `interval_s`), and one at least every `heartbeat_s`. Ends only when the client goes away."""
+    changed = asyncio.Event()
+
+    async def watch() -> None:
+        async for _ in ctx.store.subscribe():
+            changed.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        while True:
+            changed.clear()
+            yield snapshot_doc(ctx, time.time())
+            await asyncio.sleep(interval_s)  # the rate limit
+            if not changed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, heartbeat_s - interval_s)):
+                        await changed.wait()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
 
 def _can_part(ctx: AppContext, decision: Any, now: float, cache: dict[str, Any]) -> dict[str, Any]:
