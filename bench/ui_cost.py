@@ -87,7 +87,8 @@ def config(tmp: Path, sim_port: int, packs: int, ui: bool, http_port: int = 0) -
     cfg.write_text(
         f'state_dir = "state-{ui}"\n[[bus]]\nname = "sim"\nurl = "socket://127.0.0.1:{sim_port}"\n'
         f"addresses = {list(range(1, packs + 1))}\nrealtime_interval_s = 1.0\nrequest_gap_s = 0.005\n"
-        f'[http]\nlisten = "127.0.0.1:{http_port}"\nui = {str(ui).lower()}\n[modbus]\nlisten = "127.0.0.1:0"\n'
+        f'[http]\nlisten = "127.0.0.1:{http_port}"\nui = {str(ui).lower()}\n'
+        '[modbus]\nlisten = "127.0.0.1:0"\n'
     )
     return cfg
 
@@ -144,7 +145,16 @@ def usage(pid: int, window_s: float) -> tuple[float, float]:
 def page_weight(url: str) -> dict[str, tuple[int, int]]:
     out = {}
     with httpx.Client(base_url=url) as c:
-        for page in ["info/single", "info/multi", "info/parallel", "info/record", "param", "config", "storage", "gateway"]:
+        for page in [
+            "info/single",
+            "info/multi",
+            "info/parallel",
+            "info/record",
+            "param",
+            "config",
+            "storage",
+            "gateway",
+        ]:
             html = c.get(f"/ui/{page}").content
             assets = re.findall(rb'(?:src|href)="(/ui/static/[^"?]+)', html)
             data = [html] + [c.get(a.decode()).content for a in assets]
@@ -167,10 +177,14 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        sim = Proc("simulate", "--packs", str(args.packs), "--listen", "127.0.0.1:0", "--profile", "cycle", cwd=tmp)
+        sim = Proc(
+            "simulate", "--packs", str(args.packs), "--listen", "127.0.0.1:0", "--profile", "cycle", cwd=tmp
+        )
         try:
             port = int(sim.wait_for(r"listening: 127\.0\.0\.1:(\d+)").group(1))
-            starts = {ui: min(first_answer_s(tmp, port, args.packs, ui) for _ in range(3)) for ui in (False, True)}
+            starts = {
+                ui: min(first_answer_s(tmp, port, args.packs, ui) for _ in range(3)) for ui in (False, True)
+            }
             rss_off, cpu_off = measure_without_ui(tmp, port, args.packs, args.window)
             gw = Proc("run", "--config", str(config(tmp, port, args.packs, True)), cwd=tmp)
             try:
@@ -178,7 +192,9 @@ def main() -> int:
                 wait_all_read(url)
                 rss0, cpu0 = usage(gw.p.pid, args.window)
                 with sync_playwright() as pw:
-                    browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+                    browser = pw.chromium.launch(
+                        executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
+                    )
                     pages = []
                     for path in LIVE_PAGES:
                         page = browser.new_context().new_page()
@@ -191,8 +207,10 @@ def main() -> int:
                         """async () => { const out = []; const ctl = new AbortController();
                            const res = await fetch('/api/stream?interval_s=0.2', {signal: ctl.signal});
                            const rd = res.body.getReader(); const dec = new TextDecoder(); let buf = '';
-                           while (out.length < 20) { const {value} = await rd.read(); buf += dec.decode(value, {stream: true});
-                             let i; while ((i = buf.indexOf('\\n\\n')) >= 0) { const doc = JSON.parse(buf.slice(5, i)); buf = buf.slice(i + 2);
+                           while (out.length < 20) {
+                             const {value} = await rd.read(); buf += dec.decode(value, {stream: true});
+                             let i; while ((i = buf.indexOf('\\n\\n')) >= 0) {
+                               const doc = JSON.parse(buf.slice(5, i)); buf = buf.slice(i + 2);
                                const newest = Math.max(...doc.packs.map(p => p.link.last_success_at || 0));
                                out.push(Date.now() / 1000 - newest); } }
                            ctl.abort(); return out.slice(1); }"""
@@ -208,15 +226,22 @@ def main() -> int:
     print(f"{'UI off ([http] ui = false)':34}{rss_off:10.1f}{cpu_off:10.1f}")
     print(f"{'UI on, no browser':34}{rss0:10.1f}{cpu0:10.1f}")
     print(f"{'UI on, 3 browsers (live pages)':34}{rss1:10.1f}{cpu1:10.1f}")
-    print(f"start-up to first answer: ui=false {starts[False]:.3f} s (/healthz), ui=true {starts[True]:.3f} s "
-          "(the first page; best of 3)")
-    print(f"live update latency (reading -> browser, stream at 0.2 s): median {statistics.median(lat) * 1000:.0f} ms, "
-          f"max {max(lat) * 1000:.0f} ms")
+    print(
+        f"start-up to first answer: ui=false {starts[False]:.3f} s (/healthz), ui=true {starts[True]:.3f} s "
+        "(the first page; best of 3)"
+    )
+    print(
+        "live update latency (reading -> browser, stream at 0.2 s): "
+        f"median {statistics.median(lat) * 1000:.0f} ms, "
+        f"max {max(lat) * 1000:.0f} ms"
+    )
     print("page weight (HTML + CSS + JS, raw / gzip):")
     for page, (raw, gz) in weight.items():
         print(f"  {page:16}{raw / 1024:7.1f} KiB {gz / 1024:7.1f} KiB")
     print(f"3 browsers vs UI on without browser: RSS x{rss1 / rss0:.3f}, CPU x{cpu1 / max(cpu0, 0.01):.3f}")
-    print(f"UI on without browser vs UI off:    RSS x{rss0 / rss_off:.3f}, CPU x{cpu0 / max(cpu_off, 0.01):.3f}")
+    print(
+        f"UI on without browser vs UI off:    RSS x{rss0 / rss_off:.3f}, CPU x{cpu0 / max(cpu_off, 0.01):.3f}"
+    )
     print(f"RESULT ui_rss_ratio={rss1 / rss0:.3f} ui_cpu_ratio={cpu1 / max(cpu0, 0.01):.3f}")
     return 0
 

@@ -33,6 +33,7 @@ ROOT = Path(__file__).parents[2]
 SHOTS = Path(os.environ.get("BMSG_SCREENSHOTS", ROOT / "artifacts" / "screenshots"))
 PAGES = ["info/single", "info/multi", "info/parallel", "info/record", "param", "config", "storage", "gateway"]
 EXE = Path(sys.executable).parent / "bms-gateway"
+HAS_IMAGE = "v => [...document.querySelectorAll('#fw-image option')].some(o => o.textContent.startsWith(v))"
 STREAMS = ("/api/stream", "/events")  # long-lived requests a navigation legitimately cancels
 
 
@@ -96,7 +97,9 @@ class Gateway:
     dir: Path
 
     def api(self, path: str, role: str = "admin", **kw: Any) -> Any:
-        r = httpx.get(self.url + path, headers={"Authorization": f"Bearer {self.tokens[role]}"}, timeout=10, **kw)
+        r = httpx.get(
+            self.url + path, headers={"Authorization": f"Bearer {self.tokens[role]}"}, timeout=10, **kw
+        )
         r.raise_for_status()
         return r.json()
 
@@ -105,12 +108,32 @@ class Gateway:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("web")
     sim = start(
-        "simulate", "--protocol", "tianpower", "--packs", "3", "--listen", "127.0.0.1:0",
-        "--profile", "cycle", "--history-records", "40", cwd=tmp,
+        "simulate",
+        "--protocol",
+        "tianpower",
+        "--packs",
+        "3",
+        "--listen",
+        "127.0.0.1:0",
+        "--profile",
+        "cycle",
+        "--history-records",
+        "40",
+        cwd=tmp,
     )
     lab = start(  # one idle pack on a second bus: a firmware upgrade needs a pack at rest
-        "simulate", "--protocol", "tianpower", "--packs", "1", "--listen", "127.0.0.1:0", "--profile", "idle",
-        "--seed", "7", cwd=tmp,
+        "simulate",
+        "--protocol",
+        "tianpower",
+        "--packs",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--profile",
+        "idle",
+        "--seed",
+        "7",
+        cwd=tmp,
     )
     gw: Proc | None = None
     try:
@@ -143,7 +166,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         for role in ("viewer", "operator", "admin"):
             out = subprocess.run(
                 [str(EXE), "token", "create", "--role", role, "--config", str(cfg)],
-                cwd=tmp, capture_output=True, text=True, timeout=30, check=True,
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
             )
             tokens[role] = out.stdout.strip().splitlines()[-1]
         gw = start("run", "--config", str(cfg), cwd=tmp)
@@ -185,19 +212,27 @@ class Watch:
     navigating: bool = False
 
     def attach(self, page: Any) -> None:
-        page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text} @ {page.url}"))
+        page.on(
+            "console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text} @ {page.url}")
+        )
         page.on("pageerror", lambda e: self.problems.append(f"page error: {e} @ {page.url}"))
         page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status} {r.url}"))
         page.on("requestfailed", self._failed)
 
     def _failed(self, request: Any) -> None:
-        if self.navigating and any(s in request.url for s in STREAMS) and "ERR_ABORTED" in (request.failure or ""):
+        if (
+            self.navigating
+            and any(s in request.url for s in STREAMS)
+            and "ERR_ABORTED" in (request.failure or "")
+        ):
             return  # a live stream cancelled because we left the page
         self.problems.append(f"request failed: {request.url} {request.failure}")
 
 
 @contextlib.contextmanager
-def ui(browser: Any, gateway: Gateway, role: str | None = "admin", **ctx_options: Any) -> Iterator[tuple[Any, Watch]]:
+def ui(
+    browser: Any, gateway: Gateway, role: str | None = "admin", **ctx_options: Any
+) -> Iterator[tuple[Any, Watch]]:
     options = {"viewport": {"width": 1280, "height": 900}, "accept_downloads": True, **ctx_options}
     context = browser.new_context(**options)
     page = context.new_page()
@@ -247,7 +282,9 @@ def test_every_page_opens_without_an_error_and_is_screenshotted(browser: Any, ga
 
 
 def cells_shown(page: Any) -> list[float]:
-    return [float(x) for x in page.eval_on_selector_all("#cells .cell .v", "els => els.map(e => e.textContent)")]
+    return [
+        float(x) for x in page.eval_on_selector_all("#cells .cell .v", "els => els.map(e => e.textContent)")
+    ]
 
 
 def test_cell_voltages_equal_the_api_and_change_by_themselves(browser: Any, gateway: Gateway) -> None:
@@ -267,8 +304,10 @@ def test_cell_voltages_equal_the_api_and_change_by_themselves(browser: Any, gate
         age = page.inner_text("#age")
         assert "online" in age and "data age" in age
         page.wait_for_function(
-            "first => JSON.stringify(Array.from(document.querySelectorAll('#cells .cell .v')).map(e => +e.textContent)) !== JSON.stringify(first)",
-            arg=first, timeout=30000,
+            "first => JSON.stringify(Array.from(document.querySelectorAll('#cells .cell .v'))"
+            ".map(e => +e.textContent)) !== JSON.stringify(first)",
+            arg=first,
+            timeout=30000,
         )
         assert watch.problems == []
 
@@ -277,7 +316,11 @@ def test_an_operator_cannot_write_a_parameter_and_an_admin_can(browser: Any, gat
     with ui(browser, gateway, role="operator") as (page, watch):
         goto(page, watch, f"{gateway.url}/ui/param?pack=sim/1")
         page.wait_for_selector("tr[data-name='CELL_OV_Delay']")
-        assert page.is_disabled("#new-CELL_OV_Delay") and page.is_disabled("#write") and page.is_disabled("#dryrun")
+        assert (
+            page.is_disabled("#new-CELL_OV_Delay")
+            and page.is_disabled("#write")
+            and page.is_disabled("#dryrun")
+        )
         assert "admin role" in page.get_attribute("#write", "title")
         page.click("#signout")
         sign_in(page, gateway, "admin")
@@ -298,7 +341,10 @@ def test_an_operator_cannot_write_a_parameter_and_an_admin_can(browser: Any, gat
         cells = row.query_selector_all("td")
         assert float(cells[3].inner_text()) == new  # the read-back
         assert page.inner_text("#write-err") == ""
-        page.wait_for_function("v => document.querySelector(\"tr[data-name='CELL_OV_Delay'] td.cur\").textContent == String(v)", arg=int(new))
+        page.wait_for_function(
+            "v => document.querySelector(\"tr[data-name='CELL_OV_Delay'] td.cur\").textContent == String(v)",
+            arg=int(new),
+        )
         after = gateway.api("/api/packs/sim/1/parameters?fresh=true")
         assert next(p["value"] for p in after["parameters"] if p["name"] == "CELL_OV_Delay") == new
         # the refusal with the operator token above was never sent: the audit shows one refused 422 and one ok
@@ -335,12 +381,21 @@ def test_a_history_download_shows_progress_and_its_records(browser: Any, gateway
         assert page.query_selector("#rec-chart path[d^='M']") is not None
         # sort by voltage and filter by event
         page.click("#records th[data-key='voltage_v'] button")
-        volts = [float(x) for x in page.eval_on_selector_all("#records tbody tr td:nth-child(4)", "e => e.map(x => x.textContent)")]
+        volts = [
+            float(x)
+            for x in page.eval_on_selector_all(
+                "#records tbody tr td:nth-child(4)", "e => e.map(x => x.textContent)"
+            )
+        ]
         assert volts == sorted(volts)
         event = api["records"][0]["event"]
         page.select_option("#f-event", event)
         page.click("#rec-load")
-        page.wait_for_function("e => Array.from(document.querySelectorAll('#records tbody tr td:nth-child(3)')).every(td => td.textContent === e)", arg=event)
+        page.wait_for_function(
+            "e => Array.from(document.querySelectorAll('#records tbody tr td:nth-child(3)'))"
+            ".every(td => td.textContent === e)",
+            arg=event,
+        )
         assert watch.problems == []
 
 
@@ -356,14 +411,22 @@ def test_a_firmware_upgrade_shows_progress_and_the_new_version(browser: Any, gat
         goto(page, watch, f"{gateway.url}/ui/config?pack=sim/3")
         page.set_input_files("#fw-file", str(image))
         page.click("#fw-upload")
-        page.wait_for_function("v => Array.from(document.querySelectorAll('#fw-image option')).some(o => o.textContent.startsWith(v))", arg=new)
-        page.click("#fw-start")  # sim/3 is charging or discharging: the pre-flight refuses, next to the button
+        page.wait_for_function(
+            HAS_IMAGE,
+            arg=new,
+        )
+        page.click(
+            "#fw-start"
+        )  # sim/3 is charging or discharging: the pre-flight refuses, next to the button
         err = page.wait_for_selector("#fw-start-err:not(:empty)")
         assert "pre-flight" in err.inner_text() and "current" in err.inner_text()
         watch.problems = [p for p in watch.problems if "409" not in p]
         page.select_option("#pack", "lab/1")
         page.wait_for_function("() => document.querySelector('#ident').textContent.includes('BASEN')")
-        page.wait_for_function("v => Array.from(document.querySelectorAll('#fw-image option')).some(o => o.textContent.startsWith(v))", arg=new)
+        page.wait_for_function(
+            HAS_IMAGE,
+            arg=new,
+        )
         page.click("#fw-start")
         progress: set[str] = set()
         deadline = time.monotonic() + 90
@@ -376,7 +439,9 @@ def test_a_firmware_upgrade_shows_progress_and_the_new_version(browser: Any, gat
             raise AssertionError(f"no final version; state: {page.inner_text('#fw-state')}")
         steps = {float(v) for v in progress if v}
         assert len([v for v in steps if 0 < v < 48]) >= 2, progress  # 48 blocks of 128 bytes
-        page.wait_for_function("v => document.querySelector('#fw-final').textContent === v", arg=new, timeout=30000)
+        page.wait_for_function(
+            "v => document.querySelector('#fw-final').textContent === v", arg=new, timeout=30000
+        )
         assert page.inner_text("#fw-job-state").startswith("done")
         assert gateway.api("/api/packs/lab/1")["identity"]["version"] == new
         assert watch.problems == []
@@ -399,7 +464,8 @@ def test_keyboard_reaches_every_control_and_every_input_is_labelled(browser: Any
             assert unlabelled == [], (path, unlabelled)
             nameless = page.evaluate(
                 """() => Array.from(document.querySelectorAll('button, a[href]'))
-                     .filter(e => !(e.textContent.trim() || e.getAttribute('aria-label'))).map(e => e.outerHTML.slice(0, 80))"""
+                     .filter(e => !(e.textContent.trim() || e.getAttribute('aria-label')))
+                     .map(e => e.outerHTML.slice(0, 80))"""
             )
             assert nameless == [], (path, nameless)
             wanted = page.evaluate(
@@ -411,14 +477,18 @@ def test_keyboard_reaches_every_control_and_every_input_is_labelled(browser: Any
             reached: set[str] = set()
             for _ in range(4 * len(wanted) + 60):  # date inputs take one Tab per field (day, month, ...)
                 page.keyboard.press("Tab")
-                probe = page.evaluate("() => document.activeElement && document.activeElement.dataset.tabProbe")
+                probe = page.evaluate(
+                    "() => document.activeElement && document.activeElement.dataset.tabProbe"
+                )
                 if probe is not None:
                     reached.add(probe)
                 if reached >= set(wanted):
                     break
             missing = set(wanted) - set(reached)
             detail = page.evaluate(
-                "ids => ids.map(i => document.querySelector(`[data-tab-probe='${i}']`).outerHTML.slice(0, 80))", sorted(missing)
+                "ids => ids.map(i => document.querySelector(`[data-tab-probe='${i}']`)"
+                ".outerHTML.slice(0, 80))",
+                sorted(missing),
             )
             assert not missing, (path, detail)
         assert watch.problems == []
@@ -429,8 +499,12 @@ def test_the_page_data_age_and_stale_state_are_visible(browser: Any, gateway: Ga
         goto(page, watch, f"{gateway.url}/ui/info/multi")
         page.wait_for_selector("#heat tbody tr")
         assert len(page.query_selector_all("#heat tbody tr")) == 3
-        ages = page.eval_on_selector_all("#side tbody tr:first-child td span", "e => e.map(x => x.textContent)")
+        ages = page.eval_on_selector_all(
+            "#side tbody tr:first-child td span", "e => e.map(x => x.textContent)"
+        )
         assert len(ages) == 3 and all("data age" in a for a in ages), ages
-        colored = page.eval_on_selector_all("#heat td.h", "e => e.filter(x => x.style.background.startsWith('rgb')).length")
+        colored = page.eval_on_selector_all(
+            "#heat td.h", "e => e.filter(x => x.style.background.startsWith('rgb')).length"
+        )
         assert colored >= 3 * 16
         assert json.loads(json.dumps(watch.problems)) == []

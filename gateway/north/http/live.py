@@ -25,8 +25,8 @@ from fastapi import FastAPI, Query
 from fastapi.responses import StreamingResponse
 
 from gateway.app.context import AppContext
-from gateway.north.http.serialize import bank_json, pack_json, plain
 from gateway.core.model import PackSnapshot
+from gateway.north.http.serialize import bank_json, pack_json, plain
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.ops.security.auth import RateLimiter, Role, TokenStore
-from gateway.ops.admin.service import AdminService, Caller
 from gateway.north.http.auth import bearer_caller
+from gateway.ops.admin.service import AdminService, Caller
+from gateway.ops.security.auth import RateLimiter, Role, TokenStore
 
 
 class TokenBody(BaseModel):
@@ -73,4 +73,3 @@ def tokens_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter)
         return {"id": token_id, "revoked": True}
 
     return router
-

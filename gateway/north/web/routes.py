@@ -130,9 +130,11 @@ def render(page: Page, lang: str, extra: Mapping[str, str]) -> str:
             if p.group == "info":
                 current = ' aria-current="page"' if p is page else ""
                 links.append(f'<a href="/ui/{p.path}"{current}>{html.escape(translate(p.title, lang))}</a>')
-        sub = f'<nav class="subnav" aria-label="{html.escape(translate("nav.info", lang))}">{"".join(links)}</nav>'
+        label = html.escape(translate("nav.info", lang))
+        sub = f'<nav class="subnav" aria-label="{label}">{"".join(links)}</nav>'
     options = "".join(
-        f'<option value="{code}"{" selected" if code == lang else ""}>{html.escape(c.get("_name", code))}</option>'
+        f'<option value="{code}"{" selected" if code == lang else ""}>'
+        f"{html.escape(c.get('_name', code))}</option>"
         for code, c in catalogues().items()
     )
     values = {

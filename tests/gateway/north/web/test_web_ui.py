@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.ops.security.auth import Role
 from gateway.north.http import create_app
 from gateway.north.http.live import snapshot_doc, snapshots
 from gateway.north.web import install as install_web
 from gateway.north.web.routes import PAGES, catalogues
+from gateway.ops.security.auth import Role
 from tests.support.admin_support import ThreadedGateway, admin_stack
 
 WEB = Path(__file__).parents[4] / "gateway" / "north" / "web"
@@ -62,7 +62,9 @@ class _Controls(HTMLParser):
 async def _ui_client(stack: object) -> httpx.AsyncClient:
     ctx = stack.ctx  # type: ignore[attr-defined]
     install_web(ctx)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://gateway.test")
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(ctx)), base_url="http://gateway.test"
+    )
 
 
 # ---- pages -----------------------------------------------------------------------------------------
@@ -94,7 +96,7 @@ async def test_every_page_renders_translated_labelled_and_self_contained(tmp_pat
                     assert labelled, (page.path, c)
                 assert parser.external == [], (page.path, parser.external)
                 # the page's script and the catalogue block are there; no inline script
-                assert f'/ui/static/{page.template}.js' in html
+                assert f"/ui/static/{page.template}.js" in html
                 data = re.search(r'<script type="application/json" id="i18n">(.*?)</script>', html, re.S)
                 assert data and json.loads(data.group(1))["nav.param"] == catalogues()[lang]["nav.param"]
                 assert len(re.findall(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)", html)) == 0
@@ -147,8 +149,8 @@ def test_catalogues_have_the_same_keys_and_cover_every_string() -> None:
     for prefix in prefixes:  # dynamic keys ("avail." + state) have entries
         assert any(k.startswith(prefix) for k in keys), prefix
     # the enumerations the pages translate are complete
-    from gateway.ops.history.recording import VALUE_FIELDS
     from gateway.core.model import Availability, TempRole
+    from gateway.ops.history.recording import VALUE_FIELDS
 
     for a in Availability:
         assert f"avail.{a.value}" in keys
@@ -167,7 +169,9 @@ def _api_paths_in_scripts() -> set[str]:
         text = f.read_text()
         for m in re.finditer(r'[`"](/api/[^`"?]*)', text):
             out.add(m.group(1))
-        for m in re.finditer(r'(?:path\(\)|UI\.packPath\(pack\)|\$\{UI\.packPath\(pack\)\}) \+ "(/[^"?]*)"', text):
+        for m in re.finditer(
+            r'(?:path\(\)|UI\.packPath\(pack\)|\$\{UI\.packPath\(pack\)\}) \+ "(/[^"?]*)"', text
+        ):
             out.add("/api/packs/{bus}/{address}" + m.group(1))
         for m in re.finditer(r"`\$\{(?:UI\.packPath\(pack\)|path\(\))\}(/[^`?]*)", text):
             out.add("/api/packs/{bus}/{address}" + m.group(1))
@@ -184,7 +188,9 @@ async def test_the_scripts_call_only_routes_the_api_has(tmp_path: Path) -> None:
         install_web(stack.ctx)
         app = create_app(stack.ctx)
         routes = list(app.openapi()["paths"])
-        patterns = [re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$") for p in routes if p.startswith("/api/")]
+        patterns = [
+            re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$") for p in routes if p.startswith("/api/")
+        ]
         called = _api_paths_in_scripts()
         assert len(called) > 30, called
         for path in called:
@@ -193,6 +199,7 @@ async def test_the_scripts_call_only_routes_the_api_has(tmp_path: Path) -> None:
             assert any(p.match(concrete) for p in patterns), path
 
 
+@pytest.mark.e2e  # starts a Python process
 def test_the_ui_is_not_imported_when_off(tmp_path: Path) -> None:
     code = (
         "import sys\n"
@@ -224,7 +231,10 @@ async def test_snapshot_doc_is_the_packs_without_parameter_tables(tmp_path: Path
         assert [p["telemetry"]["cell_voltages_v"] for p in doc["packs"]] == [
             p["telemetry"]["cell_voltages_v"] for p in packs
         ]
-        assert all(p["parameters"] == {"read_at": q["parameters"]["read_at"]} for p, q in zip(doc["packs"], packs, strict=True))
+        assert all(
+            p["parameters"] == {"read_at": q["parameters"]["read_at"]}
+            for p, q in zip(doc["packs"], packs, strict=True)
+        )
         assert doc["bank"]["packs_configured"] == 2 and doc["version"] == stack.ctx.store.view.version
         assert len(json.dumps(doc)) < len(json.dumps(packs)) / 2  # the parameter tables are most of it
 
@@ -245,22 +255,26 @@ async def test_snapshots_follow_model_changes_and_send_heartbeats(tmp_path: Path
         await gen.aclose()
 
 
+@pytest.mark.e2e  # the real HTTP service on a socket
 def test_stream_over_a_real_socket_and_its_token_rule(tmp_path: Path) -> None:
-    with ThreadedGateway(tmp_path, packs=2) as gw:
-        with httpx.Client(base_url=gw.url, timeout=10) as client:
-            with client.stream("GET", "/api/stream?interval_s=0.2") as r:
-                assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-                lines = r.iter_lines()
-                doc = json.loads(next(line for line in lines if line.startswith("data:"))[5:])
-            assert [f"{p['bus']}/{p['address']}" for p in doc["packs"]] == ["sim/1", "sim/2"]
-            assert client.get("/api/stream?interval_s=0.01").status_code == 422
+    with ThreadedGateway(tmp_path, packs=2) as gw, httpx.Client(base_url=gw.url, timeout=10) as client:
+        with client.stream("GET", "/api/stream?interval_s=0.2") as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            lines = r.iter_lines()
+            doc = json.loads(next(line for line in lines if line.startswith("data:"))[5:])
+        assert [f"{p['bus']}/{p['address']}" for p in doc["packs"]] == ["sim/1", "sim/2"]
+        assert client.get("/api/stream?interval_s=0.01").status_code == 422
 
 
 async def test_stream_and_policy_follow_data_needs_token(tmp_path: Path) -> None:
     async with admin_stack(tmp_path, packs=1) as stack:
         cfg = stack.ctx.config
-        stack.ctx.config = cfg.model_copy(update={"admin": cfg.admin.model_copy(update={"data_needs_token": True})})
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(stack.ctx)), base_url="http://t") as c:
+        stack.ctx.config = cfg.model_copy(
+            update={"admin": cfg.admin.model_copy(update={"data_needs_token": True})}
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(stack.ctx)), base_url="http://t"
+        ) as c:
             for path in ("/api/stream", "/api/policy"):
                 r = await c.get(path)
                 assert r.status_code == 401 and "viewer role" in r.json()["detail"], path
@@ -281,7 +295,10 @@ async def test_policy_shows_the_decision_and_what_the_protocols_send(tmp_path: P
         body = (await stack.client.get("/api/policy")).json()
         d = body["decision"]
         assert d["has_data"] and set(d["limiting"]) == {
-            "charge_voltage_v", "discharge_voltage_v", "charge_current_a", "discharge_current_a"
+            "charge_voltage_v",
+            "discharge_voltage_v",
+            "charge_current_a",
+            "discharge_current_a",
         }
         can = body["can"]
         assert can["protocol"] == "pylon" and can["enabled"] is False and can["running"] is False
@@ -327,5 +344,14 @@ async def test_token_management_is_admin_only_audited_and_never_shows_hashes(tmp
         assert (await c.delete("/api/admin/tokens/ffffffff", headers=admin)).status_code == 404
         entries = stack.admin.audit_log.query(limit=100)
         seen = {(e.action, e.outcome) for e in entries}
-        assert {("tokens.create", "ok"), ("tokens.create", "refused"), ("tokens.revoke", "ok"), ("tokens.revoke", "refused")} <= seen
-        assert any(e.action == "http GET /api/admin/tokens" or e.action.startswith("http GET") for e in entries if e.outcome == "refused")
+        assert {
+            ("tokens.create", "ok"),
+            ("tokens.create", "refused"),
+            ("tokens.revoke", "ok"),
+            ("tokens.revoke", "refused"),
+        } <= seen
+        assert any(
+            e.action == "http GET /api/admin/tokens" or e.action.startswith("http GET")
+            for e in entries
+            if e.outcome == "refused"
+        )
