@@ -498,13 +498,13 @@ def test_the_page_data_age_and_stale_state_are_visible(browser: Any, gateway: Ga
     with ui(browser, gateway, role=None) as (page, watch):
         goto(page, watch, f"{gateway.url}/ui/info/multi")
         page.wait_for_selector("#heat tbody tr")
-        assert len(page.query_selector_all("#heat tbody tr")) == 3
+        assert len(page.query_selector_all("#heat tbody tr")) == 4  # sim/1..3 and lab/1
         ages = page.eval_on_selector_all(
             "#side tbody tr:first-child td span", "e => e.map(x => x.textContent)"
         )
-        assert len(ages) == 3 and all("data age" in a for a in ages), ages
+        assert len(ages) == 4 and all("data age" in a for a in ages), ages
         colored = page.eval_on_selector_all(
             "#heat td.h", "e => e.filter(x => x.style.background.startsWith('rgb')).length"
         )
-        assert colored >= 3 * 16
+        assert colored >= 4 * 16
         assert json.loads(json.dumps(watch.problems)) == []
