@@ -313,7 +313,15 @@ const UI = (() => {
   // ---- packs --------------------------------------------------------------------------------------
   async function packList() {
     await ready;
-    return api("GET", "/api/packs");
+    for (;;) {
+      try {
+        return await api("GET", "/api/packs");
+      } catch (e) {
+        if (!(e instanceof ApiError) || (e.status !== 401 && e.status !== 403)) throw e;
+        setConn(t("conn.needs_token"), true); // [admin] data_needs_token: wait for a sign-in
+        await new Promise((r) => onRole((w) => { if (w) r(); }));
+      }
+    }
   }
   /* Fill a <select> with the packs; keeps ?pack=BUS/ADDR in the address bar. */
   async function packPicker(select, onChange) {
