@@ -32,6 +32,8 @@
   UI.live(() => {});
   UI.ready.then(async () => {
     await status();
-    for (;;) { if ($("#follow").checked) await chart(); await UI.sleep(3000); }
+    await chart();
+    // follow short windows only: a day of 1 s samples is re-read on demand, not every 3 s
+    for (;;) { await UI.sleep(3000); if ($("#follow").checked && Number($("#window").value) <= 3600) await chart(); }
   });
 })();
