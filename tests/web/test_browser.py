@@ -501,3 +501,35 @@ def test_the_page_data_age_and_stale_state_are_visible(browser: Any, gateway: Ga
         )
         assert colored >= 4 * 16
         assert json.loads(json.dumps(watch.problems)) == []
+
+
+def test_with_data_needs_token_the_pages_ask_for_a_token_first(browser: Any, tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        'state_dir = "state"\n[simulator]\nenabled = true\npacks = 1\n'
+        '[http]\nlisten = "127.0.0.1:0"\n[modbus]\nenabled = false\n[admin]\ndata_needs_token = true\n'
+    )
+    out = subprocess.run(
+        [str(EXE), "token", "create", "--role", "viewer", "--config", str(cfg)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    token = out.stdout.strip().splitlines()[-1]
+    gw = start("run", "--config", str(cfg), cwd=tmp_path)
+    try:
+        url = gw.wait_for(r"^http: (http://127\.0\.0\.1:\d+)").group(1)
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(20000)
+        page.goto(f"{url}/ui/info/single")
+        page.wait_for_function("() => document.querySelector('#conn').classList.contains('bad')")
+        assert "needs a token" in page.inner_text("#conn")
+        assert page.query_selector_all("#cells .cell") == []
+        page.fill("#token", token)
+        page.press("#token", "Enter")
+        page.wait_for_selector("#cells .cell")
+        assert "· viewer" in page.inner_text("#who")
+        page.wait_for_function("() => !document.querySelector('#conn').classList.contains('bad')")
+        assert page.inner_text("#v-serial").startswith("BASEN")
+        context.close()
+    finally:
+        gw.stop()
