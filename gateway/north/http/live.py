@@ -87,6 +87,7 @@ async def snapshots(
 
 
 def _can_part(ctx: AppContext, decision: Any, now: float, cache: dict[str, Any]) -> dict[str, Any]:
+    from mappings.flags import load_outputs
     from protocol.inverter.can import registry
 
     cfg = ctx.config.can
@@ -107,7 +108,7 @@ def _can_part(ctx: AppContext, decision: Any, now: float, cache: dict[str, Any])
         proto = cache.get(name)
         if proto is None:
             options = cfg.options if name == cfg.protocol else {}
-            proto = cache[name] = registry.create(name, options)
+            proto = cache[name] = registry.create(name, options, flag_outputs=load_outputs())
         state = service.current_state(now) if service is not None else decision
         if state is None:
             return out
