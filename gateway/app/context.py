@@ -32,13 +32,14 @@ from gateway.core.policy.decisions import DecisionStore
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
+    from gateway.core.policy.engine import ChargeDecision
     from gateway.north.modbus.stats import ModbusStats
     from gateway.ops.security.audit import AuditLog
     from gateway.ops.security.auth import RateLimiter, TokenStore
     from gateway.south.bus import BusOwner
     from gateway.south.drivers.base import Driver
     from gateway.south.poller import BusPoller
-    from protocol.inverter.can.base import OptionValue
+    from protocol.inverter.can.base import InverterProtocol, OptionValue
 
 
 # --- what a service shares with the others (structural: no import of the adapter) -----------------
@@ -59,6 +60,7 @@ class CanCounters(Protocol):
     def error_frames(self) -> int: ...
     @property
     def keepalive(self) -> object: ...  # a `KeepaliveState` (str enum)
+    def as_dict(self) -> dict[str, object]: ...
 
 
 class CanPort(Protocol):
@@ -66,6 +68,9 @@ class CanPort(Protocol):
 
     @property
     def stats(self) -> CanCounters: ...
+    @property
+    def protocol(self) -> InverterProtocol: ...
+    def current_state(self, now: float) -> ChargeDecision | None: ...
     def set_protocol(self, name: str, options: Mapping[str, OptionValue] | None = None) -> None: ...
 
 
@@ -85,6 +90,8 @@ class Rs485Counters(Protocol):
 class Rs485Port(Protocol):
     """The running inverter RS485 port (`gateway.north.rs485.service.Rs485InverterService`)."""
 
+    @property
+    def protocol(self) -> str: ...
     def stats(self) -> Rs485Counters: ...
     def set_protocol(self, protocol: str) -> None: ...
 

@@ -257,6 +257,9 @@ def build_services(ctx: AppContext) -> list[Service]:
     from gateway.app.systemd import install as install_watchdog  # Type=notify + WatchdogSec
 
     services.extend(install_watchdog(ctx))
+    from gateway.north.web import install as install_web  # the web UI at / (when `[http] ui`)
+
+    services.extend(install_web(ctx))
     # The HTTP service goes last: routers added by the adapters above are mounted when it starts.
     from gateway.north.http.service import install as install_http
 

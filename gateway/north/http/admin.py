@@ -402,4 +402,7 @@ def install(ctx: "AppContext") -> "list[Service]":
     admin = AdminService.from_context(ctx)
     auth = shared.auth(ctx)
     ctx.http_routers.append(admin_router(admin, auth.tokens, auth.limiter))
+    from gateway.north.http.tokens import tokens_router  # token management (admin)
+
+    ctx.http_routers.append(tokens_router(admin, auth.tokens, auth.limiter))
     return [ClockAutoSync(admin)] if ctx.config.admin.clock_auto_sync else []
