@@ -14,10 +14,19 @@ Commands: module level 0x4F, 0x51, 0x42 (INFO = ADR, or 0xFF for the whole stack
 0x92, 0x93, 0x94 (set by the inverter, kept 10 s), 0x95, 0x96; system level 0x60–0x64 (master only).
 The gateway never switches a pack off on 0x95/0x64: the request is acknowledged and reported.
 
+Answers have the layout of real Pylontech packs (public captures of US2000/US3000/UP2500 answers, see
+docs/inverter-rs485.md and tests/captures/): 0x42, 0x44 and 0x47 start with an INFOFLAG byte; the
+0x44 module block carries six bytes after the three current/voltage states (Status1–5 and one more,
+sent as 0x00 as the captures show); the discharge current limit of 0x92 and 0x47 is negative
+(real packs send `FE8E` = -37.0 A). Requests are read as tolerantly as real packs read them: INFO of
+0x42/0x44/0x92/0x93 may carry a second byte after the address (the `pylontech` client sends
+`0201`); a second byte 0xFF asks 0x42/0x44 for the whole stack.
+
 Layouts no source states are *inferred* and answered only when `PylonOptions` opts in (all off by
-default): the whole-stack (INFO 0xFF) answers of 0x42/0x44 (off: RTN 90, the INFO address is not
-served), the 2-byte software version of 0x60, the field order of 0x94 and the 1-based pack/cell
-numbering of the 0x61 location words (off: RTN 04, command not supported).
+default): the whole-stack (INFO 0xFF) answer of 0x44 (off: RTN 90, the INFO address is not served;
+the 0x42 whole-stack answer is captured from real packs and always served), the 2-byte software
+version of 0x60, the field order of 0x94 and the 1-based pack/cell numbering of the 0x61 location
+words (off: RTN 04, command not supported).
 
 Requests that fail a check are answered with the matching RTN when they are addressed to us: CHKSUM
 → 02, LCHKSUM → 03, VER → 01, CID1/CID2 → 04, INFO shape → 05, values → 06, INFO address → 90,
@@ -85,16 +94,21 @@ SYSTEM_COMMANDS = frozenset(
         Command.SYSTEM_TURN_OFF,
     }
 )
+INFOFLAG = 0x00  # first byte of the 0x42/0x44/0x47 answers (real packs send 0x00, 0x10 or 0x11)
 # Commands whose INFO is one byte naming the module (must equal ADR; 0xFF where allowed).
 ADDRESSED = {
-    Command.ANALOG: True,  # value: 0xFF accepted when the *inferred* whole-stack replies are opted in
-    Command.ALARM: True,
+    Command.ANALOG: True,  # value: 0xFF (whole stack) accepted
+    Command.ALARM: True,  # 0xFF only when the *inferred* whole-stack replies are opted in
     Command.MANAGEMENT: False,
     Command.SERIAL_NUMBER: False,
     Command.SET_MANAGEMENT: False,
     Command.TURN_OFF: False,
     Command.SOFTWARE_VERSION: False,
 }
+# Commands real packs also answer with a second INFO byte after the address (`pylontech` 0.1.x sends
+# [ADR, module number] and [ADR, 0xFF] for the whole stack).
+TWO_BYTE_INFO = frozenset({Command.ANALOG, Command.ALARM, Command.MANAGEMENT, Command.SERIAL_NUMBER})
+ALARM_TAIL_BYTES = 1  # 0x44: real answers carry one byte after Status5 (0x00 in every capture)
 SET_MANAGEMENT_INFO_LEN = 9  # addr + 4 x u16
 
 
@@ -311,6 +325,7 @@ def module_alarm_block(m: ModuleView, view: BankView) -> bytes:
     fields = [u8(len(cell_states)), bytes(cell_states), u8(len(temp_states)), bytes(temp_states)]
     fields += [u8(charge_state), u8(voltage_state), u8(discharge_state)]
     fields += [u8(status1), u8(status2), u8(status3), u8(cell_fault & 0xFF), u8(cell_fault >> 8)]
+    fields.append(bytes(ALARM_TAIL_BYTES))
     return b"".join(fields)
 
 
@@ -325,22 +340,29 @@ def management_status(limits: Limits) -> int:
     )
 
 
-def management_block(limits: Limits) -> bytes:
+def management_block(limits: Limits, *, negative_discharge: bool = True) -> bytes:
+    """0x92 (and 0x63) values. Real packs send the discharge current limit negative in 0x92
+    (captures: `FE8E` = -37.0 A, `FDD5` = -55.5 A); `negative_discharge=False` sends the magnitude
+    (0x63, whose only public sources, emulators, send it positive)."""
+    discharge_a = -limits.discharge_current_a if negative_discharge else limits.discharge_current_a
     return b"".join(
         [
             mv(limits.charge_voltage_v),
             mv(limits.discharge_voltage_v),
             deci_amp(limits.charge_current_a),
-            deci_amp(limits.discharge_current_a),
+            deci_amp(discharge_a),
             u8(management_status(limits)),
         ]
     )
 
 
 def system_parameters_info(view: BankView) -> bytes:
+    """0x47: INFOFLAG, then the limits; the discharge current limit negative, as real packs send it
+    (capture `FC7C` = -90.0 A)."""
     p = view.parameters
     return b"".join(
         [
+            u8(INFOFLAG),
             mv(p.cell_high_voltage_v),
             mv(p.cell_low_voltage_v),
             mv(p.cell_under_voltage_v),
@@ -352,7 +374,7 @@ def system_parameters_info(view: BankView) -> bytes:
             mv(p.module_under_voltage_v),
             deci_kelvin(p.discharge_high_temperature_c),
             deci_kelvin(p.discharge_low_temperature_c),
-            deci_amp(p.discharge_current_limit_a),
+            deci_amp(-p.discharge_current_limit_a),
         ]
     )
 
@@ -461,7 +483,7 @@ class PylonOptions:
     accepted_versions: frozenset[int] | None = None  # None: answer any VER (echoed back)
     share_module_limits: bool = True  # 0x92 per module: the bank decision split over fresh modules
     # *inferred* layouts, each answered only when opted in (see the module docstring)
-    inferred_stack_replies: bool = False  # 0x42/0x44 INFO 0xFF: module count + module blocks
+    inferred_stack_replies: bool = False  # 0x44 INFO 0xFF: INFOFLAG, module count, module blocks
     inferred_system_basic: bool = False  # 0x60: software version as 2 bytes (major, minor)
     inferred_set_management: bool = False  # 0x94: values in the 0x92 order
     inferred_system_analog: bool = False  # 0x61: location words number packs and cells from 1
@@ -608,13 +630,21 @@ class PylonResponder(Rs485Responder):
     # --- helpers ----------------------------------------------------------------------------
 
     def _addressed(self, frame: PylonFrame, command: Command, expected_len: int = 1) -> int:
-        """Check the INFO command byte; returns it (the ADR or 0xFF)."""
-        if len(frame.info) != expected_len:
-            raise _Answer(
-                Rtn.FORMAT_ERROR, "format", f"INFO of {len(frame.info)} bytes, expected {expected_len}"
-            )
-        value = frame.info[0]
-        whole_stack = ADDRESSED.get(command, False) and self.options.inferred_stack_replies
+        """Check the INFO command byte; returns it (the ADR, or 0xFF for the whole stack).
+
+        Tolerant like real packs: for `TWO_BYTE_INFO` commands a second byte after the address is
+        accepted (the `pylontech` client's [ADR, module number]); a second byte 0xFF asks for the
+        whole stack."""
+        info = frame.info
+        two_byte = command in TWO_BYTE_INFO and expected_len == 1 and len(info) == 2
+        if len(info) != expected_len and not two_byte:
+            raise _Answer(Rtn.FORMAT_ERROR, "format", f"INFO of {len(info)} bytes, expected {expected_len}")
+        value = info[0]
+        if two_byte and value == frame.adr and info[1] == ALL_MODULES:
+            value = ALL_MODULES
+        whole_stack = ADDRESSED.get(command, False) and (
+            command == Command.ANALOG or self.options.inferred_stack_replies
+        )
         if value == frame.adr or (value == ALL_MODULES and whole_stack):
             return value
         raise _Answer(Rtn.ADR_ERROR, "address", f"INFO address 0x{value:02X} does not match ADR")
@@ -706,21 +736,21 @@ class PylonResponder(Rs485Responder):
             mods = [m for m in view.modules if m.fresh and m.cell_voltages_v][:MAX_MODULES]
             if not mods:
                 raise _Answer(Rtn.INTERNAL_COMM_ERROR, "no_data", "no module has fresh data")
-            return bytes([0x00, len(mods)]) + b"".join(module_analog_block(m) for m in mods)
+            return bytes([INFOFLAG, len(mods)]) + b"".join(module_analog_block(m) for m in mods)
         m = self._fresh_module(view, position)
-        return bytes([0x00, frame.adr]) + module_analog_block(m)
+        return bytes([INFOFLAG, frame.adr]) + module_analog_block(m)
 
     def _alarm(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         target = self._addressed(frame, Command.ALARM)
         if target == ALL_MODULES:
-            # *inferred* layout: module count, then the module blocks by declared count
+            # *inferred* layout: INFOFLAG, module count, then the module blocks by declared count
             self._require_master(position, frame.cid2)
             mods = [m for m in view.modules if m.fresh and m.cell_voltages_v][:MAX_MODULES]
             if not mods:
                 raise _Answer(Rtn.INTERNAL_COMM_ERROR, "no_data", "no module has fresh data")
-            return bytes([len(mods)]) + b"".join(module_alarm_block(m, view) for m in mods)
+            return bytes([INFOFLAG, len(mods)]) + b"".join(module_alarm_block(m, view) for m in mods)
         m = self._fresh_module(view, position)
-        return bytes([frame.adr]) + module_alarm_block(m, view)
+        return bytes([INFOFLAG, frame.adr]) + module_alarm_block(m, view)
 
     def _system_parameters(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         return system_parameters_info(view)
@@ -742,10 +772,13 @@ class PylonResponder(Rs485Responder):
         charge_mv = int.from_bytes(info[1:3], "big")
         discharge_mv = int.from_bytes(info[3:5], "big")
         charge_da = int.from_bytes(info[5:7], "big", signed=True)
-        discharge_da = int.from_bytes(info[7:9], "big", signed=True)
-        if charge_mv < discharge_mv or charge_da < 0 or discharge_da < 0:
+        # the discharge limit travels negative in real 0x92 answers; either sign is read as a magnitude
+        discharge_da = abs(int.from_bytes(info[7:9], "big", signed=True))
+        if charge_mv < discharge_mv or charge_da < 0:
             raise _Answer(
-                Rtn.INVALID_DATA, "invalid_data", "charge voltage below discharge voltage or negative current"
+                Rtn.INVALID_DATA,
+                "invalid_data",
+                "charge voltage below discharge voltage or negative charge current",
             )
         self._set[position] = ManagementRequest(
             position, charge_mv / 1000, discharge_mv / 1000, charge_da / 10, discharge_da / 10, now
@@ -799,7 +832,7 @@ class PylonResponder(Rs485Responder):
 
     def _system_management(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         self._require_master(position, frame.cid2)
-        return management_block(self.system_limits(view, now))
+        return management_block(self.system_limits(view, now), negative_discharge=False)
 
 
 def build_request(ver: int, adr: int, cid2: int, info: bytes = b"") -> bytes:
