@@ -223,9 +223,9 @@ def test_manufacturer_and_system_parameters() -> None:
     view = bank()
     d = ref_decode(answer(view, build_request(0x20, 0x02, 0x51)))
     r = Reader(d.info)
-    assert r.text(10) == "US5000    "
+    assert r.text(10) == "US5000\x00\x00\x00\x00"  # NUL-padded like real packs
     assert (r.take("B"), r.take("B")) == (1, 0)
-    assert r.text(20).rstrip() == "PYLON"
+    assert r.text(20) == "PYLON" + "-" * 15  # dash-padded like real packs
     d = ref_decode(answer(view, build_request(0x20, 0x02, 0x47)))
     r = Reader(d.info)
     assert r.take("B") == 0  # INFOFLAG, as real packs send it first
