@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import logging
 import random
@@ -51,7 +52,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ORIGIN = {"name": "bms-gateway", "sw_version": __version__, "support_url": "https://github.com/bms-gateway"}
+
+def _origin() -> dict[str, str]:
+    """Home Assistant's `origin` block. `support_url` only when the installed package declares a
+    project URL (pyproject `[project.urls]`); never a made-up address."""
+    origin = {"name": "bms-gateway", "sw_version": __version__}
+    try:
+        urls = importlib.metadata.metadata("bms-gateway").get_all("Project-URL") or []
+    except importlib.metadata.PackageNotFoundError:
+        urls = []
+    by_label = dict(u.split(", ", 1) for u in urls if ", " in u)
+    for label in ("Support", "Issues", "Homepage", "Repository", "Source"):
+        if label in by_label:
+            origin["support_url"] = by_label[label]
+            break
+    return origin
+
+
+ORIGIN = _origin()
 
 
 def slug(text: str) -> str:
