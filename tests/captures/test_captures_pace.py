@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from capture_files import by_name
 
 from gateway.south.drivers.base import NoResponse, Priority
 from gateway.south.drivers.pace import PaceDriver
@@ -17,6 +16,7 @@ from protocol.bms.pace import values as v
 from protocol.bms.pace.frame import PaceDecoder, PaceFrame, parse_frame
 from protocol.errors import RemoteProtocolError
 from simulator import Simulator, SimulatorOptions
+from tests.support.captures import by_name
 
 BMSPACE = by_name("pace_bmspace_bank_status.toml", "0x44 bank status, two packs")
 SPDG = by_name("pace_spdg_bank_analog.toml", "0x42 bank analog, two packs")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from capture_files import ORIGINS, all_files, load
+
+from tests.support.captures import ORIGINS, all_files, load
 
 PROTOCOLS = {"pylon-rs485", "pylon-can", "pace", "tianpower"}
 KINDS = {"request", "answer", "answer-info"}

@@ -7,10 +7,10 @@ from __future__ import annotations
 import re
 
 import pytest
-from capture_files import Capture, load
 
 from protocol.inverter.can import dbc, registry
 from protocol.inverter.can.frame import CanFrame
+from tests.support.captures import Capture, load
 
 CAPTURES = load("pylon_can_setfirelabs_us5000.toml")
 OLD = [c for c in CAPTURES if c.name.startswith("old")]

@@ -5,7 +5,6 @@ same signs) as the real packs did."""
 from __future__ import annotations
 
 import pytest
-from capture_files import Capture, by_name, load
 
 from protocol.inverter.rs485.base import BankView, Identity, Limits, ModuleView, SystemParameters
 from protocol.inverter.rs485.pylon import (
@@ -20,6 +19,7 @@ from protocol.inverter.rs485.pylon import (
     decode_system_parameters_answer,
     parse_frame,
 )
+from tests.support.captures import Capture, by_name, load
 
 ZIVILLIAN = "pylon_rs485_zivillian_us3000c.toml"
 FRANK = "pylon_rs485_python_pylontech.toml"

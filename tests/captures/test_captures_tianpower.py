@@ -4,13 +4,13 @@ frame is refused with a clear error; the simulator's realtime answer has the rea
 from __future__ import annotations
 
 import pytest
-from capture_files import Capture, load
 
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import SOI_ALT, build_frame, parse_frame
 from protocol.bms.tianpower.realtime import RealtimeData, decode_realtime, walk_groups
 from protocol.errors import RemoteProtocolError
 from simulator import Simulator, SimulatorOptions
+from tests.support.captures import Capture, load
 
 REVOV = load("tianpower_revov_tianpower_bms_monitor.toml")
 VERSION = load("tianpower_dbus_serialbattery_691.toml")

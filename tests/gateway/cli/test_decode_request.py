@@ -9,8 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from protocol.bms.pace import commands as c
 from protocol.bms.tianpower.frame import SOI_ALT, build_frame
+
+pytestmark = pytest.mark.e2e  # runs the installed console script
 
 # The real INFO of a PACE master's two-pack status answer (tests/captures/pace_bmspace_bank_status.toml),
 # framed for the command line: the source printed the INFO only.

@@ -268,7 +268,9 @@ async def test_stale_data_gives_blocking_answer_not_silence() -> None:
         async with running(service):
             reader, writer = await p.accept()
             req = build_request(0x20, 2, 0x63)
-            got = decode_management(Reader(ref_decode(await pylon_poll(reader, writer, req)).info), system=True)
+            got = decode_management(
+                Reader(ref_decode(await pylon_poll(reader, writer, req)).info), system=True
+            )
             assert got["status"]
             # the packs go stale; the policy re-evaluates later in time
             store.publish(
@@ -276,7 +278,9 @@ async def test_stale_data_gives_blocking_answer_not_silence() -> None:
                 now=NOW + 60,
             )
             decide(store, decisions, now=NOW + 60)
-            got = decode_management(Reader(ref_decode(await pylon_poll(reader, writer, req)).info), system=True)
+            got = decode_management(
+                Reader(ref_decode(await pylon_poll(reader, writer, req)).info), system=True
+            )
             assert got["status"] == 0 and got["charge_a"] == 0 and got["discharge_a"] == 0
             assert got["charge_v"] > 40
             alarm = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x62)))

@@ -32,6 +32,7 @@ from gateway.core.policy.decisions import DecisionStore
 from gateway.north.rs485.service import Rs485InverterService
 from simulator import Simulator, SimulatorOptions
 
+pytestmark = pytest.mark.e2e  # real serial links / the installed console script
 PACKS = 2
 T = TypeVar("T")
 

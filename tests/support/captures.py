@@ -1,4 +1,4 @@
-"""Loads the capture files of this directory (see README.md) and checks their provenance fields."""
+"""Loads the capture files of tests/captures/ (format: tests/captures/README.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1] / "captures"
 ORIGINS = {"device", "software"}
 
 
