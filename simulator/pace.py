@@ -261,7 +261,8 @@ class PaceResponder:
         if cid2 == c.Cmd.HARDWARE_VERSION:
             return Rtn.NORMAL, c.encode_text(pack.version, HW_WIDTH)
         if cid2 == c.Cmd.SERIAL_NUMBER:
-            return Rtn.NORMAL, c.encode_text(pack.identity.serial, SN_WIDTH)
+            # the 40-byte form of a real PbmsTools pack: BMS serial, then a blank pack serial
+            return Rtn.NORMAL, c.encode_text(pack.identity.serial, SN_WIDTH) + c.encode_text("", SN_WIDTH)
         if cid2 == c.Cmd.READ_TIME:
             return Rtn.NORMAL, c.encode_datetime(pack_time(pack.clock(epoch)), v.Variant.V25)
         if cid2 == c.Cmd.WRITE_TIME:

@@ -124,3 +124,45 @@ async def test_simulator_master_answers_bank_reads_in_the_real_layout() -> None:
         decoded = per_pack(f.info, bank=True)
         assert decoded.pack_flags == (0x00, 0x00)  # one byte after each pack's block, like a real master
         assert len(decoded.packs) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Single-pack answers recorded from PbmsTools (nkinnan/esphome-pace-bms), incl. the C2 serial forms
+
+PBMS = "pace_nkinnan_pbmstools_v25.toml"
+
+
+def test_pbmstools_answers_decode_with_their_requests() -> None:
+    from protocol.bms.registry import get
+
+    family = get("pace")
+    assert family.describe_answer is not None
+    for request, answer in (("analog request", "analog answer"), ("status request", "status answer")):
+        doc = family.describe_answer(by_name(PBMS, request).ascii_frame, by_name(PBMS, answer).ascii_frame)
+        stated = by_name(PBMS, answer).stated
+        pack = doc["value"]["packs"][0]
+        cells = pack.get("cell_voltages_v", pack.get("cell_warnings"))
+        temps = pack.get("temperatures_c", pack.get("temp_warnings"))
+        assert (len(cells), len(temps)) == (stated["cells"], stated["temperatures"])
+    hw = by_name(PBMS, "hardware version answer")
+    assert c.decode_text(parse_frame(hw.ascii_frame).info) == hw.stated["text"]
+
+
+def test_serial_number_answer_in_both_forms() -> None:
+    """C2: this PbmsTools pack sends 40 bytes (BMS serial, then a blank pack serial), as bmspace
+    expects (it reads the BMS serial from bytes 0-14 and the pack serial from bytes 20-33); the short
+    20-byte form (BMS serial only) is read too."""
+    real = by_name(PBMS, "serial number answer (40-byte form, pack serial blank)")
+    info = parse_frame(real.ascii_frame).info
+    assert len(info) == 40
+    assert PaceDriver._serials(info) == (real.stated["bms_serial"], None)
+    assert PaceDriver._serials(info[:20]) == (real.stated["bms_serial"], None)
+    both = b"1812101380309D".ljust(20) + b"GPSR2PC200YW28".ljust(20)
+    assert PaceDriver._serials(both) == ("1812101380309D", "GPSR2PC200YW28")
+
+
+async def test_simulator_serial_answer_has_the_real_40_byte_form() -> None:
+    sim = Simulator(SimulatorOptions(protocol="pace", packs=1, seed=3, pacing=False))
+    f = parse_frame(await sim.handle(c.simple_request(1, c.Cmd.SERIAL_NUMBER)))
+    assert len(f.info) == 40 and f.info[20:] == b" " * 20
+    assert PaceDriver._serials(f.info)[0]
