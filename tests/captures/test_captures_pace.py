@@ -166,3 +166,30 @@ async def test_simulator_serial_answer_has_the_real_40_byte_form() -> None:
     f = parse_frame(await sim.handle(c.simple_request(1, c.Cmd.SERIAL_NUMBER)))
     assert len(f.info) == 40 and f.info[20:] == b" " * 20
     assert PaceDriver._serials(f.info)[0]
+
+
+async def test_simulator_single_pack_answers_have_the_pbmstools_layouts() -> None:
+    """Analog, status and hardware-version answers of the simulated pack: same INFO length and the
+    same counts as the PbmsTools pack's (16 cells, 6 sensors, P = 3)."""
+    sim = Simulator(SimulatorOptions(protocol="pace", packs=1, seed=3, pacing=False))
+    for request, answer in (
+        ("analog request", "analog answer"),
+        ("status request", "status answer"),
+    ):
+        real = parse_frame(by_name(PBMS, answer).ascii_frame)
+        ours = parse_frame(await sim.handle(by_name(PBMS, request).ascii_frame))
+        assert len(ours.info) == len(real.info), answer
+        assert ours.info[:3] == real.info[:3]  # DATAFLAG, address, cell count
+    hw = parse_frame(by_name(PBMS, "hardware version answer").ascii_frame)
+    ours_hw = parse_frame(await sim.handle(c.simple_request(1, c.Cmd.HARDWARE_VERSION)))
+    assert len(ours_hw.info) == len(hw.info) == 20
+    analog = v.decode_analog(parse_frame(await sim.handle(by_name(PBMS, "analog request").ascii_frame)).info)
+    assert (
+        len(analog.packs[0].user_defined)
+        == len(
+            v.decode_analog(parse_frame(by_name(PBMS, "analog answer").ascii_frame).info)
+            .packs[0]
+            .user_defined
+        )
+        == 3
+    )
