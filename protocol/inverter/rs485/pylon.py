@@ -32,6 +32,9 @@ Requests that fail a check are answered with the matching RTN when they are addr
 → 02, LCHKSUM → 03, VER → 01, CID1/CID2 → 04, INFO shape → 05, values → 06, INFO address → 90,
 module without fresh data → 91. Frames that are not for us, unreadable or responses (CID2 is an RTN)
 are ignored. Time is passed in (monotonic seconds); nothing here performs I/O or keeps global state.
+
+`decode_*_answer` read an answer's INFO (ours or a real pack's) by the counts it declares: the
+capture tests hold our answers against real ones with them.
 """
 
 from __future__ import annotations
