@@ -14,6 +14,8 @@ from tests.support.captures import Capture, load
 
 REVOV = load("tianpower_revov_tianpower_bms_monitor.toml")
 VERSION = load("tianpower_dbus_serialbattery_691.toml")
+BASEN = load("tianpower_esphome_basen.toml")
+EG4 = load("tianpower_powermon_eg4.toml")
 
 
 def realtime(c: Capture) -> RealtimeData:
@@ -72,3 +74,30 @@ async def test_simulator_realtime_answer_has_the_revov_group_layout() -> None:
     assert [g for g, _ in ours] == [g for g, _ in real]
     assert dict(ours)[0x01] == dict(real)[0x01] == 16  # cells
     decode_realtime(answer.data)
+
+
+def test_eg4_lifepower4_answer_decodes_to_the_values_its_source_states() -> None:
+    request, answer = EG4
+    req = m.parse_request(parse_frame(request.hex_bytes))
+    assert isinstance(req, m.ReadRequest) and (req.address, req.command) == (1, 0x01)
+    rt = m.parse_response(parse_frame(answer.hex_bytes))
+    assert isinstance(rt, RealtimeData)
+    s = answer.stated
+    assert list(rt.cell_voltages_v) == s["cells_v"]
+    assert [t.value_c for t in rt.temperatures[:4]] == s["temperatures_c"]
+    for key in ("current_a", "soc_pct", "full_capacity_ah", "cycles", "voltage_v", "soh_pct"):
+        assert getattr(rt, key) == pytest.approx(s[key]), key
+
+
+async def test_basengreen_answer_decodes_and_the_simulator_answers_its_request_alike() -> None:
+    request, answer = BASEN
+    real = parse_frame(answer.hex_bytes)
+    rt = m.parse_response(real)
+    assert isinstance(rt, RealtimeData) and len(rt.cells) == 16
+    assert [t.sensor.value for t in rt.temperatures[4:]] == ["mos", "ambient"]  # tags 0x40, 0x20
+    sim = Simulator(SimulatorOptions(protocol="tianpower", packs=1, seed=1, pacing=False))
+    ours = parse_frame(await sim.handle(request.hex_bytes))
+    real_groups = [(gid, len(vals)) for gid, vals in walk_groups(real.data)]
+    our_groups = [(gid, len(vals)) for gid, vals in walk_groups(ours.data)]
+    assert dict(our_groups)[0x01] == dict(real_groups)[0x01] == 16
+    assert [g for g, _ in our_groups][:10] == [g for g, _ in real_groups][:10]  # groups 0x01-0x0A
