@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from mappings.flags import load_outputs
 from protocol.inverter.can import dbc, registry
 from protocol.inverter.can.frame import CanFrame
 from tests.support.captures import Capture, load
@@ -60,7 +61,7 @@ def test_old_firmware_name_frame_says_pylon() -> None:
 def test_our_protocol_sends_every_message_the_real_firmware_sent(
     captures: list[Capture], protocol: str
 ) -> None:
-    p = registry.create(protocol)
+    p = registry.create(protocol, flag_outputs=load_outputs())
     ours = {
         p.db.get_message_by_name(n).frame_id: p.db.get_message_by_name(n).length for n in p.messages_sent()
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from mappings.flags import load_outputs
 from protocol.inverter.rs485.base import BankView, Identity, Limits, ModuleView, SystemParameters
 from protocol.inverter.rs485.pylon import (
     PylonFrame,
@@ -152,6 +153,11 @@ def test_identity_and_alarm_values_are_those_the_source_states(file: str, name: 
 
 
 LIMITS = Limits(53.25, 45.0, 37.0, 37.0, True, True)
+OUTPUTS = load_outputs()
+
+
+def bank_view(modules: tuple[ModuleView, ...], limits: Limits, **kw: object) -> BankView:
+    return BankView(modules, limits, flag_outputs=OUTPUTS, **kw)  # type: ignore[arg-type]
 
 
 def module_like(position: int, cells: int, temps: int, full_ah: float) -> ModuleView:
@@ -197,7 +203,7 @@ def test_our_analog_answer_has_the_real_layout(
 ) -> None:
     real = frame(by_name(file, name))
     whole = modules > 1
-    view = BankView(tuple(module_like(p, cells, temps, full_ah) for p in range(1, modules + 1)), LIMITS)
+    view = bank_view(tuple(module_like(p, cells, temps, full_ah) for p in range(1, modules + 1)), LIMITS)
     mine = ours(view, 2, 0x42, b"\xff" if whole else b"\x02")
     assert len(mine.info) == len(real.info)
     theirs = decode_analog_answer(real.info, whole_stack=whole)
@@ -209,7 +215,7 @@ def test_our_analog_answer_has_the_real_layout(
 @pytest.mark.parametrize(("file", "name"), [(ZIVILLIAN, "0x44 alarm info"), (MARTIBY, "0x44 answer, ADR 2")])
 def test_our_alarm_answer_has_the_real_layout(file: str, name: str) -> None:
     real = frame(by_name(file, name))
-    mine = ours(BankView((module_like(1, 15, 5, 74.0),), LIMITS), 2, 0x44, b"\x02")
+    mine = ours(bank_view((module_like(1, 15, 5, 74.0),), LIMITS), 2, 0x44, b"\x02")
     assert len(mine.info) == len(real.info) == 33
     theirs, ours_ = decode_alarm_answer(real.info), decode_alarm_answer(mine.info)
     assert ours_.info_flag == 0x00 and ours_.command_value == theirs.command_value == 2
@@ -218,7 +224,7 @@ def test_our_alarm_answer_has_the_real_layout(file: str, name: str) -> None:
 
 
 def test_our_management_and_parameters_answers_have_the_real_layout_and_signs() -> None:
-    view = BankView((module_like(1, 15, 5, 74.0),), LIMITS)
+    view = bank_view((module_like(1, 15, 5, 74.0),), LIMITS)
     real = frame(by_name(ZIVILLIAN, "0x92 charge/discharge management"))
     mine = ours(view, 2, 0x92, b"\x02")
     assert len(mine.info) == len(real.info) == 10
@@ -238,13 +244,13 @@ def test_our_management_and_parameters_answers_have_the_real_layout_and_signs() 
         discharge_low_temperature_c=-10.0,
         discharge_current_limit_a=90.0,
     )
-    mine47 = ours(BankView(view.modules, LIMITS, parameters=params), 2, 0x47)
+    mine47 = ours(bank_view(view.modules, LIMITS, parameters=params), 2, 0x47)
     assert mine47.info[1:] == real47.info[1:]  # byte for byte after INFOFLAG (theirs 0x10, ours 0x00)
     assert mine47.info[0] == 0x00
 
 
 def test_our_identity_answers_have_the_real_layout() -> None:
-    view = BankView(
+    view = bank_view(
         (module_like(1, 15, 5, 74.0),),
         LIMITS,
         identity=Identity(battery_name="US3000C", manufacturer="Pylon", software_version=(1, 3)),
@@ -261,7 +267,7 @@ def test_our_identity_answers_have_the_real_layout() -> None:
 @pytest.mark.parametrize("capture", REQUESTS, ids=lambda c: c.name)
 def test_real_requests_are_answered(capture: Capture) -> None:
     f = frame(capture)
-    view = BankView((module_like(1, 15, 5, 74.0), module_like(2, 15, 5, 74.0)), LIMITS)
+    view = bank_view((module_like(1, 15, 5, 74.0), module_like(2, 15, 5, 74.0)), LIMITS)
     exchange = PylonResponder().handle(capture.ascii_frame, view, now=0.0)
     assert exchange.valid_poll and exchange.response is not None, exchange
     answer = parse_frame(exchange.response)
