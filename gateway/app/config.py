@@ -89,6 +89,7 @@ class BusConfig(Section):
 
 class HttpConfig(Section):
     listen: ListenAddr = "127.0.0.1:8080"
+    ui: bool = True  # the web UI at / (docs/ui.md); false: the API only, the UI is never imported
 
 
 class ModbusConfig(Section):
