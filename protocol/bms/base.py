@@ -241,6 +241,12 @@ class Describe(Protocol):
     def __call__(self, raw: bytes, records: RecordNamer | None = None) -> Mapping[str, Any]: ...
 
 
+class DescribeAnswer(Protocol):
+    def __call__(
+        self, request_raw: bytes, answer_raw: bytes, records: RecordNamer | None = None
+    ) -> Mapping[str, Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class BmsFamily:
     """A registry entry: everything generic code (contract tests, `decode`, scan) needs."""
@@ -259,3 +265,7 @@ class BmsFamily:
     is_probe_answer: Callable[[Frame], bool]
     # How this family carries the firmware-upgrade messages (its `boot` module).
     boot: BootCarriage
+    # Decode an answer together with the request it answers (request bytes, answer bytes), for
+    # answers that do not say what they answer (PACE) or whose layout the request selects; raises
+    # RemoteProtocolError when they are not a request and its answer. None: `describe` is enough.
+    describe_answer: DescribeAnswer | None = None
