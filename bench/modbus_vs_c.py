@@ -72,7 +72,15 @@ def build(out: Path) -> tuple[Path, Path]:
     server, load = out / "modbus_server", out / "modbus_load"
     flags = ["-O2", "-Wall", "-Wextra"]
     subprocess.run(
-        ["gcc", *flags, "-I/usr/include/modbus", "-o", str(server), str(C_DIR / "modbus_server.c"), "-lmodbus"],
+        [
+            "gcc",
+            *flags,
+            "-I/usr/include/modbus",
+            "-o",
+            str(server),
+            str(C_DIR / "modbus_server.c"),
+            "-lmodbus",
+        ],
         check=True,
     )
     subprocess.run(["gcc", *flags, "-pthread", "-o", str(load), str(C_DIR / "modbus_load.c")], check=True)
@@ -112,7 +120,7 @@ def gateway_config(tmp: Path, sim_port: int, packs: int, loop: str) -> Path:
         '[http]\nlisten = "127.0.0.1:0"\n'
         '[modbus]\nlisten = "127.0.0.1:0"\nrequest_rate_per_s = 1e9\nrequest_burst = 1000000\n'
         "max_connections = 64\n"
-        '[recording]\nenabled = false\n'
+        "[recording]\nenabled = false\n"
         f'[[bus]]\nname = "b"\nurl = "socket://127.0.0.1:{sim_port}"\nprotocol = "tianpower"\n'
         f"addresses = {list(range(1, packs + 1))}\nrequest_gap_s = 0.0\nrealtime_interval_s = 0.05\n",
         encoding="utf-8",
@@ -177,14 +185,24 @@ def wait_online(port: int, packs: int, timeout_s: float = 60.0) -> None:
     """Until the bank image shows every pack (SunSpec 802 is only served with data)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, RuntimeError), socket.create_connection(("127.0.0.1", port), 2) as s:
+        with (
+            contextlib.suppress(OSError, RuntimeError),
+            socket.create_connection(("127.0.0.1", port), 2) as s,
+        ):
             if modbus_read(s, 1, READ_ADDRESS, READ_COUNT) is not None:
                 return
         time.sleep(0.2)
     raise RuntimeError("the gateway's bank unit never answered")
 
 
-def run_load(load: Path, port: int, clients: int, seconds: float) -> dict[str, float]:
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(load: Path, port: int, clients: int, seconds: float, pid: int | None = None) -> dict[str, float]:
+    cpu0 = cpu_s(pid) if pid is not None else 0.0
     out = subprocess.run(
         [str(load), str(port), str(clients), str(seconds), str(READ_ADDRESS), str(READ_COUNT)],
         capture_output=True,
@@ -194,7 +212,10 @@ def run_load(load: Path, port: int, clients: int, seconds: float) -> dict[str, f
     if out.returncode != 0:
         raise RuntimeError(f"load generator failed on port {port}: {out.stderr.strip()}")
     words = out.stdout.split()
-    return {words[i]: float(words[i + 1]) for i in range(0, len(words), 2)}
+    result = {words[i]: float(words[i + 1]) for i in range(0, len(words), 2)}
+    if pid is not None:  # server CPU per answered request: what the server costs, load or not
+        result["cpu_us"] = 1e6 * (cpu_s(pid) - cpu0) / max(1.0, result["requests"])
+    return result
 
 
 def uvloop_installed() -> bool:
@@ -210,6 +231,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each load run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per (server, clients); best counts")
     parser.add_argument("--packs", type=int, default=4, help="simulated packs polled during the runs")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="SVG",
+        help="also record a py-spy flame graph of ours under 8 clients (pip install 'bms-gateway[bench]')",
+    )
     args = parser.parse_args()
     why = ensure_toolchain()
     if why is not None:
@@ -219,12 +247,13 @@ def main() -> int:
     default_loop = loops[0]
     if len(loops) == 1:
         print("uvloop is not installed: ours runs on the stdlib loop only (pip install 'bms-gateway[fast]')")
-    gw = [sys.executable, "-m", "gateway.cli"]
+    gw = [sys.executable, "-m", "gateway.cli.main"]
     with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as stack:
         tmp = Path(tmpdir)
         c_server, c_load = build(tmp)
         sim_ports: dict[str, int] = {}
         ports: dict[str, int] = {}
+        pids: dict[str, int] = {}
         for loop in loops:
             sim_ports[loop] = free_port()
             sim = stack.enter_context(
@@ -239,13 +268,17 @@ def main() -> int:
             )
             found = endpoints(gateway)
             ports[f"ours-{loop}"] = int(found["modbus"].rsplit(":", 1)[1])
+            pids[f"ours-{loop}"] = gateway.pid
             wait_online(ports[f"ours-{loop}"], args.packs)
         image = bank_image(ports[f"ours-{default_loop}"])
         (tmp / "image.bin").write_bytes(image)
         c_port = free_port()
-        c = stack.enter_context(process(str(c_server), str(c_port), str(READ_ADDRESS), str(tmp / "image.bin")))
+        c = stack.enter_context(
+            process(str(c_server), str(c_port), str(READ_ADDRESS), str(tmp / "image.bin"))
+        )
         read_line(c, "ready")
         ports["libmodbus"] = c_port
+        pids["libmodbus"] = c.pid
         print(
             f"ours: bms-gateway run polling {args.packs} simulated packs at 9600 baud (gap 0), "
             f"bank image {len(image) // 2} registers; C: libmodbus {libmodbus_version()} select() server"
@@ -259,21 +292,54 @@ def main() -> int:
         for clients in (1, 8):
             for _ in range(args.repeat):
                 for name, port in ports.items():
-                    r = run_load(c_load, port, clients, args.seconds)
+                    r = run_load(c_load, port, clients, args.seconds, pids[name])
                     if r["rps"] > best.get((name, clients), {"rps": -1.0})["rps"]:
                         best[(name, clients)] = r
+        if args.profile is not None:
+            profile(
+                args.profile,
+                pids[f"ours-{default_loop}"],
+                c_load,
+                ports[f"ours-{default_loop}"],
+                args.seconds,
+            )
     print()
-    print(f"{'server':<16} {'clients':>7} {'req/s':>9} {'p50 us':>8} {'p99 us':>8} {'vs C':>6}")
+    print(
+        f"{'server':<16} {'clients':>7} {'req/s':>9} {'p50 us':>8} {'p99 us':>8}"
+        f" {'cpu us/req':>10} {'vs C':>6}"
+    )
     for (name, clients), r in best.items():
         ratio = r["rps"] / best[("libmodbus", clients)]["rps"]
         print(
-            f"{name:<16} {clients:>7} {r['rps']:>9.0f} {r['p50_us']:>8.0f} {r['p99_us']:>8.0f} {ratio:>6.2f}"
+            f"{name:<16} {clients:>7} {r['rps']:>9.0f} {r['p50_us']:>8.0f} {r['p99_us']:>8.0f}"
+            f" {r['cpu_us']:>10.1f} {ratio:>6.2f}"
         )
     print()
     for clients in (1, 8):
         ratio = best[(f"ours-{default_loop}", clients)]["rps"] / best[("libmodbus", clients)]["rps"]
         print(f"RESULT modbus_vs_c_{clients}={ratio:.2f}")
     return 0
+
+
+def profile(svg: Path, pid: int, load: Path, port: int, seconds: float) -> None:
+    """A py-spy flame graph (and the top frames as text next to it) of `pid` under 8 clients."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        print("py-spy is not installed: no profile (pip install 'bms-gateway[bench]')")
+        return
+    svg.parent.mkdir(parents=True, exist_ok=True)
+    duration = max(2, int(seconds * 2))
+    common = ["--pid", str(pid), "--duration", str(duration), "--rate", "500", "--nonblocking"]
+    rec = subprocess.Popen([spy, "record", "-o", str(svg), "--format", "flamegraph", *common],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    raw = svg.with_suffix(".txt")
+    col = subprocess.Popen([spy, "record", "-o", str(raw), "--format", "raw", *common],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(0.5)
+    run_load(load, port, 8, duration + 1)
+    rec.wait(60)
+    col.wait(60)
+    print(f"profile: {svg} (flame graph), {raw} (collapsed stacks)")
 
 
 def libmodbus_version() -> str:
