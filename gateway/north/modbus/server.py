@@ -175,6 +175,7 @@ class ModbusServer:
         self._extras: dict[str, object] | None = None  # the app's shared objects (late "decisions")
         self._cells: dict[PackKey, int] = {}
         self._view: ModelView = store.view
+        self._pending_view: ModelView | None = None  # newer than `_view`, built within REBUILD_DELAY_S
         self._built_at = 0.0  # monotonic time of the last build
         self._built_decision: tuple[object, ...] | None = None  # the served part of its decision
         self._rebuild_timer: asyncio.TimerHandle | None = None
@@ -230,9 +231,10 @@ class ModbusServer:
         if self._rebuild_timer is not None:
             self._rebuild_timer.cancel()
             self._rebuild_timer = None
-        if view is not None:
-            self._view = view
-        view = self._view
+        if view is None:
+            view = self._pending_view or self._view
+        self._pending_view = None
+        self._view = view
         now = self.clock()
         self._built_at = time.monotonic()
         if view.packs.keys() != self._pack_keys:
@@ -362,7 +364,7 @@ class ModbusServer:
     def rebuild_soon(self, view: ModelView | None = None) -> None:
         """Rebuild within `REBUILD_DELAY_S`: a view and the decision that follows it make one build."""
         if view is not None:
-            self._view = view
+            self._pending_view = view
         if self._rebuild_timer is None:
             loop = asyncio.get_running_loop()
             self._rebuild_timer = loop.call_later(REBUILD_DELAY_S, self.rebuild)
@@ -370,7 +372,7 @@ class ModbusServer:
     async def follow(self) -> None:
         """Rebuild on every new model view until cancelled."""
         async for view in self.store.subscribe():
-            if view is not self._view:
+            if view is not self._view and view is not self._pending_view:
                 self.rebuild_soon(view)
 
     async def follow_decisions(self) -> None:
