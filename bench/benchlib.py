@@ -86,7 +86,7 @@ def baseline_tree(rev: str | None) -> Iterator[Path | None]:
         yield path
 
 
-def _BytesIO(data: bytes) -> object:  # noqa: N802 - a tiny alias keeps the import local
+def _BytesIO(data: bytes) -> object:
     import io
 
     return io.BytesIO(data)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import benchlib  # noqa: E402
+import benchlib
 
 PACKS = 15
 OUTPUTS = ("modbus", "can", "rs485", "mqtt", "metrics", "recording")

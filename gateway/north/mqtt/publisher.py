@@ -501,6 +501,8 @@ class MqttService:
         self._last_at: dict[str, float] = {}
         self._pending: dict[str, bytes] = {}
         self._avail: dict[PackKey, str] = {}
+        self._pack_docs: dict[PackKey, tuple[PackSnapshot, bytes]] = {}  # per unchanged snapshot
+        self._snap_shapes: dict[PackKey, tuple[PackSnapshot, tuple[object, ...]]] = {}
         self._shapes: dict[PackKey, tuple[object, ...]] = {}
 
     # --- public ---
@@ -542,8 +544,26 @@ class MqttService:
             "mqtt_reconnects": max(0, self.stats.connects - 1),
         }
 
+    def _pack_payload(self, snap: PackSnapshot) -> bytes:
+        """The encoded state document of a pack, encoded once per snapshot (snapshots are immutable;
+        the model store keeps the object of a pack that was not polled)."""
+        hit = self._pack_docs.get(snap.key)
+        if hit is not None and hit[0] is snap:
+            return hit[1]
+        payload = self._encode(pack_document(snap))
+        self._pack_docs[snap.key] = (snap, payload)
+        return payload
+
+    def _shape_of(self, snap: PackSnapshot) -> tuple[object, ...]:
+        hit = self._snap_shapes.get(snap.key)
+        if hit is not None and hit[0] is snap:
+            return hit[1]
+        shape = _shape(snap)
+        self._snap_shapes[snap.key] = (snap, shape)
+        return shape
+
     def _documents(self, view: ModelView) -> dict[str, bytes]:
-        docs = {self.topics.pack_state(s.key): self._encode(pack_document(s)) for s in view.ordered()}
+        docs = {self.topics.pack_state(s.key): self._pack_payload(s) for s in view.ordered()}
         decision = self.decision() if self.decision is not None else None
         docs[self.topics.bank_state] = self._encode(bank_document(view, decision, self._gateway_info()))
         return docs
@@ -554,8 +574,8 @@ class MqttService:
             if self._avail.get(snap.key) != avail:
                 self._avail[snap.key] = avail
                 self._enqueue(self.topics.pack_availability(snap.key), avail.encode(), retain=True)
-            if self.cfg.discovery and self._shapes.get(snap.key) != _shape(snap):
-                self._shapes[snap.key] = _shape(snap)
+            if self.cfg.discovery and self._shapes.get(snap.key) != self._shape_of(snap):
+                self._shapes[snap.key] = self._shape_of(snap)
                 config = pack_discovery(
                     self.topics, snap, self.entities, self.cfg.qos, self.cfg.expire_after_s
                 )
