@@ -12,8 +12,12 @@ and optionally one SunSpec unit per pack (`per_pack_unit_base + address`). Any o
 the same registers; 6, 16 and 23 write (writes off by default; allowlisted clients only; they
 become caps in `gateway.core.controls`, see `gateway.north.modbus.writes`).
 
-The register images are rebuilt whenever the model publishes a new view (and after an accepted
-write), then swapped in with one assignment: a request is always answered from one build.
+The register images are built on demand: a new model view, a decision serving other limits, or
+`REFRESH_S` passing (the 802 heartbeat counts seconds, written caps expire) only marks them stale;
+the next request (or reader of `units`/`view`) rebuilds them from the newest view, then they are
+swapped in with one assignment: a request is always answered from one build, never from data
+older than the newest view, and a gateway nobody reads spends nothing on images. An accepted
+write rebuilds at once.
 
 Hot path (docs/performance.md): a read's whole answer after the transaction id depends only on the
 request's other ten bytes and the current build, so answers are memoised per build
@@ -59,8 +63,7 @@ from protocol.modbus.pdu import ExceptionCode, ModbusError, exception_response, 
 log = logging.getLogger("gateway.north.modbus")
 
 BANK_ALIASES = (0, 255)  # unit ids that also reach the SunSpec bank unit
-REBUILD_DELAY_S = 0.02  # a new view and the decision computed from it become one build
-REFRESH_S = 1.0  # time-driven values (802 Hb, cap expiry) are rebuilt at least this often
+REFRESH_S = 1.0  # a build older than this is stale: time-driven values (802 Hb, cap expiry)
 MAX_MEMO_ANSWERS = 512  # distinct read requests memoised per image build (bounded memory)
 READ_FUNCTIONS = (3, 4)
 _MEMO_KEY = struct.Struct(">HHB")  # protocol id 0, length 6, unit id: the key's first five bytes
@@ -167,7 +170,7 @@ class ModbusServer:
         self.native = NativeBuilder(load_native_map())
         self.registers = ControlRegisters()
         self.applier = WriteApplier(controls, self.registers, self.settings, config.cap_timeout_s)
-        self.units: dict[int, UnitView] = {}
+        self._units: dict[int, UnitView] = {}
         # request bytes 2..11 of a read -> its answer from byte 2 on, for the current build only
         self.answers: dict[bytes, bytes] = {}
         self.port: int | None = None
@@ -176,10 +179,10 @@ class ModbusServer:
         self._extras: dict[str, object] | None = None  # the app's shared objects (late "decisions")
         self._cells: dict[PackKey, int] = {}
         self._view: ModelView = store.view
-        self._pending_view: ModelView | None = None  # newer than `_view`, built within REBUILD_DELAY_S
-        self._built_at = 0.0  # monotonic time of the last build
+        self._pending_view: ModelView | None = None  # newer than `_view`: built on the next read
+        self._stale = True  # the next reader rebuilds
         self._built_decision: tuple[object, ...] | None = None  # the served part of its decision
-        self._rebuild_timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # marks the build stale after REFRESH_S
         self._pack_keys: frozenset[PackKey] = frozenset()
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
@@ -196,8 +199,25 @@ class ModbusServer:
 
     @property
     def view(self) -> ModelView:
-        """The model view the current images were built from."""
+        """The model view the current images are built from (rebuilt first when stale)."""
+        if self._stale:
+            self.rebuild()
         return self._view
+
+    @property
+    def units(self) -> dict[int, UnitView]:
+        """Every unit's image by unit id (rebuilt first when stale)."""
+        if self._stale:
+            self.rebuild()
+        return self._units
+
+    def mark_stale(self) -> None:
+        """The images no longer show the newest data: the next reader rebuilds them."""
+        self._stale = True
+        self.answers = {}
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     # ------------------------------------------------------------------ units and images
 
@@ -229,15 +249,17 @@ class ModbusServer:
 
     def rebuild(self, view: ModelView | None = None) -> None:
         """Build every unit's image from `view` (default: the last one) and swap them in at once."""
-        if self._rebuild_timer is not None:
-            self._rebuild_timer.cancel()
-            self._rebuild_timer = None
         if view is None:
             view = self._pending_view or self._view
         self._pending_view = None
         self._view = view
         now = self.clock()
-        self._built_at = time.monotonic()
+        self._stale = False
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        with contextlib.suppress(RuntimeError):  # no running loop (built at construction)
+            self._expiry = asyncio.get_running_loop().call_later(REFRESH_S, self.mark_stale)
         if view.packs.keys() != self._pack_keys:
             self._pack_keys = frozenset(view.packs)
             self.sunspec.forget(set(self._pack_keys))
@@ -269,7 +291,7 @@ class ModbusServer:
             pack = view.packs[key]
             number = sorted(view.packs).index(key) + 1
             units[uid] = self.sunspec.pack_unit(uid, number, pack, b)
-        self.units = units  # the atomic swap
+        self._units = units  # the atomic swap
         self.answers = {}  # memoised answers belong to the build they were read from
         self.stats.image_builds += 1
         for err in (*self.sunspec.errors, *self.native.errors):
@@ -362,54 +384,40 @@ class ModbusServer:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
             self._server = None
 
-    def rebuild_soon(self, view: ModelView | None = None) -> None:
-        """Rebuild within `REBUILD_DELAY_S`: a view and the decision that follows it make one build."""
-        if view is not None:
-            self._pending_view = view
-        if self._rebuild_timer is None:
-            loop = asyncio.get_running_loop()
-            self._rebuild_timer = loop.call_later(REBUILD_DELAY_S, self.rebuild)
-
     async def follow(self) -> None:
         """Rebuild on every new model view until cancelled."""
         async for view in self.store.subscribe():
             if view is not self._view and view is not self._pending_view:
-                self.rebuild_soon(view)
+                self._pending_view = view
+                self.mark_stale()
 
     async def follow_decisions(self) -> None:
         """Rebuild when the charge policy publishes new limits (802 AChaMax/ADisChaMax, native).
 
         The policy re-evaluates every second; a decision serving the same values as the current
-        build changes nothing here (time-driven values are refreshed by `refresh`).
+        build changes nothing here (time-driven values go stale after `REFRESH_S` anyway).
         """
         if self.decisions is None:
             return
         async for decision in self.decisions.subscribe():
             if served_decision(decision) != self._built_decision:
-                self.rebuild_soon()
-
-    async def refresh(self) -> None:
-        """Rebuild at least every `REFRESH_S`: the 802 heartbeat counts seconds, caps expire."""
-        while True:
-            await asyncio.sleep(max(0.05, self._built_at + REFRESH_S - time.monotonic()))
-            if time.monotonic() - self._built_at >= REFRESH_S * 0.95:
-                self.rebuild()
+                self.mark_stale()
 
     async def run(self, ready: ReadyCallback) -> None:
         if self.decisions is None and self._extras is not None:
             found = self._extras.get("decisions")  # the policy may be wired after this service
             self.decisions = found if isinstance(found, DecisionStore) else None
         await self.start()
+        self.mark_stale()  # the first reader builds on this loop (arming the REFRESH_S expiry)
         try:
             ready()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.follow())
                 tg.create_task(self.follow_decisions())
-                tg.create_task(self.refresh())
         finally:
-            if self._rebuild_timer is not None:
-                self._rebuild_timer.cancel()
-                self._rebuild_timer = None
+            if self._expiry is not None:
+                self._expiry.cancel()
+                self._expiry = None
             await self.stop()
 
     @classmethod
