@@ -153,11 +153,13 @@ def endpoints(proc: subprocess.Popen[str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def simulator(packs: int, baud: int = 9600, profile: str = "cycle") -> Iterator[int]:
+def simulator(
+    packs: int, baud: int = 9600, profile: str = "cycle", history_records: int = 0
+) -> Iterator[int]:
     """`bms-gateway simulate` with `packs` Tianpower packs paced at `baud`; yields its TCP port."""
     port = free_port()
     args = ["simulate", "--protocol", "tianpower", "--packs", str(packs), "--profile", profile]
-    args += ["--listen", f"127.0.0.1:{port}", "--baud", str(baud)]
+    args += ["--listen", f"127.0.0.1:{port}", "--baud", str(baud), "--history-records", str(history_records)]
     with process(gateway_cmd(*args)) as proc:
         read_line(proc, "listen")
         yield port

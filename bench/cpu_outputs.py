@@ -219,7 +219,11 @@ async def drive(variants: list[Variant], warmup_s: float, seconds: float, svg: P
     for v in variants:
         v.cpu0 = benchlib.cpu_s(v.pid)
     t0 = time.monotonic()
-    spies = [benchlib.py_spy(v.pid, svg, seconds) for v in variants if v.name == "all" and svg is not None]
+    spies = [
+        benchlib.py_spy(v.pid, svg.with_name(f"{svg.stem}-{v.name}{svg.suffix}"), seconds)
+        for v in variants
+        if v.name in ("all", "poll") and svg is not None
+    ]
     await asyncio.sleep(seconds)
     for spy in spies:
         await asyncio.to_thread(spy.wait, 60)
@@ -260,7 +264,7 @@ def main() -> int:
         type=Path,
         default=None,
         metavar="SVG",
-        help="py-spy flame graph of `all` over the window",
+        help="py-spy flame graphs of `all` and `poll` (SVG-all.svg, SVG-poll.svg)",
     )
     args = parser.parse_args()
     only = {n for n in args.only.split(",") if n}
