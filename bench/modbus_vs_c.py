@@ -316,8 +316,12 @@ def main() -> int:
         )
     print()
     for clients in (1, 8):
-        ratio = best[(f"ours-{default_loop}", clients)]["rps"] / best[("libmodbus", clients)]["rps"]
-        print(f"RESULT modbus_vs_c_{clients}={ratio:.2f}")
+        ours, c_rps = best[(f"ours-{default_loop}", clients)]["rps"], best[("libmodbus", clients)]["rps"]
+        print(f"RESULT modbus_ours_{clients}_rps={ours:.0f}")
+        print(f"RESULT modbus_c_{clients}_rps={c_rps:.0f}")
+        if "ours-asyncio" in ports and default_loop != "asyncio":
+            print(f"RESULT modbus_ours_asyncio_{clients}_rps={best[('ours-asyncio', clients)]['rps']:.0f}")
+        print(f"RESULT modbus_vs_c_{clients}={ours / c_rps:.2f}")
     return 0
 
 
