@@ -86,6 +86,22 @@ def baseline_tree(rev: str | None) -> Iterator[Path | None]:
         yield path
 
 
+@contextlib.contextmanager
+def working_tree_copy() -> Iterator[Path]:
+    """This checkout's sources (uncommitted changes included) copied to a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="bms-ours-") as tmp:
+        path = Path(tmp) / "tree"
+        for package in ("gateway", "protocol", "mappings", "simulator"):
+            shutil.copytree(ROOT / package, path / package, ignore=shutil.ignore_patterns("__pycache__"))
+        yield path
+
+
+def compile_tree(path: Path) -> None:
+    """Byte-compile a tree as `pip install` does at install time (a checkout run with
+    PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module from source on every start)."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", str(path)], check=True)
+
+
 def _BytesIO(data: bytes) -> object:
     import io
 

@@ -63,6 +63,8 @@ ROWS = [
         f"gateway @ {benchlib.BASELINE_REV}", "s", "<= 0.5 s"),
     Row("exec -> /readyz 200", "startup", "startup_ready_s", "startup_ready_baseline_s",
         f"gateway @ {benchlib.BASELINE_REV}", "s", "<= 0.5 s"),
+    Row("CPU time from exec to /readyz 200", "startup", "startup_cpu_s", "startup_cpu_baseline_s",
+        f"gateway @ {benchlib.BASELINE_REV}", "s", "(informative: load-independent)"),
     Row("CAN period jitter p99, everything at once", "can_jitter", "can_jitter_all_p99_ms",
         "can_jitter_idle_p99_ms", "same process idle", "ms", "<= 2 ms"),
     Row("RS485 poll efficiency (min over 1/4/15 packs)", "poll_efficiency", "poll_efficiency", None,
