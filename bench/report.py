@@ -86,15 +86,20 @@ def run(name: str, args: list[str]) -> tuple[dict[str, float], float, int]:
     sys.stdout.write(proc.stdout)
     if proc.returncode != 0:
         sys.stdout.write(proc.stderr[-3000:])
+    return parse(proc.stdout), time.monotonic() - t0, proc.returncode
+
+
+def parse(output: str) -> dict[str, float]:
+    """The `RESULT name=value` lines of a bench's output."""
     results: dict[str, float] = {}
-    for line in proc.stdout.splitlines():
+    for line in output.splitlines():
         if line.startswith("RESULT "):
             key, _, value = line[len("RESULT ") :].partition("=")
             try:
                 results[key.strip()] = float(value)
             except ValueError:
                 continue
-    return results, time.monotonic() - t0, proc.returncode
+    return results
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -135,13 +140,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip", default="", help="comma-separated bench names not to run")
     parser.add_argument("--only", default="", help="comma-separated bench names to run (default: all)")
+    parser.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="NAME=LOG",
+        help="take a bench's RESULT lines from the saved output of an earlier run instead of running it",
+    )
     args = parser.parse_args()
+    reused = dict(item.split("=", 1) for item in args.reuse)
     skip = {n for n in args.skip.split(",") if n}
     only = {n for n in args.only.split(",") if n}
     print(f"machine: {benchlib.machine()}")
     results: dict[str, dict[str, float]] = {}
     failed = []
     for name, bench_args in BENCHES.items():
+        if name in reused:
+            results[name] = parse(Path(reused[name]).read_text(encoding="utf-8"))
+            print(f"\n===== bench/{name}.py: RESULT lines reused from {reused[name]}")
+            continue
         if name in skip or (only and name not in only):
             continue
         print(f"\n===== bench/{name}.py {' '.join(bench_args)}", flush=True)
