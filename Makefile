@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint venv bench clean
+.PHONY: run test lint venv bench clean ha-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: venv
 
 test: lint
 	$(BIN)/python -m pytest -W error -q $(PYTEST_ARGS)
+
+# Home Assistant core for the discovery-schema test (tests/fleet/test_home_assistant.py)
+ha-venv:
+	bash tests/fleet/ha-venv.sh
 
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[fast,bench]'
