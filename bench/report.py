@@ -69,6 +69,8 @@ ROWS = [
         "can_jitter_idle_p99_ms", "same process idle", "ms", "<= 2 ms"),
     Row("RS485 poll efficiency (min over 1/4/15 packs)", "poll_efficiency", "poll_efficiency", None,
         "wire-time minimum", "", "(informative)", ratio_is_figure=True),
+    Row("RS485 cycle with one silent pack", "poll_efficiency", "silent_pack_ratio", None,
+        "wire-time minimum of the healthy packs", "", ">= 0.9 (issue 17)", ratio_is_figure=True),
     Row("History download, wire efficiency", "history_download", "history_wire_efficiency", None,
         "wire-time minimum", "", "(informative)", ratio_is_figure=True),
 ]  # fmt: skip
@@ -96,7 +98,7 @@ def parse(output: str) -> dict[str, float]:
         if line.startswith("RESULT "):
             key, _, value = line[len("RESULT ") :].partition("=")
             try:
-                results[key.strip()] = float(value)
+                results[key.strip()] = float(value.split()[0])
             except ValueError:
                 continue
     return results
