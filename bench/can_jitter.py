@@ -154,9 +154,10 @@ async def _bench(
     from gateway.app.config import Config
     from gateway.app.context import AppContext
     from gateway.app.wiring import run_app
+    from mappings.flags import load_outputs
     from protocol.inverter.can import registry
 
-    proto = registry.create(protocol)
+    proto = registry.create(protocol, flag_outputs=load_outputs())
     if not proto.groups:
         print(f"{protocol} only answers the inverter; pick a cyclic protocol", file=sys.stderr)
         return 2

@@ -50,7 +50,7 @@ from gateway.north.mqtt.discovery import (
     pack_discovery,
 )
 from gateway.north.mqtt.documents import bank_document, event_document, pack_document
-from mappings.ha import EntityTable, load_entities
+from mappings.ha import EntityTable, field_value, load_entities
 
 if TYPE_CHECKING:
     from gateway.app.context import AppContext
@@ -156,7 +156,8 @@ class MqttService:
         self._pending: dict[str, bytes] = {}
         self._avail: dict[PackKey, str] = {}
         self._pack_docs: dict[PackKey, tuple[PackSnapshot, bytes]] = {}  # per unchanged snapshot
-        self._discovery_docs: dict[PackKey, tuple[PackSnapshot, tuple[str, bytes]]] = {}  # likewise
+        self._discovery_docs: dict[PackKey, tuple[tuple[object, ...], tuple[str, bytes]]] = {}
+        self._optional_paths: dict[tuple[int, tuple[str, ...]], tuple[tuple[str | int, ...], ...]] = {}
         self._discovery = DiscoveryMemory(discovery_file)
 
     # --- public ---
@@ -209,13 +210,33 @@ class MqttService:
         return payload
 
     def _pack_discovery(self, snap: PackSnapshot) -> tuple[str, bytes]:
-        """The pack's discovery topic and config, encoded once per snapshot (as `_pack_payload`)."""
+        """The pack's discovery topic and config, built again only when what it depends on changed.
+
+        `pack_discovery` reads the layout (cells, sensor labels), the identity and label, and which
+        optional values the pack reports: those make the key. A new reading of the same pack (every
+        poll) reuses the encoded config.
+        """
+        t = snap.telemetry
+        cells = len(t.cell_voltages_v) if t is not None else 0
+        labels = tuple(x.label for x in t.temperatures) if t is not None else ()
+        optional = self._optional_paths.get((cells, labels))
+        if optional is None:
+            optional = tuple(
+                tuple(s.path)
+                for spec in self.entities.pack
+                for s in spec.expand(cells, list(labels))
+                if s.optional
+            )
+            self._optional_paths[(cells, labels)] = optional
+        document = pack_document(snap) if optional else {}
+        present = tuple(field_value(document, path) is not None for path in optional)
+        key = (cells, labels, snap.identity, snap.label, present)
         hit = self._discovery_docs.get(snap.key)
-        if hit is not None and hit[0] is snap:
+        if hit is not None and hit[0] == key:
             return hit[1]
         config = pack_discovery(self.topics, snap, self.entities, self.cfg.qos, self.cfg.expire_after_s)
         found = self.topics.discovery(self.topics.pack_device(snap.key)), self._encode(config)
-        self._discovery_docs[snap.key] = (snap, found)
+        self._discovery_docs[snap.key] = (key, found)
         return found
 
     def _documents(self, view: ModelView) -> dict[str, bytes]:
