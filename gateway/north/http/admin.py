@@ -399,4 +399,7 @@ def install(ctx: Any) -> list[Any]:
     limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
     ctx.extras["admin_auth"] = (tokens, limiter)  # shared by the records API (gateway.north.http.records)
     ctx.http_routers.append(admin_router(admin, tokens, limiter))
+    from gateway.north.http.tokens import tokens_router  # token management (admin)
+
+    ctx.http_routers.append(tokens_router(admin, tokens, limiter))
     return [ClockAutoSync(admin)] if ctx.config.admin.clock_auto_sync else []

@@ -47,6 +47,9 @@ ENDPOINTS: list[tuple[str, str, Any, Role]] = [
     ("GET", "/api/audit?limit=5", None, Role.ADMIN),
     ("POST", "/api/packs/sim/1/unlock", None, Role.ADMIN),
     ("PUT", "/api/packs/sim/1/cell-count", {"cells": 16, "confirm": False}, Role.FACTORY),
+    ("GET", "/api/admin/tokens", None, Role.ADMIN),
+    ("POST", "/api/admin/tokens", {"role": "no-such-role"}, Role.ADMIN),
+    ("DELETE", "/api/admin/tokens/ffffffff", None, Role.ADMIN),
 ]
 
 
@@ -60,6 +63,7 @@ async def call(stack: Stack, method: str, path: str, body: Any = None, role: Rol
 def template(path: str) -> str:
     """The OpenAPI path template of a concrete test path."""
     path = path.split("?")[0].replace("/sim/1", "/{bus}/{address}").replace("/buses/sim/", "/buses/{bus}/")
+    path = path.replace("/tokens/ffffffff", "/tokens/{token_id}")
     return path.replace("/families/tianpower", "/families/{family}")
 
 
