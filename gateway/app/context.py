@@ -157,6 +157,10 @@ class AppContext:
     rs485: Rs485Port | None = None
     mqtt: MqttPort | None = None
     admin: AdminPort | None = None
+    # the records services (gateway.ops.history.service.HistoryService,
+    # gateway.ops.firmware.manager.FirmwareService): narrow with isinstance to call their operations
+    history: Service | None = None
+    firmware: Service | None = None
 
     @property
     def pack_keys(self) -> list[PackKey]:

@@ -457,6 +457,7 @@ def install(ctx: "AppContext") -> "list[Service]":
     auth = shared.auth(ctx)
     history = HistoryService.from_context(ctx)
     firmware = FirmwareService.from_context(ctx)
+    ctx.history, ctx.firmware = history, firmware
     recorder = Recorder.from_context(ctx) if ctx.config.recording.enabled else None
     ctx.http_routers.append(records_router(history, firmware, recorder, auth.tokens, auth.limiter))
     services: list[Service] = [history, firmware]
