@@ -8,10 +8,21 @@ imported on first use). Nothing is registered by import side effect.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from protocol.inverter.can.base import InverterProtocol, OptionValue
-from protocol.inverter.flags import FlagOutputs
 from protocol.registry import Registry, named_class
+
+if TYPE_CHECKING:  # importing the names costs nothing: base (and cantools) load with the first entry
+    from protocol.inverter.can.base import InverterProtocol, OptionValue
+    from protocol.inverter.flags import FlagOutputs
+
+
+def _accept(name: str, loaded: Any) -> type[InverterProtocol]:
+    from protocol.inverter.can.base import InverterProtocol
+
+    accepted: type[InverterProtocol] = named_class(InverterProtocol)(name, loaded)
+    return accepted
+
 
 PROTOCOLS: Registry[type[InverterProtocol]] = Registry(
     "inverter CAN protocol",
@@ -30,7 +41,7 @@ PROTOCOLS: Registry[type[InverterProtocol]] = Registry(
         "pylon-hv": "protocol.inverter.can.pylon_hv:PROTOCOL",
         "byd": "protocol.inverter.can.byd:PROTOCOL",
     },
-    named_class(InverterProtocol),
+    _accept,
 )
 DEFAULT = PROTOCOLS.names()[0]  # `[can] protocol` unless configured
 
