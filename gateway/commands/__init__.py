@@ -14,4 +14,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gateway.commands.modbus_docs",
     "gateway.commands.decode",
     "gateway.commands.can_decode",
+    "gateway.commands.firmware_image",
+    "gateway.commands.watch",
 )

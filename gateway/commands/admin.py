@@ -16,6 +16,7 @@ import json
 import os
 import ssl
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,13 @@ class Api:
 # ---- output ------------------------------------------------------------------------------------
 
 
+def local_time(epoch: float | None) -> str:
+    """An epoch time as the local ISO 8601 time with its zone (human output; JSON keeps the epoch)."""
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).astimezone().isoformat(timespec="seconds")
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
@@ -129,7 +137,7 @@ def _show_batch(doc: dict[str, Any]) -> int:
     for p in packs or []:
         for w in p.get("warnings", []):
             print(f"warning: {p['pack']}: {w}")
-    if "written" in doc:
+    if isinstance(doc.get("written"), list):  # a batch; a single pack's report has written: bool
         print(
             f"outcome: {doc['outcome']}; written: {', '.join(doc['written']) or 'none'}; "
             f"not written: {', '.join(doc['not_written']) or 'none'}"
@@ -359,7 +367,19 @@ def cmd_anti_theft(api: Api, args: argparse.Namespace) -> int:
         body["comm_timeout_h"] = args.comm_timeout
     if not body:
         doc = api.call("GET", path)
-        return _emit(args, doc, lambda d: print(json.dumps(d, indent=2)) or OK)
+
+        def human(d: dict[str, Any]) -> int:
+            mode = d["mode"]
+            modes = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in mode.items()) if mode else "unknown"
+            _table(
+                d["pack"],
+                ["Locked", "Mode", "Mode source", "Comm timeout h"],
+                [[d["locked"], modes, d["mode_source"], d["comm_timeout_h"]]],
+            )
+            print(d["comm_timeout_note"])
+            return OK
+
+        return _emit(args, doc, human)
     return _emit(args, api.call("PUT", path, json=body), _show_batch)
 
 
@@ -395,11 +415,18 @@ def cmd_sleep(api: Api, args: argparse.Namespace) -> int:
     return _emit(args, api.call("POST", _pack_path(args.pack) + "/control", json=body), _show_batch)
 
 
+def _drift(drift_s: float | None) -> str:
+    return "" if drift_s is None else f"{drift_s:+.1f}"
+
+
 def cmd_clock_read(api: Api, args: argparse.Namespace) -> int:
     doc = api.call("GET", "/api/clock", params=[("packs", p) for p in args.packs if p != "all"])
 
     def human(d: dict[str, Any]) -> int:
-        rows = [[p["pack"], p["pack_time"], p["drift_s"], p["source"], p["error"]] for p in d["packs"]]
+        rows = [
+            [p["pack"], local_time(p["pack_time"]), _drift(p["drift_s"]), p["source"], p["error"]]
+            for p in d["packs"]
+        ]
         _table(
             f"clocks (limit {d['max_drift_s']:g} s)",
             ["Pack", "Pack time", "Drift s", "Source", "Error"],
@@ -447,7 +474,7 @@ def cmd_audit(api: Api, args: argparse.Namespace) -> int:
         rows = [
             [
                 e["id"],
-                e["at"],
+                local_time(e["at"]),
                 e["token_id"],
                 e["role"],
                 e["client"],

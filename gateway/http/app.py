@@ -33,6 +33,7 @@ def gateway_status(ctx: AppContext, now: float) -> dict[str, Any]:
             "paused": {} if poller is None else {str(a): why for a, why in poller.paused().items()},
             "connected": bool(owner and owner.connected),
             "counters": None if owner is None else plain(owner.counters),
+            "realtime_interval_s": bcfg.realtime_interval_s,
         }
     for name, owner in ctx.buses.items():  # the built-in simulator's bus is not in the config
         if name not in buses:
@@ -45,6 +46,7 @@ def gateway_status(ctx: AppContext, now: float) -> dict[str, Any]:
                 "paused": {} if poller is None else {str(a): why for a, why in poller.paused().items()},
                 "connected": owner.connected,
                 "counters": plain(owner.counters),
+                "realtime_interval_s": None if poller is None else poller.cfg.realtime_interval_s,
             }
     return {
         "version": __version__,
@@ -101,9 +103,15 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     @app.get("/api/system", tags=["data"], dependencies=data)
     async def system() -> dict[str, Any]:
-        """The bank aggregate over online packs, and the gateway's own status."""
+        """The bank aggregate over online packs, the charge policy's latest decision (null before the
+        first evaluation) and the gateway's own status."""
         now = time.time()
-        return {"bank": bank_json(ctx.store.view.bank), "gateway": gateway_status(ctx, now)}
+        decision = getattr(ctx.extras.get("decisions"), "latest", None)
+        return {
+            "bank": bank_json(ctx.store.view.bank),
+            "policy": None if decision is None else plain(decision),
+            "gateway": gateway_status(ctx, now),
+        }
 
     @app.get("/api/packs", tags=["data"], dependencies=data)
     async def packs() -> list[dict[str, Any]]:
