@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 from records_support import Who, make_sim, sim_context, wait_for
 
-from gateway.admin.auth import Role
-from gateway.context import AppContext
-from gateway.firmware.job import JobRecord, JobState
-from gateway.firmware.manager import FirmwareService
-from gateway.history.errors import Conflict, Forbidden, Invalid
-from gateway.simulator import Simulator
+from gateway.app.context import AppContext
+from gateway.ops.firmware.job import JobRecord, JobState
+from gateway.ops.firmware.manager import FirmwareService
+from gateway.ops.history.errors import Conflict, Forbidden, Invalid
+from gateway.ops.security.auth import Role
 from protocol.bms import bootloader as bl
+from protocol.bms.registry import boot
+from simulator import Simulator
 
 ADMIN = Who(Role.ADMIN, "t-admin")
 TARGET = {"tianpower": "HY-PT003-B200LT55", "pace": "P16S100A-SIM"}
@@ -53,8 +54,8 @@ class BusSpy:
     @staticmethod
     def is_bootloader(family: str, raw: bytes) -> bool:
         if family == "tianpower":
-            return raw[2] in bl.TIANPOWER_COMMANDS.values()
-        return int(raw[7:9], 16) in bl.PACE_COMMANDS.values()
+            return raw[2] in boot("tianpower").codes.by_name().values()
+        return int(raw[7:9], 16) in boot("pace").codes.by_name().values()
 
     @staticmethod
     def address(family: str, raw: bytes) -> int:

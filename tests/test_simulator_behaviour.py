@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.simulator import FaultSpec, OfflineSchedule, Simulator, SimulatorOptions, parse_fault_spec
 from protocol.bms import bootloader as bl
 from protocol.bms.pace import commands as pc
 from protocol.bms.pace.frame import parse_frame as pace_parse
+from protocol.bms.registry import boot
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import parse_frame as tp_parse
 from protocol.errors import RemoteProtocolError
+from simulator import FaultSpec, OfflineSchedule, Simulator, SimulatorOptions, parse_fault_spec
 
 REALTIME_1 = m.encode_request(m.ReadRequest(1, m.Cmd.REALTIME))
 
@@ -264,8 +265,8 @@ async def _upgrade(
     sent = 0
     while not session.done and (limit is None or sent < limit):
         op, body = session.next_request()
-        raw = await sim.handle(bl.encode_frame(family, address, op, body))
-        session.on_reply(bl.decode_reply_frame(family, raw, op))
+        raw = await sim.handle(boot(family).encode_frame(address, op, body))
+        session.on_reply(boot(family).decode_reply_frame(raw, op))
         sent += 1
     return session
 
