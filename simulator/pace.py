@@ -38,7 +38,7 @@ from protocol.bms.pace.frame import (
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from simulator.pace_model import PaceModel
 from simulator.pack import Identity, PackTruth, SimPack, WireFlags
-from simulator.tianpower import epoch_of, event_code, pack_time
+from simulator.records import epoch_of, event_code, pack_time
 
 if TYPE_CHECKING:
     from simulator.core import Simulator
