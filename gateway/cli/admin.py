@@ -12,7 +12,6 @@ This module never talks to a bus or reads the gateway's state files: everything 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any

@@ -7,10 +7,10 @@ It never talks to a bus or reads the gateway's state files: everything goes thro
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 import json
 import os
 import ssl
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
