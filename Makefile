@@ -3,19 +3,23 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint venv bench clean
+.PHONY: run test lint venv venv-test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# `make run` installs the runtime only; the test tools (ruff, mypy, pytest, ...) come with `make test`.
 venv: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+venv-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 
 run: venv
 	$(BIN)/bms-gateway run $(ARGS)
 
-lint: venv
+lint: venv-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check gateway protocol mappings simulator
 	$(BIN)/mypy
@@ -23,7 +27,7 @@ lint: venv
 test: lint
 	$(BIN)/python -m pytest -W error -q $(PYTEST_ARGS)
 
-bench: venv
+bench: venv-test
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
