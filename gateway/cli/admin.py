@@ -23,6 +23,7 @@ from gateway.cli.api_client import (
     USAGE,
     Api,
     CliError,
+    cli_words,
     emit,
     local_time,
     report_code,
@@ -47,7 +48,7 @@ def _show_batch(doc: dict[str, Any]) -> int:
     )
     for p in packs or []:
         for w in p.get("warnings", []):
-            print(f"warning: {p['pack']}: {w}")
+            print(f"warning: {p['pack']}: {cli_words(w)}")
     if isinstance(doc.get("written"), list):  # a batch; a single pack's report has written: bool
         print(
             f"outcome: {doc['outcome']}; written: {', '.join(doc['written']) or 'none'}; "

@@ -166,8 +166,15 @@ def records_router(
         return await history.status()
 
     @router.get("/history/jobs/events")
-    async def job_events(who: Operator, bus: str, address: int) -> Any:
-        """Server-sent events: the progress of the pack's download until it ends (operator)."""
+    async def job_events(who: Operator, bus: str, address: int | None = None) -> Any:
+        """Server-sent events: the progress of the pack's download until it ends; without `address`,
+        of every download the last pull of the whole bus started, one after another, until the last
+        one ends (operator). One request follows a whole pull: no polling, no rate limit to hit."""
+        if address is None:
+            sequence = history.sequences.get(bus)
+            if sequence is None:
+                return _error(Conflict(f"no download of bus {bus} in this run of the gateway"))
+            return _sse(sequence.updates())
         job = history.jobs.get(f"{bus}/{address}")
         if job is None:
             return _error(Conflict(f"no download of {bus}/{address} in this run of the gateway"))
