@@ -155,18 +155,45 @@ def cmd_params_set(api: Api, args: argparse.Namespace) -> int:
     return emit(args, doc, _show_batch)
 
 
+PARAM_FORMATS = ("json", "csv", "xml", "xlsx")
+
+
+def _file_format(explicit: str | None, filename: str | None, default: str | None) -> str | None:
+    """The format asked for, else the one the file name's extension stands for, else `default`."""
+    if explicit:
+        return explicit
+    if filename:
+        ext = Path(filename).suffix.lower().lstrip(".")
+        if ext in PARAM_FORMATS:
+            return ext
+        if ext:
+            raise CliError(
+                USAGE,
+                f"{filename}: cannot tell the format from the extension {('.' + ext) if ext else '(none)'}; "
+                f"name the file .json, .csv, .xml or .xlsx, or pass --format",
+            )
+    return default
+
+
 def cmd_params_export(api: Api, args: argparse.Namespace) -> int:
-    text = api.call(
+    fmt = _file_format(args.format, args.output, "csv")
+    if fmt == "xlsx" and not args.output:
+        raise CliError(USAGE, "XLSX is a binary file: write it with -o FILE.xlsx")
+    data: bytes = api.call(
         "GET",
         _pack_path(args.pack) + "/parameters/export",
-        raw=True,
-        params={"format": args.format, "fresh": args.fresh},
+        binary=True,
+        params={"format": fmt, "fresh": args.fresh, "per_pack_state": args.per_pack_state},
     )
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as err:
+            raise CliError(USAGE, f"cannot write {args.output}: {err}") from None
+        note = "" if args.per_pack_state else " (per-pack state left out; --per-pack-state includes it)"
+        print(f"wrote {args.output} ({fmt}){note}", file=sys.stderr)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(data.decode("utf-8"))
     return OK
 
 
@@ -175,9 +202,15 @@ def cmd_params_import(api: Api, args: argparse.Namespace) -> int:
         content = Path(args.file).read_bytes()
     except OSError as err:
         raise CliError(USAGE, f"cannot read {args.file}: {err}") from None
-    params: dict[str, Any] = {"apply": args.apply, "allow_inferred": args.allow_inferred}
-    if args.format:
-        params["format"] = args.format
+    params: dict[str, Any] = {
+        "apply": args.apply,
+        "allow_inferred": args.allow_inferred,
+        "per_pack_state": args.per_pack_state,
+    }
+    ext = Path(args.file).suffix.lower().lstrip(".")
+    fmt = args.format or (ext if ext in PARAM_FORMATS else None)  # else the gateway reads the content
+    if fmt:
+        params["format"] = fmt
     doc = api.call("POST", _pack_path(args.pack) + "/parameters/import", params=params, content=content)
 
     def human(d: dict[str, Any]) -> int:
@@ -187,6 +220,10 @@ def cmd_params_import(api: Api, args: argparse.Namespace) -> int:
             ["Name", "Current", "New", "Unit", "Set Range"],
             rows,
         )
+        for skip in d.get("skipped", []):
+            print(f"skipped row {skip['row']}: {skip['message']}")
+        if d.get("skipped"):
+            print("(--per-pack-state writes them)")
         if d["result"] is not None:
             return _show_batch(d["result"])
         if not d["applied"]:
@@ -444,17 +481,20 @@ def register(sub: Any) -> None:
     sp.add_argument("items", nargs="+", help="packs (BUS/ADDRESS or all) and NAME=VALUE assignments")
     sp.add_argument("--dry-run", action="store_true", help="show the difference, write nothing")
     sp.add_argument("--allow-inferred", action="store_true", help="opt in to inferred write encodings")
-    sp = leaf(ps, "export", cmd_params_export, "a pack's parameters as json, csv or xml")
+    per_pack_help = "include per-pack state (full and remaining capacity; never cloned by default)"
+    sp = leaf(ps, "export", cmd_params_export, "a pack's parameters as json, csv, xml or xlsx")
     sp.add_argument("pack")
-    sp.add_argument("--format", choices=("json", "csv", "xml"), default="csv")
-    sp.add_argument("-o", "--output", help="file to write (default: stdout)")
+    sp.add_argument("--format", choices=PARAM_FORMATS, help="default: from the -o file's extension, else csv")
+    sp.add_argument("-o", "--output", help="file to write (default: stdout); .json .csv .xml .xlsx")
     sp.add_argument("--fresh", action="store_true")
+    sp.add_argument("--per-pack-state", action="store_true", help=per_pack_help)
     sp = leaf(ps, "import", cmd_params_import, "validate a file and preview the changes (--apply writes)")
     sp.add_argument("pack")
-    sp.add_argument("file")
-    sp.add_argument("--format", choices=("json", "csv", "xml"))
+    sp.add_argument("file", help=".json .csv .xml or .xlsx")
+    sp.add_argument("--format", choices=PARAM_FORMATS, help="default: from the extension or the content")
     sp.add_argument("--apply", action="store_true")
     sp.add_argument("--allow-inferred", action="store_true")
+    sp.add_argument("--per-pack-state", action="store_true", help=per_pack_help)
     sp = leaf(ps, "load-origin", cmd_params_load_origin, "restore the documented defaults")
     sp.add_argument("packs", nargs="*")
     sp.add_argument("--dry-run", action="store_true")

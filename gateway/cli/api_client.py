@@ -64,7 +64,8 @@ class Api:
     def close(self) -> None:
         self.client.close()
 
-    def call(self, method: str, path: str, *, raw: bool = False, **kw: Any) -> Any:
+    def call(self, method: str, path: str, *, raw: bool = False, binary: bool = False, **kw: Any) -> Any:
+        """The answer's JSON (`raw`: its text, `binary`: its bytes); CliError with the exit code."""
         try:
             with busy(self.args, f"{method} {path}: waiting for the gateway"):
                 r = self.client.request(method, path, **kw)
@@ -72,6 +73,8 @@ class Api:
             raise CliError(UNREACHABLE, f"cannot reach the gateway at {self.url}: {err}") from None
         if r.status_code >= 400:
             raise CliError(status_code(r.status_code), f"{r.status_code}: {error_text(r)}")
+        if binary:
+            return r.content
         return r.text if raw else r.json()
 
 

@@ -17,6 +17,8 @@ one `[[param]]` per parameter:
     default          the manual's default (omitted when the manual shows none)
     access    operator | administrator | factory   (level needed to write)
     dangerous, inferred   bools; `inferred` = the write encoding is not publicly documented
+    per_pack  bool: state of this one pack (e.g. its remaining capacity) that must not be cloned onto
+              another pack: parameter exports and imports leave it out unless asked to include it
     choices   optional list of {value, meaning}; only those values are accepted
     raw_min, raw_max  limits of the wire field (default 0..65535)
     note      optional free text (where a scale or range is an interpretation)
@@ -106,6 +108,7 @@ class ParamSpec:
     section: str | None = None
     note: str | None = None
     decimals: int = field(default=0)
+    per_pack: bool = False
 
     @property
     def label(self) -> str:
@@ -213,6 +216,7 @@ _OPTIONAL = (
     "tolerance",
     "dangerous",
     "inferred",
+    "per_pack",
     "choices",
     "raw_min",
     "raw_max",
@@ -268,7 +272,7 @@ def _parse_entry(where: str, entry: Mapping[str, Any]) -> ParamSpec:
         raise ParameterTableError(f"{where}: rec_min and rec_max go together")
     if rec_lo is not None and rec_hi is not None and rec_lo > rec_hi:
         raise ParameterTableError(f"{where}: rec_min is greater than rec_max")
-    for key in ("dangerous", "inferred"):
+    for key in ("dangerous", "inferred", "per_pack"):
         if not isinstance(entry.get(key, False), bool):
             raise ParameterTableError(f"{where}: {key} must be true or false")
     raw_min, raw_max = entry.get("raw_min", 0), entry.get("raw_max", 65535)
@@ -314,6 +318,7 @@ def _parse_entry(where: str, entry: Mapping[str, Any]) -> ParamSpec:
         section=entry.get("section"),
         note=entry.get("note"),
         decimals=max(_decimals(scale), _decimals(offset)),
+        per_pack=entry.get("per_pack", False),
     )
     # The range ends must be representable on the wire and survive a round trip.
     for what, value in (("min", lo), ("max", hi)):

@@ -203,12 +203,16 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         who: Operator,
         bus: str,
         address: int,
-        format: Literal["json", "csv", "xml"] = "json",
+        format: Literal["json", "csv", "xml", "xlsx"] = "json",
         fresh: bool = False,
+        per_pack_state: bool = False,
     ) -> Response:
-        """The pack's parameters as a file with the vendor tool's columns No., Name, Data, Unit, Set Range."""
+        """The pack's parameters as a file with the vendor tool's columns No., Name, Data, Unit, Set Range.
+        Per-pack state (the pack's own full and remaining capacity) only with `per_pack_state=true`."""
         try:
-            text, media, filename = await admin.export(who, bus, address, format, fresh=fresh)
+            text, media, filename = await admin.export(
+                who, bus, address, format, fresh=fresh, per_pack_state=per_pack_state
+            )
         except AdminError as err:
             return _error(err)
         return Response(
@@ -221,11 +225,13 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         bus: str,
         address: int,
         request: Request,
-        format: Literal["json", "csv", "xml"] | None = None,
+        format: Literal["json", "csv", "xml", "xlsx"] | None = None,
         apply: bool = False,
         allow_inferred: bool = False,
+        per_pack_state: bool = False,
     ) -> Any:
-        """Validate a parameter file (the body); preview the rows that differ; `apply=true` writes them."""
+        """Validate a parameter file (the body: JSON, CSV, XML or XLSX); preview the rows that differ;
+        `apply=true` writes them. Rows of per-pack state are skipped unless `per_pack_state=true`."""
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -234,13 +240,16 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
                 return _error(TooLarge(f"the file is larger than {MAX_FILE_BYTES} bytes"))
             chunks.append(chunk)
         raw = b"".join(chunks)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return _error(AdminError("the file is not UTF-8 text"))
         return await _call(
             lambda: admin.import_file(
-                who, bus, address, text, fmt=format, apply=apply, allow_inferred=allow_inferred
+                who,
+                bus,
+                address,
+                raw,
+                fmt=format,
+                apply=apply,
+                allow_inferred=allow_inferred,
+                per_pack_state=per_pack_state,
             )
         )
 
