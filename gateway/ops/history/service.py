@@ -31,6 +31,7 @@ from gateway.ops.history.download import DownloadJob, JobBusy, Progress
 from gateway.ops.history.errors import Conflict, Invalid, NotFound, PackSilent, RecordsError, Who, require
 from gateway.ops.history.export import render
 from gateway.ops.history.store import HistoryDB, RecordQuery, record_rows
+from gateway.ops.pack_jobs import pack_jobs
 from gateway.ops.security.audit import AuditLog
 from gateway.ops.security.auth import Role
 from gateway.south.drivers.base import BusError, Unsupported
@@ -88,6 +89,7 @@ class HistoryService(RecordsService):
         self._wall = wall
         self.jobs: dict[str, DownloadJob] = {}
         self.sequences: dict[str, PullSequence] = {}  # the latest pull per target ("sim" or "sim/1")
+        pack_jobs(ctx.extras).register("history", self.running_on)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tg: asyncio.TaskGroup | None = None
 
@@ -150,6 +152,9 @@ class HistoryService(RecordsService):
                 job = self.jobs.get(label(key))
                 if job is not None and not job.progress.finished:
                     raise Conflict(f"a history download of {label(key)} is already running; stop it first")
+                other = pack_jobs(self.ctx.extras).running(key, besides="history")
+                if other is not None:
+                    raise Conflict(f"{other}; long jobs on one pack are exclusive (wait for it to end)")
             try:
                 first = await self._prepare(keys[0], resume)
             except JobBusy:
@@ -168,6 +173,9 @@ class HistoryService(RecordsService):
     async def _prepare(self, key: PackKey, resume: bool) -> DownloadJob:
         if label(key) in self.jobs and not self.jobs[label(key)].progress.finished:
             raise JobBusy(label(key))
+        other = pack_jobs(self.ctx.extras).running(key, besides="history")
+        if other is not None:  # a later pack of a bus download: an upgrade started there meanwhile
+            raise Conflict(f"{other}; long jobs on one pack are exclusive")
         serial = await self.pack_serial(key)
         job = DownloadJob(
             self.db,
@@ -218,6 +226,13 @@ class HistoryService(RecordsService):
         finally:
             if sequence is not None:
                 sequence.finish()
+
+    def running_on(self, key: PackKey) -> str | None:
+        """The download running on the pack, named for a refusal of another long job (or None)."""
+        job = self.jobs.get(label(key))
+        if job is None or job.progress.finished:
+            return None
+        return f"a history download of {label(key)} is running (record {job.progress.next_index})"
 
     def stop(self, bus: str, address: int | None = None) -> list[dict[str, Any]]:
         stopped = []
