@@ -53,6 +53,7 @@ class BusConfig(Section):
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
+    bytesize: Literal[5, 6, 7, 8] = 8  # data bits per character (both families use 8)
     pace_master_only: bool = False  # PACE: read the whole bank through the master pack (INFO 0xFF)
     request_gap_s: float = Field(default=0.2, ge=0.0, le=10.0)  # idle time between frames on the bus
     response_timeout_s: float = Field(default=1.0, gt=0.0, le=30.0)
@@ -298,6 +299,7 @@ class SimulatorConfig(Section):
     pacing: bool = True  # false: answers leave at once (no wire time)
     faults: str = ""  # fault injection in the --faults syntax, e.g. "corrupt=0.01,drop=0.05"
     state_file: str | None = None  # persist parameters, SN, clock and history; under state_dir
+    history_records: int = Field(default=0, ge=0, le=100_000)  # timing records each pack holds at start
 
     @field_validator("faults")
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any
 import tomlkit
 
 from gateway.app.config import Config, ConfigError, load_config, masked
+from gateway.app.wiring import uses_simulator
 
 
 def register(subparsers: Any) -> None:
@@ -37,10 +38,21 @@ def run_check(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"{args.file}: {err}", file=sys.stderr)
         return 2
-    packs = sum(len(b.addresses) for b in config.bus)
-    where = f"{len(config.bus)} bus(es), {packs} pack(s)" if config.bus else "no bus: built-in simulator"
-    print(f"{args.file}: OK ({where})")
+    print(f"{args.file}: OK ({summary(config)})")
     return 0
+
+
+def summary(config: Config) -> str:
+    """What the configuration runs: buses and packs, the built-in simulator's bus counted in."""
+    buses = len(config.bus)
+    packs = sum(len(b.addresses) for b in config.bus)
+    if not uses_simulator(config):
+        return f"{buses} bus(es), {packs} pack(s)"
+    sim = config.simulator
+    note = f"built-in simulator: {sim.packs} {sim.protocol} pack(s)"
+    if not config.bus:
+        return f"1 bus, {sim.packs} pack(s); no bus configured: {note}"
+    return f"{buses + 1} bus(es), {packs + sim.packs} pack(s), of which the {note}"
 
 
 def _without_none(obj: Any) -> Any:

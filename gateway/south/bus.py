@@ -143,6 +143,7 @@ class BusOwner:
         self._last_activity = 0.0  # monotonic time of the end of the last bus activity
         self.counters = BusCounters()
         self._packs: dict[int, LinkCounters] = {}
+        self.settings: SerialSettings | None = None  # the line settings, for a bus opened by URL
 
     @classmethod
     def from_url(
@@ -156,7 +157,9 @@ class BusOwner:
         async def opener() -> Connection:
             return await open_connection(url, settings)
 
-        return cls(name, opener, decoder_factory, **kwargs)  # type: ignore[arg-type]
+        owner = cls(name, opener, decoder_factory, **kwargs)  # type: ignore[arg-type]
+        owner.settings = settings
+        return owner
 
     # ---- counters -----------------------------------------------------------------------------
 
