@@ -26,7 +26,7 @@ PackKey = tuple[str, int]
 # are made, so no output (JSON, CSV, metrics, Modbus) carries float noise such as
 # 0.0009999999999998899 for a 1 mV difference.
 DECIMALS: Mapping[str, int] = MappingProxyType(
-    {"V": 3, "V_mean": 4, "A": 2, "W": 2, "Ah": 2, "%": 2, "°C": 1, "s": 0}
+    {"V": 3, "V_mean": 4, "A": 2, "W": 2, "Ah": 2, "%": 2, "°C": 1, "s": 0, "ratio": 4}
 )
 
 
@@ -90,7 +90,7 @@ class LinkStats:
 
     @property
     def success_ratio(self) -> float | None:
-        return None if self.requests == 0 else self.responses / self.requests
+        return None if self.requests == 0 else q(self.responses / self.requests, "ratio")
 
 
 @dataclass(frozen=True, slots=True)

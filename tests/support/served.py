@@ -36,6 +36,7 @@ enabled = true
 packs = 3
 profile = "idle"
 pacing = false
+{simulator_extra}
 
 [[bus]]
 name = "pace"
@@ -131,20 +132,36 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 @contextlib.contextmanager
-def served_gateway(tmp: Path, *, rate: int = 120, extra_config: str = "") -> Iterator[Served]:
+def served_gateway(
+    tmp: Path, *, rate: int = 120, simulator_extra: str = "", extra_config: str = ""
+) -> Iterator[Served]:
     """The gateway process on its simulator (3 Tianpower packs `sim/1..3`) and a PACE pack `pace/1`."""
     env = {**os.environ, "TZ": TZ}
     served = Served(cwd=tmp, config=tmp / "gateway.toml")
     try:
         pace = _start(
-            [str(BIN), "simulate", "--protocol", "pace", "--packs", "1", "--listen", "127.0.0.1:0", "--no-pacing"],
+            [
+                str(BIN),
+                "simulate",
+                "--protocol",
+                "pace",
+                "--packs",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-pacing",
+            ],
             tmp,
             env,
         )
         served.procs.append(pace)
         pace_port = int(_read_until(pace, "listening:").rpartition(":")[2])
-        served.config.write_text(CONFIG.format(pace_port=pace_port, rate=rate) + extra_config)
-        created = served.cli(f"bms-gateway token create --role factory --config {served.config} --label tests")
+        served.config.write_text(
+            CONFIG.format(pace_port=pace_port, rate=rate, simulator_extra=simulator_extra) + extra_config
+        )
+        created = served.cli(
+            f"bms-gateway token create --role factory --config {served.config} --label tests"
+        )
         assert created.code == 0, created
         served.token = created.out.strip().splitlines()[-1]
         served.token_id = served.token.split("_")[1]

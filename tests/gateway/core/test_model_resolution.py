@@ -57,10 +57,7 @@ def test_every_derived_value_has_its_units_decimals(
         assert decimals(t.power_w) <= DECIMALS["W"]
         for left in (t.remaining_charge_time_s, t.remaining_discharge_time_s):
             assert left is None or left == int(left)
-    snaps = [
-        PackSnapshot("sim", i + 1, Availability.ONLINE, telemetry=t)
-        for i, t in enumerate((ta, tb))
-    ]
+    snaps = [PackSnapshot("sim", i + 1, Availability.ONLINE, telemetry=t) for i, t in enumerate((ta, tb))]
     bank = aggregate(snaps, now=2.0)
     assert bank.voltage_v is not None and decimals(bank.voltage_v) <= DECIMALS["V"]
     assert bank.soc_pct is not None and decimals(bank.soc_pct) <= DECIMALS["%"]
