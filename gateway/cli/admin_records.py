@@ -259,6 +259,24 @@ def cmd_record_export(api: Api, args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_record_interval(api: Api, args: argparse.Namespace) -> int:
+    if args.seconds is None:
+        doc = api.call("GET", "/api/recording")
+        return emit(args, doc, lambda d: (print(f"recording interval {d['interval_s']:g} s"), OK)[1])
+    doc = api.call("PUT", "/api/recording/interval", json={"interval_s": args.seconds})
+    return emit(
+        args,
+        doc,
+        lambda d: (
+            print(
+                f"recording interval {d['before_s']:g} -> {d['interval_s']:g} s "
+                "(until restart; [recording] interval_s keeps it)"
+            ),
+            OK,
+        )[1],
+    )
+
+
 # ---- firmware --------------------------------------------------------------------------------------
 
 
@@ -383,7 +401,7 @@ def register_records(groups: Any, leaf: Callable[..., argparse.ArgumentParser]) 
     sp.add_argument("--start", help="ISO 8601 pack time")
     sp.add_argument("--end", help="ISO 8601 pack time")
 
-    record = groups.add_parser("record", help="the gateway's real-time recording: export")
+    record = groups.add_parser("record", help="the gateway's real-time recording: export, interval")
     rs = record.add_subparsers(dest="record_command", metavar="ACTION", required=True)
     sp = leaf(rs, "export", cmd_record_export, "a time range of the recording to a CSV or XLSX file")
     sp.add_argument("-o", "--output", required=True, help="file to write (.csv or .xlsx)")
@@ -391,6 +409,9 @@ def register_records(groups: Any, leaf: Callable[..., argparse.ArgumentParser]) 
     sp.add_argument("--since")
     sp.add_argument("--until")
     sp.add_argument("packs", nargs="*", help="BUS/ADDRESS (default: every pack)")
+
+    sp = leaf(rs, "interval", cmd_record_interval, "read, or change now (admin), the recording interval")
+    sp.add_argument("seconds", nargs="?", type=float, help="0.1 to 3600 s")
 
     firmware = groups.add_parser("firmware", help="firmware upgrades: flash, status, resume, abort")
     fs = firmware.add_subparsers(dest="firmware_command", metavar="ACTION", required=True)
