@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from gateway.ops.security.auth import Role
 from tests.support.admin_support import ThreadedGateway
 
+pytestmark = pytest.mark.e2e
+
 EXAMPLES_PER_OPERATION = 10
 
 
