@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from gateway import __version__
 from gateway.app.context import AppContext
@@ -81,7 +82,11 @@ def _data_dependencies(ctx: AppContext) -> list[Any]:
 
 
 def create_app(ctx: AppContext) -> FastAPI:
-    app = FastAPI(
+    # /docs is Swagger UI with its assets served by this process from the fastapi-offline package
+    # (/static-offline-docs/...), never from a public CDN: the page works on a box without internet.
+    app = FastAPIOffline(
+        docs_url="/docs",
+        redoc_url=None,
         title="bms-gateway",
         version=__version__,
         description="Battery packs on RS485: snapshots, bank aggregate and gateway status.",
