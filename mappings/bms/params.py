@@ -5,8 +5,11 @@ from a wheel) with a top-level `family`, an optional `[defaults]` table merged i
 one `[[param]]` per parameter:
 
     id        stable string id ("prot.cell_ov_start")
-    name      unique name as the vendor tool shows it ("CELL_OV_Start")
-    tool_name optional: the label on the vendor tool's page when `name` had to be made unique
+    name      unique identifier in the API, files and topics, without spaces: the vendor tool's name
+              where it has none ("CELL_OV_Start"), else the label with "_" ("Cell_OV_Alarm")
+    tool_name optional: the label on the vendor tool's page when it differs from `name`
+    aliases   optional: other names accepted on input (e.g. the label "Cell OV Alarm" older
+              versions used as the name); lookups resolve them to `name`
     section   optional: the vendor tool's heading ("CELL_Vol_Protect")
     group     protection | alarm | other
     unit      display unit (V, mV, A, °C, ms, s, min, %, Ah, ...)
@@ -109,6 +112,7 @@ class ParamSpec:
     note: str | None = None
     decimals: int = field(default=0)
     per_pack: bool = False
+    aliases: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -173,6 +177,7 @@ class ParameterTable:
     params: tuple[ParamSpec, ...]
     by_name: Mapping[str, ParamSpec]
     by_id: Mapping[str, ParamSpec]
+    by_alias: Mapping[str, ParamSpec] = field(default_factory=lambda: MappingProxyType({}))
 
     def __iter__(self) -> Iterator[ParamSpec]:
         return iter(self.params)
@@ -181,14 +186,19 @@ class ParameterTable:
         return len(self.params)
 
     def __contains__(self, name: object) -> bool:
-        return name in self.by_name
+        return name in self.by_name or name in self.by_alias
+
+    def canonical(self, name: str) -> str:
+        """The parameter's name for `name` or one of its aliases (unchanged when unknown)."""
+        spec = self.by_name.get(name) or self.by_alias.get(name)
+        return name if spec is None else spec.name
 
     def get(self, name: str) -> ParamSpec:
-        """The parameter by name; KeyError with the known names' count when absent."""
-        try:
-            return self.by_name[name]
-        except KeyError:
-            raise KeyError(f"{self.family}: unknown parameter {name!r} ({len(self.params)} known)") from None
+        """The parameter by name or alias; KeyError with the known names' count when absent."""
+        spec = self.by_name.get(name) or self.by_alias.get(name)
+        if spec is None:
+            raise KeyError(f"{self.family}: unknown parameter {name!r} ({len(self.params)} known)")
+        return spec
 
     def in_group(self, group: Group) -> tuple[ParamSpec, ...]:
         return tuple(p for p in self.params if p.group is group)
@@ -201,9 +211,10 @@ class ParameterTable:
         """Validate a set of writes by name; raises on the first unknown name or bad value."""
         out: dict[str, float] = {}
         for name, value in values.items():
-            if name not in self.by_name:
+            if name not in self:
                 raise ParameterValueError(name, value, f"{self.family}: unknown parameter {name!r}")
-            out[name] = self.by_name[name].validate(value)
+            spec = self.get(name)
+            out[spec.name] = spec.validate(value)
         return out
 
 
@@ -221,6 +232,7 @@ _OPTIONAL = (
     "raw_min",
     "raw_max",
     "tool_name",
+    "aliases",
     "section",
     "note",
     "wire",
@@ -251,6 +263,11 @@ def _parse_entry(where: str, entry: Mapping[str, Any]) -> ParamSpec:
         if not isinstance(entry[key], str) or (key != "unit" and not entry[key]):
             raise ParameterTableError(f"{where}: {key} must be a non-empty string")
     where = f"{where} ({entry['name']})"
+    if any(c.isspace() for c in entry["name"]):
+        raise ParameterTableError(f"{where}: name must have no spaces (put the tool's label in tool_name)")
+    aliases = entry.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise ParameterTableError(f"{where}: aliases must be a list of non-empty strings")
     try:
         group = Group(entry["group"])
         access = Access(entry["access"])
@@ -319,6 +336,7 @@ def _parse_entry(where: str, entry: Mapping[str, Any]) -> ParamSpec:
         note=entry.get("note"),
         decimals=max(_decimals(scale), _decimals(offset)),
         per_pack=entry.get("per_pack", False),
+        aliases=tuple(aliases),
     )
     # The range ends must be representable on the wire and survive a round trip.
     for what, value in (("min", lo), ("max", hi)):
@@ -375,7 +393,17 @@ def build_table(
         params.append(spec)
         by_name[spec.name] = spec
         by_id[spec.id] = spec
-    return ParameterTable(family, tuple(params), MappingProxyType(by_name), MappingProxyType(by_id))
+    by_alias: dict[str, ParamSpec] = {}
+    for spec in params:
+        for alias in spec.aliases:
+            if alias in by_name or alias in by_alias:
+                raise ParameterTableError(
+                    f"{source}: alias {alias!r} of {spec.name} is already a name or alias"
+                )
+            by_alias[alias] = spec
+    return ParameterTable(
+        family, tuple(params), MappingProxyType(by_name), MappingProxyType(by_id), MappingProxyType(by_alias)
+    )
 
 
 @cache

@@ -326,6 +326,7 @@ def validate_rows(
         if name not in table:
             problems.append(RowProblem(i, name, data, f"unknown parameter {name!r} for {table.family}"))
             continue
+        name = table.canonical(name)  # an alias (e.g. PACE's older "Cell OV Alarm") reads as the name
         if not per_pack and table.get(name).per_pack:
             continue
         if name in seen:

@@ -344,10 +344,10 @@ async def test_controls_and_their_refusals(tmp_path: Path) -> None:
 async def test_pace_protocol_selection_and_both_mos_off(tmp_path: Path) -> None:
     async with admin_stack(tmp_path, protocol="pace", packs=1, realtime_interval_s=0.1) as stack:
         # PACE parameter writes are documented: no opt-in needed; the group is read, patched, written whole
-        r = await call(stack, "PUT", "/api/packs/sim/1/parameters", {"values": {"Cell OV Protect": 3.6}})
+        r = await call(stack, "PUT", "/api/packs/sim/1/parameters", {"values": {"Cell_OV_Protect": 3.6}})
         item = r.json()["packs"][0]["items"][0]
         assert (item["outcome"], item["after"]) == ("verified", 3.6), r.json()
-        assert stack.sim.pack(1).params["Cell OV Protect"] == pytest.approx(3.6)
+        assert stack.sim.pack(1).params["Cell_OV_Protect"] == pytest.approx(3.6)
         r = await call(stack, "GET", "/api/packs/sim/1/inverter-protocol", role=Role.OPERATOR)
         assert r.status_code == 200 and "can_codes" in r.json()
         r = await call(
