@@ -83,6 +83,13 @@ class Served:
             "COLUMNS": "200",
         }
 
+    def new_token(self, role: str = "factory") -> None:
+        """Use a new token from now on (each token has its own rate limit budget)."""
+        created = self.cli(f"bms-gateway token create --role {role} --config {self.config} --label tests")
+        assert created.code == 0, created
+        self.token = created.out.strip().splitlines()[-1]
+        self.token_id = self.token.split("_")[1]
+
     def cli(self, line: str, timeout: float = 120.0, env: dict[str, str] | None = None) -> Result:
         """Run one command line as typed at a shell (`bms-gateway ...`), in the served directory."""
         argv = shlex.split(line)
