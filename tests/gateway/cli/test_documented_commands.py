@@ -109,6 +109,14 @@ EXPECT: dict[str, Expect] = {
     "bms-gateway admin params export sim/1 --format xml -o pack1.xml": Expect(
         0, (), (r"wrote pack1\.xml \(xml\) \(per-pack state left out",), exported_xml
     ),
+    "bms-gateway admin params export sim/1 -o pack1.xlsx": Expect(
+        0,
+        (),
+        (r"wrote pack1\.xlsx \(xlsx\)",),
+        lambda r, s: (
+            None if (s.cwd / "pack1.xlsx").read_bytes().startswith(b"PK") else pytest.fail("not xlsx")
+        ),
+    ),
     "bms-gateway admin params import sim/2 pack1.xml": Expect(
         0, (r"sim/2: \d+ change\(s\), \d+ unchanged", r"preview only: repeat with --apply")
     ),
@@ -196,6 +204,10 @@ EXPECT: dict[str, Expect] = {
     ),
     "bms-gateway admin record export -o today.xlsx --since 2024-05-09T00:00 sim/1 sim/2": Expect(
         0, (r"^wrote today\.xlsx$",)
+    ),
+    "bms-gateway admin record interval": Expect(0, (r"^recording interval 1 s$",)),
+    "bms-gateway admin record interval 5": Expect(
+        0, (r"^recording interval 1 -> 5 s \(until restart; \[recording\] interval_s keeps it\)$",)
     ),
     # ---- docs/firmware.md ---------------------------------------------------------------------------
     "bms-gateway firmware-image -o new-firmware.bgfw "
