@@ -34,7 +34,7 @@ from gateway.cli.api_client import (
     status_code,
     table,
 )
-from gateway.cli.progress import Reporter
+from gateway.cli.progress import Reporter, busy
 
 
 def _when(text: str | None) -> float | None:
@@ -183,7 +183,8 @@ def _write(path: str, data: bytes) -> None:
 
 def _download(api: Api, path: str, params: dict[str, Any]) -> bytes:
     try:
-        r = api.client.get(path, params=params)
+        with busy(api.args, f"GET {path}: the gateway builds the file"):
+            r = api.client.get(path, params=params)
     except httpx.TransportError as err:
         raise CliError(UNREACHABLE, f"cannot reach the gateway at {api.url}: {err}") from None
     if r.status_code >= 400:

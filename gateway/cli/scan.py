@@ -13,6 +13,7 @@ import asyncio
 import sys
 from typing import Any
 
+from gateway.cli.progress import busy
 from gateway.south.bus import BusOwner
 from gateway.south.poller import available_families, scan
 from gateway.south.transport import Backoff, SerialSettings, parse_url
@@ -108,7 +109,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    code, found = asyncio.run(_scan(args, families))
+    with busy(
+        args, f"scanning {args.url} for {', '.join(families)} packs at {len(args.addresses)} address(es)"
+    ):
+        code, found = asyncio.run(_scan(args, families))
     if code:
         return code
     if not found:
