@@ -103,10 +103,12 @@ def cmd_params_get(api: Api, args: argparse.Namespace) -> int:
     doc = api.call("GET", _pack_path(args.pack) + "/parameters", params={"fresh": args.fresh})
 
     def human(d: dict[str, Any]) -> int:
+        labels = any(p.get("label") not in (None, p["name"]) for p in d["parameters"])  # PACE's tool labels
         rows = [
             [
                 p["no"],
                 p["name"],
+                *([p.get("label") or ""] if labels else []),
                 p["value"],
                 p["unit"],
                 p["range"],
@@ -118,7 +120,17 @@ def cmd_params_get(api: Api, args: argparse.Namespace) -> int:
         ]
         table(
             f"{d['pack']} ({d['family']}, {d['source']})",
-            ["No.", "Name", "Value", "Unit", "Set Range", "Default", "Access", "Note"],
+            [
+                "No.",
+                "Name",
+                *(["Tool label"] if labels else []),
+                "Value",
+                "Unit",
+                "Set Range",
+                "Default",
+                "Access",
+                "Note",
+            ],
             rows,
         )
         return OK
