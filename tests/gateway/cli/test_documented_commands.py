@@ -90,8 +90,8 @@ EXPECT: dict[str, Expect] = {
         0,
         (
             r"sim/1 \(tianpower, ",
-            r"┃ No\. +┃ Name +┃ Value +┃ Unit +┃ Set Range",
-            r"│ CELL_OV_Start +│ 3\.7 ",
+            r"┃ No\. +┃ Name +┃ (Tool label +┃ )?Value +┃ Unit +┃ Set Range",
+            r"│ CELL_OV_Start +│ (\S+ +│ )?3\.7 ",
         ),
     ),
     "bms-gateway admin params all": Expect(0, (r"┃ Name +┃ Unit +┃ pace/1 +┃ sim/1 +┃ sim/2 +┃ sim/3",)),
