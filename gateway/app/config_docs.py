@@ -17,10 +17,8 @@ import types
 import typing
 from typing import Any, Literal, get_args, get_origin
 
-from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+from pydantic.fields import FieldInfo, PydanticUndefined
 
 from gateway.app.config import Config
 
@@ -35,13 +33,13 @@ def cell(text: str) -> str:
 
 def _constraints(metadata: list[Any]) -> list[str]:
     out: list[str] = []
-    for m in metadata:
-        for cls, op in ((Ge, "ge"), (Gt, "gt"), (Le, "le"), (Lt, "lt")):
-            if isinstance(m, cls):
+    for m in metadata:  # pydantic's constraint objects (annotated-types), read by their attributes
+        for op in ("ge", "gt", "le", "lt"):
+            if getattr(m, op, None) is not None:
                 out.append(f"{op} {getattr(m, op)}")
-        if isinstance(m, MinLen):
+        if getattr(m, "min_length", None) is not None:
             out.append(f"at least {m.min_length}")
-        if isinstance(m, MaxLen):
+        if getattr(m, "max_length", None) is not None:
             out.append(f"at most {m.max_length} long")
         pattern = getattr(m, "pattern", None)
         if isinstance(pattern, str):
