@@ -18,16 +18,9 @@ from gateway.core.model import (
     Temperature,
     TempRole,
 )
-from gateway.north.mqtt.publisher import (
-    MqttService,
-    OutBuffer,
-    OutMessage,
-    Topics,
-    bank_document,
-    gateway_discovery,
-    pack_discovery,
-    pack_document,
-)
+from gateway.north.mqtt.discovery import Topics, gateway_discovery, pack_discovery
+from gateway.north.mqtt.documents import bank_document, pack_document
+from gateway.north.mqtt.publisher import MqttService, OutBuffer, OutMessage
 from mappings.ha import VALID_UNITS, EntityTableError, load_entities, parse_entities
 
 TABLE = load_entities()
@@ -76,7 +69,7 @@ def resolve(doc: Any, path: str) -> Any:
 
 
 def template_path(template: str) -> str:
-    m = re.fullmatch(r"\{\{ (?:'ON' if )?value_json\.([a-z0-9_.\[\]]+)(?: else 'OFF')? \}\}", template)
+    m = re.match(r"\{\{ (?:\('ON' if )?value_json\.([a-z0-9_.\[\]]+) ", template)
     assert m, template
     return m.group(1)
 
