@@ -33,6 +33,14 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names the key and what is allowed."""
 
 
+def listen_error(key: str, listen: str, err: OSError) -> ConfigError:
+    """The one-line start-up error of a listener that cannot bind (`run` exits 2 with it)."""
+    import errno
+
+    hint = " (address already in use)" if err.errno == errno.EADDRINUSE else ""
+    return ConfigError(f"{key}: cannot listen on {listen!r}{hint}: {err.strerror or err}")
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -66,8 +74,9 @@ class BusConfig(Section):
     """data bits per character (both families use 8)"""
     pace_master_only: bool = False
     """PACE: read the whole bank through the master pack (INFO 0xFF)"""
-    request_gap_s: float = Field(default=0.2, ge=0.0, le=10.0)
-    """idle time between frames on the bus"""
+    request_gap_s: float = Field(default=0.004, ge=0.0, le=10.0)
+    """idle time between frames on the bus (3.5 characters at 9600 baud); a pack that misses answers
+    gets a longer gap of its own, see runtime.md"""
     response_timeout_s: float = Field(default=1.0, gt=0.0, le=30.0)
     """wait this long for a valid answer before the attempt counts as a timeout"""
     retries: int = Field(default=1, ge=0, le=5)
@@ -104,6 +113,8 @@ class BusConfig(Section):
 class HttpConfig(Section):
     listen: ListenAddr = "127.0.0.1:8080"
     """HOST:PORT of the HTTP API (port 0 = any free port; printed at start)"""
+    ui: bool = True
+    """serve the web UI at `/` ([ui.md](ui.md)); `false`: the API only, the UI is never imported"""
 
 
 class ModbusConfig(Section):

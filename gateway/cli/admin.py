@@ -159,7 +159,12 @@ def cmd_params_set(api: Api, args: argparse.Namespace) -> int:
         values[name.strip()] = _number(value.strip())
     if not values:
         raise CliError(USAGE, "name at least one NAME=VALUE")
-    body = {"values": values, "dry_run": args.dry_run, "allow_inferred": args.allow_inferred}
+    body = {
+        "values": values,
+        "dry_run": args.dry_run,
+        "allow_inferred": args.allow_inferred,
+        "force": args.force,
+    }
     if len(packs) == 1 and packs[0] != "all":
         doc = api.call("PUT", _pack_path(packs[0]) + "/parameters", json=body)
     else:
@@ -218,6 +223,7 @@ def cmd_params_import(api: Api, args: argparse.Namespace) -> int:
         "apply": args.apply,
         "allow_inferred": args.allow_inferred,
         "per_pack_state": args.per_pack_state,
+        "force": args.force,
     }
     ext = Path(args.file).suffix.lower().lstrip(".")
     fmt = args.format or (ext if ext in PARAM_FORMATS else None)  # else the gateway reads the content
@@ -246,7 +252,12 @@ def cmd_params_import(api: Api, args: argparse.Namespace) -> int:
 
 
 def cmd_params_load_origin(api: Api, args: argparse.Namespace) -> int:
-    body = {"packs": _packs(args.packs), "dry_run": args.dry_run, "allow_inferred": args.allow_inferred}
+    body = {
+        "packs": _packs(args.packs),
+        "dry_run": args.dry_run,
+        "allow_inferred": args.allow_inferred,
+        "force": args.force,
+    }
     return emit(args, api.call("POST", "/api/parameters/load-origin", json=body), _show_batch)
 
 
@@ -493,6 +504,12 @@ def register(sub: Any) -> None:
     sp.add_argument("items", nargs="+", help="packs (BUS/ADDRESS or all) and NAME=VALUE assignments")
     sp.add_argument("--dry-run", action="store_true", help="show the difference, write nothing")
     sp.add_argument("--allow-inferred", action="store_true", help="opt in to inferred write encodings")
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="write past the parameter rules' warnings (recommended ranges; audited); ordering rules "
+        "are never overridden",
+    )
     per_pack_help = "include per-pack state (full and remaining capacity; never cloned by default)"
     sp = leaf(ps, "export", cmd_params_export, "a pack's parameters as json, csv, xml or xlsx")
     sp.add_argument("pack")
@@ -506,11 +523,22 @@ def register(sub: Any) -> None:
     sp.add_argument("--format", choices=PARAM_FORMATS, help="default: from the extension or the content")
     sp.add_argument("--apply", action="store_true")
     sp.add_argument("--allow-inferred", action="store_true")
-    sp.add_argument("--per-pack-state", action="store_true", help=per_pack_help)
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="write past the parameter rules' warnings (recommended ranges; audited); ordering rules "
+        "are never overridden",
+    )
     sp = leaf(ps, "load-origin", cmd_params_load_origin, "restore the documented defaults")
     sp.add_argument("packs", nargs="*")
     sp.add_argument("--dry-run", action="store_true")
     sp.add_argument("--allow-inferred", action="store_true")
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="write past the parameter rules' warnings (recommended ranges; audited); ordering rules "
+        "are never overridden",
+    )
     sp = leaf(ps, "table", cmd_params_table, "a family's table (ranges, defaults, LC_Style modes)")
     sp.add_argument("family", choices=("tianpower", "pace"))
 

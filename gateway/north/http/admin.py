@@ -53,6 +53,11 @@ class ParameterWriteBody(_Body):
     )
     dry_run: bool = False
     allow_inferred: bool = False
+    force: bool = Field(
+        default=False,
+        description="override the parameter rules' warnings (recommended ranges); audited. Rules "
+        "marked refuse (orderings, pack vs cells) are never overridden",
+    )
 
 
 class MultiParameterWriteBody(ParameterWriteBody):
@@ -63,6 +68,11 @@ class LoadOriginBody(_Body):
     packs: list[str] | None = None
     dry_run: bool = False
     allow_inferred: bool = False
+    force: bool = Field(
+        default=False,
+        description="override the parameter rules' warnings (recommended ranges); audited. Rules "
+        "marked refuse (orderings, pack vs cells) are never overridden",
+    )
 
 
 class CapacitiesBody(_Body):
@@ -107,6 +117,11 @@ class PackProtocolsBody(_Body):
 class GatewayProtocolsBody(_Body):
     can: str | None = None
     rs485: str | None = None
+
+
+class ScanBody(_Body):
+    addresses: list[int] | None = Field(default=None, description="addresses to probe (default 1..15)")
+    timeout_s: float = Field(default=0.5, description="response timeout per probe (s)")
 
 
 class ClockSyncBody(_Body):
@@ -173,6 +188,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
                 body.values,
                 dry_run=body.dry_run,
                 allow_inferred=body.allow_inferred,
+                force=body.force,
             )
         )
 
@@ -186,7 +202,12 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """Write the same values to several packs, one at a time (admin)."""
         return await _call(
             lambda: admin.write_parameters(
-                who, body.packs, body.values, dry_run=body.dry_run, allow_inferred=body.allow_inferred
+                who,
+                body.packs,
+                body.values,
+                dry_run=body.dry_run,
+                allow_inferred=body.allow_inferred,
+                force=body.force,
             )
         )
 
@@ -229,6 +250,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         apply: bool = False,
         allow_inferred: bool = False,
         per_pack_state: bool = False,
+        force: bool = False,
     ) -> Any:
         """Validate a parameter file (the body: JSON, CSV, XML or XLSX); preview the rows that differ;
         `apply=true` writes them. Rows of per-pack state are skipped unless `per_pack_state=true`."""
@@ -250,6 +272,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
                 apply=apply,
                 allow_inferred=allow_inferred,
                 per_pack_state=per_pack_state,
+                force=force,
             )
         )
 
@@ -258,7 +281,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """Write the documented default of every parameter that has one (the tool's "Load Origin")."""
         return await _call(
             lambda: admin.load_origin(
-                who, body.packs, dry_run=body.dry_run, allow_inferred=body.allow_inferred
+                who, body.packs, dry_run=body.dry_run, allow_inferred=body.allow_inferred, force=body.force
             )
         )
 
@@ -348,6 +371,18 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """Switch the running inverter services and persist the choice in the configuration file."""
         return await _call(lambda: admin.set_gateway_protocols(who, can=body.can, rs485=body.rs485))
 
+    # ---- scan --------------------------------------------------------------------------------------
+
+    @router.post("/buses/{bus}/scan")
+    async def scan(who: Operator, bus: str, body: ScanBody) -> Any:
+        """Probe addresses of a bus through its bus owner (`bms-gateway scan` while the gateway polls
+        it): background priority, the bus's own protocol, audited (operator)."""
+        from gateway.ops.admin.scan import scan_bus
+
+        return await _call(
+            lambda: scan_bus(admin, who, bus, addresses=body.addresses, timeout_s=body.timeout_s)
+        )
+
     # ---- clock -------------------------------------------------------------------------------------
 
     @router.get("/clock")
@@ -399,4 +434,7 @@ def install(ctx: Any) -> list[Any]:
     limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
     ctx.extras["admin_auth"] = (tokens, limiter)  # shared by the records API (gateway.north.http.records)
     ctx.http_routers.append(admin_router(admin, tokens, limiter))
+    from gateway.north.http.tokens import tokens_router  # token management (admin)
+
+    ctx.http_routers.append(tokens_router(admin, tokens, limiter))
     return [ClockAutoSync(admin)] if ctx.config.admin.clock_auto_sync else []

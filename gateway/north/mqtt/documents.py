@@ -7,14 +7,22 @@ once here. It must never perform I/O or know about the broker.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway import __version__
 from gateway.core.model import ModelView, PackEvent, PackSnapshot
+from gateway.core.policy.engine import stops, warns
 from gateway.north.metrics.collector import DecisionLike
+from protocol.bms.base import FlagInfo
 
 ORIGIN = {"name": "bms-gateway", "sw_version": __version__, "support_url": "https://github.com/bms-gateway"}
+
+
+def meanings_doc(flags: Iterable[FlagInfo]) -> dict[str, list[str]]:
+    """The active flags' neutral meanings by level (mappings/flags/outputs.toml names them)."""
+    active = tuple(flags)
+    return {"protection": sorted(stops(active)), "warning": sorted(warns(active))}
 
 
 def slug(text: str) -> str:
@@ -95,6 +103,7 @@ def pack_document(snap: PackSnapshot) -> dict[str, Any]:
     if t is None:
         doc.update(dict.fromkeys(_MEASUREMENT_KEYS))
         doc.update(cells_v=[], temperatures={}, balancing_cells=[], protections=[], alarms=[], faults=[])
+        doc["meanings"] = {"protection": [], "warning": []}
         doc["states"] = []
         return doc
     flags = sorted(t.protections | t.alarms | t.faults)
@@ -131,6 +140,7 @@ def pack_document(snap: PackSnapshot) -> dict[str, Any]:
         alarms=sorted(t.alarms),
         faults=sorted(t.faults),
         states=sorted(t.states),
+        meanings=meanings_doc(t.flags),
         flags_text=", ".join(flags)[:250] if flags else "none",
         remaining_charge_time_s=_r(t.remaining_charge_time_s, 0),
         remaining_discharge_time_s=_r(t.remaining_discharge_time_s, 0),
@@ -200,6 +210,7 @@ def bank_document(
         "protections": sorted(b.protections),
         "alarms": sorted(b.alarms),
         "faults": sorted(b.faults),
+        "meanings": meanings_doc(b.flags),
         "remaining_charge_time_s": _r(b.remaining_charge_time_s, 0),
         "remaining_discharge_time_s": _r(b.remaining_discharge_time_s, 0),
         "limits": limits,

@@ -22,6 +22,7 @@ from gateway.north.mqtt.discovery import Topics, gateway_discovery, pack_discove
 from gateway.north.mqtt.documents import bank_document, pack_document
 from gateway.north.mqtt.publisher import MqttService, OutBuffer, OutMessage
 from mappings.ha import VALID_UNITS, EntityTableError, load_entities, parse_entities
+from tests.support.flags import named
 
 TABLE = load_entities()
 TOPICS = Topics.of(MqttConfig(client_id="site-7", base_topic="bms", discovery_prefix="homeassistant"))
@@ -47,7 +48,7 @@ def pack(address: int = 1, cells: int = 16, telemetry: bool = True) -> PackSnaps
         cycles=12,
         charge_mos_on=True,
         discharge_mos_on=True,
-        protections=["CELL_OV"],
+        flags=named("CELL_OV_Prot"),
     )
     ident = PackIdentity(
         version="V2.1", serial="SN9", model="P16S100A", manufacturer="Basengreen", barcode="PCB1"
