@@ -529,6 +529,7 @@ def register(sub: Any) -> None:
         help="write past the parameter rules' warnings (recommended ranges; audited); ordering rules "
         "are never overridden",
     )
+    sp.add_argument("--per-pack-state", action="store_true", help=per_pack_help)
     sp = leaf(ps, "load-origin", cmd_params_load_origin, "restore the documented defaults")
     sp.add_argument("packs", nargs="*")
     sp.add_argument("--dry-run", action="store_true")

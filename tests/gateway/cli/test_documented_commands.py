@@ -124,6 +124,9 @@ EXPECT: dict[str, Expect] = {
         0, (r"sim/2: \d+ change\(s\)",)
     ),
     "bms-gateway admin params load-origin sim/1 --dry-run": Expect(0, (TABLE_WRITE, r"outcome: dry_run")),
+    "bms-gateway admin params set sim/1 CELL_OV_Delay=4000 --allow-inferred --force": Expect(
+        0, (TABLE_WRITE, r"│ sim/1 +│ CELL_OV_Delay +│ 4000 +│", r"outcome: ok")
+    ),
     "bms-gateway admin params table tianpower": Expect(
         0,
         (
