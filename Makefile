@@ -31,8 +31,9 @@ test: lint
 ha-venv:
 	bash tests/fleet/ha-venv.sh
 
-bench: venv-test
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+bench: venv
+	$(BIN)/python -m pip install --quiet -e '.[fast,bench]'
+	$(BIN)/python bench/report.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

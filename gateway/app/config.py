@@ -338,7 +338,7 @@ class InverterRs485Config(Section):
     """0x92 per module: bank limits split over the fresh modules"""
     # *inferred* Pylon layouts (docs/inverter-rs485.md), off: the protocol's error answer
     pylon_inferred_stack_replies: bool = False
-    """*inferred*: answer 0x42/0x44 with INFO FF (off: RTN 90)"""
+    """*inferred*: answer 0x44 with INFO FF (off: RTN 90; 0x42 FF: always)"""
     pylon_inferred_system_basic: bool = False
     """*inferred*: answer 0x60 with a 2-byte version (off: RTN 04)"""
     pylon_inferred_set_management: bool = False
@@ -555,6 +555,11 @@ class Config(Section):
     """tokens, audit log, history database; relative to the config file's folder"""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """debug, info, warning or error (`-v`/`-vv` on the command line can only raise it)"""
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """the asyncio event loop: `auto` uses [uvloop](https://github.com/MagicStack/uvloop) when it is
+    installed (`pip install 'bms-gateway[fast]'`, Linux/macOS) and the standard library's loop
+    otherwise; `uvloop` without it installed is a configuration error (exit 2). See
+    docs/performance.md"""
 
     @model_validator(mode="after")
     def _unique_bus_names(self) -> Config:
