@@ -7,7 +7,7 @@ owner's queue) with the driver of `ctx.pollers[name].driver`, and may add HTTP r
 to `ctx.http_routers` before the HTTP service starts.
 
 What services share is a typed field here, never a lookup by string: the stores every service needs
-(`decisions`, `audit_log`, `auth`) are built once by `gateway.app.wiring` before any installer runs;
+(`decisions`, `pack_jobs`, `audit_log`, `auth`) are built once, before any installer runs;
 the fields naming a service (`modbus_stats`, `can`, `rs485`, `mqtt`, `admin`) are set by that
 service's installer and typed by what the others use of it (structural `Protocol`s below), so this
 module imports no adapter.
@@ -28,6 +28,7 @@ from gateway.app.supervisor import Service, ServiceState, ServiceStatus
 from gateway.core.controls import Controls
 from gateway.core.model import ModelStore, PackKey
 from gateway.core.policy.decisions import DecisionStore
+from gateway.ops.pack_jobs import PackJobs
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -150,6 +151,7 @@ class AppContext:
     decisions: DecisionStore = field(default_factory=DecisionStore)  # the policy's latest decision
     audit_log: AuditLog | None = None  # `[admin] audit_db`: every operation appends to it
     auth: AdminAuth | None = None  # `[admin] tokens_file` + rate limit
+    pack_jobs: PackJobs = field(default_factory=PackJobs)  # which long job runs on which pack
     # services others read, set by their installers (None: not enabled / not installed)
     simulator_service: Service | None = None  # serves `simulator` on TCP (gateway.app.wiring)
     modbus_stats: ModbusStats | None = None
