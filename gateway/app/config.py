@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -60,16 +61,27 @@ def _check_listen(value: str) -> str:
 ListenAddr = Annotated[str, AfterValidator(_check_listen)]
 
 
-def _registered(registry: Registry[Any], *extra: str) -> AfterValidator:
-    """A name that `registry` knows (or one of `extra`): the allowed values come from the registry."""
+@dataclass(frozen=True, slots=True)
+class OneOf:
+    """A name that `registry` knows (or one of `extra`): the allowed values come from the registry
+    (`gateway.app.config_docs` lists them as the key's allowed values)."""
 
-    def check(value: str) -> str:
-        if value not in registry and value not in extra:
-            allowed = ", ".join(repr(n) for n in (*registry.names(), *extra))
-            raise ValueError(f"unknown {registry.kind} {value!r} (allowed: {allowed})")
+    registry: Registry[Any]
+    extra: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        return (*self.registry.names(), *self.extra)
+
+    def __call__(self, value: str) -> str:
+        if value not in self.allowed:
+            allowed = ", ".join(repr(n) for n in self.allowed)
+            raise ValueError(f"unknown {self.registry.kind} {value!r} (allowed: {allowed})")
         return value
 
-    return AfterValidator(check)
+
+def _registered(registry: Registry[Any], *extra: str) -> AfterValidator:
+    return AfterValidator(OneOf(registry, extra))
 
 
 AUTO = "auto"  # `[[bus]] protocol`: detect the family on the bus
