@@ -38,11 +38,25 @@ HAS_IMAGE = "v => [...document.querySelectorAll('#fw-image option')].some(o => o
 STREAMS = ("/api/stream", "/events", "/ui/static/icon.svg")
 
 
-def chromium_path() -> str:
-    path = os.environ.get("BMSG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.fail("the browser tests need Debian's chromium: apt-get install chromium (.ci/run does)")
-    return path
+CHROMIUM_MISSING = "chromium is not installed (apt-get install chromium; .ci/run installs it)"
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium, or $BMSG_CHROMIUM (which must then exist: a wrong setting is an error)."""
+    wanted = os.environ.get("BMSG_CHROMIUM")
+    if wanted:
+        if not (shutil.which(wanted) or Path(wanted).is_file()):
+            pytest.fail(f"BMSG_CHROMIUM={wanted} is not an executable")
+        return wanted
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_chromium() -> None:
+    """Skip the module, before any process starts, when the browser is not installed (as the other
+    process-level tests do for Mosquitto or promtool)."""
+    if chromium_path() is None:
+        pytest.skip(CHROMIUM_MISSING)
 
 
 @dataclass
@@ -198,7 +212,9 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"])
+        path = chromium_path()
+        assert path is not None  # _needs_chromium skipped the module otherwise
+        b = p.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu"])
         try:
             yield b
         finally:
