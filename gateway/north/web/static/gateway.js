@@ -35,6 +35,7 @@
       if (!row) { // the scan cell is made once: its button, result and error survive the refreshes
         row = el("tr", { dataset: { bus: name } }, ...cells, scanCell(name));
         body.append(row);
+        UI.applyRole();
       } else {
         cells.forEach((td, i) => row.children[i].replaceWith(td));
       }
