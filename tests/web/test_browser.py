@@ -415,7 +415,7 @@ def test_a_firmware_upgrade_shows_progress_and_the_new_version(browser: Any, gat
     target = old.rsplit("-V", 1)[0]
     new = f"{target}-V9.{int(time.time()) % 10}"  # at most 24 characters
     image = gateway.dir / "upgrade.bgfw"
-    image.write_bytes(build_image("tianpower", target, new, bytes(range(256)) * 96))  # 192 blocks
+    image.write_bytes(build_image("tianpower", target, new, bytes(range(256)) * 48))  # 96 blocks
     with ui(browser, gateway) as (page, watch):
         goto(page, watch, f"{gateway.url}/ui/config?pack=sim/3")
         page.set_input_files("#fw-file", str(image))
@@ -447,7 +447,7 @@ def test_a_firmware_upgrade_shows_progress_and_the_new_version(browser: Any, gat
             "() => document.querySelector('#fw-job-state').textContent.startsWith('stopped (resumable')"
         )
         stopped_at = float(page.get_attribute("#fw-progress", "value") or 0)
-        assert 0 < stopped_at < 192 and page.is_enabled("#fw-resume") and page.is_disabled("#fw-stop")
+        assert 0 < stopped_at < 96 and page.is_enabled("#fw-resume") and page.is_disabled("#fw-stop")
         page.click("#fw-resume")
         progress: set[str] = set()
         deadline = time.monotonic() + 120
@@ -459,7 +459,7 @@ def test_a_firmware_upgrade_shows_progress_and_the_new_version(browser: Any, gat
         else:
             raise AssertionError(f"no final version; state: {page.inner_text('#fw-state')}")
         steps = {float(v) for v in progress if v}
-        assert len([v for v in steps if stopped_at <= v < 192]) >= 2, progress  # 192 blocks of 128 bytes
+        assert len([v for v in steps if stopped_at <= v < 96]) >= 2, progress  # 96 blocks of 128 bytes
         page.wait_for_function(
             "v => document.querySelector('#fw-final').textContent === v", arg=new, timeout=30000
         )

@@ -32,9 +32,9 @@
         el("td", { class: "num", text: c.requests ?? "–" }), el("td", { class: "num", text: c.responses ?? "–" }), el("td", { class: "num", text: c.timeouts ?? "–" }),
         el("td", { class: "num", text: errs }), el("td", { class: "num", text: num(cycle, 2, "s") })];
       let row = body.querySelector(`tr[data-bus="${CSS.escape(name)}"]`);
-      if (!row) { // the scan cell is made once: its button, result and error survive the refreshes
-        row = el("tr", { dataset: { bus: name } }, ...cells, scanCell(name));
-        body.append(row);
+      if (!row) { // the scan row is made once: its button, result and error survive the refreshes
+        row = el("tr", { dataset: { bus: name } }, ...cells);
+        body.append(row, scanRow(name, cells.length));
         UI.applyRole();
       } else {
         cells.forEach((td, i) => row.children[i].replaceWith(td));
@@ -55,7 +55,7 @@
     if (!out.size) throw new UI.ApiError(0, t("gw.scan_bad_addresses"));
     return [...out].sort((x, y) => x - y);
   }
-  function scanCell(bus) {
+  function scanRow(bus, span) {
     const id = "scan-" + bus.replace(/[^A-Za-z0-9_-]/g, "_");
     const b = el("button", { id, type: "button", class: "secondary", "data-min-role": "operator", text: t("gw.scan"), "aria-label": t("gw.scan_bus", { bus }) });
     const out = el("div", { id: id + "-result", class: "scan-result", "aria-live": "polite" });
@@ -69,7 +69,7 @@
         showScan(out, r, (Date.now() - started) / 1000);
       } catch (e) { out.replaceChildren(); throw e; }
     });
-    return el("td", {}, b, out);
+    return el("tr", { class: "scan-row" }, el("td", { colspan: span }, el("div", { class: "inline" }, b, out)));
   }
   function showScan(out, r, took) {
     const found = Object.values(r.found || {}).flat().sort((x, y) => x - y);
