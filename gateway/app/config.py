@@ -245,7 +245,7 @@ class InverterRs485Config(Section):
     pylon_group: int = Field(default=0, ge=0, le=15)  # ADR = position + 1 + 0x10 * group
     pylon_share_module_limits: bool = True  # 0x92 per module: bank limits split over the fresh modules
     # *inferred* Pylon layouts (docs/inverter-rs485.md), off: the protocol's error answer
-    pylon_inferred_stack_replies: bool = False  # 0x42/0x44 with INFO FF (off: RTN 90)
+    pylon_inferred_stack_replies: bool = False  # 0x44 with INFO FF (off: RTN 90; 0x42 FF: always)
     pylon_inferred_system_basic: bool = False  # 0x60 with a 2-byte version (off: RTN 04)
     pylon_inferred_set_management: bool = False  # 0x94 values in the 0x92 order (off: RTN 04)
     pylon_inferred_system_analog: bool = False  # 0x61 locations numbered from 1 (off: RTN 04)

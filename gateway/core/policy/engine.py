@@ -50,6 +50,13 @@ class Factor(enum.StrEnum):
 
 
 LIMIT_NAMES = ("charge_voltage_v", "discharge_voltage_v", "charge_current_a", "discharge_current_a")
+# How the log names each limit (label, unit): the first decision's line follows LIMIT_NAMES' order.
+LIMIT_LABELS = {
+    "charge_voltage_v": ("CVL", "V"),
+    "discharge_voltage_v": ("DVL", "V"),
+    "charge_current_a": ("CCL", "A"),
+    "discharge_current_a": ("DCL", "A"),
+}
 
 # The neutral meanings a decision can carry in `alarms` / `warnings` (`protocol.bms.base.Meaning`
 # values that are not states); every output translates them through mappings/flags/outputs.toml.
@@ -554,8 +561,12 @@ class PolicyEngine:
     def _log_changes(self, old: ChargeDecision | None, new: ChargeDecision) -> None:
         if old is None:
             log.info(
-                "charge policy: CVL %s V (%s), CCL %s A (%s), DCL %s A (%s), DVL %s V (%s)",
-                *(x for name in LIMIT_NAMES for x in (_fmt(getattr(new, name)), new.limiting.get(name))),
+                "charge policy: %s",
+                ", ".join(
+                    f"{LIMIT_LABELS[name][0]} {_fmt(getattr(new, name))} {LIMIT_LABELS[name][1]} "
+                    f"({new.limiting.get(name)})"
+                    for name in LIMIT_NAMES
+                ),
             )
             return
         if old.stale != new.stale:
