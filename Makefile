@@ -28,7 +28,8 @@ ha-venv:
 	bash tests/fleet/ha-venv.sh
 
 bench: venv
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	$(BIN)/python -m pip install --quiet -e '.[fast,bench]'
+	$(BIN)/python bench/report.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

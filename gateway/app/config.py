@@ -391,6 +391,8 @@ class Config(Section):
     firmware: FirmwareConfig = Field(default_factory=FirmwareConfig)
     state_dir: str = "var"  # tokens, audit log, history database; relative to the config file's folder
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "auto": uvloop when installed (extra "fast"), else the standard library's loop
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     @model_validator(mode="after")
     def _unique_bus_names(self) -> Config:

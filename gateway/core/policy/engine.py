@@ -25,7 +25,15 @@ from types import MappingProxyType
 
 from gateway.app.config import PolicyConfig
 from gateway.core.controls import ControlState, OperationRequest, Source
-from gateway.core.model import Availability, ModelView, PackSnapshot, Telemetry, TempRole, aggregate
+from gateway.core.model import (
+    Availability,
+    ModelView,
+    PackKey,
+    PackSnapshot,
+    Telemetry,
+    TempRole,
+    aggregate,
+)
 from protocol.bms.base import FlagInfo, Meaning
 
 log = logging.getLogger(__name__)
@@ -314,6 +322,17 @@ class PolicyEngine:
         self._cvl_step_at: float | None = None
         self._fc1 = False
         self._fc2 = False
+        # a pack's limits depend only on its snapshot and the configuration: worked out once per
+        # snapshot (immutable; the model store keeps the object of a pack that was not polled)
+        self._pack_limits: dict[PackKey, tuple[PackSnapshot, PolicyConfig, _PackLimits]] = {}
+
+    def _limits_of(self, pack: PackSnapshot, t: Telemetry) -> _PackLimits:
+        hit = self._pack_limits.get(pack.key)
+        if hit is not None and hit[0] is pack and hit[1] is self.config:
+            return hit[2]
+        limits = _pack_limits(self.config, pack, t)
+        self._pack_limits[pack.key] = (pack, self.config, limits)
+        return limits
 
     @property
     def last(self) -> ChargeDecision | None:
@@ -374,7 +393,7 @@ class PolicyEngine:
     ) -> ChargeDecision:
         cfg = self.config
         bank = aggregate([p for p, _ in fresh], now)
-        per_pack = [(p, t, _pack_limits(cfg, p, t)) for p, t in fresh]
+        per_pack = [(p, t, self._limits_of(p, t)) for p, t in fresh]
         missing = len(view.packs) - len(fresh)
         cells = min(len(t.cell_voltages_v) for _, t in fresh)
         soc = bank.soc_pct if bank.soc_pct is not None else 0.0
