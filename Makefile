@@ -3,19 +3,23 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint venv bench clean ha-venv
+.PHONY: run test lint venv venv-test bench clean ha-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# `make run` installs the runtime only; the test tools (ruff, mypy, pytest, ...) come with `make test`.
 venv: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+venv-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 
 run: venv
 	$(BIN)/bms-gateway run $(ARGS)
 
-lint: venv
+lint: venv-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check gateway protocol mappings simulator
 	$(BIN)/mypy

@@ -109,9 +109,9 @@ def status_block(truth: PackTruth, params: dict[str, float]) -> v.StatusBlock:
     cell_warn = []
     for volts in truth.cell_voltages_v:
         w = 0
-        if "cell_ov" in truth.alarms and volts >= params["Cell OV Alarm"]:
+        if "cell_ov" in truth.alarms and volts >= params["Cell_OV_Alarm"]:
             w = 2
-        elif "cell_uv" in truth.alarms and volts <= params["Cell UV Alarm"]:
+        elif "cell_uv" in truth.alarms and volts <= params["Cell_UV_Alarm"]:
             w = 1
         cell_warn.append(w)
     full = truth.soc_pct >= FULLY_CHARGED_SOC_PCT and not truth.discharging

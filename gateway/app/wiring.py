@@ -153,6 +153,7 @@ def build_context(config: Config, config_path: Path | None = None) -> AppContext
                     pacing=sc.pacing,
                     faults=parse_fault_spec(sc.faults),
                     state_file=sim_state,
+                    history_records=sc.history_records,
                 )
             )
         except ValueError as err:  # e.g. an unreadable or foreign state file
@@ -190,7 +191,9 @@ def build_context(config: Config, config_path: Path | None = None) -> AppContext
                 backoff=Backoff(initial_s=0.2, max_s=5.0),
             )
         else:
-            settings = SerialSettings(baudrate=b.baudrate, parity=b.parity, stopbits=b.stopbits)
+            settings = SerialSettings(
+                baudrate=b.baudrate, parity=b.parity, stopbits=b.stopbits, bytesize=b.bytesize
+            )
             owner = BusOwner.from_url(
                 b.name,
                 b.url,

@@ -16,5 +16,7 @@ COMMANDS: dict[str, str] = {  # command name -> module
     "modbus-docs": "gateway.cli.modbus_docs",
     "decode": "gateway.cli.decode",
     "can-decode": "gateway.cli.can_decode",
+    "firmware-image": "gateway.cli.firmware_image",
+    "watch": "gateway.cli.watch",
 }
 COMMAND_MODULES: tuple[str, ...] = tuple(COMMANDS.values())

@@ -223,13 +223,9 @@ def browser() -> Iterator[Any]:
 
 @dataclass
 class Watch:
-    """Console errors, page errors and failed requests of a page. A request the browser cancels
-    because the test navigated away from the page that made it is not a problem (a live stream, the
-    icon, or a fetch still under way); any other failure is."""
+    """Console errors, page errors and failed requests of a page."""
 
     problems: list[str] = field(default_factory=list)
-    pages_left: int = 0  # main-frame navigations so far
-    _made_on: dict[Any, int] = field(default_factory=dict)  # request -> pages_left when it started
 
     def attach(self, page: Any) -> None:
         page.on(
@@ -237,19 +233,15 @@ class Watch:
         )
         page.on("pageerror", lambda e: self.problems.append(f"page error: {e} @ {page.url}"))
         page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status} {r.url}"))
-        page.on("request", lambda r: self._made_on.__setitem__(r, self.pages_left))
-        page.on("framenavigated", lambda f: f == page.main_frame and self._navigated())
         page.on("requestfailed", self._failed)
 
-    def _navigated(self) -> None:
-        self.pages_left += 1
-
     def _failed(self, request: Any) -> None:
-        aborted = "ERR_ABORTED" in (request.failure or "")
-        if aborted and any(s in request.url for s in STREAMS):
-            return  # a live stream (or the icon) cancelled because we left the page
-        if aborted and self._made_on.get(request, self.pages_left) < self.pages_left:
-            return  # made by a page we have left since (e.g. /api/packs of the first page)
+        if "ERR_ABORTED" in (request.failure or "") and (
+            request.method == "GET" or any(s in request.url for s in STREAMS)
+        ):
+            # cancelled by the browser itself: a read or a live stream still in flight when the page
+            # navigated (goto) or replaced it; the server never failed it. Writes stay strict.
+            return
         self.problems.append(f"request failed: {request.url} {request.failure}")
 
 

@@ -46,6 +46,7 @@ ENDPOINTS: list[tuple[str, str, Role, dict[str, Any] | None]] = [
     ("GET", "/api/recording/samples", Role.VIEWER, None),
     ("GET", "/api/recording/compare", Role.VIEWER, None),
     ("GET", "/api/recording/export", Role.VIEWER, None),
+    ("PUT", "/api/recording/interval", Role.ADMIN, {"interval_s": 5}),
     ("GET", "/api/firmware/images", Role.ADMIN, None),
     ("POST", "/api/firmware/jobs", Role.ADMIN, {"bus": "sim", "address": 1, "image": "0" * 16}),
     ("GET", "/api/firmware/jobs", Role.OPERATOR, None),
@@ -262,10 +263,13 @@ def cli(gw: RecordsGateway, role: Role, *args: str) -> list[str]:
 def test_cli_history(gateway: RecordsGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(cli(gateway, Role.VIEWER, "history", "pull", "sim/1")) == 4  # operator needed
     assert "operator role" in capsys.readouterr().err
-    assert main(cli(gateway, Role.OPERATOR, "history", "pull", "sim")) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]  # not a terminal: JSON lines
+    assert main(cli(gateway, Role.OPERATOR, "history", "pull", "sim", "--json")) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]  # --json: JSON lines
     final = {d["pack"]: d for d in lines}
     assert set(final) == {"sim/1", "sim/2"} and all(d["state"] == "done" for d in final.values())
+    assert main(cli(gateway, Role.OPERATOR, "history", "pull", "sim")) == 0  # human: a summary table
+    out = capsys.readouterr().out
+    assert "history download" in out and "│ sim/2 │ done" in out and "{" not in out
     assert main(cli(gateway, Role.VIEWER, "history", "list", "--pack", "sim/2", "--limit", "3")) == 0
     out = capsys.readouterr().out
     assert "Timing record" in out and f"of {RECORDS + 1})" in out
@@ -297,7 +301,7 @@ def test_cli_record_and_firmware(
     image.write_bytes(firmware_image())
     assert main(cli(gateway, Role.OPERATOR, "firmware", "flash", "sim/2", str(image))) == 4
     capsys.readouterr()
-    assert main(cli(gateway, Role.ADMIN, "firmware", "flash", "sim/2", str(image))) == 0
+    assert main(cli(gateway, Role.ADMIN, "firmware", "flash", "sim/2", str(image), "--json")) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert lines[-1]["state"] == "done" and lines[-1]["new_version"] == NEW_VERSION
     assert lines[0]["state"] == "running" and lines[0]["blocks_done"] == 0  # the job as started
@@ -345,3 +349,36 @@ def test_the_records_api_never_answers_5xx(tmp_path_factory: pytest.TempPathFact
 
             check()
         assert 200 in seen and 422 in seen
+
+
+async def test_the_recording_interval_changes_at_run_time(tmp_path: Path) -> None:
+    """Issue 17 defect 9: the interval could only be set in the file (a restart)."""
+    async with records_stack(tmp_path) as (stack, client, services):
+        recorder = next(s for s in services if s.name == "recording")
+        recorder.set_interval(3600.0)  # as configured for a slow recording
+        task = asyncio.create_task(recorder.run(lambda: None))
+        try:
+            for _ in range(500):
+                if recorder.stats.samples >= 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert recorder.stats.samples == 1  # the first tick; the next one is an hour away
+            admin, operator = stack.auth(Role.ADMIN), stack.auth(Role.OPERATOR)
+            r = await client.put("/api/recording/interval", json={"interval_s": 0.2}, headers=operator)
+            assert r.status_code == 403
+            r = await client.put("/api/recording/interval", json={"interval_s": 0.01}, headers=admin)
+            assert r.status_code == 422
+            r = await client.put("/api/recording/interval", json={"interval_s": 0.2}, headers=admin)
+            assert r.status_code == 200, r.text
+            assert r.json() == {"before_s": 3600.0, "interval_s": 0.2, "persisted": False}
+            # the sleeping loop woke up: samples arrive at the new interval, not in an hour
+            for _ in range(1000):
+                if recorder.stats.samples >= 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert recorder.stats.samples >= 3
+            assert (await client.get("/api/recording", headers=operator)).json()["interval_s"] == 0.2
+            entry = stack.admin.audit_log.query(action="recording.interval", limit=1)[0]
+            assert (entry.before, entry.after, entry.outcome) == (3600.0, 0.2, "ok")
+        finally:
+            task.cancel()
