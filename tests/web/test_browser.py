@@ -637,3 +637,33 @@ def test_gateway_page_scans_a_bus_through_the_running_bus_owner(browser: Any, ga
         assert {e["outcome"] for e in entries} >= {"ok"} and all(e["role"] == "operator" for e in entries)
         watch.problems = [p for p in watch.problems if "422" not in p]  # the refusal asked for
         assert watch.problems == []
+
+
+def test_record_page_changes_the_recording_interval_at_run_time(browser: Any, gateway: Gateway) -> None:
+    with ui(browser, gateway, role="operator") as (page, watch):
+        goto(page, watch, f"{gateway.url}/ui/info/record")
+        page.wait_for_selector("#recstatus dt")
+        assert page.is_disabled("#rec-interval-set")  # admin only
+        page.click("#signout")
+        sign_in(page, gateway, "admin")
+        before = gateway.api("/api/recording")["interval_s"]
+        page.fill("#rec-interval", "2.5")
+        page.click("#rec-interval-set")
+        done = page.wait_for_selector("#rec-interval-done:not(:empty)")
+        assert f"{before:.1f} s → 2.5 s" in done.inner_text()
+        assert gateway.api("/api/recording")["interval_s"] == 2.5
+        page.wait_for_function("() => document.querySelector('#recstatus').textContent.includes('2.5 s')")
+        page.fill("#rec-interval", "0")  # the API's refusal, in words, next to the button
+        page.click("#rec-interval-set")
+        err = page.wait_for_selector("#rec-interval-set-err:not(:empty)")
+        assert "422" in err.inner_text()
+        page.fill("#rec-interval", str(before))
+        page.click("#rec-interval-set")
+        page.wait_for_function(
+            "v => document.querySelector('#rec-interval-done').textContent.includes('→ ' + v)",
+            arg=f"{before:.1f} s",
+        )
+        entries = gateway.api("/api/audit?action=recording.interval&limit=20")
+        assert any(e["outcome"] == "ok" for e in entries)
+        watch.problems = [p for p in watch.problems if "422" not in p]
+        assert watch.problems == []
