@@ -40,7 +40,7 @@
   UI.act($("#xlsx"), () => UI.download(`/api/recording/export?format=xlsx&since=${since()}`, "recording.xlsx"));
   $("#value").addEventListener("change", chart);
   $("#window").addEventListener("change", chart);
-  UI.onRole(() => { status(); chart(); }); // a sign-in may open what needed a token
+  UI.onRole((w) => { if (w) { status(); chart(); } }); // a sign-in may open what needed a token
   UI.live(() => {});
   UI.ready.then(async () => {
     await status();
