@@ -133,6 +133,46 @@ class ClockSyncBody(_Body):
     packs: list[str] | None = None
 
 
+class ParameterChoice(BaseModel):
+    value: int | float
+    meaning: str
+
+
+class ParameterRow(BaseModel):
+    """One row of a pack's parameter table as the vendor tool lists it (PARAM page)."""
+
+    no: int = Field(description="the row number (the tool's No.)")
+    name: str = Field(description="the parameter's name, as written in files and write requests")
+    label: str = Field(description="the label the vendor tool shows")
+    section: str | None
+    group: str = Field(description="protection, alarm, ... (the tool's tables)")
+    value: int | float | None = Field(description="the value read, in the display unit (None: never read)")
+    meaning: str | None = Field(description="the meaning of the value when the parameter has choices")
+    unit: str
+    min: int | float
+    max: int | float
+    range: str = Field(description='the Set Range as text ("1..6 V"): outside it a write is refused')
+    rec_min: int | float | None = Field(description="the manual's recommended range, low end (or None)")
+    rec_max: int | float | None = Field(description="the manual's recommended range, high end (or None)")
+    rec_range: str | None = Field(
+        description='the recommended range as text ("500..3000 ms"); a new value outside it is a '
+        'rule warning, written only with "force": true (admin, audited)'
+    )
+    default: int | float | None
+    access: str
+    inferred: bool = Field(description="the write encoding is inferred, not documented (opt-in)")
+    choices: list[ParameterChoice]
+    note: str | None
+
+
+class PackParameters(BaseModel):
+    pack: str
+    family: str
+    read_at: float | None
+    source: str = Field(description='"snapshot" (the last reading) or "pack" (read now)')
+    parameters: list[ParameterRow]
+
+
 class TooLarge(ApiError):
     status = 413
 
@@ -178,7 +218,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
 
     # ---- parameters ------------------------------------------------------------------------------
 
-    @router.get("/packs/{bus}/{address}/parameters")
+    @router.get("/packs/{bus}/{address}/parameters", response_model=PackParameters)
     async def get_parameters(who: Operator, bus: str, address: int, fresh: bool = False) -> Any:
         """Every parameter of a pack: value, unit, range, default, access level, read time (operator)."""
         return await _call(lambda: admin.parameters(who, bus, address, fresh=fresh))

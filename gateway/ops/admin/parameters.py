@@ -33,12 +33,26 @@ from gateway.south.drivers.base import (
     ParameterWrite,
     Unsupported,
 )
-from mappings.bms.params import Access, ParameterValueError
+from mappings.bms.params import Access, ParameterValueError, ParamSpec
 from protocol.errors import LocalProtocolError
 
 log = logging.getLogger(__name__)
 
 ACCESS_ROLE = {Access.OPERATOR: Role.ADMIN, Access.ADMINISTRATOR: Role.ADMIN, Access.FACTORY: Role.FACTORY}
+
+
+def recommended(spec: ParamSpec) -> dict[str, Any]:
+    """The manual's recommended range of a parameter (its PARAM table's unit column, 4.4.2), None
+    where it gives none. A new value outside it is a rule warning (written only with `force`); a
+    value outside the Set Range is refused."""
+    if spec.rec_min is None or spec.rec_max is None:
+        return {"rec_min": None, "rec_max": None, "rec_range": None}
+    unit = f" {spec.unit}" if spec.unit else ""
+    return {
+        "rec_min": spec.rec_min,
+        "rec_max": spec.rec_max,
+        "rec_range": f"{spec.rec_min:g}..{spec.rec_max:g}{unit}",
+    }
 
 
 class ParametersMixin(AdminBase):
@@ -90,6 +104,7 @@ class ParametersMixin(AdminBase):
                     "min": spec.min,
                     "max": spec.max,
                     "range": spec.range_text(),
+                    **recommended(spec),
                     "default": spec.default,
                     "access": spec.access.value,
                     "inferred": spec.inferred,
@@ -127,6 +142,7 @@ class ParametersMixin(AdminBase):
                         "name": spec.name,
                         "unit": spec.unit,
                         "range": spec.range_text(),
+                        **recommended(spec),
                         "default": spec.default,
                         "access": spec.access.value,
                         "values": {},
@@ -150,6 +166,7 @@ class ParametersMixin(AdminBase):
                 "group": s.group.value,
                 "unit": s.unit,
                 "range": s.range_text(),
+                **recommended(s),
                 "default": s.default,
                 "access": s.access.value,
                 "inferred": s.inferred,

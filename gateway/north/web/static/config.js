@@ -152,8 +152,7 @@
     if (j.history && j.history.length) rows.push([t("fw.log"), j.history.slice(-4).join(" · ")]);
     kv($("#fw-state"), rows);
     const running = j.state === "running" || j.state === "pending";
-    $("#fw-pause").dataset.locked = running ? "0" : "1";
-    $("#fw-abort").dataset.locked = running ? "0" : "1";
+    $("#fw-stop").dataset.locked = running ? "0" : "1";
     $("#fw-resume").dataset.locked = ["interrupted", "aborted", "failed"].includes(j.state) ? "0" : "1";
     UI.applyRole();
   }
@@ -174,8 +173,9 @@
     showJob(j);
     follow(j.id);
   });
-  UI.act($("#fw-pause"), async () => { showJob(await UI.api("POST", `/api/firmware/jobs/${job.id}/abort`, {})); });
-  UI.act($("#fw-abort"), async () => { if (!confirm(t("fw.abort_confirm"))) return; showJob(await UI.api("POST", `/api/firmware/jobs/${job.id}/abort`, {})); });
+  /* The API has no pause: abort stops between two messages and leaves a resumable job (the pack in
+     its bootloader), so the one button says exactly that. */
+  UI.act($("#fw-stop"), async () => { if (!confirm(t("fw.stop_confirm"))) return; showJob(await UI.api("POST", `/api/firmware/jobs/${job.id}/abort`, {})); });
   UI.act($("#fw-resume"), async () => { showJob(await UI.api("POST", `/api/firmware/jobs/${job.id}/resume`, {})); follow(job.id); });
   async function loadJobs() {
     if (!UI.can("operator")) return;

@@ -48,9 +48,9 @@ const UI = (() => {
   function dur(s) {
     if (s === null || s === undefined || !Number.isFinite(s)) return "–";
     s = Math.max(0, Math.round(s));
-    if (s < 60) return s + " s";
-    if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s";
-    return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+    if (s < 60) return t("dur.s", { s });
+    if (s < 3600) return t("dur.min_s", { m: Math.floor(s / 60), s: s % 60 });
+    return t("dur.h_min", { h: Math.floor(s / 3600), m: Math.floor((s % 3600) / 60) });
   }
   function bytes(n) {
     if (n === null || n === undefined) return "–";

@@ -1,5 +1,6 @@
-/* Gateway: buses, packs with their DIP switch positions, poll statistics, services (MQTT,
-   metrics, ...), inverter protocol selection, Modbus, tokens and the audit log. */
+/* Gateway: buses (with a scan through the running bus owner), packs with their DIP switch
+   positions, poll statistics, services (MQTT, metrics, ...), inverter protocol selection, Modbus,
+   tokens and the audit log. */
 "use strict";
 (() => {
   const { t, $, el, num, time, dur } = UI;
@@ -20,15 +21,67 @@
       [t("gw.simulator"), g.simulator ? t("state.on") : t("state.off")], ...Object.entries(g.endpoints).map(([k, v]) => [k, v])]);
     $("#services tbody").replaceChildren(...g.services.map((x) => el("tr", {}, el("td", { text: x.name }),
       el("td", { class: x.state === "ready" ? "ok-text" : "err", text: x.state }), el("td", { class: "num", text: x.restarts }), el("td", { class: "note", text: x.last_error || "" }))));
-    $("#buses tbody").replaceChildren(...Object.entries(g.buses).map(([name, b]) => {
+    const body = $("#buses tbody");
+    for (const [name, b] of Object.entries(g.buses)) {
       const c = b.counters || {};
       const errs = (c.checksum_errors || 0) + (c.decode_errors || 0) + (c.device_errors || 0) + (c.no_response || 0);
       const cycle = c.poll_duration_s ? c.poll_duration_s.last : null;
-      return el("tr", {}, el("td", { text: name }), el("td", { text: b.url || t("gw.builtin_sim") }), el("td", { text: `${b.protocol || "–"}${b.detected_protocol && b.detected_protocol !== b.protocol ? " → " + b.detected_protocol : ""}` }),
+      configured[name] = b.addresses || [];
+      const cells = [el("td", { text: name }), el("td", { text: b.url || t("gw.builtin_sim") }), el("td", { text: `${b.protocol || "–"}${b.detected_protocol && b.detected_protocol !== b.protocol ? " → " + b.detected_protocol : ""}` }),
         el("td", { class: b.connected ? "ok-text" : "err", text: b.connected ? t("state.on") : t("state.off") }),
         el("td", { class: "num", text: c.requests ?? "–" }), el("td", { class: "num", text: c.responses ?? "–" }), el("td", { class: "num", text: c.timeouts ?? "–" }),
-        el("td", { class: "num", text: errs }), el("td", { class: "num", text: num(cycle, 2, "s") }));
-    }));
+        el("td", { class: "num", text: errs }), el("td", { class: "num", text: num(cycle, 2, "s") })];
+      let row = body.querySelector(`tr[data-bus="${CSS.escape(name)}"]`);
+      if (!row) { // the scan row is made once: its button, result and error survive the refreshes
+        row = el("tr", { dataset: { bus: name } }, ...cells);
+        body.append(row, scanRow(name, cells.length));
+        UI.applyRole();
+      } else {
+        cells.forEach((td, i) => row.children[i].replaceWith(td));
+      }
+    }
+  }
+  /* ---- scan through the running bus owner (POST /api/buses/{bus}/scan, operator, audited) ---- */
+  const configured = {};
+  function parseAddresses(text) {
+    const out = new Set();
+    for (const part of text.split(/[\s,]+/).filter(Boolean)) {
+      const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+      if (!m) throw new UI.ApiError(0, t("gw.scan_bad_addresses"));
+      const a = Number(m[1]), b = m[2] === undefined ? a : Number(m[2]);
+      if (b < a || b - a > 255) throw new UI.ApiError(0, t("gw.scan_bad_addresses"));
+      for (let x = a; x <= b; x++) out.add(x);
+    }
+    if (!out.size) throw new UI.ApiError(0, t("gw.scan_bad_addresses"));
+    return [...out].sort((x, y) => x - y);
+  }
+  function scanRow(bus, span) {
+    const id = "scan-" + bus.replace(/[^A-Za-z0-9_-]/g, "_");
+    const b = el("button", { id, type: "button", class: "secondary", "data-min-role": "operator", text: t("gw.scan"), "aria-label": t("gw.scan_bus", { bus }) });
+    const out = el("div", { id: id + "-result", class: "scan-result", "aria-live": "polite" });
+    UI.act(b, async () => {
+      out.replaceChildren();
+      const addresses = parseAddresses($("#scan-addresses").value);
+      out.textContent = t("gw.scan_running", { n: addresses.length });
+      const started = Date.now();
+      try {
+        const r = await UI.api("POST", `/api/buses/${encodeURIComponent(bus)}/scan`, { addresses, timeout_s: Number($("#scan-timeout").value) });
+        showScan(out, r, (Date.now() - started) / 1000);
+      } catch (e) { out.replaceChildren(); throw e; }
+    });
+    return el("tr", { class: "scan-row" }, el("td", { colspan: span }, el("div", { class: "inline" }, b, out)));
+  }
+  function showScan(out, r, took) {
+    const found = Object.values(r.found || {}).flat().sort((x, y) => x - y);
+    const known = configured[r.bus] || [];
+    const lines = [el("div", { class: found.length ? "ok-text" : "warn-text", dataset: { found: found.join(","), protocol: r.protocol },
+      text: found.length ? t("gw.scan_found", { found: found.join(", "), protocol: r.protocol }) : t("gw.scan_none", { protocol: r.protocol }) })];
+    const extra = found.filter((a) => !known.includes(a));
+    const silent = known.filter((a) => r.addresses.includes(a) && !found.includes(a));
+    if (extra.length) lines.push(el("div", { class: "warn-text", text: t("gw.scan_new", { a: extra.join(", ") }) }));
+    if (silent.length) lines.push(el("div", { class: "err", text: t("gw.scan_silent", { a: silent.join(", ") }) }));
+    lines.push(el("div", { class: "note", text: t("gw.scan_probed", { n: r.addresses.length, req: r.bus_requests, t: dur(took) }) }));
+    out.replaceChildren(...lines);
   }
   function packs(doc) {
     $("#packs tbody").replaceChildren(...doc.packs.map((p) => {

@@ -1,4 +1,5 @@
-/* INFO · Record: real-time recording status, a chart of recorded values, CSV/XLSX download. */
+/* INFO · Record: real-time recording status and its interval (changed at run time, admin), a chart
+   of recorded values, CSV/XLSX download. */
 "use strict";
 (() => {
   const { t, $, el, num, bytes } = UI;
@@ -11,6 +12,8 @@
         [t("rec.used"), bytes(r.used_bytes) + " / " + bytes(r.max_bytes)], [t("rec.max_age"), UI.dur(r.max_age_s)],
         [t("rec.cost"), num(r.stats.sample_cost_s_avg * 1000, 3, "ms")],
       ]);
+      if (document.activeElement !== $("#rec-interval")) $("#rec-interval").value = r.interval_s;
+      UI.showError($("#recstatus"), null);
     } catch (e) { UI.showError($("#recstatus"), e); }
   }
   async function chart() {
@@ -23,12 +26,21 @@
       UI.showError($("#reload"), null);
     } catch (e) { UI.showError($("#reload"), e); }
   }
+  /* The interval changes at run time (PUT /api/recording/interval, admin, audited); the
+     configuration file's [recording] interval_s is the value after a restart. */
+  UI.act($("#rec-interval-set"), async () => {
+    $("#rec-interval-done").textContent = "";
+    const r = await UI.api("PUT", "/api/recording/interval", { interval_s: Number($("#rec-interval").value) });
+    $("#rec-interval-done").textContent = t("rec.interval_changed", { before: num(r.before_s, 1, "s"), after: num(r.interval_s, 1, "s") });
+    await status();
+  });
   const since = () => Date.now() / 1000 - Number($("#window").value);
   UI.act($("#reload"), chart);
   UI.act($("#csv"), () => UI.download(`/api/recording/export?format=csv&since=${since()}`, "recording.csv"));
   UI.act($("#xlsx"), () => UI.download(`/api/recording/export?format=xlsx&since=${since()}`, "recording.xlsx"));
   $("#value").addEventListener("change", chart);
   $("#window").addEventListener("change", chart);
+  UI.onRole((w) => { if (w) { status(); chart(); } }); // a sign-in may open what needed a token
   UI.live(() => {});
   UI.ready.then(async () => {
     await status();

@@ -1,5 +1,7 @@
-/* PARAM: the pack's protection and alarm tables as the vendor tool lists them; read, edit one or
-   many, dry-run diff, write with read-back per parameter, export/import, load origin. */
+/* PARAM: the pack's protection and alarm tables as the vendor tool lists them (with the manual's
+   recommended range); read, edit one or many, dry-run diff, write with read-back per parameter,
+   export/import, load origin. The parameter rules' refusals and warnings (422) are shown next to
+   every parameter they name; warnings can be forced (admin, as the API allows). */
 "use strict";
 (() => {
   const { t, $, $$, el, num, time } = UI;
@@ -25,8 +27,44 @@
       input = el("input", { id, class: "num", type: "number", step: "any", "aria-label": label, "data-min-role": "admin",
         min: p.min ?? null, max: p.max ?? null, dataset: { name: p.name } });
     }
-    input.addEventListener("input", () => input.classList.toggle("changed", input.value !== ""));
-    return input;
+    const hint = el("div", { class: "note rec-hint", id: id + "-rec", "aria-live": "polite" });
+    input.addEventListener("input", () => {
+      input.classList.toggle("changed", input.value !== "");
+      hint.textContent = outsideRec(p, input.value) ? t("param.outside_rec", { r: p.rec_range }) : "";
+    });
+    return [input, hint];
+  }
+  /* A typed value outside the manual's recommended range: the API will ask for "force". */
+  function outsideRec(p, text) {
+    if (text === "" || p.rec_min === null || p.rec_min === undefined || p.choices.length) return false;
+    const v = Number(text);
+    return Number.isFinite(v) && (v < p.rec_min || v > p.rec_max) && v !== p.default;
+  }
+  /* The rules' answer (422 errors[]: pack, rule, severity, parameters, message) next to every
+     parameter it names; returns whether any was shown. */
+  function clearRules() { $$("#tables .rule-msg").forEach((n) => n.remove()); }
+  function showRules(err) {
+    clearRules();
+    if (!(err instanceof UI.ApiError) || !Array.isArray(err.errors)) return false;
+    let shown = false;
+    const several = new Set(err.errors.map((e) => e.pack)).size > 1;
+    for (const e of err.errors) {
+      const names = e.parameters || (e.parameter ? [e.parameter] : []);
+      for (const name of names) {
+        const row = $(`#tables tr[data-name="${CSS.escape(name)}"]`);
+        if (!row) continue;
+        const kind = e.severity === "warn" ? "warn" : e.severity === "note" ? "note" : "refuse";
+        const text = (several && e.pack ? e.pack + ": " : "") + t("param.rule_" + kind, { m: e.message || "" });
+        row.querySelector("td.edit").append(el("div", { class: "rule-msg " + (kind === "refuse" ? "err" : "warn-text"), dataset: { rule: e.rule || "", severity: kind }, role: "alert", text }));
+        shown = true;
+      }
+    }
+    return shown;
+  }
+  /* Run an API call; a refusal is also shown next to the parameters it names, then next to the button. */
+  async function withRules(fn) {
+    clearRules();
+    try { return await fn(); } catch (e) { showRules(e); throw e; }
   }
   function renderTables() {
     const groups = {};
@@ -34,14 +72,15 @@
     $("#tables").replaceChildren(...Object.entries(groups).map(([g, rows]) => el("section", { class: "card", "aria-labelledby": "h-g-" + g },
       el("h2", { id: "h-g-" + g, text: t("pgroup." + g) }),
       el("div", { class: "scroll" }, el("table", { class: "params", dataset: { group: g } },
-        el("thead", {}, el("tr", {}, ...["No.", t("col.name"), t("col.value"), t("col.new"), t("col.unit"), t("col.set_range"), t("col.default"), t("col.note")].map((h) => el("th", { text: h })))),
+        el("thead", {}, el("tr", {}, ...["No.", t("col.name"), t("col.value"), t("col.new"), t("col.unit"), t("col.set_range"), t("col.rec_range"), t("col.default"), t("col.note")].map((h) => el("th", { text: h })))),
         el("tbody", {}, ...rows.map((p) => el("tr", { dataset: { name: p.name } },
           el("td", { class: "num", text: p.no ?? "" }),
           el("td", {}, p.label, p.section ? el("div", { class: "note", text: p.section }) : null),
           el("td", { class: "num cur", text: fmtVal(p, p.value) }),
-          el("td", {}, editor(p)),
+          el("td", { class: "edit" }, editor(p)),
           el("td", { text: p.unit }),
           el("td", { text: p.range }),
+          el("td", { class: "rec", text: p.rec_range || "–" }),
           el("td", { class: "num", text: fmtVal(p, p.default) }),
           el("td", { class: "note" }, p.inferred ? el("span", { class: "chip warn", title: t("param.inferred_help"), text: t("param.inferred") }) : null,
             p.note || "")))))))));
@@ -79,24 +118,24 @@
   async function write(dry) {
     const values = edits();
     if (!Object.keys(values).length) throw new UI.ApiError(0, t("param.nothing"));
-    const body = { values, dry_run: dry, allow_inferred: $("#inferred").checked };
-    let res;
-    if ($("#allpacks").checked) res = await UI.api("PUT", "/api/parameters", body);
-    else res = await UI.api("PUT", `${UI.packPath(pack)}/parameters`, body);
+    const body = { values, dry_run: dry, allow_inferred: $("#inferred").checked, force: $("#force").checked };
+    const res = await withRules(() => $("#allpacks").checked
+      ? UI.api("PUT", "/api/parameters", body)
+      : UI.api("PUT", `${UI.packPath(pack)}/parameters`, body));
     $("#result").replaceChildren(resultTable(res));
     if (!dry) { await load(false); }
   }
   UI.act($("#read"), () => load(true));
   UI.act($("#dryrun"), () => write(true));
   UI.act($("#write"), () => write(false));
-  $("#revert").addEventListener("click", () => { $$("#tables input[data-name], #tables select[data-name]").forEach((i) => { i.value = ""; i.classList.remove("changed"); }); $("#result").replaceChildren(); });
+  $("#revert").addEventListener("click", () => { $$("#tables input[data-name], #tables select[data-name]").forEach((i) => { i.value = ""; i.classList.remove("changed"); }); $$("#tables .rec-hint").forEach((h) => { h.textContent = ""; }); clearRules(); $("#result").replaceChildren(); });
   UI.act($("#export"), () => UI.download(`${UI.packPath(pack)}/parameters/export?format=${$("#expfmt").value}`, "parameters." + $("#expfmt").value));
   async function importFile(apply) {
     const text = await UI.fileText($("#impfile"));
     const fmt = $("#impfmt").value;
-    const q = new URLSearchParams({ apply: String(apply), allow_inferred: String($("#inferred").checked) });
+    const q = new URLSearchParams({ apply: String(apply), allow_inferred: String($("#inferred").checked), force: String($("#force").checked) });
     if (fmt) q.set("format", fmt);
-    const r = await UI.api("POST", `${UI.packPath(pack)}/parameters/import?${q}`, text, { headers: { "Content-Type": "text/plain" } });
+    const r = await withRules(() => UI.api("POST", `${UI.packPath(pack)}/parameters/import?${q}`, text, { headers: { "Content-Type": "text/plain" } }));
     const tbl = el("table", {}, el("thead", {}, el("tr", {}, ...[t("col.name"), t("col.current"), t("col.new"), t("col.unit"), t("col.set_range")].map((h) => el("th", { text: h })))),
       el("tbody", {}, ...r.changes.map((c) => el("tr", {}, el("td", { text: c.name }), el("td", { class: "num", text: num(c.current, 3) }), el("td", { class: "num", text: num(c.new, 3) }), el("td", { text: c.unit }), el("td", { text: c.set_range })))));
     $("#impresult").replaceChildren(el("p", { text: t("param.import_summary", { rows: r.rows, unchanged: r.unchanged, changes: r.changes.length }) }), tbl, r.result ? resultTable(r.result) : el("span"));
@@ -107,8 +146,8 @@
   UI.act($("#apply"), () => importFile(true));
   async function origin(dry) {
     if (!dry && !confirm(t("param.load_origin_confirm"))) return;
-    const body = { packs: $("#allpacks").checked ? null : [pack], dry_run: dry, allow_inferred: $("#inferred").checked };
-    const res = await UI.api("POST", "/api/parameters/load-origin", body);
+    const body = { packs: $("#allpacks").checked ? null : [pack], dry_run: dry, allow_inferred: $("#inferred").checked, force: $("#force").checked };
+    const res = await withRules(() => UI.api("POST", "/api/parameters/load-origin", body));
     $("#originresult").replaceChildren(resultTable(res));
     if (!dry) await load(false);
   }

@@ -357,3 +357,49 @@ async def test_token_management_is_admin_only_audited_and_never_shows_hashes(tmp
             for e in entries
             if e.outcome == "refused"
         )
+
+
+# ---- PARAM: the recommended range and the rules' answers the page shows ---------------------------------
+
+
+async def test_parameters_carry_the_recommended_range_named_in_openapi(tmp_path: Path) -> None:
+    async with admin_stack(tmp_path, packs=1) as stack:
+        c = stack.client
+        r = await c.get("/api/packs/sim/1/parameters", headers=stack.auth(Role.OPERATOR))
+        assert r.status_code == 200
+        rows = {p["name"]: p for p in r.json()["parameters"]}
+        delay = rows["CELL_OV_Delay"]
+        assert (delay["rec_min"], delay["rec_max"], delay["rec_range"]) == (500, 3000, "500..3000 ms")
+        assert delay["range"] == "50..65000 ms" and delay["min"] == 50  # ints stay ints
+        without = [p for p in rows.values() if p["rec_min"] is None]
+        assert without and all(p["rec_max"] is None and p["rec_range"] is None for p in without)
+        family = (await c.get("/api/families/tianpower/parameters", headers=stack.auth(Role.VIEWER))).json()
+        assert next(p for p in family if p["name"] == "CELL_OV_Delay")["rec_range"] == "500..3000 ms"
+        side = (await c.get("/api/parameters", headers=stack.auth(Role.OPERATOR))).json()
+        assert next(p for p in side["parameters"] if p["name"] == "CELL_OV_Delay")["rec_max"] == 3000
+        doc = create_app(stack.ctx).openapi()
+        get = doc["paths"]["/api/packs/{bus}/{address}/parameters"]["get"]
+        ref = get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        answer = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        row_ref = answer["properties"]["parameters"]["items"]["$ref"]
+        row = doc["components"]["schemas"][row_ref.rsplit("/", 1)[1]]["properties"]
+        assert {"rec_min", "rec_max", "rec_range", "range", "default"} <= set(row)
+        assert "force" in row["rec_range"]["description"]
+        # what the page shows next to the parameters: a warning names the parameter and can be forced
+        admin = stack.auth(Role.ADMIN)
+        body = {"values": {"CELL_OV_Delay": 4000}, "allow_inferred": True, "dry_run": True}
+        r = await c.put("/api/packs/sim/1/parameters", headers=admin, json=body)
+        assert r.status_code == 422
+        (err,) = r.json()["errors"]
+        assert err["rule"] == "recommended_range" and err["severity"] == "warn"
+        assert err["parameters"] == ["CELL_OV_Delay"]
+        r = await c.put("/api/packs/sim/1/parameters", headers=admin, json={**body, "force": True})
+        assert r.status_code == 200 and r.json()["outcome"] == "dry_run"
+        # a refusal names every parameter of its rule; force does not help
+        start = rows["CELL_OV_Start"]["value"]
+        bad = {"values": {"CELL_OV_Stop": start + 0.1}, "allow_inferred": True, "dry_run": True}
+        bad["force"] = True
+        r = await c.put("/api/packs/sim/1/parameters", headers=admin, json=bad)
+        assert r.status_code == 422
+        refusals = [e for e in r.json()["errors"] if e["severity"] == "refuse"]
+        assert refusals and {"CELL_OV_Stop", "CELL_OV_Start"} <= set(refusals[0]["parameters"])
