@@ -300,13 +300,13 @@ async def start_history_download(ctx: object) -> None:
 
     from gateway.ops.security.auth import Principal, Role
 
-    history = ctx.extras["history"]  # type: ignore[attr-defined]
+    history = ctx.history  # type: ignore[attr-defined]
     who = SimpleNamespace(principal=Principal("bench", Role.ADMIN, "bench"), client="bench")
     await history.pull(who, bus="b", address=1)
 
 
 def history_progress(ctx: object) -> str:
-    history = ctx.extras["history"]  # type: ignore[attr-defined]
+    history = ctx.history  # type: ignore[attr-defined]
     return "; ".join(str(p.as_dict()) for p in history.progress())
 
 

@@ -34,11 +34,11 @@ TOOL_S_PER_RECORD = 0.4
 
 
 async def bench(records: int, baud: int, turnaround_s: float, gap_s: float) -> float:
+    from gateway.io.transport import SerialSettings
     from gateway.ops.history.download import DownloadJob
     from gateway.ops.history.store import HistoryDB
     from gateway.south.bus import BusOwner
     from gateway.south.drivers.tianpower import TianpowerDriver
-    from gateway.south.transport import SerialSettings
     from simulator import Simulator, SimulatorOptions
 
     sim = Simulator(

@@ -51,10 +51,10 @@ async def _gateway(conn: Connection, packs: int) -> None:
     from gateway.app.config import BusConfig, ModbusConfig
     from gateway.core.controls import Controls
     from gateway.core.model import ModelStore
+    from gateway.io.transport import SerialSettings
     from gateway.north.modbus.server import ModbusServer
     from gateway.south.bus import BusOwner
     from gateway.south.poller import BusPoller, load_driver
-    from gateway.south.transport import SerialSettings
     from simulator import Simulator, SimulatorOptions
 
     sim = Simulator(

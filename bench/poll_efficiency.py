@@ -39,9 +39,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway.io.transport import SerialSettings  # noqa: E402
 from gateway.south.bus import BusOwner  # noqa: E402
 from gateway.south.poller import load_driver  # noqa: E402
-from gateway.south.transport import SerialSettings  # noqa: E402
 
 BAUD = 9600
 TURNAROUND_S = 0.05

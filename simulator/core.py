@@ -24,12 +24,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from protocol.bms import registry as bms_registry
 from protocol.bms.base import FrameDecoder
 from protocol.errors import RemoteProtocolError
+from protocol.registry import Registry
 from simulator.faults import Delivery, FaultInjector, FaultSpec
-from simulator.pack import PackTruth, SimPack, WireFlags
+from simulator.pack import PackTruth, ResponderOptions, SimPack, WireFlags
 
 if TYPE_CHECKING:
     from simulator.bus import BusServer
@@ -37,13 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROFILES = ("idle", "charge", "discharge", "cycle")
-PROTOCOLS = ("tianpower", "pace")
+PROTOCOLS = bms_registry.names()  # every family has a simulated responder (RESPONDERS)
 STATE_FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
 class SimulatorOptions:
-    protocol: Literal["tianpower", "pace"] = "tianpower"
+    protocol: str = bms_registry.DEFAULT
     packs: int = 1
     first_address: int = 1
     seed: int = 1
@@ -102,14 +104,31 @@ class Responder(Protocol):
         ...
 
 
+class ResponderClass(Protocol):
+    family: str
+
+    def from_options(self, options: ResponderOptions) -> Responder: ...
+
+
+def _responder_class(name: str, loaded: Any) -> ResponderClass:
+    if not isinstance(loaded, type) or getattr(loaded, "family", None) != name:
+        raise TypeError(f"{name!r} is registered as {loaded!r}, not a responder of family {name!r}")
+    return cast(ResponderClass, loaded)
+
+
+# The simulated side of every BMS family (the one registry mechanism, `protocol.registry`).
+RESPONDERS: Registry[ResponderClass] = Registry(
+    "simulated BMS family",
+    {
+        "tianpower": "simulator.tianpower:TianpowerResponder",
+        "pace": "simulator.pace:PaceResponder",
+    },
+    _responder_class,
+)
+
+
 def _responder(options: SimulatorOptions) -> Responder:
-    if options.protocol == "tianpower":
-        from simulator.tianpower import TianpowerResponder
-
-        return TianpowerResponder()
-    from simulator.pace import PaceResponder
-
-    return PaceResponder(options.pace_version)
+    return RESPONDERS.get(options.protocol).from_options(options)
 
 
 class Simulator:

@@ -37,7 +37,7 @@ from protocol.bms.pace.frame import (
 )
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from simulator.pace_model import PaceModel
-from simulator.pack import Identity, PackBank, PackTruth, SimPack, WireFlags
+from simulator.pack import Identity, PackBank, PackTruth, ResponderOptions, SimPack, WireFlags
 from simulator.records import epoch_of, event_code, pack_time
 
 HW_WIDTH = 20
@@ -148,6 +148,10 @@ def status_v20(truth: PackTruth, address: int) -> v.StatusV20:
 
 class PaceResponder:
     family = "pace"
+
+    @classmethod
+    def from_options(cls, options: ResponderOptions) -> PaceResponder:
+        return cls(options.pace_version)
 
     def __init__(self, version: int = VER_25) -> None:
         self.version = version

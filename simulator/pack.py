@@ -550,6 +550,13 @@ class SimPack:
             self.extra.update(d["extra"])
 
 
+class ResponderOptions(Protocol):
+    """What a family's responder reads of `simulator.core.SimulatorOptions` when it is built."""
+
+    @property
+    def pace_version(self) -> int: ...
+
+
 class PackBank(Protocol):
     """What a family responder reads and marks of the simulator (`simulator.core.Simulator` is one):
     the packs by address, the simulated wall clock and the dirty flag of the saved state. A

@@ -36,7 +36,15 @@ from protocol.bms.tianpower.realtime import (
 )
 from protocol.bms.tianpower.shapes import BOOT_CODES
 from protocol.errors import LocalProtocolError, RemoteProtocolError
-from simulator.pack import ANTI_THEFT_COMM, Identity, PackBank, PackTruth, SimPack, WireFlags
+from simulator.pack import (
+    ANTI_THEFT_COMM,
+    Identity,
+    PackBank,
+    PackTruth,
+    ResponderOptions,
+    SimPack,
+    WireFlags,
+)
 from simulator.records import epoch_of, event_code, event_of_code, pack_time
 from simulator.tp_model import TianpowerModel
 
@@ -179,6 +187,10 @@ def record_entry(rec: SimRecord, cells: int) -> m.HistoryEntry:
 
 class TianpowerResponder:
     family = "tianpower"
+
+    @classmethod
+    def from_options(cls, options: ResponderOptions) -> TianpowerResponder:
+        return cls()
 
     def __init__(self) -> None:
         self.model = TianpowerModel()

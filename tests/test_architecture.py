@@ -10,6 +10,8 @@ Layers (docs/architecture.md draws them):
     protocol/ -> nothing of ours above it
     mappings/ -> protocol/ only
     simulator/ -> protocol/ and mappings/, never gateway/
+    gateway/io    -> nothing of the gateway (byte links shared by south and north)
+    gateway/docs  -> mappings/ and protocol/ only (docs generators; nothing imports them)
     gateway/south -> never north/, ops/, cli/
     gateway/core  -> never north/, ops/, cli/, south/
     gateway/ops   -> never north/, cli/ (the HTTP API and MQTT commands in north/ call ops/)
@@ -36,6 +38,22 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("protocol", ("mappings", "gateway", "simulator")),
     ("mappings", ("gateway", "simulator")),
     ("simulator", ("gateway",)),
+    (
+        "gateway.io",
+        ("gateway.app", "gateway.south", "gateway.core", "gateway.north", "gateway.ops", "gateway.cli"),
+    ),
+    (
+        "gateway.docs",
+        (
+            "gateway.app",
+            "gateway.io",
+            "gateway.south",
+            "gateway.core",
+            "gateway.north",
+            "gateway.ops",
+            "gateway.cli",
+        ),
+    ),
     ("gateway.south", ("gateway.north", "gateway.ops", "gateway.cli")),
     ("gateway.core", ("gateway.north", "gateway.ops", "gateway.cli", "gateway.south")),
     ("gateway.north", ("gateway.cli", "gateway.south")),
@@ -45,13 +63,8 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 # North may use the driver contract (capabilities, Priority, errors): it is south's public face.
 PUBLIC = ("gateway.south.drivers.base",)
 
-# Upward imports not yet removed (issue 15), each with why it is still there.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    # The Tianpower `describe` names parameters through the parameter table (decode CLI).
-    ("protocol.bms.tianpower.describe", "mappings.bms.params"): "describe/mappings de-coupling: phase 2",
-    # The inverter RS485 port opens its serial line with the south transport.
-    ("gateway.north.rs485.service", "gateway.south.transport"): "a shared transport layer: phase 2",
-}
+# Upward imports still allowed, each with why it is still there (none left: the list only shrinks).
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def _modules() -> dict[str, Path]:
@@ -193,3 +206,128 @@ def test_ops_never_asks_for_a_family_by_name() -> None:
         if ".family ==" in line or "family in (" in line or "BY_FAMILY" in line
     ]
     assert offenders == []
+
+
+def test_services_share_typed_fields_never_a_string_keyed_bag() -> None:
+    """What services share is a typed field of `AppContext` (no `ctx.extras[...]`, no
+    `getattr(service, "stats", None)`): an AST walk of gateway/ and tests/ for either form."""
+    from dataclasses import fields
+
+    from gateway.app.context import AppContext
+
+    assert "extras" not in {f.name for f in fields(AppContext)}
+    offenders = []
+    for path in [*(ROOT / "gateway").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            by_name = (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "getattr"
+                and len(node.args) == 3
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in ("stats", "latest", "audit_log")
+            )
+            if (isinstance(node, ast.Attribute) and node.attr == "extras") or by_name:
+                offenders.append(f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}")
+    assert offenders == []
+
+
+def test_every_service_is_installed_one_way() -> None:
+    """`gateway.app.wiring.build_services` builds every adapter through `install(ctx) -> list[Service]`."""
+    tree = ast.parse(MODULES["gateway.app.wiring"].read_text(encoding="utf-8"))
+    build = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_services")
+    imported = [
+        (n.module, a.name)
+        for n in ast.walk(build)
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("gateway.")
+        for a in n.names
+        if n.module != "gateway.app"
+    ]
+    assert len(imported) >= 10
+    assert all(name == "install" for _, name in imported), imported
+    for module, _ in imported:
+        install = next(
+            n
+            for n in ast.parse(MODULES[module].read_text(encoding="utf-8")).body
+            if isinstance(n, ast.FunctionDef) and n.name == "install"
+        )
+        returns = install.returns
+        assert returns is not None, f"{module}.install has no return annotation"
+        text = returns.value if isinstance(returns, ast.Constant) else ast.unparse(returns)
+        assert text == "list[Service]", f"{module}.install returns {text}"
+
+
+# Where a family or protocol name may be written as a string: its registry, and the modules that
+# are that family or protocol (its codec, its driver, its simulated side). Everything else takes the
+# names from the registries.
+NAME_HOMES: dict[str, str] = {
+    "protocol/bms/registry.py": "the BMS family registry",
+    "gateway/south/drivers/registry.py": "the driver registry",
+    "protocol/inverter/can/registry.py": "the CAN protocol registry",
+    "protocol/inverter/rs485/registry.py": "the RS485 protocol registry",
+    "simulator/core.py": "the simulated responders' registry (RESPONDERS)",
+    "protocol/bms/tianpower/": "the Tianpower codec",
+    "protocol/bms/pace/": "the PACE codec",
+    "protocol/inverter/can/": "each CAN protocol module names itself",
+    "protocol/inverter/rs485/": "each RS485 protocol module names itself",
+    "gateway/south/drivers/tianpower.py": "the Tianpower driver",
+    "gateway/south/drivers/pace.py": "the PACE driver",
+    "simulator/tianpower.py": "the simulated Tianpower pack",
+    "simulator/tp_model.py": "the simulated Tianpower pack",
+    "simulator/pace.py": "the simulated PACE pack",
+    "simulator/pace_model.py": "the simulated PACE pack",
+    # The firmware image header stores a family code; the generic image format maps it.
+    "protocol/bms/bootloader.py": "image header family codes (FAMILY_CODES)",
+}
+
+
+def _registered_names() -> set[str]:
+    from protocol.bms import registry as bms
+    from protocol.inverter.can import registry as can
+    from protocol.inverter.rs485 import registry as rs485
+
+    return {*bms.names(), *can.PROTOCOLS.names(), *rs485.names()}
+
+
+def test_family_and_protocol_names_come_from_the_registries() -> None:
+    names = _registered_names()
+    assert {"tianpower", "pace", "pylon", "byd-modbus"} <= names
+    offenders = []
+    for package in ("gateway", "protocol", "mappings", "simulator"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            where = str(path.relative_to(ROOT))
+            if any(where == home or (home.endswith("/") and where.startswith(home)) for home in NAME_HOMES):
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"), where)
+            docstrings = {
+                id(node.body[0].value)
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                and node.body
+                and isinstance(node.body[0], ast.Expr)
+            }
+            offenders += [
+                f"{where}:{node.lineno}: {node.value!r}"
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings
+            ]
+    assert offenders == []
+
+
+def test_the_name_check_finds_a_literal() -> None:
+    tree = ast.parse('family = "pace"')
+    assert any(isinstance(n, ast.Constant) and n.value in _registered_names() for n in ast.walk(tree))
+
+
+def test_mappings_hold_data_and_loaders_and_nothing_imports_the_docs_tooling() -> None:
+    """Rendering docs is tooling (gateway/docs/); mappings/ keeps data, schemas and loaders."""
+    renderers = [
+        f"{m}.{n.name}"
+        for m, p in MODULES.items()
+        if m.startswith("mappings")
+        for n in ast.parse(p.read_text(encoding="utf-8")).body
+        if isinstance(n, ast.FunctionDef) and n.name.startswith(("markdown", "render"))
+    ]
+    assert renderers == []
+    importers = {m for m, targets in GRAPH.items() for t in targets if _under(t, "gateway.docs")}
+    assert {m for m in importers if not _under(m, "gateway.docs")} == set()

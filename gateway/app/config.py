@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from protocol.bms import registry as bms_registry
+from protocol.inverter.can import registry as can_registry
+from protocol.inverter.rs485 import registry as rs485_registry
+from protocol.registry import Registry
 
 
 class ConfigError(Exception):
@@ -55,12 +61,42 @@ def _check_listen(value: str) -> str:
 ListenAddr = Annotated[str, AfterValidator(_check_listen)]
 
 
+@dataclass(frozen=True, slots=True)
+class OneOf:
+    """A name that `registry` knows (or one of `extra`): the allowed values come from the registry
+    (`gateway.app.config_docs` lists them as the key's allowed values)."""
+
+    registry: Registry[Any]
+    extra: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        return (*self.registry.names(), *self.extra)
+
+    def __call__(self, value: str) -> str:
+        if value not in self.allowed:
+            allowed = ", ".join(repr(n) for n in self.allowed)
+            raise ValueError(f"unknown {self.registry.kind} {value!r} (allowed: {allowed})")
+        return value
+
+
+def _registered(registry: Registry[Any], *extra: str) -> AfterValidator:
+    return AfterValidator(OneOf(registry, extra))
+
+
+AUTO = "auto"  # `[[bus]] protocol`: detect the family on the bus
+BmsFamilyName = Annotated[str, _registered(bms_registry.FAMILIES)]
+BusProtocol = Annotated[str, _registered(bms_registry.FAMILIES, AUTO)]
+CanProtocolName = Annotated[str, _registered(can_registry.PROTOCOLS)]
+Rs485ProtocolName = Annotated[str, _registered(rs485_registry.PROTOCOLS)]
+
+
 class BusConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     """used in URLs, metrics labels, topics"""
     url: str
     """/dev/ttyUSB0, /dev/serial/by-id/..., socket://host:port, rfc2217://host:port"""
-    protocol: Literal["tianpower", "pace", "auto"] = "tianpower"
+    protocol: BusProtocol = bms_registry.DEFAULT
     """BMS wire protocol family; `auto` probes every family at start-up"""
     addresses: list[Annotated[int, Field(ge=0, le=15)]] = Field(default_factory=lambda: [1], min_length=1)
     """pack addresses (DIP switch values) polled on this bus, unique, 0..15"""
@@ -173,8 +209,8 @@ class CanConfig(Section):
     """for slcan also socket://host:port"""
     bitrate: int = Field(default=500000, gt=0)
     """CAN bit rate (500 kbit/s for the Pylontech-style protocols)"""
-    protocol: str = "pylon"
-    """see docs/can.md for the list (pylon, pylon-v2, deye, sma, victron, ...)"""
+    protocol: CanProtocolName = can_registry.DEFAULT
+    """a name of protocol.inverter.can.registry (docs/can.md: pylon, pylon-v2, deye, sma, victron, ...)"""
     log: str | None = None
     """candump-format log of every frame sent and received"""
     keepalive_timeout_s: float = Field(default=10.0, ge=5.0, le=3600.0)
@@ -324,7 +360,7 @@ class InverterRs485Config(Section):
     """answer an inverter's RS485 battery polls (docs/inverter-rs485.md)"""
     url: str = "socket://127.0.0.1:4200"
     """serial device (8N1) or socket://host:port of a converter"""
-    protocol: Literal["pylon-rs485", "byd-modbus"] = "pylon-rs485"
+    protocol: Rs485ProtocolName = rs485_registry.DEFAULT
     """battery protocol emulated towards the inverter"""
     baudrate: Literal[9600, 19200, 115200] = 9600
     """serial device paths only"""
@@ -421,7 +457,7 @@ class SimulatorConfig(Section):
 
     enabled: bool = False
     """also run the built-in simulator as bus `sim` (always used when no [[bus]] is configured)"""
-    protocol: Literal["tianpower", "pace"] = "tianpower"
+    protocol: BmsFamilyName = bms_registry.DEFAULT
     """family the simulated packs speak"""
     packs: int = Field(default=3, ge=1, le=15)
     """number of simulated packs (addresses first_address..first_address + packs - 1)"""
@@ -580,7 +616,7 @@ def _format_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         ctx = e.get("ctx") or {}

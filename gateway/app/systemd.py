@@ -16,8 +16,13 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from gateway.app.supervisor import ReadyCallback
+
+if TYPE_CHECKING:
+    from gateway.app.context import AppContext
+    from gateway.app.supervisor import Service
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +107,8 @@ class WatchdogService:
                 self.skipped += 1
                 log.warning("gateway unhealthy: not feeding the systemd watchdog")
             await asyncio.sleep(interval / 2)
+
+
+def install(ctx: AppContext) -> list[Service]:
+    """The watchdog service when systemd asks for one (`WatchdogSec`), else nothing."""
+    return [WatchdogService()] if watchdog_interval_s() is not None else []

@@ -29,10 +29,10 @@ from gateway.app.config import BusConfig, Config, ConfigError, state_path
 from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback, Service, ServiceState, ServiceStatus
 from gateway.core.model import ModelStore, PackKey
+from gateway.io.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
 from gateway.south.bus import BusOwner, Opener
 from gateway.south.drivers.base import Driver
 from gateway.south.poller import BusPoller, load_driver
-from gateway.south.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
 
 if TYPE_CHECKING:
     from simulator import Simulator
@@ -175,7 +175,7 @@ def build_context(config: Config, config_path: Path | None = None) -> AppContext
     ctx = AppContext(config=config, config_path=config_path, store=ModelStore(keys, names))
     ctx.simulator = simulator
     if sim_service is not None:
-        ctx.extras["simulator_service"] = sim_service
+        ctx.simulator_service = sim_service
         sim_service.on_bound = lambda where: ctx.register_endpoint("simulator bus", where)
 
     for b in bus_cfgs:
@@ -217,31 +217,35 @@ def _simulator_opener(sim_service: SimulatorService) -> Opener:
 
 
 def build_services(ctx: AppContext) -> list[Service]:
-    """Every service of this gateway, in start order. Adapters add their wiring line below."""
+    """Every service of this gateway, in start order.
+
+    The shared stores are built first (`gateway.app.shared`), then every adapter is installed through
+    the one convention `install(ctx) -> list[Service]` (an adapter that is off returns []; it sets
+    its typed field on the context for the others). Adapters are imported here, one line each, so an
+    unused adapter's third-party library costs nothing.
+    """
+    from gateway.app import shared
+
+    shared.build(ctx)
     services: list[Service] = []
-    sim_service = ctx.extras.get("simulator_service")
-    if isinstance(sim_service, SimulatorService):
-        services.append(sim_service)
+    if ctx.simulator_service is not None:
+        services.append(ctx.simulator_service)
     for name, owner in ctx.buses.items():
         services.append(_Run(f"bus:{name}", owner.run))
     services.extend(ctx.pollers.values())
 
-    # --- adapters (one line each; import inside so an unused adapter costs nothing) ---
-    if ctx.config.modbus.enabled:
-        from gateway.north.modbus import ModbusServer
+    from gateway.north.modbus.server import install as install_modbus  # Modbus/TCP (SunSpec + native)
 
-        services.append(ModbusServer.from_context(ctx))
-    from gateway.core.policy.service import build_policy_services  # charge policy
+    services.extend(install_modbus(ctx))
+    from gateway.core.policy.service import install as install_policy  # charge policy -> ctx.decisions
 
-    services.extend(build_policy_services(ctx))
-    if ctx.config.can.enabled:
-        from gateway.north.can.service import install as install_can  # python-can only when CAN is used
+    services.extend(install_policy(ctx))
+    from gateway.north.can.service import install as install_can  # inverter CAN (python-can)
 
-        services.extend(install_can(ctx))
-    if ctx.config.inverter_rs485.enabled:
-        from gateway.north.rs485.service import Rs485InverterService  # inverter RS485 port
+    services.extend(install_can(ctx))
+    from gateway.north.rs485.service import install as install_rs485  # inverter RS485 port
 
-        services.append(Rs485InverterService.from_context(ctx))
+    services.extend(install_rs485(ctx))
     from gateway.north.http.admin import install as install_admin  # admin API (+ clock auto-sync)
 
     services.extend(install_admin(ctx))
@@ -254,26 +258,16 @@ def build_services(ctx: AppContext) -> list[Service]:
     from gateway.north.metrics.collector import install as install_metrics  # GET /metrics
 
     services.extend(install_metrics(ctx))
-    from gateway.app.systemd import WatchdogService, watchdog_interval_s  # Type=notify + WatchdogSec
+    from gateway.app.systemd import install as install_watchdog  # Type=notify + WatchdogSec
 
-    if watchdog_interval_s() is not None:
-        services.append(WatchdogService())
+    services.extend(install_watchdog(ctx))
+    from gateway.north.web import install as install_web  # the web UI at / (when `[http] ui`)
 
-    if ctx.config.http.ui:
-        from gateway.north.web import install as install_web  # the web UI at /
-
-        install_web(ctx)
+    services.extend(install_web(ctx))
     # The HTTP service goes last: routers added by the adapters above are mounted when it starts.
-    from gateway.north.http import HttpService
+    from gateway.north.http.service import install as install_http
 
-    admin = ctx.config.admin
-    tls = None
-    if admin.tls_cert and admin.tls_key:
-        tls = (
-            state_path(ctx.config, ctx.config_path, admin.tls_cert),
-            state_path(ctx.config, ctx.config_path, admin.tls_key),
-        )
-    services.append(HttpService(ctx, ctx.config.http.listen, tls=tls))
+    services.extend(install_http(ctx))
     return services
 
 

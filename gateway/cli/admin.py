@@ -29,6 +29,7 @@ from gateway.cli.api_client import (
     report_code,
     table,
 )
+from protocol.bms import registry as bms_registry
 
 
 def _show_batch(doc: dict[str, Any]) -> int:
@@ -541,7 +542,7 @@ def register(sub: Any) -> None:
         "are never overridden",
     )
     sp = leaf(ps, "table", cmd_params_table, "a family's table (ranges, defaults, LC_Style modes)")
-    sp.add_argument("family", choices=("tianpower", "pace"))
+    sp.add_argument("family", choices=bms_registry.names())
 
     config = groups.add_parser(
         "config", help="capacities, cell-count, serial, anti-theft, unlock, pack-protocol"

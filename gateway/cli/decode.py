@@ -1,12 +1,13 @@
 """`bms-gateway decode --protocol {tianpower,pace} [--request FRAME] HEX...`: decode one captured frame
 to JSON.
 
-Generic over the BMS family registry: it calls `FAMILY.describe(bytes)`, or, with `--request`,
-`FAMILY.describe_answer(request, answer)`: the answer read as the answer to that request (a PACE
-answer does not name its command, and a bank answer needs the request's INFO FF; a Tianpower
-parameter-table answer needs the request's table selector). Frames are given as hex (spaces, `0x`
-prefixes and `:`/`,` separators allowed) or, for ASCII protocols such as PACE, as the text itself
-starting with `~` (a missing trailing carriage return is added).
+Generic over the BMS family registry: it calls `FAMILY.describe(bytes, records)`, or, with
+`--request`, `FAMILY.describe_answer(request, answer, records)`: the answer read as the answer to
+that request (a PACE answer does not name its command, and a bank answer needs the request's INFO
+FF; a Tianpower parameter-table answer needs the request's table selector). `records` names
+parameter records from the family's table in mappings/ (the codec knows no table). Frames are given
+as hex (spaces, `0x` prefixes and `:`/`,` separators allowed) or, for ASCII protocols such as PACE,
+as the text itself starting with `~` (a missing trailing carriage return is added).
 
 Exit codes: 0 decoded, 1 the frame is invalid (bad checksum, wrong length, unknown command: the
 message says which), 2 the input is not hex / usage error. Never touches a bus.
@@ -18,9 +19,13 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Mapping
 from typing import Any
 
-from protocol.bms.registry import families, get
+from mappings.bms.params import load_table
+from protocol.bms.base import RecordNamer
+from protocol.bms.registry import get
+from protocol.bms.registry import names as names_of_families
 from protocol.errors import RemoteProtocolError
 
 _SEPARATORS = re.compile(r"[\s:,]+")
@@ -54,6 +59,21 @@ def parse_input(parts: list[str]) -> bytes:
     return bytes.fromhex(digits)
 
 
+def record_namer(family: str) -> RecordNamer:
+    """Names parameter records (table, record id, raw value) from the family's parameter table in
+    mappings/ (the codec knows no table): name, label, decoded value and unit."""
+    table = load_table(family)
+    index = {(p.wire.get("table"), p.wire.get("record")): p for p in table.params if "record" in p.wire}
+
+    def name(table_id: int, record: int, raw: int) -> Mapping[str, Any] | None:
+        spec = index.get((table_id, record))
+        if spec is None:
+            return None
+        return {"name": spec.name, "label": spec.label, "value": spec.from_wire(raw), "unit": spec.unit}
+
+    return name
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         raw = parse_input(args.hex)
@@ -72,10 +92,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"bms-gateway decode: --request is not supported for {family.name}", file=sys.stderr)
             return 2
     try:
+        records = record_namer(family.name)
         if request is not None and family.describe_answer is not None:
-            described: Any = dict(family.describe_answer(request, raw))
+            described: Any = dict(family.describe_answer(request, raw, records))
         else:
-            described = dict(family.describe(raw))
+            described = dict(family.describe(raw, records))
     except RemoteProtocolError as err:
         print(f"bms-gateway decode: invalid {family.name} frame ({len(raw)} bytes): {err}", file=sys.stderr)
         return 1
@@ -84,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    names = sorted(families())
+    names = sorted(names_of_families())
     parser = subparsers.add_parser(
         "decode",
         help="decode one captured BMS frame (request or response) to JSON",

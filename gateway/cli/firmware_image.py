@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from protocol.bms import registry as bms_registry
 from protocol.bms.bootloader import BLOCK_SIZE, ImageError, build_image, parse_image
 from protocol.errors import LocalProtocolError
 
 OK, USAGE = 0, 2
-FAMILIES = ("tianpower", "pace")
+FAMILIES = bms_registry.names()
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +32,7 @@ def register(subparsers: Any) -> None:
         "HY-PT003-B200LT55-V1.0.3 (tianpower); a new version must start with the target model.",
     )
     p.add_argument("-o", "--output", required=True, type=Path, help="image file to write (.bgfw)")
-    p.add_argument("--family", choices=FAMILIES, default="tianpower")
+    p.add_argument("--family", choices=FAMILIES, default=bms_registry.DEFAULT)
     p.add_argument("--target", required=True, help="target model, a prefix of the pack's version string")
     p.add_argument("--version", dest="image_version", required=True, help="the version the pack will report")
     src = p.add_mutually_exclusive_group()

@@ -27,9 +27,9 @@ import httpx
 
 from gateway.app.config import ConfigError
 from gateway.cli.progress import busy
+from gateway.io.transport import Backoff, SerialSettings, parse_url
 from gateway.south.bus import BusOwner
 from gateway.south.poller import available_families, scan
-from gateway.south.transport import Backoff, SerialSettings, parse_url
 
 FOUND, NOTHING, USAGE, CANNOT_OPEN, IN_USE = 0, 1, 2, 3, 4
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"

@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+from protocol.bms import registry as bms_registry
 from simulator import PROFILES, Simulator, SimulatorOptions, parse_fault_spec
 
 
@@ -32,7 +33,7 @@ def register(subparsers: Any) -> None:
         description="Virtual Basengreen/Tianpower or PACE packs behind a transparent RS485-to-TCP "
         "converter. See docs/simulator.md.",
     )
-    p.add_argument("--protocol", choices=("tianpower", "pace"), default="tianpower")
+    p.add_argument("--protocol", choices=bms_registry.names(), default=bms_registry.DEFAULT)
     p.add_argument("--packs", type=int, default=1, help="number of packs (1..15)")
     p.add_argument("--listen", type=_listen, default=("127.0.0.1", 4001), metavar="HOST:PORT")
     p.add_argument("--first-address", type=int, default=1, help="address of the first pack (default 1)")

@@ -9,16 +9,15 @@ It must never start, stop or wait for a job: it only answers "what runs on this 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from gateway.core.model import PackKey
 
 RunningOn = Callable[[PackKey], str | None]
-EXTRAS_KEY = "pack_jobs"
 
 
 class PackJobs:
-    """The long-job services of one gateway, by name ("history", "firmware")."""
+    """The long-job services of one gateway, by name ("history", "firmware"): one per gateway, the
+    context's `pack_jobs` field."""
 
     def __init__(self) -> None:
         self._services: dict[str, RunningOn] = {}
@@ -35,11 +34,3 @@ class PackJobs:
             if what is not None:
                 return what
         return None
-
-
-def pack_jobs(extras: dict[str, Any]) -> PackJobs:
-    """The gateway's registry, created on first use in the application context's `extras`."""
-    found = extras.get(EXTRAS_KEY)
-    if not isinstance(found, PackJobs):
-        found = extras[EXTRAS_KEY] = PackJobs()
-    return found

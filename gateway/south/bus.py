@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 
 from gateway.app.config import ConfigError
 from gateway.app.supervisor import ReadyCallback
-from gateway.south.drivers.base import NoResponse, NotSent, Priority
-from gateway.south.transport import (
+from gateway.io.transport import (
     Backoff,
     Connection,
     PortInUse,
@@ -42,6 +41,7 @@ from gateway.south.transport import (
     TransportError,
     open_connection,
 )
+from gateway.south.drivers.base import NoResponse, NotSent, Priority
 from protocol.bms.base import Frame, FrameDecoder
 from protocol.errors import RemoteProtocolError
 
@@ -100,7 +100,6 @@ class LinkCounters:
     bytes_sent: int = 0
     bytes_received: int = 0
     last_success_at: float | None = None  # wall clock of the last matching frame
-    poll_duration_s: Histogram = field(default_factory=Histogram)  # reported by the poller
     preempted: int = 0  # poll retries given up because a firmware/admin request was waiting
     gap_s: float | None = None  # per pack: the adaptive inter-frame gap now in use (None: the bus's)
     gap_increases: int = 0  # per pack: times the adaptive gap was lengthened
@@ -116,6 +115,7 @@ class BusCounters(LinkCounters):
     queue_full: int = 0
     queue_depth: int = 0
     last_error: str | None = None
+    poll_duration_s: Histogram = field(default_factory=Histogram)  # reported by the poller (metrics)
 
 
 @dataclass(eq=False, slots=True)
@@ -212,7 +212,6 @@ class BusOwner:
 
     def note_poll(self, address: int, duration_s: float) -> None:
         self.counters.poll_duration_s.observe(duration_s)
-        self.pack_counters(address).poll_duration_s.observe(duration_s)
 
     # ---- the adaptive gap -------------------------------------------------------------------------
 

@@ -26,8 +26,6 @@ never update a snapshot (the previous good values stay, with their own timestamp
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import logging
 import math
 import time
@@ -49,9 +47,11 @@ from gateway.core.model import (
     Telemetry,
 )
 from gateway.south.bus import BusOwner, LinkCounters
+from gateway.south.drivers import registry as drivers
 from gateway.south.drivers.base import BusClient, BusError, DeviceError, Driver, Unsupported
+from gateway.south.drivers.registry import load_driver
+from protocol.bms import registry as bms_registry
 from protocol.bms.base import Frame
-from protocol.bms.registry import families
 from protocol.errors import RemoteProtocolError
 
 log = logging.getLogger(__name__)
@@ -89,41 +89,9 @@ class _NoRetries:
         return await self.owner.transact(request, match, **{**kw, "retries": 0})
 
 
-def load_driver(family: str) -> Driver:
-    """The driver of a BMS family, from `gateway.south.drivers.<family>` (`DRIVER` or Driver class)."""
-    try:
-        module = importlib.import_module(f"gateway.south.drivers.{family}")
-    except ModuleNotFoundError:
-        raise LookupError(f"no driver for BMS protocol {family!r}") from None
-    candidate = getattr(module, "DRIVER", None)
-    if candidate is None:
-        classes = [
-            obj
-            for obj in vars(module).values()
-            if inspect.isclass(obj)
-            and issubclass(obj, Driver)
-            and not inspect.isabstract(obj)
-            and getattr(obj, "family", None) == family
-        ]
-        if len(classes) != 1:
-            raise LookupError(f"gateway.south.drivers.{family} defines no single Driver for {family!r}")
-        candidate = classes[0]
-    driver = candidate() if inspect.isclass(candidate) else candidate
-    if not isinstance(driver, Driver):
-        raise LookupError(f"gateway.south.drivers.{family}.DRIVER is not a Driver")
-    return driver
-
-
 def available_families() -> list[str]:
     """Registered BMS families that also have a driver."""
-    found = []
-    for name in families():
-        try:
-            load_driver(name)
-        except LookupError:
-            continue
-        found.append(name)
-    return found
+    return [name for name in bms_registry.names() if name in drivers.DRIVERS]
 
 
 async def scan(

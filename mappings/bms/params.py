@@ -80,7 +80,7 @@ class Choice:
     meaning: str
 
 
-def _fmt(value: float) -> str:
+def format_number(value: float) -> str:
     return f"{value:g}"
 
 
@@ -123,7 +123,7 @@ class ParamSpec:
         unit = f" {self.unit}" if self.unit else ""
         if self.choices:
             return "one of " + ", ".join(str(c.value) for c in self.choices)
-        return f"{_fmt(self.min)}..{_fmt(self.max)}{unit}"
+        return f"{format_number(self.min)}..{format_number(self.max)}{unit}"
 
     def from_wire(self, raw: int) -> float:
         """Display value of a raw wire value."""
@@ -152,21 +152,23 @@ class ParamSpec:
             if not v.is_integer() or int(v) not in {c.value for c in self.choices}:
                 meanings = "; ".join(f"{c.value} = {c.meaning}" for c in self.choices)
                 raise ParameterValueError(
-                    self.name, value, f"{self.name}: {_fmt(v)} is not allowed; allowed values: {meanings}"
+                    self.name,
+                    value,
+                    f"{self.name}: {format_number(v)} is not allowed; allowed values: {meanings}",
                 )
             return v
         if not self.min <= v <= self.max:
             raise ParameterValueError(
                 self.name,
                 value,
-                f"{self.name}: {_fmt(v)}{unit} is outside the allowed range {self.range_text()}",
+                f"{self.name}: {format_number(v)}{unit} is outside the allowed range {self.range_text()}",
             )
         raw = self._raw(v)
         if not self.raw_min <= raw <= self.raw_max:
             raise ParameterValueError(
                 self.name,
                 value,
-                f"{self.name}: {_fmt(v)}{unit} does not fit the wire field ({self.range_text()})",
+                f"{self.name}: {format_number(v)}{unit} does not fit the wire field ({self.range_text()})",
             )
         return v
 
@@ -282,7 +284,7 @@ def _parse_entry(where: str, entry: Mapping[str, Any]) -> ParamSpec:
     hi = _num(where, "max", entry["max"])
     assert lo is not None and hi is not None
     if lo > hi:
-        raise ParameterTableError(f"{where}: min {_fmt(lo)} is greater than max {_fmt(hi)}")
+        raise ParameterTableError(f"{where}: min {format_number(lo)} is greater than max {format_number(hi)}")
     rec_lo = _num(where, "rec_min", entry.get("rec_min"), optional=True)
     rec_hi = _num(where, "rec_max", entry.get("rec_max"), optional=True)
     if (rec_lo is None) != (rec_hi is None):
@@ -343,18 +345,23 @@ def _parse_entry(where: str, entry: Mapping[str, Any]) -> ParamSpec:
         raw = spec._raw(value)
         if not raw_min <= raw <= raw_max:
             raise ParameterTableError(
-                f"{where}: {what} {_fmt(value)} needs raw {raw}, outside the wire field {raw_min}..{raw_max}"
+                f"{where}: {what} {format_number(value)} needs raw {raw}, "
+                f"outside the wire field {raw_min}..{raw_max}"
             )
     for c in choices:
         if not lo <= c.value <= hi:
-            raise ParameterTableError(f"{where}: choice {c.value} outside {_fmt(lo)}..{_fmt(hi)}")
+            raise ParameterTableError(
+                f"{where}: choice {c.value} outside {format_number(lo)}..{format_number(hi)}"
+            )
     if spec.default is not None:
         try:
             spec.validate(spec.default)
         except ParameterValueError as err:
             raise ParameterTableError(f"{where}: default refused: {err}") from None
         if not math.isclose(spec.from_wire(spec._raw(spec.default)), spec.default, abs_tol=1e-9):
-            raise ParameterTableError(f"{where}: default {_fmt(spec.default)} is not on the wire grid")
+            raise ParameterTableError(
+                f"{where}: default {format_number(spec.default)} is not on the wire grid"
+            )
     return spec
 
 
@@ -420,39 +427,3 @@ def load_table(family: str) -> ParameterTable:
     if table.family != family:
         raise ParameterTableError(f"mappings/bms/{family}.toml declares family {table.family!r}")
     return table
-
-
-_DECIMAL_WIRE_KEYS = ("field", "index", "position")
-
-
-def markdown_table(table: ParameterTable) -> str:
-    """The table as a Markdown table for `docs/parameters.md` (kept in sync by a test)."""
-
-    def num(value: float | None) -> str:
-        return "" if value is None else _fmt(value)
-
-    def wire(spec: ParamSpec) -> str:
-        return ", ".join(
-            f"{k}=0x{v:02X}" if isinstance(v, int) and k not in _DECIMAL_WIRE_KEYS else f"{k}={v}"
-            for k, v in spec.wire.items()
-        )
-
-    lines = [
-        "| Name | Tool label | Section | Group | Unit | Set range | Recommended | Default | Access | Flags "
-        "| Wire | Note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for p in table:
-        rng = p.range_text().replace("|", "/")
-        rec = "" if p.rec_min is None else f"{num(p.rec_min)}..{num(p.rec_max)}"
-        if p.tolerance is not None:
-            rec = f"{rec} (±{num(p.tolerance)})".strip()
-        flags = ", ".join(f for f, on in (("inferred", p.inferred), ("dangerous", p.dangerous)) if on)
-        note = (p.note or "").replace("|", "/")
-        if p.choices:
-            note = "; ".join(f"{c.value} = {c.meaning}" for c in p.choices) + (f". {note}" if note else "")
-        lines.append(
-            f"| {p.name} | {p.label} | {p.section or ''} | {p.group.value} | {p.unit} | {rng} | {rec} | "
-            f"{num(p.default)} | {p.access.value} | {flags} | {wire(p)} | {note} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -269,17 +269,3 @@ def check(
             )
         )
     return Verdict(tuple(violations), tuple(skipped))
-
-
-def markdown_rules(family: str) -> str:
-    """The family's rules as a Markdown table (for docs/parameters.md)."""
-    from mappings.bms.params import load_table
-
-    table = load_table(family)
-    lines = ["| Rule | Check | Severity | Meaning | Source |", "|---|---|---|---|---|"]
-    for r in load_rules(family).rules:
-        lines.append(
-            f"| {r.id} | `{r.formula(table)}` | {r.severity.value} | {r.text.replace('|', '/')} | "
-            f"{r.source.replace('|', '/')} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ import abc
 import enum
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from protocol.bms.bootloader import BootCarriage
 from protocol.buffer import BoundedBuffer
@@ -231,6 +231,22 @@ class FrameDecoder(BoundedBuffer, abc.ABC):
             yield frame
 
 
+# (parameter table, record id, raw value) -> what the parameter table says of that record
+# ({"name", "label", "value", "unit"}) or None. The codec knows no parameter table (they are data in
+# mappings/); the caller that has them hands this to `describe` to name parameter records.
+RecordNamer = Callable[[int, int, int], Mapping[str, Any] | None]
+
+
+class Describe(Protocol):
+    def __call__(self, raw: bytes, records: RecordNamer | None = None) -> Mapping[str, Any]: ...
+
+
+class DescribeAnswer(Protocol):
+    def __call__(
+        self, request_raw: bytes, answer_raw: bytes, records: RecordNamer | None = None
+    ) -> Mapping[str, Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class BmsFamily:
     """A registry entry: everything generic code (contract tests, `decode`, scan) needs."""
@@ -240,7 +256,7 @@ class BmsFamily:
     new_decoder: Callable[[], FrameDecoder]
     # Parse one complete captured frame (request or response) into JSON-able data with units and
     # flag names; raises RemoteProtocolError with a clear message for bad checksum/length/command.
-    describe: Callable[[bytes], Mapping[str, Any]]
+    describe: Describe
     # Golden frames for contract tests: name -> raw bytes (valid frames of this family).
     examples: Mapping[str, bytes]
     # Build the request that `scan` sends to find a pack at an address.
@@ -252,4 +268,4 @@ class BmsFamily:
     # Decode an answer together with the request it answers (request bytes, answer bytes), for
     # answers that do not say what they answer (PACE) or whose layout the request selects; raises
     # RemoteProtocolError when they are not a request and its answer. None: `describe` is enough.
-    describe_answer: Callable[[bytes, bytes], Mapping[str, Any]] | None = None
+    describe_answer: DescribeAnswer | None = None

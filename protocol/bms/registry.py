@@ -1,39 +1,42 @@
-"""The registry of BMS wire-protocol families, by stable name.
+"""The registry of BMS wire-protocol families, by stable name (the `[[bus]] protocol` values).
 
-Each family module defines a module-level `FAMILY: BmsFamily`; adding a family is adding its module
-name here. Nothing is registered by import side effect.
+Each family package defines a module-level `FAMILY: BmsFamily`; adding a family is adding one entry
+to `FAMILIES` (the one registry mechanism, `protocol.registry`). Every other place that names a
+family (configuration, drivers, CLI, simulator, firmware) takes the names from here.
 """
 
 from __future__ import annotations
 
-import importlib
-from functools import cache
-
 from protocol.bms.base import BmsFamily
 from protocol.bms.bootloader import BootCarriage
+from protocol.registry import Registry, named_instance
 
-FAMILY_MODULES = ("protocol.bms.tianpower", "protocol.bms.pace")
+FAMILIES: Registry[BmsFamily] = Registry(
+    "BMS protocol",
+    {
+        "tianpower": "protocol.bms.tianpower:FAMILY",
+        "pace": "protocol.bms.pace:FAMILY",
+    },
+    named_instance(BmsFamily),
+)
+DEFAULT = FAMILIES.names()[0]  # the family a bus or the simulator speaks unless configured
 
 
-@cache
+def names() -> tuple[str, ...]:
+    """Every registered family name (nothing is imported)."""
+    return FAMILIES.names()
+
+
 def families() -> dict[str, BmsFamily]:
-    found: dict[str, BmsFamily] = {}
-    for mod in FAMILY_MODULES:
-        family: BmsFamily = importlib.import_module(mod).FAMILY
-        if family.name in found:
-            raise ValueError(f"BMS family {family.name!r} registered twice")
-        found[family.name] = family
-    return found
+    """Every family, imported."""
+    return FAMILIES.load_all()
+
+
+def get(name: str) -> BmsFamily:
+    """Family `name` (KeyError naming the known ones when unknown)."""
+    return FAMILIES.get(name)
 
 
 def boot(name: str) -> BootCarriage:
     """How family `name` carries the firmware-upgrade messages (KeyError for an unknown family)."""
     return get(name).boot
-
-
-def get(name: str) -> BmsFamily:
-    fams = families()
-    try:
-        return fams[name]
-    except KeyError:
-        raise KeyError(f"unknown BMS protocol {name!r}; known: {', '.join(sorted(fams))}") from None

@@ -234,10 +234,10 @@ def test_a_bad_table_is_refused_naming_the_row(change, message: str) -> None:  #
 
 
 def test_docs_flags_md_is_the_generated_table() -> None:
-    from mappings.flags.docs import render
+    from gateway.docs.flags import render
 
     path = Path(__file__).resolve().parents[2] / "docs" / "flags.md"
     assert path.read_text(encoding="utf-8") == render(), (
-        'docs/flags.md is out of date: python -c "from mappings.flags.docs import render; '
+        'docs/flags.md is out of date: python -c "from gateway.docs.flags import render; '
         "print(render(), end='')\" > docs/flags.md"
     )

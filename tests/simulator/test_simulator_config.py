@@ -88,7 +88,7 @@ async def test_state_file_is_written_when_the_simulator_stops(tmp_path: Path) ->
         {"state_dir": str(tmp_path), "simulator": {"state_file": "sim.json", "pacing": False, "packs": 1}}
     )
     ctx = build_context(config)
-    service = ctx.extras["simulator_service"]
+    service = ctx.simulator_service
     assert isinstance(service, SimulatorService)
     ready = asyncio.Event()
     task = asyncio.create_task(service.run(ready.set))

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.core.model import TempRole
+from gateway.io.transport import SerialSettings
 from gateway.south.bus import BusOwner
 from gateway.south.drivers.base import Driver
 from gateway.south.drivers.pace import PaceDriver
 from gateway.south.drivers.tianpower import TianpowerDriver
-from gateway.south.transport import SerialSettings
 from simulator import FaultSpec, Simulator, SimulatorOptions
 
 pytestmark = pytest.mark.e2e

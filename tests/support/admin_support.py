@@ -24,13 +24,13 @@ import httpx
 from gateway.app.config import BusConfig, load_config, state_path
 from gateway.app.context import AppContext
 from gateway.core.model import ModelStore
+from gateway.io.transport import SerialSettings
 from gateway.north.http import HttpService, create_app
 from gateway.north.http.admin import install
 from gateway.ops.admin.service import AdminService
 from gateway.ops.security.auth import Role, TokenStore
 from gateway.south.bus import BusOwner
 from gateway.south.poller import BusPoller, load_driver
-from gateway.south.transport import SerialSettings
 from simulator import Simulator, SimulatorOptions
 
 CONFIG_TEXT = """\
@@ -133,7 +133,7 @@ async def admin_stack(
         ctx.pollers[cfg.name] = poller
         ctx.simulator = sim
         install(ctx)
-        admin = ctx.extras["admin"]
+        admin = ctx.admin
         store_path = state_path(config, config_path, config.admin.tokens_file)
         token_store = TokenStore(store_path)
         tokens = {role: token_store.create(role, f"test {role.label}")[1] for role in Role}

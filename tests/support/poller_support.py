@@ -16,10 +16,10 @@ from gateway.core.model import (
     ParameterSet,
     Telemetry,
 )
+from gateway.io.transport import Connection, TransportError
 from gateway.south.bus import BusOwner
 from gateway.south.drivers.base import BusClient, Driver, Unsupported
 from gateway.south.poller import BusPoller
-from gateway.south.transport import Connection, TransportError
 from protocol.bms.base import Frame, FrameDecoder
 
 

@@ -15,6 +15,7 @@ import httpx
 from gateway.app.config import BusConfig, parse_config
 from gateway.app.context import AppContext
 from gateway.core.model import ModelStore
+from gateway.io.transport import SerialSettings
 from gateway.north.http import create_app
 from gateway.north.http.records import install as install_records
 from gateway.ops.security.auth import Principal, Role
@@ -23,7 +24,6 @@ from gateway.south.drivers.base import Driver
 from gateway.south.drivers.pace import PaceDriver
 from gateway.south.drivers.tianpower import TianpowerDriver
 from gateway.south.poller import BusPoller
-from gateway.south.transport import SerialSettings
 from protocol.bms import bootloader as bl
 from simulator import Simulator, SimulatorOptions
 from tests.support.admin_support import Stack, admin_stack

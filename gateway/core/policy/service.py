@@ -132,21 +132,15 @@ class PolicyService:
             await views.aclose()
 
 
-def build_policy_services(ctx: AppContext) -> list[Service]:
-    """The charge policy service. Registers `ctx.extras["decisions"]` (the DecisionStore every
-    inverter adapter and metrics read) and `ctx.extras["policy"]`; the inverter CAN service is built
-    by `gateway.north.can.service.install` from that store."""
-    decisions = ctx.extras.get("decisions")
-    if not isinstance(decisions, DecisionStore):
-        decisions = DecisionStore()
-        ctx.extras["decisions"] = decisions
+def install(ctx: AppContext) -> list[Service]:
+    """The charge policy service, publishing into `ctx.decisions` (the store every inverter adapter
+    and metrics read, built with the context)."""
     state_file = None
     if ctx.config_path is not None and ctx.config.policy.state_file:
         from gateway.app.config import state_path
 
         state_file = state_path(ctx.config, ctx.config_path, ctx.config.policy.state_file)
     policy = PolicyService(
-        PolicyEngine(ctx.config.policy), ctx.store, ctx.controls, decisions, state_file=state_file
+        PolicyEngine(ctx.config.policy), ctx.store, ctx.controls, ctx.decisions, state_file=state_file
     )
-    ctx.extras["policy"] = policy
     return [policy]

@@ -438,16 +438,13 @@ class CanService:
 
 
 def install(ctx: AppContext) -> list[Service]:
-    """The inverter CAN service when `[can] enabled`, fed by `ctx.extras["decisions"]` (built by the
-    policy first); registers `ctx.extras["can"]` (stats, `set_protocol()`)."""
+    """The inverter CAN service when `[can] enabled`, fed by `ctx.decisions`; shared as `ctx.can`
+    (stats, `set_protocol()`)."""
     if not ctx.config.can.enabled:
         return []
-    decisions = ctx.extras.get("decisions")
-    if not isinstance(decisions, DecisionStore):
-        raise RuntimeError("the inverter CAN service needs the policy's DecisionStore (built first)")
     try:
-        can_service = CanService(ctx.config.can, decisions, stale_after_s=ctx.config.policy.stale_after_s)
+        can_service = CanService(ctx.config.can, ctx.decisions, stale_after_s=ctx.config.policy.stale_after_s)
     except (KeyError, ValueError) as err:
         raise ConfigError(f"can: {err}") from None
-    ctx.extras["can"] = can_service
+    ctx.can = can_service
     return [can_service]

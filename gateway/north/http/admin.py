@@ -13,16 +13,21 @@ This module must never talk to a bus itself: everything goes through the service
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.north.http.auth import bearer_caller
-from gateway.ops.admin.service import AdminError, AdminService, Caller
+from gateway.ops.admin.service import AdminService, Caller
 from gateway.ops.admin.transfer import MAX_FILE_BYTES
 from gateway.ops.security.auth import RateLimiter, Role, TokenStore
+from gateway.ops.security.errors import ApiError
+
+if TYPE_CHECKING:
+    from gateway.app.context import AppContext
+    from gateway.app.supervisor import Service
 
 OPENAPI_PATH = "/api/openapi.json"
 
@@ -168,11 +173,11 @@ class PackParameters(BaseModel):
     parameters: list[ParameterRow]
 
 
-class TooLarge(AdminError):
+class TooLarge(ApiError):
     status = 413
 
 
-def _error(err: AdminError) -> JSONResponse:
+def _error(err: ApiError) -> JSONResponse:
     headers = {"Retry-After": "60"} if err.status == 429 else None
     return JSONResponse(
         {"detail": err.message, "errors": err.errors}, status_code=err.status, headers=headers
@@ -182,7 +187,7 @@ def _error(err: AdminError) -> JSONResponse:
 async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
     try:
         return await fn()
-    except AdminError as err:
+    except ApiError as err:
         return _error(err)
 
 
@@ -256,7 +261,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """A family's parameter table (ranges, defaults, access, choices such as LC_Style's five modes)."""
         try:
             return admin.family_table(family)
-        except AdminError as err:
+        except ApiError as err:
             return _error(err)
 
     @router.get("/packs/{bus}/{address}/parameters/export")
@@ -274,7 +279,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
             text, media, filename = await admin.export(
                 who, bus, address, format, fresh=fresh, per_pack_state=per_pack_state
             )
-        except AdminError as err:
+        except ApiError as err:
             return _error(err)
         return Response(
             text, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
@@ -375,7 +380,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
     async def get_controls(who: Operator, bus: str, address: int) -> Any:
         try:
             return admin.controls_of(who, bus, address)
-        except AdminError as err:
+        except ApiError as err:
             return _error(err)
 
     @router.post("/packs/{bus}/{address}/control")
@@ -403,7 +408,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """The gateway's own CAN and RS485 inverter protocols and the names available."""
         try:
             return admin.gateway_protocols(who)
-        except AdminError as err:
+        except ApiError as err:
             return _error(err)
 
     @router.put("/gateway/protocols")
@@ -463,18 +468,16 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
     return router
 
 
-def install(ctx: Any) -> list[Any]:
-    """Wire the admin API into an application context: the service, the router, and the clock
-    auto-sync service when `[admin] clock_auto_sync` is on. Returns the services to supervise."""
-    from gateway.app.config import state_path
+def install(ctx: "AppContext") -> "list[Service]":
+    """Wire the admin API into an application context: the service (`ctx.admin`), the router over
+    the shared token store, and the clock auto-sync service when `[admin] clock_auto_sync` is on."""
+    from gateway.app import shared
     from gateway.ops.admin.service import ClockAutoSync
 
     admin = AdminService.from_context(ctx)
-    tokens = TokenStore(state_path(ctx.config, ctx.config_path, ctx.config.admin.tokens_file))
-    limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
-    ctx.extras["admin_auth"] = (tokens, limiter)  # shared by the records API (gateway.north.http.records)
-    ctx.http_routers.append(admin_router(admin, tokens, limiter))
+    auth = shared.auth(ctx)
+    ctx.http_routers.append(admin_router(admin, auth.tokens, auth.limiter))
     from gateway.north.http.tokens import tokens_router  # token management (admin)
 
-    ctx.http_routers.append(tokens_router(admin, tokens, limiter))
+    ctx.http_routers.append(tokens_router(admin, auth.tokens, auth.limiter))
     return [ClockAutoSync(admin)] if ctx.config.admin.clock_auto_sync else []

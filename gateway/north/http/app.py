@@ -67,18 +67,13 @@ def _data_dependencies(ctx: AppContext) -> list[Any]:
     """The viewer-token check of the data routes when `[admin] data_needs_token` (else none)."""
     if not ctx.config.admin.data_needs_token:
         return []
-    from gateway.app.config import state_path
+    from gateway.app import shared
     from gateway.north.http.auth import bearer_caller
-    from gateway.ops.security.auth import RateLimiter, Role, TokenStore
+    from gateway.ops.security.auth import Role
 
-    auth = ctx.extras.get("admin_auth")  # shared with the admin API (gateway.north.http.admin.install)
-    if auth is not None:
-        tokens, limiter = auth
-    else:
-        tokens = TokenStore(state_path(ctx.config, ctx.config_path, ctx.config.admin.tokens_file))
-        limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
+    auth = shared.auth(ctx)  # the token store of the admin API (gateway.north.http.admin.install)
     # viewer is the weakest role: no 403 can happen, so there is nothing to audit
-    return [Depends(bearer_caller(Role.VIEWER, tokens, limiter, lambda: None))]
+    return [Depends(bearer_caller(Role.VIEWER, auth.tokens, auth.limiter, lambda: None))]
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -111,7 +106,7 @@ def create_app(ctx: AppContext) -> FastAPI:
         """The bank aggregate over online packs, the charge policy's latest decision (null before the
         first evaluation) and the gateway's own status."""
         now = time.time()
-        decision = getattr(ctx.extras.get("decisions"), "latest", None)
+        decision = ctx.decisions.latest
         return {
             "bank": bank_json(ctx.store.view.bank),
             "policy": None if decision is None else plain(decision),

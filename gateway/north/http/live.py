@@ -43,8 +43,7 @@ def stream_pack_json(snap: PackSnapshot, now: float) -> dict[str, Any]:
 
 
 def decision_json(ctx: AppContext) -> dict[str, Any] | None:
-    decisions = ctx.extras.get("decisions")
-    decision = None if decisions is None else decisions.latest
+    decision = ctx.decisions.latest
     return None if decision is None else plain(decision)
 
 
@@ -91,7 +90,7 @@ def _can_part(ctx: AppContext, decision: Any, now: float, cache: dict[str, Any])
     from protocol.inverter.can import registry
 
     cfg = ctx.config.can
-    service = ctx.extras.get("can")
+    service = ctx.can
     name = service.protocol.name if service is not None else cfg.protocol
     out: dict[str, Any] = {
         "protocol": name,
@@ -134,7 +133,7 @@ def _rs485_part(ctx: AppContext, decision: Any) -> dict[str, Any]:
     from gateway.north.rs485.service import limits_of, parameters_of
 
     cfg = ctx.config.inverter_rs485
-    service = ctx.extras.get("inverter_rs485")
+    service = ctx.rs485
     out: dict[str, Any] = {
         "protocol": service.protocol if service is not None else cfg.protocol,
         "enabled": cfg.enabled,
@@ -173,8 +172,7 @@ def install_live_routes(app: FastAPI, ctx: AppContext, dependencies: list[Any]) 
         """The charge decision with every value's limiting factor, and what the selected CAN and
         RS485 inverter protocols send for it (CAN frames with their signals; RS485 limits)."""
         now = time.time()
-        decisions = ctx.extras.get("decisions")
-        decision = None if decisions is None else decisions.latest
+        decision = ctx.decisions.latest
         return {
             "t": now,
             "decision": None if decision is None else plain(decision),

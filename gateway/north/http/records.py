@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -25,11 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.north.http.auth import bearer_caller
 from gateway.ops.admin.service import Caller
 from gateway.ops.firmware.manager import FirmwareService
-from gateway.ops.history.errors import Conflict, Invalid, RecordsError
 from gateway.ops.history.export import MEDIA_TYPES, render
 from gateway.ops.history.recording import VALUE_FIELDS, Recorder, compare, samples_table
 from gateway.ops.history.service import HistoryService
 from gateway.ops.security.auth import RateLimiter, Role, TokenStore
+from gateway.ops.security.errors import ApiError, Conflict, Invalid
+
+if TYPE_CHECKING:
+    from gateway.app.context import AppContext
+    from gateway.app.supervisor import Service
 
 MAX_PACKS_QUERY = 64
 
@@ -74,14 +78,14 @@ class FlashBody(_Body):
     image: str = Field(description="image id from the upload")
 
 
-def _error(err: RecordsError) -> JSONResponse:
+def _error(err: ApiError) -> JSONResponse:
     return JSONResponse({"detail": err.message}, status_code=err.status)
 
 
 async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
     try:
         return await fn()
-    except RecordsError as err:
+    except ApiError as err:
         return _error(err)
 
 
@@ -436,7 +440,7 @@ def records_router(
         """One job: state, phase, blocks, where the pack is (operator)."""
         try:
             return firmware.job(job_id).as_dict()
-        except RecordsError as err:
+        except ApiError as err:
             return _error(err)
 
     @router.get("/firmware/jobs/{job_id}/events")
@@ -446,7 +450,7 @@ def records_router(
         if job is None:
             try:
                 rec = firmware.job(job_id)
-            except RecordsError as err:
+            except ApiError as err:
                 return _error(err)
 
             async def once() -> AsyncIterator[Any]:
@@ -478,21 +482,17 @@ async def _as_dict(aw: Awaitable[Any]) -> Any:
     return (await aw).as_dict()
 
 
-def install(ctx: Any) -> list[Any]:
+def install(ctx: "AppContext") -> "list[Service]":
     """Wire history, recording and firmware into an application context; returns their services."""
-    from gateway.app.config import state_path
+    from gateway.app import shared
 
-    auth = ctx.extras.get("admin_auth")
-    if auth is not None:
-        tokens, limiter = auth
-    else:
-        tokens = TokenStore(state_path(ctx.config, ctx.config_path, ctx.config.admin.tokens_file))
-        limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
+    auth = shared.auth(ctx)
     history = HistoryService.from_context(ctx)
     firmware = FirmwareService.from_context(ctx)
+    ctx.history, ctx.firmware = history, firmware
     recorder = Recorder.from_context(ctx) if ctx.config.recording.enabled else None
-    ctx.http_routers.append(records_router(history, firmware, recorder, tokens, limiter))
-    services: list[Any] = [history, firmware]
+    ctx.http_routers.append(records_router(history, firmware, recorder, auth.tokens, auth.limiter))
+    services: list[Service] = [history, firmware]
     if recorder is not None:
         services.append(recorder)
     return services

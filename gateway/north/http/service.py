@@ -17,9 +17,9 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway.app.config import ConfigError, listen_error
+from gateway.app.config import ConfigError, listen_error, state_path
 from gateway.app.context import AppContext
-from gateway.app.supervisor import ReadyCallback
+from gateway.app.supervisor import ReadyCallback, Service
 from gateway.north.http.app import create_app
 
 log = logging.getLogger(__name__)
@@ -130,3 +130,16 @@ class HttpService:
             if not task.done():
                 task.cancel()
             sock.close()
+
+
+def install(ctx: AppContext) -> list[Service]:
+    """The HTTP service on `[http] listen` (TLS when `[admin] tls_cert` and `tls_key` are set); install
+    it last: the routers the other adapters added are mounted when it starts."""
+    admin = ctx.config.admin
+    tls = None
+    if admin.tls_cert and admin.tls_key:
+        tls = (
+            state_path(ctx.config, ctx.config_path, admin.tls_cert),
+            state_path(ctx.config, ctx.config_path, admin.tls_key),
+        )
+    return [HttpService(ctx, ctx.config.http.listen, tls=tls)]

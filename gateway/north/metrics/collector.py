@@ -7,16 +7,16 @@ ratios for percentages, `_total` only on counters, identity in an `_info` gauge)
 
 A scrape only renders what is already in memory: the model view, the charge decision and the
 adapters' counters. It never talks to a pack, never waits and never sets client-side timestamps.
-The only state kept here is what cannot be rendered from one view: the poll-duration histogram
-and the flag names seen so far (so a cleared alarm reads 0 instead of vanishing); both are
-updated by `MetricsService` from the model's subscription, not in the scrape path.
+The only state kept here is what cannot be rendered from one view: the flag names seen so far (so
+a cleared alarm reads 0 instead of vanishing), updated by `MetricsService` from the model's
+subscription, not in the scrape path. The poll-duration histogram is the bus owner's own
+(`gateway.south.bus.BusCounters.poll_duration_s`), read at scrape time.
 
 This module must never import a transport or block the event loop.
 """
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -257,32 +257,6 @@ class MetricsSources:
     services: Callable[[], Mapping[str, bool]] | None = None
 
 
-class PollHistogram:
-    """Cumulative histogram of poll durations per bus (fed from snapshots, read by the collector)."""
-
-    def __init__(self, buckets: tuple[float, ...] = POLL_BUCKETS_S) -> None:
-        self.buckets = buckets
-        self._counts: dict[str, list[int]] = {}
-        self._sums: dict[str, float] = {}
-
-    def observe(self, bus: str, duration_s: float) -> None:
-        counts = self._counts.setdefault(bus, [0] * (len(self.buckets) + 1))
-        counts[bisect.bisect_left(self.buckets, duration_s)] += 1
-        self._sums[bus] = self._sums.get(bus, 0.0) + duration_s
-
-    def buses(self) -> list[str]:
-        return sorted(self._counts)
-
-    def cumulative(self, bus: str) -> tuple[list[tuple[str, float]], float]:
-        counts = self._counts.get(bus, [0] * (len(self.buckets) + 1))
-        out: list[tuple[str, float]] = []
-        running = 0
-        for le, c in zip((*(_fmt_le(b) for b in self.buckets), "+Inf"), counts, strict=True):
-            running += c
-            out.append((le, float(running)))
-        return out, self._sums.get(bus, 0.0)
-
-
 def _fmt_le(b: float) -> str:
     return repr(float(b))
 
@@ -300,11 +274,9 @@ class GatewayCollector:
 
     def __init__(self, sources: MetricsSources) -> None:
         self.sources = sources
-        self.poll_histogram = PollHistogram()
         self._seen_flags: dict[tuple[str, str, int], set[str]] = {}  # (kind, bus, address) -> names
         self._seen_factors: dict[str, set[str]] = {}
         self._seen_meanings: dict[tuple[str, int], set[tuple[str, str]]] = {}  # pack -> (meaning, level)
-        self._last_measured: dict[tuple[str, int], float] = {}
 
     # --- fed by MetricsService from the model subscription (outside the scrape path) ---
 
@@ -324,10 +296,6 @@ class GatewayCollector:
                 self._seen_flags.setdefault(("status", snap.bus, snap.address), set()).update(tel.states)
             if meanings := _meanings(tel.flags):
                 self._seen_meanings.setdefault(snap.key, set()).update(meanings)
-            if self._last_measured.get(snap.key) != tel.measured_at:
-                self._last_measured[snap.key] = tel.measured_at
-                if snap.link.last_poll_duration_s is not None:
-                    self.poll_histogram.observe(snap.bus, snap.link.last_poll_duration_s)
 
     # --- prometheus_client collector protocol ---
 
@@ -489,20 +457,15 @@ class GatewayCollector:
             for name, up in sorted(src.services().items()):
                 r.add("bmsgw_service_up", (name,), float(up))
         buses = list(src.buses()) if src.buses is not None else _buses_from_links(view)
-        own = {b.bus: b for b in buses if b.poll_buckets is not None}
-        for bus in sorted(set(self.poll_histogram.buses()) | set(own)):
-            b = own.get(bus)
-            if b is not None and b.poll_buckets is not None:  # the bus owner's histogram wins
+        for b in sorted(buses, key=lambda b: b.bus):
+            if b.poll_buckets is not None:  # the bus owner's histogram (the one histogram of polls)
                 cumulative = [(_fmt_le(le), float(n)) for le, n in b.poll_buckets]
                 r.add_histogram(
                     "bmsgw_poll_duration_seconds",
-                    (bus,),
+                    (b.bus,),
                     [*cumulative, ("+Inf", float(b.poll_count))],
                     b.poll_sum_s,
                 )
-            else:
-                buckets, total = self.poll_histogram.cumulative(bus)
-                r.add_histogram("bmsgw_poll_duration_seconds", (bus,), buckets, total)
         for b in buses:
             lb = (b.bus,)
             r.add("bmsgw_bus_frames_sent_total", lb, float(b.frames_sent))
@@ -638,18 +601,15 @@ class MetricsService:
 
 
 def sources_from_context(ctx: AppContext) -> MetricsSources:
-    """Providers reading the live services through `ctx` (looked up at scrape time, so the order in
-    which adapters are built does not matter and a disabled adapter simply exports nothing)."""
-    extras = ctx.extras
+    """Providers reading the live services through the typed fields of `ctx` (read at scrape time,
+    so a disabled adapter, whose field stays None, simply exports nothing)."""
 
     def buses() -> list[BusHealth]:
         out = []
         for name, owner in sorted(ctx.buses.items()):
             c = owner.counters
-            hist = getattr(c, "poll_duration_s", None)
-            buckets = None
-            if hist is not None:
-                buckets = tuple(zip(hist.buckets, hist.counts, strict=True))
+            hist = c.poll_duration_s
+            buckets = tuple(zip(hist.buckets, hist.counts, strict=True))
             out.append(
                 BusHealth(
                     name,
@@ -660,14 +620,14 @@ def sources_from_context(ctx: AppContext) -> MetricsSources:
                     c.retries,
                     c.connected,
                     buckets,
-                    hist.count if hist is not None else 0,
-                    hist.sum if hist is not None else 0.0,
+                    hist.count,
+                    hist.sum,
                 )
             )
         return out
 
     def modbus() -> ModbusHealth | None:
-        stats = getattr(extras.get("modbus"), "stats", None)
+        stats = ctx.modbus_stats
         if stats is None:
             return None
         return ModbusHealth(
@@ -675,9 +635,9 @@ def sources_from_context(ctx: AppContext) -> MetricsSources:
         )
 
     def can() -> CanHealth | None:
-        stats = getattr(extras.get("can"), "stats", None)
-        if stats is None:
+        if ctx.can is None:
             return None
+        stats = ctx.can.stats
         keepalive = str(stats.keepalive) in ("ok", "not_expected")  # waiting or lost: 0
         return CanHealth(
             stats.protocol,
@@ -688,19 +648,19 @@ def sources_from_context(ctx: AppContext) -> MetricsSources:
         )
 
     def rs485() -> Rs485Health | None:
-        service = extras.get("inverter_rs485")
-        if service is None:
+        if ctx.rs485 is None:
             return None
-        st = service.stats()
+        st = ctx.rs485.stats()
         return Rs485Health(st.protocol, st.requests, st.errors, bool(st.inverter_present))  # never polled: 0
 
     def mqtt() -> MqttHealth | None:
-        service = extras.get("mqtt")
-        health: MqttHealth | None = service.health() if service is not None else None
-        return health
+        if ctx.mqtt is None:
+            return None
+        h = ctx.mqtt.health()
+        return MqttHealth(h.connected, h.published, h.dropped, h.reconnects, h.buffered)
 
     def decision() -> DecisionLike | None:
-        return getattr(extras.get("decisions"), "latest", None)
+        return ctx.decisions.latest
 
     def services() -> dict[str, bool]:
         return {name: st.state.value == "ready" for name, st in ctx.services.items()}
@@ -721,6 +681,5 @@ def sources_from_context(ctx: AppContext) -> MetricsSources:
 def install(ctx: AppContext) -> list[Service]:
     """Mount `GET /metrics` on the HTTP service and return the service feeding the collector."""
     collector = GatewayCollector(sources_from_context(ctx))
-    ctx.extras["metrics"] = collector
     ctx.http_routers.append(metrics_router(make_registry(collector)))
     return [MetricsService(collector)]

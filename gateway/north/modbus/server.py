@@ -55,6 +55,7 @@ from gateway.north.modbus.writes import ControlRegisters, WriteApplier
 
 if TYPE_CHECKING:
     from gateway.app.context import AppContext
+    from gateway.app.supervisor import Service
 from mappings.modbus import load_native_map, load_sunspec_map, load_sunspec_models
 from protocol.errors import RemoteProtocolError
 from protocol.modbus.mbap import Adu, MbapDecoder, encode_adu
@@ -176,7 +177,6 @@ class ModbusServer:
         self.port: int | None = None
         self._register_endpoint = register_endpoint
         self.decisions = decisions
-        self._extras: dict[str, object] | None = None  # the app's shared objects (late "decisions")
         self._cells: dict[PackKey, int] = {}
         self._view: ModelView = store.view
         self._pending_view: ModelView | None = None  # newer than `_view`: built on the next read
@@ -407,9 +407,6 @@ class ModbusServer:
                 self.mark_stale()
 
     async def run(self, ready: ReadyCallback) -> None:
-        if self.decisions is None and self._extras is not None:
-            found = self._extras.get("decisions")  # the policy may be wired after this service
-            self.decisions = found if isinstance(found, DecisionStore) else None
         await self.start()
         self.mark_stale()  # the first reader builds on this loop (arming the REFRESH_S expiry)
         try:
@@ -425,19 +422,22 @@ class ModbusServer:
 
     @classmethod
     def from_context(cls, ctx: AppContext) -> ModbusServer:
-        """The service for `gateway.app.wiring`; shares itself as `ctx.extras["modbus"]` (for metrics)."""
-        decisions = ctx.extras.get("decisions")
+        """The server over `ctx` (limits from `ctx.decisions`); shares its counters as `ctx.modbus_stats`."""
         server = cls(
             ctx.config.modbus,
             ctx.store,
             ctx.controls,
             register_endpoint=ctx.register_endpoint,
-            decisions=decisions if isinstance(decisions, DecisionStore) else None,
+            decisions=ctx.decisions,
         )
-        server._extras = ctx.extras
-        ctx.extras["modbus"] = server
+        ctx.modbus_stats = server.stats
         ctx.http_routers.append(modbus_router(server))
         return server
+
+
+def install(ctx: AppContext) -> list[Service]:
+    """The Modbus/TCP server when `[modbus] enabled`."""
+    return [ModbusServer.from_context(ctx)] if ctx.config.modbus.enabled else []
 
 
 class _Connection(asyncio.Protocol):

@@ -29,8 +29,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gateway.ops.admin.service import AdminError, AdminService, Caller, Invalid
+from gateway.app import shared
+from gateway.app.context import AppContext
+from gateway.ops.admin.service import AdminService, Caller
 from gateway.ops.security.auth import AuthError, Principal, RateLimiter, Role, TokenStore
+from gateway.ops.security.errors import ApiError, Invalid
 
 log = logging.getLogger(__name__)
 
@@ -311,16 +314,15 @@ class CommandHandler:
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(queue_size)
 
     @classmethod
-    def from_context(cls, ctx: Any) -> CommandHandler:
-        """The handler over the admin service and token store the HTTP admin API installed."""
-        admin = ctx.extras.get("admin")
-        auth = ctx.extras.get("admin_auth")
-        if not isinstance(admin, AdminService) or auth is None:
+    def from_context(cls, ctx: AppContext) -> CommandHandler:
+        """The handler over the admin service the HTTP admin API installed and the shared token store."""
+        admin = ctx.admin
+        if not isinstance(admin, AdminService):
             raise RuntimeError(
                 "MQTT commands need the admin service (gateway.north.http.admin.install) first"
             )
-        tokens, limiter = auth
-        return cls(admin, tokens, limiter, ctx.config.mqtt.base_topic)
+        auth = shared.auth(ctx)
+        return cls(admin, auth.tokens, auth.limiter, ctx.config.mqtt.base_topic)
 
     # ---- topics ----------------------------------------------------------------------------------
 
@@ -468,7 +470,7 @@ class CommandHandler:
         caller = Caller(principal, client)
         try:
             result = await action.run(self.admin, caller, args)
-        except AdminError as err:
+        except ApiError as err:
             if not action.service_audits or err.status not in (403, 409, 422):
                 await self._audit(
                     principal,

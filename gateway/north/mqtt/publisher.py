@@ -466,13 +466,13 @@ class MqttService:
 
 
 def install(ctx: AppContext) -> list[Service]:
-    """The MQTT service when `[mqtt] enabled` (shared as `ctx.extras["mqtt"]` for the metrics)."""
+    """The MQTT service when `[mqtt] enabled` (shared as `ctx.mqtt` for the metrics)."""
     if not ctx.config.mqtt.enabled:
         return []
-    extras = ctx.extras
+    decisions = ctx.decisions
 
     def decision() -> DecisionLike | None:
-        return getattr(extras.get("decisions"), "latest", None)
+        return decisions.latest
 
     commands = None
     if ctx.config.mqtt.commands:
@@ -486,5 +486,5 @@ def install(ctx: AppContext) -> list[Service]:
         commands=commands,
         discovery_file=state_path(ctx.config, ctx.config_path, "mqtt-discovery.json"),
     )
-    extras["mqtt"] = service
+    ctx.mqtt = service
     return [service]

@@ -30,7 +30,7 @@ from gateway.app.config import ConfigError, InverterRs485Config
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import ModelStore, ModelView, PackKey, PackSnapshot, TempRole
 from gateway.core.policy.engine import ChargeDecision, stops, warns
-from gateway.south.transport import (
+from gateway.io.transport import (
     Backoff,
     Connection,
     PortInUse,
@@ -39,6 +39,7 @@ from gateway.south.transport import (
     open_connection,
 )
 from mappings.flags import load_outputs
+from protocol.inverter.rs485 import registry
 from protocol.inverter.rs485.base import (
     BankView,
     Identity,
@@ -48,11 +49,10 @@ from protocol.inverter.rs485.base import (
     SystemParameters,
 )
 from protocol.inverter.rs485.byd_modbus import HEARTBEAT_REGISTER, BydModbusResponder
-from protocol.inverter.rs485.pylon import PylonOptions, PylonResponder
-from protocol.inverter.rs485.registry import PROTOCOLS
 
 if TYPE_CHECKING:
     from gateway.app.context import AppContext
+    from gateway.app.supervisor import Service
 
 log = logging.getLogger(__name__)
 
@@ -284,22 +284,11 @@ class _Counters:
 
 
 def make_responder(protocol: str, config: InverterRs485Config) -> Rs485Responder:
-    if protocol == "pylon-rs485":
-        return PylonResponder(
-            PylonOptions(
-                group=config.pylon_group,
-                share_module_limits=config.pylon_share_module_limits,
-                inferred_stack_replies=config.pylon_inferred_stack_replies,
-                inferred_system_basic=config.pylon_inferred_system_basic,
-                inferred_set_management=config.pylon_inferred_set_management,
-                inferred_system_analog=config.pylon_inferred_system_analog,
-            )
-        )
-    if protocol == "byd-modbus":
-        return BydModbusResponder(config.byd_unit_id, config.byd_heartbeat_timeout_s)
-    raise ConfigError(
-        f"inverter_rs485.protocol: unknown protocol {protocol!r} (allowed: {', '.join(PROTOCOLS)})"
-    )
+    """The responder of `protocol` from the registry, configured by `config`."""
+    try:
+        return registry.create(protocol, config)
+    except KeyError as err:
+        raise ConfigError(f"inverter_rs485.protocol: {err.args[0]}") from None
 
 
 class Rs485InverterService:
@@ -340,33 +329,24 @@ class Rs485InverterService:
         self._present: bool | None = None
         self._turn_offs_before = 0
         self._turn_offs_logged = 0
-        self._extras: Mapping[str, object] = {}
         self._heartbeat_ok: bool | None = None
 
     @classmethod
     def from_context(cls, ctx: AppContext) -> Rs485InverterService:
-        """The service for `ctx` (registered as `ctx.extras["inverter_rs485"]` for metrics and admin).
-
-        The decision store is looked up in `ctx.extras["decisions"]` when answering, so the order in
-        which the policy service and this one are built does not matter.
-        """
-        service = cls(ctx.config.inverter_rs485, ctx.store, None)
-        service._extras = ctx.extras
-        ctx.extras["inverter_rs485"] = service
+        """The service for `ctx`, answering with `ctx.decisions`; shared as `ctx.rs485` (metrics, admin)."""
+        service = cls(ctx.config.inverter_rs485, ctx.store, ctx.decisions)
+        ctx.rs485 = service
         return service
 
     def _decisions(self) -> DecisionSource | None:
-        if self.decisions is not None:
-            return self.decisions
-        found = self._extras.get("decisions")
-        return found if isinstance(found, DecisionSource) else None
+        return self.decisions
 
     # --- run-time control ------------------------------------------------------------------
 
     def set_protocol(self, protocol: str) -> None:
         """Switch the protocol spoken on the port (takes effect for the next bytes received)."""
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown RS485 inverter protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+        if protocol not in registry.PROTOCOLS:
+            raise ValueError(registry.PROTOCOLS.unknown(protocol).args[0])
         if protocol == self.protocol:
             return
         old = self._responder
@@ -491,8 +471,7 @@ class Rs485InverterService:
             c.requests += 1
             c.outcomes[ex.outcome] += 1
             if ex.command is not None:
-                key = f"0x{ex.command:02X}" if responder.name == "pylon-rs485" else f"fc{ex.command}"
-                c.commands[key] += 1
+                c.commands[responder.command_label(ex.command)] += 1
             if ex.outcome not in NON_ERROR_OUTCOMES:
                 log.debug("inverter request answered with %s: %s", ex.outcome, ex.detail)
             if ex.valid_poll:
@@ -527,7 +506,7 @@ class Rs485InverterService:
                 self._counters.bytes_out += len(reply)
 
     async def run(self, ready: ReadyCallback) -> None:
-        if self.protocol not in PROTOCOLS:
+        if self.protocol not in registry.PROTOCOLS:
             raise ConfigError(f"inverter_rs485.protocol: unknown protocol {self.protocol!r}")
         self._started_at = self._monotonic()
         settings = SerialSettings(baudrate=self.config.baudrate)
@@ -575,3 +554,8 @@ class Rs485InverterService:
         while (left := deadline - self._monotonic()) > 0:
             await asyncio.sleep(min(left, 1.0))
             self.check_presence()
+
+
+def install(ctx: AppContext) -> list[Service]:
+    """The inverter RS485 port when `[inverter_rs485] enabled`."""
+    return [Rs485InverterService.from_context(ctx)] if ctx.config.inverter_rs485.enabled else []

@@ -3,18 +3,26 @@
 The pages are a client of the HTTP API: every value they show and every action they take goes
 through `/api/...` with the user's bearer token, so roles, validation and the audit log are the
 API's. `install(ctx)` adds the router that serves pages, static files and the translation
-catalogues; it is imported only when `[http] ui = true`.
+catalogues; it mounts nothing unless `[http] ui = true`.
 
 Nothing here reads the model or talks to a bus.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.app.context import AppContext
+    from gateway.app.supervisor import Service
 
 
-def install(ctx: Any) -> None:
-    """Mount the UI's router on the HTTP application (added before the HTTP service starts)."""
+def install(ctx: AppContext) -> list[Service]:
+    """Mount the UI's router on the HTTP application when `[http] ui` (added before the HTTP service
+    starts); the UI runs no service of its own."""
+    if not ctx.config.http.ui:
+        return []
     from gateway.north.web.routes import web_router
 
     ctx.http_routers.append(web_router(ctx))
+    return []

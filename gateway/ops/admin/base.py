@@ -59,16 +59,6 @@ R = TypeVar("R")
 # ---- errors (the HTTP layer maps `status` to the response code) ----------------------------------
 
 
-AdminError = ApiError  # the admin channel's name for the shared base
-
-
-class PackSilent(AdminError):
-    """A single-pack read got no answer (batch operations report this per pack instead). Answered
-    409: the request was fine, the pack's state (not answering) prevents it."""
-
-    status = 409
-
-
 # ---- who asks ------------------------------------------------------------------------------------
 
 
@@ -354,7 +344,7 @@ class AdminBase(PackLookup):
         """Run `body`; a refusal (403/409/422) is audited here, the body audits its own result."""
         try:
             return await body()
-        except AdminError as err:
+        except ApiError as err:
             if err.status in (403, 409, 422):
                 named: list[PackKey | str] = list(packs)
                 if not named and isinstance(request, dict):

@@ -14,7 +14,7 @@ from gateway.ops.admin.base import (
     SYSTEM,
     AdminBase,
     AdminBus,
-    AdminError,
+    ApiError,
     Caller,
     WriteStep,
     apply_step,
@@ -64,7 +64,7 @@ class ClockMixin(AdminBase):
                     drift_s=reading.drift_s,
                     source="pack",
                 )
-            except (BusError, AdminError) as err:
+            except (BusError, ApiError) as err:
                 entry["error"] = getattr(err, "message", None) or str(err)
                 snap = self.ctx.store.view.pack(*key)
                 if snap is not None and snap.clock is not None:
@@ -100,7 +100,7 @@ class ClockMixin(AdminBase):
                     async with self.lock(key[0]):
                         await apply_step(step, item, abus)
                     rep.bus_requests = abus.requests
-                except (BusError, AdminError) as err:
+                except (BusError, ApiError) as err:
                     item.detail = getattr(err, "message", None) or str(err)
                 rep.items.append(item)
                 rep.summarize()
@@ -166,5 +166,5 @@ class ClockAutoSync:
             await asyncio.sleep(self.period_s)
             try:
                 await self.admin.auto_sync_once()
-            except AdminError as err:
+            except ApiError as err:
                 log.warning("automatic clock sync: %s", err.message)

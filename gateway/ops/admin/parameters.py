@@ -13,9 +13,7 @@ from gateway.ops.admin import param_rules, transfer
 from gateway.ops.admin.base import (
     AdminBase,
     AdminBus,
-    AdminError,
     Caller,
-    PackSilent,
     closed,
 )
 from gateway.ops.admin.packs import label
@@ -29,7 +27,7 @@ from gateway.ops.admin.reports import (
     refuse_all,
 )
 from gateway.ops.security.auth import Role
-from gateway.ops.security.errors import Conflict, Forbidden, Invalid, NotFound
+from gateway.ops.security.errors import ApiError, Conflict, Forbidden, Invalid, NotFound, PackSilent
 from gateway.south.drivers.base import (
     BusError,
     ParameterWrite,
@@ -130,7 +128,7 @@ class ParametersMixin(AdminBase):
         for key in keys:
             try:
                 table = self.table(key)
-            except AdminError as err:
+            except ApiError as err:
                 cols.append({"pack": label(key), "family": None, "read_at": None, "error": err.message})
                 continue
             snap = self.ctx.store.view.pack(*key)

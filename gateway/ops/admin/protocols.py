@@ -16,7 +16,6 @@ from gateway.ops.admin.base import (
     AdminBus,
     Caller,
     PackAction,
-    PackSilent,
     WriteStep,
     apply_step,
 )
@@ -29,7 +28,7 @@ from gateway.ops.admin.reports import (
     refuse_all,
 )
 from gateway.ops.security.auth import Role
-from gateway.ops.security.errors import Conflict, Invalid
+from gateway.ops.security.errors import Conflict, Invalid, PackSilent
 from gateway.south.drivers.base import (
     BusError,
     ProtocolSelection,
@@ -142,10 +141,10 @@ class ProtocolsMixin(AdminBase):
     def gateway_protocols(self, caller: Caller) -> dict[str, Any]:
         self.require(caller, Role.VIEWER, "reading the gateway's inverter protocols")
         from protocol.inverter.can import registry
-        from protocol.inverter.rs485.registry import PROTOCOLS as RS485_NAMES
+        from protocol.inverter.rs485.registry import names as rs485_names
 
-        can_service = self.ctx.extras.get("can")
-        rs_service = self.ctx.extras.get("inverter_rs485")
+        can_service = self.ctx.can
+        rs_service = self.ctx.rs485
         return {
             "can": {
                 "protocol": self.ctx.config.can.protocol,
@@ -157,7 +156,7 @@ class ProtocolsMixin(AdminBase):
                 "protocol": self.ctx.config.inverter_rs485.protocol,
                 "enabled": self.ctx.config.inverter_rs485.enabled,
                 "running": rs_service is not None,
-                "available": list(RS485_NAMES),
+                "available": list(rs485_names()),
             },
             "config_file": None if self.ctx.config_path is None else str(self.ctx.config_path),
         }
@@ -172,12 +171,12 @@ class ProtocolsMixin(AdminBase):
         async def body() -> dict[str, Any]:
             self.require(caller, Role.ADMIN, "changing the gateway's inverter protocols")
             from protocol.inverter.can import registry
-            from protocol.inverter.rs485.registry import PROTOCOLS as RS485_NAMES
+            from protocol.inverter.rs485.registry import names as rs485_names
 
             refuse_all(
                 not_among(
                     ("can", can, registry.names(), f"unknown CAN protocol {can!r}"),
-                    ("rs485", rs485, list(RS485_NAMES), f"unknown RS485 inverter protocol {rs485!r}"),
+                    ("rs485", rs485, list(rs485_names()), f"unknown RS485 inverter protocol {rs485!r}"),
                 )
             )
             if can is None and rs485 is None:
@@ -202,15 +201,15 @@ class ProtocolsMixin(AdminBase):
             applied = []
             cfg = self.ctx.config
             if can is not None:
-                service = self.ctx.extras.get("can")
+                service = self.ctx.can
                 if service is not None:  # the same options the configuration gives it at the next start
                     service.set_protocol(can, dict(cfg.can.options))
                     applied.append("can")
                 cfg = cfg.model_copy(update={"can": cfg.can.model_copy(update={"protocol": can})})
             if rs485 is not None:
-                service = self.ctx.extras.get("inverter_rs485")
-                if service is not None:
-                    service.set_protocol(rs485)
+                rs_service = self.ctx.rs485
+                if rs_service is not None:
+                    rs_service.set_protocol(rs485)
                     applied.append("rs485")
                 cfg = cfg.model_copy(
                     update={"inverter_rs485": cfg.inverter_rs485.model_copy(update={"protocol": rs485})}

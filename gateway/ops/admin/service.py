@@ -8,9 +8,9 @@ This module only assembles them; it never talks to a bus itself.
 
 from __future__ import annotations
 
-from gateway.app.config import state_path
+from gateway.app import shared
 from gateway.app.context import AppContext
-from gateway.ops.admin.base import SYSTEM, AdminBus, AdminError, Caller, PackSilent
+from gateway.ops.admin.base import SYSTEM, AdminBus, Caller
 from gateway.ops.admin.clock import ClockAutoSync, ClockMixin
 from gateway.ops.admin.configuration import ConfigurationMixin, _capacity_warnings
 from gateway.ops.admin.controls import ControlsMixin
@@ -23,7 +23,6 @@ from gateway.ops.security.errors import Invalid
 __all__ = [
     "SYSTEM",
     "AdminBus",
-    "AdminError",
     "AdminService",
     "Caller",
     "ClockAutoSync",
@@ -31,7 +30,6 @@ __all__ = [
     "ItemReport",
     "Outcome",
     "PackReport",
-    "PackSilent",
     "_capacity_warnings",
     "batch_json",
 ]
@@ -44,8 +42,7 @@ class AdminService(
 
     @classmethod
     def from_context(cls, ctx: AppContext) -> AdminService:
-        """The service for `ctx` (audit log at `[admin] audit_db`), shared as `ctx.extras["admin"]`."""
-        path = state_path(ctx.config, ctx.config_path, ctx.config.admin.audit_db)
-        service = cls(ctx, path)
-        ctx.extras["admin"] = service
+        """The service for `ctx` over the shared audit log, shared as `ctx.admin`."""
+        service = cls(ctx, shared.audit_log(ctx))
+        ctx.admin = service
         return service

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.app import shared
 from gateway.app.config import state_path
 from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback
@@ -34,11 +35,11 @@ from gateway.core.model import PackIdentity, PackKey
 from gateway.ops.admin.packs import label
 from gateway.ops.firmware.images import ImageInfo, ImageStore
 from gateway.ops.firmware.job import ACTIVE, RESUMABLE, FirmwareJob, JobFiles, JobRecord, JobState
-from gateway.ops.history.base import RecordsService, shared_audit_log
-from gateway.ops.history.errors import Conflict, Invalid, NotFound, Who, require
-from gateway.ops.pack_jobs import pack_jobs
-from gateway.ops.security.audit import AuditLog
+from gateway.ops.history.base import RecordsService
+from gateway.ops.history.errors import require
+from gateway.ops.security.audit import Actor, AuditLog
 from gateway.ops.security.auth import Role
+from gateway.ops.security.errors import Conflict, Invalid, NotFound
 from gateway.south.drivers.base import Driver
 from protocol.bms.bootloader import FirmwareImage, ImageError
 
@@ -64,7 +65,7 @@ class FirmwareService(RecordsService):
         self.audit_log = audit
         self._wall = wall
         self.running: dict[str, FirmwareJob] = {}  # job id -> job in progress
-        pack_jobs(ctx.extras).register("firmware", self.running_on)
+        ctx.pack_jobs.register("firmware", self.running_on)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: dict[str, asyncio.Task[Any]] = {}  # the last run of each job
         self._tg: asyncio.TaskGroup | None = None
@@ -73,9 +74,7 @@ class FirmwareService(RecordsService):
     @classmethod
     def from_context(cls, ctx: AppContext) -> FirmwareService:
         directory = state_path(ctx.config, ctx.config_path, ctx.config.firmware.dir)
-        service = cls(ctx, directory, shared_audit_log(ctx, "admin", "history"))
-        ctx.extras["firmware"] = service
-        return service
+        return cls(ctx, directory, shared.audit_log(ctx))
 
     # ---- the gateway service -------------------------------------------------------------------
 
@@ -141,7 +140,7 @@ class FirmwareService(RecordsService):
     def preflight(self, key: PackKey, *, pack_in_bootloader: bool = False) -> list[str]:
         """Every reason the pack must not be upgraded now (empty: go)."""
         reasons: list[str] = []
-        other = pack_jobs(self.ctx.extras).running(key, besides="firmware")
+        other = self.ctx.pack_jobs.running(key, besides="firmware")
         if other is not None:
             reasons.append(f"{other}; long jobs on one pack are exclusive (wait for it or stop it)")
         busy = [j for j in self.running.values() if j.rec.bus == key[0] and j.rec.state in ACTIVE]
@@ -170,7 +169,7 @@ class FirmwareService(RecordsService):
 
     # ---- images ----------------------------------------------------------------------------------
 
-    async def upload(self, who: Who, data: bytes, filename: str = "") -> ImageInfo:
+    async def upload(self, who: Actor, data: bytes, filename: str = "") -> ImageInfo:
         request = {"filename": filename, "bytes": len(data)}
         try:
             require(who, Role.ADMIN, "uploading a firmware image")
@@ -197,7 +196,7 @@ class FirmwareService(RecordsService):
 
     # ---- jobs ------------------------------------------------------------------------------------
 
-    async def flash(self, who: Who, bus: str, address: int, image_id: str) -> JobRecord:
+    async def flash(self, who: Actor, bus: str, address: int, image_id: str) -> JobRecord:
         """Check everything, then start the upgrade of one pack (returns the started job)."""
         key = self.pack(bus, address)
         request = {"image": image_id}
@@ -255,7 +254,7 @@ class FirmwareService(RecordsService):
         )
         return self._start(who, rec, image, driver)
 
-    def _start(self, who: Who, rec: JobRecord, image: FirmwareImage, driver: Driver) -> JobRecord:
+    def _start(self, who: Actor, rec: JobRecord, image: FirmwareImage, driver: Driver) -> JobRecord:
         key = (rec.bus, rec.address)
         job = FirmwareJob(
             rec,
@@ -277,7 +276,7 @@ class FirmwareService(RecordsService):
         if task is not None:
             await asyncio.wait({task})
 
-    async def _run(self, who: Who, job: FirmwareJob) -> None:
+    async def _run(self, who: Actor, job: FirmwareJob) -> None:
         key = (job.rec.bus, job.rec.address)
         self._pause_polling(key, job.rec.id)
         try:
@@ -321,7 +320,7 @@ class FirmwareService(RecordsService):
         if poller is not None and key[1] in poller.packs:
             poller.set_identity(key[1], identity)
 
-    async def resume(self, who: Who, job_id: str) -> JobRecord:
+    async def resume(self, who: Actor, job_id: str) -> JobRecord:
         rec = self.job(job_id)
         key = (rec.bus, rec.address)
         request = {"job": job_id}
@@ -351,7 +350,7 @@ class FirmwareService(RecordsService):
         await self.audit(who, "firmware.resume", [key], request, outcome="started")
         return self._start(who, rec, image, driver)
 
-    async def abort(self, who: Who, job_id: str) -> JobRecord:
+    async def abort(self, who: Actor, job_id: str) -> JobRecord:
         rec = self.job(job_id)
         key = (rec.bus, rec.address)
         try:

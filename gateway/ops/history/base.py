@@ -11,23 +11,11 @@ import logging
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from gateway.app.config import state_path
 from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import PackKey
 from gateway.ops.admin.packs import PackLookup, label
-from gateway.ops.history.errors import Who
-from gateway.ops.security.audit import AuditLog
-
-
-def shared_audit_log(ctx: AppContext, *owners: str) -> AuditLog:
-    """The audit log of the first of `owners` (services in `ctx.extras`) that has one, else the file
-    `[admin] audit_db` opened here: every operation appends to the same log."""
-    for name in owners:
-        audit = getattr(ctx.extras.get(name), "audit_log", None)
-        if isinstance(audit, AuditLog):
-            return audit
-    return AuditLog(state_path(ctx.config, ctx.config_path, ctx.config.admin.audit_db))
+from gateway.ops.security.audit import Actor, AuditLog
 
 
 class RecordsService(PackLookup):
@@ -59,7 +47,7 @@ class RecordsService(PackLookup):
 
     async def audit(
         self,
-        who: Who,
+        who: Actor,
         action: str,
         packs: Sequence[PackKey],
         request: Any,

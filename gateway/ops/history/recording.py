@@ -397,7 +397,6 @@ class Recorder:
             max_age_s=rc.max_age_days * 86400.0,
             max_bytes=int(rc.max_size_mb * 1024 * 1024),
         )
-        ctx.extras["recorder"] = rec
         return rec
 
     def set_interval(self, interval_s: float) -> float:

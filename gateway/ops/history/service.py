@@ -21,19 +21,20 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from gateway.app import shared
 from gateway.app.config import state_path
 from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import PackKey
 from gateway.ops.admin.packs import label
-from gateway.ops.history.base import RecordsService, shared_audit_log
+from gateway.ops.history.base import RecordsService
 from gateway.ops.history.download import DownloadJob, JobBusy, Progress
-from gateway.ops.history.errors import Conflict, Invalid, NotFound, PackSilent, RecordsError, Who, require
+from gateway.ops.history.errors import require
 from gateway.ops.history.export import render
 from gateway.ops.history.store import HistoryDB, RecordQuery, record_rows
-from gateway.ops.pack_jobs import pack_jobs
-from gateway.ops.security.audit import AuditLog
+from gateway.ops.security.audit import Actor, AuditLog
 from gateway.ops.security.auth import Role
+from gateway.ops.security.errors import ApiError, Conflict, Invalid, NotFound, PackSilent
 from gateway.south.drivers.base import BusError, HistoryDeleter, RecordTimes, StorageInterval, Unsupported
 
 log = logging.getLogger(__name__)
@@ -89,16 +90,14 @@ class HistoryService(RecordsService):
         self._wall = wall
         self.jobs: dict[str, DownloadJob] = {}
         self.sequences: dict[str, PullSequence] = {}  # the latest pull per target ("sim" or "sim/1")
-        pack_jobs(ctx.extras).register("history", self.running_on)
+        ctx.pack_jobs.register("history", self.running_on)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tg: asyncio.TaskGroup | None = None
 
     @classmethod
     def from_context(cls, ctx: AppContext) -> HistoryService:
         db = HistoryDB(state_path(ctx.config, ctx.config_path, ctx.config.history.db))
-        service = cls(ctx, db, shared_audit_log(ctx, "admin"))
-        ctx.extras["history"] = service
-        return service
+        return cls(ctx, db, shared.audit_log(ctx))
 
     # ---- the gateway service -------------------------------------------------------------------
 
@@ -139,7 +138,7 @@ class HistoryService(RecordsService):
     # ---- downloads -------------------------------------------------------------------------------
 
     async def pull(
-        self, who: Who, *, bus: str, address: int | None = None, resume: bool = True
+        self, who: Actor, *, bus: str, address: int | None = None, resume: bool = True
     ) -> list[dict[str, Any]]:
         """Start a download of one pack, or of every pack of `bus` one after another."""
         request = {"bus": bus, "address": address, "resume": resume}
@@ -152,14 +151,14 @@ class HistoryService(RecordsService):
                 job = self.jobs.get(label(key))
                 if job is not None and not job.progress.finished:
                     raise Conflict(f"a history download of {label(key)} is already running; stop it first")
-                other = pack_jobs(self.ctx.extras).running(key, besides="history")
+                other = self.ctx.pack_jobs.running(key, besides="history")
                 if other is not None:
                     raise Conflict(f"{other}; long jobs on one pack are exclusive (wait for it to end)")
             try:
                 first = await self._prepare(keys[0], resume)
             except JobBusy:
                 raise Conflict(f"a history download of {label(keys[0])} is already running") from None
-        except RecordsError as err:
+        except ApiError as err:
             outcome = "failed" if isinstance(err, PackSilent) else "refused"
             await self.audit(who, "history.pull", keys, request, outcome=outcome, detail=err.message)
             raise
@@ -173,7 +172,7 @@ class HistoryService(RecordsService):
     async def _prepare(self, key: PackKey, resume: bool) -> DownloadJob:
         if label(key) in self.jobs and not self.jobs[label(key)].progress.finished:
             raise JobBusy(label(key))
-        other = pack_jobs(self.ctx.extras).running(key, besides="history")
+        other = self.ctx.pack_jobs.running(key, besides="history")
         if other is not None:  # a later pack of a bus download: an upgrade started there meanwhile
             raise Conflict(f"{other}; long jobs on one pack are exclusive")
         serial = await self.pack_serial(key)
@@ -219,7 +218,7 @@ class HistoryService(RecordsService):
                     key = queue.pop(0)
                     try:
                         job = await self._prepare(key, resume)
-                    except (RecordsError, JobBusy) as err:
+                    except (ApiError, JobBusy) as err:
                         log.warning("history download of %s skipped: %s", label(key), err)
                 if job is not None and sequence is not None:
                     sequence.add(job)
@@ -278,7 +277,7 @@ class HistoryService(RecordsService):
             raise Invalid("limit and offset must be within 0..1000000000")
         return RecordQuery(serial, bus, address, since, until, event, limit, offset)
 
-    async def list(self, who: Who, q: RecordQuery) -> dict[str, Any]:
+    async def list(self, who: Actor, q: RecordQuery) -> dict[str, Any]:
         require(who, Role.VIEWER, "reading history records")
         limited = RecordQuery(
             q.pack_serial,
@@ -294,7 +293,7 @@ class HistoryService(RecordsService):
         total = await asyncio.to_thread(self.db.count, q)
         return {"total": total, "records": [r.as_dict() for r in rows]}
 
-    async def export(self, who: Who, q: RecordQuery, fmt: str) -> bytes:
+    async def export(self, who: Actor, q: RecordQuery, fmt: str) -> bytes:
         require(who, Role.VIEWER, "exporting history records")
         if fmt not in ("csv", "xlsx"):
             raise Invalid(f"export format must be csv or xlsx, got {fmt!r}")
@@ -324,14 +323,14 @@ class HistoryService(RecordsService):
         except BusError as err:
             raise PackSilent(f"pack {label(key)}: {err}") from None
 
-    async def read_interval(self, who: Who, bus: str, address: int) -> dict[str, Any]:
+    async def read_interval(self, who: Actor, bus: str, address: int) -> dict[str, Any]:
         require(who, Role.OPERATOR, "reading the storage interval")
         key = self.pack(bus, address)
         fn = self._storage(key, "the history storage interval").read_storage_interval
         minutes = await self._call(key, fn)
         return {"pack": label(key), "interval_min": minutes}
 
-    async def write_interval(self, who: Who, bus: str, address: int, minutes: int) -> dict[str, Any]:
+    async def write_interval(self, who: Actor, bus: str, address: int, minutes: int) -> dict[str, Any]:
         key = self.pack(bus, address)
         request = {"interval_min": minutes}
         try:
@@ -340,14 +339,14 @@ class HistoryService(RecordsService):
                 raise Invalid(f"storage interval {minutes} min is outside 1..65535 min")
             read = self._storage(key, "the history storage interval").read_storage_interval
             write = self._storage(key, "writing the history storage interval").write_storage_interval
-        except RecordsError as err:
+        except ApiError as err:
             await self.audit(who, "history.interval", [key], request, outcome="refused", detail=err.message)
             raise
         before = await self._call_quiet(key, read)
         try:
             await self._call(key, write, minutes)
             after = await self._call(key, read)
-        except RecordsError as err:
+        except ApiError as err:
             await self.audit(
                 who, "history.interval", [key], request, outcome="failed", before=before, detail=err.message
             )
@@ -359,10 +358,10 @@ class HistoryService(RecordsService):
     async def _call_quiet(self, key: PackKey, fn: Any) -> Any:
         try:
             return await self._call(key, fn)
-        except RecordsError:
+        except ApiError:
             return None
 
-    async def read_record_times(self, who: Who, bus: str, address: int) -> dict[str, Any]:
+    async def read_record_times(self, who: Actor, bus: str, address: int) -> dict[str, Any]:
         require(who, Role.OPERATOR, "reading the record start/end time")
         key = self.pack(bus, address)
         fn = self._record_times(key, "the record start/end time").read_record_times
@@ -370,7 +369,7 @@ class HistoryService(RecordsService):
         return {"pack": label(key), "start": start.isoformat(), "end": end.isoformat()}
 
     async def write_record_time(
-        self, who: Who, bus: str, address: int, which: str, when: str
+        self, who: Actor, bus: str, address: int, which: str, when: str
     ) -> dict[str, Any]:
         key = self.pack(bus, address)
         request = {"which": which, "when": when}
@@ -386,7 +385,7 @@ class HistoryService(RecordsService):
                 raise Invalid(f"year {moment.year} is outside 2000..2099 (the pack stores two digits)")
             read = self._record_times(key, "the record start/end time").read_record_times
             write = self._record_times(key, "writing the record start/end time").write_record_time
-        except RecordsError as err:
+        except ApiError as err:
             await self.audit(
                 who, "history.record_time", [key], request, outcome="refused", detail=err.message
             )
@@ -395,7 +394,7 @@ class HistoryService(RecordsService):
         try:
             await self._call(key, write, which, moment)
             start, end = await self._call(key, read)
-        except RecordsError as err:
+        except ApiError as err:
             await self.audit(who, "history.record_time", [key], request, outcome="failed", detail=err.message)
             raise
         got = start if which == "start" else end
@@ -412,7 +411,7 @@ class HistoryService(RecordsService):
         )
         return {"pack": label(key), "start": start.isoformat(), "end": end.isoformat(), "outcome": outcome}
 
-    async def delete_in_pack(self, who: Who, bus: str, address: int, confirm: str | None) -> dict[str, Any]:
+    async def delete_in_pack(self, who: Actor, bus: str, address: int, confirm: str | None) -> dict[str, Any]:
         """The vendor tool's "Delete Record": only with `confirm == "DELETE"`, and only where the
         family has a documented command for it (none is publicly documented today)."""
         key = self.pack(bus, address)
@@ -432,12 +431,12 @@ class HistoryService(RecordsService):
                     "does not guess one (records downloaded into the gateway are kept)"
                 )
             fn = driver.delete_history
-        except RecordsError as err:
+        except ApiError as err:
             await self.audit(who, "history.delete", [key], request, outcome="refused", detail=err.message)
             raise
         try:
             await self._call(key, fn)
-        except RecordsError as err:
+        except ApiError as err:
             await self.audit(who, "history.delete", [key], request, outcome="failed", detail=err.message)
             raise
         await self.audit(who, "history.delete", [key], request, outcome="ok")

@@ -60,7 +60,7 @@ class AuditEntry:
 
 
 class Actor(Protocol):
-    """Who asked (the admin channel's `Caller`, the records operations' `Who`)."""
+    """Who asked (the admin channel's `Caller`; any object with a `principal` and a `client`)."""
 
     @property
     def principal(self) -> Principal: ...

@@ -33,6 +33,14 @@ class Conflict(ApiError):
     status = 409
 
 
+class PackSilent(ApiError):
+    """A single-pack read got no answer in time (batch operations report this per pack instead).
+    Answered 504 Gateway Timeout: the request reached the bus and the pack behind the gateway did not
+    answer; unlike 409, bytes were sent."""
+
+    status = 504
+
+
 class Invalid(ApiError):
     """A value or request is not acceptable (names the parameter, value and allowed range)."""
 

@@ -15,7 +15,7 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from protocol.bms.base import BmsFamily, Frame
+from protocol.bms.base import BmsFamily, Frame, RecordNamer
 from protocol.bms.pace import commands as c
 from protocol.bms.pace import values as v
 from protocol.bms.pace.boot import CARRIAGE
@@ -126,11 +126,13 @@ def _interpretations(frame: PaceFrame) -> list[dict[str, Any]]:
     return found
 
 
-def describe(raw: bytes) -> Mapping[str, Any]:
+def describe(raw: bytes, records: RecordNamer | None = None) -> Mapping[str, Any]:
     """Decode one captured frame (request or response) into JSON-able data.
 
     Raises RemoteProtocolError with a clear message for a bad checksum, length or unknown command.
+    PACE parameter answers are decoded by the codec itself (`values`), so `records` is not used.
     """
+    del records
     frame = parse_frame(raw)
     out: dict[str, Any] = {
         "protocol": "pace",
@@ -192,11 +194,14 @@ def _answer_decoder(req: c.PaceRequest, variant: v.Variant) -> Callable[[bytes],
     return None
 
 
-def describe_answer(request_raw: bytes, answer_raw: bytes) -> Mapping[str, Any]:
+def describe_answer(
+    request_raw: bytes, answer_raw: bytes, records: RecordNamer | None = None
+) -> Mapping[str, Any]:
     """Decode an answer as the answer to `request_raw` (a PACE answer does not name its command, and
     a bank answer is only readable with the request's INFO FF). Raises RemoteProtocolError when the
     first frame is not a request, the second not a response from the same address, or the INFO
-    does not decode as that command's answer."""
+    does not decode as that command's answer. `records` is not used (see `describe`)."""
+    del records
     req_frame, answer = parse_frame(request_raw), parse_frame(answer_raw)
     if not req_frame.is_request:
         raise RemoteProtocolError("--request: the first frame is a response, not a request")

@@ -1,7 +1,8 @@
 """Human/JSON description of one captured Tianpower frame (request or response), for `decode`.
 
 Values carry their unit in the key (`voltage_v`, `current_a`, `temperature_c`), flags are listed by
-name, parameter tables are decoded through `mappings/bms/tianpower.toml`. A frame that is not valid
+name, parameter records are named by the caller's `records` (the `decode` command builds it from
+`mappings/bms/tianpower.toml`; the codec knows no parameter table). A frame that is not valid
 raises RemoteProtocolError with a message saying what is wrong (checksum, length, command).
 
 Sans-I/O, no state.
@@ -15,7 +16,7 @@ from dataclasses import fields, is_dataclass
 from datetime import datetime
 from typing import Any
 
-from mappings.bms.params import load_table
+from protocol.bms.base import RecordNamer
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import parse_frame
 from protocol.bms.tianpower.realtime import RealtimeData, TempSensor
@@ -102,7 +103,7 @@ def guess_table(data: m.ParamTableData) -> m.ParamTable | None:
     return None
 
 
-def describe_params(data: m.ParamTableData) -> dict[str, Any]:
+def describe_params(data: m.ParamTableData, records: RecordNamer | None = None) -> dict[str, Any]:
     table = data.table if data.table is not None else guess_table(data)
     out: dict[str, Any] = {
         "table": None if table is None else table.name.lower(),
@@ -111,27 +112,22 @@ def describe_params(data: m.ParamTableData) -> dict[str, Any]:
         else ("record count" if table is not None else None),
         "record_count": len(data.records),
     }
-    specs = (
-        {}
-        if table is None
-        else {p.wire["record"]: p for p in load_table("tianpower").where_wire(table=int(table))}
-    )
     rows = []
     for r in data.records:
-        spec = specs.get(r.record)
         row: dict[str, Any] = {"record": f"0x{r.record:02X}", "raw": r.raw}
-        if spec is not None:
-            row.update(name=spec.name, label=spec.label, value=spec.from_wire(r.raw), unit=spec.unit)
+        named = records(int(table), r.record, r.raw) if records is not None and table is not None else None
+        if named is not None:
+            row.update(name=named["name"], label=named["label"], value=named["value"], unit=named["unit"])
         rows.append(row)
     out["parameters"] = rows
     return out
 
 
-def describe_response(resp: m.Response) -> dict[str, Any]:
+def describe_response(resp: m.Response, records: RecordNamer | None = None) -> dict[str, Any]:
     if isinstance(resp, RealtimeData):
         return describe_realtime(resp)
     if isinstance(resp, m.ParamTableData):
-        return describe_params(resp)
+        return describe_params(resp, records)
     if isinstance(resp, m.Ack):
         return {"ack": True, "code": resp.code, "ok": resp.ok, "meaning": resp.meaning}
     if isinstance(resp, m.HistoryFrame):
@@ -166,19 +162,18 @@ def describe_response(resp: m.Response) -> dict[str, Any]:
     return out
 
 
-def _request_details(req: m.Request) -> dict[str, Any]:
+def _request_details(req: m.Request, records: RecordNamer | None) -> dict[str, Any]:
     out = _plain(req)
     assert isinstance(out, dict)
     out.pop("address", None)
     out.pop("command", None)
     if isinstance(req, m.WriteParamTable):
-        specs = {p.wire["record"]: p for p in load_table("tianpower").where_wire(table=int(req.table))}
         rows = []
         for r in req.records:
             row: dict[str, Any] = {"record": f"0x{r.record:02X}", "raw": r.raw}
-            if r.record in specs:
-                s = specs[r.record]
-                row.update(name=s.name, value=s.from_wire(r.raw), unit=s.unit)
+            named = records(int(req.table), r.record, r.raw) if records is not None else None
+            if named is not None:
+                row.update(name=named["name"], value=named["value"], unit=named["unit"])
             rows.append(row)
         out["records"] = rows
         out["inferred"] = "parameter-table writes are not publicly documented (mirror of the read format)"
@@ -188,8 +183,9 @@ def _request_details(req: m.Request) -> dict[str, Any]:
     return out
 
 
-def describe(raw: bytes) -> Mapping[str, Any]:
-    """Describe exactly one frame (see the module docstring)."""
+def describe(raw: bytes, records: RecordNamer | None = None) -> Mapping[str, Any]:
+    """Describe exactly one frame (see the module docstring); parameter records are named by
+    `records` (built from the parameter table by the caller) when given."""
     frame = parse_frame(raw)
     cmd = frame.command
     if cmd not in m.COMMAND_TITLES:
@@ -206,14 +202,27 @@ def describe(raw: bytes) -> Mapping[str, Any]:
         head["dangerous"] = True
     if frame.is_request:
         req = m.parse_request(frame)
-        return {**head, "direction": "request", "request": type(req).__name__, **_request_details(req)}
+        return {
+            **head,
+            "direction": "request",
+            "request": type(req).__name__,
+            **_request_details(req, records),
+        }
     resp = m.parse_response(frame)
-    return {**head, "direction": "response", "response": type(resp).__name__, **describe_response(resp)}
+    return {
+        **head,
+        "direction": "response",
+        "response": type(resp).__name__,
+        **describe_response(resp, records),
+    }
 
 
-def describe_answer(request_raw: bytes, answer_raw: bytes) -> Mapping[str, Any]:
+def describe_answer(
+    request_raw: bytes, answer_raw: bytes, records: RecordNamer | None = None
+) -> Mapping[str, Any]:
     """Describe an answer read as the answer to `request_raw`: the request selects layouts the answer
-    does not carry (the parameter table of a CMD 0x43 answer). Raises RemoteProtocolError when the
+    does not carry (the parameter table of a CMD 0x43 answer); `records` names parameter records as
+    in `describe`. Raises RemoteProtocolError when the
     first frame is not a request, the second not a response to it (address or command differ)."""
     req_frame, frame = parse_frame(request_raw), parse_frame(answer_raw)
     if not req_frame.is_request:
@@ -231,9 +240,9 @@ def describe_answer(request_raw: bytes, answer_raw: bytes) -> Mapping[str, Any]:
     return {
         **head,
         "direction": "response",
-        "request": {"request": type(req).__name__, **_request_details(req)},
+        "request": {"request": type(req).__name__, **_request_details(req, records)},
         "response": type(resp).__name__,
-        **describe_response(resp),
+        **describe_response(resp, records),
     }
 
 

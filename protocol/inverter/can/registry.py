@@ -1,56 +1,64 @@
 """The registry of inverter CAN protocols, by stable name (the `[can] protocol` value).
 
-Each module defines `PROTOCOL`, a subclass of `InverterProtocol`; adding a protocol is adding its
-module here. Nothing is registered by import side effect.
+Each module defines `PROTOCOL`, a subclass of `InverterProtocol` named by its `name`; adding a
+protocol is adding one entry to `PROTOCOLS` (the one registry mechanism, `protocol.registry`,
+imported on first use). Nothing is registered by import side effect.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
-from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from protocol.inverter.can.base import InverterProtocol, OptionValue
-from protocol.inverter.flags import FlagOutputs
+from protocol.registry import Registry, named_class
 
-PROTOCOL_MODULES = (
-    "protocol.inverter.can.pylon",
-    "protocol.inverter.can.pylon_v2",
-    "protocol.inverter.can.deye",
-    "protocol.inverter.can.goodwe",
-    "protocol.inverter.can.sofar",
-    "protocol.inverter.can.solark",
-    "protocol.inverter.can.luxpower",
-    "protocol.inverter.can.sma",
-    "protocol.inverter.can.victron",
-    "protocol.inverter.can.growatt",
-    "protocol.inverter.can.schneider",
-    "protocol.inverter.can.pylon_hv",
-    "protocol.inverter.can.byd",
+if TYPE_CHECKING:  # importing the names costs nothing: base (and cantools) load with the first entry
+    from protocol.inverter.can.base import InverterProtocol, OptionValue
+    from protocol.inverter.flags import FlagOutputs
+
+
+def _accept(name: str, loaded: Any) -> type[InverterProtocol]:
+    from protocol.inverter.can.base import InverterProtocol
+
+    accepted: type[InverterProtocol] = named_class(InverterProtocol)(name, loaded)
+    return accepted
+
+
+PROTOCOLS: Registry[type[InverterProtocol]] = Registry(
+    "inverter CAN protocol",
+    {
+        "pylon": "protocol.inverter.can.pylon:PROTOCOL",
+        "pylon-v2": "protocol.inverter.can.pylon_v2:PROTOCOL",
+        "deye": "protocol.inverter.can.deye:PROTOCOL",
+        "goodwe": "protocol.inverter.can.goodwe:PROTOCOL",
+        "sofar": "protocol.inverter.can.sofar:PROTOCOL",
+        "solark": "protocol.inverter.can.solark:PROTOCOL",
+        "luxpower": "protocol.inverter.can.luxpower:PROTOCOL",
+        "sma": "protocol.inverter.can.sma:PROTOCOL",
+        "victron": "protocol.inverter.can.victron:PROTOCOL",
+        "growatt": "protocol.inverter.can.growatt:PROTOCOL",
+        "schneider": "protocol.inverter.can.schneider:PROTOCOL",
+        "pylon-hv": "protocol.inverter.can.pylon_hv:PROTOCOL",
+        "byd": "protocol.inverter.can.byd:PROTOCOL",
+    },
+    _accept,
 )
+DEFAULT = PROTOCOLS.names()[0]  # `[can] protocol` unless configured
 
 
-@cache
 def protocols() -> dict[str, type[InverterProtocol]]:
-    found: dict[str, type[InverterProtocol]] = {}
-    for mod in PROTOCOL_MODULES:
-        cls: type[InverterProtocol] = importlib.import_module(mod).PROTOCOL
-        if cls.name in found:
-            raise ValueError(f"inverter CAN protocol {cls.name!r} registered twice")
-        found[cls.name] = cls
-    return found
+    """Every protocol class, imported."""
+    return PROTOCOLS.load_all()
 
 
 def names() -> list[str]:
-    return sorted(protocols())
+    """Every registered name, sorted (nothing is imported)."""
+    return sorted(PROTOCOLS.names())
 
 
 def get(name: str) -> type[InverterProtocol]:
-    known = protocols()
-    try:
-        return known[name]
-    except KeyError:
-        raise KeyError(f"unknown inverter CAN protocol {name!r}; known: {', '.join(sorted(known))}") from None
+    """The protocol class `name` (KeyError naming the known ones when unknown)."""
+    return PROTOCOLS.get(name)
 
 
 def create(

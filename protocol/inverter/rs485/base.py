@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from protocol.inverter.flags import FlagOutputs
 
@@ -260,10 +261,40 @@ class Exchange:
     detail: str = ""
 
 
+class ResponderSettings(Protocol):
+    """The settings a responder is built from (the `[inverter_rs485]` section, read structurally)."""
+
+    @property
+    def pylon_group(self) -> int: ...
+    @property
+    def pylon_share_module_limits(self) -> bool: ...
+    @property
+    def pylon_inferred_stack_replies(self) -> bool: ...
+    @property
+    def pylon_inferred_system_basic(self) -> bool: ...
+    @property
+    def pylon_inferred_set_management(self) -> bool: ...
+    @property
+    def pylon_inferred_system_analog(self) -> bool: ...
+    @property
+    def byd_unit_id(self) -> int: ...
+    @property
+    def byd_heartbeat_timeout_s(self) -> float: ...
+
+
 class Rs485Responder(abc.ABC):
     """A sans-I/O responder: bytes from the inverter in, exchanges (with response bytes) out."""
 
     name: str
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: ResponderSettings) -> Rs485Responder:
+        """A responder configured by `settings` (the registry builds every protocol this way)."""
+
+    def command_label(self, command: int) -> str:
+        """How the counters name a request's command (Modbus: "fc3"; Pylon overrides: "0x42")."""
+        return f"fc{command}"
 
     @abc.abstractmethod
     def feed(self, data: bytes) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from protocol.errors import RemoteProtocolError
-from protocol.inverter.rs485.base import BankView, Exchange, Rs485Responder
+from protocol.inverter.rs485.base import BankView, Exchange, ResponderSettings, Rs485Responder
 from protocol.modbus.pdu import ExceptionCode, ModbusError, handle_pdu
 from protocol.modbus.rtu import RtuDecoder, encode_frame
 
@@ -233,6 +233,10 @@ class BydModbusResponder(Rs485Responder):
     """Answers Modbus RTU requests for unit 21 from a `BankView` (see the module docstring)."""
 
     name = "byd-modbus"
+
+    @classmethod
+    def from_settings(cls, settings: ResponderSettings) -> BydModbusResponder:
+        return cls(settings.byd_unit_id, settings.byd_heartbeat_timeout_s)
 
     def __init__(self, unit_id: int = UNIT_ID, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> None:
         self.unit_id = unit_id

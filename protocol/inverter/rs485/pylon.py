@@ -54,6 +54,7 @@ from protocol.inverter.rs485.base import (
     Identity,
     Limits,
     ModuleView,
+    ResponderSettings,
     Rs485Responder,
     SystemParameters,
     SystemValues,
@@ -492,6 +493,22 @@ class PylonResponder(Rs485Responder):
     """Answers Pylontech RS485 polls from a `BankView` (see the module docstring)."""
 
     name = "pylon-rs485"
+
+    def command_label(self, command: int) -> str:
+        return f"0x{command:02X}"  # CID2
+
+    @classmethod
+    def from_settings(cls, settings: ResponderSettings) -> PylonResponder:
+        return cls(
+            PylonOptions(
+                group=settings.pylon_group,
+                share_module_limits=settings.pylon_share_module_limits,
+                inferred_stack_replies=settings.pylon_inferred_stack_replies,
+                inferred_system_basic=settings.pylon_inferred_system_basic,
+                inferred_set_management=settings.pylon_inferred_set_management,
+                inferred_system_analog=settings.pylon_inferred_system_analog,
+            )
+        )
 
     def __init__(self, options: PylonOptions | None = None) -> None:
         self.options = options or PylonOptions()

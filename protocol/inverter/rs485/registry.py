@@ -1,15 +1,32 @@
-"""The inverter RS485 protocols the gateway can speak, by stable name (the names the configuration,
-the admin API and the RS485 service use). Sans-I/O; it imports nothing.
+"""The registry of inverter RS485 protocols, by stable name (the `[inverter_rs485] protocol` values,
+the admin API's and the RS485 service's names). Sans-I/O.
 
-Adding a protocol: its responder module in this package, its name here, and its construction in
-`gateway.north.rs485.service.make_responder`.
+Each entry is an `Rs485Responder` subclass named by its `name` and built by its `from_settings`;
+adding a protocol is adding its responder module in this package and one entry to `PROTOCOLS` (the
+one registry mechanism, `protocol.registry`, imported on first use).
 """
 
 from __future__ import annotations
 
-PROTOCOLS: tuple[str, ...] = ("pylon-rs485", "byd-modbus")
+from protocol.inverter.rs485.base import ResponderSettings, Rs485Responder
+from protocol.registry import Registry, named_class
+
+PROTOCOLS: Registry[type[Rs485Responder]] = Registry(
+    "RS485 inverter protocol",
+    {
+        "pylon-rs485": "protocol.inverter.rs485.pylon:PylonResponder",
+        "byd-modbus": "protocol.inverter.rs485.byd_modbus:BydModbusResponder",
+    },
+    named_class(Rs485Responder),
+)
+DEFAULT = PROTOCOLS.names()[0]  # `[inverter_rs485] protocol` unless configured
 
 
 def names() -> tuple[str, ...]:
-    """Every registered RS485 inverter protocol name, in registration order."""
-    return PROTOCOLS
+    """Every registered RS485 inverter protocol name, in registration order (nothing is imported)."""
+    return PROTOCOLS.names()
+
+
+def create(name: str, settings: ResponderSettings) -> Rs485Responder:
+    """A responder for protocol `name` (KeyError naming the known ones when unknown)."""
+    return PROTOCOLS.get(name).from_settings(settings)

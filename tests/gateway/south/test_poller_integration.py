@@ -13,9 +13,9 @@ import pytest
 from gateway.app.config import BusConfig
 from gateway.cli import scan as scan_cmd
 from gateway.core.model import Availability, ModelStore
+from gateway.io.transport import SerialSettings
 from gateway.south.bus import BusOwner
 from gateway.south.poller import BusPoller, available_families, load_driver
-from gateway.south.transport import SerialSettings
 from simulator import Simulator, SimulatorOptions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.io.transport import Connection, open_connection
 from gateway.south.bus import BusOwner
 from gateway.south.drivers.base import Priority
-from gateway.south.transport import Connection, open_connection
 from protocol.bms import bootloader as bl
 from protocol.bms.base import Frame
 from protocol.bms.pace import commands as pc

@@ -18,7 +18,7 @@ from protocol.bms.pace.frame import (
     length_field,
     parse_frame,
 )
-from protocol.bms.registry import FAMILY_MODULES
+from protocol.bms.registry import FAMILIES
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
 # (frame, VER, ADR, CID1, CID2/RTN, INFO hex, is_request) -- vectors from the public PACE sources
@@ -191,7 +191,7 @@ def test_encode_decode_roundtrip(ver: int, adr: int, cid1: int, cid2: int, info:
 
 
 def test_family_registered_and_examples_valid() -> None:
-    assert "protocol.bms.pace" in FAMILY_MODULES
+    assert FAMILIES.table["pace"] == "protocol.bms.pace:FAMILY"
     fam = FAMILY
     assert fam.name == "pace"
     for raw in fam.examples.values():

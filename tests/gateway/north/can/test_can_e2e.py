@@ -16,7 +16,7 @@ from pathlib import Path
 import can
 import pytest
 
-from gateway.app.config import Config, ConfigError
+from gateway.app.config import Config, ConfigError, parse_config
 from gateway.app.context import AppContext
 from gateway.app.wiring import build_context, build_services, run_app
 from gateway.core.policy.decisions import DecisionStore
@@ -43,13 +43,10 @@ def test_wiring_registers_policy_and_can() -> None:
     ctx = build_context(config("wiring"))
     names = [s.name for s in build_services(ctx)]
     assert "policy" in names and "can" in names and names[-1] == "http"
-    assert isinstance(ctx.extras["decisions"], DecisionStore)
-    assert ctx.extras["can"].protocol.name == "pylon"
-    bad = Config.model_validate(
-        {"simulator": {"enabled": True}, "can": {"enabled": True, "protocol": "nope"}}
-    )
-    with pytest.raises(ConfigError, match=r"can: .*unknown inverter CAN protocol"):
-        build_services(build_context(bad))
+    assert isinstance(ctx.decisions, DecisionStore)
+    assert ctx.can.protocol.name == "pylon"
+    with pytest.raises(ConfigError, match=r"can\.protocol: .*unknown inverter CAN protocol 'nope'"):
+        parse_config({"simulator": {"enabled": True}, "can": {"enabled": True, "protocol": "nope"}}, env={})
 
 
 async def test_frames_follow_the_simulator_and_stop_when_it_goes_silent(tmp_path: Path) -> None:
@@ -83,7 +80,7 @@ async def test_frames_follow_the_simulator_and_stop_when_it_goes_silent(tmp_path
             ctx = seen[0]
             sim = ctx.simulator
             assert sim is not None
-            decisions: DecisionStore = ctx.extras["decisions"]
+            decisions: DecisionStore = ctx.decisions
             fresh = await decisions.wait_for(lambda d: d.has_data and d.packs_online == 2)
             await collect(2.5)  # frames from before both packs were read drain first; keep the last ones
             soc_frames = [m for _, m in frames if m.arbitration_id == 0x355]

@@ -113,7 +113,8 @@ def full_sources(store: ModelStore, decision: Decision | None = None) -> Metrics
     return MetricsSources(
         store=store,
         started_at=123.0,
-        buses=lambda: [BusHealth("bus0", 100, 95, 2, 3, 4, True)],
+        # the bus owner's poll histogram: one poll of 0.3 s
+        buses=lambda: [BusHealth("bus0", 100, 95, 2, 3, 4, True, ((0.1, 0), (0.5, 1), (1.0, 1)), 1, 0.3)],
         modbus=lambda: ModbusHealth({3: 10, 16: 2}, {2: 1}, 1),
         can=lambda: CanHealth("pylon", 500, 20, 0, True),
         rs485=lambda: Rs485Health("pylon-rs485", 40, 1, True),
@@ -268,14 +269,24 @@ def test_cleared_flags_and_factors_read_zero() -> None:
     assert value(s, "bms_limit_limiting_factor", limit="charge_current_a", factor=TD) == 0.0
 
 
-def test_poll_histogram_counts_each_reading_once() -> None:
+def test_poll_histogram_is_the_bus_owners() -> None:
+    """One poll-duration histogram: the bus owner's (every poll it records), rendered as it is."""
+    from gateway.south.bus import BusCounters
+
     store = ModelStore([("bus0", 1)])
-    collector = GatewayCollector(MetricsSources(store=store))
-    for i, d in enumerate([0.04, 0.3, 0.3, 7.0]):
-        snap = snapshot(1, measured_at=1000.0 + i)
-        store.publish(replace(snap, link=replace(snap.link, last_poll_duration_s=d)), now=1000.0 + i)
-        collector.observe(store.view)
-        collector.observe(store.view)  # the same reading again is not a new poll
+    counters = BusCounters()
+    for d in [0.04, 0.3, 0.3, 7.0]:
+        counters.poll_duration_s.observe(d)
+    hist = counters.poll_duration_s
+
+    def buses() -> list[BusHealth]:
+        buckets = tuple(zip(hist.buckets, hist.counts, strict=True))
+        return [BusHealth("bus0", 0, 0, 0, 0, 0, True, buckets, hist.count, hist.sum)]
+
+    collector = GatewayCollector(MetricsSources(store=store, buses=buses))
+    snap = snapshot(1, measured_at=1000.0)
+    store.publish(replace(snap, link=replace(snap.link, last_poll_duration_s=0.3)), now=1000.0)
+    collector.observe(store.view)  # a snapshot is no second source of poll durations
     _, s = scrape(collector)
     assert value(s, "bmsgw_poll_duration_seconds_count", bus="bus0") == 4
     assert value(s, "bmsgw_poll_duration_seconds_bucket", bus="bus0", le="0.05") == 1

@@ -200,7 +200,7 @@ async def test_metrics_and_mqtt_follow_the_simulator(tmp_path: Path, broker: Bro
 
                     async def limits_match_the_decision() -> bool:
                         s = await scrape(http)
-                        decision = ctx.extras["decisions"].latest
+                        decision = ctx.decisions.latest
                         active = {
                             (dict(labels)["limit"], dict(labels)["factor"])
                             for (n, labels), v in s.items()

@@ -496,7 +496,7 @@ async def test_app_wiring_and_status_endpoint() -> None:
 
     ctx = AppContext(Config(modbus=ModbusConfig(listen="127.0.0.1:0")), None, make_store())
     server = ModbusServer.from_context(ctx)
-    assert ctx.extras["modbus"] is server
+    assert ctx.modbus_stats is server.stats
     ready = asyncio.Event()
     task = asyncio.create_task(server.run(ready.set))
     try:

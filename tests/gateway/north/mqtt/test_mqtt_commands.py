@@ -426,7 +426,7 @@ async def test_run_app_wires_commands_to_the_admin_service(tmp_path: Path, broke
             snap = ctx.store.view.pack("sim", 1)
             assert snap is not None and snap.parameters is not None
             assert snap.parameters.get("CELL_OV_Start") == pytest.approx(3.62)
-            entries = ctx.extras["admin"].audit_log.query(action="parameters.write")
+            entries = ctx.audit_log.query(action="parameters.write")
             assert entries[0].outcome == "ok" and entries[0].client == "mqtt:e2e-test"
         finally:
             stop.set()

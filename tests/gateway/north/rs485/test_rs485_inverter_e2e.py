@@ -70,7 +70,7 @@ async def gateway(
         )
         ctx = build_context(config)
         services = build_services(ctx)
-        assert [s for s in services if isinstance(s, Rs485InverterService)] == [ctx.extras["inverter_rs485"]]
+        assert [s for s in services if isinstance(s, Rs485InverterService)] == [ctx.rs485]
         supervisor = Supervisor(ctx, services)
         task = asyncio.create_task(supervisor.run())
         try:
@@ -99,7 +99,7 @@ async def identities_known(ctx: AppContext) -> None:
 
 
 async def fresh_decision(ctx: AppContext) -> None:
-    decisions = ctx.extras["decisions"]
+    decisions = ctx.decisions
     assert isinstance(decisions, DecisionStore)
     await asyncio.wait_for(decisions.wait_for(lambda d: d.has_data and not d.stale), 20)
 
@@ -159,7 +159,7 @@ async def test_pylon_module_and_system_commands_equal_simulator_truth() -> None:
         assert v_min == pytest.approx(min(cells.values()), abs=0.0011)
         d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x63)))
         got = decode_management(Reader(d.info), system=True)
-        decision = ctx.extras["decisions"].latest
+        decision = ctx.decisions.latest
         assert got["charge_v"] == pytest.approx(decision.charge_voltage_v, abs=0.001)
         assert got["discharge_a"] == pytest.approx(decision.discharge_current_a, abs=0.05)
         d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x42, b"\xff")))
@@ -177,7 +177,7 @@ async def test_pylon_module_and_system_commands_equal_simulator_truth() -> None:
         assert held["charge_v"] == pytest.approx(min(54.0, decision.charge_voltage_v), abs=0.001)
         assert held["charge_a"] <= 5.0
         assert ref_decode(await pylon_poll(reader, writer, build_request(0x20, 3, 0x95, b"\x03"))).rtn == 0
-        rs485 = ctx.extras["inverter_rs485"]
+        rs485 = ctx.rs485
         assert isinstance(rs485, Rs485InverterService)
         stats = rs485.stats()
         assert stats.turn_off_requests == 2 and stats.inverter_present is True

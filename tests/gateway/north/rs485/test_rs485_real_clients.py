@@ -160,13 +160,13 @@ async def ready(ctx: AppContext) -> None:
             packs = view.packs.values()
             if len(view.packs) == PACKS and all(p.online and p.identity.serial for p in packs):
                 break
-    decisions = ctx.extras["decisions"]
+    decisions = ctx.decisions
     assert isinstance(decisions, DecisionStore)
     await asyncio.wait_for(decisions.wait_for(lambda d: d.has_data and not d.stale), 20)
 
 
 def service_of(ctx: AppContext) -> Rs485InverterService:
-    service = ctx.extras["inverter_rs485"]
+    service = ctx.rs485
     assert isinstance(service, Rs485InverterService)
     return service
 

@@ -283,15 +283,17 @@ async def test_stream_and_policy_follow_data_needs_token(tmp_path: Path) -> None
 
 
 async def test_policy_shows_the_decision_and_what_the_protocols_send(tmp_path: Path) -> None:
-    from gateway.core.policy.service import build_policy_services
+    from gateway.core.policy.service import PolicyService
+    from gateway.core.policy.service import install as install_policy
 
     async with admin_stack(tmp_path, packs=2) as stack:
         r = await stack.client.get("/api/policy")
         assert r.status_code == 200 and r.json()["decision"] is None  # no policy service in this stack
         assert r.json()["can"]["frames"] == [] and "no pack data" in r.json()["can"]["error"]
-        services = build_policy_services(stack.ctx)
-        policy = stack.ctx.extras["policy"]
-        stack.ctx.extras["decisions"].publish(policy.evaluate_now())
+        services = install_policy(stack.ctx)
+        (policy,) = services
+        assert isinstance(policy, PolicyService)
+        stack.ctx.decisions.publish(policy.evaluate_now())
         body = (await stack.client.get("/api/policy")).json()
         d = body["decision"]
         assert d["has_data"] and set(d["limiting"]) == {

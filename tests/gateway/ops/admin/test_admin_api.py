@@ -405,7 +405,7 @@ class RunningService:
 async def test_gateway_protocols_switch_and_persist_with_comments(tmp_path: Path) -> None:
     async with admin_stack(tmp_path, packs=1) as stack:
         can, rs485 = RunningService(), RunningService()
-        stack.ctx.extras.update(can=can, inverter_rs485=rs485)
+        stack.ctx.can, stack.ctx.rs485 = can, rs485
         r = await call(stack, "PUT", "/api/gateway/protocols", {"can": "victron", "rs485": "byd-modbus"})
         doc = r.json()
         assert doc["applied_to_running_services"] == ["can", "rs485"]

@@ -82,7 +82,7 @@ CHILD = textwrap.dedent(
     from gateway.south.drivers.tianpower import TianpowerDriver
     from gateway.ops.history.download import DownloadJob
     from gateway.ops.history.store import HistoryDB
-    from gateway.south.transport import SerialSettings
+    from gateway.io.transport import SerialSettings
 
     async def main(port: int, db_path: str) -> None:
         driver = TianpowerDriver()

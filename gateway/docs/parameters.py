@@ -1,6 +1,7 @@
 """`docs/parameters.md`, generated from the parameter tables (`mappings/bms/params.py`) and their
-relational rules (`mappings/bms/rules.py`): `.venv/bin/python -m mappings.bms.document > docs/parameters.md`
-(a test checks that the file is in sync).
+relational rules (`mappings/bms/rules.py`), which stay data and loaders; regenerate with
+`.venv/bin/python -m gateway.docs.parameters > docs/parameters.md` (a test checks that the file is in
+sync).
 
 This module only renders text; it never performs I/O other than reading the packaged files.
 """
@@ -10,13 +11,61 @@ from __future__ import annotations
 from collections.abc import Iterable
 from importlib import resources
 
-from mappings.bms.params import load_table, markdown_table
-from mappings.bms.rules import load_rules, markdown_rules
+from mappings.bms.params import ParameterTable, ParamSpec, format_number, load_table
+from mappings.bms.rules import load_rules
+
+_DECIMAL_WIRE_KEYS = ("field", "index", "position")
+
+
+def markdown_table(table: ParameterTable) -> str:
+    """The table as a Markdown table for `docs/parameters.md` (kept in sync by a test)."""
+
+    def num(value: float | None) -> str:
+        return "" if value is None else format_number(value)
+
+    def wire(spec: ParamSpec) -> str:
+        return ", ".join(
+            f"{k}=0x{v:02X}" if isinstance(v, int) and k not in _DECIMAL_WIRE_KEYS else f"{k}={v}"
+            for k, v in spec.wire.items()
+        )
+
+    lines = [
+        "| Name | Tool label | Section | Group | Unit | Set range | Recommended | Default | Access | Flags "
+        "| Wire | Note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in table:
+        rng = p.range_text().replace("|", "/")
+        rec = "" if p.rec_min is None else f"{num(p.rec_min)}..{num(p.rec_max)}"
+        if p.tolerance is not None:
+            rec = f"{rec} (±{num(p.tolerance)})".strip()
+        flags = ", ".join(f for f, on in (("inferred", p.inferred), ("dangerous", p.dangerous)) if on)
+        note = (p.note or "").replace("|", "/")
+        if p.choices:
+            note = "; ".join(f"{c.value} = {c.meaning}" for c in p.choices) + (f". {note}" if note else "")
+        lines.append(
+            f"| {p.name} | {p.label} | {p.section or ''} | {p.group.value} | {p.unit} | {rng} | {rec} | "
+            f"{num(p.default)} | {p.access.value} | {flags} | {wire(p)} | {note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def markdown_rules(family: str) -> str:
+    """The family's rules as a Markdown table (for docs/parameters.md)."""
+    table = load_table(family)
+    lines = ["| Rule | Check | Severity | Meaning | Source |", "|---|---|---|---|---|"]
+    for r in load_rules(family).rules:
+        lines.append(
+            f"| {r.id} | `{r.formula(table)}` | {r.severity.value} | {r.text.replace('|', '/')} | "
+            f"{r.source.replace('|', '/')} |"
+        )
+    return "\n".join(lines) + "\n"
+
 
 DOC_HEADER = """# Parameters of the BMS families
 
 Generated from the parameter tables in `mappings/bms/*.toml` (format: `mappings/bms/params.py`);
-regenerate with `.venv/bin/python -m mappings.bms.document > docs/parameters.md` (a test checks that
+regenerate with `.venv/bin/python -m gateway.docs.parameters > docs/parameters.md` (a test checks that
 this file is in sync). Values are in the display unit; `Set range` is what the vendor tool accepts
 (writes outside it are refused before anything reaches a bus), `Recommended` is the range (and
 accuracy) printed in the tool's unit column, `Default` the factory default shown in the manual

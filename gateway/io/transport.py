@@ -1,4 +1,5 @@
-"""Opening a bus from a URL, and the backoff used to reopen it.
+"""Opening a byte link from a URL, and the backoff used to reopen it: the BMS buses (south) and the
+inverter RS485 port (north) both use it.
 
 Three kinds of URL (see docs/runtime.md):
 - a serial device path (`/dev/ttyUSB0`, `/dev/serial/by-id/...`): opened with pyserial-asyncio-fast,

@@ -1,6 +1,6 @@
 """docs/flags.md, generated: every status bit of every family with its meaning, and the meaning ->
 output table. `render()` is pure (a test keeps the committed file equal to it); regenerate with
-`python -c "from mappings.flags.docs import render; print(render(), end='')" > docs/flags.md`.
+`python -c "from gateway.docs.flags import render; print(render(), end='')" > docs/flags.md`.
 
 This module reads only the codecs' flag tables and this package's table; it performs no I/O.
 """
@@ -18,7 +18,7 @@ from protocol.inverter.flags import PROTECTION, WARNING
 HEADER = """# Status flags: meanings and outputs
 
 Generated from the codecs' flag tables and `mappings/flags/outputs.toml`
-(`mappings/flags/docs.py`; a test keeps this file equal to it). How the policy and the outputs use
+(`gateway/docs/flags.py`; a test keeps this file equal to it). How the policy and the outputs use
 them: [policy.md](policy.md#flag-meanings-data-never-guessed-from-a-name).
 
 Severity: protection, alarm (warning level), fault, state. Blocks: the direction the charge policy

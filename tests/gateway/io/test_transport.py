@@ -9,7 +9,7 @@ import tty
 
 import pytest
 
-from gateway.south.transport import (
+from gateway.io.transport import (
     Backoff,
     ConnectionClosed,
     SerialSettings,
