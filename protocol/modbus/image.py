@@ -150,6 +150,8 @@ def encode_value(point: PointDef, value: Value, sf: int | None = None) -> list[i
         raise LocalProtocolError(f"{point.name}: {value} is not a finite number")
     if sf is not None:
         number = number / (10.0**sf)
+        if math.isinf(number):  # a finite value that its scale factor takes beyond any register
+            raise LocalProtocolError(f"{point.name}: {value} scaled by 10^{-sf} does not fit")
     raw_int = round(number)
     lo, hi = _raw_range(info, size)
     sentinel = info.sentinel

@@ -90,3 +90,20 @@ def test_register_image_refuses_out_of_range_registers() -> None:
         else:  # pragma: no cover - must raise
             raise AssertionError(f"{bad} accepted")
     assert math.isfinite(float(image.size))
+
+
+def test_a_finite_value_scaled_beyond_any_register_is_refused_not_a_crash() -> None:
+    # found by hypothesis: 1.797e307 with a scale factor of -4 is infinite after scaling (was an
+    # OverflowError from round(), which no caller expects)
+    point = next(p for b in BLOCKS for p in b.points if p.type in ("int16", "uint16") and p.sf)
+    try:
+        encode_value(point, 1.797693134862316e307, -4)
+    except LocalProtocolError as err:
+        assert "does not fit" in str(err)
+    else:  # pragma: no cover - must raise
+        raise AssertionError("accepted")
+    block = next(b for b in BLOCKS if point in b.points)
+    scale = {point.sf: -4} if isinstance(point.sf, str) else {}
+    errors: list[EncodeError] = []
+    encode_block(block, {point.name: 1.797693134862316e307}, scale, errors)
+    assert errors and errors[0].point == point.name
