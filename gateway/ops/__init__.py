@@ -1,0 +1,1 @@
+"""Operations on packs and the gateway: security, admin, history, firmware."""

@@ -1,0 +1,1 @@
+"""Authentication, audit and the safety helpers every admin path uses."""
