@@ -17,7 +17,7 @@ run: venv
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check gateway protocol mappings
+	$(BIN)/ruff format --check gateway protocol mappings simulator
 	$(BIN)/mypy
 
 test: lint

@@ -107,9 +107,9 @@ def jitter_ms(times: list[float], period_s: float) -> list[float]:
 
 
 async def bench(protocol: str, seconds: float, clients: int) -> int:
-    from gateway.app import run_app
-    from gateway.config import Config
-    from gateway.context import AppContext
+    from gateway.app.config import Config
+    from gateway.app.context import AppContext
+    from gateway.app.wiring import run_app
     from protocol.inverter.can import registry
 
     proto = registry.create(protocol)
@@ -184,10 +184,10 @@ async def bench(protocol: str, seconds: float, clients: int) -> int:
 
 
 def _any_state() -> object:
-    from gateway.config import PolicyConfig
-    from gateway.controls import Controls
-    from gateway.model import ModelStore
-    from gateway.policy import PolicyEngine
+    from gateway.app.config import PolicyConfig
+    from gateway.core.controls import Controls
+    from gateway.core.model import ModelStore
+    from gateway.core.policy.engine import PolicyEngine
 
     store = ModelStore()
     return PolicyEngine(PolicyConfig()).evaluate(store.view, Controls().state(0.0), 0.0)

@@ -34,12 +34,12 @@ TOOL_S_PER_RECORD = 0.4
 
 
 async def bench(records: int, baud: int, turnaround_s: float, gap_s: float) -> float:
-    from gateway.bus import BusOwner
-    from gateway.drivers.tianpower import TianpowerDriver
-    from gateway.history.download import DownloadJob
-    from gateway.history.store import HistoryDB
-    from gateway.simulator import Simulator, SimulatorOptions
-    from gateway.transport import SerialSettings
+    from gateway.ops.history.download import DownloadJob
+    from gateway.ops.history.store import HistoryDB
+    from gateway.south.bus import BusOwner
+    from gateway.south.drivers.tianpower import TianpowerDriver
+    from gateway.south.transport import SerialSettings
+    from simulator import Simulator, SimulatorOptions
 
     sim = Simulator(
         SimulatorOptions(
@@ -103,8 +103,8 @@ async def bench(records: int, baud: int, turnaround_s: float, gap_s: float) -> f
 
 async def recording_cost(snapshots: int = 300) -> tuple[float, float]:
     """(event-loop seconds, writer-thread seconds) per snapshot of 15 online packs."""
-    from gateway.history.recording import Recorder, RecordingDB
-    from gateway.model import Availability, ModelStore, PackSnapshot, Telemetry
+    from gateway.core.model import Availability, ModelStore, PackSnapshot, Telemetry
+    from gateway.ops.history.recording import Recorder, RecordingDB
 
     keys = [("bench", a) for a in range(1, 16)]
     store = ModelStore(keys)

@@ -45,14 +45,14 @@ def gateway_process(conn: Connection, packs: int) -> None:
 async def _gateway(conn: Connection, packs: int) -> None:
     import logging
 
-    from gateway.bus import BusOwner
-    from gateway.config import BusConfig, ModbusConfig
-    from gateway.controls import Controls
-    from gateway.modbus.server import ModbusServer
-    from gateway.model import ModelStore
-    from gateway.poller import BusPoller, load_driver
-    from gateway.simulator import Simulator, SimulatorOptions
-    from gateway.transport import SerialSettings
+    from gateway.app.config import BusConfig, ModbusConfig
+    from gateway.core.controls import Controls
+    from gateway.core.model import ModelStore
+    from gateway.north.modbus.server import ModbusServer
+    from gateway.south.bus import BusOwner
+    from gateway.south.poller import BusPoller, load_driver
+    from gateway.south.transport import SerialSettings
+    from simulator import Simulator, SimulatorOptions
 
     sim = Simulator(
         SimulatorOptions(protocol="tianpower", packs=packs, pacing=True, baud=9600, profile="cycle")

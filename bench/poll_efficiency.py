@@ -28,9 +28,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.bus import BusOwner  # noqa: E402
-from gateway.poller import load_driver  # noqa: E402
-from gateway.transport import SerialSettings  # noqa: E402
+from gateway.south.bus import BusOwner  # noqa: E402
+from gateway.south.poller import load_driver  # noqa: E402
+from gateway.south.transport import SerialSettings  # noqa: E402
 
 BAUD = 9600
 TURNAROUND_S = 0.05
@@ -49,7 +49,7 @@ async def child(*args: str, ready: str) -> AsyncIterator[tuple[asyncio.subproces
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "gateway.cli",
+        "gateway.cli.main",
         *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

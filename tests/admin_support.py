@@ -1,5 +1,5 @@
 """A gateway for the admin tests: simulator on TCP -> bus owner -> poller -> model, the admin service and
-router installed into the real HTTP application (`gateway.http.create_app`), tokens for every role.
+router installed into the real HTTP application (`gateway.north.http.create_app`), tokens for every role.
 
 `admin_stack()` runs it on the test's event loop (clients talk to the real app object through
 httpx's ASGI transport); `ThreadedGateway` runs the same stack with the real HTTP service on a real
@@ -21,17 +21,17 @@ from typing import Any
 
 import httpx
 
-from gateway.admin.auth import Role, TokenStore
-from gateway.admin.service import AdminService
-from gateway.bus import BusOwner
-from gateway.config import BusConfig, load_config, state_path
-from gateway.context import AppContext
-from gateway.http import HttpService, create_app
-from gateway.http.admin import install
-from gateway.model import ModelStore
-from gateway.poller import BusPoller, load_driver
-from gateway.simulator import Simulator, SimulatorOptions
-from gateway.transport import SerialSettings
+from gateway.app.config import BusConfig, load_config, state_path
+from gateway.app.context import AppContext
+from gateway.core.model import ModelStore
+from gateway.north.http import HttpService, create_app
+from gateway.north.http.admin import install
+from gateway.ops.admin.service import AdminService
+from gateway.ops.security.auth import Role, TokenStore
+from gateway.south.bus import BusOwner
+from gateway.south.poller import BusPoller, load_driver
+from gateway.south.transport import SerialSettings
+from simulator import Simulator, SimulatorOptions
 
 CONFIG_TEXT = """\
 # bms-gateway test configuration

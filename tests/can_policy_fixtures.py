@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from types import MappingProxyType
 
-from gateway.model import (
+from gateway.core.model import (
     Availability,
     ModelView,
     PackSnapshot,
@@ -16,7 +16,7 @@ from gateway.model import (
     TempRole,
     aggregate,
 )
-from gateway.policy import ChargeDecision
+from gateway.core.policy.engine import ChargeDecision
 
 
 def telemetry(
@@ -84,9 +84,9 @@ def decision(**overrides: object) -> ChargeDecision:
     """A fresh two-pack decision (default policy) with some fields replaced."""
     from dataclasses import replace
 
-    from gateway.config import PolicyConfig
-    from gateway.controls import Controls
-    from gateway.policy import PolicyEngine
+    from gateway.app.config import PolicyConfig
+    from gateway.core.controls import Controls
+    from gateway.core.policy.engine import PolicyEngine
 
     now = 1_800_000_000.0
     d = PolicyEngine(PolicyConfig()).evaluate(bank(now), Controls().state(now), now)

@@ -8,10 +8,9 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Iterable
 
-from gateway.config import ModbusConfig
-from gateway.controls import Controls
-from gateway.modbus.server import ModbusServer
-from gateway.model import (
+from gateway.app.config import ModbusConfig
+from gateway.core.controls import Controls
+from gateway.core.model import (
     Availability,
     LinkStats,
     ModelStore,
@@ -21,6 +20,7 @@ from gateway.model import (
     Temperature,
     TempRole,
 )
+from gateway.north.modbus.server import ModbusServer
 from protocol.modbus.mbap import encode_adu
 from protocol.modbus.pdu import Response, parse_response
 

@@ -10,7 +10,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.inverter.rs485_base import BankView, Identity, Limits, ModuleView
+from protocol.inverter.rs485.base import BankView, Identity, Limits, ModuleView
 
 
 def ref_checksum(chars: bytes) -> int:

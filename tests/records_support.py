@@ -10,17 +10,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from gateway.admin.auth import Principal, Role
-from gateway.bus import BusOwner
-from gateway.config import BusConfig, parse_config
-from gateway.context import AppContext
-from gateway.drivers.base import Driver
-from gateway.drivers.pace import PaceDriver
-from gateway.drivers.tianpower import TianpowerDriver
-from gateway.model import ModelStore
-from gateway.poller import BusPoller
-from gateway.simulator import Simulator, SimulatorOptions
-from gateway.transport import SerialSettings
+from gateway.app.config import BusConfig, parse_config
+from gateway.app.context import AppContext
+from gateway.core.model import ModelStore
+from gateway.ops.security.auth import Principal, Role
+from gateway.south.bus import BusOwner
+from gateway.south.drivers.base import Driver
+from gateway.south.drivers.pace import PaceDriver
+from gateway.south.drivers.tianpower import TianpowerDriver
+from gateway.south.poller import BusPoller
+from gateway.south.transport import SerialSettings
+from simulator import Simulator, SimulatorOptions
 
 
 class Who:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.admin.auth import Role
+from gateway.ops.security.auth import Role
 from tests.admin_support import Stack, admin_stack
 
 # (method, path, body, weakest role allowed). Bodies are harmless: refused by validation (422),

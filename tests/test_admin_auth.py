@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.admin.audit import AuditLog
-from gateway.admin.auth import AuthError, RateLimiter, Role, TokenStore
+from gateway.ops.security.audit import AuditLog
+from gateway.ops.security.auth import AuthError, RateLimiter, Role, TokenStore
 
 
 def test_token_roundtrip_and_hash_only(tmp_path: Path) -> None:
@@ -76,7 +76,17 @@ def test_token_create_command_prints_token_last(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text('state_dir = "state"\n[admin]\ntokens_file = "tok.json"\n')
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "token", "create", "--role", "admin", "--config", str(cfg)],
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli.main",
+            "token",
+            "create",
+            "--role",
+            "admin",
+            "--config",
+            str(cfg),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -87,7 +97,7 @@ def test_token_create_command_prints_token_last(tmp_path: Path) -> None:
     assert stored["tokens"][0]["role"] == "admin"
     assert TokenStore(tmp_path / "state" / "tok.json").authenticate(token).role is Role.ADMIN
     bad = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "token", "create", "--role", "root", "--config", str(cfg)],
+        [sys.executable, "-m", "gateway.cli.main", "token", "create", "--role", "root", "--config", str(cfg)],
         capture_output=True,
         text=True,
     )

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.admin.auth import Role
-from gateway.cli import main
+from gateway.cli.main import main
+from gateway.ops.security.auth import Role
 from tests.admin_support import ThreadedGateway
 
 
@@ -94,7 +94,7 @@ def test_clock_protocol_and_audit(gateway: ThreadedGateway, capsys: pytest.Captu
 def test_process_with_token_from_the_environment_and_unreachable(gateway: ThreadedGateway) -> None:
     env = {**os.environ, "BMS_GATEWAY_TOKEN": gateway.token(Role.VIEWER), "BMS_GATEWAY_URL": gateway.url}
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "admin", "whoami"],
+        [sys.executable, "-m", "gateway.cli.main", "admin", "whoami"],
         capture_output=True,
         text=True,
         env=env,
@@ -102,7 +102,7 @@ def test_process_with_token_from_the_environment_and_unreachable(gateway: Thread
     )
     assert out.returncode == 0 and "role viewer" in out.stdout
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "admin", "whoami", "--url", "http://127.0.0.1:9"],
+        [sys.executable, "-m", "gateway.cli.main", "admin", "whoami", "--url", "http://127.0.0.1:9"],
         capture_output=True,
         text=True,
         env=env,
@@ -111,7 +111,7 @@ def test_process_with_token_from_the_environment_and_unreachable(gateway: Thread
     assert out.returncode == 3 and "cannot reach" in out.stderr
     env.pop("BMS_GATEWAY_TOKEN")
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "admin", "whoami"],
+        [sys.executable, "-m", "gateway.cli.main", "admin", "whoami"],
         capture_output=True,
         text=True,
         env=env,

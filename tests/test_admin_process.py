@@ -1,6 +1,6 @@
 """The real processes: `bms-gateway token create`, then `bms-gateway run` on its built-in simulator, then
 `bms-gateway admin ...` commands against it over a real socket. Proves the admin API is wired into
-the gateway (`gateway.app.build_services`) and that tokens created by the command work."""
+the gateway (`gateway.app.wiring.build_services`) and that tokens created by the command work."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "gateway.cli",
+        "gateway.cli.main",
         *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
@@ -64,7 +64,7 @@ async def test_token_run_and_admin_cli_processes(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "gateway.cli",
+        "gateway.cli.main",
         "run",
         "--config",
         str(cfg),

@@ -12,7 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
-from gateway.admin.auth import Role
+from gateway.ops.security.auth import Role
 from tests.admin_support import ThreadedGateway
 
 EXAMPLES_PER_OPERATION = 10

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.admin.service import (
+from gateway.ops.admin.service import (
     AdminBus,
     ItemReport,
     Outcome,
@@ -15,7 +15,7 @@ from gateway.admin.service import (
     _capacity_warnings,
     batch_json,
 )
-from gateway.drivers.base import Priority
+from gateway.south.drivers.base import Priority
 from protocol.bms.base import Frame
 
 

@@ -10,9 +10,9 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from gateway.admin import transfer
-from gateway.admin.config_file import set_protocols
-from gateway.config import ConfigError, load_config
+from gateway.app.config import ConfigError, load_config
+from gateway.ops.admin import transfer
+from gateway.ops.admin.config_file import set_protocols
 from mappings.bms.params import ParamSpec, load_table
 
 TP = load_table("tianpower")

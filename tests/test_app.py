@@ -12,13 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.app import Supervisor, build_context, build_services, run_app
-from gateway.commands.run import describe
-from gateway.config import Config, ConfigError
-from gateway.context import AppContext
-from gateway.http import bind
-from gateway.model import ModelStore
-from gateway.service import ReadyCallback, ServiceState
+from gateway.app.config import Config, ConfigError
+from gateway.app.context import AppContext
+from gateway.app.supervisor import ReadyCallback, ServiceState
+from gateway.app.wiring import Supervisor, build_context, build_services, run_app
+from gateway.cli.run import describe
+from gateway.core.model import ModelStore
+from gateway.north.http import bind
 
 
 def ctx() -> AppContext:
@@ -235,7 +235,7 @@ def tls_files(tmp_path: Path) -> Path:
 
 
 async def test_two_buses_of_different_families_and_https(tmp_path: Path, tls_files: Path) -> None:
-    from gateway.simulator import Simulator, SimulatorOptions
+    from simulator import Simulator, SimulatorOptions
 
     tp = Simulator(SimulatorOptions(protocol="tianpower", packs=2, pacing=False, turnaround_s=0.002))
     pace = Simulator(

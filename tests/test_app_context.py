@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import Config
-from gateway.context import AppContext
-from gateway.model import ModelStore
-from gateway.service import Service, ServiceState, ServiceStatus
+from gateway.app.config import Config
+from gateway.app.context import AppContext
+from gateway.app.supervisor import Service, ServiceState, ServiceStatus
+from gateway.core.model import ModelStore
 
 
 class _Dummy:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.admin.audit import AuditEntry
-from gateway.admin.auth import Role
+from gateway.ops.security.audit import AuditEntry
+from gateway.ops.security.auth import Role
 from tests.test_history_api import _image, _wait_no_download, records_stack
 
 

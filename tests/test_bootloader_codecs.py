@@ -10,10 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.bus import BusOwner
-from gateway.drivers.base import Priority
-from gateway.simulator import Simulator, SimulatorOptions
-from gateway.transport import Connection, open_connection
+from gateway.south.bus import BusOwner
+from gateway.south.drivers.base import Priority
+from gateway.south.transport import Connection, open_connection
 from protocol.bms import bootloader as bl
 from protocol.bms.base import Frame
 from protocol.bms.pace import commands as pc
@@ -24,6 +23,7 @@ from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.describe import describe as tp_describe
 from protocol.bms.tianpower.frame import TianpowerDecoder
 from protocol.bms.tianpower.frame import parse_frame as tp_parse
+from simulator import Simulator, SimulatorOptions
 
 FAMILIES = ("tianpower", "pace")
 PAYLOAD = bytes(range(256)) * 2

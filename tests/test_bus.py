@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.bus import BusOwner
-from gateway.drivers.base import NoResponse, NotSent, Priority
-from gateway.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
+from gateway.south.bus import BusOwner
+from gateway.south.drivers.base import NoResponse, NotSent, Priority
+from gateway.south.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
 from protocol.bms.base import Frame, FrameDecoder
 from protocol.errors import RemoteProtocolError
 

@@ -9,12 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pylon_rs485_helpers import LIMITS, bank, module
 
-from protocol.inverter.byd_modbus import (
+from protocol.inverter.rs485.base import BankView, Limits
+from protocol.inverter.rs485.byd_modbus import (
     POINTS,
     BydModbusResponder,
     build_image,
 )
-from protocol.inverter.rs485_base import BankView, Limits
 
 NOW = 500.0
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from can_policy_fixtures import decision
 
-from gateway.can_service import candump_line
-from gateway.cli import main
-from gateway.commands.can_decode import LineError, parse_line
+from gateway.cli.can_decode import LineError, parse_line
+from gateway.cli.main import main
+from gateway.north.can.service import candump_line
 from protocol.inverter.can import registry
 from protocol.inverter.can.base import CanFrame
 

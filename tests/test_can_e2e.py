@@ -16,10 +16,10 @@ from pathlib import Path
 import can
 import pytest
 
-from gateway.app import build_context, build_services, run_app
-from gateway.config import Config, ConfigError
-from gateway.context import AppContext
-from gateway.policy_service import DecisionStore
+from gateway.app.config import Config, ConfigError
+from gateway.app.context import AppContext
+from gateway.app.wiring import build_context, build_services, run_app
+from gateway.core.policy.service import DecisionStore
 
 STALE_S = 3.0
 

@@ -20,7 +20,7 @@ from can_policy_fixtures import decision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.policy import ChargeDecision
+from gateway.core.policy.engine import ChargeDecision
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.inverter.can import dbc, registry
 from protocol.inverter.can.base import CanFrame, InverterProtocol

@@ -21,12 +21,12 @@ import can
 import pytest
 from can_policy_fixtures import bank, decision, pack, telemetry, view
 
-from gateway.can_service import CanService, KeepaliveState, candump_line
-from gateway.config import CanConfig, PolicyConfig
-from gateway.controls import Controls
-from gateway.model import Availability, ModelStore
-from gateway.policy import PolicyEngine
-from gateway.policy_service import DecisionStore, PolicyService
+from gateway.app.config import CanConfig, PolicyConfig
+from gateway.core.controls import Controls
+from gateway.core.model import Availability, ModelStore
+from gateway.core.policy.engine import PolicyEngine
+from gateway.core.policy.service import DecisionStore, PolicyService
+from gateway.north.can.service import CanService, KeepaliveState, candump_line
 from protocol.inverter.can.base import CanFrame
 
 
@@ -453,7 +453,7 @@ async def test_slcan_over_a_socket_url() -> None:
 
 
 async def test_unknown_interface_is_a_configuration_error() -> None:
-    from gateway.config import ConfigError
+    from gateway.app.config import ConfigError
 
     config = CanConfig(enabled=True, interface="no-such-interface", channel="x")
     service = CanService(config, DecisionStore())
@@ -515,7 +515,7 @@ def test_policy_service_keeps_the_last_full_charge_across_restarts(tmp_path: Pat
 
 
 async def test_unwritable_log_is_a_configuration_error(tmp_path: Path) -> None:
-    from gateway.config import ConfigError
+    from gateway.app.config import ConfigError
 
     config = cfg("x", log=str(tmp_path / "missing-dir" / "can.log"))
     with pytest.raises(ConfigError, match=r"can\.log"):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from gateway.cli import main
-from gateway.config import Config, ConfigError, load_config, parse_config
+from gateway.app.config import Config, ConfigError, load_config, parse_config
+from gateway.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,7 +116,7 @@ def _keys(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 def test_every_key_is_documented() -> None:
-    from gateway.config import BusConfig
+    from gateway.app.config import BusConfig
 
     doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     keys = _keys(Config, "") + _keys(BusConfig, "bus.")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 
-from gateway.admin.auth import Role
-from gateway.config import parse_config
-from gateway.context import AppContext
-from gateway.http import create_app
-from gateway.model import ModelStore
+from gateway.app.config import parse_config
+from gateway.app.context import AppContext
+from gateway.core.model import ModelStore
+from gateway.north.http import create_app
+from gateway.ops.security.auth import Role
 from tests.admin_support import admin_stack
 
 DATA = ["/api/system", "/api/packs", "/api/packs/sim/1"]
@@ -42,7 +42,7 @@ async def test_data_routes_need_a_viewer_token_when_configured(tmp_path: Path) -
 
 
 async def test_without_the_admin_api_the_token_file_of_the_config_is_used(tmp_path: Path) -> None:
-    from gateway.admin.auth import TokenStore
+    from gateway.ops.security.auth import TokenStore
 
     cfg = parse_config({"state_dir": str(tmp_path), "admin": {"data_needs_token": True}}, env={})
     ctx = AppContext(config=cfg, config_path=None, store=ModelStore([]))

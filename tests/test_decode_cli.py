@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from gateway.cli import main
-from gateway.commands.decode import InputError, parse_input
+from gateway.cli.decode import InputError, parse_input
+from gateway.cli.main import main
 from mappings.bms.params import load_table
 from protocol.bms.registry import families
 from protocol.bms.tianpower import messages as m
@@ -124,7 +124,7 @@ def test_parse_input_forms() -> None:
 
 def test_console_entry_point_runs() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "decode", "--protocol", "tianpower", "7E 01 33 00 FE 0D"],
+        [sys.executable, "-m", "gateway.cli.main", "decode", "--protocol", "tianpower", "7E 01 33 00 FE 0D"],
         capture_output=True,
         text=True,
         timeout=60,

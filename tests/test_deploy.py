@@ -18,8 +18,8 @@ import promql_parser
 import pytest
 import yaml
 
-from gateway.config import load_config
-from gateway.metrics import FAMILIES
+from gateway.app.config import load_config
+from gateway.north.metrics.collector import FAMILIES
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "bms-gateway.json"
@@ -294,7 +294,7 @@ def test_containerfile_runs_the_console_script_unprivileged() -> None:
     text = (DEPLOY / "Containerfile").read_text(encoding="utf-8")
     assert 'ENTRYPOINT ["bms-gateway"]' in text
     assert re.search(r"^USER bmsgw$", text, re.M)
-    for path in ("gateway", "protocol", "mappings", "pyproject.toml", "README.md"):
+    for path in ("gateway", "protocol", "mappings", "simulator", "pyproject.toml", "README.md"):
         assert f"COPY {path}" in text or "COPY pyproject.toml README.md" in text
 
 

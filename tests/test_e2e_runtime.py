@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.simulator import FaultSpec, PackTruth, Simulator, SimulatorOptions
+from simulator import FaultSpec, PackTruth, Simulator, SimulatorOptions
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -74,12 +74,12 @@ offline_after_s = 4.0
 async def process(
     *args: str, ready_prefix: str, env: dict[str, str] | None = None, output: list[str] | None = None
 ) -> AsyncIterator[str]:
-    """Start `python -m gateway.cli ARGS`, yield the first stdout line starting with `ready_prefix`;
+    """Start `python -m gateway.cli.main ARGS`, yield the first stdout line starting with `ready_prefix`;
     `output` receives every stdout line once the process has stopped."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "gateway.cli",
+        "gateway.cli.main",
         *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

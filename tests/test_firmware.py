@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from records_support import Who, make_sim, sim_context, wait_for
 
-from gateway.admin.auth import Role
-from gateway.context import AppContext
-from gateway.firmware.job import JobRecord, JobState
-from gateway.firmware.manager import FirmwareService
-from gateway.history.errors import Conflict, Forbidden, Invalid
-from gateway.simulator import Simulator
+from gateway.app.context import AppContext
+from gateway.ops.firmware.job import JobRecord, JobState
+from gateway.ops.firmware.manager import FirmwareService
+from gateway.ops.history.errors import Conflict, Forbidden, Invalid
+from gateway.ops.security.auth import Role
 from protocol.bms import bootloader as bl
+from simulator import Simulator
 
 ADMIN = Who(Role.ADMIN, "t-admin")
 TARGET = {"tianpower": "HY-PT003-B200LT55", "pace": "P16S100A-SIM"}

@@ -17,9 +17,9 @@ import openpyxl
 import pytest
 from records_support import bus_owner, driver_for, make_sim, served_bus, wait_for
 
-from gateway.drivers.base import Priority
-from gateway.history.download import DownloadJob, Progress
-from gateway.history.store import HistoryDB, RecordQuery, record_rows
+from gateway.ops.history.download import DownloadJob, Progress
+from gateway.ops.history.store import HistoryDB, RecordQuery, record_rows
+from gateway.south.drivers.base import Priority
 
 RECORDS = 3000
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ async def test_thousands_of_records_download_completely_and_once(protocol: str, 
         rows = db.query(RecordQuery(pack_serial="SN-A"))
         assert len({r.raw for r in rows}) == total
         if protocol == "tianpower":
-            from gateway.simulator.tianpower import event_of_code
+            from simulator.tianpower import event_of_code
 
             assert sorted(event_of_code(r.event_code) for r in rows) == sorted(r.event for r in truth)
         voltages = sorted(round(r.voltage_v, 3) for r in rows)
@@ -76,11 +76,11 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from gateway.bus import BusOwner
-    from gateway.drivers.tianpower import TianpowerDriver
-    from gateway.history.download import DownloadJob
-    from gateway.history.store import HistoryDB
-    from gateway.transport import SerialSettings
+    from gateway.south.bus import BusOwner
+    from gateway.south.drivers.tianpower import TianpowerDriver
+    from gateway.ops.history.download import DownloadJob
+    from gateway.ops.history.store import HistoryDB
+    from gateway.south.transport import SerialSettings
 
     async def main(port: int, db_path: str) -> None:
         driver = TianpowerDriver()
@@ -223,7 +223,7 @@ async def test_polling_of_other_packs_continues_during_a_download(tmp_path: Path
 
 
 async def test_csv_and_xlsx_exports_hold_the_same_rows(tmp_path: Path) -> None:
-    from gateway.history.export import render
+    from gateway.ops.history.export import render
 
     sim = make_sim("tianpower", packs=1, history_records=300)
     driver = driver_for("tianpower")
@@ -259,7 +259,7 @@ def _cell(v: object) -> object:
 
 
 def test_queries_by_pack_time_and_event(tmp_path: Path) -> None:
-    from gateway.drivers.base import HistoryRecord
+    from gateway.south.drivers.base import HistoryRecord
 
     db = HistoryDB(tmp_path / "h.sqlite")
     try:
@@ -302,7 +302,7 @@ def test_queries_by_pack_time_and_event(tmp_path: Path) -> None:
 
 
 async def test_replies_lost_on_the_wire_do_not_lose_records(tmp_path: Path) -> None:
-    from gateway.simulator import FaultSpec
+    from simulator import FaultSpec
 
     # A dropped answer makes the bus owner resend READ_RECORDS: the Tianpower pack has already moved
     # its cursor, so that record is skipped in this pass and the stream ends before the count.

@@ -17,10 +17,10 @@ import httpx
 import openpyxl
 import pytest
 
-from gateway.admin.auth import Role
-from gateway.cli import main
-from gateway.http import HttpService, create_app
-from gateway.http.records import install as install_records
+from gateway.cli.main import main
+from gateway.north.http import HttpService, create_app
+from gateway.north.http.records import install as install_records
+from gateway.ops.security.auth import Role
 from protocol.bms import bootloader as bl
 from tests.admin_support import Stack, ThreadedGateway, admin_stack
 

@@ -7,10 +7,10 @@ import math
 import httpx
 from fastapi import APIRouter
 
-from gateway.config import Config
-from gateway.context import AppContext
-from gateway.http import create_app, pack_json, plain
-from gateway.model import (
+from gateway.app.config import Config
+from gateway.app.context import AppContext
+from gateway.app.supervisor import ServiceStatus
+from gateway.core.model import (
     Availability,
     ClockReading,
     LinkStats,
@@ -23,7 +23,7 @@ from gateway.model import (
     Temperature,
     TempRole,
 )
-from gateway.service import ServiceStatus
+from gateway.north.http import create_app, pack_json, plain
 
 
 def tele(soc: float, current: float = 10.0, protections: tuple[str, ...] = ()) -> Telemetry:

@@ -12,7 +12,18 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import (
+from gateway.core.model import (
+    Availability,
+    ClockReading,
+    LinkStats,
+    ModelStore,
+    PackIdentity,
+    PackSnapshot,
+    Telemetry,
+    Temperature,
+    TempRole,
+)
+from gateway.north.metrics.collector import (
     FAMILIES,
     FAMILY_BY_NAME,
     BusHealth,
@@ -26,17 +37,6 @@ from gateway.metrics import (
     make_registry,
     metrics_router,
     render,
-)
-from gateway.model import (
-    Availability,
-    ClockReading,
-    LinkStats,
-    ModelStore,
-    PackIdentity,
-    PackSnapshot,
-    Telemetry,
-    Temperature,
-    TempRole,
 )
 
 TD = "temperature_derating"

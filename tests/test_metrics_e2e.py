@@ -17,11 +17,11 @@ import pytest
 from mqtt_broker import Broker, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import run_app
-from gateway.config import parse_config
-from gateway.context import AppContext
-from gateway.metrics import FAMILIES
-from gateway.simulator import Simulator, SimulatorOptions
+from gateway.app.config import parse_config
+from gateway.app.context import AppContext
+from gateway.app.wiring import run_app
+from gateway.north.metrics.collector import FAMILIES
+from simulator import Simulator, SimulatorOptions
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

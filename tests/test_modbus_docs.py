@@ -6,8 +6,8 @@ import csv
 import io
 from pathlib import Path
 
-from gateway.cli import main
-from gateway.modbus.docs import render_csv, render_markdown
+from gateway.cli.main import main
+from gateway.north.modbus.docs import render_csv, render_markdown
 from mappings.modbus import load_native_map
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

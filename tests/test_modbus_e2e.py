@@ -19,14 +19,14 @@ import pytest
 from pyModbusTCP.client import ModbusClient
 from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
-from gateway.bus import BusOwner
-from gateway.config import BusConfig, ModbusConfig
-from gateway.controls import Controls
-from gateway.modbus.server import ModbusServer
-from gateway.model import ModelStore
-from gateway.poller import BusPoller, load_driver
-from gateway.simulator import Simulator, SimulatorOptions
-from gateway.transport import SerialSettings
+from gateway.app.config import BusConfig, ModbusConfig
+from gateway.core.controls import Controls
+from gateway.core.model import ModelStore
+from gateway.north.modbus.server import ModbusServer
+from gateway.south.bus import BusOwner
+from gateway.south.poller import BusPoller, load_driver
+from gateway.south.transport import SerialSettings
+from simulator import Simulator, SimulatorOptions
 
 CURRENTS_A = {1: 12.5, 2: -7.3, 3: 0.0}
 
@@ -188,11 +188,11 @@ def _free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def _process(*args: str, until: str) -> AsyncIterator[list[str]]:
-    """`python -m gateway.cli ARGS`; yields its stdout lines up to the first starting with `until`."""
+    """`python -m gateway.cli.main ARGS`; yields its stdout lines up to the first starting with `until`."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "gateway.cli",
+        "gateway.cli.main",
         *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

@@ -13,8 +13,8 @@ from pymodbus.client import AsyncModbusTcpClient
 from pyModbusTCP.client import ModbusClient
 from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
-from gateway.controls import Controls, Source
-from gateway.model import ModelStore
+from gateway.core.controls import Controls, Source
+from gateway.core.model import ModelStore
 from mappings.modbus import load_native_map, load_sunspec_map, load_sunspec_models
 from protocol.modbus.image import PointType
 
@@ -286,7 +286,7 @@ async def test_pymodbustcp_reads_the_native_map_and_sees_offline_packs() -> None
     ],
 )
 def test_event_bits_from_flag_names(kind: str, name: str, bit: int) -> None:
-    from gateway.modbus.sunspec import event_bits
+    from gateway.north.modbus.sunspec import event_bits
 
     rules = load_sunspec_map().events
     one = frozenset({name})

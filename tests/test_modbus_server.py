@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from modbus_support import NOW, RawClient, make_store, running, snapshot
 
-from gateway.config import ConfigError, ModbusConfig
-from gateway.controls import Controls, OperationRequest, Source
-from gateway.modbus.server import ModbusServer
-from gateway.model import ModelStore
+from gateway.app.config import ConfigError, ModbusConfig
+from gateway.core.controls import Controls, OperationRequest, Source
+from gateway.core.model import ModelStore
+from gateway.north.modbus.server import ModbusServer
 from protocol.modbus.mbap import Adu, encode_adu
 from protocol.modbus.pdu import (
     build_read_request,
@@ -282,7 +282,7 @@ async def test_per_pack_units_must_not_collide() -> None:
 
 async def test_writes_become_caps_and_requests(caplog: pytest.LogCaptureFixture) -> None:
     controls = Controls()
-    caplog.set_level(logging.INFO, logger="gateway.modbus.writes")
+    caplog.set_level(logging.INFO, logger="gateway.north.modbus.writes")
     async with running(make_store(), controls, writes=True, cap_timeout_s=120) as server:
 
         def go() -> dict[str, object]:
@@ -382,9 +382,9 @@ async def test_stop_closes_open_connections() -> None:
 
 
 async def test_charge_policy_limits_are_served() -> None:
-    from gateway.config import PolicyConfig
-    from gateway.policy import PolicyEngine
-    from gateway.policy_service import DecisionStore
+    from gateway.app.config import PolicyConfig
+    from gateway.core.policy.engine import PolicyEngine
+    from gateway.core.policy.service import DecisionStore
 
     store = make_store()
     decisions = DecisionStore()
@@ -467,7 +467,7 @@ class _FakeTransport(asyncio.Transport):
 
 
 async def test_a_client_that_does_not_read_is_not_read_either() -> None:
-    from gateway.modbus.server import _Connection
+    from gateway.north.modbus.server import _Connection
 
     server = ModbusServer(ModbusConfig(), make_store(), Controls())
     conn = _Connection(server)
@@ -490,9 +490,9 @@ async def test_a_client_that_does_not_read_is_not_read_either() -> None:
 async def test_app_wiring_and_status_endpoint() -> None:
     import httpx
 
-    from gateway.config import Config
-    from gateway.context import AppContext
-    from gateway.http.app import create_app
+    from gateway.app.config import Config
+    from gateway.app.context import AppContext
+    from gateway.north.http.app import create_app
 
     ctx = AppContext(Config(modbus=ModbusConfig(listen="127.0.0.1:0")), None, make_store())
     server = ModbusServer.from_context(ctx)

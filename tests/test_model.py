@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gateway.model import (
+from gateway.core.model import (
     Availability,
     EventKind,
     ModelStore,

@@ -14,8 +14,8 @@ import aiomqtt
 import pytest
 from mqtt_broker import Broker, Recorder, recording
 
-from gateway.config import MqttConfig
-from gateway.model import (
+from gateway.app.config import MqttConfig
+from gateway.core.model import (
     Availability,
     ModelStore,
     PackIdentity,
@@ -24,7 +24,7 @@ from gateway.model import (
     Temperature,
     TempRole,
 )
-from gateway.mqtt import MqttService
+from gateway.north.mqtt.publisher import MqttService
 
 KEYS = [("bus0", 1), ("bus0", 2)]
 
@@ -218,9 +218,9 @@ async def test_survives_the_broker_restarting(broker: Broker) -> None:
 
 GATEWAY_PROCESS = """
 import asyncio, sys
-from gateway.config import MqttConfig
-from gateway.model import ModelStore
-from gateway.mqtt import MqttService
+from gateway.app.config import MqttConfig
+from gateway.core.model import ModelStore
+from gateway.north.mqtt.publisher import MqttService
 cfg = MqttConfig(enabled=True, url="mqtt://127.0.0.1:" + sys.argv[1], client_id="gw-test", base_topic="bmsgw")
 asyncio.run(MqttService(cfg, ModelStore([("bus0", 1)])).run(lambda: None))
 """

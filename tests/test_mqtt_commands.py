@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from mqtt_broker import Broker, Recorder, recording
 
-from gateway.admin.auth import Role, TokenStore
-from gateway.config import MqttConfig
-from gateway.mqtt import MqttService, install
-from gateway.mqtt_commands import ACTIONS, CommandHandler
+from gateway.app.config import MqttConfig
+from gateway.north.mqtt.commands import ACTIONS, CommandHandler
+from gateway.north.mqtt.publisher import MqttService, install
+from gateway.ops.security.auth import Role, TokenStore
 from tests.admin_support import Stack, admin_stack
 
 BASE = "bmsgw"
@@ -364,9 +364,9 @@ def test_every_command_is_documented() -> None:
 async def test_run_app_wires_commands_to_the_admin_service(tmp_path: Path, broker: Broker) -> None:
     """`bms-gateway run` with the built-in simulator and `[mqtt] commands = true`: a parameter written
     over MQTT reaches the simulated pack, shows in the model, and is in the audit log."""
-    from gateway.app import run_app
-    from gateway.config import Config
-    from gateway.context import AppContext
+    from gateway.app.config import Config
+    from gateway.app.context import AppContext
+    from gateway.app.wiring import run_app
 
     state = tmp_path / "state"
     _, token = TokenStore(state / "tokens.json").create(Role.ADMIN, "e2e")

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, MqttConfig, parse_config
-from gateway.model import (
+from gateway.app.config import ConfigError, MqttConfig, parse_config
+from gateway.core.model import (
     Availability,
     ModelStore,
     PackIdentity,
@@ -18,7 +18,7 @@ from gateway.model import (
     Temperature,
     TempRole,
 )
-from gateway.mqtt import (
+from gateway.north.mqtt.publisher import (
     MqttService,
     OutBuffer,
     OutMessage,

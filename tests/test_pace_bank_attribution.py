@@ -10,10 +10,10 @@ from collections.abc import Mapping
 
 import pytest
 
-from gateway.drivers.pace import BlockFingerprint, PaceDriver, attribute_bank_blocks
-from gateway.model import Telemetry
-from gateway.simulator.core import Simulator, SimulatorOptions
+from gateway.core.model import Telemetry
+from gateway.south.drivers.pace import BlockFingerprint, PaceDriver, attribute_bank_blocks
 from protocol.errors import LocalProtocolError, RemoteProtocolError
+from simulator.core import Simulator, SimulatorOptions
 from tests.test_pace_sim import SimBus
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from gateway.drivers.base import Control, DeviceError, NoResponse, ParameterWrite, Priority, Unsupported
-from gateway.drivers.pace import PaceDriver
-from gateway.model import TempRole
+from gateway.core.model import TempRole
+from gateway.south.drivers.base import Control, DeviceError, NoResponse, ParameterWrite, Priority, Unsupported
+from gateway.south.drivers.pace import PaceDriver
 from mappings.bms.params import ParameterValueError, load_table
 from protocol.bms.base import Frame
 from protocol.bms.pace import commands as c

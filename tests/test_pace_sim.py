@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.drivers.base import NoResponse, ParameterWrite, Priority
-from gateway.drivers.pace import PaceDriver
-from gateway.simulator.core import Simulator, SimulatorOptions
+from gateway.south.drivers.base import NoResponse, ParameterWrite, Priority
+from gateway.south.drivers.pace import PaceDriver
 from protocol.bms.base import Frame
 from protocol.bms.pace.frame import PaceDecoder
+from simulator.core import Simulator, SimulatorOptions
 
 
 class SimBus:

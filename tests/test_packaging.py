@@ -30,7 +30,7 @@ from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import TianpowerDecoder, TpFrame
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("gateway", "protocol", "mappings")
+PACKAGES = ("gateway", "protocol", "mappings", "simulator")
 IO_MODULES = {"asyncio", "serial", "serial_asyncio", "serial_asyncio_fast", "socket", "socketserver",
               "selectors", "can", "pymodbus", "pyModbusTCP", "threading", "subprocess"}  # fmt: skip
 
@@ -103,7 +103,7 @@ def test_wheel_ships_the_mappings_and_works_outside_the_source_tree(tmp_path: Pa
         ".toml", ".dbc", ".csv", ".json"}}  # fmt: skip
     assert data and data <= names, sorted(data - names)
     assert (
-        "bms-gateway = gateway.cli:main"
+        "bms-gateway = gateway.cli.main:main"
         in zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     )
 
@@ -114,7 +114,7 @@ def test_wheel_ships_the_mappings_and_works_outside_the_source_tree(tmp_path: Pa
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-c", "import sys, gateway.cli; sys.exit(gateway.cli.main())", *args],
+            [sys.executable, "-c", "import sys, gateway.cli.main; sys.exit(gateway.cli.main.main())", *args],
             capture_output=True, text=True, cwd=work, env=env, timeout=60,
         )  # fmt: skip
 
@@ -137,7 +137,7 @@ def test_wheel_ships_the_mappings_and_works_outside_the_source_tree(tmp_path: Pa
     assert '"CELL_OV_Start"' in table.stdout  # decoded through mappings/bms/tianpower.toml
 
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys, gateway.cli; sys.exit(gateway.cli.main())", "simulate",
+        [sys.executable, "-c", "import sys, gateway.cli.main; sys.exit(gateway.cli.main.main())", "simulate",
          "--protocol", "tianpower", "--packs", "2", "--listen", "127.0.0.1:0", "--no-pacing"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work, env=env,
     )  # fmt: skip

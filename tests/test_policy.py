@@ -12,10 +12,17 @@ from can_policy_fixtures import bank, pack, params, telemetry, view
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import ConfigError, PolicyConfig, parse_config
-from gateway.controls import CAP_NAMES, Controls, OperationRequest, Source
-from gateway.model import Availability
-from gateway.policy import NEUTRAL_FLAGS, ChargeDecision, Factor, PolicyEngine, classify_flag, interpolate
+from gateway.app.config import ConfigError, PolicyConfig, parse_config
+from gateway.core.controls import CAP_NAMES, Controls, OperationRequest, Source
+from gateway.core.model import Availability
+from gateway.core.policy.engine import (
+    NEUTRAL_FLAGS,
+    ChargeDecision,
+    Factor,
+    PolicyEngine,
+    classify_flag,
+    interpolate,
+)
 
 T0 = 1_800_000_000.0
 RATED = 2 * 100.0 * 0.9  # two packs x default rating x parallel scale
@@ -299,7 +306,7 @@ def test_full_charge_request_after_days_without_97_pct() -> None:
 def test_every_limit_change_is_logged_with_its_reason(caplog: pytest.LogCaptureFixture) -> None:
     engine = PolicyEngine(PolicyConfig())
     c = Controls().state(T0)
-    with caplog.at_level(logging.INFO, logger="gateway.policy"):
+    with caplog.at_level(logging.INFO, logger="gateway.core.policy.engine"):
         engine.evaluate(bank(T0), c, T0)
         engine.evaluate(bank(T0 + 1, cells=(3.40,) * 16), c, T0 + 1)
         engine.evaluate(bank(T0 + 2, cells=(3.40,) * 16, protections=["CELL_OV_Prot"]), c, T0 + 2)

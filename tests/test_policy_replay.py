@@ -1,6 +1,6 @@
 """Replay of a recorded simulator run (two packs, full charge then full discharge) through the policy.
 
-The run is recorded from `gateway.simulator` (its true pack states, minute by minute, converted to
+The run is recorded from `simulator` (its true pack states, minute by minute, converted to
 model snapshots as the poller would publish them), then replayed through one `PolicyEngine`. The
 assertions are about the trace: which rule limits what, and when.
 """
@@ -14,9 +14,9 @@ from functools import cache
 import pytest
 from can_policy_fixtures import view
 
-from gateway.config import PolicyConfig
-from gateway.controls import Controls
-from gateway.model import (
+from gateway.app.config import PolicyConfig
+from gateway.core.controls import Controls
+from gateway.core.model import (
     Availability,
     ModelView,
     PackSnapshot,
@@ -26,9 +26,9 @@ from gateway.model import (
     Temperature,
     TempRole,
 )
-from gateway.policy import ChargeDecision, PolicyEngine
-from gateway.simulator import PackTruth, Simulator, SimulatorOptions
+from gateway.core.policy.engine import ChargeDecision, PolicyEngine
 from protocol.inverter.can import dbc, registry
+from simulator import PackTruth, Simulator, SimulatorOptions
 
 EPOCH = 1_800_000_000.0
 STEP_S = 60.0

@@ -8,10 +8,8 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from gateway.bus import BusOwner
-from gateway.config import BusConfig
-from gateway.drivers.base import BusClient, DeviceError, Driver, NoResponse, Unsupported
-from gateway.model import (
+from gateway.app.config import BusConfig
+from gateway.core.model import (
     Availability,
     ClockReading,
     ModelStore,
@@ -20,8 +18,10 @@ from gateway.model import (
     ParameterSet,
     Telemetry,
 )
-from gateway.poller import BusPoller
-from gateway.transport import Connection, TransportError
+from gateway.south.bus import BusOwner
+from gateway.south.drivers.base import BusClient, DeviceError, Driver, NoResponse, Unsupported
+from gateway.south.poller import BusPoller
+from gateway.south.transport import Connection, TransportError
 from protocol.bms.base import Frame, FrameDecoder
 
 
@@ -198,7 +198,7 @@ async def test_transitions_logged_once(caplog: pytest.LogCaptureFixture) -> None
     wall = [1000.0]
     poller, store, _ = make(cfg(stale_after_s=10, offline_after_s=20), ScriptedDriver(), wall=lambda: wall[0])
     poller._accept(poller.packs[1], telemetry(1000.0))
-    caplog.set_level(logging.INFO, logger="gateway.poller")
+    caplog.set_level(logging.INFO, logger="gateway.south.poller")
     for t in (1001.0, 1005.0, 1011.0, 1012.0, 1015.0, 1021.0, 1030.0, 1040.0):
         wall[0] = t
         poller._refresh_availability()

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.bus import BusOwner
-from gateway.commands import scan as scan_cmd
-from gateway.config import BusConfig
-from gateway.model import Availability, ModelStore
-from gateway.poller import BusPoller, available_families, load_driver
-from gateway.simulator import Simulator, SimulatorOptions
-from gateway.transport import SerialSettings
+from gateway.app.config import BusConfig
+from gateway.cli import scan as scan_cmd
+from gateway.core.model import Availability, ModelStore
+from gateway.south.bus import BusOwner
+from gateway.south.poller import BusPoller, available_families, load_driver
+from gateway.south.transport import SerialSettings
+from simulator import Simulator, SimulatorOptions
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -117,7 +117,7 @@ async def test_scan_finds_family_and_addresses() -> None:
 
 
 def test_scan_command_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.cli import main
+    from gateway.cli.main import main
 
     assert main(["scan", "http://x:1"]) == 2
     assert main(["scan", "socket://127.0.0.1:1", "--protocol", "modbus"]) == 2

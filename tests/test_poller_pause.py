@@ -8,11 +8,11 @@ from collections.abc import Callable
 import pytest
 from test_poller import ScriptedDriver, cfg, make, run_until, telemetry
 
-from gateway.config import Config
-from gateway.context import AppContext
-from gateway.http.app import gateway_status
-from gateway.http.serialize import pack_json
-from gateway.model import Availability
+from gateway.app.config import Config
+from gateway.app.context import AppContext
+from gateway.core.model import Availability
+from gateway.north.http.app import gateway_status
+from gateway.north.http.serialize import pack_json
 
 
 async def test_a_paused_pack_is_not_read_and_says_why() -> None:

@@ -19,7 +19,7 @@ import pytest
 from pylon_rs485_helpers import ref_decode
 from test_byd_modbus import read_req, ref_crc
 
-from protocol.inverter.pylon_rs485 import build_request
+from protocol.inverter.rs485.pylon import build_request
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -141,7 +141,7 @@ async def byd_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
 
 async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", *args, cwd=ROOT,
+        sys.executable, "-m", "gateway.cli.main", *args, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -153,7 +153,7 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
 async def gateway(cfg: Path) -> AsyncIterator[str]:
     """`bms-gateway run --config cfg` until the block ends; yields its HTTP URL."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "run", "--config", str(cfg), cwd=ROOT,
+        sys.executable, "-m", "gateway.cli.main", "run", "--config", str(cfg), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None

@@ -19,7 +19,8 @@ from pylon_rs485_helpers import (
 )
 
 from protocol.errors import RemoteProtocolError
-from protocol.inverter.pylon_rs485 import (
+from protocol.inverter.rs485.base import BankView, Limits
+from protocol.inverter.rs485.pylon import (
     FrameSplitter,
     PylonOptions,
     PylonResponder,
@@ -30,7 +31,6 @@ from protocol.inverter.pylon_rs485 import (
     length_field,
     parse_frame,
 )
-from protocol.inverter.rs485_base import BankView, Limits
 
 NOW = 1000.0
 INFERRED = PylonOptions(

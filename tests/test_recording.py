@@ -12,9 +12,9 @@ from pathlib import Path
 import openpyxl
 from records_support import make_sim, sim_context, wait_for
 
-from gateway.history.export import render
-from gateway.history.recording import VALUE_FIELDS, Recorder, RecordingDB, Sample, compare, samples_table
-from gateway.model import Availability
+from gateway.core.model import Availability
+from gateway.ops.history.export import render
+from gateway.ops.history.recording import VALUE_FIELDS, Recorder, RecordingDB, Sample, compare, samples_table
 
 
 async def test_a_pack_going_offline_is_recorded_as_a_gap(tmp_path: Path) -> None:

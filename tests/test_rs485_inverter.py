@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from pylon_rs485_helpers import Reader, decode_management, decode_module_analog, ref_decode, ref_frame
 
-from gateway.config import InverterRs485Config, PolicyConfig, parse_config
-from gateway.controls import Controls
-from gateway.model import (
+from gateway.app.config import InverterRs485Config, PolicyConfig, parse_config
+from gateway.core.controls import Controls
+from gateway.core.model import (
     Availability,
     ModelStore,
     ModelView,
@@ -25,16 +25,16 @@ from gateway.model import (
     Temperature,
     TempRole,
 )
-from gateway.policy import NEUTRAL_FLAGS, PolicyEngine
-from gateway.policy_service import DecisionStore
-from gateway.rs485_inverter import (
+from gateway.core.policy.engine import NEUTRAL_FLAGS, PolicyEngine
+from gateway.core.policy.service import DecisionStore
+from gateway.north.rs485.service import (
     EnergyCounter,
     Rs485InverterService,
     build_bank_view,
     version_numbers,
 )
-from protocol.inverter.pylon_rs485 import build_request
-from protocol.inverter.rs485_base import FLAG_NAMES
+from protocol.inverter.rs485.base import FLAG_NAMES
+from protocol.inverter.rs485.pylon import build_request
 
 NOW = 1_700_000_000.0
 
@@ -391,7 +391,7 @@ async def converter(p: Peer) -> AsyncIterator[int]:
 
 
 async def test_byd_modbus_rtu_poll_with_pymodbus_over_tcp(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.rs485_inverter")
+    caplog.set_level(logging.INFO, logger="gateway.north.rs485.service")
     from pymodbus.client import AsyncModbusTcpClient
     from pymodbus.framer import FramerType
 
@@ -452,7 +452,7 @@ async def test_presence_supervised_and_logged(caplog: pytest.LogCaptureFixture) 
             assert service.check_presence() is None
             assert ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x4F))).rtn == 0
             assert service.stats().inverter_present is True
-            caplog.set_level(logging.WARNING, logger="gateway.rs485_inverter")
+            caplog.set_level(logging.WARNING, logger="gateway.north.rs485.service")
             clock[0] += 6.0
             assert service.check_presence() is False
             assert any("missing" in r.message for r in caplog.records)

@@ -1,4 +1,4 @@
-"""End to end: the gateway (built by `gateway.app` on the built-in simulator) answers an inverter peer
+"""End to end: the gateway (built by `gateway.app.wiring` on the built-in simulator) answers an inverter peer
 over TCP with the simulator's truth, for module and system commands, in both protocols."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from pylon_rs485_helpers import Reader, decode_management, decode_module_analog,
 from test_byd_modbus import ref_crc
 from test_rs485_inverter import INFERRED_OPT_IN, peer, pylon_poll
 
-from gateway.app import Supervisor, build_context, build_services
-from gateway.config import parse_config
-from gateway.context import AppContext
-from gateway.model import ModelView
-from gateway.policy_service import DecisionStore
-from gateway.rs485_inverter import Rs485InverterService
-from gateway.simulator import Simulator, SimulatorOptions
-from protocol.inverter.pylon_rs485 import build_request
+from gateway.app.config import parse_config
+from gateway.app.context import AppContext
+from gateway.app.wiring import Supervisor, build_context, build_services
+from gateway.core.model import ModelView
+from gateway.core.policy.service import DecisionStore
+from gateway.north.rs485.service import Rs485InverterService
+from protocol.inverter.rs485.pylon import build_request
+from simulator import Simulator, SimulatorOptions
 
 PACKS = 2
 

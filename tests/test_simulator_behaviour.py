@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.simulator import FaultSpec, OfflineSchedule, Simulator, SimulatorOptions, parse_fault_spec
 from protocol.bms import bootloader as bl
 from protocol.bms.pace import commands as pc
 from protocol.bms.pace.frame import parse_frame as pace_parse
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import parse_frame as tp_parse
 from protocol.errors import RemoteProtocolError
+from simulator import FaultSpec, OfflineSchedule, Simulator, SimulatorOptions, parse_fault_spec
 
 REALTIME_1 = m.encode_request(m.ReadRequest(1, m.Cmd.REALTIME))
 

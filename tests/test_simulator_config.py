@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import SimulatorService, build_context
-from gateway.config import ConfigError, parse_config
-from gateway.simulator import OfflineSchedule
+from gateway.app.config import ConfigError, parse_config
+from gateway.app.wiring import SimulatorService, build_context
+from simulator import OfflineSchedule
 
 
 def test_every_simulator_key_reaches_the_simulator(tmp_path: Path) -> None:

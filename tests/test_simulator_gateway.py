@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.bus import BusOwner
-from gateway.drivers.base import Driver
-from gateway.drivers.pace import PaceDriver
-from gateway.drivers.tianpower import TianpowerDriver
-from gateway.model import TempRole
-from gateway.simulator import FaultSpec, Simulator, SimulatorOptions
-from gateway.transport import SerialSettings
+from gateway.core.model import TempRole
+from gateway.south.bus import BusOwner
+from gateway.south.drivers.base import Driver
+from gateway.south.drivers.pace import PaceDriver
+from gateway.south.drivers.tianpower import TianpowerDriver
+from gateway.south.transport import SerialSettings
+from simulator import FaultSpec, Simulator, SimulatorOptions
 
 
 @contextlib.asynccontextmanager

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from gateway.simulator import FaultSpec, Simulator, SimulatorOptions
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import TianpowerDecoder, TpFrame
+from simulator import FaultSpec, Simulator, SimulatorOptions
 
 REALTIME_1 = m.encode_request(m.ReadRequest(1, m.Cmd.REALTIME))
 

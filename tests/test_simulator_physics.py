@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from gateway.simulator.physics import PackPhysics, ocv_v
+from simulator.physics import PackPhysics, ocv_v
 
 
 def _pack(seed: int = 5) -> PackPhysics:

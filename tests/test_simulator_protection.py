@@ -3,14 +3,14 @@ threshold, visible in the status flags, the MOS state and the history records (b
 
 from __future__ import annotations
 
-from gateway.simulator import Simulator, SimulatorOptions
-from gateway.simulator.tianpower import event_of_code
 from protocol.bms.pace import commands as pc
 from protocol.bms.pace import values as pv
 from protocol.bms.pace.frame import parse_frame as pace_parse
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import parse_frame as tp_parse
 from protocol.bms.tianpower.realtime import FlagKind
+from simulator import Simulator, SimulatorOptions
+from simulator.tianpower import event_of_code
 
 
 def _sim(protocol: str = "tianpower", **kw: object) -> Simulator:

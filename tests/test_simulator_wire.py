@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.simulator import FaultSpec, Simulator, SimulatorOptions
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import TianpowerDecoder, TpFrame
 from protocol.errors import RemoteProtocolError
+from simulator import FaultSpec, Simulator, SimulatorOptions
 
 REALTIME_1 = m.encode_request(m.ReadRequest(1, m.Cmd.REALTIME))
 
@@ -146,7 +146,7 @@ async def test_pty_carries_the_bus() -> None:
 def test_cli_simulate_prints_where_it_listens_and_serves(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.commands.simulate", "--protocol", "pace", "--packs", "2", "--listen",
+        [sys.executable, "-m", "gateway.cli.simulate", "--protocol", "pace", "--packs", "2", "--listen",
          "127.0.0.1:0", "--no-pacing", "--seed", "4", "--state", str(state), "--faults", "echo"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -188,7 +188,7 @@ def test_cli_simulate_prints_where_it_listens_and_serves(tmp_path: Path) -> None
 
 
 def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
-    from gateway.commands.simulate import main
+    from gateway.cli.simulate import main
 
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -12,15 +12,15 @@ from datetime import datetime
 
 import pytest
 
-from gateway.drivers.base import Control, DeviceError, NoResponse, ParameterWrite, Priority, Unsupported
-from gateway.drivers.tianpower import (
+from gateway.core.model import TempRole
+from gateway.south.drivers.base import Control, DeviceError, NoResponse, ParameterWrite, Priority, Unsupported
+from gateway.south.drivers.tianpower import (
     DangerousRefused,
     InferredRefused,
     MalformedResponse,
     TianpowerDriver,
     telemetry_from,
 )
-from gateway.model import TempRole
 from mappings.bms.params import ParameterValueError, load_table
 from protocol.bms.base import Frame
 from protocol.bms.tianpower import EXAMPLES, TianpowerDecoder, build_frame, parse_frame

@@ -9,7 +9,7 @@ import tty
 
 import pytest
 
-from gateway.transport import (
+from gateway.south.transport import (
     Backoff,
     ConnectionClosed,
     SerialSettings,

@@ -15,7 +15,7 @@ import pytest
 import serial
 from serial import rfc2217
 
-from gateway.transport import ConnectionClosed, SerialSettings, open_connection
+from gateway.south.transport import ConnectionClosed, SerialSettings, open_connection
 
 
 class _SockWriter:

@@ -1,1 +1,2 @@
-"""Operations on packs and the gateway: security, admin, history, firmware."""
+"""Operations: everything that changes a pack or the gateway (admin, history, firmware), behind the
+security package (tokens, roles, audit, errors)."""

@@ -4,7 +4,7 @@ The table says which entities a pack device and the gateway device have, where e
 sits in the JSON state document, and its device_class/state_class/unit. `load_entities()` checks
 every entry against the combinations Home Assistant accepts, so a bad edit fails at start-up (and in
 the tests) instead of as a rejected entity in somebody's HA log. Building discovery payloads is
-done by `gateway.mqtt`; this module only holds and checks the data.
+done by `gateway.north.mqtt.publisher`; this module only holds and checks the data.
 
 Nothing here performs I/O beyond reading the packaged TOML file when asked to.
 """

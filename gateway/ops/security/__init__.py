@@ -1,1 +1,2 @@
-"""Authentication, audit and the safety helpers every admin path uses."""
+"""Security shared by every operation: bearer tokens and roles, the append-only audit log, the error
+hierarchy with HTTP statuses, and the SQLite WAL file base."""

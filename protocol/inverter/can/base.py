@@ -18,7 +18,7 @@ import cantools.database
 
 from protocol.errors import LocalProtocolError
 from protocol.inverter.can import dbc
-from protocol.inverter.decision import ChargeLimits
+from protocol.inverter.limits import ChargeLimits
 
 OptionValue = str | int | float | bool
 
@@ -40,7 +40,7 @@ class CanFrame:
 
 
 class BatteryState(ChargeLimits, Protocol):
-    """The charge decision as the encoders read it (satisfied by `gateway.policy.ChargeDecision`):
+    """The charge decision as the encoders read it (satisfied by `gateway.core.policy.engine.ChargeDecision`):
     the limits and flags of `ChargeLimits`, plus the bank values the messages carry."""
 
     @property

@@ -1,0 +1,2 @@
+"""Application: validated configuration, the shared context, wiring of every service, the supervisor
+and systemd notification. The only layer that knows every other one."""

@@ -1,0 +1,618 @@
+"""`bms-gateway admin ...`: the admin API from a terminal or a script.
+
+Talks to a running gateway over HTTP(S) (`--url`, default `$BMS_GATEWAY_URL` or
+http://127.0.0.1:8080) with a bearer token (`--token` or `$BMS_GATEWAY_TOKEN`). Prints tables for
+humans, or the API's JSON with `--json`. Exit codes: 0 done, 1 the operation failed (a pack did not
+answer, a read-back mismatched, a server error), 2 usage (bad arguments, no token, unknown pack),
+3 the gateway is not reachable, 4 refused (authentication, role, validation, state, rate limit).
+
+This module never talks to a bus or reads the gateway's state files: everything goes through the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+OK, FAILED, USAGE, UNREACHABLE, REFUSED = 0, 1, 2, 3, 4
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class CliError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _status_code(status: int) -> int:
+    if status in (401, 403, 409, 422, 429):
+        return REFUSED
+    if status in (400, 404, 405):
+        return USAGE
+    return FAILED
+
+
+class Api:
+    def __init__(self, args: argparse.Namespace) -> None:
+        token = args.token or os.environ.get("BMS_GATEWAY_TOKEN")
+        if not token:
+            raise CliError(
+                USAGE, "no token: pass --token or set BMS_GATEWAY_TOKEN (bms-gateway token create)"
+            )
+        self.url = (args.url or os.environ.get("BMS_GATEWAY_URL") or DEFAULT_URL).rstrip("/")
+        verify: bool | ssl.SSLContext = True
+        if args.cafile:
+            try:
+                verify = ssl.create_default_context(cafile=args.cafile)
+            except (OSError, ssl.SSLError) as err:
+                raise CliError(USAGE, f"cannot load --cafile {args.cafile}: {err}") from None
+        elif args.insecure:
+            verify = False
+        self.client = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=args.timeout,
+            verify=verify,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def call(self, method: str, path: str, *, raw: bool = False, **kw: Any) -> Any:
+        try:
+            r = self.client.request(method, path, **kw)
+        except httpx.TransportError as err:
+            raise CliError(UNREACHABLE, f"cannot reach the gateway at {self.url}: {err}") from None
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+                detail = body.get("detail") if isinstance(body, dict) else body
+            except ValueError:
+                detail = r.text
+            if not isinstance(detail, str):
+                detail = json.dumps(detail)
+            raise CliError(_status_code(r.status_code), f"{r.status_code}: {detail}")
+        return r.text if raw else r.json()
+
+
+# ---- output ------------------------------------------------------------------------------------
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, dict | list):
+        return json.dumps(v)
+    return str(v)
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for row in rows:
+        t.add_row(*(_fmt(v) for v in row))
+    Console(width=200).print(t)
+
+
+def _report_code(doc: dict[str, Any]) -> int:
+    outcome = doc.get("outcome")
+    return OK if outcome in ("ok", "dry_run", None) else FAILED
+
+
+def _show_batch(doc: dict[str, Any]) -> int:
+    packs = doc.get("packs") if "packs" in doc else [doc]
+    rows = []
+    for p in packs or []:
+        for i in p.get("items", []):
+            rows.append(
+                [p["pack"], i["name"], i["requested"], i["before"], i["after"], i["outcome"], i["detail"]]
+            )
+        if not p.get("items"):
+            rows.append([p["pack"], "", "", "", "", p.get("outcome"), p.get("detail")])
+    _table(
+        doc.get("action", "result"),
+        ["Pack", "Item", "Requested", "Before", "After", "Outcome", "Detail"],
+        rows,
+    )
+    for p in packs or []:
+        for w in p.get("warnings", []):
+            print(f"warning: {p['pack']}: {w}")
+    if "written" in doc:
+        print(
+            f"outcome: {doc['outcome']}; written: {', '.join(doc['written']) or 'none'}; "
+            f"not written: {', '.join(doc['not_written']) or 'none'}"
+        )
+    else:
+        print(f"outcome: {doc.get('outcome')}")
+    return _report_code(doc)
+
+
+def _emit(args: argparse.Namespace, doc: Any, human: Any) -> int:
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return _report_code(doc) if isinstance(doc, dict) else OK
+    code: int = human(doc)
+    return code
+
+
+# ---- commands ----------------------------------------------------------------------------------
+
+
+def _pack_path(pack: str) -> str:
+    bus, sep, addr = pack.rpartition("/")
+    if not sep or not bus or not addr.isdigit():
+        raise CliError(USAGE, f"pack {pack!r}: expected BUS/ADDRESS, e.g. sim/1")
+    return f"/api/packs/{bus}/{addr}"
+
+
+def _packs(items: list[str]) -> list[str] | None:
+    return None if not items or items == ["all"] else items
+
+
+def _on_off(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value.lower() in ("on", "1", "true", "enable"):
+        return True
+    if value.lower() in ("off", "0", "false", "disable"):
+        return False
+    raise CliError(USAGE, f"expected on or off, got {value!r}")
+
+
+def _number(text: str) -> float | int:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise CliError(USAGE, f"{text!r} is not a number") from None
+
+
+def cmd_whoami(api: Api, args: argparse.Namespace) -> int:
+    doc = api.call("GET", "/api/admin/whoami")
+    return _emit(args, doc, lambda d: print(f"token {d['token_id']} role {d['role']} ({d['label']})") or OK)
+
+
+def cmd_params_get(api: Api, args: argparse.Namespace) -> int:
+    doc = api.call("GET", _pack_path(args.pack) + "/parameters", params={"fresh": args.fresh})
+
+    def human(d: dict[str, Any]) -> int:
+        rows = [
+            [
+                p["no"],
+                p["name"],
+                p["value"],
+                p["unit"],
+                p["range"],
+                p["default"],
+                p["access"],
+                p["meaning"] or ("inferred" if p["inferred"] else ""),
+            ]
+            for p in d["parameters"]
+        ]
+        _table(
+            f"{d['pack']} ({d['family']}, {d['source']})",
+            ["No.", "Name", "Value", "Unit", "Set Range", "Default", "Access", "Note"],
+            rows,
+        )
+        return OK
+
+    return _emit(args, doc, human)
+
+
+def cmd_params_all(api: Api, args: argparse.Namespace) -> int:
+    params = [("packs", p) for p in args.packs]
+    doc = api.call("GET", "/api/parameters", params=params)
+
+    def human(d: dict[str, Any]) -> int:
+        names = [p["pack"] for p in d["packs"]]
+        rows = [[r["name"], r["unit"], *(r["values"].get(n) for n in names)] for r in d["parameters"]]
+        _table("parameters", ["Name", "Unit", *names], rows)
+        return OK
+
+    return _emit(args, doc, human)
+
+
+def cmd_params_set(api: Api, args: argparse.Namespace) -> int:
+    packs = [i for i in args.items if "=" not in i]
+    values: dict[str, Any] = {}
+    for item in (i for i in args.items if "=" in i):
+        name, _, value = item.partition("=")
+        values[name.strip()] = _number(value.strip())
+    if not values:
+        raise CliError(USAGE, "name at least one NAME=VALUE")
+    body = {"values": values, "dry_run": args.dry_run, "allow_inferred": args.allow_inferred}
+    if len(packs) == 1 and packs[0] != "all":
+        doc = api.call("PUT", _pack_path(packs[0]) + "/parameters", json=body)
+    else:
+        doc = api.call("PUT", "/api/parameters", json={**body, "packs": _packs(packs)})
+    return _emit(args, doc, _show_batch)
+
+
+def cmd_params_export(api: Api, args: argparse.Namespace) -> int:
+    text = api.call(
+        "GET",
+        _pack_path(args.pack) + "/parameters/export",
+        raw=True,
+        params={"format": args.format, "fresh": args.fresh},
+    )
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return OK
+
+
+def cmd_params_import(api: Api, args: argparse.Namespace) -> int:
+    try:
+        content = Path(args.file).read_bytes()
+    except OSError as err:
+        raise CliError(USAGE, f"cannot read {args.file}: {err}") from None
+    params: dict[str, Any] = {"apply": args.apply, "allow_inferred": args.allow_inferred}
+    if args.format:
+        params["format"] = args.format
+    doc = api.call("POST", _pack_path(args.pack) + "/parameters/import", params=params, content=content)
+
+    def human(d: dict[str, Any]) -> int:
+        rows = [[c["name"], c["current"], c["new"], c["unit"], c["set_range"]] for c in d["changes"]]
+        _table(
+            f"{d['pack']}: {len(d['changes'])} change(s), {d['unchanged']} unchanged",
+            ["Name", "Current", "New", "Unit", "Set Range"],
+            rows,
+        )
+        if d["result"] is not None:
+            return _show_batch(d["result"])
+        if not d["applied"]:
+            print("preview only: repeat with --apply to write these values")
+        return OK
+
+    return _emit(args, doc, human)
+
+
+def cmd_params_load_origin(api: Api, args: argparse.Namespace) -> int:
+    body = {"packs": _packs(args.packs), "dry_run": args.dry_run, "allow_inferred": args.allow_inferred}
+    return _emit(args, api.call("POST", "/api/parameters/load-origin", json=body), _show_batch)
+
+
+def cmd_params_table(api: Api, args: argparse.Namespace) -> int:
+    doc = api.call("GET", f"/api/families/{args.family}/parameters")
+
+    def human(d: list[dict[str, Any]]) -> int:
+        rows = [
+            [
+                p["name"],
+                p["unit"],
+                p["range"],
+                p["default"],
+                p["access"],
+                "; ".join(f"{c['value']} = {c['meaning']}" for c in p["choices"]) or (p["note"] or ""),
+            ]
+            for p in d
+        ]
+        _table(args.family, ["Name", "Unit", "Set Range", "Default", "Access", "Choices / note"], rows)
+        return OK
+
+    return _emit(args, doc, human)
+
+
+def cmd_capacities(api: Api, args: argparse.Namespace) -> int:
+    path = _pack_path(args.pack) + "/capacities"
+    if args.full is None and args.remaining is None and args.nominal is None:
+        doc = api.call("GET", path)
+
+        def human(d: dict[str, Any]) -> int:
+            _table(
+                d["pack"],
+                ["Full Ah", "Remaining Ah", "Nominal Ah"],
+                [[d["full_ah"], d["remaining_ah"], d["nominal_ah"]]],
+            )
+            for w in d["warnings"]:
+                print(f"warning: {w}")
+            return OK
+
+        return _emit(args, doc, human)
+    body = {
+        "full_ah": args.full,
+        "remaining_ah": args.remaining,
+        "nominal_ah": args.nominal,
+        "allow_inferred": args.allow_inferred,
+    }
+    return _emit(args, api.call("PUT", path, json=body), _show_batch)
+
+
+def cmd_cell_count(api: Api, args: argparse.Namespace) -> int:
+    body = {"cells": args.cells, "confirm": args.confirm}
+    return _emit(args, api.call("PUT", _pack_path(args.pack) + "/cell-count", json=body), _show_batch)
+
+
+def cmd_serial(api: Api, args: argparse.Namespace) -> int:
+    return _emit(
+        args, api.call("PUT", _pack_path(args.pack) + "/serial", json={"serial": args.serial}), _show_batch
+    )
+
+
+def cmd_anti_theft(api: Api, args: argparse.Namespace) -> int:
+    path = _pack_path(args.pack) + "/anti-theft"
+    mode = {
+        "communication": _on_off(args.comm),
+        "physical": _on_off(args.physical),
+        "charge_activation": _on_off(args.charge_activation),
+        "sleep_voltage": _on_off(args.sleep_voltage),
+    }
+    body: dict[str, Any] = {k: v for k, v in mode.items() if v is not None}
+    if args.comm_timeout is not None:
+        body["comm_timeout_h"] = args.comm_timeout
+    if not body:
+        doc = api.call("GET", path)
+        return _emit(args, doc, lambda d: print(json.dumps(d, indent=2)) or OK)
+    return _emit(args, api.call("PUT", path, json=body), _show_batch)
+
+
+def cmd_unlock(api: Api, args: argparse.Namespace) -> int:
+    return _emit(args, api.call("POST", _pack_path(args.pack) + "/unlock"), _show_batch)
+
+
+def cmd_pack_protocol(api: Api, args: argparse.Namespace) -> int:
+    path = _pack_path(args.pack) + "/inverter-protocol"
+    if args.can is None and args.rs485 is None and args.mode is None:
+        doc = api.call("GET", path)
+
+        def human(d: dict[str, Any]) -> int:
+            _table(
+                d["pack"],
+                ["CAN", "RS485", "Mode"],
+                [[f"{d['can']} {d['can_name']}", f"{d['rs485']} {d['rs485_name']}", d["mode"]]],
+            )
+            return OK
+
+        return _emit(args, doc, human)
+    body = {"can": args.can, "rs485": args.rs485, "mode": args.mode}
+    return _emit(args, api.call("PUT", path, json=body), _show_batch)
+
+
+def cmd_control(api: Api, args: argparse.Namespace) -> int:
+    body = {"action": args.action, "on": _on_off(args.state), "allow_inferred": args.allow_inferred}
+    return _emit(args, api.call("POST", _pack_path(args.pack) + "/control", json=body), _show_batch)
+
+
+def cmd_sleep(api: Api, args: argparse.Namespace) -> int:
+    body = {"action": "forced_sleep", "on": True}
+    return _emit(args, api.call("POST", _pack_path(args.pack) + "/control", json=body), _show_batch)
+
+
+def cmd_clock_read(api: Api, args: argparse.Namespace) -> int:
+    doc = api.call("GET", "/api/clock", params=[("packs", p) for p in args.packs if p != "all"])
+
+    def human(d: dict[str, Any]) -> int:
+        rows = [[p["pack"], p["pack_time"], p["drift_s"], p["source"], p["error"]] for p in d["packs"]]
+        _table(
+            f"clocks (limit {d['max_drift_s']:g} s)",
+            ["Pack", "Pack time", "Drift s", "Source", "Error"],
+            rows,
+        )
+        return FAILED if any(p["drift_s"] is None for p in d["packs"]) else OK
+
+    return _emit(args, doc, human)
+
+
+def cmd_clock_sync(api: Api, args: argparse.Namespace) -> int:
+    return _emit(args, api.call("POST", "/api/clock/sync", json={"packs": _packs(args.packs)}), _show_batch)
+
+
+def cmd_protocol(api: Api, args: argparse.Namespace) -> int:
+    if args.can is None and args.rs485 is None:
+        doc = api.call("GET", "/api/gateway/protocols")
+
+        def human(d: dict[str, Any]) -> int:
+            rows = [
+                [k, d[k]["protocol"], d[k]["enabled"], ", ".join(d[k]["available"])] for k in ("can", "rs485")
+            ]
+            _table("gateway inverter protocols", ["Port", "Protocol", "Enabled", "Available"], rows)
+            return OK
+
+        return _emit(args, doc, human)
+    doc = api.call("PUT", "/api/gateway/protocols", json={"can": args.can, "rs485": args.rs485})
+
+    def show(d: dict[str, Any]) -> int:
+        print(
+            f"before: {d['before']}\nafter:  {d['after']}\npersisted: {d['persisted']} ({d['config_file']})"
+        )
+        return OK
+
+    return _emit(args, doc, show)
+
+
+def cmd_audit(api: Api, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.action:
+        params["action"] = args.action
+    doc = api.call("GET", "/api/audit", params=params)
+    if args.output:
+        return _audit_file(doc, Path(args.output), args.format)
+
+    def human(d: list[dict[str, Any]]) -> int:
+        rows = [
+            [
+                e["id"],
+                e["at"],
+                e["token_id"],
+                e["role"],
+                e["client"],
+                e["action"],
+                ",".join(e["packs"]),
+                e["outcome"],
+                e["detail"][:80],
+            ]
+            for e in d
+        ]
+        _table("audit", ["Id", "At", "Token", "Role", "Client", "Action", "Packs", "Outcome", "Detail"], rows)
+        return OK
+
+    return _emit(args, doc, human)
+
+
+AUDIT_COLUMNS = ("id", "at", "token_id", "role", "client", "action", "packs", "request", "before", "after",
+                 "outcome", "detail")
+
+
+def _audit_file(entries: list[dict[str, Any]], path: Path, fmt: str | None) -> int:
+    """The audit entries as a CSV or XLSX file (cells neutralised by the shared export writer)."""
+    from gateway.history.export import render
+
+    fmt = fmt or ("xlsx" if path.suffix.lower() == ".xlsx" else "csv")
+    rows = []
+    for e in entries:
+        row: list[Any] = []
+        for col in AUDIT_COLUMNS:
+            v = e.get(col)
+            if col == "packs":
+                v = ",".join(v or [])
+            elif isinstance(v, dict | list):
+                v = json.dumps(v, sort_keys=True)
+            row.append(v)
+        rows.append(row)
+    path.write_bytes(render(fmt, list(AUDIT_COLUMNS), rows, sheet="audit"))
+    print(f"{len(rows)} audit entries written to {path} ({fmt})")
+    return OK
+
+
+# ---- parser ------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        api = Api(args)
+    except CliError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.code
+    try:
+        code: int = args.admin_func(api, args)
+        return code
+    except CliError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.code
+    finally:
+        api.close()
+
+
+def register(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help=f"gateway URL (default $BMS_GATEWAY_URL or {DEFAULT_URL})")
+    common.add_argument("--token", help="bearer token (default $BMS_GATEWAY_TOKEN)")
+    common.add_argument("--json", action="store_true", help="print the API's JSON instead of tables")
+    common.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer")
+    common.add_argument("--cafile", help="CA certificate to verify an https:// gateway")
+    common.add_argument("--insecure", action="store_true", help="do not verify the https certificate")
+
+    p = sub.add_parser("admin", help="administer packs through a running gateway's admin API")
+    groups = p.add_subparsers(dest="admin_group", metavar="GROUP", required=True)
+
+    def leaf(parent: Any, name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = parent.add_parser(name, help=help_text, parents=[common])
+        sp.set_defaults(func=_run, admin_func=func)
+        return sp
+
+    leaf(groups, "whoami", cmd_whoami, "show the token's id and role")
+
+    params = groups.add_parser("params", help="parameters: get, all, set, export, import, load-origin, table")
+    ps = params.add_subparsers(dest="params_command", metavar="ACTION", required=True)
+    sp = leaf(ps, "get", cmd_params_get, "every parameter of a pack")
+    sp.add_argument("pack", help="BUS/ADDRESS")
+    sp.add_argument("--fresh", action="store_true", help="read from the pack now instead of the last reading")
+    sp = leaf(ps, "all", cmd_params_all, "several packs side by side (default: all)")
+    sp.add_argument("packs", nargs="*")
+    sp = leaf(ps, "set", cmd_params_set, "write: PACK [PACK...|all] NAME=VALUE [NAME=VALUE...]")
+    sp.add_argument("items", nargs="+", help="packs (BUS/ADDRESS or all) and NAME=VALUE assignments")
+    sp.add_argument("--dry-run", action="store_true", help="show the difference, write nothing")
+    sp.add_argument("--allow-inferred", action="store_true", help="opt in to inferred write encodings")
+    sp = leaf(ps, "export", cmd_params_export, "a pack's parameters as json, csv or xml")
+    sp.add_argument("pack")
+    sp.add_argument("--format", choices=("json", "csv", "xml"), default="csv")
+    sp.add_argument("-o", "--output", help="file to write (default: stdout)")
+    sp.add_argument("--fresh", action="store_true")
+    sp = leaf(ps, "import", cmd_params_import, "validate a file and preview the changes (--apply writes)")
+    sp.add_argument("pack")
+    sp.add_argument("file")
+    sp.add_argument("--format", choices=("json", "csv", "xml"))
+    sp.add_argument("--apply", action="store_true")
+    sp.add_argument("--allow-inferred", action="store_true")
+    sp = leaf(ps, "load-origin", cmd_params_load_origin, "restore the documented defaults")
+    sp.add_argument("packs", nargs="*")
+    sp.add_argument("--dry-run", action="store_true")
+    sp.add_argument("--allow-inferred", action="store_true")
+    sp = leaf(ps, "table", cmd_params_table, "a family's table (ranges, defaults, LC_Style modes)")
+    sp.add_argument("family", choices=("tianpower", "pace"))
+
+    config = groups.add_parser(
+        "config", help="capacities, cell-count, serial, anti-theft, unlock, pack-protocol"
+    )
+    cs = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    sp = leaf(cs, "capacities", cmd_capacities, "read, or write with --full/--remaining/--nominal (Ah)")
+    sp.add_argument("pack")
+    sp.add_argument("--full", type=float)
+    sp.add_argument("--remaining", type=float)
+    sp.add_argument("--nominal", type=float)
+    sp.add_argument("--allow-inferred", action="store_true")
+    sp = leaf(cs, "cell-count", cmd_cell_count, "factory: set the cell string count (needs --confirm)")
+    sp.add_argument("pack")
+    sp.add_argument("cells", type=int)
+    sp.add_argument("--confirm", action="store_true")
+    sp = leaf(cs, "serial", cmd_serial, "write the SN code")
+    sp.add_argument("pack")
+    sp.add_argument("serial")
+    sp = leaf(cs, "anti-theft", cmd_anti_theft, "read, or set the anti-theft locks")
+    sp.add_argument("pack")
+    for opt in ("--comm", "--physical", "--charge-activation", "--sleep-voltage"):
+        sp.add_argument(opt, metavar="on|off")
+    sp.add_argument("--comm-timeout", type=float, metavar="HOURS")
+    sp = leaf(cs, "unlock", cmd_unlock, "unlock a pack locked by the communication anti-theft")
+    sp.add_argument("pack")
+    sp = leaf(cs, "pack-protocol", cmd_pack_protocol, "the pack's own inverter protocol selection (PACE)")
+    sp.add_argument("pack")
+    sp.add_argument("--can", type=int, metavar="CODE")
+    sp.add_argument("--rs485", type=int, metavar="CODE")
+    sp.add_argument("--mode", choices=("auto", "manual"))
+
+    sp = leaf(groups, "control", cmd_control, "MOS, heater, fan, buzzer, ...: PACK ACTION on|off")
+    sp.add_argument("pack")
+    sp.add_argument("action")
+    sp.add_argument("state", nargs="?", default="on")
+    sp.add_argument("--allow-inferred", action="store_true")
+    sp = leaf(groups, "sleep", cmd_sleep, "forced sleep (refused while charging)")
+    sp.add_argument("pack")
+
+    clock = groups.add_parser("clock", help="read clocks and drift, or sync them")
+    cls = clock.add_subparsers(dest="clock_command", metavar="ACTION", required=True)
+    sp = leaf(cls, "read", cmd_clock_read, "every pack's clock and drift (or the packs named)")
+    sp.add_argument("packs", nargs="*")
+    sp = leaf(cls, "sync", cmd_clock_sync, "write the gateway's time (all packs, or the packs named)")
+    sp.add_argument("packs", nargs="*")
+
+    sp = leaf(groups, "protocol", cmd_protocol, "the gateway's own CAN/RS485 inverter protocols")
+    sp.add_argument("--can", metavar="NAME")
+    sp.add_argument("--rs485", metavar="NAME")
+
+    sp = leaf(groups, "audit", cmd_audit, "the audit log (admin)")
+    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--action")
+    sp.add_argument("-o", "--output", help="write the entries to a file (.csv or .xlsx) instead")
+    sp.add_argument("--format", choices=("csv", "xlsx"), help="file format (default: from the file name)")
+
+    from gateway.cli.admin_records import register_records  # history, record, firmware
+
+    register_records(groups, leaf)

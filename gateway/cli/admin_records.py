@@ -1,0 +1,453 @@
+"""`bms-gateway admin history|record|firmware ...`: records and upgrades through a running gateway.
+
+Plugged into `bms-gateway admin` (`gateway.cli.admin`): same `--url`/`--token`/`--json`
+options and exit codes (0 done, 1 failed, 2 usage, 3 unreachable, 4 refused). Long operations
+(history pull, firmware flash/resume) follow the job until it ends: a progress bar on a terminal,
+one JSON document per line otherwise (or with `--json`). Times are epoch seconds or ISO 8601
+(without a zone: UTC).
+
+This module never talks to a bus or reads the gateway's files: everything goes through the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.cli.admin import FAILED, OK, UNREACHABLE, USAGE, Api, CliError, _emit, _status_code, _table
+
+POLL_S = 0.5
+
+
+def _when(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(USAGE, f"{text!r} is neither epoch seconds nor an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _target(text: str) -> tuple[str, int | None]:
+    """BUS/ADDRESS (one pack) or BUS (every pack of the bus)."""
+    bus, sep, addr = text.rpartition("/")
+    if not sep:
+        if not text:
+            raise CliError(USAGE, "expected BUS/ADDRESS or BUS")
+        return text, None
+    if not bus or not addr.isdigit():
+        raise CliError(USAGE, f"{text!r}: expected BUS/ADDRESS (e.g. sim/1) or BUS (e.g. sim)")
+    return bus, int(addr)
+
+
+def _pack(text: str) -> tuple[str, int]:
+    bus, address = _target(text)
+    if address is None:
+        raise CliError(USAGE, f"{text!r}: expected BUS/ADDRESS, e.g. sim/1")
+    return bus, address
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _interactive(args: argparse.Namespace) -> bool:
+    return not args.json and sys.stdout.isatty()
+
+
+def _sse(api: Api, path: str) -> Iterator[dict[str, Any]]:
+    try:
+        with api.client.stream("GET", path, timeout=httpx.Timeout(api.client.timeout.read, read=None)) as r:
+            if r.status_code >= 400:
+                r.read()
+                try:
+                    detail = r.json().get("detail", r.text)
+                except ValueError:
+                    detail = r.text
+                raise CliError(_status_code(r.status_code), f"{r.status_code}: {detail}")
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    yield json.loads(line[6:])
+    except httpx.TransportError as err:
+        raise CliError(UNREACHABLE, f"cannot reach the gateway at {api.url}: {err}") from None
+
+
+class _Reporter:
+    """A progress bar on a terminal, JSON lines otherwise."""
+
+    def __init__(self, args: argparse.Namespace, title: str) -> None:
+        self.interactive = _interactive(args)
+        self.title = title
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Reporter:
+        if self.interactive:
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn()
+            )
+            self._progress.__enter__()
+        return self
+
+    def update(self, key: str, done: int, total: int | None, doc: dict[str, Any], note: str = "") -> None:
+        if not self.interactive:
+            print(json.dumps(doc), flush=True)
+            return
+        task = self._tasks.get(key)
+        if task is None:
+            task = self._tasks[key] = self._progress.add_task(f"{self.title} {key}", total=total)
+        self._progress.update(
+            task, completed=done, total=total, description=f"{self.title} {key} {note}".rstrip()
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)
+
+
+# ---- history ---------------------------------------------------------------------------------------
+
+
+def _follow_history(api: Api, args: argparse.Namespace, bus: str, address: int | None, since: float) -> int:
+    """Poll the job list until no download of the target runs; the final states decide the exit code."""
+
+    def mine(pack: str) -> bool:
+        return pack.rpartition("/")[0] == bus and (address is None or pack == f"{bus}/{address}")
+
+    last: dict[str, dict[str, Any]] = {}
+    with _Reporter(args, "history") as rep:
+        for _ in range(int(86400 / POLL_S)):  # bounded: a day
+            running = [j for j in api.call("GET", "/api/history/jobs")["running"] if mine(j["pack"])]
+            for j in running:
+                last[j["pack"]] = j
+                rep.update(j["pack"], j["next_index"], j["count"], j, j["state"])
+            if not running:
+                break
+            time.sleep(POLL_S)
+        for job in api.call("GET", "/api/history/jobs")["jobs"]:
+            if mine(job["pack"]) and (job["pack"] in last or job["updated_at"] >= since):
+                last[job["pack"]] = job
+                rep.update(job["pack"], job["next_index"], job["count"], job, job["state"])
+    if rep.interactive:
+        for pack, job in sorted(last.items()):
+            print(f"{pack}: {job['state']}: {job.get('detail', '')}")
+    return FAILED if any(j["state"] != "done" for j in last.values()) or not last else OK
+
+
+def cmd_history_pull(api: Api, args: argparse.Namespace) -> int:
+    bus, address = _target(args.target)
+    since = time.time() - 1.0
+    doc = api.call(
+        "POST", "/api/history/pull", json={"bus": bus, "address": address, "resume": not args.restart}
+    )
+    if args.no_wait:
+        return _emit(args, doc, lambda d: (print(f"started: {', '.join(j['pack'] for j in d)}"), OK)[1])
+    return _follow_history(api, args, bus, address, since)
+
+
+def cmd_history_stop(api: Api, args: argparse.Namespace) -> int:
+    bus, address = _target(args.target)
+    doc = api.call("POST", "/api/history/stop", json={"bus": bus, "address": address})
+    return _emit(args, doc, lambda d: (print(f"stopped: {len(d['stopped'])} download(s)"), OK)[1])
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    bus, address = _target(args.pack) if args.pack else (None, None)
+    return _drop_none(
+        {
+            "bus": bus,
+            "address": address,
+            "serial": args.serial,
+            "since": _when(args.since),
+            "until": _when(args.until),
+            "event": args.event,
+        }
+    )
+
+
+def cmd_history_list(api: Api, args: argparse.Namespace) -> int:
+    params = {**_filters(args), "limit": args.limit}
+    doc = api.call("GET", "/api/history/records", params=params)
+
+    def human(d: dict[str, Any]) -> int:
+        rows = [
+            [
+                r["pack_serial"],
+                f"{r['bus']}/{r['address']}",
+                datetime.fromtimestamp(r["recorded_at"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                r["event"],
+                r["voltage_v"],
+                r["current_a"],
+                r["soc_pct"],
+                min(r["cell_voltages_v"], default=None),
+                max(r["cell_voltages_v"], default=None),
+            ]
+            for r in d["records"]
+        ]
+        _table(
+            f"history records ({len(rows)} of {d['total']})",
+            ["Serial", "Pack", "Time (UTC)", "Event", "V", "A", "SOC %", "Cell min V", "Cell max V"],
+            rows,
+        )
+        return OK
+
+    return _emit(args, doc, human)
+
+
+def _export_format(args: argparse.Namespace) -> str:
+    fmt: str = args.format or ("xlsx" if str(args.output).lower().endswith(".xlsx") else "csv")
+    return fmt
+
+
+def _write(path: str, data: bytes) -> None:
+    try:
+        Path(path).write_bytes(data)
+    except OSError as err:
+        raise CliError(USAGE, f"cannot write {path}: {err}") from None
+
+
+def _download(api: Api, path: str, params: dict[str, Any]) -> bytes:
+    try:
+        r = api.client.get(path, params=params)
+    except httpx.TransportError as err:
+        raise CliError(UNREACHABLE, f"cannot reach the gateway at {api.url}: {err}") from None
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        raise CliError(_status_code(r.status_code), f"{r.status_code}: {detail}")
+    return r.content
+
+
+def cmd_history_export(api: Api, args: argparse.Namespace) -> int:
+    fmt = _export_format(args)
+    data = _download(api, "/api/history/export", {**_filters(args), "format": fmt})
+    _write(args.output, data)
+    print(
+        json.dumps({"file": args.output, "format": fmt, "bytes": len(data)})
+        if args.json
+        else f"wrote {args.output}"
+    )
+    return OK
+
+
+def cmd_history_delete(api: Api, args: argparse.Namespace) -> int:
+    bus, address = _pack(args.pack)
+    body = {"confirm": "DELETE" if args.confirm else None}
+    doc = api.call("POST", f"/api/packs/{bus}/{address}/history/delete", json=body)
+    return _emit(args, doc, lambda d: (print(f"{d['pack']}: records deleted"), OK)[1])
+
+
+def cmd_history_interval(api: Api, args: argparse.Namespace) -> int:
+    bus, address = _pack(args.pack)
+    path = f"/api/packs/{bus}/{address}/history/interval"
+    if args.minutes is None:
+        doc = api.call("GET", path)
+        return _emit(
+            args, doc, lambda d: (print(f"{d['pack']}: storage interval {d['interval_min']} min"), OK)[1]
+        )
+    doc = api.call("PUT", path, json={"interval_min": args.minutes})
+
+    def human(d: dict[str, Any]) -> int:
+        print(f"{d['pack']}: storage interval {d['before_min']} -> {d['interval_min']} min ({d['outcome']})")
+        return OK if d["outcome"] == "ok" else FAILED
+
+    return _emit(args, doc, human)
+
+
+def cmd_history_record_time(api: Api, args: argparse.Namespace) -> int:
+    bus, address = _pack(args.pack)
+    path = f"/api/packs/{bus}/{address}/history/record-time"
+    doc: dict[str, Any] = {}
+    for which, when in (("start", args.start), ("end", args.end)):
+        if when is not None:
+            doc = api.call("PUT", path, json={"which": which, "when": when})
+    if not doc:
+        doc = api.call("GET", path)
+    return _emit(args, doc, lambda d: (print(f"{d['pack']}: records from {d['start']} to {d['end']}"), OK)[1])
+
+
+# ---- recording -------------------------------------------------------------------------------------
+
+
+def cmd_record_export(api: Api, args: argparse.Namespace) -> int:
+    fmt = _export_format(args)
+    params: dict[str, Any] = _drop_none(
+        {"since": _when(args.since), "until": _when(args.until), "format": fmt}
+    )
+    if args.packs:
+        params["packs"] = args.packs
+    data = _download(api, "/api/recording/export", params)
+    _write(args.output, data)
+    print(
+        json.dumps({"file": args.output, "format": fmt, "bytes": len(data)})
+        if args.json
+        else f"wrote {args.output}"
+    )
+    return OK
+
+
+# ---- firmware --------------------------------------------------------------------------------------
+
+
+def _follow_job(api: Api, args: argparse.Namespace, job: dict[str, Any]) -> int:
+    last = job
+    with _Reporter(args, "firmware") as rep:
+        rep.update(job["pack"], job["blocks_done"], job["blocks_total"], job, job["phase"])
+        for doc in _sse(api, f"/api/firmware/jobs/{job['id']}/events"):
+            last = doc
+            rep.update(doc["pack"], doc["blocks_done"], doc["blocks_total"], doc, doc["phase"])
+    if _interactive(args):
+        print(f"{last['pack']}: {last['state']}: {last['detail']}")
+    return OK if last["state"] == "done" else FAILED
+
+
+def cmd_firmware_flash(api: Api, args: argparse.Namespace) -> int:
+    bus, address = _pack(args.pack)
+    try:
+        data = Path(args.image).read_bytes()
+    except OSError as err:
+        raise CliError(USAGE, f"cannot read {args.image}: {err}") from None
+    info = api.call(
+        "POST",
+        "/api/firmware/images",
+        params={"filename": Path(args.image).name},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    job = api.call("POST", "/api/firmware/jobs", json={"bus": bus, "address": address, "image": info["id"]})
+    if args.no_wait:
+        return _emit(args, job, lambda d: (print(f"job {d['id']} started on {d['pack']}"), OK)[1])
+    return _follow_job(api, args, job)
+
+
+def cmd_firmware_status(api: Api, args: argparse.Namespace) -> int:
+    if args.job:
+        doc = api.call("GET", f"/api/firmware/jobs/{args.job}")
+        jobs = [doc]
+    else:
+        doc = api.call("GET", "/api/firmware/jobs")
+        jobs = doc["jobs"]
+
+    def human(_d: Any) -> int:
+        rows = [
+            [
+                j["id"],
+                j["pack"],
+                j["state"],
+                j["phase"],
+                f"{j['blocks_done']}/{j['blocks_total']}",
+                "bootloader" if j["in_bootloader"] else j["pack_mode"],
+                f"{j['old_version']} -> {j['new_version']}",
+                j["detail"][:90],
+            ]
+            for j in jobs
+        ]
+        _table(
+            "firmware jobs",
+            ["Job", "Pack", "State", "Phase", "Blocks", "Pack is in", "Versions", "Detail"],
+            rows,
+        )
+        in_boot = doc.get("packs_in_bootloader") if isinstance(doc, dict) else None
+        if in_boot:
+            print(f"left in their bootloader: {', '.join(in_boot)} (resume their job)")
+        return OK
+
+    return _emit(args, doc, human)
+
+
+def cmd_firmware_resume(api: Api, args: argparse.Namespace) -> int:
+    job = api.call("POST", f"/api/firmware/jobs/{args.job}/resume")
+    if args.no_wait:
+        return _emit(args, job, lambda d: (print(f"job {d['id']} resumed"), OK)[1])
+    return _follow_job(api, args, job)
+
+
+def cmd_firmware_abort(api: Api, args: argparse.Namespace) -> int:
+    doc = api.call("POST", f"/api/firmware/jobs/{args.job}/abort")
+    return _emit(args, doc, lambda d: (print(f"job {d['id']}: {d['state']}: {d['detail']}"), OK)[1])
+
+
+# ---- parser ----------------------------------------------------------------------------------------
+
+
+def register_records(groups: Any, leaf: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add `history`, `record` and `firmware` to the `bms-gateway admin` groups."""
+    history = groups.add_parser(
+        "history", help="records stored in the packs: pull, list, export, delete, interval"
+    )
+    hs = history.add_subparsers(dest="history_command", metavar="ACTION", required=True)
+    sp = leaf(
+        hs, "pull", cmd_history_pull, "download the records of a pack (BUS/ADDRESS) or a whole bus (BUS)"
+    )
+    sp.add_argument("target", help="BUS/ADDRESS or BUS")
+    sp.add_argument("--restart", action="store_true", help="start from the newest record instead of resuming")
+    sp.add_argument("--no-wait", action="store_true", help="start and return")
+    sp = leaf(hs, "stop", cmd_history_stop, "stop a download (it can be resumed)")
+    sp.add_argument("target", help="BUS/ADDRESS or BUS")
+
+    def filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--pack", help="BUS/ADDRESS or BUS")
+        p.add_argument("--serial", help="pack serial number")
+        p.add_argument("--since", help="epoch seconds or ISO 8601 (UTC without a zone)")
+        p.add_argument("--until")
+        p.add_argument("--event", help='event name, e.g. "Timing record"')
+
+    sp = leaf(hs, "list", cmd_history_list, "downloaded records by pack, time and event")
+    filters(sp)
+    sp.add_argument("--limit", type=int, default=100)
+    sp = leaf(hs, "export", cmd_history_export, "downloaded records to a CSV or XLSX file")
+    filters(sp)
+    sp.add_argument("-o", "--output", required=True, help="file to write (.csv or .xlsx)")
+    sp.add_argument("--format", choices=("csv", "xlsx"))
+    sp = leaf(hs, "delete", cmd_history_delete, "delete the records stored IN THE PACK (needs --confirm)")
+    sp.add_argument("pack")
+    sp.add_argument("--confirm", action="store_true", help="yes, delete them (cannot be undone)")
+    sp = leaf(hs, "interval", cmd_history_interval, "read, or write, the pack's storage interval (minutes)")
+    sp.add_argument("pack")
+    sp.add_argument("minutes", nargs="?", type=int)
+    sp = leaf(hs, "record-time", cmd_history_record_time, "read, or write, the record start/end time")
+    sp.add_argument("pack")
+    sp.add_argument("--start", help="ISO 8601 pack time")
+    sp.add_argument("--end", help="ISO 8601 pack time")
+
+    record = groups.add_parser("record", help="the gateway's real-time recording: export")
+    rs = record.add_subparsers(dest="record_command", metavar="ACTION", required=True)
+    sp = leaf(rs, "export", cmd_record_export, "a time range of the recording to a CSV or XLSX file")
+    sp.add_argument("-o", "--output", required=True, help="file to write (.csv or .xlsx)")
+    sp.add_argument("--format", choices=("csv", "xlsx"))
+    sp.add_argument("--since")
+    sp.add_argument("--until")
+    sp.add_argument("packs", nargs="*", help="BUS/ADDRESS (default: every pack)")
+
+    firmware = groups.add_parser("firmware", help="firmware upgrades: flash, status, resume, abort")
+    fs = firmware.add_subparsers(dest="firmware_command", metavar="ACTION", required=True)
+    sp = leaf(fs, "flash", cmd_firmware_flash, "upload an image and upgrade a pack")
+    sp.add_argument("pack")
+    sp.add_argument("image", help="image file (.bgfw)")
+    sp.add_argument("--no-wait", action="store_true")
+    sp = leaf(fs, "status", cmd_firmware_status, "every job (or one), and packs left in their bootloader")
+    sp.add_argument("job", nargs="?")
+    sp = leaf(fs, "resume", cmd_firmware_resume, "resume an interrupted, aborted or failed job")
+    sp.add_argument("job")
+    sp.add_argument("--no-wait", action="store_true")
+    sp = leaf(fs, "abort", cmd_firmware_abort, "abort a running job (it stays resumable)")
+    sp.add_argument("job")

@@ -1,0 +1,43 @@
+"""The `bms-gateway` console script: parses arguments and dispatches to `gateway.cli.*`.
+
+Exit codes: 0 success, 1 operation failed, 2 usage or configuration error, 3 not reachable
+(network), 4 refused (authentication, authorization, validation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.cli import COMMAND_MODULES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bms-gateway",
+        description="Battery packs on RS485 -> Modbus/TCP, inverter CAN/RS485, Prometheus, MQTT, admin API.",
+    )
+    parser.add_argument("--version", action="version", version=f"bms-gateway {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

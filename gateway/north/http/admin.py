@@ -1,0 +1,368 @@
+"""The admin API: authenticated routes over `gateway.ops.admin.service.AdminService`.
+
+Every route needs `Authorization: Bearer bmsg_<id>_<secret>`; without a valid token it answers 401,
+with a role below the route's 403, both saying which role is needed (`gateway.north.http.auth`; a 403 is
+audited). Each token has its own rate
+limit (429 with Retry-After). Errors of the service keep their status (404, 409, 422 naming the
+parameter, value and allowed range; 409 also for a single-pack read that got no answer); batch actions
+answer 200 with an outcome per pack and item. The OpenAPI document is served at
+`/api/openapi.json`.
+
+This module must never talk to a bus itself: everything goes through the service.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.north.http.auth import bearer_caller
+from gateway.ops.admin.service import AdminError, AdminService, Caller
+from gateway.ops.admin.transfer import MAX_FILE_BYTES
+from gateway.ops.security.auth import RateLimiter, Role, TokenStore
+
+OPENAPI_PATH = "/api/openapi.json"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParameterWriteBody(_Body):
+    values: dict[str, Any] = Field(
+        description="parameter name (as the vendor tool shows it) -> value in the table's display unit",
+        examples=[{"CELL_OV_Start": 3.65}],
+    )
+    dry_run: bool = False
+    allow_inferred: bool = False
+
+
+class MultiParameterWriteBody(ParameterWriteBody):
+    packs: list[str] | None = Field(default=None, description='"BUS/ADDRESS" names; omitted: every pack')
+
+
+class LoadOriginBody(_Body):
+    packs: list[str] | None = None
+    dry_run: bool = False
+    allow_inferred: bool = False
+
+
+class CapacitiesBody(_Body):
+    full_ah: float | None = None
+    remaining_ah: float | None = None
+    nominal_ah: float | None = None
+    allow_inferred: bool = False
+
+
+class CellCountBody(_Body):
+    cells: int
+    confirm: bool = False
+
+
+class SerialBody(_Body):
+    serial: str
+
+
+class AntiTheftBody(_Body):
+    communication: bool | None = None
+    physical: bool | None = None
+    charge_activation: bool | None = None
+    sleep_voltage: bool | None = None
+    comm_timeout_h: float | None = None
+
+
+class ControlBody(_Body):
+    action: str = Field(
+        description="charge_mos, discharge_mos, heater, fan, buzzer, sound_light_alarm, "
+        "forced_sleep, shutdown, current_limiter"
+    )
+    on: bool = True
+    allow_inferred: bool = False
+
+
+class PackProtocolsBody(_Body):
+    can: int | None = None
+    rs485: int | None = None
+    mode: Literal["auto", "manual"] | None = None
+
+
+class GatewayProtocolsBody(_Body):
+    can: str | None = None
+    rs485: str | None = None
+
+
+class ClockSyncBody(_Body):
+    packs: list[str] | None = None
+
+
+class TooLarge(AdminError):
+    status = 413
+
+
+def _error(err: AdminError) -> JSONResponse:
+    headers = {"Retry-After": "60"} if err.status == 429 else None
+    return JSONResponse(
+        {"detail": err.message, "errors": err.errors}, status_code=err.status, headers=headers
+    )
+
+
+async def _call(fn: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        return await fn()
+    except AdminError as err:
+        return _error(err)
+
+
+def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["admin"])
+
+    def caller(role: Role) -> Callable[..., Caller]:
+        return bearer_caller(role, tokens, limiter, lambda: admin.audit_log)
+
+    Viewer = Annotated[Caller, Depends(caller(Role.VIEWER))]
+    Operator = Annotated[Caller, Depends(caller(Role.OPERATOR))]
+    Admin = Annotated[Caller, Depends(caller(Role.ADMIN))]
+    Factory = Annotated[Caller, Depends(caller(Role.FACTORY))]
+
+    @router.get(OPENAPI_PATH.removeprefix("/api"), include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(request.app.openapi())
+
+    @router.get("/admin/whoami")
+    async def whoami(who: Viewer) -> dict[str, Any]:
+        """The token's id, role and label (any role)."""
+        return {
+            "token_id": who.principal.token_id,
+            "role": who.role.label,
+            "label": who.principal.label,
+            "client": who.client,
+        }
+
+    # ---- parameters ------------------------------------------------------------------------------
+
+    @router.get("/packs/{bus}/{address}/parameters")
+    async def get_parameters(who: Operator, bus: str, address: int, fresh: bool = False) -> Any:
+        """Every parameter of a pack: value, unit, range, default, access level, read time (operator)."""
+        return await _call(lambda: admin.parameters(who, bus, address, fresh=fresh))
+
+    @router.put("/packs/{bus}/{address}/parameters")
+    async def put_parameters(who: Admin, bus: str, address: int, body: ParameterWriteBody) -> Any:
+        """Write parameters of one pack; per parameter: verified / written / mismatch / failed (admin)."""
+        return await _call(
+            lambda: admin.write_parameters(
+                who,
+                [f"{bus}/{address}"],
+                body.values,
+                dry_run=body.dry_run,
+                allow_inferred=body.allow_inferred,
+            )
+        )
+
+    @router.get("/parameters")
+    async def get_all_parameters(who: Operator, packs: Annotated[list[str] | None, Query()] = None) -> Any:
+        """The parameters of several packs (default: all) side by side, from their last reading (operator)."""
+        return await _call(lambda: admin.parameters_side_by_side(who, packs))
+
+    @router.put("/parameters")
+    async def put_all_parameters(who: Admin, body: MultiParameterWriteBody) -> Any:
+        """Write the same values to several packs, one at a time (admin)."""
+        return await _call(
+            lambda: admin.write_parameters(
+                who, body.packs, body.values, dry_run=body.dry_run, allow_inferred=body.allow_inferred
+            )
+        )
+
+    @router.get("/families/{family}/parameters")
+    async def family_parameters(who: Viewer, family: str) -> Any:
+        """A family's parameter table (ranges, defaults, access, choices such as LC_Style's five modes)."""
+        try:
+            return admin.family_table(family)
+        except AdminError as err:
+            return _error(err)
+
+    @router.get("/packs/{bus}/{address}/parameters/export")
+    async def export(
+        who: Operator,
+        bus: str,
+        address: int,
+        format: Literal["json", "csv", "xml"] = "json",
+        fresh: bool = False,
+    ) -> Response:
+        """The pack's parameters as a file with the vendor tool's columns No., Name, Data, Unit, Set Range."""
+        try:
+            text, media, filename = await admin.export(who, bus, address, format, fresh=fresh)
+        except AdminError as err:
+            return _error(err)
+        return Response(
+            text, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+        )
+
+    @router.post("/packs/{bus}/{address}/parameters/import")
+    async def import_file(
+        who: Admin,
+        bus: str,
+        address: int,
+        request: Request,
+        format: Literal["json", "csv", "xml"] | None = None,
+        apply: bool = False,
+        allow_inferred: bool = False,
+    ) -> Any:
+        """Validate a parameter file (the body); preview the rows that differ; `apply=true` writes them."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                return _error(TooLarge(f"the file is larger than {MAX_FILE_BYTES} bytes"))
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return _error(AdminError("the file is not UTF-8 text"))
+        return await _call(
+            lambda: admin.import_file(
+                who, bus, address, text, fmt=format, apply=apply, allow_inferred=allow_inferred
+            )
+        )
+
+    @router.post("/parameters/load-origin")
+    async def load_origin(who: Admin, body: LoadOriginBody) -> Any:
+        """Write the documented default of every parameter that has one (the tool's "Load Origin")."""
+        return await _call(
+            lambda: admin.load_origin(
+                who, body.packs, dry_run=body.dry_run, allow_inferred=body.allow_inferred
+            )
+        )
+
+    # ---- configuration -----------------------------------------------------------------------------
+
+    @router.get("/packs/{bus}/{address}/capacities")
+    async def get_capacities(who: Operator, bus: str, address: int) -> Any:
+        """Full, remaining and nominal capacity, with a warning when full and nominal disagree."""
+        return await _call(lambda: admin.capacities(who, bus, address))
+
+    @router.put("/packs/{bus}/{address}/capacities")
+    async def put_capacities(who: Admin, bus: str, address: int, body: CapacitiesBody) -> Any:
+        return await _call(
+            lambda: admin.write_capacities(
+                who,
+                bus,
+                address,
+                full_ah=body.full_ah,
+                remaining_ah=body.remaining_ah,
+                nominal_ah=body.nominal_ah,
+                allow_inferred=body.allow_inferred,
+            )
+        )
+
+    @router.put("/packs/{bus}/{address}/cell-count")
+    async def put_cell_count(who: Factory, bus: str, address: int, body: CellCountBody) -> Any:
+        """Factory: change the cell string count (needs "confirm": true)."""
+        return await _call(lambda: admin.set_cell_count(who, bus, address, body.cells, confirm=body.confirm))
+
+    @router.put("/packs/{bus}/{address}/serial")
+    async def put_serial(who: Admin, bus: str, address: int, body: SerialBody) -> Any:
+        """Write the pack's SN code and read it back."""
+        return await _call(lambda: admin.write_serial(who, bus, address, body.serial))
+
+    @router.get("/packs/{bus}/{address}/anti-theft")
+    async def get_anti_theft(who: Operator, bus: str, address: int) -> Any:
+        return await _call(lambda: admin.anti_theft(who, bus, address))
+
+    @router.put("/packs/{bus}/{address}/anti-theft")
+    async def put_anti_theft(who: Admin, bus: str, address: int, body: AntiTheftBody) -> Any:
+        """Enable/disable the anti-theft locks (communication, physical, charge activation, sleep voltage)."""
+        mode = {k: v for k, v in body.model_dump(exclude={"comm_timeout_h"}).items() if v is not None}
+        return await _call(lambda: admin.write_anti_theft(who, bus, address, mode, body.comm_timeout_h))
+
+    @router.post("/packs/{bus}/{address}/unlock")
+    async def unlock(who: Admin, bus: str, address: int) -> Any:
+        """Unlock a pack locked by the communication anti-theft."""
+        return await _call(lambda: admin.unlock(who, bus, address))
+
+    @router.get("/packs/{bus}/{address}/controls")
+    async def get_controls(who: Operator, bus: str, address: int) -> Any:
+        try:
+            return admin.controls_of(who, bus, address)
+        except AdminError as err:
+            return _error(err)
+
+    @router.post("/packs/{bus}/{address}/control")
+    async def control(who: Admin, bus: str, address: int, body: ControlBody) -> Any:
+        """MOS, heater, fan, buzzer, sound/light alarm, current limiter, forced sleep, shutdown."""
+        return await _call(
+            lambda: admin.control(who, bus, address, body.action, body.on, allow_inferred=body.allow_inferred)
+        )
+
+    @router.get("/packs/{bus}/{address}/inverter-protocol")
+    async def get_pack_protocols(who: Operator, bus: str, address: int) -> Any:
+        """The pack's own inverter protocol selection (PACE: CAN and RS485 codes, auto/manual)."""
+        return await _call(lambda: admin.pack_protocols(who, bus, address))
+
+    @router.put("/packs/{bus}/{address}/inverter-protocol")
+    async def put_pack_protocols(who: Admin, bus: str, address: int, body: PackProtocolsBody) -> Any:
+        return await _call(
+            lambda: admin.write_pack_protocols(
+                who, bus, address, can=body.can, rs485=body.rs485, mode=body.mode
+            )
+        )
+
+    @router.get("/gateway/protocols")
+    async def get_gateway_protocols(who: Viewer) -> Any:
+        """The gateway's own CAN and RS485 inverter protocols and the names available."""
+        try:
+            return admin.gateway_protocols(who)
+        except AdminError as err:
+            return _error(err)
+
+    @router.put("/gateway/protocols")
+    async def put_gateway_protocols(who: Admin, body: GatewayProtocolsBody) -> Any:
+        """Switch the running inverter services and persist the choice in the configuration file."""
+        return await _call(lambda: admin.set_gateway_protocols(who, can=body.can, rs485=body.rs485))
+
+    # ---- clock -------------------------------------------------------------------------------------
+
+    @router.get("/clock")
+    async def get_clocks(who: Operator, packs: Annotated[list[str] | None, Query()] = None) -> Any:
+        """Every pack's clock read now, and its drift from the gateway's clock."""
+        return await _call(lambda: admin.read_clocks(who, packs))
+
+    @router.post("/clock/sync")
+    async def sync_clocks(who: Operator, body: ClockSyncBody) -> Any:
+        """Write the gateway's time to one pack, several, or all (omit packs), and read it back."""
+        return await _call(lambda: admin.sync_clocks(who, body.packs))
+
+    # ---- audit -------------------------------------------------------------------------------------
+
+    @router.get("/audit")
+    async def audit(
+        who: Admin,
+        since: float | None = None,
+        until: float | None = None,
+        action: str | None = None,
+        token_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 200,
+    ) -> Any:
+        """The audit log, newest first (admin)."""
+        return await _call(
+            lambda: admin.audit(who, since=since, until=until, action=action, token_id=token_id, limit=limit)
+        )
+
+    return router
+
+
+def install(ctx: Any) -> list[Any]:
+    """Wire the admin API into an application context: the service, the router, and the clock
+    auto-sync service when `[admin] clock_auto_sync` is on. Returns the services to supervise."""
+    from gateway.app.config import state_path
+    from gateway.ops.admin.service import ClockAutoSync
+
+    admin = AdminService.from_context(ctx)
+    tokens = TokenStore(state_path(ctx.config, ctx.config_path, ctx.config.admin.tokens_file))
+    limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
+    ctx.extras["admin_auth"] = (tokens, limiter)  # shared by the records API (gateway.north.http.records)
+    ctx.http_routers.append(admin_router(admin, tokens, limiter))
+    return [ClockAutoSync(admin)] if ctx.config.admin.clock_auto_sync else []

@@ -1,0 +1,125 @@
+"""The read-only HTTP API: health, readiness, the bank and every pack's snapshot.
+
+`create_app(ctx)` builds the FastAPI application; routers that other adapters put into
+`ctx.http_routers` (metrics, admin API, ...) are mounted as they are. With `[admin]
+data_needs_token` the data routes need a bearer token of the viewer role or higher (the admin
+API's tokens, `gateway.north.http.auth`); health and readiness stay open. The application only reads
+`ctx.store` and the counters; it never talks to a bus.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+
+from gateway import __version__
+from gateway.app.context import AppContext
+from gateway.north.http.serialize import bank_json, pack_json, plain
+
+
+def gateway_status(ctx: AppContext, now: float) -> dict[str, Any]:
+    buses: dict[str, Any] = {}
+    for bcfg in ctx.config.bus:
+        owner = ctx.buses.get(bcfg.name)
+        poller = ctx.pollers.get(bcfg.name)
+        buses[bcfg.name] = {
+            "url": bcfg.url,
+            "protocol": bcfg.protocol,
+            "detected_protocol": None if poller is None else poller.detected_family,
+            "addresses": list(bcfg.addresses),
+            "paused": {} if poller is None else {str(a): why for a, why in poller.paused().items()},
+            "connected": bool(owner and owner.connected),
+            "counters": None if owner is None else plain(owner.counters),
+        }
+    for name, owner in ctx.buses.items():  # the built-in simulator's bus is not in the config
+        if name not in buses:
+            poller = ctx.pollers.get(name)
+            buses[name] = {
+                "url": None,
+                "protocol": None if poller is None else poller.cfg.protocol,
+                "detected_protocol": None if poller is None else poller.detected_family,
+                "addresses": [] if poller is None else list(poller.cfg.addresses),
+                "paused": {} if poller is None else {str(a): why for a, why in poller.paused().items()},
+                "connected": owner.connected,
+                "counters": plain(owner.counters),
+            }
+    return {
+        "version": __version__,
+        "started_at": ctx.started_at,
+        "uptime_s": max(0.0, now - ctx.started_at),
+        "ready": ctx.all_ready,
+        "simulator": ctx.simulator is not None,
+        "services": [s.as_dict() for s in ctx.services.values()],
+        "buses": buses,
+        "endpoints": dict(ctx.endpoints),
+        "model_version": ctx.store.view.version,
+        "events_dropped": ctx.store.events_dropped,
+    }
+
+
+def _data_dependencies(ctx: AppContext) -> list[Any]:
+    """The viewer-token check of the data routes when `[admin] data_needs_token` (else none)."""
+    if not ctx.config.admin.data_needs_token:
+        return []
+    from gateway.app.config import state_path
+    from gateway.north.http.auth import bearer_caller
+    from gateway.ops.security.auth import RateLimiter, Role, TokenStore
+
+    auth = ctx.extras.get("admin_auth")  # shared with the admin API (gateway.north.http.admin.install)
+    if auth is not None:
+        tokens, limiter = auth
+    else:
+        tokens = TokenStore(state_path(ctx.config, ctx.config_path, ctx.config.admin.tokens_file))
+        limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
+    # viewer is the weakest role: no 403 can happen, so there is nothing to audit
+    return [Depends(bearer_caller(Role.VIEWER, tokens, limiter, lambda: None))]
+
+
+def create_app(ctx: AppContext) -> FastAPI:
+    app = FastAPI(
+        title="bms-gateway",
+        version=__version__,
+        description="Battery packs on RS485: snapshots, bank aggregate and gateway status.",
+    )
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, Any]:
+        """The process and its event loop are alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """200 once every service reported ready, 503 with the services' states before that."""
+        services = {s.name: s.state.value for s in ctx.services.values()}
+        ready = ctx.all_ready
+        return JSONResponse({"ready": ready, "services": services}, status_code=200 if ready else 503)
+
+    data = _data_dependencies(ctx)
+
+    @app.get("/api/system", tags=["data"], dependencies=data)
+    async def system() -> dict[str, Any]:
+        """The bank aggregate over online packs, and the gateway's own status."""
+        now = time.time()
+        return {"bank": bank_json(ctx.store.view.bank), "gateway": gateway_status(ctx, now)}
+
+    @app.get("/api/packs", tags=["data"], dependencies=data)
+    async def packs() -> list[dict[str, Any]]:
+        """Every configured pack's latest snapshot, ordered by bus and address."""
+        now = time.time()
+        return [pack_json(p, now) for p in ctx.store.view.ordered()]
+
+    @app.get("/api/packs/{bus}/{address}", tags=["data"], dependencies=data)
+    async def pack(bus: str, address: int) -> dict[str, Any]:
+        """One pack's latest snapshot (404 for a pack that is not configured)."""
+        snap = ctx.store.view.pack(bus, address)
+        if snap is None:
+            known = ", ".join(f"{b}/{a}" for b, a in sorted(ctx.store.view.packs)) or "none"
+            raise HTTPException(404, f"no pack {bus}/{address}; configured: {known}")
+        return pack_json(snap, time.time())
+
+    for router in ctx.http_routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,1 @@
+"""Prometheus adapter: a custom collector rendering the latest snapshots at scrape time."""

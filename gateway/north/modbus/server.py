@@ -1,0 +1,496 @@
+"""The Modbus/TCP server: our own asyncio implementation over the sans-I/O codec in `protocol.modbus`.
+
+Per connection: an MBAP decoder; every complete request in a chunk is answered, in order, in one
+write (pipelining works); a malformed MBAP header closes that connection only. Connection limit,
+idle timeout and a per-client-IP request budget (token bucket: when it is empty the connection is
+paused, never answered with an error) keep one client from starving the others; a client that
+does not read its answers is not read either (transport flow control), so memory stays bounded.
+
+Units: the SunSpec bank unit (`sunspec_unit`, also answering on 0 and 255), the native map unit,
+and optionally one SunSpec unit per pack (`per_pack_unit_base + address`). Any other unit id gets
+0x0A; a unit whose data is offline gets 0x0B (the native unit always answers). FC 3 and 4 read
+the same registers; 6, 16 and 23 write (writes off by default; allowlisted clients only; they
+become caps in `gateway.core.controls`, see `gateway.north.modbus.writes`).
+
+The register images are rebuilt whenever the model publishes a new view (and after an accepted
+write), then swapped in with one assignment: a request is always answered from one build.
+This module must never talk to a pack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway import __version__
+from gateway.app.config import ConfigError, ModbusConfig
+from gateway.app.supervisor import ReadyCallback
+from gateway.core.controls import Controls
+from gateway.core.model import ModelStore, ModelView, PackKey
+from gateway.core.policy.service import DecisionStore
+from gateway.north.modbus.native import NativeBuilder
+from gateway.north.modbus.stats import ModbusStats
+from gateway.north.modbus.sunspec import BuildInput, SunSpecBuilder
+from gateway.north.modbus.units import MapSettings, UnitView
+from gateway.north.modbus.writes import ControlRegisters, WriteApplier
+
+if TYPE_CHECKING:
+    from gateway.app.context import AppContext
+from mappings.modbus import load_native_map, load_sunspec_map, load_sunspec_models
+from protocol.errors import RemoteProtocolError
+from protocol.modbus.mbap import Adu, MbapDecoder, encode_adu
+from protocol.modbus.pdu import ExceptionCode, ModbusError, exception_response, handle_pdu
+
+log = logging.getLogger("gateway.north.modbus")
+
+BANK_ALIASES = (0, 255)  # unit ids that also reach the SunSpec bank unit
+
+
+def settings_from_config(cfg: ModbusConfig) -> MapSettings:
+    return MapSettings(
+        manufacturer=cfg.manufacturer,
+        model_name=cfg.model_name,
+        serial=cfg.serial,
+        version=__version__,
+        rated_current_a=cfg.rated_current_a,
+        nominal_cell_voltage_v=cfg.nominal_cell_voltage_v,
+        cells_per_pack=cfg.cells_per_pack,
+        cell_temperature_from_sensors=cfg.cell_temperature_from_sensors,
+        writes_enabled=cfg.writes,
+    )
+
+
+class TokenBucket:
+    def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
+        self.rate = rate_per_s
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.updated = now
+        self.users = 0  # open connections sharing this bucket
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def wait_s(self) -> float:
+        return max(0.0, (1.0 - self.tokens) / self.rate)
+
+
+@dataclass(slots=True)
+class _Bank:
+    """`RegisterBank` for one request: reads the newest build, routes writes to the applier."""
+
+    server: ModbusServer
+    unit_id: int
+    client: str
+
+    def _unit(self) -> UnitView:
+        unit = self.server.units.get(self.unit_id)
+        if unit is None:  # pragma: no cover - units never disappear between two lines
+            raise ModbusError(ExceptionCode.GATEWAY_PATH_UNAVAILABLE)
+        return unit
+
+    def read(self, address: int, count: int) -> bytes:
+        return self._unit().image.read(address, count)
+
+    def write(self, address: int, values: Sequence[int]) -> None:
+        self.server.write(self._unit(), address, list(values), self.client)
+
+
+class ModbusServer:
+    """The Modbus/TCP service (`name = "modbus"`)."""
+
+    name = "modbus"
+
+    def __init__(
+        self,
+        config: ModbusConfig,
+        store: ModelStore,
+        controls: Controls,
+        *,
+        clock: Callable[[], float] = time.time,
+        register_endpoint: Callable[[str, str], None] | None = None,
+        decisions: DecisionStore | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.controls = controls
+        self.clock = clock
+        self.started_at = clock()
+        self.stats = ModbusStats()
+        self.settings = settings_from_config(config)
+        models = load_sunspec_models()
+        self.sunspec = SunSpecBuilder(models, load_sunspec_map(models))
+        self.native = NativeBuilder(load_native_map())
+        self.registers = ControlRegisters()
+        self.applier = WriteApplier(controls, self.registers, self.settings, config.cap_timeout_s)
+        self.units: dict[int, UnitView] = {}
+        self.port: int | None = None
+        self._register_endpoint = register_endpoint
+        self.decisions = decisions
+        self._extras: dict[str, object] | None = None  # the app's shared objects (late "decisions")
+        self._cells: dict[PackKey, int] = {}
+        self._view: ModelView = store.view
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+        self._buckets: dict[str, TokenBucket] = {}
+        self._logged_errors: set[str] = set()
+        self._check_units(store.view)
+        if len(store.view.packs) > self.native.map.max_packs:
+            log.warning(
+                "modbus: %d packs configured; the native map shows the first %d (SunSpec shows all)",
+                len(store.view.packs),
+                self.native.map.max_packs,
+            )
+        self.rebuild(store.view)
+
+    @property
+    def view(self) -> ModelView:
+        """The model view the current images were built from."""
+        return self._view
+
+    # ------------------------------------------------------------------ units and images
+
+    def pack_unit_ids(self, view: ModelView) -> dict[int, PackKey]:
+        base = self.config.per_pack_unit_base
+        if base is None:
+            return {}
+        return {base + key[1]: key for key in sorted(view.packs)}
+
+    def _check_units(self, view: ModelView) -> None:
+        taken = {self.config.sunspec_unit: "sunspec_unit", self.config.native_unit: "native_unit"}
+        taken.update({a: "the bank alias" for a in BANK_ALIASES})
+        seen: dict[int, PackKey] = {}
+        base = self.config.per_pack_unit_base
+        for key in sorted(view.packs) if base is not None else []:
+            uid = (base or 0) + key[1]
+            if uid in taken:
+                raise ConfigError(
+                    f"modbus: pack {key[0]}/{key[1]} would get unit {uid}, used by {taken[uid]}"
+                )
+            if uid in seen:
+                raise ConfigError(
+                    f"modbus: packs {seen[uid][0]}/{seen[uid][1]} and {key[0]}/{key[1]} would share unit"
+                    f" {uid} (per_pack_unit_base + address must be unique across buses)"
+                )
+            if uid > 247:
+                raise ConfigError(f"modbus: pack unit {uid} above 247")
+            seen[uid] = key
+
+    def rebuild(self, view: ModelView | None = None) -> None:
+        """Build every unit's image from `view` (default: the last one) and swap them in at once."""
+        if view is not None:
+            self._view = view
+        view = self._view
+        now = self.clock()
+        for key, pack in view.packs.items():
+            if pack.telemetry is not None:
+                n = len(pack.telemetry.cell_voltages_v)
+                if n > self._cells.get(key, self.config.cells_per_pack):
+                    self._cells[key] = n
+        b = BuildInput(
+            view=view,
+            controls=self.controls.state(now),
+            controls_raw=self.controls.raw(),
+            registers=self.registers,
+            settings=self.settings,
+            now=now,
+            started_at=self.started_at,
+            cells=dict(self._cells),
+            default_timeout_s=self.config.cap_timeout_s,
+            decision=self.decisions.latest if self.decisions is not None else None,
+        )
+        units: dict[int, UnitView] = {}
+        bank = self.sunspec.bank_unit(self.config.sunspec_unit, b, writable=True)
+        for uid in (self.config.sunspec_unit, *BANK_ALIASES):
+            units[uid] = bank
+        units[self.config.native_unit] = self.native.unit(self.config.native_unit, b, writable=True)
+        for uid, key in self.pack_unit_ids(view).items():
+            pack = view.packs[key]
+            number = sorted(view.packs).index(key) + 1
+            units[uid] = self.sunspec.pack_unit(uid, number, pack, b)
+        self.units = units  # the atomic swap
+        self.stats.image_builds += 1
+        for err in (*self.sunspec.errors, *self.native.errors):
+            self.stats.encode_errors += 1
+            if err.point not in self._logged_errors:
+                self._logged_errors.add(err.point)
+                log.warning(
+                    "modbus: value of %s not representable, served as not implemented: %s",
+                    err.point,
+                    err.message,
+                )
+        self.sunspec.errors.clear()
+        self.native.errors.clear()
+
+    # ------------------------------------------------------------------ requests
+
+    def write(self, unit: UnitView, address: int, values: list[int], client: str) -> None:
+        if not self.config.writes:
+            raise ModbusError(ExceptionCode.ILLEGAL_FUNCTION, "writes are disabled ([modbus] writes = false)")
+        if client not in self.config.write_allowlist:
+            log.warning("modbus: write from %s refused (not in write_allowlist)", client)
+            raise ModbusError(ExceptionCode.ILLEGAL_FUNCTION, f"client {client} may not write")
+        now = self.clock()
+        items = self.applier.validate(unit, address, values)
+        self.applier.apply(unit, address, items, client, self._view, now)
+        self.stats.writes_accepted += 1
+        self.rebuild()
+
+    def handle(self, adu: Adu, client: str) -> bytes:
+        """The response ADU for one request ADU."""
+        stats = self.stats
+        function = adu.pdu[0]
+        stats.requests_by_function[function] += 1
+        stats.requests_by_unit[adu.unit_id] += 1
+        unit = self.units.get(adu.unit_id)
+        if unit is None:
+            code: ExceptionCode | None = ExceptionCode.GATEWAY_PATH_UNAVAILABLE
+            pdu = exception_response(function, ExceptionCode.GATEWAY_PATH_UNAVAILABLE)
+        elif not unit.online:
+            code = ExceptionCode.GATEWAY_TARGET_FAILED
+            pdu = exception_response(function, ExceptionCode.GATEWAY_TARGET_FAILED)
+        else:
+            handled = handle_pdu(adu.pdu, _Bank(self, adu.unit_id, client))
+            code, pdu = handled.exception, handled.response
+        if code is not None:
+            stats.exceptions_by_code[int(code)] += 1
+        return encode_adu(adu.transaction_id, adu.unit_id, pdu)
+
+    def bucket(self, client: str) -> TokenBucket:
+        bucket = self._buckets.get(client)
+        if bucket is None:
+            bucket = TokenBucket(self.config.request_rate_per_s, self.config.request_burst, time.monotonic())
+            self._buckets[client] = bucket
+        return bucket
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Listen (default: `[modbus] listen`); returns the bound port."""
+        if host is None or port is None:
+            h, _, p = self.config.listen.rpartition(":")
+            host = h.strip("[]") if host is None else host
+            port = int(p) if port is None else port
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        if self._register_endpoint is not None:
+            self._register_endpoint("modbus", f"modbus-tcp://{host}:{self.port}")
+        log.info(
+            "modbus: listening on %s:%d (SunSpec unit %d, native unit %d)",
+            host,
+            self.port,
+            self.config.sunspec_unit,
+            self.config.native_unit,
+        )
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for conn in list(self._connections):
+                conn.abort()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+
+    async def follow(self) -> None:
+        """Rebuild on every new model view until cancelled."""
+        async for view in self.store.subscribe():
+            if view is not self._view:
+                self.rebuild(view)
+
+    async def follow_decisions(self) -> None:
+        """Rebuild when the charge policy publishes new limits (802 AChaMax/ADisChaMax, native)."""
+        if self.decisions is None:
+            return
+        async for _decision in self.decisions.subscribe():
+            self.rebuild()
+
+    async def run(self, ready: ReadyCallback) -> None:
+        if self.decisions is None and self._extras is not None:
+            found = self._extras.get("decisions")  # the policy may be wired after this service
+            self.decisions = found if isinstance(found, DecisionStore) else None
+        await self.start()
+        try:
+            ready()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.follow())
+                tg.create_task(self.follow_decisions())
+        finally:
+            await self.stop()
+
+    @classmethod
+    def from_context(cls, ctx: AppContext) -> ModbusServer:
+        """The service for `gateway.app.wiring`; shares itself as `ctx.extras["modbus"]` (for metrics)."""
+        decisions = ctx.extras.get("decisions")
+        server = cls(
+            ctx.config.modbus,
+            ctx.store,
+            ctx.controls,
+            register_endpoint=ctx.register_endpoint,
+            decisions=decisions if isinstance(decisions, DecisionStore) else None,
+        )
+        from gateway.north.modbus.http import modbus_router
+
+        server._extras = ctx.extras
+        ctx.extras["modbus"] = server
+        ctx.http_routers.append(modbus_router(server))
+        return server
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: ModbusServer) -> None:
+        self.server = server
+        self.decoder = MbapDecoder()
+        self.transport: asyncio.Transport | None = None
+        self.client = "?"
+        self.bucket: TokenBucket | None = None
+        self.pending: Adu | None = None
+        self.closed = False
+        self.last_activity = 0.0
+        self._idle: asyncio.TimerHandle | None = None
+        self._resume: asyncio.TimerHandle | None = None
+        self._paused: set[str] = set()  # why reading is paused: "budget", "write" (slow reader)
+
+    # asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server = self.server
+        stats = server.stats
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if peer else "?"
+        if len(server._connections) >= server.config.max_connections:
+            stats.connections_rejected += 1
+            log.warning(
+                "modbus: connection from %s refused (max_connections=%d)",
+                self.client,
+                server.config.max_connections,
+            )
+            self.closed = True
+            transport.abort()
+            return
+        server._connections.add(self)
+        stats.connections = len(server._connections)
+        stats.connections_total += 1
+        self.bucket = server.bucket(self.client)
+        self.bucket.users += 1
+        loop = asyncio.get_running_loop()
+        self.last_activity = loop.time()
+        self._idle = loop.call_later(server.config.idle_timeout_s, self._check_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        if self in server._connections:
+            server._connections.discard(self)
+            server.stats.connections = len(server._connections)
+            if self.bucket is not None:
+                self.bucket.users -= 1
+                if self.bucket.users <= 0:
+                    server._buckets.pop(self.client, None)
+        self.closed = True
+        for handle in (self._idle, self._resume):
+            if handle is not None:
+                handle.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_activity = asyncio.get_running_loop().time()
+        try:
+            self.decoder.feed(data)
+        except RemoteProtocolError:
+            return
+        self._process()
+
+    def pause_writing(self) -> None:
+        """The client does not read its answers: stop reading its requests (bounded memory)."""
+        self._pause("write")
+
+    def resume_writing(self) -> None:
+        self._unpause("write")
+        self._process()
+
+    # internals ----------------------------------------------------------
+
+    def _pause(self, reason: str) -> None:
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._paused.add(reason)
+
+    def _unpause(self, reason: str) -> None:
+        self._paused.discard(reason)
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    def _process(self) -> None:
+        transport = self.transport
+        if transport is None or self.closed or self.bucket is None or self._paused:
+            return
+        out: list[bytes] = []
+        bad = False
+        now = time.monotonic()
+        while True:
+            adu = self.pending
+            self.pending = None
+            if adu is None:
+                try:
+                    adu = self.decoder.next_adu()
+                except RemoteProtocolError as err:
+                    self.server.stats.malformed_frames += 1
+                    log.info("modbus: closing connection from %s: %s", self.client, err)
+                    bad = True
+                    break
+                if adu is None:
+                    break
+            if not self.bucket.take(now):
+                self.pending = adu
+                self.server.stats.throttled += 1
+                self._pause("budget")
+                loop = asyncio.get_running_loop()
+                self._resume = loop.call_later(self.bucket.wait_s(), self._continue)
+                break
+            out.append(self.server.handle(adu, self.client))
+        if out:
+            transport.write(b"".join(out))
+        if bad:
+            self.closed = True
+            transport.close()
+
+    def _continue(self) -> None:
+        self._resume = None
+        if self.closed or self.transport is None:
+            return
+        self._unpause("budget")
+        self._process()
+
+    def _check_idle(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        idle_for = loop.time() - self.last_activity
+        timeout = self.server.config.idle_timeout_s
+        if idle_for >= timeout:
+            self.server.stats.connections_idle_closed += 1
+            log.info("modbus: closing idle connection from %s", self.client)
+            self.closed = True
+            self.transport.close()
+        else:
+            self._idle = loop.call_later(timeout - idle_for, self._check_idle)

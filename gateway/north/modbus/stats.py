@@ -1,0 +1,42 @@
+"""Counters of the Modbus/TCP server, read by the metrics collector and the HTTP status.
+
+The attribute names match what `gateway.north.metrics.collector.ModbusHealth` carries (`requests_by_function`,
+`exceptions_by_code`, `connections`). Mutated only by the server on the event loop; never does I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class ModbusStats:
+    requests_by_function: Counter[int] = field(default_factory=Counter)
+    exceptions_by_code: Counter[int] = field(default_factory=Counter)
+    requests_by_unit: Counter[int] = field(default_factory=Counter)
+    connections: int = 0  # open now
+    connections_total: int = 0
+    connections_rejected: int = 0  # over the connection limit
+    connections_idle_closed: int = 0
+    malformed_frames: int = 0  # invalid MBAP headers (connection closed)
+    throttled: int = 0  # times a client exhausted its request budget and was slowed down
+    writes_accepted: int = 0
+    image_builds: int = 0
+    encode_errors: int = 0  # values that did not fit their register (served as "not implemented")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "requests_by_function": dict(self.requests_by_function),
+            "exceptions_by_code": dict(self.exceptions_by_code),
+            "requests_by_unit": dict(self.requests_by_unit),
+            "connections": self.connections,
+            "connections_total": self.connections_total,
+            "connections_rejected": self.connections_rejected,
+            "connections_idle_closed": self.connections_idle_closed,
+            "malformed_frames": self.malformed_frames,
+            "throttled": self.throttled,
+            "writes_accepted": self.writes_accepted,
+            "image_builds": self.image_builds,
+            "encode_errors": self.encode_errors,
+        }

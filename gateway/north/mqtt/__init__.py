@@ -1,0 +1,1 @@
+"""MQTT adapter: snapshot publisher with Home Assistant discovery, and the command peer."""

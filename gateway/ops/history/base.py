@@ -1,0 +1,84 @@
+"""Plumbing shared by the records operations (history downloads, firmware upgrades): audit entries
+and the tasks a service spawns (pack names and lookup come from `gateway.ops.admin.packs`).
+
+It never touches a bus itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from gateway.app.config import state_path
+from gateway.app.context import AppContext
+from gateway.app.supervisor import ReadyCallback
+from gateway.core.model import PackKey
+from gateway.ops.admin.packs import PackLookup, label
+from gateway.ops.history.errors import Who
+from gateway.ops.security.audit import AuditLog
+
+
+def shared_audit_log(ctx: AppContext, *owners: str) -> AuditLog:
+    """The audit log of the first of `owners` (services in `ctx.extras`) that has one, else the file
+    `[admin] audit_db` opened here: every operation appends to the same log."""
+    for name in owners:
+        audit = getattr(ctx.extras.get(name), "audit_log", None)
+        if isinstance(audit, AuditLog):
+            return audit
+    return AuditLog(state_path(ctx.config, ctx.config_path, ctx.config.admin.audit_db))
+
+
+class RecordsService(PackLookup):
+    """Base of `HistoryService` and `FirmwareService`; their `__init__` sets these attributes."""
+
+    ctx: AppContext
+    audit_log: AuditLog | None
+    _tasks: set[asyncio.Task[Any]]
+    _tg: asyncio.TaskGroup | None
+
+    async def _serve(self, ready: ReadyCallback) -> None:
+        """Hold the TaskGroup `_spawn` uses until cancelled (the body of the gateway service's run)."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                ready()
+                await asyncio.Event().wait()
+        finally:
+            self._tg = None
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        if self._tg is not None:
+            task = self._tg.create_task(coro)
+        else:  # used without the supervisor (tests, tools): keep a reference until it ends
+            task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def audit(
+        self,
+        who: Who,
+        action: str,
+        packs: Sequence[PackKey],
+        request: Any,
+        *,
+        outcome: str,
+        before: Any = None,
+        after: Any = None,
+        detail: str = "",
+    ) -> None:
+        if self.audit_log is None:
+            return
+        await self.audit_log.record(
+            who,
+            action,
+            [label(k) for k in packs],
+            request,
+            outcome=outcome,
+            before=before,
+            after=after,
+            detail=detail,
+            log=logging.getLogger(type(self).__module__),
+        )

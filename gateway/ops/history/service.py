@@ -1,0 +1,376 @@
+"""The history operations shared by the HTTP API and the CLI: pull (download jobs), list, export,
+delete in the pack, storage interval and record start/end time.
+
+Roles: `viewer` lists and exports stored records; `operator` starts/stops downloads and reads the
+storage settings; `admin` writes the storage interval and record times and deletes the records in
+a pack (with explicit confirmation). Every state-changing action is appended to the audit log.
+
+`HistoryService` is also the gateway service that runs the download jobs (in its own TaskGroup);
+jobs left `running` by a killed process are marked `stopped` at start and resume on request.
+
+This module reaches packs only through the bus owner (`ctx.buses`) with the pack's driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from gateway.app.config import state_path
+from gateway.app.context import AppContext
+from gateway.app.supervisor import ReadyCallback
+from gateway.core.model import PackKey
+from gateway.ops.admin.packs import label
+from gateway.ops.history.base import RecordsService, shared_audit_log
+from gateway.ops.history.download import DownloadJob, JobBusy, Progress
+from gateway.ops.history.errors import Conflict, Invalid, NotFound, PackSilent, RecordsError, Who, require
+from gateway.ops.history.export import render
+from gateway.ops.history.store import HistoryDB, RecordQuery, record_rows
+from gateway.ops.security.audit import AuditLog
+from gateway.ops.security.auth import Role
+from gateway.south.drivers.base import BusError, Unsupported
+
+log = logging.getLogger(__name__)
+
+MAX_LIST = 10_000  # rows per list request (exports are not limited)
+DELETE_CONFIRMATION = "DELETE"  # what `confirm` must say for a delete in the pack
+
+
+class HistoryService(RecordsService):
+    name = "history"
+
+    def __init__(
+        self, ctx: AppContext, db: HistoryDB, audit: AuditLog | None, *, wall: Callable[[], float] = time.time
+    ) -> None:
+        self.ctx = ctx
+        self.db = db
+        self.audit_log = audit
+        self._wall = wall
+        self.jobs: dict[str, DownloadJob] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tg: asyncio.TaskGroup | None = None
+
+    @classmethod
+    def from_context(cls, ctx: AppContext) -> HistoryService:
+        db = HistoryDB(state_path(ctx.config, ctx.config_path, ctx.config.history.db))
+        service = cls(ctx, db, shared_audit_log(ctx, "admin"))
+        ctx.extras["history"] = service
+        return service
+
+    # ---- the gateway service -------------------------------------------------------------------
+
+    async def run(self, ready: ReadyCallback) -> None:
+        interrupted = await asyncio.to_thread(self.db.mark_interrupted)
+        if interrupted:
+            log.info("history: %d download(s) interrupted by the last shutdown can be resumed", interrupted)
+        try:
+            await self._serve(ready)
+        finally:
+            for job in self.jobs.values():
+                job.stop()
+
+    # ---- plumbing --------------------------------------------------------------------------------
+
+    def bus_packs(self, bus: str) -> list[PackKey]:
+        keys = [k for k in self.ctx.pack_keys if k[0] == bus]
+        if not keys:
+            raise NotFound(f"no bus {bus!r}; configured: {', '.join(sorted(self.ctx.buses)) or 'none'}")
+        return keys
+
+    async def pack_serial(self, key: PackKey) -> str:
+        """The pack's serial (records are keyed by it): from the snapshot, else read from the pack."""
+        snap = self.ctx.store.view.pack(*key)
+        ident = None if snap is None else snap.identity
+        if ident is None or not (ident.serial or ident.barcode):
+            try:
+                ident = await self.driver(key).read_identity(self.ctx.bus_for(key), key[1])
+            except BusError as err:
+                raise PackSilent(f"pack {label(key)}: its identity could not be read ({err})") from None
+        serial = ident.serial or ident.barcode
+        if not serial:
+            raise Conflict(
+                f"pack {label(key)} reports no serial number or barcode; its records cannot be keyed"
+            )
+        return serial
+
+    # ---- downloads -------------------------------------------------------------------------------
+
+    async def pull(
+        self, who: Who, *, bus: str, address: int | None = None, resume: bool = True
+    ) -> list[dict[str, Any]]:
+        """Start a download of one pack, or of every pack of `bus` one after another."""
+        request = {"bus": bus, "address": address, "resume": resume}
+        keys: list[PackKey] = []
+        try:
+            require(who, Role.OPERATOR, "downloading history")
+            keys = [self.pack(bus, address)] if address is not None else self.bus_packs(bus)
+            for key in keys:
+                self.driver(key)  # refuses undetected buses before anything starts
+                job = self.jobs.get(label(key))
+                if job is not None and not job.progress.finished:
+                    raise Conflict(f"a history download of {label(key)} is already running; stop it first")
+            try:
+                first = await self._prepare(keys[0], resume)
+            except JobBusy:
+                raise Conflict(f"a history download of {label(keys[0])} is already running") from None
+        except RecordsError as err:
+            outcome = "failed" if isinstance(err, PackSilent) else "refused"
+            await self.audit(who, "history.pull", keys, request, outcome=outcome, detail=err.message)
+            raise
+        await self.audit(who, "history.pull", keys, request, outcome="ok")
+        self._spawn(self._run_sequence(first, keys[1:], resume))
+        return [first.progress.as_dict()]
+
+    async def _prepare(self, key: PackKey, resume: bool) -> DownloadJob:
+        if label(key) in self.jobs and not self.jobs[label(key)].progress.finished:
+            raise JobBusy(label(key))
+        serial = await self.pack_serial(key)
+        job = DownloadJob(
+            self.db,
+            self.ctx.bus_for(key),
+            self.driver(key),
+            key[0],
+            key[1],
+            serial,
+            resume=resume,
+            record_retries=self.ctx.config.history.record_retries,
+            record_timeout_s=self._record_timeout_s(key[0]),
+        )
+        self.jobs[label(key)] = job
+        return job
+
+    def _record_timeout_s(self, bus: str) -> float:
+        """`[history] record_timeout_s`, but never shorter than one full bus transaction (response
+        timeout x attempts) plus a second, so a slow but answering pack is not abandoned."""
+        configured = self.ctx.config.history.record_timeout_s
+        poller = self.ctx.pollers.get(bus)
+        if poller is None:
+            return configured
+        return max(configured, poller.cfg.response_timeout_s * (poller.cfg.retries + 1) + 1.0)
+
+    async def _run_sequence(self, first: DownloadJob, rest: Sequence[PackKey], resume: bool) -> None:
+        job: DownloadJob | None = first
+        queue = list(rest)
+        while job is not None:
+            result = await job.run()
+            if result.state == "stopped" and job.progress.detail == "stopped by request":
+                return  # stopping one pack of a bus download stops the rest too
+            job = None
+            while queue and job is None:
+                key = queue.pop(0)
+                try:
+                    job = await self._prepare(key, resume)
+                except (RecordsError, JobBusy) as err:
+                    log.warning("history download of %s skipped: %s", label(key), err)
+
+    def stop(self, bus: str, address: int | None = None) -> list[dict[str, Any]]:
+        stopped = []
+        for name, job in self.jobs.items():
+            b, _, a = name.rpartition("/")
+            if b == bus and (address is None or int(a) == address) and not job.progress.finished:
+                job.stop()
+                stopped.append(job.progress.as_dict())
+        return stopped
+
+    def progress(self, *, bus: str | None = None) -> list[Progress]:
+        return [
+            j.progress for n, j in sorted(self.jobs.items()) if bus is None or n.rpartition("/")[0] == bus
+        ]
+
+    async def status(self) -> dict[str, Any]:
+        stored = await asyncio.to_thread(self.db.jobs)
+        return {
+            "running": [p.as_dict() for p in self.progress() if not p.finished],
+            "jobs": [j.as_dict() for j in stored],
+        }
+
+    # ---- stored records --------------------------------------------------------------------------
+
+    def query_of(
+        self,
+        *,
+        bus: str | None = None,
+        address: int | None = None,
+        serial: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        event: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> RecordQuery:
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and not math.isfinite(value):
+                raise Invalid(f"{name} must be a finite number of epoch seconds, got {value}")
+        if since is not None and until is not None and until <= since:
+            raise Invalid(f"the time range is empty: until ({until}) must be after since ({since})")
+        if not 0 <= offset <= 1_000_000_000 or (limit is not None and not 0 <= limit <= 1_000_000_000):
+            raise Invalid("limit and offset must be within 0..1000000000")
+        return RecordQuery(serial, bus, address, since, until, event, limit, offset)
+
+    async def list(self, who: Who, q: RecordQuery) -> dict[str, Any]:
+        require(who, Role.VIEWER, "reading history records")
+        limited = RecordQuery(
+            q.pack_serial,
+            q.bus,
+            q.address,
+            q.since,
+            q.until,
+            q.event,
+            min(q.limit or MAX_LIST, MAX_LIST),
+            q.offset,
+        )
+        rows = await asyncio.to_thread(self.db.query, limited)
+        total = await asyncio.to_thread(self.db.count, q)
+        return {"total": total, "records": [r.as_dict() for r in rows]}
+
+    async def export(self, who: Who, q: RecordQuery, fmt: str) -> bytes:
+        require(who, Role.VIEWER, "exporting history records")
+        if fmt not in ("csv", "xlsx"):
+            raise Invalid(f"export format must be csv or xlsx, got {fmt!r}")
+        rows = await asyncio.to_thread(self.db.query, q)
+        header, table = record_rows(rows)
+        return await asyncio.to_thread(render, fmt, header, table, sheet="history")
+
+    # ---- settings in the pack --------------------------------------------------------------------
+
+    def _feature(self, key: PackKey, method: str, what: str) -> Any:
+        driver = self.driver(key)
+        fn = getattr(driver, method, None)
+        if fn is None:
+            raise Conflict(f"{driver.family}: {what} is not available for this BMS family")
+        return fn
+
+    async def _call(self, key: PackKey, fn: Any, *args: Any) -> Any:
+        try:
+            return await fn(self.ctx.bus_for(key), key[1], *args)
+        except Unsupported as err:
+            raise Conflict(str(err)) from None
+        except BusError as err:
+            raise PackSilent(f"pack {label(key)}: {err}") from None
+
+    async def read_interval(self, who: Who, bus: str, address: int) -> dict[str, Any]:
+        require(who, Role.OPERATOR, "reading the storage interval")
+        key = self.pack(bus, address)
+        fn = self._feature(key, "read_storage_interval", "the history storage interval")
+        minutes = await self._call(key, fn)
+        return {"pack": label(key), "interval_min": minutes}
+
+    async def write_interval(self, who: Who, bus: str, address: int, minutes: int) -> dict[str, Any]:
+        key = self.pack(bus, address)
+        request = {"interval_min": minutes}
+        try:
+            require(who, Role.ADMIN, "writing the storage interval")
+            if not 1 <= minutes <= 0xFFFF:
+                raise Invalid(f"storage interval {minutes} min is outside 1..65535 min")
+            read = self._feature(key, "read_storage_interval", "the history storage interval")
+            write = self._feature(key, "write_storage_interval", "writing the history storage interval")
+        except RecordsError as err:
+            await self.audit(who, "history.interval", [key], request, outcome="refused", detail=err.message)
+            raise
+        before = await self._call_quiet(key, read)
+        try:
+            await self._call(key, write, minutes)
+            after = await self._call(key, read)
+        except RecordsError as err:
+            await self.audit(
+                who, "history.interval", [key], request, outcome="failed", before=before, detail=err.message
+            )
+            raise
+        outcome = "ok" if after == minutes else "mismatch"
+        await self.audit(who, "history.interval", [key], request, outcome=outcome, before=before, after=after)
+        return {"pack": label(key), "before_min": before, "interval_min": after, "outcome": outcome}
+
+    async def _call_quiet(self, key: PackKey, fn: Any) -> Any:
+        try:
+            return await self._call(key, fn)
+        except RecordsError:
+            return None
+
+    async def read_record_times(self, who: Who, bus: str, address: int) -> dict[str, Any]:
+        require(who, Role.OPERATOR, "reading the record start/end time")
+        key = self.pack(bus, address)
+        fn = self._feature(key, "read_record_times", "the record start/end time")
+        start, end = await self._call(key, fn)
+        return {"pack": label(key), "start": start.isoformat(), "end": end.isoformat()}
+
+    async def write_record_time(
+        self, who: Who, bus: str, address: int, which: str, when: str
+    ) -> dict[str, Any]:
+        key = self.pack(bus, address)
+        request = {"which": which, "when": when}
+        try:
+            require(who, Role.ADMIN, "writing the record start/end time")
+            if which not in ("start", "end"):
+                raise Invalid(f"which must be 'start' or 'end', got {which!r}")
+            try:
+                moment = datetime.fromisoformat(when).replace(tzinfo=None, microsecond=0)
+            except ValueError:
+                raise Invalid(f"time {when!r} is not ISO 8601 (e.g. 2024-05-09T14:20:51)") from None
+            if not 2000 <= moment.year <= 2099:
+                raise Invalid(f"year {moment.year} is outside 2000..2099 (the pack stores two digits)")
+            read = self._feature(key, "read_record_times", "the record start/end time")
+            write = self._feature(key, "write_record_time", "writing the record start/end time")
+        except RecordsError as err:
+            await self.audit(
+                who, "history.record_time", [key], request, outcome="refused", detail=err.message
+            )
+            raise
+        before = await self._call_quiet(key, read)
+        try:
+            await self._call(key, write, which, moment)
+            start, end = await self._call(key, read)
+        except RecordsError as err:
+            await self.audit(who, "history.record_time", [key], request, outcome="failed", detail=err.message)
+            raise
+        got = start if which == "start" else end
+        outcome = "ok" if got == moment else "mismatch"
+        before_json = None if before is None else [t.isoformat() for t in before]
+        await self.audit(
+            who,
+            "history.record_time",
+            [key],
+            request,
+            outcome=outcome,
+            before=before_json,
+            after=[start.isoformat(), end.isoformat()],
+        )
+        return {"pack": label(key), "start": start.isoformat(), "end": end.isoformat(), "outcome": outcome}
+
+    async def delete_in_pack(self, who: Who, bus: str, address: int, confirm: str | None) -> dict[str, Any]:
+        """The vendor tool's "Delete Record": only with `confirm == "DELETE"`, and only where the
+        family has a documented command for it (none is publicly documented today)."""
+        key = self.pack(bus, address)
+        request = {"confirm": confirm}
+        try:
+            require(who, Role.ADMIN, "deleting the records stored in a pack")
+            if confirm != DELETE_CONFIRMATION:
+                raise Invalid(
+                    f"deleting the records stored in pack {label(key)} cannot be undone; "
+                    f'repeat the request with confirm = "{DELETE_CONFIRMATION}"'
+                )
+            driver = self.driver(key)
+            fn = getattr(driver, "delete_history", None)
+            if fn is None:
+                raise Conflict(
+                    f"{driver.family}: deleting the records stored in the pack is not supported: no wire "
+                    "command for the vendor tool's Delete Record is publicly documented, and the gateway "
+                    "does not guess one (records downloaded into the gateway are kept)"
+                )
+        except RecordsError as err:
+            await self.audit(who, "history.delete", [key], request, outcome="refused", detail=err.message)
+            raise
+        try:
+            await self._call(key, fn)
+        except RecordsError as err:
+            await self.audit(who, "history.delete", [key], request, outcome="failed", detail=err.message)
+            raise
+        await self.audit(who, "history.delete", [key], request, outcome="ok")
+        return {"pack": label(key), "outcome": "ok"}
+
+
+__all__ = ["DELETE_CONFIRMATION", "HistoryService"]

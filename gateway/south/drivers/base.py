@@ -1,0 +1,162 @@
+"""The contract between the bus owner / poller (generic) and a BMS family driver (specific).
+
+A driver never touches a transport. It builds request bytes with its family's codec, hands them to
+a `BusClient` (implemented by the bus owner in `gateway.south.bus`), and converts the validated frames
+it gets back into model objects (`gateway.core.model`). Every request ends in exactly one outcome:
+a frame, or one of the exceptions below.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from gateway.core.model import ClockReading, PackIdentity, ParameterSet, Telemetry
+from protocol.bms.base import Frame, FrameDecoder
+
+
+class Priority(enum.IntEnum):
+    """Lower value is served first."""
+
+    FIRMWARE = 0
+    ADMIN = 1
+    POLL = 2
+    BACKGROUND = 3  # history downloads, slow identity reads
+
+
+class BusError(Exception):
+    """Base of the request outcomes that are not data."""
+
+
+class NoResponse(BusError):
+    """Sent, but no valid answer arrived within the timeout (after the configured retries)."""
+
+
+class NotSent(BusError):
+    """The request never reached the wire (transport down, queue full, shutting down)."""
+
+
+class DeviceError(BusError):
+    """The pack answered with an error/return code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Unsupported(BusError):
+    """This family (or this pack's firmware) cannot do what was asked; the message says why."""
+
+
+class BusClient(Protocol):
+    """What a driver may ask of the bus owner."""
+
+    async def transact(
+        self,
+        request: bytes,
+        match: Callable[[Frame], bool],
+        *,
+        priority: Priority = Priority.POLL,
+        timeout_s: float | None = None,
+        expect_response: bool = True,
+        address: int | None = None,
+    ) -> Frame | None:
+        """Send `request`, return the first validated frame for which `match` is true.
+
+        Frames that do not match (echoes, other addresses) are counted and skipped. With
+        `expect_response=False` returns None after the request is on the wire.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterWrite:
+    name: str
+    value: float  # display unit of the parameter table
+
+
+class Control(enum.StrEnum):
+    """Switch-like actions of the vendor tool's CONFIGURATION page (value meanings per action)."""
+
+    CHARGE_MOS = "charge_mos"  # value 1 = on, 0 = off
+    DISCHARGE_MOS = "discharge_mos"
+    HEATER = "heater"
+    FAN = "fan"
+    BUZZER = "buzzer"
+    SOUND_LIGHT_ALARM = "sound_light_alarm"
+    FORCED_SLEEP = "forced_sleep"  # value ignored
+    SHUTDOWN = "shutdown"
+    CURRENT_LIMITER = "current_limiter"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """One stored record of a pack's history (timing record or event), decoded."""
+
+    index: int  # position in the pack's record store (0-based), the resume point of a download
+    recorded_at: float  # epoch seconds (the pack's clock, read as local time)
+    event: str  # event name as the vendor tool shows it ("Timing record", "Start system", ...)
+    event_code: int
+    cell_voltages_v: tuple[float, ...]
+    temperatures_c: tuple[float, ...]
+    current_a: float
+    voltage_v: float
+    soc_pct: float | None
+    raw: bytes  # the record bytes as read, for audit and re-decoding
+
+
+class Driver(abc.ABC):
+    """One BMS family's way of reading (and later writing) a pack."""
+
+    family: ClassVar[str]
+
+    @abc.abstractmethod
+    def new_decoder(self) -> FrameDecoder: ...
+
+    @abc.abstractmethod
+    async def read_realtime(self, bus: BusClient, address: int, now: float) -> Telemetry: ...
+
+    @abc.abstractmethod
+    async def read_identity(self, bus: BusClient, address: int) -> PackIdentity: ...
+
+    @abc.abstractmethod
+    async def read_parameters(self, bus: BusClient, address: int, now: float) -> ParameterSet: ...
+
+    @abc.abstractmethod
+    async def read_clock(self, bus: BusClient, address: int, now: float) -> ClockReading: ...
+
+    @abc.abstractmethod
+    async def probe(self, bus: BusClient, address: int) -> bool:
+        """True when a pack of this family answers at `address` (used by scan and auto-detection)."""
+
+    # --- writes and controls (the admin channel); each raises Unsupported where the family cannot ---
+
+    async def write_parameters(
+        self, bus: BusClient, address: int, writes: list[ParameterWrite], *, allow_inferred: bool = False
+    ) -> None:
+        """Write parameters (validated by the caller against the table). Inferred encodings are
+        refused unless `allow_inferred`."""
+        raise Unsupported(f"{self.family}: parameter writes are not available")
+
+    async def write_clock(self, bus: BusClient, address: int, when_epoch_s: float) -> None:
+        raise Unsupported(f"{self.family}: clock writes are not available")
+
+    async def control(self, bus: BusClient, address: int, action: Control, value: int = 1) -> None:
+        raise Unsupported(f"{self.family}: {action.value} is not available")
+
+    async def history_count(self, bus: BusClient, address: int) -> int:
+        raise Unsupported(f"{self.family}: history records are not available")
+
+    async def read_history(self, bus: BusClient, address: int, index: int) -> HistoryRecord | None:
+        """Record number `index`, or None at the end of data."""
+        raise Unsupported(f"{self.family}: history records are not available")
+
+    async def read_bank_realtime(
+        self, bus: BusClient, master: int, now: float, *, addresses: Sequence[int] | None = None
+    ) -> Mapping[int, Telemetry]:
+        """Every pack's realtime data through the master pack (PACE INFO 0xFF), keyed by address;
+        `addresses` are the bank's configured packs, master first. Optional."""
+        raise Unsupported(f"{self.family} has no whole-bank read through a master pack")
