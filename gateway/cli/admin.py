@@ -129,7 +129,7 @@ def _show_batch(doc: dict[str, Any]) -> int:
     for p in packs or []:
         for w in p.get("warnings", []):
             print(f"warning: {p['pack']}: {w}")
-    if "written" in doc:
+    if isinstance(doc.get("written"), list):  # a batch; a single pack's report has written: bool
         print(
             f"outcome: {doc['outcome']}; written: {', '.join(doc['written']) or 'none'}; "
             f"not written: {', '.join(doc['not_written']) or 'none'}"
@@ -472,7 +472,7 @@ AUDIT_COLUMNS = ("id", "at", "token_id", "role", "client", "action", "packs", "r
 
 def _audit_file(entries: list[dict[str, Any]], path: Path, fmt: str | None) -> int:
     """The audit entries as a CSV or XLSX file (cells neutralised by the shared export writer)."""
-    from gateway.history.export import render
+    from gateway.ops.history.export import render
 
     fmt = fmt or ("xlsx" if path.suffix.lower() == ".xlsx" else "csv")
     rows = []
