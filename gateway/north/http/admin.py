@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.north.http.auth import bearer_caller
+from gateway.north.http.auth import bearer_caller, shared_auth
 from gateway.ops.admin.service import AdminError, AdminService, Caller
 from gateway.ops.admin.transfer import MAX_FILE_BYTES
 from gateway.ops.security.auth import RateLimiter, Role, TokenStore
@@ -357,12 +357,9 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
 def install(ctx: Any) -> list[Any]:
     """Wire the admin API into an application context: the service, the router, and the clock
     auto-sync service when `[admin] clock_auto_sync` is on. Returns the services to supervise."""
-    from gateway.app.config import state_path
     from gateway.ops.admin.service import ClockAutoSync
 
     admin = AdminService.from_context(ctx)
-    tokens = TokenStore(state_path(ctx.config, ctx.config_path, ctx.config.admin.tokens_file))
-    limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
-    ctx.extras["admin_auth"] = (tokens, limiter)  # shared by the records API (gateway.north.http.records)
+    tokens, limiter = shared_auth(ctx)  # shared by the records API and the request guard
     ctx.http_routers.append(admin_router(admin, tokens, limiter))
     return [ClockAutoSync(admin)] if ctx.config.admin.clock_auto_sync else []

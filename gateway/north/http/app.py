@@ -64,16 +64,10 @@ def _data_dependencies(ctx: AppContext) -> list[Any]:
     """The viewer-token check of the data routes when `[admin] data_needs_token` (else none)."""
     if not ctx.config.admin.data_needs_token:
         return []
-    from gateway.app.config import state_path
-    from gateway.north.http.auth import bearer_caller
-    from gateway.ops.security.auth import RateLimiter, Role, TokenStore
+    from gateway.north.http.auth import bearer_caller, shared_auth
+    from gateway.ops.security.auth import Role
 
-    auth = ctx.extras.get("admin_auth")  # shared with the admin API (gateway.north.http.admin.install)
-    if auth is not None:
-        tokens, limiter = auth
-    else:
-        tokens = TokenStore(state_path(ctx.config, ctx.config_path, ctx.config.admin.tokens_file))
-        limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
+    tokens, limiter = shared_auth(ctx)  # shared with the admin API (gateway.north.http.admin.install)
     # viewer is the weakest role: no 403 can happen, so there is nothing to audit
     return [Depends(bearer_caller(Role.VIEWER, tokens, limiter, lambda: None))]
 
@@ -122,4 +116,25 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     for router in ctx.http_routers:
         app.include_router(router)
+    _guard(app, ctx)
     return app
+
+
+def _guard(app: FastAPI, ctx: AppContext) -> None:
+    """Authentication before any body is read, and every body capped (`gateway.north.http.guard`)."""
+    from gateway.north.http.guard import RequestGuard
+    from gateway.ops.admin.transfer import MAX_FILE_BYTES
+
+    def tokens() -> Any:
+        auth = ctx.extras.get("admin_auth")
+        return None if auth is None else auth[0]
+
+    app.add_middleware(
+        RequestGuard,  # type: ignore[arg-type]
+        tokens=tokens,
+        default_cap=ctx.config.admin.max_body_kib * 1024,
+        caps=(
+            (r"/api/packs/[^/]+/[^/]+/parameters/import", MAX_FILE_BYTES),
+            (r"/api/firmware/images", ctx.config.firmware.max_image_kib * 1024 + 1024),
+        ),
+    )

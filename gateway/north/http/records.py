@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.north.http.auth import bearer_caller
+from gateway.north.http.auth import bearer_caller, shared_auth
 from gateway.ops.admin.service import Caller
 from gateway.ops.firmware.manager import FirmwareService
 from gateway.ops.history.errors import Conflict, Invalid, RecordsError
@@ -448,14 +448,7 @@ async def _as_dict(aw: Awaitable[Any]) -> Any:
 
 def install(ctx: Any) -> list[Any]:
     """Wire history, recording and firmware into an application context; returns their services."""
-    from gateway.app.config import state_path
-
-    auth = ctx.extras.get("admin_auth")
-    if auth is not None:
-        tokens, limiter = auth
-    else:
-        tokens = TokenStore(state_path(ctx.config, ctx.config_path, ctx.config.admin.tokens_file))
-        limiter = RateLimiter(ctx.config.admin.rate_limit_per_minute)
+    tokens, limiter = shared_auth(ctx)
     history = HistoryService.from_context(ctx)
     firmware = FirmwareService.from_context(ctx)
     recorder = Recorder.from_context(ctx) if ctx.config.recording.enabled else None
