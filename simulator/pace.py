@@ -25,11 +25,20 @@ from protocol.bms import bootloader as bl
 from protocol.bms.base import FrameDecoder
 from protocol.bms.pace import commands as c
 from protocol.bms.pace import values as v
-from protocol.bms.pace.frame import CID1_LFP, VER_20, VER_25, PaceDecoder, PaceFrame, Rtn, parse_frame
+from protocol.bms.pace.frame import (
+    BOOT_CODES,
+    CID1_LFP,
+    VER_20,
+    VER_25,
+    PaceDecoder,
+    PaceFrame,
+    Rtn,
+    parse_frame,
+)
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from simulator.pace_model import PaceModel
 from simulator.pack import Identity, PackTruth, SimPack, WireFlags
-from simulator.tianpower import epoch_of, event_code, pack_time
+from simulator.records import epoch_of, event_code, pack_time
 
 if TYPE_CHECKING:
     from simulator.core import Simulator
@@ -190,7 +199,7 @@ class PaceResponder:
         pack = sim.answering_pack(address)
         if pack is None:
             return address, b""
-        op = bl.op_for_code(self.family, frame.command)
+        op = BOOT_CODES.op(frame.command)
         if op is not None:
             body = pack.bootloader.handle(op, frame.info)
             sim.dirty = True

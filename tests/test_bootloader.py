@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.bms import bootloader as bl
+from protocol.bms.registry import boot
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
 MODEL = "HY-PT003-B200LT55-V1.0.3"
@@ -141,10 +142,10 @@ def test_block_before_enter_is_bad_state() -> None:
 
 
 def test_command_codes_per_family() -> None:
-    assert bl.command_code("tianpower", bl.Op.ENTER) == 0xA0
-    assert bl.command_code("pace", bl.Op.STATUS) == 0xF4
-    assert bl.op_for_code("pace", 0xF1) is bl.Op.BLOCK
-    assert bl.op_for_code("tianpower", 0x01) is None
+    assert boot("tianpower").codes.code(bl.Op.ENTER) == 0xA0
+    assert boot("pace").codes.code(bl.Op.STATUS) == 0xF4
+    assert boot("pace").codes.op(0xF1) is bl.Op.BLOCK
+    assert boot("tianpower").codes.op(0x01) is None
 
 
 @given(st.binary(max_size=300))

@@ -19,6 +19,7 @@ from protocol.bms.pace import commands as pc
 from protocol.bms.pace import describe as pace_describe
 from protocol.bms.pace.frame import PaceDecoder
 from protocol.bms.pace.frame import parse_frame as pace_parse
+from protocol.bms.registry import boot
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.describe import describe as tp_describe
 from protocol.bms.tianpower.frame import TianpowerDecoder
@@ -45,31 +46,35 @@ def _bodies(image: bl.FirmwareImage) -> dict[bl.Op, bytes]:
 
 def _reply_frame(family: str, address: int, op: bl.Op, reply: bl.BootReply) -> bytes:
     if family == "tianpower":
-        return m.encode_response(address, m.BootloaderAnswer(bl.command_code(family, op), reply))
+        return m.encode_response(address, m.BootloaderAnswer(boot(family).codes.code(op), reply))
     return pc.response(address, 0, reply.encode())
 
 
 def test_enum_members_match_the_bootloader_tables() -> None:
-    assert {c.name.lower()[5:]: int(c) for c in m.Cmd if c.name.startswith("BOOT_")} == bl.TIANPOWER_COMMANDS
-    assert {c.name.lower()[5:]: int(c) for c in pc.Cmd if c.name.startswith("BOOT_")} == bl.PACE_COMMANDS
+    assert {c.name.lower()[5:]: int(c) for c in m.Cmd if c.name.startswith("BOOT_")} == boot(
+        "tianpower"
+    ).codes.by_name()
+    assert {c.name.lower()[5:]: int(c) for c in pc.Cmd if c.name.startswith("BOOT_")} == boot(
+        "pace"
+    ).codes.by_name()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("op", list(bl.Op))
 def test_requests_are_requests_and_replies_are_responses(family: str, op: bl.Op) -> None:
     body = _bodies(_image(family))[op]
-    raw = bl.encode_frame(family, 3, op, body)
+    raw = boot(family).encode_frame(3, op, body)
     reply = bl.BootReply(bl.Status.OK, bl.Mode.BOOTLOADER, 3, 4, "MODEL-1.0")
     answer = _reply_frame(family, 3, op, reply)
     decoder = TianpowerDecoder() if family == "tianpower" else PaceDecoder()
     decoder.feed(raw + answer)  # as heard on the wire: the echo, then the pack's answer
     frames = [f for f in decoder.frames() if isinstance(f, Frame)]
     assert [f.is_request for f in frames] == [True, False]
-    assert bl.decode_reply_frame(family, frames[1].raw, op) == reply
+    assert boot(family).decode_reply_frame(frames[1].raw, op) == reply
     if family == "tianpower":
         assert m.parse_request(tp_parse(raw)) == m.BootloaderRequest(3, bl.decode_request(op, body))
         assert m.encode_request(m.BootloaderRequest(3, bl.decode_request(op, body))) == raw
-        assert m.parse_response(tp_parse(answer)) == m.BootloaderAnswer(bl.command_code(family, op), reply)
+        assert m.parse_response(tp_parse(answer)) == m.BootloaderAnswer(boot(family).codes.code(op), reply)
         doc = tp_describe(raw)
         assert doc["direction"] == "request" and doc["message"]["op"] == op.name.lower()
         assert "firmware upgrade" in doc["command_name"]
@@ -85,8 +90,8 @@ def test_requests_are_requests_and_replies_are_responses(family: str, op: bl.Op)
 def test_block_with_a_bad_crc_is_not_taken_for_a_request() -> None:
     good = bl.encode_request(bl.Op.BLOCK, block_number=0, data=b"abc")
     bad = good[:-1] + bytes((good[-1] ^ 1,))
-    assert tp_parse(bl.encode_frame("tianpower", 1, bl.Op.BLOCK, good)).is_request
-    assert not tp_parse(bl.encode_frame("tianpower", 1, bl.Op.BLOCK, bad)).is_request
+    assert tp_parse(boot("tianpower").encode_frame(1, bl.Op.BLOCK, good)).is_request
+    assert not tp_parse(boot("tianpower").encode_frame(1, bl.Op.BLOCK, bad)).is_request
 
 
 @given(
@@ -105,7 +110,7 @@ def test_no_reply_is_classified_as_a_request(
         raw = _reply_frame(family, 1, op, reply)
         frame = tp_parse(raw) if family == "tianpower" else pace_parse(raw)
         assert not frame.is_request
-        assert bl.decode_reply_frame(family, raw, op) == reply
+        assert boot(family).decode_reply_frame(raw, op) == reply
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -133,7 +138,7 @@ async def test_bus_owner_skips_another_masters_bootloader_request(family: str) -
                 await asyncio.wait_for(linked.wait(), 5.0)
                 ask = tg.create_task(
                     owner.transact(
-                        bl.encode_frame(family, 1, bl.Op.STATUS, b""),
+                        boot(family).encode_frame(1, bl.Op.STATUS, b""),
                         lambda f: f.address == 1,
                         priority=Priority.FIRMWARE,
                         address=1,
@@ -144,7 +149,7 @@ async def test_bus_owner_skips_another_masters_bootloader_request(family: str) -
                         break
                     await asyncio.sleep(0.01)
                 assert server.requests_served == 1
-                other.write(bl.encode_frame(family, 1, bl.Op.VERIFY, b""))
+                other.write(boot(family).encode_frame(1, bl.Op.VERIFY, b""))
                 await other.drain()
                 frame = await ask
                 runner.cancel()
@@ -154,6 +159,6 @@ async def test_bus_owner_skips_another_masters_bootloader_request(family: str) -
             other.close()
             await other.wait_closed()
     assert frame is not None and not frame.is_request
-    reply = bl.decode_reply_frame(family, frame.raw, bl.Op.STATUS)
+    reply = boot(family).decode_reply_frame(frame.raw, bl.Op.STATUS)
     assert reply.mode is bl.Mode.APPLICATION and reply.status is bl.Status.OK
     assert owner.counters.echoes == 1  # the other master's request, recognised as a request

@@ -19,7 +19,7 @@ import pytest
 from gateway.app.config import Config, ConfigError
 from gateway.app.context import AppContext
 from gateway.app.wiring import build_context, build_services, run_app
-from gateway.core.policy.service import DecisionStore
+from gateway.core.policy.decisions import DecisionStore
 
 STALE_S = 3.0
 

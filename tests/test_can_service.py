@@ -24,8 +24,9 @@ from can_policy_fixtures import bank, decision, pack, telemetry, view
 from gateway.app.config import CanConfig, PolicyConfig
 from gateway.core.controls import Controls
 from gateway.core.model import Availability, ModelStore
+from gateway.core.policy.decisions import DecisionStore
 from gateway.core.policy.engine import PolicyEngine
-from gateway.core.policy.service import DecisionStore, PolicyService
+from gateway.core.policy.service import PolicyService
 from gateway.north.can.service import CanService, KeepaliveState, candump_line
 from protocol.inverter.can.base import CanFrame
 

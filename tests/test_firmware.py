@@ -20,6 +20,7 @@ from gateway.ops.firmware.manager import FirmwareService
 from gateway.ops.history.errors import Conflict, Forbidden, Invalid
 from gateway.ops.security.auth import Role
 from protocol.bms import bootloader as bl
+from protocol.bms.registry import boot
 from simulator import Simulator
 
 ADMIN = Who(Role.ADMIN, "t-admin")
@@ -53,8 +54,8 @@ class BusSpy:
     @staticmethod
     def is_bootloader(family: str, raw: bytes) -> bool:
         if family == "tianpower":
-            return raw[2] in bl.TIANPOWER_COMMANDS.values()
-        return int(raw[7:9], 16) in bl.PACE_COMMANDS.values()
+            return raw[2] in boot("tianpower").codes.by_name().values()
+        return int(raw[7:9], 16) in boot("pace").codes.by_name().values()
 
     @staticmethod
     def address(family: str, raw: bytes) -> int:

@@ -383,8 +383,8 @@ async def test_stop_closes_open_connections() -> None:
 
 async def test_charge_policy_limits_are_served() -> None:
     from gateway.app.config import PolicyConfig
+    from gateway.core.policy.decisions import DecisionStore
     from gateway.core.policy.engine import PolicyEngine
-    from gateway.core.policy.service import DecisionStore
 
     store = make_store()
     decisions = DecisionStore()

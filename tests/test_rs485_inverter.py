@@ -25,8 +25,8 @@ from gateway.core.model import (
     Temperature,
     TempRole,
 )
+from gateway.core.policy.decisions import DecisionStore
 from gateway.core.policy.engine import NEUTRAL_FLAGS, PolicyEngine
-from gateway.core.policy.service import DecisionStore
 from gateway.north.rs485.service import (
     EnergyCounter,
     Rs485InverterService,

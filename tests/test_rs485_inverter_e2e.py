@@ -17,7 +17,7 @@ from gateway.app.config import parse_config
 from gateway.app.context import AppContext
 from gateway.app.wiring import Supervisor, build_context, build_services
 from gateway.core.model import ModelView
-from gateway.core.policy.service import DecisionStore
+from gateway.core.policy.decisions import DecisionStore
 from gateway.north.rs485.service import Rs485InverterService
 from protocol.inverter.rs485.pylon import build_request
 from simulator import Simulator, SimulatorOptions

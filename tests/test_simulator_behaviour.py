@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from protocol.bms import bootloader as bl
 from protocol.bms.pace import commands as pc
 from protocol.bms.pace.frame import parse_frame as pace_parse
+from protocol.bms.registry import boot
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import parse_frame as tp_parse
 from protocol.errors import RemoteProtocolError
@@ -264,8 +265,8 @@ async def _upgrade(
     sent = 0
     while not session.done and (limit is None or sent < limit):
         op, body = session.next_request()
-        raw = await sim.handle(bl.encode_frame(family, address, op, body))
-        session.on_reply(bl.decode_reply_frame(family, raw, op))
+        raw = await sim.handle(boot(family).encode_frame(address, op, body))
+        session.on_reply(boot(family).decode_reply_frame(raw, op))
         sent += 1
     return session
 

@@ -10,7 +10,7 @@ from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import parse_frame as tp_parse
 from protocol.bms.tianpower.realtime import FlagKind
 from simulator import Simulator, SimulatorOptions
-from simulator.tianpower import event_of_code
+from simulator.records import event_of_code
 
 
 def _sim(protocol: str = "tianpower", **kw: object) -> Simulator:

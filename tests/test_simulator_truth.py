@@ -14,7 +14,7 @@ from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import parse_frame as tp_parse
 from protocol.bms.tianpower.realtime import TempSensor
 from simulator import Simulator, SimulatorOptions
-from simulator.tianpower import event_code, event_of_code, pack_time
+from simulator.records import event_code, event_of_code, pack_time
 
 EPOCH = 1_780_000_000.0  # a fixed simulation origin so clock values are reproducible
 EXACT = pytest.approx  # floats built as raw/scale on both sides: equal to the last bit or nearly

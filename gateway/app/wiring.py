@@ -227,9 +227,13 @@ def build_services(ctx: AppContext) -> list[Service]:
         from gateway.north.modbus import ModbusServer
 
         services.append(ModbusServer.from_context(ctx))
-    from gateway.core.policy.service import build_policy_services  # charge policy (+ inverter CAN)
+    from gateway.core.policy.service import build_policy_services  # charge policy
 
     services.extend(build_policy_services(ctx))
+    if ctx.config.can.enabled:
+        from gateway.north.can.service import install as install_can  # python-can only when CAN is used
+
+        services.extend(install_can(ctx))
     if ctx.config.inverter_rs485.enabled:
         from gateway.north.rs485.service import Rs485InverterService  # inverter RS485 port
 

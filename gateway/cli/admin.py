@@ -13,102 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
-from rich.console import Console
-from rich.table import Table
-
-OK, FAILED, USAGE, UNREACHABLE, REFUSED = 0, 1, 2, 3, 4
-DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-class CliError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _status_code(status: int) -> int:
-    if status in (401, 403, 409, 422, 429):
-        return REFUSED
-    if status in (400, 404, 405):
-        return USAGE
-    return FAILED
-
-
-class Api:
-    def __init__(self, args: argparse.Namespace) -> None:
-        token = args.token or os.environ.get("BMS_GATEWAY_TOKEN")
-        if not token:
-            raise CliError(
-                USAGE, "no token: pass --token or set BMS_GATEWAY_TOKEN (bms-gateway token create)"
-            )
-        self.url = (args.url or os.environ.get("BMS_GATEWAY_URL") or DEFAULT_URL).rstrip("/")
-        verify: bool | ssl.SSLContext = True
-        if args.cafile:
-            try:
-                verify = ssl.create_default_context(cafile=args.cafile)
-            except (OSError, ssl.SSLError) as err:
-                raise CliError(USAGE, f"cannot load --cafile {args.cafile}: {err}") from None
-        elif args.insecure:
-            verify = False
-        self.client = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=args.timeout,
-            verify=verify,
-        )
-
-    def close(self) -> None:
-        self.client.close()
-
-    def call(self, method: str, path: str, *, raw: bool = False, **kw: Any) -> Any:
-        try:
-            r = self.client.request(method, path, **kw)
-        except httpx.TransportError as err:
-            raise CliError(UNREACHABLE, f"cannot reach the gateway at {self.url}: {err}") from None
-        if r.status_code >= 400:
-            try:
-                body = r.json()
-                detail = body.get("detail") if isinstance(body, dict) else body
-            except ValueError:
-                detail = r.text
-            if not isinstance(detail, str):
-                detail = json.dumps(detail)
-            raise CliError(_status_code(r.status_code), f"{r.status_code}: {detail}")
-        return r.text if raw else r.json()
-
-
-# ---- output ------------------------------------------------------------------------------------
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, dict | list):
-        return json.dumps(v)
-    return str(v)
-
-
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    t = Table(title=title)
-    for c in columns:
-        t.add_column(c)
-    for row in rows:
-        t.add_row(*(_fmt(v) for v in row))
-    Console(width=200).print(t)
-
-
-def _report_code(doc: dict[str, Any]) -> int:
-    outcome = doc.get("outcome")
-    return OK if outcome in ("ok", "dry_run", None) else FAILED
+from gateway.cli.api_client import (
+    DEFAULT_URL,
+    FAILED,
+    OK,
+    USAGE,
+    Api,
+    CliError,
+    emit,
+    report_code,
+    table,
+)
 
 
 def _show_batch(doc: dict[str, Any]) -> int:
@@ -121,7 +40,7 @@ def _show_batch(doc: dict[str, Any]) -> int:
             )
         if not p.get("items"):
             rows.append([p["pack"], "", "", "", "", p.get("outcome"), p.get("detail")])
-    _table(
+    table(
         doc.get("action", "result"),
         ["Pack", "Item", "Requested", "Before", "After", "Outcome", "Detail"],
         rows,
@@ -136,15 +55,7 @@ def _show_batch(doc: dict[str, Any]) -> int:
         )
     else:
         print(f"outcome: {doc.get('outcome')}")
-    return _report_code(doc)
-
-
-def _emit(args: argparse.Namespace, doc: Any, human: Any) -> int:
-    if args.json:
-        print(json.dumps(doc, indent=2))
-        return _report_code(doc) if isinstance(doc, dict) else OK
-    code: int = human(doc)
-    return code
+    return report_code(doc)
 
 
 # ---- commands ----------------------------------------------------------------------------------
@@ -184,7 +95,7 @@ def _number(text: str) -> float | int:
 
 def cmd_whoami(api: Api, args: argparse.Namespace) -> int:
     doc = api.call("GET", "/api/admin/whoami")
-    return _emit(args, doc, lambda d: print(f"token {d['token_id']} role {d['role']} ({d['label']})") or OK)
+    return emit(args, doc, lambda d: print(f"token {d['token_id']} role {d['role']} ({d['label']})") or OK)
 
 
 def cmd_params_get(api: Api, args: argparse.Namespace) -> int:
@@ -204,14 +115,14 @@ def cmd_params_get(api: Api, args: argparse.Namespace) -> int:
             ]
             for p in d["parameters"]
         ]
-        _table(
+        table(
             f"{d['pack']} ({d['family']}, {d['source']})",
             ["No.", "Name", "Value", "Unit", "Set Range", "Default", "Access", "Note"],
             rows,
         )
         return OK
 
-    return _emit(args, doc, human)
+    return emit(args, doc, human)
 
 
 def cmd_params_all(api: Api, args: argparse.Namespace) -> int:
@@ -221,10 +132,10 @@ def cmd_params_all(api: Api, args: argparse.Namespace) -> int:
     def human(d: dict[str, Any]) -> int:
         names = [p["pack"] for p in d["packs"]]
         rows = [[r["name"], r["unit"], *(r["values"].get(n) for n in names)] for r in d["parameters"]]
-        _table("parameters", ["Name", "Unit", *names], rows)
+        table("parameters", ["Name", "Unit", *names], rows)
         return OK
 
-    return _emit(args, doc, human)
+    return emit(args, doc, human)
 
 
 def cmd_params_set(api: Api, args: argparse.Namespace) -> int:
@@ -240,7 +151,7 @@ def cmd_params_set(api: Api, args: argparse.Namespace) -> int:
         doc = api.call("PUT", _pack_path(packs[0]) + "/parameters", json=body)
     else:
         doc = api.call("PUT", "/api/parameters", json={**body, "packs": _packs(packs)})
-    return _emit(args, doc, _show_batch)
+    return emit(args, doc, _show_batch)
 
 
 def cmd_params_export(api: Api, args: argparse.Namespace) -> int:
@@ -270,7 +181,7 @@ def cmd_params_import(api: Api, args: argparse.Namespace) -> int:
 
     def human(d: dict[str, Any]) -> int:
         rows = [[c["name"], c["current"], c["new"], c["unit"], c["set_range"]] for c in d["changes"]]
-        _table(
+        table(
             f"{d['pack']}: {len(d['changes'])} change(s), {d['unchanged']} unchanged",
             ["Name", "Current", "New", "Unit", "Set Range"],
             rows,
@@ -281,12 +192,12 @@ def cmd_params_import(api: Api, args: argparse.Namespace) -> int:
             print("preview only: repeat with --apply to write these values")
         return OK
 
-    return _emit(args, doc, human)
+    return emit(args, doc, human)
 
 
 def cmd_params_load_origin(api: Api, args: argparse.Namespace) -> int:
     body = {"packs": _packs(args.packs), "dry_run": args.dry_run, "allow_inferred": args.allow_inferred}
-    return _emit(args, api.call("POST", "/api/parameters/load-origin", json=body), _show_batch)
+    return emit(args, api.call("POST", "/api/parameters/load-origin", json=body), _show_batch)
 
 
 def cmd_params_table(api: Api, args: argparse.Namespace) -> int:
@@ -304,10 +215,10 @@ def cmd_params_table(api: Api, args: argparse.Namespace) -> int:
             ]
             for p in d
         ]
-        _table(args.family, ["Name", "Unit", "Set Range", "Default", "Access", "Choices / note"], rows)
+        table(args.family, ["Name", "Unit", "Set Range", "Default", "Access", "Choices / note"], rows)
         return OK
 
-    return _emit(args, doc, human)
+    return emit(args, doc, human)
 
 
 def cmd_capacities(api: Api, args: argparse.Namespace) -> int:
@@ -316,7 +227,7 @@ def cmd_capacities(api: Api, args: argparse.Namespace) -> int:
         doc = api.call("GET", path)
 
         def human(d: dict[str, Any]) -> int:
-            _table(
+            table(
                 d["pack"],
                 ["Full Ah", "Remaining Ah", "Nominal Ah"],
                 [[d["full_ah"], d["remaining_ah"], d["nominal_ah"]]],
@@ -325,23 +236,23 @@ def cmd_capacities(api: Api, args: argparse.Namespace) -> int:
                 print(f"warning: {w}")
             return OK
 
-        return _emit(args, doc, human)
+        return emit(args, doc, human)
     body = {
         "full_ah": args.full,
         "remaining_ah": args.remaining,
         "nominal_ah": args.nominal,
         "allow_inferred": args.allow_inferred,
     }
-    return _emit(args, api.call("PUT", path, json=body), _show_batch)
+    return emit(args, api.call("PUT", path, json=body), _show_batch)
 
 
 def cmd_cell_count(api: Api, args: argparse.Namespace) -> int:
     body = {"cells": args.cells, "confirm": args.confirm}
-    return _emit(args, api.call("PUT", _pack_path(args.pack) + "/cell-count", json=body), _show_batch)
+    return emit(args, api.call("PUT", _pack_path(args.pack) + "/cell-count", json=body), _show_batch)
 
 
 def cmd_serial(api: Api, args: argparse.Namespace) -> int:
-    return _emit(
+    return emit(
         args, api.call("PUT", _pack_path(args.pack) + "/serial", json={"serial": args.serial}), _show_batch
     )
 
@@ -359,12 +270,12 @@ def cmd_anti_theft(api: Api, args: argparse.Namespace) -> int:
         body["comm_timeout_h"] = args.comm_timeout
     if not body:
         doc = api.call("GET", path)
-        return _emit(args, doc, lambda d: print(json.dumps(d, indent=2)) or OK)
-    return _emit(args, api.call("PUT", path, json=body), _show_batch)
+        return emit(args, doc, lambda d: print(json.dumps(d, indent=2)) or OK)
+    return emit(args, api.call("PUT", path, json=body), _show_batch)
 
 
 def cmd_unlock(api: Api, args: argparse.Namespace) -> int:
-    return _emit(args, api.call("POST", _pack_path(args.pack) + "/unlock"), _show_batch)
+    return emit(args, api.call("POST", _pack_path(args.pack) + "/unlock"), _show_batch)
 
 
 def cmd_pack_protocol(api: Api, args: argparse.Namespace) -> int:
@@ -373,26 +284,26 @@ def cmd_pack_protocol(api: Api, args: argparse.Namespace) -> int:
         doc = api.call("GET", path)
 
         def human(d: dict[str, Any]) -> int:
-            _table(
+            table(
                 d["pack"],
                 ["CAN", "RS485", "Mode"],
                 [[f"{d['can']} {d['can_name']}", f"{d['rs485']} {d['rs485_name']}", d["mode"]]],
             )
             return OK
 
-        return _emit(args, doc, human)
+        return emit(args, doc, human)
     body = {"can": args.can, "rs485": args.rs485, "mode": args.mode}
-    return _emit(args, api.call("PUT", path, json=body), _show_batch)
+    return emit(args, api.call("PUT", path, json=body), _show_batch)
 
 
 def cmd_control(api: Api, args: argparse.Namespace) -> int:
     body = {"action": args.action, "on": _on_off(args.state), "allow_inferred": args.allow_inferred}
-    return _emit(args, api.call("POST", _pack_path(args.pack) + "/control", json=body), _show_batch)
+    return emit(args, api.call("POST", _pack_path(args.pack) + "/control", json=body), _show_batch)
 
 
 def cmd_sleep(api: Api, args: argparse.Namespace) -> int:
     body = {"action": "forced_sleep", "on": True}
-    return _emit(args, api.call("POST", _pack_path(args.pack) + "/control", json=body), _show_batch)
+    return emit(args, api.call("POST", _pack_path(args.pack) + "/control", json=body), _show_batch)
 
 
 def cmd_clock_read(api: Api, args: argparse.Namespace) -> int:
@@ -400,18 +311,18 @@ def cmd_clock_read(api: Api, args: argparse.Namespace) -> int:
 
     def human(d: dict[str, Any]) -> int:
         rows = [[p["pack"], p["pack_time"], p["drift_s"], p["source"], p["error"]] for p in d["packs"]]
-        _table(
+        table(
             f"clocks (limit {d['max_drift_s']:g} s)",
             ["Pack", "Pack time", "Drift s", "Source", "Error"],
             rows,
         )
         return FAILED if any(p["drift_s"] is None for p in d["packs"]) else OK
 
-    return _emit(args, doc, human)
+    return emit(args, doc, human)
 
 
 def cmd_clock_sync(api: Api, args: argparse.Namespace) -> int:
-    return _emit(args, api.call("POST", "/api/clock/sync", json={"packs": _packs(args.packs)}), _show_batch)
+    return emit(args, api.call("POST", "/api/clock/sync", json={"packs": _packs(args.packs)}), _show_batch)
 
 
 def cmd_protocol(api: Api, args: argparse.Namespace) -> int:
@@ -422,10 +333,10 @@ def cmd_protocol(api: Api, args: argparse.Namespace) -> int:
             rows = [
                 [k, d[k]["protocol"], d[k]["enabled"], ", ".join(d[k]["available"])] for k in ("can", "rs485")
             ]
-            _table("gateway inverter protocols", ["Port", "Protocol", "Enabled", "Available"], rows)
+            table("gateway inverter protocols", ["Port", "Protocol", "Enabled", "Available"], rows)
             return OK
 
-        return _emit(args, doc, human)
+        return emit(args, doc, human)
     doc = api.call("PUT", "/api/gateway/protocols", json={"can": args.can, "rs485": args.rs485})
 
     def show(d: dict[str, Any]) -> int:
@@ -434,7 +345,7 @@ def cmd_protocol(api: Api, args: argparse.Namespace) -> int:
         )
         return OK
 
-    return _emit(args, doc, show)
+    return emit(args, doc, show)
 
 
 def cmd_audit(api: Api, args: argparse.Namespace) -> int:
@@ -460,10 +371,10 @@ def cmd_audit(api: Api, args: argparse.Namespace) -> int:
             ]
             for e in d
         ]
-        _table("audit", ["Id", "At", "Token", "Role", "Client", "Action", "Packs", "Outcome", "Detail"], rows)
+        table("audit", ["Id", "At", "Token", "Role", "Client", "Action", "Packs", "Outcome", "Detail"], rows)
         return OK
 
-    return _emit(args, doc, human)
+    return emit(args, doc, human)
 
 
 AUDIT_COLUMNS = ("id", "at", "token_id", "role", "client", "action", "packs", "request", "before", "after",

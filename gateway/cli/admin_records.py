@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from gateway.cli.admin import FAILED, OK, UNREACHABLE, USAGE, Api, CliError, _emit, _status_code, _table
+from gateway.cli.api_client import FAILED, OK, UNREACHABLE, USAGE, Api, CliError, emit, status_code, table
 
 POLL_S = 0.5
 
@@ -79,7 +79,7 @@ def _sse(api: Api, path: str) -> Iterator[dict[str, Any]]:
                     detail = r.json().get("detail", r.text)
                 except ValueError:
                     detail = r.text
-                raise CliError(_status_code(r.status_code), f"{r.status_code}: {detail}")
+                raise CliError(status_code(r.status_code), f"{r.status_code}: {detail}")
             for line in r.iter_lines():
                 if line.startswith("data: "):
                     yield json.loads(line[6:])
@@ -158,14 +158,14 @@ def cmd_history_pull(api: Api, args: argparse.Namespace) -> int:
         "POST", "/api/history/pull", json={"bus": bus, "address": address, "resume": not args.restart}
     )
     if args.no_wait:
-        return _emit(args, doc, lambda d: (print(f"started: {', '.join(j['pack'] for j in d)}"), OK)[1])
+        return emit(args, doc, lambda d: (print(f"started: {', '.join(j['pack'] for j in d)}"), OK)[1])
     return _follow_history(api, args, bus, address, since)
 
 
 def cmd_history_stop(api: Api, args: argparse.Namespace) -> int:
     bus, address = _target(args.target)
     doc = api.call("POST", "/api/history/stop", json={"bus": bus, "address": address})
-    return _emit(args, doc, lambda d: (print(f"stopped: {len(d['stopped'])} download(s)"), OK)[1])
+    return emit(args, doc, lambda d: (print(f"stopped: {len(d['stopped'])} download(s)"), OK)[1])
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
@@ -201,14 +201,14 @@ def cmd_history_list(api: Api, args: argparse.Namespace) -> int:
             ]
             for r in d["records"]
         ]
-        _table(
+        table(
             f"history records ({len(rows)} of {d['total']})",
             ["Serial", "Pack", "Time (UTC)", "Event", "V", "A", "SOC %", "Cell min V", "Cell max V"],
             rows,
         )
         return OK
 
-    return _emit(args, doc, human)
+    return emit(args, doc, human)
 
 
 def _export_format(args: argparse.Namespace) -> str:
@@ -233,7 +233,7 @@ def _download(api: Api, path: str, params: dict[str, Any]) -> bytes:
             detail = r.json().get("detail", r.text)
         except ValueError:
             detail = r.text
-        raise CliError(_status_code(r.status_code), f"{r.status_code}: {detail}")
+        raise CliError(status_code(r.status_code), f"{r.status_code}: {detail}")
     return r.content
 
 
@@ -253,7 +253,7 @@ def cmd_history_delete(api: Api, args: argparse.Namespace) -> int:
     bus, address = _pack(args.pack)
     body = {"confirm": "DELETE" if args.confirm else None}
     doc = api.call("POST", f"/api/packs/{bus}/{address}/history/delete", json=body)
-    return _emit(args, doc, lambda d: (print(f"{d['pack']}: records deleted"), OK)[1])
+    return emit(args, doc, lambda d: (print(f"{d['pack']}: records deleted"), OK)[1])
 
 
 def cmd_history_interval(api: Api, args: argparse.Namespace) -> int:
@@ -261,7 +261,7 @@ def cmd_history_interval(api: Api, args: argparse.Namespace) -> int:
     path = f"/api/packs/{bus}/{address}/history/interval"
     if args.minutes is None:
         doc = api.call("GET", path)
-        return _emit(
+        return emit(
             args, doc, lambda d: (print(f"{d['pack']}: storage interval {d['interval_min']} min"), OK)[1]
         )
     doc = api.call("PUT", path, json={"interval_min": args.minutes})
@@ -270,7 +270,7 @@ def cmd_history_interval(api: Api, args: argparse.Namespace) -> int:
         print(f"{d['pack']}: storage interval {d['before_min']} -> {d['interval_min']} min ({d['outcome']})")
         return OK if d["outcome"] == "ok" else FAILED
 
-    return _emit(args, doc, human)
+    return emit(args, doc, human)
 
 
 def cmd_history_record_time(api: Api, args: argparse.Namespace) -> int:
@@ -282,7 +282,7 @@ def cmd_history_record_time(api: Api, args: argparse.Namespace) -> int:
             doc = api.call("PUT", path, json={"which": which, "when": when})
     if not doc:
         doc = api.call("GET", path)
-    return _emit(args, doc, lambda d: (print(f"{d['pack']}: records from {d['start']} to {d['end']}"), OK)[1])
+    return emit(args, doc, lambda d: (print(f"{d['pack']}: records from {d['start']} to {d['end']}"), OK)[1])
 
 
 # ---- recording -------------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def cmd_firmware_flash(api: Api, args: argparse.Namespace) -> int:
     )
     job = api.call("POST", "/api/firmware/jobs", json={"bus": bus, "address": address, "image": info["id"]})
     if args.no_wait:
-        return _emit(args, job, lambda d: (print(f"job {d['id']} started on {d['pack']}"), OK)[1])
+        return emit(args, job, lambda d: (print(f"job {d['id']} started on {d['pack']}"), OK)[1])
     return _follow_job(api, args, job)
 
 
@@ -361,7 +361,7 @@ def cmd_firmware_status(api: Api, args: argparse.Namespace) -> int:
             ]
             for j in jobs
         ]
-        _table(
+        table(
             "firmware jobs",
             ["Job", "Pack", "State", "Phase", "Blocks", "Pack is in", "Versions", "Detail"],
             rows,
@@ -371,19 +371,19 @@ def cmd_firmware_status(api: Api, args: argparse.Namespace) -> int:
             print(f"left in their bootloader: {', '.join(in_boot)} (resume their job)")
         return OK
 
-    return _emit(args, doc, human)
+    return emit(args, doc, human)
 
 
 def cmd_firmware_resume(api: Api, args: argparse.Namespace) -> int:
     job = api.call("POST", f"/api/firmware/jobs/{args.job}/resume")
     if args.no_wait:
-        return _emit(args, job, lambda d: (print(f"job {d['id']} resumed"), OK)[1])
+        return emit(args, job, lambda d: (print(f"job {d['id']} resumed"), OK)[1])
     return _follow_job(api, args, job)
 
 
 def cmd_firmware_abort(api: Api, args: argparse.Namespace) -> int:
     doc = api.call("POST", f"/api/firmware/jobs/{args.job}/abort")
-    return _emit(args, doc, lambda d: (print(f"job {d['id']}: {d['state']}: {d['detail']}"), OK)[1])
+    return emit(args, doc, lambda d: (print(f"job {d['id']}: {d['state']}: {d['detail']}"), OK)[1])
 
 
 # ---- parser ----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.bms.bootloader import BootCarriage
 from protocol.buffer import BoundedBuffer
 from protocol.errors import RemoteProtocolError
 
@@ -84,3 +85,5 @@ class BmsFamily:
     probe_request: Callable[[int], bytes]
     # True when `frame` is a valid answer to the probe (used by scan/auto-detection).
     is_probe_answer: Callable[[Frame], bool]
+    # How this family carries the firmware-upgrade messages (its `boot` module).
+    boot: BootCarriage

@@ -13,7 +13,8 @@ image (magic, header CRC, size, payload CRC32, target model, family) before it t
 Carriage: the messages travel inside each family's normal framing on command codes that the
 reference does not use (see `docs/bootloader.md`): Tianpower CMD 0xA0-0xA4 (DATA = message),
 PACE v25 CID2 0xF0-0xF4 (INFO = message, ASCII hex). This module only builds and parses the
-message bodies and the image; the family codecs put them in frames.
+message bodies and the image; each family's `boot` module (`protocol.bms.tianpower.boot`,
+`protocol.bms.pace.boot`) declares its codes and puts them in frames. This module imports no family.
 
 This module must never perform I/O (no asyncio, serial, sockets) and never import the runtime.
 """
@@ -23,21 +24,10 @@ from __future__ import annotations
 import enum
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from protocol.errors import LocalProtocolError, RemoteProtocolError
-
-# ---------------------------------------------------------------------------------------------------
-# Command codes inside each family's framing.
-
-TIANPOWER_COMMANDS: dict[str, int] = {
-    "enter": 0xA0,
-    "block": 0xA1,
-    "verify": 0xA2,
-    "reboot": 0xA3,
-    "status": 0xA4,
-}
-PACE_COMMANDS: dict[str, int] = {"enter": 0xF0, "block": 0xF1, "verify": 0xF2, "reboot": 0xF3, "status": 0xF4}
 
 BLOCK_SIZE = 128  # bytes of image payload per block (fits Tianpower's one-byte LEN with headroom)
 
@@ -52,20 +42,29 @@ class Op(enum.IntEnum):
     STATUS = 4
 
 
-def command_code(family: str, op: Op) -> int:
-    table = {"tianpower": TIANPOWER_COMMANDS, "pace": PACE_COMMANDS}.get(family)
-    if table is None:
-        raise LocalProtocolError(f"no bootloader carriage defined for family {family!r}")
-    return table[op.name.lower()]
+@dataclass(frozen=True, slots=True)
+class CommandCodes:
+    """The command codes a family carries the bootloader messages on: one per `Op`, consecutive from
+    `first` (each family declares its own in its codec; this module knows no family)."""
 
+    first: int
 
-def op_for_code(family: str, code: int) -> Op | None:
-    """The bootloader message kind carried by `code` in `family`, or None for other commands."""
-    table = {"tianpower": TIANPOWER_COMMANDS, "pace": PACE_COMMANDS}.get(family, {})
-    for name, value in table.items():
-        if value == code:
-            return Op[name.upper()]
-    return None
+    def code(self, op: Op) -> int:
+        return self.first + int(op)
+
+    def op(self, code: int) -> Op | None:
+        """The bootloader message kind carried by `code`, or None for other commands."""
+        try:
+            return Op(code - self.first)
+        except ValueError:
+            return None
+
+    def by_name(self) -> dict[str, int]:
+        """{"enter": code, "block": code, ...} (the table docs/bootloader.md prints)."""
+        return {op.name.lower(): self.code(op) for op in Op}
+
+    def values(self) -> frozenset[int]:
+        return frozenset(self.code(op) for op in Op)
 
 
 class Status(enum.IntEnum):
@@ -505,40 +504,28 @@ class UpgradeSession:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Carriage in each family's framing (what the gateway's upgrade job sends and reads).
+# Carriage in a family's framing: each family codec provides a `BootCarriage` (its `boot` module) and
+# registers it on its `BmsFamily`; generic code reaches it through `protocol.bms.registry`.
 
 
-def encode_frame(family: str, address: int, op: Op, body: bytes) -> bytes:
-    """A complete request frame carrying a bootloader message to the pack at `address`."""
-    code = command_code(family, op)
-    if family == "tianpower":
-        from protocol.bms.tianpower.frame import build_frame
+@dataclass(frozen=True, slots=True)
+class BootCarriage:
+    """How one family carries the bootloader messages: its command codes, a builder of the complete
+    request frame and a parser of the complete reply frame (RemoteProtocolError when the frame is
+    invalid or not an answer to `op`)."""
 
-        return build_frame(address, code, body)
-    from protocol.bms.pace.commands import request
+    family: str
+    codes: CommandCodes
+    encode_frame: Callable[[int, Op, bytes], bytes]
+    decode_reply_frame: Callable[[bytes, Op | None], BootReply]
+    # True when an answer carries the request's command code (Tianpower); False when it carries a
+    # return code instead (PACE's RTN), so an answer is recognised as "not a request" only.
+    answer_carries_command: bool
 
-    return request(address, code, body)
 
-
-def decode_reply_frame(family: str, raw: bytes, op: Op | None = None) -> BootReply:
-    """The bootloader reply carried by a complete response frame; RemoteProtocolError when the frame
-    is invalid, is not a bootloader answer (or not to `op`), or carries a PACE error RTN."""
-    if family == "tianpower":
-        from protocol.bms.tianpower.frame import parse_frame as tp_parse
-
-        tp = tp_parse(raw)
-        got = op_for_code(family, tp.command)
-        body = tp.data
-    elif family == "pace":
-        from protocol.bms.pace.frame import parse_frame as pace_parse
-
-        pf = pace_parse(raw)
-        if pf.command != 0:
-            raise RemoteProtocolError(f"pack answered the bootloader request with RTN 0x{pf.command:02X}")
-        got = op  # PACE answers carry the RTN in CID2, not the command: trust the caller's pairing
-        body = pf.info
-    else:
-        raise LocalProtocolError(f"no bootloader carriage defined for family {family!r}")
+def reply_body(got: Op | None, op: Op | None, body: bytes) -> BootReply:
+    """The reply carried by a frame that answers `got` (None: not a bootloader answer); refused when
+    it is not the answer to `op`."""
     if got is None or (op is not None and got is not op):
         raise RemoteProtocolError("the frame is not an answer to the bootloader request")
     return BootReply.decode(body)

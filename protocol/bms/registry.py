@@ -10,6 +10,7 @@ import importlib
 from functools import cache
 
 from protocol.bms.base import BmsFamily
+from protocol.bms.bootloader import BootCarriage
 
 FAMILY_MODULES = ("protocol.bms.tianpower", "protocol.bms.pace")
 
@@ -23,6 +24,11 @@ def families() -> dict[str, BmsFamily]:
             raise ValueError(f"BMS family {family.name!r} registered twice")
         found[family.name] = family
     return found
+
+
+def boot(name: str) -> BootCarriage:
+    """How family `name` carries the firmware-upgrade messages (KeyError for an unknown family)."""
+    return get(name).boot
 
 
 def get(name: str) -> BmsFamily:

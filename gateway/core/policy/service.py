@@ -1,10 +1,10 @@
 """The charge policy as a service: evaluates `gateway.core.policy.engine` on every new model view
 and on a timer.
 
-`DecisionStore` holds the latest `ChargeDecision` for every consumer (CAN, RS485 inverter, Modbus,
-metrics); `PolicyService` subscribes to the `ModelStore`, evaluates once per new view and every
+`PolicyService` subscribes to the `ModelStore`, evaluates once per new view and every
 `[policy] evaluate_interval_s` (so cap expiry and staleness take effect without new data), and
-publishes. This is the only asynchronous part of the policy; the rules live in `gateway.core.policy.engine`.
+publishes to the `DecisionStore` (`gateway.core.policy.decisions`). This is the only asynchronous
+part of the policy; the rules live in `gateway.core.policy.engine`.
 
 It must never talk to a bus or a pack, and never block the event loop.
 """
@@ -17,14 +17,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from gateway.app.config import ConfigError
 from gateway.app.supervisor import ReadyCallback, Service
 from gateway.core.controls import Controls
 from gateway.core.model import ModelStore, ModelView
+from gateway.core.policy.decisions import DecisionStore
 from gateway.core.policy.engine import ChargeDecision, PolicyEngine
 
 if TYPE_CHECKING:
@@ -32,47 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PERSIST_EVERY_S = 3600.0  # the time of the last full charge is saved at most hourly
-
-
-class DecisionStore:
-    """The latest charge decision; `subscribe()` yields it and every newer one (never reordered)."""
-
-    def __init__(self) -> None:
-        self._latest: ChargeDecision | None = None
-        self.version = 0
-        self._waiters: set[asyncio.Event] = set()
-
-    @property
-    def latest(self) -> ChargeDecision | None:
-        return self._latest
-
-    def publish(self, decision: ChargeDecision) -> None:
-        self._latest = decision
-        self.version += 1
-        for waiter in self._waiters:
-            waiter.set()
-
-    async def subscribe(self) -> AsyncIterator[ChargeDecision]:
-        waiter = asyncio.Event()
-        self._waiters.add(waiter)
-        try:
-            last = 0
-            while True:
-                if self._latest is not None and self.version != last:
-                    last = self.version
-                    yield self._latest
-                    continue
-                await waiter.wait()
-                waiter.clear()
-        finally:
-            self._waiters.discard(waiter)
-
-    async def wait_for(self, predicate: Callable[[ChargeDecision], bool]) -> ChargeDecision:
-        """The first decision (current or future) for which `predicate` is true."""
-        async for decision in self.subscribe():
-            if predicate(decision):
-                return decision
-        raise AssertionError("unreachable: subscribe() never ends")  # pragma: no cover
 
 
 class PolicyService:
@@ -169,11 +128,9 @@ class PolicyService:
 
 
 def build_policy_services(ctx: AppContext) -> list[Service]:
-    """The charge policy service (always) and the inverter CAN service (when `[can] enabled`).
-
-    Registers `ctx.extras["decisions"]` (the DecisionStore every inverter adapter and metrics read),
-    `ctx.extras["policy"]` and, with CAN, `ctx.extras["can"]` (stats, `set_protocol()`).
-    """
+    """The charge policy service. Registers `ctx.extras["decisions"]` (the DecisionStore every
+    inverter adapter and metrics read) and `ctx.extras["policy"]`; the inverter CAN service is built
+    by `gateway.north.can.service.install` from that store."""
     decisions = ctx.extras.get("decisions")
     if not isinstance(decisions, DecisionStore):
         decisions = DecisionStore()
@@ -187,14 +144,4 @@ def build_policy_services(ctx: AppContext) -> list[Service]:
         PolicyEngine(ctx.config.policy), ctx.store, ctx.controls, decisions, state_file=state_file
     )
     ctx.extras["policy"] = policy
-    services: list[Service] = [policy]
-    if ctx.config.can.enabled:
-        from gateway.north.can.service import CanService  # python-can only when CAN is used
-
-        try:
-            can_service = CanService(ctx.config.can, decisions, stale_after_s=ctx.config.policy.stale_after_s)
-        except (KeyError, ValueError) as err:
-            raise ConfigError(f"can: {err}") from None
-        ctx.extras["can"] = can_service
-        services.append(can_service)
-    return services
+    return [policy]

@@ -27,16 +27,19 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import can
 
 from gateway.app.config import CanConfig, ConfigError
-from gateway.app.supervisor import ReadyCallback
+from gateway.app.supervisor import ReadyCallback, Service
+from gateway.core.policy.decisions import DecisionStore
 from gateway.core.policy.engine import ChargeDecision
-from gateway.core.policy.service import DecisionStore
 from protocol.inverter.can import registry
 from protocol.inverter.can.base import CanFrame, InverterProtocol, OptionValue
+
+if TYPE_CHECKING:
+    from gateway.app.context import AppContext
 
 log = logging.getLogger(__name__)
 
@@ -429,3 +432,19 @@ class CanService:
             await self._io(lambda: log_file.write("".join(lines)))
         except OSError as err:
             log.warning("CAN log %s: %s", self.config.log, err)
+
+
+def install(ctx: AppContext) -> list[Service]:
+    """The inverter CAN service when `[can] enabled`, fed by `ctx.extras["decisions"]` (built by the
+    policy first); registers `ctx.extras["can"]` (stats, `set_protocol()`)."""
+    if not ctx.config.can.enabled:
+        return []
+    decisions = ctx.extras.get("decisions")
+    if not isinstance(decisions, DecisionStore):
+        raise RuntimeError("the inverter CAN service needs the policy's DecisionStore (built first)")
+    try:
+        can_service = CanService(ctx.config.can, decisions, stale_after_s=ctx.config.policy.stale_after_s)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"can: {err}") from None
+    ctx.extras["can"] = can_service
+    return [can_service]

@@ -5,15 +5,38 @@ Read-only, like the other data endpoints. Never touches the server's state.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from fastapi import APIRouter
 
-if TYPE_CHECKING:
-    from gateway.north.modbus.server import ModbusServer
+from gateway.app.config import ModbusConfig
+from gateway.north.modbus.stats import ModbusStats
+from gateway.north.modbus.units import UnitView
 
 
-def modbus_router(server: ModbusServer) -> APIRouter:
+class _Version(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+class ModbusStatusSource(Protocol):
+    """What the endpoint reads of the server (`gateway.north.modbus.server.ModbusServer`); a
+    structural type, so this module does not import the server that mounts it."""
+
+    @property
+    def config(self) -> ModbusConfig: ...
+    @property
+    def port(self) -> int | None: ...
+    @property
+    def units(self) -> Mapping[int, UnitView]: ...
+    @property
+    def view(self) -> _Version: ...
+    @property
+    def stats(self) -> ModbusStats: ...
+
+
+def modbus_router(server: ModbusStatusSource) -> APIRouter:
     router = APIRouter(tags=["modbus"])
 
     @router.get("/api/modbus")

@@ -32,7 +32,8 @@ from gateway.app.config import ConfigError, ModbusConfig
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.controls import Controls
 from gateway.core.model import ModelStore, ModelView, PackKey
-from gateway.core.policy.service import DecisionStore
+from gateway.core.policy.decisions import DecisionStore
+from gateway.north.modbus.http import modbus_router
 from gateway.north.modbus.native import NativeBuilder
 from gateway.north.modbus.stats import ModbusStats
 from gateway.north.modbus.sunspec import BuildInput, SunSpecBuilder
@@ -341,8 +342,6 @@ class ModbusServer:
             register_endpoint=ctx.register_endpoint,
             decisions=decisions if isinstance(decisions, DecisionStore) else None,
         )
-        from gateway.north.modbus.http import modbus_router
-
         server._extras = ctx.extras
         ctx.extras["modbus"] = server
         ctx.http_routers.append(modbus_router(server))

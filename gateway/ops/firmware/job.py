@@ -30,6 +30,7 @@ from typing import Any
 from gateway.core.model import PackIdentity
 from gateway.south.drivers.base import BusClient, BusError, Driver, NoResponse, NotSent, Priority
 from protocol.bms import bootloader as bl
+from protocol.bms import registry as bms_registry
 from protocol.bms.base import Frame
 from protocol.errors import RemoteProtocolError
 
@@ -134,9 +135,10 @@ def _matcher(family: str, address: int, request: bytes) -> Callable[[Frame], boo
     def match(frame: Frame) -> bool:
         if frame.address != address or frame.raw == request:
             return False
-        if family == "pace":
-            return not bool(getattr(frame, "is_request", False))
-        return bl.op_for_code(family, frame.command) is not None
+        carriage = bms_registry.boot(family)
+        if not carriage.answer_carries_command:
+            return not frame.is_request
+        return carriage.codes.op(frame.command) is not None
 
     return match
 
@@ -199,7 +201,8 @@ class FirmwareJob:
         """One bootloader message, resent while the pack does not answer (it answers a repeat
         idempotently). NoResponse after the retries."""
         family = self.rec.family
-        raw = bl.encode_frame(family, self.rec.address, op, body)
+        carriage = bms_registry.boot(family)
+        raw = carriage.encode_frame(self.rec.address, op, body)
         last: Exception | None = None
         for _ in range(retries + 1):
             if self._abort.is_set():
@@ -218,7 +221,7 @@ class FirmwareJob:
                 last = NoResponse("no answer")
                 continue
             try:
-                return bl.decode_reply_frame(family, frame.raw, op)
+                return carriage.decode_reply_frame(frame.raw, op)
             except RemoteProtocolError as err:
                 last = err
                 continue

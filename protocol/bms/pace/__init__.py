@@ -18,6 +18,7 @@ from typing import Any
 from protocol.bms.base import BmsFamily, Frame
 from protocol.bms.pace import commands as c
 from protocol.bms.pace import values as v
+from protocol.bms.pace.boot import CARRIAGE
 from protocol.bms.pace.frame import (
     KNOWN_CID1,
     RTN_TEXT,
@@ -189,4 +190,5 @@ FAMILY = BmsFamily(
     examples=EXAMPLES,
     probe_request=c.version_probe,
     is_probe_answer=_is_probe_answer,
+    boot=CARRIAGE,
 )

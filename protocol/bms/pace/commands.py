@@ -16,6 +16,7 @@ from typing import Any
 
 from protocol.bms import bootloader as bl
 from protocol.bms.pace.frame import (
+    BOOT_CODES,
     CID1_EG4,
     CID1_LFP,
     VER_20,
@@ -794,7 +795,7 @@ def parse_request(frame: PaceFrame) -> PaceRequest:
         return PaceRequest(**base, name=name, argument=r.u8("payload") if info else None)
     if cid2 in GROUPS_BY_WRITE:
         return PaceRequest(**base, name=name, argument=decode_group_write(cid2, info))
-    op = bl.op_for_code("pace", cid2)
+    op = BOOT_CODES.op(cid2)
     if op is not None:  # the argument is the parsed bootloader message
         return PaceRequest(**base, name=name, argument=bl.decode_request(op, info))
     raise RemoteProtocolError(f"PACE request with unknown CID2 0x{cid2:02X}")

@@ -56,6 +56,9 @@ def rtn_text(code: int) -> str:
     return RTN_TEXT.get(code, f"unknown return code 0x{code:02X}")
 
 
+# bms-gateway's own firmware-upgrade protocol (docs/bootloader.md) on CID2 0xF0-0xF4.
+BOOT_CODES = bl.CommandCodes(first=0xF0)
+
 # CID2 values that only ever appear in requests (v25 and v20 command sets). A frame whose CID2 is one
 # of these has the shape of a master's request (the bus echo, or another master); every other CID2
 # is read as an RTN. 0x90 is both Pylontech's "ADR error" RTN and the pack-count command: it is
@@ -66,7 +69,7 @@ REQUEST_CID2 = frozenset(
     | set(range(0xD0, 0xE8))
     | {0xEB, 0xEC, 0xED, 0xEE}
     # bms-gateway's own firmware-upgrade protocol (docs/bootloader.md); answers carry RTN 0x00
-    | set(bl.PACE_COMMANDS.values())
+    | BOOT_CODES.values()
 )
 
 

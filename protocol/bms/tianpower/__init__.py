@@ -13,6 +13,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from protocol.bms.base import BmsFamily, Frame
+from protocol.bms.tianpower.boot import CARRIAGE
 from protocol.bms.tianpower.describe import describe
 from protocol.bms.tianpower.frame import (
     SOI,
@@ -106,6 +107,7 @@ FAMILY = BmsFamily(
     examples=EXAMPLES,
     probe_request=request_realtime,
     is_probe_answer=is_probe_answer,
+    boot=CARRIAGE,
 )
 
 __all__ = [

@@ -33,7 +33,12 @@ from protocol.bms.tianpower.frame import (
     build_table_read,
 )
 from protocol.bms.tianpower.realtime import RealtimeData, decode_realtime, encode_realtime_data
-from protocol.bms.tianpower.shapes import BOOTLOADER_COMMANDS, CMD_WRITE_PARAMS_INFERRED, looks_like_request
+from protocol.bms.tianpower.shapes import (
+    BOOT_CODES,
+    BOOTLOADER_COMMANDS,
+    CMD_WRITE_PARAMS_INFERRED,
+    looks_like_request,
+)
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
 # --- command codes ---------------------------------------------------------------------------------
@@ -576,7 +581,7 @@ def request_data(req: Request, *, allow_inferred: bool = False) -> tuple[int, by
                 raise LocalProtocolError(f"cell count must be 1..32, got {cells!r}")
             return Cmd.CELL_COUNT, bytes((0x02, cells))
         case BootloaderRequest(message=message):
-            return bl.command_code("tianpower", message.op), message.encode()
+            return BOOT_CODES.code(message.op), message.encode()
         case _:
             raise LocalProtocolError(f"cannot encode {req!r}")
 

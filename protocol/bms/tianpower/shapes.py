@@ -69,7 +69,9 @@ def _boot_shape(op: bl.Op) -> Callable[[bytes], bool]:
     return shape
 
 
-BOOTLOADER_COMMANDS: Mapping[int, bl.Op] = {bl.command_code("tianpower", op): op for op in bl.Op}
+# bms-gateway's own firmware-upgrade protocol (docs/bootloader.md) on CMD 0xA0-0xA4.
+BOOT_CODES = bl.CommandCodes(first=0xA0)
+BOOTLOADER_COMMANDS: Mapping[int, bl.Op] = {BOOT_CODES.code(op): op for op in bl.Op}
 
 REQUEST_SHAPES: Mapping[int, Callable[[bytes], bool]] = {
     0x01: _empty,

@@ -14,14 +14,11 @@ import math
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING
 
 import cantools.database
 
 from protocol.errors import LocalProtocolError, RemoteProtocolError
-
-if TYPE_CHECKING:
-    from protocol.inverter.can.base import CanFrame
+from protocol.inverter.can.frame import CanFrame
 
 INVALID = math.nan  # "not available": encoded as 0xFF..FF (unsigned) or 0x80..00 (signed)
 DBC_PACKAGE = "mappings.can"
@@ -55,7 +52,6 @@ def _raw_for(signal: cantools.database.can.Signal, value: float) -> int:
 
 
 def encode(db: cantools.database.can.Database, message: str, values: Mapping[str, float]) -> CanFrame:
-    from protocol.inverter.can.base import CanFrame
 
     try:
         msg = db.get_message_by_name(message)

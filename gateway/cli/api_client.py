@@ -1,0 +1,112 @@
+"""The admin API client shared by the `admin` and `history`/`record`/`firmware` commands: the exit
+codes, the HTTP client with its error mapping, and the table/JSON output.
+
+It never talks to a bus or reads the gateway's state files: everything goes through the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import ssl
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+OK, FAILED, USAGE, UNREACHABLE, REFUSED = 0, 1, 2, 3, 4
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class CliError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def status_code(status: int) -> int:
+    if status in (401, 403, 409, 422, 429):
+        return REFUSED
+    if status in (400, 404, 405):
+        return USAGE
+    return FAILED
+
+
+class Api:
+    def __init__(self, args: argparse.Namespace) -> None:
+        token = args.token or os.environ.get("BMS_GATEWAY_TOKEN")
+        if not token:
+            raise CliError(
+                USAGE, "no token: pass --token or set BMS_GATEWAY_TOKEN (bms-gateway token create)"
+            )
+        self.url = (args.url or os.environ.get("BMS_GATEWAY_URL") or DEFAULT_URL).rstrip("/")
+        verify: bool | ssl.SSLContext = True
+        if args.cafile:
+            try:
+                verify = ssl.create_default_context(cafile=args.cafile)
+            except (OSError, ssl.SSLError) as err:
+                raise CliError(USAGE, f"cannot load --cafile {args.cafile}: {err}") from None
+        elif args.insecure:
+            verify = False
+        self.client = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=args.timeout,
+            verify=verify,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def call(self, method: str, path: str, *, raw: bool = False, **kw: Any) -> Any:
+        try:
+            r = self.client.request(method, path, **kw)
+        except httpx.TransportError as err:
+            raise CliError(UNREACHABLE, f"cannot reach the gateway at {self.url}: {err}") from None
+        if r.status_code >= 400:
+            try:
+                body = r.json()
+                detail = body.get("detail") if isinstance(body, dict) else body
+            except ValueError:
+                detail = r.text
+            if not isinstance(detail, str):
+                detail = json.dumps(detail)
+            raise CliError(status_code(r.status_code), f"{r.status_code}: {detail}")
+        return r.text if raw else r.json()
+
+
+# ---- output ------------------------------------------------------------------------------------
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, dict | list):
+        return json.dumps(v)
+    return str(v)
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for row in rows:
+        t.add_row(*(fmt(v) for v in row))
+    Console(width=200).print(t)
+
+
+def report_code(doc: dict[str, Any]) -> int:
+    outcome = doc.get("outcome")
+    return OK if outcome in ("ok", "dry_run", None) else FAILED
+
+
+def emit(args: argparse.Namespace, doc: Any, human: Any) -> int:
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return report_code(doc) if isinstance(doc, dict) else OK
+    code: int = human(doc)
+    return code
