@@ -26,6 +26,7 @@ from gateway.app.context import AppContext
 from gateway.core.model import ModelStore
 from gateway.north.http import HttpService, create_app
 from gateway.north.http.admin import install
+from gateway.north.http.records import install as install_records
 from gateway.ops.admin.service import AdminService
 from gateway.ops.security.auth import Role, TokenStore
 from gateway.south.bus import BusOwner
@@ -226,3 +227,36 @@ class ThreadedGateway:
 def threaded_gateway(tmp: Path, **options: Any) -> Iterator[ThreadedGateway]:
     with ThreadedGateway(tmp, **options) as gw:
         yield gw
+
+
+RECORDS = 200  # history records per pack of the records gateway
+
+
+def fill_history(stack: Stack) -> None:
+    now = stack.sim.epoch_s
+    for address in stack.sim.addresses:
+        for k in range(RECORDS, 0, -1):
+            stack.sim.pack(address).record("timing", now - k * 3600)
+
+
+class RecordsGateway(ThreadedGateway):
+    """The threaded admin gateway with the records API installed too."""
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with admin_stack(self.tmp, **self.options) as stack:
+            self.stack = stack
+            fill_history(stack)
+            install_records(stack.ctx)
+            http = HttpService(stack.ctx, "127.0.0.1:0")
+            started = asyncio.Event()
+            async with asyncio.TaskGroup() as tg:
+                task = tg.create_task(http.run(started.set))
+                try:
+                    await asyncio.wait_for(started.wait(), 10)
+                    self.url = f"http://127.0.0.1:{http.port}"
+                    self._ready.set()
+                    await self._stop.wait()
+                finally:
+                    task.cancel()

@@ -18,21 +18,13 @@ import openpyxl
 import pytest
 
 from gateway.cli.main import main
-from gateway.north.http import HttpService, create_app
+from gateway.north.http import create_app
 from gateway.north.http.records import install as install_records
 from gateway.ops.security.auth import Role
 from protocol.bms import bootloader as bl
-from tests.admin_support import Stack, ThreadedGateway, admin_stack
+from tests.admin_support import RECORDS, RecordsGateway, Stack, admin_stack, fill_history
 
-RECORDS = 200
 NEW_VERSION = "HY-PT003-B200LT55-V1.2.0"
-
-
-def _fill_history(stack: Stack) -> None:
-    now = stack.sim.epoch_s
-    for address in stack.sim.addresses:
-        for k in range(RECORDS, 0, -1):
-            stack.sim.pack(address).record("timing", now - k * 3600)
 
 
 def _image() -> bytes:
@@ -42,7 +34,7 @@ def _image() -> bytes:
 @contextlib.asynccontextmanager
 async def records_stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, httpx.AsyncClient, list[Any]]]:
     async with admin_stack(tmp_path, packs=2) as stack:
-        _fill_history(stack)
+        fill_history(stack)
         services = install_records(stack.ctx)
         transport = httpx.ASGITransport(app=create_app(stack.ctx))
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
@@ -253,29 +245,6 @@ async def test_recording_and_firmware_over_the_api(tmp_path: Path) -> None:
             ("firmware.flash", "started"),
         } <= audit
         assert ("firmware.result", "ok") in audit
-
-
-class RecordsGateway(ThreadedGateway):
-    """The threaded admin gateway with the records API installed too."""
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with admin_stack(self.tmp, **self.options) as stack:
-            self.stack = stack
-            _fill_history(stack)
-            install_records(stack.ctx)
-            http = HttpService(stack.ctx, "127.0.0.1:0")
-            started = asyncio.Event()
-            async with asyncio.TaskGroup() as tg:
-                task = tg.create_task(http.run(started.set))
-                try:
-                    await asyncio.wait_for(started.wait(), 10)
-                    self.url = f"http://127.0.0.1:{http.port}"
-                    self._ready.set()
-                    await self._stop.wait()
-                finally:
-                    task.cancel()
 
 
 @pytest.fixture(scope="module")

@@ -331,8 +331,8 @@ class AdminConfig(Section):
     clock_max_drift_s: float = Field(default=60.0, gt=0)
     data_needs_token: bool = False  # GET /api/system and /api/packs need a viewer token too
     auth_failures_free: int = Field(default=20, ge=0, le=1_000_000)  # per client address, then backoff
-    auth_backoff_max_s: float = Field(default=60.0, ge=1.0, le=3600.0)  # the longest backoff (1 s, 2 s, ...)
-    max_body_kib: int = Field(default=64, ge=1, le=16384)  # request bodies; import and firmware have their own
+    auth_backoff_max_s: float = Field(default=60.0, ge=1.0, le=3600.0)  # longest backoff (1 s, 2 s, ...)
+    max_body_kib: int = Field(default=64, ge=1, le=16384)  # per request body; import, firmware: own caps
 
     @model_validator(mode="after")
     def _tls_pair(self) -> AdminConfig:

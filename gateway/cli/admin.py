@@ -377,8 +377,20 @@ def cmd_audit(api: Api, args: argparse.Namespace) -> int:
     return emit(args, doc, human)
 
 
-AUDIT_COLUMNS = ("id", "at", "token_id", "role", "client", "action", "packs", "request", "before", "after",
-                 "outcome", "detail")
+AUDIT_COLUMNS = (
+    "id",
+    "at",
+    "token_id",
+    "role",
+    "client",
+    "action",
+    "packs",
+    "request",
+    "before",
+    "after",
+    "outcome",
+    "detail",
+)
 
 
 def _audit_file(entries: list[dict[str, Any]], path: Path, fmt: str | None) -> int:

@@ -140,7 +140,9 @@ def bearer_caller(
         try:
             principal = authenticate(tokens, client, creds)
         except AuthError as err:
-            raise HTTPException(401, f"{err}: {need} {hint}", headers={"WWW-Authenticate": "Bearer"}) from None
+            raise HTTPException(
+                401, f"{err}: {need} {hint}", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
         if not limiter.allow(principal.token_id):
             raise HTTPException(
                 429,

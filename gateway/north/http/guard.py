@@ -144,9 +144,14 @@ def _refusal_only(send: Send, guard: RequestGuard) -> Send:
             if passing:
                 guard.refused[status] = guard.refused.get(status, 0) + 1
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
-                message = {**message, "headers": [*headers, (b"connection", b"close")]}  # the body stays unread
+                message = {
+                    **message,
+                    "headers": [*headers, (b"connection", b"close")],
+                }  # the body stays unread
             else:
-                await guard._refuse(send, 401, "this endpoint needs a bearer token", {"WWW-Authenticate": "Bearer"})
+                await guard._refuse(
+                    send, 401, "this endpoint needs a bearer token", {"WWW-Authenticate": "Bearer"}
+                )
                 return
         if passing:
             await send(message)

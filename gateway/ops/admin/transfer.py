@@ -3,7 +3,8 @@
 Every format carries the vendor tool's columns (manual 4.4.3): No., Name, Data, Unit, Set Range.
 `Data` is written with exactly the decimals of the parameter's wire step, so export -> import is
 lossless. CSV cells a spreadsheet could evaluate (`-50/200` set ranges, a name starting with `=`)
-are written with a `'` prefix (`gateway.ops.security.cells`) and read back without it. The tool's own XML schema is not published: our XML uses its column names as elements of
+are written with a `'` prefix (`gateway.ops.security.cells`) and read back without it. The tool's
+own XML schema is not published: our XML uses its column names as elements of
 one `<Row>` per parameter (*inferred* layout; files from the vendor tool may need conversion).
 
 Import validates every row against the family's parameter table (unknown names, values outside

@@ -23,7 +23,7 @@ from gateway.ops.history.export import to_csv, to_xlsx
 from gateway.ops.security.auth import Role
 from gateway.ops.security.cells import csv_cell, csv_uncell, is_dangerous
 from mappings.bms.params import load_table
-from tests.test_history_api import RecordsGateway
+from tests.admin_support import RecordsGateway
 
 EVIL = '=HYPERLINK("http://x","y")'
 
@@ -62,7 +62,9 @@ def test_numbers_stay_numbers_in_both_formats(tmp_path: Path) -> None:
 
 def test_parameter_csv_set_ranges_are_text_and_import_round_trips() -> None:
     table = load_table("tianpower")
-    values = {s.name: (s.min if s.min < 0 else (s.default if s.default is not None else s.max)) for s in table}
+    values = {
+        s.name: (s.min if s.min < 0 else (s.default if s.default is not None else s.max)) for s in table
+    }
     text = render("csv", table, values, {})
     rows = list(csv.reader(io.StringIO(text)))
     negative = [r for r in rows[1:] if r[4].startswith("'-")]
@@ -122,7 +124,7 @@ def test_an_evil_serial_is_inert_in_every_file_we_write(
     serial_col = history[0].index("pack_serial")
     assert {r[serial_col] for r in history[1:]} == {"'" + EVIL}
     audit = list(csv.reader(io.StringIO(files["audit.csv"].read_text())))
-    assert any("'" + EVIL in cell or EVIL in cell and not cell.startswith("=") for r in audit for cell in r)
+    assert any("'" + EVIL in cell or (EVIL in cell and not cell.startswith("=")) for r in audit for cell in r)
     for name in ("history.csv", "audit.csv", "params.csv"):
         for row in csv.reader(io.StringIO(files[name].read_text())):
             assert not any(is_dangerous(c) for c in row), (name, row)
