@@ -117,6 +117,9 @@ def create_app(ctx: AppContext) -> FastAPI:
     for router in ctx.http_routers:
         app.include_router(router)
     _guard(app, ctx)
+    from gateway.north.http.openapi import document
+
+    document(app, [*app.routes, *(r for router in ctx.http_routers for r in router.routes)])
     return app
 
 
@@ -130,7 +133,7 @@ def _guard(app: FastAPI, ctx: AppContext) -> None:
         return None if auth is None else auth[0]
 
     app.add_middleware(
-        RequestGuard,  # type: ignore[arg-type]
+        RequestGuard,
         tokens=tokens,
         default_cap=ctx.config.admin.max_body_kib * 1024,
         caps=(

@@ -97,7 +97,7 @@ def shared_auth(ctx: Any) -> tuple[TokenStore, RateLimiter]:
         tokens = TokenStore(state_path(ctx.config, ctx.config_path, cfg.tokens_file), throttle=throttle)
         auth = (tokens, RateLimiter(cfg.rate_limit_per_minute))
         ctx.extras["admin_auth"] = auth
-    return auth  # type: ignore[no-any-return]
+    return auth
 
 
 def throttled(tokens: TokenStore, client: str) -> None:
@@ -160,4 +160,5 @@ def bearer_caller(
             )
         return caller
 
+    dependency.required_role = role  # type: ignore[attr-defined]  # read by gateway.north.http.openapi
     return dependency

@@ -77,7 +77,11 @@ class RequestGuard:
             await self.app(scope, _replay(b"", receive), _refusal_only(send, self))
             return
         cap = self.cap_for(scope["path"])
-        too_large = (413, f"request body larger than the limit of {cap} bytes for {scope['path']}", {})
+        too_large: tuple[int, str, dict[str, str]] = (
+            413,
+            f"request body larger than the limit of {cap} bytes for {scope['path']}",
+            {},
+        )
         if length_header is not None:
             try:
                 length = int(length_header)
