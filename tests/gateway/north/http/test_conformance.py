@@ -29,7 +29,7 @@ from schemathesis.checks import (
 from schemathesis.generation import GenerationMode
 
 from gateway.ops.security.auth import Role
-from tests.admin_support import RecordsGateway
+from tests.support.records_support import RecordsGateway
 
 POSITIVE_EXAMPLES = 6
 NEGATIVE_EXAMPLES = 4

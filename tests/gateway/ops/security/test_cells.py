@@ -23,7 +23,7 @@ from gateway.ops.history.export import to_csv, to_xlsx
 from gateway.ops.security.auth import Role
 from gateway.ops.security.cells import csv_cell, csv_uncell, is_dangerous
 from mappings.bms.params import load_table
-from tests.admin_support import RecordsGateway
+from tests.support.records_support import RecordsGateway
 
 EVIL = '=HYPERLINK("http://x","y")'
 

@@ -1,0 +1,136 @@
+"""`bms-gateway admin ...` against a gateway served on a real socket (HTTP service in a thread, the
+simulator behind it): tables, --json, and exit codes that say what failed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.cli.main import main
+from gateway.ops.security.auth import Role
+from tests.support.admin_support import ThreadedGateway
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:
+    with ThreadedGateway(tmp_path_factory.mktemp("cli")) as gw:
+        yield gw
+
+
+def run(gw: ThreadedGateway, role: Role, *args: str) -> list[str]:
+    return ["admin", *args, "--url", gw.url, "--token", gw.token(role)]
+
+
+def test_params_get_table_and_json(gateway: ThreadedGateway, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(run(gateway, Role.OPERATOR, "params", "get", "sim/1")) == 0
+    out = capsys.readouterr().out
+    assert "CELL_OV_Start" in out and "Set Range" in out and "1..6 V" in out
+    assert main(run(gateway, Role.OPERATOR, "params", "get", "sim/1", "--json")) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["pack"] == "sim/1" and doc["parameters"][0]["name"] == "CELL_OV_Start"
+
+
+def test_set_export_import_and_exit_codes(
+    gateway: ThreadedGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # refused: role too weak (4), value out of range (4), unknown pack (2)
+    assert main(run(gateway, Role.OPERATOR, "params", "set", "sim/1", "CELL_OV_Stop=3.3")) == 4
+    assert "admin role" in capsys.readouterr().err
+    assert main(run(gateway, Role.ADMIN, "params", "set", "sim/1", "CELL_OV_Stop=9", "--allow-inferred")) == 4
+    assert "outside the allowed range 0..6 V" in capsys.readouterr().err
+    assert main(run(gateway, Role.ADMIN, "params", "set", "sim/9", "CELL_OV_Stop=3.3")) == 2
+    capsys.readouterr()
+    # written and verified on two packs
+    code = main(
+        run(gateway, Role.ADMIN, "params", "set", "sim/1", "sim/2", "CELL_OV_Stop=3.35", "--allow-inferred")
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "verified" in out and "written: sim/1, sim/2" in out
+    # a silent pack: the operation failed (1), the report says which pack was not written
+    assert gateway.stack is not None
+    gateway.stack.sim.set_online(3, False)
+    try:
+        code = main(run(gateway, Role.ADMIN, "params", "set", "all", "CELL_OV_Stop=3.36", "--allow-inferred"))
+    finally:
+        gateway.stack.sim.set_online(3, True)
+    out = capsys.readouterr().out
+    assert code == 1 and "not written: sim/3" in out
+    # export, edit one row, preview it, apply it
+    target = tmp_path / "p.csv"
+    assert main(run(gateway, Role.OPERATOR, "params", "export", "sim/1", "-o", str(target))) == 0
+    capsys.readouterr()
+    text = target.read_text().replace("CELL_OV_Delay,1000,", "CELL_OV_Delay,1200,")
+    target.write_text(text)
+    assert main(run(gateway, Role.ADMIN, "params", "import", "sim/1", str(target), "--json")) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [c["name"] for c in doc["changes"]] == ["CELL_OV_Delay"]
+    code = main(
+        run(gateway, Role.ADMIN, "params", "import", "sim/1", str(target), "--apply", "--allow-inferred")
+    )
+    assert code == 0 and "verified" in capsys.readouterr().out
+
+
+def test_clock_protocol_and_audit(gateway: ThreadedGateway, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(run(gateway, Role.OPERATOR, "clock", "sync", "--json")) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["outcome"] == "ok" and doc["written"] == ["sim/1", "sim/2", "sim/3"]
+    assert main(run(gateway, Role.OPERATOR, "clock", "read")) == 0
+    assert "Drift s" in capsys.readouterr().out
+    assert main(run(gateway, Role.ADMIN, "protocol", "--can", "sma")) == 0
+    assert "persisted: True" in capsys.readouterr().out
+    assert main(run(gateway, Role.ADMIN, "protocol", "--can", "nonsense")) == 4
+    capsys.readouterr()
+    assert main(run(gateway, Role.ADMIN, "audit", "--json", "--limit", "500")) == 0
+    actions = {e["action"] for e in json.loads(capsys.readouterr().out)}
+    assert {"clock.sync", "gateway.protocols"} <= actions
+
+
+def test_process_with_token_from_the_environment_and_unreachable(gateway: ThreadedGateway) -> None:
+    env = {**os.environ, "BMS_GATEWAY_TOKEN": gateway.token(Role.VIEWER), "BMS_GATEWAY_URL": gateway.url}
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli.main", "admin", "whoami"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "role viewer" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli.main", "admin", "whoami", "--url", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 3 and "cannot reach" in out.stderr
+    env.pop("BMS_GATEWAY_TOKEN")
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli.main", "admin", "whoami"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "no token" in out.stderr
+
+
+def test_over_https_with_the_gateway_certificate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    with ThreadedGateway(tmp_path / "gw", tls=(cert, key), packs=1) as gw:
+        assert gw.url.startswith("https://")
+        assert main(run(gw, Role.OPERATOR, "clock", "read", "--cafile", str(cert))) == 0
+        assert "sim/1" in capsys.readouterr().out
+        assert main(run(gw, Role.OPERATOR, "clock", "read")) == 3  # unknown certificate: not reachable
+        assert "certificate" in capsys.readouterr().err.lower()
