@@ -93,6 +93,13 @@ class ModbusConfig(Section):
     native_unit: int = Field(default=2, ge=1, le=247)
     max_connections: int = Field(default=16, ge=1, le=1024)
     idle_timeout_s: float = Field(default=300.0, gt=0)
+    max_connections_per_client: int = Field(default=8, ge=1, le=1024)  # per client IP address
+    frame_timeout_s: float = Field(
+        default=2.0, gt=0, le=60
+    )  # a request must complete this soon after its 1st byte
+    yield_after_idle_s: float = Field(
+        default=10.0, gt=0
+    )  # when full, idle this long -> yields to a new client
     request_rate_per_s: float = Field(default=500.0, gt=0)  # per client IP; beyond it requests are delayed
     request_burst: int = Field(
         default=200, ge=1
