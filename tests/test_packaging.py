@@ -93,6 +93,7 @@ def _built_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(120)
 def test_wheel_ships_the_mappings_and_works_outside_the_source_tree(tmp_path: Path) -> None:
     wheel = _built_wheel(tmp_path)

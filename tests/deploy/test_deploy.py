@@ -312,6 +312,7 @@ def mosquitto_binary() -> str:
     return found
 
 
+@pytest.mark.e2e
 def test_mosquitto_conf_is_accepted_by_mosquitto(mosquitto_binary: str, tmp_path: Path) -> None:
     text = (DEPLOY / "mosquitto.conf").read_text(encoding="utf-8")
     assert re.search(r"^listener 1883 0\.0\.0\.0$", text, re.M)

@@ -19,6 +19,8 @@ from gateway.south.drivers.tianpower import TianpowerDriver
 from gateway.south.transport import SerialSettings
 from simulator import FaultSpec, Simulator, SimulatorOptions
 
+pytestmark = pytest.mark.e2e
+
 
 @contextlib.asynccontextmanager
 async def _gateway_bus(

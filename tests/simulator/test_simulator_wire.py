@@ -142,6 +142,7 @@ async def test_pty_carries_the_bus() -> None:
             os.close(fd)
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(30)
 def test_cli_simulate_prints_where_it_listens_and_serves(tmp_path: Path) -> None:
     state = tmp_path / "state.json"

@@ -41,13 +41,12 @@ from protocol.inverter.rs485.base import (
 )
 from protocol.inverter.rs485.byd_modbus import HEARTBEAT_REGISTER, BydModbusResponder
 from protocol.inverter.rs485.pylon import PylonOptions, PylonResponder
+from protocol.inverter.rs485.registry import PROTOCOLS
 
 if TYPE_CHECKING:
     from gateway.app.context import AppContext
 
 log = logging.getLogger(__name__)
-
-PROTOCOLS = ("pylon-rs485", "byd-modbus")
 
 
 @runtime_checkable

@@ -33,7 +33,7 @@ from gateway.ops.history.export import render
 from gateway.ops.history.store import HistoryDB, RecordQuery, record_rows
 from gateway.ops.security.audit import AuditLog
 from gateway.ops.security.auth import Role
-from gateway.south.drivers.base import BusError, Unsupported
+from gateway.south.drivers.base import BusError, RecordTimes, StorageInterval, Unsupported
 
 log = logging.getLogger(__name__)
 
@@ -238,12 +238,17 @@ class HistoryService(RecordsService):
 
     # ---- settings in the pack --------------------------------------------------------------------
 
-    def _feature(self, key: PackKey, method: str, what: str) -> Any:
+    def _storage(self, key: PackKey, what: str) -> StorageInterval:
         driver = self.driver(key)
-        fn = getattr(driver, method, None)
-        if fn is None:
+        if not isinstance(driver, StorageInterval):
             raise Conflict(f"{driver.family}: {what} is not available for this BMS family")
-        return fn
+        return driver
+
+    def _record_times(self, key: PackKey, what: str) -> RecordTimes:
+        driver = self.driver(key)
+        if not isinstance(driver, RecordTimes):
+            raise Conflict(f"{driver.family}: {what} is not available for this BMS family")
+        return driver
 
     async def _call(self, key: PackKey, fn: Any, *args: Any) -> Any:
         try:
@@ -256,7 +261,7 @@ class HistoryService(RecordsService):
     async def read_interval(self, who: Who, bus: str, address: int) -> dict[str, Any]:
         require(who, Role.OPERATOR, "reading the storage interval")
         key = self.pack(bus, address)
-        fn = self._feature(key, "read_storage_interval", "the history storage interval")
+        fn = self._storage(key, "the history storage interval").read_storage_interval
         minutes = await self._call(key, fn)
         return {"pack": label(key), "interval_min": minutes}
 
@@ -267,8 +272,8 @@ class HistoryService(RecordsService):
             require(who, Role.ADMIN, "writing the storage interval")
             if not 1 <= minutes <= 0xFFFF:
                 raise Invalid(f"storage interval {minutes} min is outside 1..65535 min")
-            read = self._feature(key, "read_storage_interval", "the history storage interval")
-            write = self._feature(key, "write_storage_interval", "writing the history storage interval")
+            read = self._storage(key, "the history storage interval").read_storage_interval
+            write = self._storage(key, "writing the history storage interval").write_storage_interval
         except RecordsError as err:
             await self.audit(who, "history.interval", [key], request, outcome="refused", detail=err.message)
             raise
@@ -294,7 +299,7 @@ class HistoryService(RecordsService):
     async def read_record_times(self, who: Who, bus: str, address: int) -> dict[str, Any]:
         require(who, Role.OPERATOR, "reading the record start/end time")
         key = self.pack(bus, address)
-        fn = self._feature(key, "read_record_times", "the record start/end time")
+        fn = self._record_times(key, "the record start/end time").read_record_times
         start, end = await self._call(key, fn)
         return {"pack": label(key), "start": start.isoformat(), "end": end.isoformat()}
 
@@ -313,8 +318,8 @@ class HistoryService(RecordsService):
                 raise Invalid(f"time {when!r} is not ISO 8601 (e.g. 2024-05-09T14:20:51)") from None
             if not 2000 <= moment.year <= 2099:
                 raise Invalid(f"year {moment.year} is outside 2000..2099 (the pack stores two digits)")
-            read = self._feature(key, "read_record_times", "the record start/end time")
-            write = self._feature(key, "write_record_time", "writing the record start/end time")
+            read = self._record_times(key, "the record start/end time").read_record_times
+            write = self._record_times(key, "writing the record start/end time").write_record_time
         except RecordsError as err:
             await self.audit(
                 who, "history.record_time", [key], request, outcome="refused", detail=err.message

@@ -12,7 +12,8 @@ import abc
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from datetime import datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from gateway.core.model import ClockReading, PackIdentity, ParameterSet, Telemetry
 from protocol.bms.base import Frame, FrameDecoder
@@ -125,9 +126,21 @@ class HistoryReach:
 
 
 class Driver(abc.ABC):
-    """One BMS family's way of reading (and later writing) a pack."""
+    """One BMS family's way of reading (and later writing) a pack.
+
+    What a family can do beyond this base is declared, not asked by family name: the class
+    attributes below (controls) and the capability protocols after this class, which ops/ checks
+    with `isinstance(driver, CapacityWriter)` and the like."""
 
     family: ClassVar[str]
+    # The pack controls this family's `control()` sends, with the documented command behind each
+    # (see docs/admin.md); any other control is refused before a byte is sent.
+    controls: ClassVar[Mapping[Control, str]] = {}
+    # The BMS refuses to switch both MOSFETs off (the second "off" is refused before it is sent).
+    refuses_both_mos_off: ClassVar[bool] = False
+    # Controls whose payload convention is inferred, not documented: they need the operator's and
+    # the configuration's opt-in (`InferredOptIn.allow_inferred` set for the one call).
+    inferred_controls: ClassVar[frozenset[Control]] = frozenset()
 
     @abc.abstractmethod
     def new_decoder(self) -> FrameDecoder: ...
@@ -187,3 +200,79 @@ class Driver(abc.ABC):
         """Every pack's realtime data through the master pack (PACE INFO 0xFF), keyed by address;
         `addresses` are the bank's configured packs, master first. Optional."""
         raise Unsupported(f"{self.family} has no whole-bank read through a master pack")
+
+
+# ---- capabilities: optional driver features, asked with isinstance (never by family name) ---------
+
+
+@runtime_checkable
+class InferredOptIn(Protocol):
+    """A driver whose inferred encodings are gated by an `allow_inferred` switch."""
+
+    allow_inferred: bool
+
+
+@runtime_checkable
+class CapacityWriter(Protocol):
+    """Writes the full / remaining / nominal capacity (`capacity` is the codec's selector)."""
+
+    async def write_capacity(
+        self, bus: BusClient, address: int, capacity: Any, capacity_ah: float, *, allow_inferred: bool = False
+    ) -> None: ...
+
+
+@runtime_checkable
+class CellCountSetter(Protocol):
+    """Changes the cell string count (a factory operation)."""
+
+    async def set_cell_count(
+        self, bus: BusClient, address: int, cells: int, *, confirm_dangerous: bool = False
+    ) -> None: ...
+
+
+@runtime_checkable
+class SerialNumberAccess(Protocol):
+    """Reads and writes the pack's SN code."""
+
+    async def read_serial(self, bus: BusClient, address: int) -> str: ...
+    async def write_serial(self, bus: BusClient, address: int, serial: str) -> None: ...
+
+
+@runtime_checkable
+class AntiTheftLock(Protocol):
+    """Sets the anti-theft locks (`mask` is the codec's lock mask) and unlocks the pack."""
+
+    async def anti_theft_lock(self, bus: BusClient, address: int, mask: Any) -> None: ...
+
+
+@runtime_checkable
+class Unlocker(Protocol):
+    """Unlocks a pack locked by its anti-theft function."""
+
+    async def unlock(self, bus: BusClient, address: int) -> None: ...
+
+
+@runtime_checkable
+class ProtocolSelection(Protocol):
+    """Reads and writes the pack's own inverter protocol selection (CAN code, RS485 code, mode)."""
+
+    async def read_protocols(self, bus: BusClient, address: int) -> Any: ...
+    async def write_protocols(self, bus: BusClient, address: int, protocols: Any) -> None: ...
+
+
+@runtime_checkable
+class StorageInterval(Protocol):
+    """Reads and writes the pack's history storage interval."""
+
+    async def read_storage_interval(
+        self, bus: BusClient, address: int, *, old_firmware: bool = False
+    ) -> int: ...
+    async def write_storage_interval(self, bus: BusClient, address: int, interval: int) -> None: ...
+
+
+@runtime_checkable
+class RecordTimes(Protocol):
+    """Reads and writes the pack's record start/end time."""
+
+    async def read_record_times(self, bus: BusClient, address: int) -> tuple[datetime, datetime]: ...
+    async def write_record_time(self, bus: BusClient, address: int, which: str, when: datetime) -> None: ...

@@ -188,6 +188,17 @@ _SWITCHES: dict[Control, tuple[c.SwitchCode, c.SwitchCode, int]] = {
 
 class PaceDriver(Driver):
     family: ClassVar[str] = "pace"
+    controls: ClassVar[Mapping[Control, str]] = {
+        Control.CHARGE_MOS: "CID2 0x9A; payload convention inferred: needs both opt-ins",
+        Control.DISCHARGE_MOS: "CID2 0x9B; payload convention inferred: needs both opt-ins",
+        Control.BUZZER: "CID2 0x99 (alarm function switch)",
+        Control.SOUND_LIGHT_ALARM: "CID2 0x99 LED alarm (alarm function switch)",
+        Control.CURRENT_LIMITER: "CID2 0x99 charge-current limiter",
+        Control.SHUTDOWN: "CID2 0x9C",
+    }
+    # PACE BMSs refuse to switch both MOSFETs off (PACE v25 command set, nkinnan/esphome-pace-bms).
+    refuses_both_mos_off: ClassVar[bool] = True
+    inferred_controls: ClassVar[frozenset[Control]] = frozenset({Control.CHARGE_MOS, Control.DISCHARGE_MOS})
 
     def __init__(self, *, version: int = VER_25, cid1: int = CID1_LFP, allow_inferred: bool = False) -> None:
         self.version = version

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, TypeVar
@@ -141,6 +141,15 @@ class _HistoryCursor:
 
 class TianpowerDriver(Driver):
     family: ClassVar[str] = "tianpower"
+    controls: ClassVar[Mapping[Control, str]] = {
+        Control.CHARGE_MOS: "CMD 0xD3",
+        Control.DISCHARGE_MOS: "CMD 0xD3",
+        Control.HEATER: "CMD 0xE3",
+        Control.FAN: "CMD 0xE2",
+        Control.BUZZER: "CMD 0xD1 (alarm function switch)",
+        Control.SOUND_LIGHT_ALARM: "CMD 0x63 (alarm function switch)",
+        Control.FORCED_SLEEP: "CMD 0xCD; refused while charging",
+    }
 
     def __init__(self, *, start_byte: int = SOI, table: ParameterTable | None = None) -> None:
         self._soi = start_byte  # 0x7C for Revov-style firmwares

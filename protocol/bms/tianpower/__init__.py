@@ -53,8 +53,8 @@ def _hex(text: str) -> bytes:
     return bytes.fromhex(text)
 
 
-# Golden frames: public captures and the reference's computed request vectors (bms-protocols.md 2.A,
-# 3.A.1), plus responses built by our own builders for the commands without a public capture.
+# Golden frames: public captures (docs/protocols.md "Sources") and request vectors computed with
+# the verified checksum, plus responses built by our own builders for the commands without a public capture.
 EXAMPLES = MappingProxyType(
     {
         "realtime_request_adr1": _hex("7E 01 01 00 FE 0D"),

@@ -6,7 +6,8 @@ receives requests with it). Every response kind likewise: `encode_response(addre
 simulator's response builders) and `parse_response(frame, request)` (the driver's decoder), so that
 `parse_response(parse_frame(encode_response(a, r))) == r`.
 
-Command table: reference `bms-protocols.md` 3.A.1 and 3.A.4. Two things are *inferred* and marked
+Command table: GHswitt/esphome-basen (README command table and history-record format, `dev`
+branch) and the vendor tool's manual. Two things are *inferred* and marked
 so: the parameter-table write (`WriteParamTable`, mirror of the 0x43 read, command 0x44) and the
 meaning of non-zero ACK codes (YD/T1363 meanings). Writing the tables therefore needs an explicit
 opt-in from every caller (`allow_inferred=True` in `encode_request`).

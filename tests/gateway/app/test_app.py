@@ -157,6 +157,7 @@ def test_build_context_without_bus_uses_the_simulator_and_unknown_protocols_fail
     assert c2.simulator is None and c2.store.view.pack("b", 2).name == "right"  # type: ignore[union-attr]
 
 
+@pytest.mark.e2e
 async def test_run_app_on_the_simulator_serves_http_and_stops_cleanly(
     caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
@@ -234,6 +235,7 @@ def tls_files(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.e2e
 async def test_two_buses_of_different_families_and_https(tmp_path: Path, tls_files: Path) -> None:
     from simulator import Simulator, SimulatorOptions
 

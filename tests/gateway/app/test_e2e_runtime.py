@@ -29,7 +29,7 @@ import pytest
 from simulator import FaultSpec, PackTruth, Simulator, SimulatorOptions
 from tests.support import REPO
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 ROOT = REPO
 

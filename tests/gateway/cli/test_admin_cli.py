@@ -16,6 +16,8 @@ from gateway.cli.main import main
 from gateway.ops.security.auth import Role
 from tests.support.admin_support import ThreadedGateway
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedGateway]:

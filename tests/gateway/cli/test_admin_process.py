@@ -15,7 +15,7 @@ import pytest
 
 from tests.support import REPO
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 ROOT = REPO
 

@@ -122,6 +122,7 @@ def test_parse_input_forms() -> None:
         parse_input([" "])
 
 
+@pytest.mark.e2e
 def test_console_entry_point_runs() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "gateway.cli.main", "decode", "--protocol", "tianpower", "7E 01 33 00 FE 0D"],

@@ -21,7 +21,7 @@ from protocol.inverter.rs485.pylon import build_request
 from tests.support import REPO
 from tests.support.pylon_rs485_helpers import read_req, ref_crc, ref_decode
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 ROOT = REPO
 VICTRON_ONLY = {0x370, 0x371, 0x372, 0x373, 0x374, 0x375, 0x376, 0x377, 0x382}  # never sent by pylon

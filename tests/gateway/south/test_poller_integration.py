@@ -18,7 +18,7 @@ from gateway.south.poller import BusPoller, available_families, load_driver
 from gateway.south.transport import SerialSettings
 from simulator import Simulator, SimulatorOptions
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 
 def sim(protocol: str, packs: int = 3) -> Simulator:

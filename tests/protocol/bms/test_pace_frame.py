@@ -21,8 +21,8 @@ from protocol.bms.pace.frame import (
 from protocol.bms.registry import FAMILY_MODULES
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
-# (frame, VER, ADR, CID1, CID2/RTN, INFO hex, is_request) -- reference bms-protocols.md 2.B / 2.C,
-# inverter-protocols.md 5.
+# (frame, VER, ADR, CID1, CID2/RTN, INFO hex, is_request) -- vectors from the public PACE sources
+# (nkinnan/esphome-pace-bms, cpttinkering/daren-485; docs/protocols.md "Sources").
 GOLDEN = [
     # YD/T1363 spec example (CHKSUM FD3B); 0x43 is no PACE command, so it reads as an RTN
     (b"~20014043E00200FD3B\r", 0x20, 0x01, 0x40, 0x43, "00", False),

@@ -21,6 +21,8 @@ from gateway.app.context import AppContext
 from gateway.app.wiring import build_context, build_services, run_app
 from gateway.core.policy.decisions import DecisionStore
 
+pytestmark = pytest.mark.e2e
+
 STALE_S = 3.0
 
 

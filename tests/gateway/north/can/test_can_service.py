@@ -323,6 +323,7 @@ async def test_send_failures_reconnect_the_bus() -> None:
         peer.shutdown()
 
 
+@pytest.mark.e2e
 async def test_end_to_end_model_policy_can_with_a_pack_going_silent() -> None:
     """ModelStore -> PolicyService -> CanService: frames reflect the packs; when the packs stop
     answering, stop frames with alarm bits appear within the stale window and never stop."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gateway.app.config import parse_config
 from gateway.app.context import AppContext
@@ -17,6 +18,7 @@ from tests.support.admin_support import admin_stack
 DATA = ["/api/system", "/api/packs", "/api/packs/sim/1"]
 
 
+@pytest.mark.e2e
 async def test_data_routes_need_a_viewer_token_when_configured(tmp_path: Path) -> None:
     async with admin_stack(tmp_path, packs=1) as stack:
         for path in DATA:  # the default: open, as before

@@ -23,6 +23,8 @@ from gateway.north.metrics.collector import FAMILIES
 from simulator import Simulator, SimulatorOptions
 from tests.support.mqtt_broker import Broker, free_port
 
+pytestmark = pytest.mark.e2e
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 

@@ -29,6 +29,8 @@ from gateway.south.transport import SerialSettings
 from simulator import Simulator, SimulatorOptions
 from tests.support import REPO
 
+pytestmark = pytest.mark.e2e
+
 CURRENTS_A = {1: 12.5, 2: -7.3, 3: 0.0}
 
 

@@ -26,6 +26,8 @@ from gateway.core.model import (
 from gateway.north.mqtt.publisher import MqttService
 from tests.support.mqtt_broker import Broker, Recorder, recording
 
+pytestmark = pytest.mark.e2e
+
 KEYS = [("bus0", 1), ("bus0", 2)]
 
 

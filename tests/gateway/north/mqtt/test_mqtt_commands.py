@@ -118,6 +118,7 @@ def param(stack: Stack, address: int, name: str) -> float | None:
     return snap.parameters.get(name)
 
 
+@pytest.mark.e2e
 async def test_commands_are_off_by_default(tmp_path: Path, broker: Broker) -> None:
     assert MqttConfig().commands is False
     async with gateway(tmp_path, broker, commands=False) as (stack, service, p):
@@ -143,6 +144,7 @@ async def test_commands_are_off_by_default(tmp_path: Path, broker: Broker) -> No
         assert stack.admin.audit_log.query(limit=100) == []
 
 
+@pytest.mark.e2e
 async def test_commands_through_the_admin_service(tmp_path: Path, broker: Broker) -> None:
     async with gateway(tmp_path, broker) as (stack, service, p):
         admin, viewer = stack.tokens[Role.ADMIN], stack.tokens[Role.VIEWER]
@@ -225,6 +227,7 @@ async def test_commands_through_the_admin_service(tmp_path: Path, broker: Broker
         assert service.commands.stats.replied >= 9
 
 
+@pytest.mark.e2e
 async def test_controls_clock_protocols_and_reply_to(tmp_path: Path, broker: Broker) -> None:
     async with gateway(tmp_path, broker, realtime_interval_s=0.1) as (stack, _service, p):
         admin, operator = stack.tokens[Role.ADMIN], stack.tokens[Role.OPERATOR]
@@ -278,6 +281,7 @@ async def test_controls_clock_protocols_and_reply_to(tmp_path: Path, broker: Bro
         assert not any(retained for t, _, retained in p.messages if "/cmd/" in t)
 
 
+@pytest.mark.e2e
 async def test_retained_commands_are_ignored(tmp_path: Path, broker: Broker) -> None:
     _, token = TokenStore(tmp_path / "state" / "tokens.json").create(Role.ADMIN, "early")  # valid
     body = {"token": token, "request_id": "ret", "pack": "sim/1", "values": {"CELL_OV_Start": 3.6}}
@@ -295,6 +299,7 @@ async def test_retained_commands_are_ignored(tmp_path: Path, broker: Broker) -> 
         assert [e.action for e in stack.admin.audit_log.query(limit=100)] == ["mqtt.whoami"]
 
 
+@pytest.mark.e2e
 async def test_rate_limit_is_the_admin_api_budget(tmp_path: Path, broker: Broker) -> None:
     async with gateway(tmp_path, broker, rate=3) as (stack, service, p):
         token = stack.tokens[Role.VIEWER]
@@ -319,6 +324,7 @@ async def test_rate_limit_is_the_admin_api_budget(tmp_path: Path, broker: Broker
 # ---- the handler without a broker -----------------------------------------------------------------
 
 
+@pytest.mark.e2e
 async def test_handler_topics_and_action_table(tmp_path: Path) -> None:
     async with admin_stack(tmp_path, packs=1) as stack:
         handler = CommandHandler.from_context(stack.ctx)
@@ -362,6 +368,7 @@ def test_every_command_is_documented() -> None:
 # ---- the whole gateway -----------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 async def test_run_app_wires_commands_to_the_admin_service(tmp_path: Path, broker: Broker) -> None:
     """`bms-gateway run` with the built-in simulator and `[mqtt] commands = true`: a parameter written
     over MQTT reaches the simulated pack, shows in the model, and is in the audit log."""

@@ -29,6 +29,8 @@ from tests.support.pylon_rs485_helpers import (
     ref_decode,
 )
 
+pytestmark = pytest.mark.e2e
+
 PACKS = 2
 
 

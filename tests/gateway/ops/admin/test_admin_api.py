@@ -16,6 +16,8 @@ import pytest
 from gateway.ops.security.auth import Role
 from tests.support.admin_support import Stack, admin_stack
 
+pytestmark = pytest.mark.e2e
+
 # (method, path, body, weakest role allowed). Bodies are harmless: refused by validation (422),
 # dry runs, or reads, so every role that passes authorization leaves the packs as they are.
 ENDPOINTS: list[tuple[str, str, Any, Role]] = [

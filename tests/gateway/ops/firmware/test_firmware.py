@@ -23,6 +23,8 @@ from protocol.bms.registry import boot
 from simulator import Simulator
 from tests.support.records_support import Who, make_sim, sim_context, wait_for
 
+pytestmark = pytest.mark.e2e
+
 ADMIN = Who(Role.ADMIN, "t-admin")
 TARGET = {"tianpower": "HY-PT003-B200LT55", "pace": "P16S100A-SIM"}
 NEW_VERSION = {"tianpower": "HY-PT003-B200LT55-V1.1.0", "pace": "P16S100A-SIM-V2.6"}

@@ -26,6 +26,7 @@ RECORDS = 3000
 REPO = REPO
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("protocol", ["tianpower", "pace"])
 async def test_thousands_of_records_download_completely_and_once(protocol: str, tmp_path: Path) -> None:
     sim = make_sim(protocol, packs=1, history_records=RECORDS)
@@ -101,6 +102,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.e2e
 async def test_killed_halfway_resumes_and_stores_each_record_once(tmp_path: Path) -> None:
     sim = make_sim("tianpower", packs=1, history_records=RECORDS)
     total = sim.pack(1).history.count
@@ -153,6 +155,7 @@ async def test_killed_halfway_resumes_and_stores_each_record_once(tmp_path: Path
         db.close()
 
 
+@pytest.mark.e2e
 async def test_stop_then_resume_in_process(tmp_path: Path) -> None:
     sim = make_sim("pace", packs=1, history_records=1000)
     total = sim.pack(1).history.count
@@ -177,6 +180,7 @@ async def test_stop_then_resume_in_process(tmp_path: Path) -> None:
         db.close()
 
 
+@pytest.mark.e2e
 async def test_a_silent_pack_fails_the_job_resumably(tmp_path: Path) -> None:
     sim = make_sim("pace", packs=1, history_records=500)
     driver = driver_for("pace")
@@ -201,6 +205,7 @@ async def test_a_silent_pack_fails_the_job_resumably(tmp_path: Path) -> None:
         db.close()
 
 
+@pytest.mark.e2e
 async def test_polling_of_other_packs_continues_during_a_download(tmp_path: Path) -> None:
     sim = make_sim("tianpower", packs=2, history_records=2000)
     driver = driver_for("tianpower")
@@ -223,6 +228,7 @@ async def test_polling_of_other_packs_continues_during_a_download(tmp_path: Path
         db.close()
 
 
+@pytest.mark.e2e
 async def test_csv_and_xlsx_exports_hold_the_same_rows(tmp_path: Path) -> None:
     from gateway.ops.history.export import render
 
@@ -302,6 +308,7 @@ def test_queries_by_pack_time_and_event(tmp_path: Path) -> None:
         db.close()
 
 
+@pytest.mark.e2e
 async def test_replies_lost_on_the_wire_do_not_lose_records(tmp_path: Path) -> None:
     from simulator import FaultSpec
 

@@ -25,6 +25,8 @@ from tests.support.records_support import (
     wait_no_download,
 )
 
+pytestmark = pytest.mark.e2e
+
 ENDPOINTS: list[tuple[str, str, Role, dict[str, Any] | None]] = [
     ("POST", "/api/history/pull", Role.OPERATOR, {"bus": "sim", "address": 1}),
     ("POST", "/api/history/stop", Role.OPERATOR, {"bus": "sim"}),

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import openpyxl
+import pytest
 
 from gateway.core.model import Availability
 from gateway.ops.history.export import render
@@ -17,6 +18,7 @@ from gateway.ops.history.recording import VALUE_FIELDS, Recorder, RecordingDB, S
 from tests.support.records_support import make_sim, sim_context, wait_for
 
 
+@pytest.mark.e2e
 async def test_a_pack_going_offline_is_recorded_as_a_gap(tmp_path: Path) -> None:
     sim = make_sim("tianpower", packs=2)
     async with sim_context(sim, tmp_path, timeout_s=0.1) as ctx:
@@ -117,6 +119,7 @@ def test_retention_by_age_and_by_size(tmp_path: Path) -> None:
         db.close()
 
 
+@pytest.mark.e2e
 async def test_polling_goes_on_while_a_write_is_blocked(tmp_path: Path) -> None:
     sim = make_sim("pace", packs=2)
     async with sim_context(sim, tmp_path) as ctx:
@@ -140,6 +143,7 @@ async def test_polling_goes_on_while_a_write_is_blocked(tmp_path: Path) -> None:
         rec.db.close()
 
 
+@pytest.mark.e2e
 async def test_the_recording_service_runs_at_its_interval(tmp_path: Path) -> None:
     sim = make_sim("tianpower", packs=1)
     async with sim_context(sim, tmp_path, config={"recording": {"interval_s": 0.1}}) as ctx:

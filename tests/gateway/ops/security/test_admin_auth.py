@@ -72,6 +72,7 @@ def test_audit_is_append_only(tmp_path: Path) -> None:
     db.close()
 
 
+@pytest.mark.e2e
 def test_token_create_command_prints_token_last(tmp_path: Path) -> None:
     cfg = tmp_path / "gw.toml"
     cfg.write_text('state_dir = "state"\n[admin]\ntokens_file = "tok.json"\n')

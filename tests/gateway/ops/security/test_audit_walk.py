@@ -9,9 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.ops.security.audit import AuditEntry
 from gateway.ops.security.auth import Role
 from tests.support.records_support import firmware_image, records_stack, wait_no_download
+
+pytestmark = pytest.mark.e2e
 
 
 @dataclass(frozen=True)
