@@ -372,6 +372,14 @@ def cmd_audit(api: Api, args: argparse.Namespace) -> int:
             for e in d
         ]
         table("audit", ["Id", "At", "Token", "Role", "Client", "Action", "Packs", "Outcome", "Detail"], rows)
+        cut = [e for e in d if e["outcome"] == "interrupted"]
+        if cut:
+            packs = sorted({p for e in cut for p in e["packs"]})
+            print(
+                f"{len(cut)} write(s) interrupted: the gateway stopped after the intent was recorded and "
+                f"before the outcome; the change may have reached {', '.join(packs) or 'the pack'}: "
+                "read the pack back before relying on it"
+            )
         return OK
 
     return emit(args, doc, human)

@@ -5,9 +5,9 @@ record N means re-reading N records. The job used to wrap "read record N" in one
 (2 s by default), so every resume past a few records failed with `no record after 4 attempts` and
 added nothing. Now reaching record N is the driver's plan (`history_reach`: method, exchanges,
 records skipped) carried out one exchange at a time (`history_advance`), each under the
-per-exchange timeout. The simulator answers each exchange in a few milliseconds here and the
-per-exchange timeout is 0.5 s, so reaching record 400 (~2 s of exchanges) fails under one timeout
-and succeeds one exchange at a time: the test shows the property, not a speed.
+per-exchange timeout. The simulator answers each exchange 10 ms late here and the per-exchange
+timeout is 1.5 s, so reaching record 400 (~4 s of exchanges) fails under one timeout and succeeds
+one exchange at a time: the test shows the property, not a speed.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from tests.support import REPO
 from tests.support.records_support import bus_owner, make_sim, served_bus, wait_for
 
 RECORDS = 600
-SLOW = FaultSpec(extra_delay_s=0.005)  # each answer a few ms late: 400 take far longer than one timeout
-TIMEOUT_S = 0.5  # the per-exchange timeout
+SLOW = FaultSpec(extra_delay_s=0.01)  # each answer 10 ms late: 400 take far longer than one timeout
+TIMEOUT_S = 1.5  # the per-exchange timeout (the bus answers within 0.5 s, one retry)
+BUS_TIMEOUT_S = 0.5
 
 
 async def _stop_at(job: DownloadJob, index: int) -> Progress:
@@ -56,7 +57,7 @@ async def test_stop_and_resume_at_50_200_and_400_of_600(tmp_path: Path) -> None:
         )
 
     try:
-        async with served_bus(sim, driver) as (owner, _port):
+        async with served_bus(sim, driver, timeout_s=BUS_TIMEOUT_S) as (owner, _port):
             first = await _stop_at(job(), 50)
             assert first.state == "stopped" and first.next_index >= 50
             resume_points = [first.next_index]
@@ -86,7 +87,7 @@ async def test_one_timeout_for_the_whole_way_would_fail(tmp_path: Path) -> None:
     succeed, which is what every resume ran into."""
     sim = make_sim("tianpower", packs=1, history_records=RECORDS, faults=SLOW)
     driver = TianpowerDriver()
-    async with served_bus(sim, driver) as (owner, _port):
+    async with served_bus(sim, driver, timeout_s=BUS_TIMEOUT_S) as (owner, _port):
         await driver.history_count(owner, 1)
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(TIMEOUT_S):
@@ -108,13 +109,13 @@ CHILD = textwrap.dedent(
     async def main(port: int, db_path: str) -> None:
         driver = TianpowerDriver()
         owner = BusOwner.from_url("sim", f"socket://127.0.0.1:{port}", SerialSettings(), driver.new_decoder,
-                                  gap_s=0.0, response_timeout_s=0.3, retries=1, flush_after_connect_s=0.0)
+                                  gap_s=0.0, response_timeout_s=0.5, retries=1, flush_after_connect_s=0.0)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(owner.run(lambda: None))
             while not owner.connected:
                 await asyncio.sleep(0.01)
             db = HistoryDB(Path(db_path))
-            job = DownloadJob(db, owner, driver, "sim", 1, "SN-K", batch_records=8, record_timeout_s=0.5)
+            job = DownloadJob(db, owner, driver, "sim", 1, "SN-K", batch_records=8, record_timeout_s=1.5)
             await job.run()
             print("finished", flush=True)
             sys.exit(3)
@@ -160,7 +161,7 @@ async def test_a_process_killed_mid_download_resumes_past_hundreds_of_records(tm
                 assert db2.mark_interrupted() == 1
                 driver = TianpowerDriver()  # a new process: no stream cursor, the plan rewinds
                 assert driver.history_reach(1, killed.next_index).method == "rewind"
-                async with bus_owner(server.port, driver) as owner:
+                async with bus_owner(server.port, driver, timeout_s=BUS_TIMEOUT_S) as owner:
                     job = DownloadJob(db2, owner, driver, "sim", 1, "SN-K", record_timeout_s=TIMEOUT_S)
                     result = await job.run()
             finally:
