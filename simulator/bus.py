@@ -22,16 +22,59 @@ import contextlib
 import logging
 import os
 import tty
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from protocol.bms.base import FrameDecoder
 from protocol.errors import RemoteProtocolError
-
-if TYPE_CHECKING:
-    from simulator.core import Simulator
+from simulator.faults import Delivery
+from simulator.pack import SimPack
 
 log = logging.getLogger(__name__)
+
+
+class _ServingOptions(Protocol):
+    @property
+    def baud(self) -> int: ...
+    @property
+    def pacing(self) -> bool: ...
+    @property
+    def turnaround_s(self) -> float: ...
+    @property
+    def tick_s(self) -> float: ...
+    @property
+    def time_scale(self) -> float: ...
+    @property
+    def state_file(self) -> str | Path | None: ...
+
+
+class _Decoding(Protocol):
+    def new_decoder(self) -> FrameDecoder: ...
+
+
+class ServedSimulator(Protocol):
+    """What the bus server needs of the simulator it serves (`simulator.core.Simulator` is one); a
+    structural type, so this module does not import the simulator that starts it."""
+
+    @property
+    def options(self) -> _ServingOptions: ...
+    @property
+    def responder(self) -> _Decoding: ...
+    @property
+    def packs(self) -> Mapping[int, SimPack]: ...
+    @property
+    def epoch_s(self) -> float: ...
+    @property
+    def dirty(self) -> bool: ...
+
+    def deliver(self, raw: bytes) -> Delivery: ...
+
+    def advance(self, seconds: float, *, max_step_s: float | None = None) -> None: ...
+
+    def save_state(self, path: str | Path | None = None) -> None: ...
+
 
 QUEUE_LIMIT = 256  # pending requests on the bus; beyond it requests are dropped (a jammed bus)
 SAVE_EVERY_S = 2.0
@@ -74,7 +117,7 @@ class _Peer:
 
 
 class BusServer:
-    def __init__(self, sim: Simulator, host: str, port: int, *, pty: bool = False) -> None:
+    def __init__(self, sim: ServedSimulator, host: str, port: int, *, pty: bool = False) -> None:
         self.sim = sim
         self.host = host
         self.port = port

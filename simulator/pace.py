@@ -19,7 +19,6 @@ It must never perform I/O and never raise on any request bytes.
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
 
 from protocol.bms import bootloader as bl
 from protocol.bms.base import FrameDecoder
@@ -37,11 +36,8 @@ from protocol.bms.pace.frame import (
 )
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from simulator.pace_model import PaceModel
-from simulator.pack import Identity, PackTruth, SimPack, WireFlags
+from simulator.pack import Identity, PackBank, PackTruth, SimPack, WireFlags
 from simulator.records import epoch_of, event_code, pack_time
-
-if TYPE_CHECKING:
-    from simulator.core import Simulator
 
 HW_WIDTH = 20
 FULLY_CHARGED_SOC_PCT = 99.5
@@ -169,7 +165,7 @@ class PaceResponder:
                            "limiter_on": True, "limiter_low_gear": False})  # fmt: skip
         return pack
 
-    def wire_flags(self, sim: Simulator, address: int) -> WireFlags:
+    def wire_flags(self, sim: PackBank, address: int) -> WireFlags:
         pack = sim.pack(address)
         truth = pack.measure(sim.epoch_s)
         flags = (
@@ -190,7 +186,7 @@ class PaceResponder:
         # SOI, the LENGTH characters (1 + 8 .. 1 + 11) and EOI keep the frame's shape intact.
         return index == 0 or index == length - 1 or 9 <= index <= 12
 
-    def respond(self, sim: Simulator, raw: bytes) -> tuple[int | None, bytes]:
+    def respond(self, sim: PackBank, raw: bytes) -> tuple[int | None, bytes]:
         try:
             frame = parse_frame(raw)
         except RemoteProtocolError:
@@ -230,13 +226,13 @@ class PaceResponder:
 
     # --- commands -----------------------------------------------------------------------------
 
-    def _master(self, sim: Simulator) -> int:
+    def _master(self, sim: PackBank) -> int:
         return min(sim.packs)
 
-    def _bank(self, sim: Simulator) -> list[SimPack]:
+    def _bank(self, sim: PackBank) -> list[SimPack]:
         return [p for a, p in sorted(sim.packs.items()) if not sim.offline(a) and not p.sleeping]
 
-    def _answer(self, sim: Simulator, pack: SimPack, req: c.PaceRequest) -> tuple[int | None, bytes]:
+    def _answer(self, sim: PackBank, pack: SimPack, req: c.PaceRequest) -> tuple[int | None, bytes]:
         cid2 = req.cid2
         epoch = sim.epoch_s
         if cid2 in (c.Cmd.ANALOG, c.Cmd.STATUS):
@@ -305,7 +301,7 @@ class PaceResponder:
             return Rtn.NORMAL, b""
         return Rtn.CID2_INVALID, b""
 
-    def _answer_v20(self, sim: Simulator, pack: SimPack, req: c.PaceRequest) -> tuple[int | None, bytes]:
+    def _answer_v20(self, sim: PackBank, pack: SimPack, req: c.PaceRequest) -> tuple[int | None, bytes]:
         cid2 = req.cid2
         if cid2 == c.Cmd.V20_READ_TIME:
             return Rtn.NORMAL, c.encode_datetime(pack_time(pack.clock(sim.epoch_s)), v.Variant.V20)
@@ -319,7 +315,7 @@ class PaceResponder:
             return (Rtn.NORMAL, b"") if pack.force_sleep() else (Rtn.INVALID_DATA, b"")
         return Rtn.CID2_INVALID, b""
 
-    def _realtime(self, sim: Simulator, pack: SimPack, req: c.PaceRequest) -> tuple[int | None, bytes]:
+    def _realtime(self, sim: PackBank, pack: SimPack, req: c.PaceRequest) -> tuple[int | None, bytes]:
         analog = req.cid2 == c.Cmd.ANALOG
         if req.bank:
             if pack.address != self._master(sim) or self.version != VER_25:

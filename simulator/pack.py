@@ -548,3 +548,21 @@ class SimPack:
             self.physics.nominal_capacity_ah = float(d["nominal_capacity_ah"])
         if isinstance(d.get("extra"), dict):
             self.extra.update(d["extra"])
+
+
+class PackBank(Protocol):
+    """What a family responder reads and marks of the simulator (`simulator.core.Simulator` is one):
+    the packs by address, the simulated wall clock and the dirty flag of the saved state. A
+    structural type, so the responders do not import the simulator that drives them."""
+
+    packs: dict[int, SimPack]
+    dirty: bool
+
+    @property
+    def epoch_s(self) -> float: ...
+
+    def pack(self, address: int) -> SimPack: ...
+
+    def answering_pack(self, address: int) -> SimPack | None: ...
+
+    def offline(self, address: int) -> bool: ...

@@ -36,12 +36,11 @@ from protocol.bms.tianpower.realtime import (
 )
 from protocol.bms.tianpower.shapes import BOOT_CODES
 from protocol.errors import LocalProtocolError, RemoteProtocolError
-from simulator.pack import ANTI_THEFT_COMM, Identity, PackTruth, SimPack, WireFlags
+from simulator.pack import ANTI_THEFT_COMM, Identity, PackBank, PackTruth, SimPack, WireFlags
 from simulator.records import epoch_of, event_code, event_of_code, pack_time
 from simulator.tp_model import TianpowerModel
 
 if TYPE_CHECKING:
-    from simulator.core import Simulator
     from simulator.history import SimRecord
 
 ACK_OK = 0x00
@@ -206,7 +205,7 @@ class TianpowerResponder:
         )
         return SimPack.create(address, self.model, rng, identity)
 
-    def wire_flags(self, sim: Simulator, address: int) -> WireFlags:
+    def wire_flags(self, sim: PackBank, address: int) -> WireFlags:
         pack = sim.pack(address)
         rt = realtime_of(pack.measure(sim.epoch_s), pack)
         return WireFlags(
@@ -227,7 +226,7 @@ class TianpowerResponder:
         # SOI, LEN and EOI: damage there would merge frames instead of failing the checksum.
         return index in (0, 3, length - 1)
 
-    def respond(self, sim: Simulator, raw: bytes) -> tuple[int | None, bytes]:
+    def respond(self, sim: PackBank, raw: bytes) -> tuple[int | None, bytes]:
         try:
             frame = parse_frame(raw)
         except RemoteProtocolError:
@@ -261,7 +260,7 @@ class TianpowerResponder:
     def _ack(self, frame: TpFrame, ok: bool = True) -> m.Ack:
         return m.Ack(frame.command, ACK_OK if ok else ACK_INVALID_DATA)
 
-    def _answer(self, sim: Simulator, pack: SimPack, req: m.Request, frame: TpFrame) -> m.Response | None:
+    def _answer(self, sim: PackBank, pack: SimPack, req: m.Request, frame: TpFrame) -> m.Response | None:
         match req:
             case m.ReadRequest(command=cmd):
                 return self._read(sim, pack, cmd, frame)
@@ -364,7 +363,7 @@ class TianpowerResponder:
                 return None
         return m.Ack(frame.command, ACK_UNKNOWN_COMMAND)
 
-    def _read(self, sim: Simulator, pack: SimPack, cmd: m.Cmd, frame: TpFrame) -> m.Response:
+    def _read(self, sim: PackBank, pack: SimPack, cmd: m.Cmd, frame: TpFrame) -> m.Response:
         if cmd is m.Cmd.REALTIME:
             return realtime_of(pack.measure(sim.epoch_s), pack)
         if cmd is m.Cmd.VERSION:
@@ -387,7 +386,7 @@ class TianpowerResponder:
         return tuple(out)
 
     def _write_params(
-        self, sim: Simulator, pack: SimPack, table: int, records: tuple[m.ParamRecord, ...]
+        self, sim: PackBank, pack: SimPack, table: int, records: tuple[m.ParamRecord, ...]
     ) -> bool:
         values: dict[str, float] = {}
         for r in records:
@@ -402,7 +401,7 @@ class TianpowerResponder:
         sim.dirty = True
         return True
 
-    def _storage_read(self, sim: Simulator, pack: SimPack, sub: m.StorageSub) -> m.Response:
+    def _storage_read(self, sim: PackBank, pack: SimPack, sub: m.StorageSub) -> m.Response:
         hist = pack.history
         if sub in (m.StorageSub.READ_START_TIME, m.StorageSub.READ_END_TIME):
             start = sub is m.StorageSub.READ_START_TIME

@@ -1,8 +1,8 @@
 """The architecture, enforced: imports point downward only and no module imports itself back.
 
 The import graph is read from the sources (an AST walk; no third-party tool): every `import` and
-`from ... import` of our own packages, wherever it sits in the module (function-level imports
-count), except those under `if TYPE_CHECKING:` (type-only: they never run). An import of
+`from ... import` of our own packages, wherever it sits in the module: function-level imports and
+type-only ones under `if TYPE_CHECKING:` count too (a type-only circle is still a circle). An import of
 `package.name` counts as an import of the module `package.name` when that module exists, else of
 `package`.
 
@@ -74,22 +74,10 @@ def _resolve(name: str) -> str | None:
     return name or None
 
 
-def _type_checking_nodes(tree: ast.Module) -> set[int]:
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.body:
-                skip.update(id(n) for n in ast.walk(child))
-    return skip
-
-
 def _imported(module: str, path: Path) -> Iterator[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-    skip = _type_checking_nodes(tree)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

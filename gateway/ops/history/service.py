@@ -33,7 +33,7 @@ from gateway.ops.history.export import render
 from gateway.ops.history.store import HistoryDB, RecordQuery, record_rows
 from gateway.ops.security.audit import AuditLog
 from gateway.ops.security.auth import Role
-from gateway.south.drivers.base import BusError, RecordTimes, StorageInterval, Unsupported
+from gateway.south.drivers.base import BusError, HistoryDeleter, RecordTimes, StorageInterval, Unsupported
 
 log = logging.getLogger(__name__)
 
@@ -386,13 +386,13 @@ class HistoryService(RecordsService):
                     f'repeat the request with confirm = "{DELETE_CONFIRMATION}"'
                 )
             driver = self.driver(key)
-            fn = getattr(driver, "delete_history", None)
-            if fn is None:
+            if not isinstance(driver, HistoryDeleter):
                 raise Conflict(
                     f"{driver.family}: deleting the records stored in the pack is not supported: no wire "
                     "command for the vendor tool's Delete Record is publicly documented, and the gateway "
                     "does not guess one (records downloaded into the gateway are kept)"
                 )
+            fn = driver.delete_history
         except RecordsError as err:
             await self.audit(who, "history.delete", [key], request, outcome="refused", detail=err.message)
             raise

@@ -276,3 +276,10 @@ class RecordTimes(Protocol):
 
     async def read_record_times(self, bus: BusClient, address: int) -> tuple[datetime, datetime]: ...
     async def write_record_time(self, bus: BusClient, address: int, which: str, when: datetime) -> None: ...
+
+
+@runtime_checkable
+class HistoryDeleter(Protocol):
+    """Deletes the records stored in the pack (no family documents a wire command for it yet)."""
+
+    async def delete_history(self, bus: BusClient, address: int) -> None: ...
