@@ -3,8 +3,9 @@ a fault-free twin with the same seed, side by side in one process, every publish
 
 Both run the built-in simulator (3 Tianpower packs, profile idle: a pack at rest keeps its values
 exactly, so the twin's values are the truth) with HTTP, Modbus/TCP, MQTT (one broker, two base
-topics) and inverter CAN (two virtual channels). The faulty side's bus has per-byte corruption (0.1 %), dropped (2 %),
-truncated (2 %) and garbage (2 %) answers and the transceiver echo on every frame (`FAULTS`). For the sampled window:
+topics) and inverter CAN (two virtual channels). The faulty side's bus has per-byte corruption
+(0.1 %), dropped (2 %), truncated (2 %) and garbage (2 %) answers and the transceiver echo on every
+frame (`FAULTS`). For the sampled window:
 
 - every value the twin keeps constant (what is not a time, an age or a counter) is the same on the
   faulty gateway in every sample: HTTP `/api/packs`, every register of the native Modbus unit
