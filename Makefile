@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint venv bench clean
+.PHONY: run test lint venv bench soak clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,10 @@ test: lint
 	$(BIN)/python -m pytest -W error -q $(PYTEST_ARGS)
 
 bench: venv
-	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in bench/*.py; do [ "$$b" = bench/soak.py ] || $(BIN)/python $$b || exit 1; done
+
+soak: venv  # N minutes (default 30) with 15 packs, faults and load: slopes per hour, error counts
+	$(BIN)/python bench/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
