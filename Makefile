@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint venv bench soak clean
+.PHONY: run test lint venv bench soak clean ha-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: venv
 
 test: lint
 	$(BIN)/python -m pytest -W error -q $(PYTEST_ARGS)
+
+# Home Assistant core for the discovery-schema test (tests/fleet/test_home_assistant.py)
+ha-venv:
+	bash tests/fleet/ha-venv.sh
 
 bench: venv
 	for b in bench/*.py; do [ "$$b" = bench/soak.py ] || $(BIN)/python $$b || exit 1; done

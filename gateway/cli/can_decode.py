@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
+from mappings.flags import load_outputs
 from protocol.errors import RemoteProtocolError
 from protocol.inverter.can import dbc, registry
 from protocol.inverter.can.base import CanFrame, InverterProtocol, OptionValue
@@ -141,7 +142,7 @@ def decode_stream(protocol: InverterProtocol, stream: TextIO, out: TextIO, *, as
 
 def run(args: argparse.Namespace) -> int:
     try:
-        protocol = registry.create(args.protocol, _options(args.option))
+        protocol = registry.create(args.protocol, _options(args.option), flag_outputs=load_outputs())
     except (KeyError, ValueError) as err:
         print(f"bms-gateway can-decode: {err.args[0] if err.args else err}", file=sys.stderr)
         return 2

@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from protocol.bms.base import FlagInfo, FlagKind
+
 PackKey = tuple[str, int]
 """(bus name, pack address) identifies a pack everywhere in the gateway."""
 
@@ -102,6 +104,7 @@ class Telemetry:
     alarms: frozenset[str]
     faults: frozenset[str]
     states: frozenset[str]  # other active status flags (charging, manual MOS, ...)
+    flags: tuple[FlagInfo, ...]  # every active flag with its meaning (the four sets are its names)
     # derived
     power_w: float
     cell_sum_v: float
@@ -143,10 +146,7 @@ class Telemetry:
         heater_on: bool | None = None,
         fan_on: bool | None = None,
         balancing_cells: Iterable[int] = (),
-        protections: Iterable[str] = (),
-        alarms: Iterable[str] = (),
-        faults: Iterable[str] = (),
-        states: Iterable[str] = (),
+        flags: Iterable[FlagInfo] = (),
     ) -> Telemetry:
         cells = tuple(float(v) for v in cell_voltages_v)
         if not cells:
@@ -156,6 +156,10 @@ class Telemetry:
         vmin = min(cells)
         total = sum(cells)
         tvals = [t.value_c for t in temps if t.role is TempRole.CELL] or [t.value_c for t in temps]
+        active = tuple(dict.fromkeys(flags))
+        by_kind: dict[FlagKind, frozenset[str]] = {
+            kind: frozenset(f.name for f in active if f.kind is kind) for kind in FlagKind
+        }
         remaining = remaining_capacity_ah
         charge_time: float | None = None
         discharge_time: float | None = None
@@ -181,10 +185,11 @@ class Telemetry:
             heater_on=heater_on,
             fan_on=fan_on,
             balancing_cells=tuple(sorted(set(balancing_cells))),
-            protections=frozenset(protections),
-            alarms=frozenset(alarms),
-            faults=frozenset(faults),
-            states=frozenset(states),
+            protections=by_kind[FlagKind.PROTECTION],
+            alarms=by_kind[FlagKind.ALARM],
+            faults=by_kind[FlagKind.FAULT],
+            states=by_kind[FlagKind.STATE],
+            flags=active,
             power_w=voltage_v * current_a,
             cell_sum_v=total,
             cell_avg_v=total / len(cells),
@@ -298,6 +303,7 @@ class BankSnapshot:
     protections: frozenset[str] = frozenset()
     alarms: frozenset[str] = frozenset()
     faults: frozenset[str] = frozenset()
+    flags: tuple[FlagInfo, ...] = ()  # the online packs' active flags with their meanings
     protecting_packs: tuple[PackKey, ...] = ()
     remaining_charge_time_s: float | None = None
     remaining_discharge_time_s: float | None = None
@@ -378,6 +384,7 @@ def aggregate(packs: Iterable[PackSnapshot], now: float | None = None) -> BankSn
         protections=frozenset().union(*(t.protections for _, t in online)),
         alarms=frozenset().union(*(t.alarms for _, t in online)),
         faults=frozenset().union(*(t.faults for _, t in online)),
+        flags=tuple(dict.fromkeys(f for _, t in online for f in t.flags)),
         protecting_packs=tuple(p.key for p, t in online if t.protections),
         remaining_charge_time_s=charge_time,
         remaining_discharge_time_s=discharge_time,

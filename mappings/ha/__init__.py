@@ -65,6 +65,7 @@ class EntitySpec:
     precision: int | None = None
     entity_category: str | None = None
     icon: str | None = None
+    optional: bool = False  # left out of discovery while the pack does not report the value
 
     def expand(self, cells: int, temperature_labels: Sequence[str]) -> list[EntitySpec]:
         """Concrete entities: one per cell / temperature sensor for repeated entries, else itself."""
@@ -84,10 +85,56 @@ class EntitySpec:
         )
 
     @property
+    def path(self) -> tuple[str | int, ...]:
+        """The field as keys and list indexes below `value_json` ("cells_v[3]" -> ("cells_v", 3))."""
+        return field_path(self.field)
+
+    @property
     def value_template(self) -> str:
+        """The Jinja template HA renders on the state document.
+
+        Guarded: every step of the path is tested with `is defined` before it is used, and a missing
+        or null value renders `None`, which HA's MQTT sensors take as "unknown" without logging a
+        template warning (a state document without a layout, or a layout that shrank).
+        """
+        expr = "value_json" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.path)
+        guards = []
+        step = "value_json"
+        for p in self.path:
+            step += f"[{p}]" if isinstance(p, int) else f".{p}"
+            guards.append(f"{step} is defined")
+        guard = " and ".join([*guards, f"{expr} is not none"])
         if self.platform == "binary_sensor":
-            return "{{ 'ON' if value_json." + self.field + " else 'OFF' }}"
-        return "{{ value_json." + self.field + " }}"
+            return "{{ ('ON' if " + expr + " else 'OFF') if " + guard + " else None }}"
+        return "{{ " + expr + " if " + guard + " else None }}"
+
+
+def field_path(text: str) -> tuple[str | int, ...]:
+    """Split a state-document path ("link.timeouts", "cells_v[3]") into keys and list indexes."""
+    out: list[str | int] = []
+    for part in text.split("."):
+        name, _, rest = part.partition("[")
+        out.append(name)
+        while rest:
+            index, _, rest = rest.partition("]")
+            out.append(int(index))
+            rest = rest.removeprefix("[")
+    return tuple(out)
+
+
+def field_value(document: Mapping[str, Any], path: Sequence[str | int]) -> Any:
+    """The value at `path` in a state document, or None where the path does not exist."""
+    value: Any = document
+    for p in path:
+        if isinstance(p, int):
+            if not isinstance(value, list) or not -len(value) <= p < len(value):
+                return None
+            value = value[p]
+        else:
+            if not isinstance(value, Mapping):
+                return None
+            value = value.get(p)
+    return value
 
 
 @dataclass(frozen=True, slots=True)

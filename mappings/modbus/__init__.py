@@ -1,7 +1,7 @@
 """Modbus register maps as data: SunSpec model tables, how we serve them, and the native map.
 
 `load_sunspec_models()` reads `sunspec_models.toml` (the SunSpec point tables), `load_sunspec_map()`
-reads `sunspec_map.toml` (scale factors, writable points, event bits), `load_native_map()` reads
+reads `sunspec_map.toml` (scale factors, writable points), `load_native_map()` reads
 `native.toml`. Each validates what it loads (contiguous offsets, declared lengths, scale-factor
 references, non-overlapping blocks, write ranges) and raises `MappingError` naming the row.
 Files are read through importlib.resources, so they ship inside a wheel.
@@ -157,20 +157,12 @@ class WriteRange:
 
 
 @dataclass(frozen=True, slots=True)
-class EventRule:
-    alarm_bit: int
-    warning_bit: int
-    words: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class SunSpecMap:
     base_address: int
     bank_chain: tuple[str, ...]  # "1", "802", "804*", ...
     pack_chain: tuple[str, ...]
     scale: Mapping[int, Mapping[str, int]]  # model id -> SF point name -> exponent
     writable: Mapping[int, Mapping[str, WriteRange]]
-    events: tuple[EventRule, ...]
 
 
 def load_sunspec_map(models: Mapping[int, SunSpecModel] | None = None) -> SunSpecMap:
@@ -215,14 +207,11 @@ def load_sunspec_map(models: Mapping[int, SunSpecModel] | None = None) -> SunSpe
                 raise MappingError(f"{where}: writable.{mid_s}.{name}: min > max")
             ranges[name] = WriteRange(float(r["min"]), float(r["max"]))
         writable[int(mid_s)] = MappingProxyType(ranges)
-    events = tuple(
-        EventRule(int(e["alarm"]), int(e["warning"]), tuple(w.lower() for w in e["words"]))
-        for e in data.get("event", [])
-    )
-    for e in events:
-        if not (0 <= e.alarm_bit < 32 and 0 <= e.warning_bit < 32):
-            raise MappingError(f"{where}: event bit out of 0..31")
-    return SunSpecMap(base, chains[0], chains[1], MappingProxyType(scale), MappingProxyType(writable), events)
+    if "event" in data:
+        raise MappingError(
+            f"{where}: [[event]] rows are gone: event bits come from mappings/flags/outputs.toml"
+        )
+    return SunSpecMap(base, chains[0], chains[1], MappingProxyType(scale), MappingProxyType(writable))
 
 
 # ------------------------------------------------------------------------------------ native

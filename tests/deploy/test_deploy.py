@@ -25,7 +25,7 @@ from tests.support import REPO
 DEPLOY = REPO / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "bms-gateway.json"
 
-TARGET_LABELS = {"site", "instance", "job"}  # added by Prometheus (site: deploy/prometheus.yml)
+TARGET_LABELS = {"site", "instance", "job"}  # added by Prometheus (site: deploy/prometheus/prometheus.yml)
 
 
 def load_yaml(path: Path) -> Any:
@@ -140,7 +140,7 @@ def test_compose_file_wires_the_stack() -> None:
     assert config.mqtt.url == "mqtt://mosquitto:1883"
     http_port = config.http.listen.rsplit(":", 1)[1]
     assert f"{http_port}:{http_port}" in " ".join(gw["ports"])
-    prom = load_yaml(DEPLOY / "prometheus.yml")
+    prom = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
     job = next(j for j in prom["scrape_configs"] if j["job_name"] == "bms-gateway")
     assert job["metrics_path"] == "/metrics"
     assert job["static_configs"][0]["targets"] == [f"gateway:{http_port}"]

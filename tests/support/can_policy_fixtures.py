@@ -17,6 +17,7 @@ from gateway.core.model import (
     aggregate,
 )
 from gateway.core.policy.engine import ChargeDecision
+from tests.support.flags import by_kind, named
 
 
 def telemetry(
@@ -31,6 +32,7 @@ def telemetry(
     protections: Iterable[str] = (),
     alarms: Iterable[str] = (),
     faults: Iterable[str] = (),
+    flags: Iterable[str] = (),  # any severity, by name
     full_ah: float = 100.0,
     cycles: int = 12,
 ) -> Telemetry:
@@ -49,9 +51,7 @@ def telemetry(
         remaining_capacity_ah=full_ah * soc_pct / 100.0,
         nominal_capacity_ah=full_ah,
         cycles=cycles,
-        protections=protections,
-        alarms=alarms,
-        faults=faults,
+        flags=by_kind(protections, alarms, faults) + named(*flags),
     )
 
 

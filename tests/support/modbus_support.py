@@ -23,6 +23,7 @@ from gateway.core.model import (
 from gateway.north.modbus.server import ModbusServer
 from protocol.modbus.mbap import encode_adu
 from protocol.modbus.pdu import Response, parse_response
+from tests.support.flags import by_kind
 
 NOW = 1_790_000_000.0
 
@@ -61,8 +62,7 @@ def telemetry(
         heater_on=False,
         fan_on=False,
         balancing_cells=balancing,
-        protections=protections,
-        alarms=alarms,
+        flags=by_kind(protections, alarms),
     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from mappings.flags import load_outputs
 from protocol.inverter.rs485.base import BankView, Identity, Limits, ModuleView
 
 
@@ -169,7 +170,7 @@ LIMITS = Limits(
 
 def bank(n: int = 3, *, limits: Limits = LIMITS, **kw: object) -> BankView:
     mods = tuple(module(i) for i in range(1, n + 1))
-    return BankView(modules=mods, limits=limits, identity=Identity(), **kw)  # type: ignore[arg-type]
+    return BankView(flag_outputs=load_outputs(), modules=mods, limits=limits, identity=Identity(), **kw)  # type: ignore[arg-type]
 
 
 def ref_crc(data: bytes) -> bytes:

@@ -3,7 +3,8 @@
 `PolicyEngine.evaluate(view, controls, now)` turns the bank model, the packs' own parameters, the
 derating tables of `[policy]` and the caps of `gateway.core.controls` into a `ChargeDecision`: charge
 voltage limit, charge/discharge current limits, discharge voltage limit, enable flags, force-charge
-and full-charge requests, the values the inverter displays, neutral alarm/warning names, and for
+and full-charge requests, the values the inverter displays, the active flag meanings per level
+(from the codecs' flag tables, never from a flag's name), and for
 each limit the *limiting factor* (which rule won). Inverter encoders (CAN, RS485, Modbus) only
 translate a decision; they never decide.
 
@@ -18,7 +19,6 @@ import enum
 import itertools
 import logging
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -26,7 +26,7 @@ from types import MappingProxyType
 from gateway.app.config import PolicyConfig
 from gateway.core.controls import ControlState, OperationRequest, Source
 from gateway.core.model import Availability, ModelView, PackSnapshot, Telemetry, TempRole, aggregate
-from protocol.inverter.rs485.base import FLAG_NAMES
+from protocol.bms.base import FlagInfo, Meaning
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,10 @@ class Factor(enum.StrEnum):
 
 LIMIT_NAMES = ("charge_voltage_v", "discharge_voltage_v", "charge_current_a", "discharge_current_a")
 
-# Neutral alarm / warning names the encoders translate into their protocol's bits (one list, kept
-# with the protocol encoders that translate them).
-NEUTRAL_FLAGS = FLAG_NAMES
+# The neutral meanings a decision can carry in `alarms` / `warnings` (`protocol.bms.base.Meaning`
+# values that are not states); every output translates them through mappings/flags/outputs.toml.
+NEUTRAL_FLAGS = frozenset(m.value for m in Meaning if not m.is_state)
+COMMUNICATION = Meaning.COMMUNICATION.value
 
 CHARGE = "charge"
 DISCHARGE = "discharge"
@@ -91,8 +92,8 @@ class ChargeDecision:
     voltage_v: float  # bank voltage (mean of fresh packs; last known while stale)
     current_a: float  # bank current, positive = charging
     temperature_c: float  # mean cell temperature
-    alarms: frozenset[str]  # neutral names at protection level (the inverter must stop)
-    warnings: frozenset[str]  # neutral names at warning level
+    alarms: frozenset[str]  # meanings at the protection level (the flag blocks: the inverter must stop)
+    warnings: frozenset[str]  # meanings at the warning level
     packs_online: int  # fresh packs used for the limits (the protocols' "module count")
     packs_configured: int
     packs_blocking_charge: int
@@ -126,7 +127,7 @@ class ChargeDecision:
 
     def as_stale(self, now: float) -> ChargeDecision:
         """This decision with stale data: every direction blocked, no requests, communication alarm."""
-        flags = frozenset({"communication"})
+        flags = frozenset({COMMUNICATION})
         return replace(
             self,
             computed_at=now,
@@ -162,59 +163,25 @@ def interpolate(table: Sequence[tuple[float, float]], x: float) -> float:
     return table[-1][1]  # unreachable for a sorted table
 
 
-_TOKEN = re.compile(r"[^a-z0-9]+")
+def stops(flags: Iterable[FlagInfo]) -> frozenset[str]:
+    """The meanings of the flags at the protection level (they block a direction)."""
+    return frozenset(f.meaning.value for f in flags if f.level == "protection")
 
 
-@dataclass(frozen=True, slots=True)
-class FlagClass:
-    names: tuple[str, ...]  # neutral names
-    blocks: frozenset[str]  # directions a protection of this kind blocks
+def warns(flags: Iterable[FlagInfo]) -> frozenset[str]:
+    """The meanings of the flags at the warning level (problems that block nothing)."""
+    return frozenset(f.meaning.value for f in flags if f.level == "warning")
 
 
-def classify_flag(name: str) -> FlagClass:
-    """Map a vendor flag name ("CELL_OV_Prot", "Discharge over-temp", ...) to neutral names.
-
-    Unknown names are `system_error` and block both directions (fail safe).
-    """
-    tokens = [t for t in _TOKEN.split(name.lower()) if t]
-    compact = "".join(tokens)
-    dis = any(t.startswith("dis") or t == "dsg" for t in tokens)
-    chg = any(t in ("chg", "cha") or t.startswith("charg") for t in tokens)
-    direction = BOTH if dis == chg else frozenset({DISCHARGE if dis else CHARGE})
-    pack = any(t in ("pack", "module", "total", "bat", "battery", "sum") for t in tokens)
-    has = tokens.__contains__
-    if "short" in compact:
-        return FlagClass(("short_circuit",), BOTH)
-    if "comm" in compact or "timeout" in compact:
-        return FlagClass(("communication",), BOTH)
-    mos = any(t.startswith("mos") for t in tokens)
-    if mos and (has("ot") or "over" in compact or "hot" in compact or "high" in compact):
-        return FlagClass(("mos_overtemperature",), BOTH)
-    if "temp" in compact or has("ot") or has("ut") or "hot" in compact:
-        if "diff" in compact:
-            return FlagClass(("system_error",), BOTH)
-        low = has("ut") or "low" in compact or "under" in compact or "cold" in compact
-        return FlagClass(("low_temperature" if low else "high_temperature",), direction)
-    if "soc" in tokens and "low" in compact:
-        return FlagClass(("low_soc",), frozenset({DISCHARGE}))
-    if "full" in tokens:
-        return FlagClass(("full_charge",), frozenset({CHARGE}))
-    if "imbalance" in compact or "diff" in compact:
-        return FlagClass(("cell_imbalance",), BOTH)
-    volt = "volt" in compact
-    if has("ov") or "overvolt" in compact or (volt and ("over" in compact or "high" in compact)):
-        return FlagClass(("pack_overvoltage" if pack else "cell_overvoltage",), frozenset({CHARGE}))
-    if has("uv") or "undervolt" in compact or (volt and ("under" in compact or "low" in compact)):
-        return FlagClass(("pack_undervoltage" if pack else "cell_undervoltage",), frozenset({DISCHARGE}))
-    if any(t.startswith("oc") for t in tokens) or "current" in compact:
-        if direction == BOTH:
-            return FlagClass(("charge_overcurrent", "discharge_overcurrent"), BOTH)
-        return FlagClass((f"{next(iter(direction))}_overcurrent",), direction)
-    return FlagClass(("system_error",), BOTH)
-
-
-def neutral_flags(names: Iterable[str]) -> frozenset[str]:
-    return frozenset(n for name in names for n in classify_flag(name).names)
+def blocked_directions(flags: Iterable[FlagInfo]) -> frozenset[str]:
+    """The directions the flags block, from each flag's table entry (never from its name)."""
+    out: set[str] = set()
+    for f in flags:
+        if f.blocks.charge:
+            out.add(CHARGE)
+        if f.blocks.discharge:
+            out.add(DISCHARGE)
+    return frozenset(out)
 
 
 def _param(pack: PackSnapshot, names: Sequence[str]) -> float | None:
@@ -286,9 +253,6 @@ def _pack_limits(cfg: PolicyConfig, pack: PackSnapshot, t: Telemetry) -> _PackLi
     m = cfg.cell_limit_margin_v
     ov, uv = _param(pack, CELL_OV_PARAMS), _param(pack, CELL_UV_PARAMS)
     pov, puv = _param(pack, PACK_OV_PARAMS), _param(pack, PACK_UV_PARAMS)
-    blocks: set[str] = set()
-    for name in t.protections:
-        blocks |= classify_flag(name).blocks
     return _PackLimits(
         base_charge=base_c,
         base_discharge=base_d,
@@ -298,7 +262,7 @@ def _pack_limits(cfg: PolicyConfig, pack: PackSnapshot, t: Telemetry) -> _PackLi
         pack_cvl_v=None if pov is None else pov - cells * m,
         dvl_per_cell_v=None if uv is None else uv + m,
         pack_dvl_v=None if puv is None else puv + cells * m,
-        blocks=frozenset(blocks),
+        blocks=blocked_directions(t.flags),
     )
 
 
@@ -370,7 +334,7 @@ class PolicyEngine:
     # -- stale data: every direction blocked, alarm bits, last known measurements ------------------
     def _stale(self, view: ModelView, now: float) -> ChargeDecision:
         limiting = MappingProxyType(dict.fromkeys(LIMIT_NAMES, Factor.STALE_DATA.value))
-        flags = frozenset({"communication"})
+        flags = frozenset({COMMUNICATION})
         prev = self._last_fresh
         if prev is None:
             cells = 16
@@ -477,10 +441,10 @@ class PolicyEngine:
             self.last_full_charge_at = now
         full_request = now - self.last_full_charge_at >= cfg.full_charge_days * 86400.0
 
-        alarms = neutral_flags(n for _, t in fresh for n in t.protections)
-        warnings = neutral_flags(n for _, t in fresh for n in (*t.alarms, *t.faults))
+        alarms = stops(f for _, t in fresh for f in t.flags)
+        warnings = warns(f for _, t in fresh for f in t.flags)
         if missing:
-            warnings |= {"communication"}
+            warnings |= {COMMUNICATION}
         cell_temps = [(p, tr) for p, t in fresh for tr in t.temperatures if tr.role is TempRole.CELL] or [
             (p, tr) for p, t in fresh for tr in t.temperatures if tr.role is not TempRole.MOS
         ]

@@ -35,6 +35,7 @@ from gateway.app.config import CanConfig, ConfigError
 from gateway.app.supervisor import ReadyCallback, Service
 from gateway.core.policy.decisions import DecisionStore
 from gateway.core.policy.engine import ChargeDecision
+from mappings.flags import load_outputs
 from protocol.inverter.can import registry
 from protocol.inverter.can.base import CanFrame, InverterProtocol, OptionValue
 
@@ -164,7 +165,9 @@ class CanService:
         self.stale_after_s = stale_after_s
         self._bus_factory = bus_factory or default_bus_factory(config)
         self._clock = clock
-        self.protocol: InverterProtocol = registry.create(config.protocol, config.options)
+        self.protocol: InverterProtocol = registry.create(
+            config.protocol, config.options, flag_outputs=load_outputs()
+        )
         self.stats = CanStats(config.protocol)
         self.stats.keepalive = (
             KeepaliveState.WAITING if config.keepalive_expected else KeepaliveState.NOT_EXPECTED
@@ -189,7 +192,7 @@ class CanService:
         """
         if options is None:
             options = self.config.options if name == self.config.protocol else {}
-        protocol = registry.create(name, options)
+        protocol = registry.create(name, options, flag_outputs=load_outputs())
         old = self.protocol.name
         self.protocol = protocol
         self.stats.protocol = name

@@ -34,6 +34,7 @@ from prometheus_client.core import (
 from gateway import __version__
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import Availability, ModelStore, ModelView, PackSnapshot
+from protocol.bms.base import FlagInfo
 from protocol.inverter.limits import ChargeLimits
 
 if TYPE_CHECKING:
@@ -58,6 +59,12 @@ class Family:
 
 
 PL = ("bus", "pack")  # every per-pack series carries the bus name and the pack address
+
+
+def _meanings(flags: Iterable[FlagInfo]) -> set[tuple[str, str]]:
+    """(meaning, level) of the active flags that are problems (states have no meaning label)."""
+    return {(f.meaning.value, f.level) for f in flags if f.level != "state"}
+
 
 # fmt: off
 FAMILIES: tuple[Family, ...] = (
@@ -86,6 +93,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("bms_pack_alarm", "gauge", (*PL, "name"), "pack", "1 while the alarm is active"),
     Family("bms_pack_fault", "gauge", (*PL, "name"), "pack", "1 while the fault is active"),
     Family("bms_pack_status", "gauge", (*PL, "name"), "pack", "1 while the status flag is set"),
+    Family("bms_pack_flag_meaning", "gauge", (*PL, "meaning", "level"), "pack",
+           "1 while a flag with this neutral meaning is active (level: protection = it blocks, warning)"),
     Family("bms_pack_measurement_timestamp_seconds", "gauge", PL, "pack",
            "Wall-clock time of the reading the values come from"),
     Family("bms_pack_clock_drift_seconds", "gauge", PL, "pack",
@@ -107,6 +116,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("bms_bank_protection", "gauge", ("name",), "bank", "1 while any online pack has the protection"),
     Family("bms_bank_alarm", "gauge", ("name",), "bank", "1 while any online pack has the alarm"),
     Family("bms_bank_fault", "gauge", ("name",), "bank", "1 while any online pack has the fault"),
+    Family("bms_bank_flag_meaning", "gauge", ("meaning", "level"), "bank",
+           "1 while any online pack has a flag with this neutral meaning at this level"),
     # --- the charge policy's decision (present once the policy has decided) ---
     Family("bms_limit_charge_voltage_volts", "gauge", (), "limits", "Charge voltage limit (CVL)"),
     Family("bms_limit_discharge_voltage_volts", "gauge", (), "limits", "Discharge voltage limit"),
@@ -296,6 +307,7 @@ class GatewayCollector:
         self.poll_histogram = PollHistogram()
         self._seen_flags: dict[tuple[str, str, int], set[str]] = {}  # (kind, bus, address) -> names
         self._seen_factors: dict[str, set[str]] = {}
+        self._seen_meanings: dict[tuple[str, int], set[tuple[str, str]]] = {}  # pack -> (meaning, level)
         self._last_measured: dict[tuple[str, int], float] = {}
 
     # --- fed by MetricsService from the model subscription (outside the scrape path) ---
@@ -314,6 +326,8 @@ class GatewayCollector:
                     self._seen_flags.setdefault((kind, snap.bus, snap.address), set()).update(names)
             if tel.states:
                 self._seen_flags.setdefault(("status", snap.bus, snap.address), set()).update(tel.states)
+            if meanings := _meanings(tel.flags):
+                self._seen_meanings.setdefault(snap.key, set()).update(meanings)
             if self._last_measured.get(snap.key) != tel.measured_at:
                 self._last_measured[snap.key] = tel.measured_at
                 if snap.link.last_poll_duration_s is not None:
@@ -409,6 +423,9 @@ class GatewayCollector:
             names = self._seen_flags.get((kind, snap.bus, snap.address), set()) | active
             for name in sorted(names):
                 r.add(f"bms_pack_{kind}", (*pl, name), float(name in active))
+        now_active = _meanings(tel.flags)
+        for meaning, level in sorted(self._seen_meanings.get(snap.key, set()) | now_active):
+            r.add("bms_pack_flag_meaning", (*pl, meaning, level), float((meaning, level) in now_active))
 
     def _render_bank(self, r: _Renderer, view: ModelView) -> None:
         bank = view.bank
@@ -438,6 +455,12 @@ class GatewayCollector:
                     names |= seen
             for name in sorted(names):
                 r.add(f"bms_bank_{kind}", (name,), float(name in active))
+        bank_active = _meanings(bank.flags)
+        seen_meanings: set[tuple[str, str]] = set()
+        for pack_seen in self._seen_meanings.values():
+            seen_meanings |= pack_seen
+        for meaning, level in sorted(seen_meanings | bank_active):
+            r.add("bms_bank_flag_meaning", (meaning, level), float((meaning, level) in bank_active))
 
     def _render_limits(self, r: _Renderer) -> None:
         provider = self.sources.decision

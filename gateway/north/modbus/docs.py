@@ -57,7 +57,7 @@ SUNSPEC_NOTES: Mapping[str, str] = {
     "802.CtrlHb": "any value, echoed back",
     "802.LocRemCtl": "0 REMOTE when [modbus] writes = true, else 1 LOCAL",
     "802.State": "3 CONNECTED; 99 FAULT with a fault flag; 1 DISCONNECTED after SetOp 2",
-    "802.Evt1": "from the packs' flags (sunspec_map.toml [[event]]); bit 0 when a pack is not online",
+    "802.Evt1": "from the packs' flag meanings (mappings/flags); bit 0 when a pack is not online",
     "124.WChaMax": "charge power cap; default WChaRteMax",
     "124.StorCtl_Mod": "bit 0 applies InWRte, bit 1 applies OutWRte",
     "124.OutWRte": "% of WDisChaRteMax when StorCtl_Mod bit 1; negative counts as 0",

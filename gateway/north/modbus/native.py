@@ -10,14 +10,17 @@ Never performs I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from gateway.core.controls import OperationRequest, Source
 from gateway.core.model import Availability, PackSnapshot, TempRole
+from gateway.core.policy.engine import stops, warns
 from gateway.north.modbus.sunspec import BuildInput
 from gateway.north.modbus.units import UnitKind, UnitView, WritablePoint
+from mappings.flags import load_meanings
 from mappings.modbus import NativeMap
+from protocol.bms.base import FlagInfo, Meaning
 from protocol.modbus.image import EncodeError, RegisterImage, Value, encode_block
 
 AVAILABILITY = {
@@ -31,6 +34,17 @@ TEMP_ROLE = {TempRole.CELL: 1, TempRole.MOS: 2, TempRole.AMBIENT: 3, TempRole.BO
 
 def _bits(names: Mapping[str, int], active: Mapping[str, bool]) -> frozenset[int]:
     return frozenset(names[n] for n, on in active.items() if on)
+
+
+def flag_words(flags: Iterable[FlagInfo]) -> dict[str, Value]:
+    """`protection_flags` / `warning_flags`: the active meanings' native bits (mappings/flags)."""
+    rows = load_meanings()
+    active = tuple(flags)
+
+    def word(meanings: frozenset[str]) -> frozenset[int]:
+        return frozenset(b for m in meanings for b in rows[Meaning(m)].native_bits)
+
+    return {"protection_flags": word(stops(active)), "warning_flags": word(warns(active))}
 
 
 class NativeBuilder:
@@ -126,6 +140,7 @@ class NativeBuilder:
                 "protections_active": len(bank.protections),
                 "alarms_active": len(bank.alarms),
                 "faults_active": len(bank.faults),
+                **flag_words(bank.flags),
                 "remaining_charge_time_s": bank.remaining_charge_time_s,
                 "remaining_discharge_time_s": bank.remaining_discharge_time_s,
             }
@@ -205,6 +220,7 @@ class NativeBuilder:
                 "protections_active": len(t.protections),
                 "alarms_active": len(t.alarms),
                 "faults_active": len(t.faults),
+                **flag_words(t.flags),
                 "measured_at": int(t.measured_at),
                 "balancing_cells": frozenset(i - 1 for i in t.balancing_cells if 1 <= i <= 32),
             }

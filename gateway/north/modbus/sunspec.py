@@ -15,16 +15,19 @@ Never performs I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from gateway.core.controls import Cap, ControlState, OperationRequest, Source
 from gateway.core.model import ModelView, PackKey, PackSnapshot, Telemetry, TempRole
-from gateway.core.policy.engine import ChargeDecision
+from gateway.core.policy.engine import ChargeDecision, stops, warns
 from gateway.north.modbus.units import MapSettings, UnitKind, UnitView, WritablePoint
 from gateway.north.modbus.writes import ControlRegisters, nameplate_power_w, nominal_pack_voltage_v
-from mappings.modbus import EventRule, SunSpecMap, SunSpecModel
+from mappings.flags import load_outputs
+from mappings.modbus import SunSpecMap, SunSpecModel
+from protocol.bms.base import FlagInfo
+from protocol.inverter.flags import PROTECTION, WARNING, FlagOutput, require
 from protocol.modbus.image import EncodeError, RegisterImage, Value, encode_block
 
 SUNS = (0x5375, 0x6E53)
@@ -34,7 +37,7 @@ END = (0xFFFF, 0)
 CHAST_EMPTY, CHAST_DISCHARGING, CHAST_CHARGING, CHAST_FULL, CHAST_HOLDING = 2, 3, 4, 5, 6
 STATE_DISCONNECTED, STATE_CONNECTED, STATE_FAULT = 1, 3, 99
 TYP_LITHIUM_ION = 4
-EVT_COMMUNICATION_ERROR, EVT_OTHER_ALARM, EVT_OTHER_WARNING = 0, 25, 26
+EVT_COMMUNICATION_ERROR = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,29 +54,22 @@ class BuildInput:
     decision: ChargeDecision | None = None  # the charge policy's latest limits, when it runs
 
 
-def _norm(name: str) -> str:
-    return name.lower().replace("-", "_").replace(" ", "_")
+EVENT_OUTPUT = "sunspec.802"  # Evt1 symbol per meaning and level (mappings/flags/outputs.toml)
 
 
 def event_bits(
-    rules: Sequence[EventRule],
-    protections: frozenset[str],
-    alarms: frozenset[str],
-    faults: frozenset[str],
+    out: FlagOutput,
+    symbols: Mapping[str, int],
+    flags: Iterable[FlagInfo],
     communication_error: bool,
 ) -> frozenset[int]:
-    """SunSpec Evt1 bits for a set of flags (see `[[event]]` in sunspec_map.toml)."""
+    """SunSpec Evt1 bits for the active flags, by their meanings and levels (never their names)."""
+    active = tuple(flags)
     bits: set[int] = set()
     if communication_error:
         bits.add(EVT_COMMUNICATION_ERROR)
-    for names, alarm_level in ((protections | faults, True), (alarms, False)):
-        for name in names:
-            n = _norm(name)
-            rule = next((r for r in rules if any(w in n for w in r.words)), None)
-            if rule is None:
-                bits.add(EVT_OTHER_ALARM if alarm_level else EVT_OTHER_WARNING)
-            else:
-                bits.add(rule.alarm_bit if alarm_level else rule.warning_bit)
+    for level, meanings in ((PROTECTION, stops(active)), (WARNING, warns(active))):
+        bits |= {symbols[symbol] for symbol in out.raised(level, meanings)}
     return frozenset(bits)
 
 
@@ -105,6 +101,11 @@ class SunSpecBuilder:
         self.models = models
         self.smap = smap
         self.errors: list[EncodeError] = []
+        self.event_output = require(load_outputs(), EVENT_OUTPUT)
+        self.event_symbols = models[802].symbols["Evt1"]
+
+    def _events(self, flags: Iterable[FlagInfo], communication_error: bool) -> frozenset[int]:
+        return event_bits(self.event_output, self.event_symbols, flags, communication_error)
 
     # -------------------------------------------------------------- chains
 
@@ -266,13 +267,7 @@ class SunSpecBuilder:
                 "NCyc": bank.cycles_max,
                 "ChaSt": _cha_st(bank.current_a, bank.soc_pct, b.settings),
                 "State": state,
-                "Evt1": event_bits(
-                    self.smap.events,
-                    bank.protections,
-                    bank.alarms,
-                    bank.faults,
-                    bank.packs_online < bank.packs_configured,
-                ),
+                "Evt1": self._events(bank.flags, bank.packs_online < bank.packs_configured),
                 "Evt2": frozenset(),
                 "EvtVnd1": frozenset(),
                 "EvtVnd2": frozenset(),
@@ -312,7 +307,7 @@ class SunSpecBuilder:
                 "NCyc": t.cycles,
                 "ChaSt": _cha_st(t.current_a, t.soc_pct, b.settings),
                 "State": STATE_FAULT if t.faults else STATE_CONNECTED,
-                "Evt1": event_bits(self.smap.events, t.protections, t.alarms, t.faults, False),
+                "Evt1": self._events(t.flags, False),
                 "Evt2": frozenset(),
                 "EvtVnd1": frozenset(),
                 "EvtVnd2": frozenset(),
@@ -361,7 +356,7 @@ class SunSpecBuilder:
                     "StrModTmpMin": t.temp_min_c,
                     "StrModTmpMinMod": 1,
                     "StrModTmpAvg": _avg(temps),
-                    "StrEvt1": event_bits(self.smap.events, t.protections, t.alarms, t.faults, False),
+                    "StrEvt1": self._events(t.flags, False),
                     "StrEvt2": frozenset(),
                 }
             )
@@ -457,7 +452,7 @@ class SunSpecBuilder:
                         "ModTmpMin": t.temp_min_c,
                         "ModTmpMinMod": 1,
                         "ModTmpAvg": _avg(temps),
-                        "Evt1": event_bits(self.smap.events, t.protections, t.alarms, t.faults, False),
+                        "Evt1": self._events(t.flags, False),
                         "Evt2": frozenset(),
                     }
                 )

@@ -26,23 +26,31 @@ import contextlib
 import json
 import logging
 import random
-import re
 import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiomqtt
 
 from gateway import __version__
-from gateway.app.config import ConfigError, MqttConfig
+from gateway.app.config import ConfigError, MqttConfig, state_path
 from gateway.app.supervisor import ReadyCallback
-from gateway.core.model import ModelStore, ModelView, PackEvent, PackKey, PackSnapshot
+from gateway.core.model import ModelStore, ModelView, PackKey, PackSnapshot
 from gateway.north.metrics.collector import DecisionLike, MqttHealth
-from mappings.ha import EntitySpec, EntityTable, load_entities
+from gateway.north.mqtt.discovery import (
+    DiscoveryMemory,
+    Topics,
+    gateway_discovery,
+    layout_known,
+    pack_discovery,
+)
+from gateway.north.mqtt.documents import bank_document, event_document, pack_document
+from mappings.ha import EntityTable, load_entities
 
 if TYPE_CHECKING:
     from gateway.app.context import AppContext
@@ -50,361 +58,6 @@ if TYPE_CHECKING:
     from gateway.north.mqtt.commands import CommandHandler
 
 log = logging.getLogger(__name__)
-
-ORIGIN = {"name": "bms-gateway", "sw_version": __version__, "support_url": "https://github.com/bms-gateway"}
-
-
-def slug(text: str) -> str:
-    """Lower-case letters, digits and underscores (HA ids, topic-safe)."""
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "x"
-
-
-def _r(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-# --- documents (pure) ---
-
-
-_MEASUREMENT_KEYS = (
-    "measured_at",
-    "voltage_v",
-    "current_a",
-    "power_w",
-    "soc_pct",
-    "soh_pct",
-    "full_capacity_ah",
-    "remaining_capacity_ah",
-    "nominal_capacity_ah",
-    "cycles",
-    "cell_max_v",
-    "cell_min_v",
-    "cell_avg_v",
-    "cell_diff_v",
-    "cell_diff_mv",
-    "cell_max_index",
-    "cell_min_index",
-    "temp_max_c",
-    "temp_min_c",
-    "charge_mos_on",
-    "discharge_mos_on",
-    "heater_on",
-    "fan_on",
-    "charging",
-    "balancing",
-    "remaining_charge_time_s",
-    "remaining_discharge_time_s",
-    "flags_text",
-)
-
-
-def pack_document(snap: PackSnapshot) -> dict[str, Any]:
-    """The JSON state of one pack. Every key is always present (null when unknown)."""
-    t = snap.telemetry
-    ident = snap.identity
-    link = snap.link
-    ratio = link.success_ratio
-    doc: dict[str, Any] = {
-        "bus": snap.bus,
-        "address": snap.address,
-        "name": snap.label,
-        "availability": snap.availability.value,
-        "identity": {
-            "version": ident.version,
-            "serial": ident.serial,
-            "model": ident.model,
-            "manufacturer": ident.manufacturer,
-            "barcode": ident.barcode,
-            "protocol": ident.protocol,
-        },
-        "link": {
-            "requests": link.requests,
-            "responses": link.responses,
-            "timeouts": link.timeouts,
-            "checksum_errors": link.checksum_errors,
-            "device_errors": link.device_errors,
-            "success_pct": None if ratio is None else round(ratio * 100.0, 2),
-            "last_success_at": link.last_success_at,
-            "last_poll_duration_s": _r(link.last_poll_duration_s),
-        },
-        "clock_drift_s": None if snap.clock is None else round(snap.clock.drift_s, 1),
-    }
-    if t is None:
-        doc.update(dict.fromkeys(_MEASUREMENT_KEYS))
-        doc.update(cells_v=[], temperatures={}, balancing_cells=[], protections=[], alarms=[], faults=[])
-        doc["states"] = []
-        return doc
-    flags = sorted(t.protections | t.alarms | t.faults)
-    doc.update(
-        measured_at=t.measured_at,
-        voltage_v=_r(t.voltage_v),
-        current_a=_r(t.current_a),
-        power_w=_r(t.power_w, 1),
-        soc_pct=_r(t.soc_pct, 2),
-        soh_pct=_r(t.soh_pct, 2),
-        full_capacity_ah=_r(t.full_capacity_ah, 3),
-        remaining_capacity_ah=_r(t.remaining_capacity_ah, 3),
-        nominal_capacity_ah=_r(t.nominal_capacity_ah, 3),
-        cycles=t.cycles,
-        cells_v=[_r(v) for v in t.cell_voltages_v],
-        cell_max_v=_r(t.cell_max_v),
-        cell_min_v=_r(t.cell_min_v),
-        cell_avg_v=_r(t.cell_avg_v),
-        cell_diff_v=_r(t.cell_diff_v),
-        cell_diff_mv=_r(t.cell_diff_v * 1000.0, 1),
-        cell_max_index=t.cell_max_index,
-        cell_min_index=t.cell_min_index,
-        temperatures={x.label: _r(x.value_c, 2) for x in t.temperatures},
-        temp_max_c=_r(t.temp_max_c, 2),
-        temp_min_c=_r(t.temp_min_c, 2),
-        charge_mos_on=t.charge_mos_on,
-        discharge_mos_on=t.discharge_mos_on,
-        heater_on=t.heater_on,
-        fan_on=t.fan_on,
-        charging=t.current_a > 0.0,
-        balancing=t.balancing,
-        balancing_cells=list(t.balancing_cells),
-        protections=sorted(t.protections),
-        alarms=sorted(t.alarms),
-        faults=sorted(t.faults),
-        states=sorted(t.states),
-        flags_text=", ".join(flags)[:250] if flags else "none",
-        remaining_charge_time_s=_r(t.remaining_charge_time_s, 0),
-        remaining_discharge_time_s=_r(t.remaining_discharge_time_s, 0),
-    )
-    return doc
-
-
-def bank_document(
-    view: ModelView, decision: DecisionLike | None, gateway: Mapping[str, Any]
-) -> dict[str, Any]:
-    b = view.bank
-    limits: dict[str, Any] = {
-        k: None
-        for k in (
-            "charge_voltage_v",
-            "discharge_voltage_v",
-            "charge_current_a",
-            "discharge_current_a",
-            "charge_enabled",
-            "discharge_enabled",
-            "stale",
-            "limiting_text",
-        )
-    }
-    limits["limiting"] = {}
-    if decision is not None:
-        limits.update(
-            charge_voltage_v=_r(decision.charge_voltage_v, 3),
-            discharge_voltage_v=_r(decision.discharge_voltage_v, 3),
-            charge_current_a=_r(decision.charge_current_a, 2),
-            discharge_current_a=_r(decision.discharge_current_a, 2),
-            charge_enabled=decision.charge_enabled,
-            discharge_enabled=decision.discharge_enabled,
-            stale=decision.stale,
-            limiting=dict(decision.limiting),
-            limiting_text=", ".join(f"{k}: {v}" for k, v in sorted(decision.limiting.items()))[:250]
-            or "none",
-        )
-    cell = {
-        "cell_max": b.cell_max,
-        "cell_min": b.cell_min,
-        "temp_max": b.temp_max,
-        "temp_min": b.temp_min,
-    }
-    return {
-        "packs_configured": b.packs_configured,
-        "packs_online": b.packs_online,
-        "packs_stale": b.packs_stale,
-        "packs_offline": b.packs_offline,
-        "voltage_v": _r(b.voltage_v),
-        "current_a": _r(b.current_a),
-        "power_w": _r(b.power_w, 1),
-        "soc_pct": _r(b.soc_pct, 2),
-        "soh_pct": _r(b.soh_pct, 2),
-        "full_capacity_ah": _r(b.full_capacity_ah, 3),
-        "remaining_capacity_ah": _r(b.remaining_capacity_ah, 3),
-        "nominal_capacity_ah": _r(b.nominal_capacity_ah, 3),
-        "cell_max_v": _r(b.cell_max.value) if b.cell_max else None,
-        "cell_min_v": _r(b.cell_min.value) if b.cell_min else None,
-        "cell_diff_mv": None if b.cell_diff_v is None else round(b.cell_diff_v * 1000.0, 1),
-        "temp_max_c": _r(b.temp_max.value, 2) if b.temp_max else None,
-        "temp_min_c": _r(b.temp_min.value, 2) if b.temp_min else None,
-        "where": {
-            k: (None if c is None else {"bus": c.bus, "address": c.address, "index": c.index})
-            for k, c in cell.items()
-        },
-        "protections": sorted(b.protections),
-        "alarms": sorted(b.alarms),
-        "faults": sorted(b.faults),
-        "remaining_charge_time_s": _r(b.remaining_charge_time_s, 0),
-        "remaining_discharge_time_s": _r(b.remaining_discharge_time_s, 0),
-        "limits": limits,
-        "gateway": dict(gateway),
-    }
-
-
-def event_document(ev: PackEvent) -> dict[str, Any]:
-    return {
-        "at": ev.at,
-        "bus": ev.bus,
-        "address": ev.address,
-        "kind": ev.kind.value,
-        "name": ev.name,
-        "active": ev.active,
-    }
-
-
-# --- topics and discovery (pure) ---
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    base: str
-    prefix: str
-    node: str  # slug of the client id: prefix of every HA id
-
-    @classmethod
-    def of(cls, cfg: MqttConfig) -> Topics:
-        return cls(cfg.base_topic, cfg.discovery_prefix, slug(cfg.client_id))
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status"
-
-    @property
-    def bank_state(self) -> str:
-        return f"{self.base}/bank/state"
-
-    @property
-    def events(self) -> str:
-        return f"{self.base}/events"
-
-    def pack_state(self, key: PackKey) -> str:
-        return f"{self.base}/{key[0]}/{key[1]}/state"
-
-    def pack_availability(self, key: PackKey) -> str:
-        return f"{self.base}/{key[0]}/{key[1]}/availability"
-
-    @property
-    def gateway_device(self) -> str:
-        return self.node
-
-    def pack_device(self, key: PackKey) -> str:
-        return f"{self.node}_{slug(key[0])}_{key[1]}"
-
-    def discovery(self, device_id: str) -> str:
-        return f"{self.prefix}/device/{device_id}/config"
-
-    @property
-    def ha_status(self) -> str:
-        return f"{self.prefix}/status"
-
-
-def _component(spec: EntitySpec, device_id: str, expire_after_s: int) -> dict[str, Any]:
-    uid = f"{device_id}_{spec.key}"
-    comp: dict[str, Any] = {
-        "platform": spec.platform,
-        "name": spec.name,
-        "unique_id": uid,
-        "default_entity_id": f"{spec.platform}.{uid}",
-        "value_template": spec.value_template,
-    }
-    for attr, key in (
-        ("device_class", "device_class"),
-        ("state_class", "state_class"),
-        ("unit", "unit_of_measurement"),
-        ("precision", "suggested_display_precision"),
-        ("entity_category", "entity_category"),
-        ("icon", "icon"),
-    ):
-        value = getattr(spec, attr)
-        if value is not None:
-            comp[key] = value
-    if expire_after_s > 0:
-        comp["expire_after"] = expire_after_s
-    return comp
-
-
-def pack_discovery(
-    topics: Topics, snap: PackSnapshot, table: EntityTable, qos: int, expire_after_s: int
-) -> dict[str, Any]:
-    """Device-based discovery payload of one pack (one HA device, linked to the gateway device)."""
-    t = snap.telemetry
-    cells = len(t.cell_voltages_v) if t is not None else 0
-    labels = [x.label for x in t.temperatures] if t is not None else []
-    device_id = topics.pack_device(snap.key)
-    ident = snap.identity
-    device: dict[str, Any] = {
-        "identifiers": [device_id],
-        "name": f"Battery {snap.label}",
-        "manufacturer": ident.manufacturer or "BMS",
-        "model": ident.model or (ident.protocol or "battery pack"),
-        "via_device": topics.gateway_device,
-    }
-    for key, value in (
-        ("serial_number", ident.serial),
-        ("sw_version", ident.version),
-        ("hw_version", ident.barcode),
-    ):
-        if value:
-            device[key] = value
-    components = {
-        f"{device_id}_{s.key}": _component(s, device_id, expire_after_s)
-        for spec in table.pack
-        for s in spec.expand(cells, labels)
-    }
-    return {
-        "device": device,
-        "origin": ORIGIN,
-        "components": components,
-        "state_topic": topics.pack_state(snap.key),
-        "availability": [{"topic": topics.status}, {"topic": topics.pack_availability(snap.key)}],
-        "availability_mode": "all",
-        "qos": qos,
-    }
-
-
-def gateway_discovery(topics: Topics, table: EntityTable, qos: int) -> dict[str, Any]:
-    device_id = topics.gateway_device
-    components = {f"{device_id}_{s.key}": _component(s, device_id, 0) for s in table.gateway}
-    components[f"{device_id}_connection"] = {
-        "platform": "binary_sensor",
-        "name": "Connection",
-        "unique_id": f"{device_id}_connection",
-        "default_entity_id": f"binary_sensor.{device_id}_connection",
-        "device_class": "connectivity",
-        "entity_category": "diagnostic",
-        "state_topic": topics.status,
-        "payload_on": "online",
-        "payload_off": "offline",
-        "availability": [],
-    }
-    return {
-        "device": {
-            "identifiers": [device_id],
-            "name": f"BMS gateway {device_id}",
-            "manufacturer": "bms-gateway",
-            "model": "BMS gateway",
-            "sw_version": __version__,
-        },
-        "origin": ORIGIN,
-        "components": components,
-        "state_topic": topics.bank_state,
-        "availability": [{"topic": topics.status}],
-        "qos": qos,
-    }
-
-
-def _shape(snap: PackSnapshot) -> tuple[object, ...]:
-    t = snap.telemetry
-    return (
-        0 if t is None else len(t.cell_voltages_v),
-        () if t is None else tuple(x.label for x in t.temperatures),
-        snap.identity,
-        snap.name,
-    )
-
 
 # --- the outgoing buffer ---
 
@@ -487,6 +140,7 @@ class MqttService:
         decision: Callable[[], DecisionLike | None] | None = None,
         entities: EntityTable | None = None,
         commands: CommandHandler | None = None,
+        discovery_file: Path | None = None,
     ) -> None:
         self.cfg = cfg
         self.commands = commands
@@ -501,7 +155,7 @@ class MqttService:
         self._last_at: dict[str, float] = {}
         self._pending: dict[str, bytes] = {}
         self._avail: dict[PackKey, str] = {}
-        self._shapes: dict[PackKey, tuple[object, ...]] = {}
+        self._discovery = DiscoveryMemory(discovery_file)
 
     # --- public ---
 
@@ -542,8 +196,18 @@ class MqttService:
             "mqtt_reconnects": max(0, self.stats.connects - 1),
         }
 
+    def _pack_discovery(self, snap: PackSnapshot) -> tuple[str, bytes]:
+        config = pack_discovery(self.topics, snap, self.entities, self.cfg.qos, self.cfg.expire_after_s)
+        return self.topics.discovery(self.topics.pack_device(snap.key)), self._encode(config)
+
     def _documents(self, view: ModelView) -> dict[str, bytes]:
-        docs = {self.topics.pack_state(s.key): self._encode(pack_document(s)) for s in view.ordered()}
+        # A pack that has not answered yet has no state document: an empty layout published as if it
+        # were data would make HA render its cell and sensor templates against nothing.
+        docs = {
+            self.topics.pack_state(s.key): self._encode(pack_document(s))
+            for s in view.ordered()
+            if s.telemetry is not None
+        }
         decision = self.decision() if self.decision is not None else None
         docs[self.topics.bank_state] = self._encode(bank_document(view, decision, self._gateway_info()))
         return docs
@@ -554,16 +218,10 @@ class MqttService:
             if self._avail.get(snap.key) != avail:
                 self._avail[snap.key] = avail
                 self._enqueue(self.topics.pack_availability(snap.key), avail.encode(), retain=True)
-            if self.cfg.discovery and self._shapes.get(snap.key) != _shape(snap):
-                self._shapes[snap.key] = _shape(snap)
-                config = pack_discovery(
-                    self.topics, snap, self.entities, self.cfg.qos, self.cfg.expire_after_s
-                )
-                self._enqueue(
-                    self.topics.discovery(self.topics.pack_device(snap.key)),
-                    self._encode(config),
-                    retain=True,
-                )
+            if self.cfg.discovery and layout_known(snap):
+                topic, payload = self._pack_discovery(snap)
+                if self._discovery.remember(topic, payload):
+                    self._enqueue(topic, payload, retain=True)
         for topic, payload in self._documents(view).items():
             self._offer(topic, payload, now)
 
@@ -708,10 +366,18 @@ class MqttService:
             client, self.topics.discovery(self.topics.gateway_device), self._encode(payload), True
         )
         for snap in self.store.view.ordered():
-            self._shapes[snap.key] = _shape(snap)
-            payload = pack_discovery(self.topics, snap, self.entities, self.cfg.qos, self.cfg.expire_after_s)
-            topic = self.topics.discovery(self.topics.pack_device(snap.key))
-            await self._publish(client, topic, self._encode(payload), True)
+            # complete from the live layout, else from the last one published (after a restart),
+            # else not yet: `_on_view` announces the pack once its layout is known
+            if layout_known(snap):
+                topic, config = self._pack_discovery(snap)
+                self._discovery.remember(topic, config)
+            else:
+                topic = self.topics.discovery(self.topics.pack_device(snap.key))
+                known = self._discovery.get(topic)
+                if known is None:
+                    continue
+                config = known
+            await self._publish(client, topic, config, True)
 
     def _resync(self) -> None:
         """Queue the current availability and state of everything (after connect, after HA restarts).
@@ -774,6 +440,12 @@ def install(ctx: AppContext) -> list[Service]:
         from gateway.north.mqtt.commands import CommandHandler
 
         commands = CommandHandler.from_context(ctx)
-    service = MqttService(ctx.config.mqtt, ctx.store, decision=decision, commands=commands)
+    service = MqttService(
+        ctx.config.mqtt,
+        ctx.store,
+        decision=decision,
+        commands=commands,
+        discovery_file=state_path(ctx.config, ctx.config_path, "mqtt-discovery.json"),
+    )
     extras["mqtt"] = service
     return [service]

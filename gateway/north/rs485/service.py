@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from gateway.app.config import ConfigError, InverterRs485Config
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import ModelStore, ModelView, PackSnapshot, TempRole
-from gateway.core.policy.engine import ChargeDecision, neutral_flags
+from gateway.core.policy.engine import ChargeDecision, stops, warns
 from gateway.south.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
+from mappings.flags import load_outputs
 from protocol.inverter.rs485.base import (
     BankView,
     Identity,
@@ -106,8 +107,8 @@ def module_view(position: int, pack: PackSnapshot) -> ModuleView:
         charge_mos_on=t.charge_mos_on,
         discharge_mos_on=t.discharge_mos_on,
         heater_on=t.heater_on,
-        protections=neutral_flags(t.protections | t.faults),
-        alarms=neutral_flags(t.alarms),
+        protections=stops(t.flags),
+        alarms=warns(t.flags),
         serial=serial,
         software_version=version_numbers(pack.identity.version),
     )
@@ -169,6 +170,7 @@ def build_bank_view(
         parameters=parameters,
         energy_charged_wh=energy_wh[0] if energy_wh else None,
         energy_discharged_wh=energy_wh[1] if energy_wh else None,
+        flag_outputs=load_outputs(),
     )
 
 

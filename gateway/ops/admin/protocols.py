@@ -34,6 +34,7 @@ from gateway.south.drivers.base import (
     BusError,
     ProtocolSelection,
 )
+from mappings.flags import load_outputs
 from protocol.errors import LocalProtocolError
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ class ProtocolsMixin(AdminBase):
                 raise Invalid("name at least one of can, rs485")
             if can is not None:
                 try:  # the configured [can] options must suit the new protocol (pure check, nothing runs)
-                    registry.create(can, self.ctx.config.can.options)
+                    registry.create(can, self.ctx.config.can.options, flag_outputs=load_outputs())
                 except (KeyError, ValueError) as err:
                     raise Invalid(
                         f"CAN protocol {can!r} does not accept the configured [can] options: {err}",

@@ -94,10 +94,7 @@ def telemetry_of(block: v.AnalogBlock, status: Status, now: float) -> Telemetry:
         discharge_mos_on=status.discharge_mos_on,
         heater_on=heater,
         balancing_cells=status.balancing_cells,
-        protections=flags.protections,
-        alarms=flags.alarms,
-        faults=flags.faults,
-        states=flags.states,
+        flags=flags.items,
     )
 
 

@@ -46,7 +46,7 @@ from mappings.bms.params import ParameterTable, ParamSpec, load_table
 from protocol.bms.base import Frame
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import SOI, TianpowerDecoder, TpFrame
-from protocol.bms.tianpower.realtime import FlagKind, RealtimeData, TempSensor
+from protocol.bms.tianpower.realtime import RealtimeData, TempSensor
 from protocol.errors import RemoteProtocolError
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,6 @@ def telemetry_from(rt: RealtimeData, measured_at: float) -> Telemetry:
         role = _ROLE.get(t.sensor, TempRole.BOARD)
         per_role[role] = per_role.get(role, 0) + 1
         temps.append(Temperature(role, per_role[role], t.value_c))
-    flags = rt.flags()
     return Telemetry.build(
         measured_at=measured_at,
         cell_voltages_v=rt.cell_voltages_v,
@@ -106,10 +105,7 @@ def telemetry_from(rt: RealtimeData, measured_at: float) -> Telemetry:
         heater_on=rt.heater_on,
         fan_on=None,  # no documented fan bit
         balancing_cells=rt.balancing_cells,
-        protections=[f.name for f in flags if f.kind is FlagKind.PROTECTION],
-        alarms=[f.name for f in flags if f.kind is FlagKind.ALARM],
-        faults=[f.name for f in flags if f.kind is FlagKind.FAULT],
-        states=[f.name for f in flags if f.kind is FlagKind.STATE] + list(rt.unknown_bits()),
+        flags=rt.active_flags(),
     )
 
 

@@ -18,6 +18,7 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from protocol.bms.base import Blocks, FlagInfo, Meaning
 from protocol.bms.base import FlagKind as FlagKind
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
@@ -243,21 +244,26 @@ def bank_analog(blocks: Sequence[AnalogBlock], data_flag: int = 0) -> AnalogResp
 
 @dataclass(frozen=True, slots=True)
 class Flags:
+    """The active flags of a status answer, with their meanings (`items`) and by severity."""
+
     protections: frozenset[str] = frozenset()
     alarms: frozenset[str] = frozenset()
     faults: frozenset[str] = frozenset()
     states: frozenset[str] = frozenset()
+    items: tuple[FlagInfo, ...] = ()
 
     @classmethod
-    def of(cls, items: Iterable[tuple[FlagKind, str]]) -> Flags:
+    def of(cls, items: Iterable[FlagInfo]) -> Flags:
+        unique = tuple(dict.fromkeys(items))
         sets: dict[FlagKind, set[str]] = {k: set() for k in FlagKind}
-        for kind, name in items:
-            sets[kind].add(name)
+        for f in unique:
+            sets[f.kind].add(f.name)
         return cls(
             frozenset(sets[FlagKind.PROTECTION]),
             frozenset(sets[FlagKind.ALARM]),
             frozenset(sets[FlagKind.FAULT]),
             frozenset(sets[FlagKind.STATE]),
+            unique,
         )
 
     def as_dict(self) -> dict[str, list[str]]:
@@ -266,101 +272,189 @@ class Flags:
             "alarms": sorted(self.alarms),
             "faults": sorted(self.faults),
             "states": sorted(self.states),
+            "meanings": sorted({f.meaning.value for f in self.items if f.kind is not FlagKind.STATE}),
         }
 
 
 P, A, F, S = FlagKind.PROTECTION, FlagKind.ALARM, FlagKind.FAULT, FlagKind.STATE
+M = Meaning
+CHG, DSG, BOTH, NONE = Blocks.CHARGE, Blocks.DISCHARGE, Blocks.BOTH, Blocks.NONE
 
-# (field, bit) -> (kind, name). Names follow PbmsTools' realtime page wording.
-V25_STATUS_BITS: dict[str, tuple[tuple[FlagKind, str], ...]] = {
+# Where the meanings come from (cited by public name).
+SRC_V25 = "PACE v25 status answer: nkinnan/esphome-pace-bms (PbmsTools) and Tertiush/bmspace constants"
+SRC_V25_UNDEF = "PACE v25: bmspace lists this bit as 'undefined'; no source names it"
+SRC_V20 = "Pylontech RS485 protocol 0x44 (the v20 layout PACE and Pylon share)"
+SRC_EG4 = "EG4 v20 status events as decoded by nkinnan/esphome-pace-bms (EG4 variant)"
+SRC_UNDOC = "no source names this bit"
+_BLOCK = "; blocked direction: gateway's choice ({})"
+
+
+def _f(kind: FlagKind, name: str, meaning: Meaning, blocks: Blocks = NONE, source: str = SRC_V25) -> FlagInfo:
+    return FlagInfo(name, kind, meaning, blocks, source)
+
+
+def _undoc(kind: FlagKind, name: str, source: str = SRC_UNDOC) -> FlagInfo:
+    """An explicit entry for a bit no source names: a protection byte's bit blocks both (fail safe,
+    as before), any other is kept without effect."""
+    return FlagInfo(name, kind, M.UNDOCUMENTED, BOTH if kind is P else NONE, source)
+
+
+# field -> bit -> flag. Names follow PbmsTools' realtime page wording; meanings from the sources.
+V25_STATUS_BITS: dict[str, tuple[FlagInfo, ...]] = {
     "protection1": (
-        (P, "Cell OV protection"),
-        (P, "Cell UV protection"),
-        (P, "Pack OV protection"),
-        (P, "Pack UV protection"),
-        (P, "Charge OC protection"),
-        (P, "Discharge OC protection"),
-        (P, "Short circuit protection"),
-        (P, "Protection 1 bit 7"),
+        _f(P, "Cell OV protection", M.CELL_OVERVOLTAGE, CHG),
+        _f(P, "Cell UV protection", M.CELL_UNDERVOLTAGE, DSG),
+        _f(P, "Pack OV protection", M.PACK_OVERVOLTAGE, CHG),
+        _f(P, "Pack UV protection", M.PACK_UNDERVOLTAGE, DSG),
+        _f(P, "Charge OC protection", M.CHARGE_OVERCURRENT, CHG),
+        _f(P, "Discharge OC protection", M.DISCHARGE_OVERCURRENT, DSG),
+        _f(P, "Short circuit protection", M.SHORT_CIRCUIT, BOTH),
+        _undoc(P, "Protection 1 bit 7", SRC_V25_UNDEF),
     ),
     "protection2": (
-        (P, "Charge OT protection"),
-        (P, "Discharge OT protection"),
-        (P, "Charge UT protection"),
-        (P, "Discharge UT protection"),
-        (P, "MOS OT protection"),
-        (P, "Environment OT protection"),
-        (P, "Environment UT protection"),
-        (S, "Fully charged"),
+        _f(P, "Charge OT protection", M.CHARGE_OVERTEMPERATURE, CHG),
+        _f(P, "Discharge OT protection", M.DISCHARGE_OVERTEMPERATURE, DSG),
+        _f(P, "Charge UT protection", M.CHARGE_UNDERTEMPERATURE, CHG),
+        _f(P, "Discharge UT protection", M.DISCHARGE_UNDERTEMPERATURE, DSG),
+        _f(P, "MOS OT protection", M.MOS_OVERTEMPERATURE, BOTH),
+        _f(P, "Environment OT protection", M.AMBIENT_OVERTEMPERATURE, BOTH),
+        _f(P, "Environment UT protection", M.AMBIENT_UNDERTEMPERATURE, BOTH),
+        _f(S, "Fully charged", M.FULL),
     ),
     "system": (
-        (S, "Current limiter off"),
-        (S, "Charge MOS on"),
-        (S, "Discharge MOS on"),
-        (S, "Discharging"),
-        (F, "Terminals reversed"),
-        (S, "Charging"),
-        (S, "System bit 6"),
-        (S, "Heartbeat"),
+        _f(
+            S,
+            "Current limiter off",
+            M.CURRENT_LIMITER,
+            source=SRC_V25 + " (bmspace words it 'Current limit indicate ON')",
+        ),
+        _f(S, "Charge MOS on", M.CHARGE_MOS),
+        _f(S, "Discharge MOS on", M.DISCHARGE_MOS),
+        _f(S, "Discharging", M.DISCHARGING, source=SRC_V25 + " (bmspace: 'Pack indicate ON')"),
+        _f(
+            F,
+            "Terminals reversed",
+            M.REVERSE_POLARITY,
+            BOTH,
+            SRC_V25 + " (bmspace: 'Reverse indicate ON')" + _BLOCK.format("wiring fault"),
+        ),
+        _f(S, "Charging", M.CHARGING, source=SRC_V25 + " (bmspace: 'ACin ON')"),
+        _undoc(S, "System bit 6", SRC_V25_UNDEF),
+        _f(S, "Heartbeat", M.HEARTBEAT),
     ),
     "configuration": (
-        (S, "Buzzer enabled"),
-        (S, "Charge MOS turned off"),
-        (S, "Discharge MOS turned off"),
-        (S, "Current limiter low gear"),
-        (S, "Current limiter enabled"),
-        (S, "LED alarm enabled"),
-        (S, "Configuration bit 6"),
-        (S, "Configuration bit 7"),
+        _f(S, "Buzzer enabled", M.SETTING),
+        _f(S, "Charge MOS turned off", M.MANUAL_MOS, source=SRC_V25 + " (bmspace: 'undefined')"),
+        _f(S, "Discharge MOS turned off", M.MANUAL_MOS, source=SRC_V25 + " (bmspace: 'undefined')"),
+        _f(S, "Current limiter low gear", M.CURRENT_LIMITER),
+        _f(
+            S,
+            "Current limiter enabled",
+            M.CURRENT_LIMITER,
+            source=SRC_V25 + " (bmspace words it 'Current limit function disabled')",
+        ),
+        _f(S, "LED alarm enabled", M.SETTING, source=SRC_V25 + " (bmspace: 'LED warn function disabled')"),
+        _undoc(S, "Configuration bit 6", SRC_V25_UNDEF),
+        _undoc(S, "Configuration bit 7", SRC_V25_UNDEF),
     ),
     "fault": (
-        (F, "Charge MOS fault"),
-        (F, "Discharge MOS fault"),
-        (F, "NTC fault"),
-        (F, "Fault bit 3"),
-        (F, "Cell fault"),
-        (F, "Sampling fault"),
-        (F, "Fault bit 6"),
-        (F, "Fault bit 7"),
+        _f(
+            F,
+            "Charge MOS fault",
+            M.CHARGE_MOS_FAULT,
+            CHG,
+            SRC_V25 + _BLOCK.format("the pack cannot stop a charge"),
+        ),
+        _f(
+            F,
+            "Discharge MOS fault",
+            M.DISCHARGE_MOS_FAULT,
+            DSG,
+            SRC_V25 + _BLOCK.format("the pack cannot stop a discharge"),
+        ),
+        _f(F, "NTC fault", M.NTC_FAULT, source=SRC_V25 + " (a temperature sensor fault)"),
+        _undoc(F, "Fault bit 3", SRC_V25_UNDEF),
+        _f(F, "Cell fault", M.CELL_FAULT, BOTH, SRC_V25 + _BLOCK.format("a failed cell")),
+        _f(
+            F,
+            "Sampling fault",
+            M.MEASUREMENT_FAULT,
+            BOTH,
+            SRC_V25 + " (bmspace: 'Sample fault')" + _BLOCK.format("measurements unreliable"),
+        ),
+        _undoc(F, "Fault bit 6", SRC_V25_UNDEF),
+        _undoc(F, "Fault bit 7", SRC_V25_UNDEF),
     ),
     "warning1": (
-        (A, "Cell OV alarm"),
-        (A, "Cell UV alarm"),
-        (A, "Pack OV alarm"),
-        (A, "Pack UV alarm"),
-        (A, "Charge OC alarm"),
-        (A, "Discharge OC alarm"),
-        (A, "Warning 1 bit 6"),
-        (A, "Warning 1 bit 7"),
+        _f(A, "Cell OV alarm", M.CELL_OVERVOLTAGE),
+        _f(A, "Cell UV alarm", M.CELL_UNDERVOLTAGE),
+        _f(A, "Pack OV alarm", M.PACK_OVERVOLTAGE),
+        _f(A, "Pack UV alarm", M.PACK_UNDERVOLTAGE),
+        _f(A, "Charge OC alarm", M.CHARGE_OVERCURRENT),
+        _f(A, "Discharge OC alarm", M.DISCHARGE_OVERCURRENT),
+        _undoc(A, "Warning 1 bit 6", SRC_V25_UNDEF),
+        _undoc(A, "Warning 1 bit 7", SRC_V25_UNDEF),
     ),
     "warning2": (
-        (A, "Charge OT alarm"),
-        (A, "Discharge OT alarm"),
-        (A, "Charge UT alarm"),
-        (A, "Discharge UT alarm"),
-        (A, "Environment OT alarm"),
-        (A, "Environment UT alarm"),
-        (A, "MOS OT alarm"),
-        (A, "Low SOC alarm"),
+        _f(A, "Charge OT alarm", M.CHARGE_OVERTEMPERATURE),
+        _f(A, "Discharge OT alarm", M.DISCHARGE_OVERTEMPERATURE),
+        _f(A, "Charge UT alarm", M.CHARGE_UNDERTEMPERATURE),
+        _f(A, "Discharge UT alarm", M.DISCHARGE_UNDERTEMPERATURE),
+        _f(A, "Environment OT alarm", M.AMBIENT_OVERTEMPERATURE),
+        _f(A, "Environment UT alarm", M.AMBIENT_UNDERTEMPERATURE),
+        _f(A, "MOS OT alarm", M.MOS_OVERTEMPERATURE),
+        _f(A, "Low SOC alarm", M.SOC_LOW, source=SRC_V25 + " (bmspace: 'Low power warn')"),
     ),
 }
+BALANCING_FLAG = _f(S, "Balancing", M.BALANCING)
 
 
-def _bits(table: Sequence[tuple[FlagKind, str]], value: int) -> list[tuple[FlagKind, str]]:
+def _bits(table: Sequence[FlagInfo], value: int) -> list[FlagInfo]:
     return [entry for bit, entry in enumerate(table) if value >> bit & 1]
 
 
-def warning_value_flag(subject: str, value: int) -> tuple[FlagKind, str] | None:
+# The subjects of the per-item warning values: what "below lower limit" / "above upper limit"
+# means for each (PACE v25 document, bmspace `warningStates`).
+WARNING_SUBJECTS: dict[str, tuple[Meaning, Meaning]] = {
+    "Cell": (M.CELL_UNDERVOLTAGE, M.CELL_OVERVOLTAGE),
+    "Temperature": (M.SENSOR_UNDERTEMPERATURE, M.SENSOR_OVERTEMPERATURE),
+    "Charge current": (M.CHARGE_OVERCURRENT, M.CHARGE_OVERCURRENT),
+    "Discharge current": (M.DISCHARGE_OVERCURRENT, M.DISCHARGE_OVERCURRENT),
+    "Current": (M.OVERCURRENT, M.OVERCURRENT),
+    "Total voltage": (M.PACK_UNDERVOLTAGE, M.PACK_OVERVOLTAGE),
+}
+SRC_WARNING = "PACE v25 document / bmspace warningStates: 01 below lower limit, 02 above upper limit"
+SRC_WARNING_CURRENT = (
+    SRC_WARNING + "; on a current the source says no more than 'limit': read as over-current either way"
+)
+SRC_WARNING_FAULT = (
+    "PACE v25 document: 0x80-0xEF user-defined fault, 0xF0 other fault; the kind is *inferred* from "
+    "the subject (a cell: cell fault, a temperature: sensor fault, else other fault)"
+)
+
+
+def _subject_kind(subject: str) -> str:
+    for prefix in ("Cell ", "Temperature "):
+        if subject.startswith(prefix):
+            return prefix.strip()
+    return subject
+
+
+def warning_value_flag(subject: str, value: int) -> FlagInfo | None:
     """The per-cell / per-sensor / current / voltage warning values of the status response."""
     if value == 0:
         return None
+    kind = _subject_kind(subject)
+    low, high = WARNING_SUBJECTS[kind]
+    source = SRC_WARNING_CURRENT if "urrent" in kind else SRC_WARNING
     if value == 1:
-        return (A, f"{subject} below lower limit")
+        return FlagInfo(f"{subject} below lower limit", A, low, NONE, source)
     if value == 2:
-        return (A, f"{subject} above upper limit")
+        return FlagInfo(f"{subject} above upper limit", A, high, NONE, source)
+    meaning = M.CELL_FAULT if kind == "Cell" else M.NTC_FAULT if kind == "Temperature" else M.OTHER_FAULT
     if 0x80 <= value <= 0xEF:
-        return (F, f"{subject} user-defined fault 0x{value:02X}")
-    return (F, f"{subject} other fault 0x{value:02X}")
+        return FlagInfo(f"{subject} user-defined fault 0x{value:02X}", F, meaning, NONE, SRC_WARNING_FAULT)
+    return FlagInfo(f"{subject} other fault 0x{value:02X}", F, meaning, NONE, SRC_WARNING_FAULT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,7 +490,7 @@ class StatusBlock:
     def flags(self) -> Flags:
         items = _status_items(self, V25_STATUS_BITS, PACK_WARNINGS)
         if self.balancing:
-            items.append((S, "Balancing"))
+            items.append(BALANCING_FLAG)
         return Flags.of(items)
 
 
@@ -411,9 +505,9 @@ EG4_PACK_WARNINGS = (("Current", "current_warning"), ("Total voltage", "total_vo
 
 def _status_items(
     status: StatusBlock | StatusV20 | StatusEg4,
-    bit_tables: Mapping[str, Sequence[tuple[FlagKind, str]]],
+    bit_tables: Mapping[str, Sequence[FlagInfo]],
     pack_warnings: Sequence[tuple[str, str]],
-) -> list[tuple[FlagKind, str]]:
+) -> list[FlagInfo]:
     """The flags of a status answer: every status field through its bit table (fields named by the
     table's keys), then the warning values of each cell, each sensor and the pack-level fields."""
     items = [item for name, table in bit_tables.items() for item in _bits(table, getattr(status, name))]
@@ -492,112 +586,164 @@ def encode_status(resp: StatusResponse) -> bytes:
 
 # ---- v20 status: the PACE/Pylon-style layout and the EG4 layout
 
-V20_STATUS_BITS: dict[str, tuple[tuple[FlagKind, str], ...]] = {
+V20_STATUS_BITS: dict[str, tuple[FlagInfo, ...]] = {
     "status1": (
-        (P, "Pack OV protection"),
-        (P, "Cell UV protection"),
-        (P, "Charge OC protection"),
-        (P, "Status 1 bit 3"),
-        (P, "Discharge OC protection"),
-        (P, "Discharge temperature protection"),
-        (P, "Charge temperature protection"),
-        (P, "Pack UV protection"),
+        _f(P, "Pack OV protection", M.PACK_OVERVOLTAGE, CHG, SRC_V20),
+        _f(P, "Cell UV protection", M.CELL_UNDERVOLTAGE, DSG, SRC_V20),
+        _f(P, "Charge OC protection", M.CHARGE_OVERCURRENT, CHG, SRC_V20),
+        _undoc(P, "Status 1 bit 3", SRC_V20 + ": bit 3 undefined"),
+        _f(P, "Discharge OC protection", M.DISCHARGE_OVERCURRENT, DSG, SRC_V20),
+        _f(
+            P,
+            "Discharge temperature protection",
+            M.DISCHARGE_OVERTEMPERATURE,
+            DSG,
+            SRC_V20 + ": b5 discharge over-temperature",
+        ),
+        _f(
+            P,
+            "Charge temperature protection",
+            M.CHARGE_OVERTEMPERATURE,
+            CHG,
+            SRC_V20 + ": b6 charge over-temperature",
+        ),
+        _f(P, "Pack UV protection", M.PACK_UNDERVOLTAGE, DSG, SRC_V20),
     ),
     "status2": (
-        (S, "Precharge MOS on"),
-        (S, "Charge MOS on"),
-        (S, "Discharge MOS on"),
-        (S, "Using battery power"),
-        (S, "Status 2 bit 4"),
-        (S, "Status 2 bit 5"),
-        (S, "Status 2 bit 6"),
-        (S, "Status 2 bit 7"),
+        _f(S, "Precharge MOS on", M.PRECHARGE_MOS, source=SRC_V20),
+        _f(S, "Charge MOS on", M.CHARGE_MOS, source=SRC_V20),
+        _f(S, "Discharge MOS on", M.DISCHARGE_MOS, source=SRC_V20),
+        _f(S, "Using battery power", M.DISCHARGING, source=SRC_V20 + ": b3 using pack power"),
+        *(_undoc(S, f"Status 2 bit {i}", SRC_V20 + f": bit {i} undefined") for i in range(4, 8)),
     ),
     "status3": (
-        (S, "Buzzer enabled"),
-        (S, "Status 3 bit 1"),
-        (S, "Status 3 bit 2"),
-        (S, "Fully charged"),
-        (S, "Status 3 bit 4"),
-        (S, "Heater on"),
-        (S, "Discharging"),
-        (S, "Charging"),
+        _f(S, "Buzzer enabled", M.SETTING, source=SRC_V20),
+        _undoc(S, "Status 3 bit 1", SRC_V20 + ": bit 1 undefined"),
+        _undoc(S, "Status 3 bit 2", SRC_V20 + ": bit 2 undefined"),
+        _f(S, "Fully charged", M.FULL, source=SRC_V20),
+        _undoc(S, "Status 3 bit 4", SRC_V20 + ": bit 4 undefined"),
+        _f(S, "Heater on", M.HEATER, source=SRC_V20),
+        _f(S, "Discharging", M.DISCHARGING, source=SRC_V20 + ": b6 effective discharge current"),
+        _f(S, "Charging", M.CHARGING, source=SRC_V20 + ": b7 effective charge current"),
     ),
-    "status4": tuple((F, f"Cell {i + 1} fault") for i in range(8)),
-    "status5": tuple((F, f"Cell {i + 9} fault") for i in range(8)),
+    # Status 4/5: per-cell fault bits (Pylontech sets one for a cell outside its normal range).
+    "status4": tuple(
+        _f(F, f"Cell {i + 1} fault", M.CELL_FAULT, source=SRC_V20 + ": status 4/5 per-cell fault bits")
+        for i in range(8)
+    ),
+    "status5": tuple(
+        _f(F, f"Cell {i + 9} fault", M.CELL_FAULT, source=SRC_V20 + ": status 4/5 per-cell fault bits")
+        for i in range(8)
+    ),
 }
 
-EG4_STATUS_BITS: dict[str, tuple[tuple[FlagKind, str], ...]] = {
+EG4_STATUS_BITS: dict[str, tuple[FlagInfo, ...]] = {
     "balance_event": (
-        (S, "Balancing"),
-        (A, "Balance event bit 1"),
-        (A, "Balance event bit 2"),
-        (A, "Balance event bit 3"),
-        (A, "Cell voltage difference alarm"),
-        (F, "Charge MOS fault"),
-        (F, "Discharge MOS fault"),
-        (A, "Balance event bit 7"),
+        _f(S, "Balancing", M.BALANCING, source=SRC_EG4),
+        *(_undoc(A, f"Balance event bit {i}") for i in (1, 2, 3)),
+        _f(A, "Cell voltage difference alarm", M.CELL_IMBALANCE, source=SRC_EG4),
+        _f(
+            F,
+            "Charge MOS fault",
+            M.CHARGE_MOS_FAULT,
+            CHG,
+            SRC_EG4 + _BLOCK.format("the pack cannot stop a charge"),
+        ),
+        _f(
+            F,
+            "Discharge MOS fault",
+            M.DISCHARGE_MOS_FAULT,
+            DSG,
+            SRC_EG4 + _BLOCK.format("the pack cannot stop a discharge"),
+        ),
+        _undoc(A, "Balance event bit 7"),
     ),
     "voltage_event": (
-        (A, "Cell OV alarm"),
-        (P, "Cell OV protection"),
-        (A, "Cell UV alarm"),
-        (P, "Cell UV protection"),
-        (A, "Pack OV alarm"),
-        (P, "Pack OV protection"),
-        (A, "Pack UV alarm"),
-        (P, "Pack UV protection"),
+        _f(A, "Cell OV alarm", M.CELL_OVERVOLTAGE, source=SRC_EG4),
+        _f(P, "Cell OV protection", M.CELL_OVERVOLTAGE, CHG, SRC_EG4),
+        _f(A, "Cell UV alarm", M.CELL_UNDERVOLTAGE, source=SRC_EG4),
+        _f(P, "Cell UV protection", M.CELL_UNDERVOLTAGE, DSG, SRC_EG4),
+        _f(A, "Pack OV alarm", M.PACK_OVERVOLTAGE, source=SRC_EG4),
+        _f(P, "Pack OV protection", M.PACK_OVERVOLTAGE, CHG, SRC_EG4),
+        _f(A, "Pack UV alarm", M.PACK_UNDERVOLTAGE, source=SRC_EG4),
+        _f(P, "Pack UV protection", M.PACK_UNDERVOLTAGE, DSG, SRC_EG4),
     ),
     "temperature_event": (
-        (A, "Charge OT alarm"),
-        (P, "Charge OT protection"),
-        (A, "Charge UT alarm"),
-        (P, "Charge UT protection"),
-        (A, "Discharge OT alarm"),
-        (P, "Discharge OT protection"),
-        (A, "Discharge UT alarm"),
-        (P, "Discharge UT protection"),
-        (A, "Environment OT alarm"),
-        (P, "Environment OT protection"),
-        (A, "Environment UT alarm"),
-        (P, "Environment UT protection"),
-        (P, "MOS OT protection"),
-        (F, "Fire alarm"),
-        (A, "Temperature event bit 14"),
-        (A, "Temperature event bit 15"),
+        _f(A, "Charge OT alarm", M.CHARGE_OVERTEMPERATURE, source=SRC_EG4),
+        _f(P, "Charge OT protection", M.CHARGE_OVERTEMPERATURE, CHG, SRC_EG4),
+        _f(A, "Charge UT alarm", M.CHARGE_UNDERTEMPERATURE, source=SRC_EG4),
+        _f(P, "Charge UT protection", M.CHARGE_UNDERTEMPERATURE, CHG, SRC_EG4),
+        _f(A, "Discharge OT alarm", M.DISCHARGE_OVERTEMPERATURE, source=SRC_EG4),
+        _f(P, "Discharge OT protection", M.DISCHARGE_OVERTEMPERATURE, DSG, SRC_EG4),
+        _f(A, "Discharge UT alarm", M.DISCHARGE_UNDERTEMPERATURE, source=SRC_EG4),
+        _f(P, "Discharge UT protection", M.DISCHARGE_UNDERTEMPERATURE, DSG, SRC_EG4),
+        _f(A, "Environment OT alarm", M.AMBIENT_OVERTEMPERATURE, source=SRC_EG4),
+        _f(P, "Environment OT protection", M.AMBIENT_OVERTEMPERATURE, BOTH, SRC_EG4),
+        _f(A, "Environment UT alarm", M.AMBIENT_UNDERTEMPERATURE, source=SRC_EG4),
+        _f(P, "Environment UT protection", M.AMBIENT_UNDERTEMPERATURE, BOTH, SRC_EG4),
+        _f(P, "MOS OT protection", M.MOS_OVERTEMPERATURE, BOTH, SRC_EG4),
+        _f(F, "Fire alarm", M.FIRE, BOTH, SRC_EG4 + _BLOCK.format("fire alarm: stop")),
+        _undoc(A, "Temperature event bit 14"),
+        _undoc(A, "Temperature event bit 15"),
     ),
     "current_event": (
-        (A, "Charge OC alarm"),
-        (P, "Charge OC protection"),
-        (A, "Discharge OC alarm"),
-        (P, "Discharge OC protection"),
-        (P, "Discharge OC2 protection"),
-        (P, "Short circuit protection"),
-        (F, "Discharge OC2 lockout"),
-        (F, "Short circuit lockout"),
+        _f(A, "Charge OC alarm", M.CHARGE_OVERCURRENT, source=SRC_EG4),
+        _f(P, "Charge OC protection", M.CHARGE_OVERCURRENT, CHG, SRC_EG4),
+        _f(A, "Discharge OC alarm", M.DISCHARGE_OVERCURRENT, source=SRC_EG4),
+        _f(P, "Discharge OC protection", M.DISCHARGE_OVERCURRENT, DSG, SRC_EG4),
+        _f(P, "Discharge OC2 protection", M.DISCHARGE_OVERCURRENT, DSG, SRC_EG4),
+        _f(P, "Short circuit protection", M.SHORT_CIRCUIT, BOTH, SRC_EG4),
+        _f(
+            F,
+            "Discharge OC2 lockout",
+            M.DISCHARGE_OVERCURRENT,
+            DSG,
+            SRC_EG4 + " (a latched discharge over-current protection)",
+        ),
+        _f(
+            F,
+            "Short circuit lockout",
+            M.SHORT_CIRCUIT,
+            BOTH,
+            SRC_EG4 + " (a latched short-circuit protection)",
+        ),
     ),
-    "remaining_capacity": ((A, "Low SOC alarm"), *((A, f"Capacity event bit {i}") for i in range(1, 8))),
+    "remaining_capacity": (
+        _f(A, "Low SOC alarm", M.SOC_LOW, source=SRC_EG4),
+        *(_undoc(A, f"Capacity event bit {i}") for i in range(1, 8)),
+    ),
     "fet_status": (
-        (S, "Discharge MOS on"),
-        (S, "Charge MOS on"),
-        (S, "Current limiter on"),
-        (S, "Heater on"),
-        (S, "FET status bit 4"),
-        (S, "FET status bit 5"),
-        (S, "FET status bit 6"),
-        (S, "FET status bit 7"),
+        _f(S, "Discharge MOS on", M.DISCHARGE_MOS, source=SRC_EG4),
+        _f(S, "Charge MOS on", M.CHARGE_MOS, source=SRC_EG4),
+        _f(S, "Current limiter on", M.CURRENT_LIMITER, source=SRC_EG4),
+        _f(S, "Heater on", M.HEATER, source=SRC_EG4),
+        *(_undoc(S, f"FET status bit {i}") for i in range(4, 8)),
     ),
     "system": (
-        (S, "Discharging"),
-        (S, "Charging"),
-        (S, "System bit 2"),
-        (S, "Standby"),
-        (S, "System bit 4"),
-        (S, "System bit 5"),
-        (S, "System bit 6"),
-        (S, "System bit 7"),
+        _f(S, "Discharging", M.DISCHARGING, source=SRC_EG4),
+        _f(S, "Charging", M.CHARGING, source=SRC_EG4),
+        _undoc(S, "System bit 2"),
+        _f(S, "Standby", M.IDLE, source=SRC_EG4),
+        *(_undoc(S, f"System bit {i}") for i in range(4, 8)),
     ),
 }
+
+
+def status_flag_tables() -> dict[str, Mapping[str, Sequence[FlagInfo]]]:
+    """Every PACE status bit table by variant (for the contract tests and the docs)."""
+    return {"v25": V25_STATUS_BITS, "v20": V20_STATUS_BITS, "eg4": EG4_STATUS_BITS}
+
+
+def warning_value_flags() -> tuple[FlagInfo, ...]:
+    """One example of every kind of warning-value flag (subject x value class)."""
+    subjects = ("Cell 1", "Temperature 1", *(s for s in WARNING_SUBJECTS if s not in ("Cell", "Temperature")))
+    out: list[FlagInfo] = []
+    for subject in subjects:
+        for value in (1, 2, 0x80, 0xF0):
+            f = warning_value_flag(subject, value)
+            assert f is not None
+            out.append(f)
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

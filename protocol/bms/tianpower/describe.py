@@ -75,6 +75,7 @@ def describe_realtime(rt: RealtimeData) -> dict[str, Any]:
         "faults": [f.name for f in flags if f.kind.value == "fault"],
         "states": [f.name for f in flags if f.kind.value == "state"],
         "undocumented_bits": list(rt.unknown_bits()),
+        "meanings": sorted({f.meaning.value for f in rt.active_flags() if f.level != "state"}),
         "charge_mos_on": rt.charge_mos_on,
         "discharge_mos_on": rt.discharge_mos_on,
         "heater_on": rt.heater_on,

@@ -14,6 +14,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from protocol.bms.base import Blocks, FlagInfo, Meaning
 from protocol.bms.base import FlagKind as FlagKind
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
@@ -94,91 +95,606 @@ TEMP_TAGS: dict[int, TempSensor] = {
 
 @dataclass(frozen=True, slots=True)
 class StatusFlag:
+    """One bit of group 0x06 (or of the group 0x0A word) with its meaning as data."""
+
     byte: int  # 0..9 within the group 0x06 data, or 10 for the extra protection word (group 0x0A)
     bit: int
     name: str
-    kind: FlagKind
+    kind: FlagKind  # severity
     description: str
+    meaning: Meaning
+    blocks: Blocks = Blocks.NONE
+    source: str = ""
+
+    @property
+    def info(self) -> FlagInfo:
+        return FlagInfo(self.name, self.kind, self.meaning, self.blocks, self.source or SRC_TOOL)
 
 
 P, A, F, S = FlagKind.PROTECTION, FlagKind.ALARM, FlagKind.FAULT, FlagKind.STATE
+M = Meaning
+CHG, DSG, BOTH, NONE = Blocks.CHARGE, Blocks.DISCHARGE, Blocks.BOTH, Blocks.NONE
+
+# Where the meanings come from (cited by public name; the reference's 3.A.5 collects them).
+SRC_TOOL = (
+    "name only: the vendor tool's flag name; PA1DVB's Basengreen logger and bms_proto's flag table "
+    "name the same bit alike, no source describes it further"
+)
+SRC_PROTO = "bms_proto flag table"
+SRC_SHINWA = "Shinwa protocol specification (names the bit without cell/pack)"
+SRC_NAME_ONLY = "name only: no source describes this bit beyond its name"
+SRC_BLOCK = "; blocked direction: gateway's choice ({})"
+SRC_UNDOCUMENTED = "no source names this bit"
 
 # Group 0x06 status bytes (reference 3.A.5). Names follow the vendor tool where known
 # ("Manual_CHG_MOS_Open", "536_COM_Timeout", "Startup_Failed", "Fire_fighting_Alarm", "Gap_Waite")
-# and the same style elsewhere.
+# and the same style elsewhere. The meaning of each bit comes from the sources named in `source`;
+# where a source says something other than the name suggests, the source wins ("Hot_Failure" is
+# bms_proto's "fan_on_failure", not a temperature).
 STATUS_FLAGS: tuple[StatusFlag, ...] = (
-    StatusFlag(0, 3, "Cell_Low_Vol_Fault", F, "cell voltage low (fault)"),
-    StatusFlag(0, 4, "Vol_Line_Break", F, "voltage sense line broken"),
-    StatusFlag(0, 5, "CHG_MOS_Fault", F, "charge MOS failure"),
-    StatusFlag(0, 6, "DSG_MOS_Fault", F, "discharge MOS failure"),
-    StatusFlag(0, 7, "Vol_Sensor_Fault", F, "voltage sensor (module) failure"),
-    StatusFlag(1, 0, "NTC_Disconnected", F, "NTC disconnected"),
-    StatusFlag(1, 1, "Current_Module_Fault", F, "ADC / current module failure"),
-    StatusFlag(1, 2, "Charger_Reversed", F, "reverse battery / charger reversed"),
-    StatusFlag(1, 3, "Hot_Failure", F, "'hot failure' (bms_proto: fan-on failure)"),
-    StatusFlag(1, 4, "Battery_Locked", S, "battery locked"),
-    StatusFlag(1, 5, "COM_Timeout", A, "communication timeout"),
-    StatusFlag(1, 6, "SN_Code_Failure", A, "SN code failure"),
-    StatusFlag(1, 7, "Secondary_Trip", P, "secondary trip"),
-    StatusFlag(2, 0, "DISC_OT_Prot", P, "discharge over-temperature protection"),
-    StatusFlag(2, 1, "DISC_UT_Prot", P, "discharge under-temperature protection"),
-    StatusFlag(2, 3, "Startup_Failed", F, "startup failed"),
-    StatusFlag(2, 4, "CHG_MOS_Off", S, "charge MOS off"),
-    StatusFlag(2, 5, "DSG_MOS_Off", S, "discharge MOS off"),
-    StatusFlag(2, 6, "536_COM_Timeout", A, "AFE ('536') communication timeout"),
-    StatusFlag(3, 0, "Charging", S, "charging"),
-    StatusFlag(3, 1, "Discharging", S, "discharging"),
-    StatusFlag(3, 2, "Short_Circuit_Prot", P, "short-circuit protection"),
-    StatusFlag(3, 3, "Over_Current_Prot", P, "over-current protection"),
-    StatusFlag(3, 4, "Over_Voltage_Prot", P, "over-voltage protection (Shinwa spec)"),
-    StatusFlag(3, 5, "Under_Voltage_Prot", P, "under-voltage protection (Shinwa spec)"),
-    StatusFlag(3, 6, "CHG_OT_Prot", P, "charge over-temperature protection"),
-    StatusFlag(3, 7, "CHG_UT_Prot", P, "charge under-temperature protection"),
-    StatusFlag(4, 0, "ENV_UT_Prot", P, "ambient low-temperature protection"),
-    StatusFlag(4, 1, "ENV_OT_Prot", P, "ambient high-temperature protection"),
-    StatusFlag(4, 4, "SOC_Low_Prot", P, "SOC low protection"),
-    StatusFlag(4, 7, "Heater_Indicator", S, "heater-pad indicator (bms_proto)"),
-    StatusFlag(5, 0, "Manual_CHG_MOS_Open", S, "charge MOS opened manually"),
-    StatusFlag(5, 1, "Manual_CHG_MOS_Close", S, "charge MOS switched off manually"),
-    StatusFlag(5, 2, "Manual_DSG_MOS_Open", S, "discharge MOS opened manually"),
-    StatusFlag(5, 3, "Manual_DSG_MOS_Close", S, "discharge MOS switched off manually"),
-    StatusFlag(5, 4, "Heating_Pad_On", S, "heating pad on"),
-    StatusFlag(5, 5, "MOS_OT_Prot", P, "MOSFET over-temperature protection"),
-    StatusFlag(5, 6, "MOS_UT_Prot", P, "MOSFET low-temperature protection"),
-    StatusFlag(5, 7, "CHG_Low_Temp_Block", P, "charging blocked, temperature too low"),
-    StatusFlag(7, 0, "SOC_Low2_Alarm", A, "SOC low 2"),
-    StatusFlag(7, 1, "Vibration_Alarm", A, "vibration"),
-    StatusFlag(7, 2, "Gap_Waite", S, "waiting to recharge during a break"),
-    StatusFlag(7, 3, "Fire_fighting_Alarm", F, "aerosol / fire-fighting alarm"),
-    StatusFlag(7, 4, "SOH_Low_Alarm", A, "SOH low"),
-    StatusFlag(7, 5, "NTC_Short_Circuit", F, "NTC short circuit"),
-    StatusFlag(7, 6, "Temp_Diff_Alarm", A, "temperature difference"),
-    StatusFlag(7, 7, "System_Lock", S, "system lock"),
-    StatusFlag(8, 0, "ENV_OT_Alarm", A, "ambient over-temperature alarm"),
-    StatusFlag(8, 1, "ENV_UT_Alarm", A, "ambient low-temperature alarm"),
-    StatusFlag(8, 2, "MOS_OT_Alarm", A, "MOS over-temperature alarm"),
-    StatusFlag(8, 3, "SOC_Low_Alarm", A, "SOC low alarm"),
-    StatusFlag(8, 4, "Vol_Diff_Alarm", A, "cell voltage difference alarm"),
-    StatusFlag(8, 5, "DISC_OT_Alarm", A, "discharge over-temperature alarm"),
-    StatusFlag(8, 6, "DISC_UT_Alarm", A, "discharge low-temperature alarm"),
-    StatusFlag(9, 0, "CELL_OV_Alarm", A, "cell over-voltage alarm"),
-    StatusFlag(9, 1, "CELL_UV_Alarm", A, "cell under-voltage alarm"),
-    StatusFlag(9, 2, "PACK_OV_Alarm", A, "pack over-voltage alarm"),
-    StatusFlag(9, 3, "PACK_UV_Alarm", A, "pack under-voltage alarm"),
-    StatusFlag(9, 4, "CHG_OC_Alarm", A, "charge over-current alarm"),
-    StatusFlag(9, 5, "DISC_OC_Alarm", A, "discharge over-current alarm"),
-    StatusFlag(9, 6, "CHG_OT_Alarm", A, "charge over-temperature alarm"),
-    StatusFlag(9, 7, "CHG_UT_Alarm", A, "charge low-temperature alarm"),
+    StatusFlag(
+        0,
+        3,
+        "Cell_Low_Vol_Fault",
+        F,
+        "cell voltage low (fault)",
+        M.CELL_UNDERVOLTAGE,
+        DSG,
+        SRC_TOOL
+        + " (cell_vol_low_fault)"
+        + SRC_BLOCK.format("a cell below its fault level must not be discharged"),
+    ),
+    StatusFlag(
+        0,
+        4,
+        "Vol_Line_Break",
+        F,
+        "voltage sense line broken",
+        M.VOLTAGE_SENSE_FAULT,
+        BOTH,
+        SRC_TOOL
+        + " (vol_line_break)"
+        + SRC_BLOCK.format("cell voltages unknown: neither over- nor under-voltage can be seen"),
+    ),
+    StatusFlag(
+        0,
+        5,
+        "CHG_MOS_Fault",
+        F,
+        "charge MOS failure",
+        M.CHARGE_MOS_FAULT,
+        CHG,
+        SRC_TOOL + " (bms_proto: charge_mos_fault)" + SRC_BLOCK.format("the pack cannot stop a charge"),
+    ),
+    StatusFlag(
+        0,
+        6,
+        "DSG_MOS_Fault",
+        F,
+        "discharge MOS failure",
+        M.DISCHARGE_MOS_FAULT,
+        DSG,
+        SRC_TOOL + " (bms_proto: discharge_mos_fault)" + SRC_BLOCK.format("the pack cannot stop a discharge"),
+    ),
+    StatusFlag(
+        0,
+        7,
+        "Vol_Sensor_Fault",
+        F,
+        "voltage sensor (module) failure",
+        M.VOLTAGE_SENSE_FAULT,
+        BOTH,
+        SRC_TOOL + " (bms_proto: vol_sensor_fault)" + SRC_BLOCK.format("cell voltages unknown"),
+    ),
+    StatusFlag(
+        1,
+        0,
+        "NTC_Disconnected",
+        F,
+        "NTC disconnected",
+        M.NTC_FAULT,
+        NONE,
+        SRC_TOOL + " (bms_proto: ntc_disconnection); the temperature derating still sees the readings",
+    ),
+    StatusFlag(
+        1,
+        1,
+        "Current_Module_Fault",
+        F,
+        "ADC / current module failure",
+        M.MEASUREMENT_FAULT,
+        BOTH,
+        "PA1DVB's logger: ADC_MOD_Fault; bms_proto: adc_mod_fault "
+        "(an ADC module failure, not an over-current)" + SRC_BLOCK.format("measurements unreliable"),
+    ),
+    StatusFlag(
+        1,
+        2,
+        "Charger_Reversed",
+        F,
+        "reverse battery / charger reversed",
+        M.REVERSE_POLARITY,
+        BOTH,
+        "PA1DVB's logger: Reverse_Battery; bms_proto: reverse_battery" + SRC_BLOCK.format("wiring fault"),
+    ),
+    StatusFlag(
+        1,
+        3,
+        "Hot_Failure",
+        F,
+        "fan-on failure (vendor name 'hot failure')",
+        M.FAN_FAULT,
+        NONE,
+        "bms_proto: fan_on_failure (the vendor tool's 'Hot_Failure'; the tool shows a 'Fan State'); "
+        "not a temperature",
+    ),
+    StatusFlag(
+        1,
+        4,
+        "Battery_Locked",
+        S,
+        "battery locked",
+        M.LOCKED,
+        NONE,
+        SRC_TOOL + " (bms_proto: battery_locked); the manual: anti-theft lock turns the discharge MOS off",
+    ),
+    StatusFlag(
+        1,
+        5,
+        "COM_Timeout",
+        A,
+        "communication timeout",
+        M.COMMUNICATION,
+        NONE,
+        "vendor manual 4.5.6 ('communication timeout' of the anti-theft function)",
+    ),
+    StatusFlag(1, 6, "SN_Code_Failure", A, "SN code failure", M.CONFIGURATION_FAULT, NONE, SRC_NAME_ONLY),
+    StatusFlag(
+        1,
+        7,
+        "Secondary_Trip",
+        P,
+        "secondary trip",
+        M.SECONDARY_PROTECTION,
+        BOTH,
+        SRC_NAME_ONLY + " (a second-level protection tripped; direction not stated, both blocked)",
+    ),
+    StatusFlag(
+        2,
+        0,
+        "DISC_OT_Prot",
+        P,
+        "discharge over-temperature protection",
+        M.DISCHARGE_OVERTEMPERATURE,
+        DSG,
+        SRC_TOOL + " (bms_proto: disc_ov_temp_protection)",
+    ),
+    StatusFlag(
+        2,
+        1,
+        "DISC_UT_Prot",
+        P,
+        "discharge under-temperature protection",
+        M.DISCHARGE_UNDERTEMPERATURE,
+        DSG,
+        SRC_TOOL + " (bms_proto: disc_un_temp_protection)",
+    ),
+    StatusFlag(
+        2,
+        3,
+        "Startup_Failed",
+        F,
+        "startup failed",
+        M.STARTUP_FAULT,
+        BOTH,
+        SRC_TOOL + " (bms_proto: startup_failed)" + SRC_BLOCK.format("the pack did not start"),
+    ),
+    StatusFlag(
+        2,
+        4,
+        "CHG_MOS_Off",
+        S,
+        "charge MOS off",
+        M.CHARGE_MOS,
+        NONE,
+        SRC_TOOL + " (bms_proto: charge_mos_off)",
+    ),
+    StatusFlag(
+        2,
+        5,
+        "DSG_MOS_Off",
+        S,
+        "discharge MOS off",
+        M.DISCHARGE_MOS,
+        NONE,
+        SRC_TOOL + " (bms_proto: discharge_mos_off)",
+    ),
+    StatusFlag(
+        2,
+        6,
+        "536_COM_Timeout",
+        A,
+        "AFE ('536') communication timeout",
+        M.COMMUNICATION,
+        NONE,
+        SRC_TOOL + " (bms_proto: host_536_com_timeout)",
+    ),
+    StatusFlag(3, 0, "Charging", S, "charging", M.CHARGING, NONE, SRC_TOOL + " (bms_proto: charging)"),
+    StatusFlag(
+        3, 1, "Discharging", S, "discharging", M.DISCHARGING, NONE, SRC_TOOL + " (bms_proto: discharging)"
+    ),
+    StatusFlag(
+        3,
+        2,
+        "Short_Circuit_Prot",
+        P,
+        "short-circuit protection",
+        M.SHORT_CIRCUIT,
+        BOTH,
+        SRC_TOOL + " (bms_proto: short_circuit_protection)",
+    ),
+    StatusFlag(
+        3,
+        3,
+        "Over_Current_Prot",
+        P,
+        "over-current protection",
+        M.OVERCURRENT,
+        BOTH,
+        SRC_TOOL + " (ov_cur_protection; direction not stated)",
+    ),
+    StatusFlag(
+        3, 4, "Over_Voltage_Prot", P, "over-voltage protection (Shinwa spec)", M.OVERVOLTAGE, CHG, SRC_SHINWA
+    ),
+    StatusFlag(
+        3,
+        5,
+        "Under_Voltage_Prot",
+        P,
+        "under-voltage protection (Shinwa spec)",
+        M.UNDERVOLTAGE,
+        DSG,
+        SRC_SHINWA,
+    ),
+    StatusFlag(
+        3,
+        6,
+        "CHG_OT_Prot",
+        P,
+        "charge over-temperature protection",
+        M.CHARGE_OVERTEMPERATURE,
+        CHG,
+        SRC_TOOL + " (bms_proto: chg_ov_temp_protection)",
+    ),
+    StatusFlag(
+        3,
+        7,
+        "CHG_UT_Prot",
+        P,
+        "charge under-temperature protection",
+        M.CHARGE_UNDERTEMPERATURE,
+        CHG,
+        SRC_TOOL + " (bms_proto: chg_un_temp_protection)",
+    ),
+    StatusFlag(
+        4,
+        0,
+        "ENV_UT_Prot",
+        P,
+        "ambient low-temperature protection",
+        M.AMBIENT_UNDERTEMPERATURE,
+        BOTH,
+        SRC_TOOL + " (bms_proto: ambient_low_temp_protection)",
+    ),
+    StatusFlag(
+        4,
+        1,
+        "ENV_OT_Prot",
+        P,
+        "ambient high-temperature protection",
+        M.AMBIENT_OVERTEMPERATURE,
+        BOTH,
+        SRC_TOOL + " (bms_proto: ambient_high_temp_protection)",
+    ),
+    StatusFlag(4, 4, "SOC_Low_Prot", P, "SOC low protection", M.SOC_LOW, DSG, "reference 3.A.5 (bms_proto)"),
+    StatusFlag(
+        4,
+        7,
+        "Heater_Indicator",
+        S,
+        "heater-pad indicator (bms_proto)",
+        M.HEATER,
+        NONE,
+        SRC_PROTO + " (heater_pad_indicator)",
+    ),
+    StatusFlag(5, 0, "Manual_CHG_MOS_Open", S, "charge MOS opened manually", M.MANUAL_MOS, NONE, SRC_TOOL),
+    StatusFlag(
+        5, 1, "Manual_CHG_MOS_Close", S, "charge MOS switched off manually", M.MANUAL_MOS, NONE, SRC_TOOL
+    ),
+    StatusFlag(5, 2, "Manual_DSG_MOS_Open", S, "discharge MOS opened manually", M.MANUAL_MOS, NONE, SRC_TOOL),
+    StatusFlag(
+        5, 3, "Manual_DSG_MOS_Close", S, "discharge MOS switched off manually", M.MANUAL_MOS, NONE, SRC_TOOL
+    ),
+    StatusFlag(
+        5, 4, "Heating_Pad_On", S, "heating pad on", M.HEATER, NONE, SRC_TOOL + " (bms_proto: heating_pad)"
+    ),
+    StatusFlag(
+        5,
+        5,
+        "MOS_OT_Prot",
+        P,
+        "MOSFET over-temperature protection",
+        M.MOS_OVERTEMPERATURE,
+        BOTH,
+        SRC_TOOL + " (bms_proto: mosfet_ov_temp_protection)",
+    ),
+    StatusFlag(
+        5,
+        6,
+        "MOS_UT_Prot",
+        P,
+        "MOSFET low-temperature protection",
+        M.MOS_UNDERTEMPERATURE,
+        BOTH,
+        SRC_TOOL + " (bms_proto: mosfet_lo_temp_protection)",
+    ),
+    StatusFlag(
+        5,
+        7,
+        "CHG_Low_Temp_Block",
+        P,
+        "charging blocked, temperature too low",
+        M.CHARGE_UNDERTEMPERATURE,
+        CHG,
+        SRC_TOOL + " (bms_proto: chg_open_temp_too_low)",
+    ),
+    StatusFlag(
+        7, 0, "SOC_Low2_Alarm", A, "SOC low 2", M.SOC_LOW, NONE, SRC_TOOL + " (bms_proto: soc_low_alarm2)"
+    ),
+    StatusFlag(
+        7, 1, "Vibration_Alarm", A, "vibration", M.VIBRATION, NONE, SRC_TOOL + " (bms_proto: vibration_alarm)"
+    ),
+    StatusFlag(
+        7,
+        2,
+        "Gap_Waite",
+        S,
+        "waiting to recharge during a break",
+        M.WAITING,
+        NONE,
+        "vendor tool ('Gap waite'); PA1DVB's logger: Gap_power_make_up_waite",
+    ),
+    StatusFlag(
+        7,
+        3,
+        "Fire_fighting_Alarm",
+        F,
+        "aerosol / fire-fighting alarm",
+        M.FIRE,
+        BOTH,
+        SRC_TOOL + " (bms_proto: fire_fighting_alarm)" + SRC_BLOCK.format("fire alarm: stop"),
+    ),
+    StatusFlag(7, 4, "SOH_Low_Alarm", A, "SOH low", M.SOH_LOW, NONE, "reference 3.A.5 (GHswitt)"),
+    StatusFlag(
+        7,
+        5,
+        "NTC_Short_Circuit",
+        F,
+        "NTC (temperature sensor) short circuit",
+        M.NTC_FAULT,
+        NONE,
+        "PA1DVB's logger: NTC_short_circuit (a temperature sensor fault, not a short-circuit "
+        "protection); the temperature derating still sees the readings",
+    ),
+    StatusFlag(
+        7,
+        6,
+        "Temp_Diff_Alarm",
+        A,
+        "temperature difference",
+        M.TEMPERATURE_DIFFERENCE,
+        NONE,
+        "reference 3.A.5 (GHswitt)",
+    ),
+    StatusFlag(7, 7, "System_Lock", S, "system lock", M.LOCKED, NONE, "reference 3.A.5 (GHswitt)"),
+    StatusFlag(
+        8,
+        0,
+        "ENV_OT_Alarm",
+        A,
+        "ambient over-temperature alarm",
+        M.AMBIENT_OVERTEMPERATURE,
+        NONE,
+        SRC_TOOL + " (bms_proto: amb_over_temp_alarm)",
+    ),
+    StatusFlag(
+        8,
+        1,
+        "ENV_UT_Alarm",
+        A,
+        "ambient low-temperature alarm",
+        M.AMBIENT_UNDERTEMPERATURE,
+        NONE,
+        SRC_TOOL + " (bms_proto: amb_low_temp_alarm)",
+    ),
+    StatusFlag(
+        8,
+        2,
+        "MOS_OT_Alarm",
+        A,
+        "MOS over-temperature alarm",
+        M.MOS_OVERTEMPERATURE,
+        NONE,
+        SRC_TOOL + " (bms_proto: mos_over_temp_alarm)",
+    ),
+    StatusFlag(
+        8, 3, "SOC_Low_Alarm", A, "SOC low alarm", M.SOC_LOW, NONE, SRC_TOOL + " (bms_proto: soc_low_alarm)"
+    ),
+    StatusFlag(
+        8,
+        4,
+        "Vol_Diff_Alarm",
+        A,
+        "cell voltage difference alarm",
+        M.CELL_IMBALANCE,
+        NONE,
+        SRC_TOOL + " (bms_proto: vol_dif_alarm)",
+    ),
+    StatusFlag(
+        8,
+        5,
+        "DISC_OT_Alarm",
+        A,
+        "discharge over-temperature alarm",
+        M.DISCHARGE_OVERTEMPERATURE,
+        NONE,
+        SRC_TOOL + " (bms_proto: bat_disc_over_temp_alarm)",
+    ),
+    StatusFlag(
+        8,
+        6,
+        "DISC_UT_Alarm",
+        A,
+        "discharge low-temperature alarm",
+        M.DISCHARGE_UNDERTEMPERATURE,
+        NONE,
+        SRC_TOOL + " (bms_proto: bat_disc_low_temp_alarm)",
+    ),
+    StatusFlag(
+        9,
+        0,
+        "CELL_OV_Alarm",
+        A,
+        "cell over-voltage alarm",
+        M.CELL_OVERVOLTAGE,
+        NONE,
+        SRC_TOOL + " (bms_proto: cell_over_vol_alarm)",
+    ),
+    StatusFlag(
+        9,
+        1,
+        "CELL_UV_Alarm",
+        A,
+        "cell under-voltage alarm",
+        M.CELL_UNDERVOLTAGE,
+        NONE,
+        SRC_TOOL + " (bms_proto: cell_low_vol_alarm)",
+    ),
+    StatusFlag(
+        9,
+        2,
+        "PACK_OV_Alarm",
+        A,
+        "pack over-voltage alarm",
+        M.PACK_OVERVOLTAGE,
+        NONE,
+        SRC_TOOL + " (bms_proto: pack_over_vol_alarm)",
+    ),
+    StatusFlag(
+        9,
+        3,
+        "PACK_UV_Alarm",
+        A,
+        "pack under-voltage alarm",
+        M.PACK_UNDERVOLTAGE,
+        NONE,
+        SRC_TOOL + " (bms_proto: pack_low_vol_alarm)",
+    ),
+    StatusFlag(
+        9,
+        4,
+        "CHG_OC_Alarm",
+        A,
+        "charge over-current alarm",
+        M.CHARGE_OVERCURRENT,
+        NONE,
+        SRC_TOOL + " (bms_proto: chg_over_cur_alarm)",
+    ),
+    StatusFlag(
+        9,
+        5,
+        "DISC_OC_Alarm",
+        A,
+        "discharge over-current alarm",
+        M.DISCHARGE_OVERCURRENT,
+        NONE,
+        SRC_TOOL + " (bms_proto: disc_over_curr_alarm)",
+    ),
+    StatusFlag(
+        9,
+        6,
+        "CHG_OT_Alarm",
+        A,
+        "charge over-temperature alarm",
+        M.CHARGE_OVERTEMPERATURE,
+        NONE,
+        SRC_TOOL + " (bms_proto: bat_chg_over_temp_alarm)",
+    ),
+    StatusFlag(
+        9,
+        7,
+        "CHG_UT_Alarm",
+        A,
+        "charge low-temperature alarm",
+        M.CHARGE_UNDERTEMPERATURE,
+        NONE,
+        SRC_TOOL + " (bms_proto: bat_chg_low_temp_alarm)",
+    ),
 )
 
 EXTRA_WORD = 10  # pseudo byte index of the group 0x0A word in `StatusFlag.byte`
 # Group 0x0A extra protection word (bit numbers within the 16-bit word, high byte first on the wire).
 EXTRA_PROTECTION_FLAGS: tuple[StatusFlag, ...] = (
-    StatusFlag(EXTRA_WORD, 0, "CELL_OV_Prot", P, "cell over-voltage protection"),
-    StatusFlag(EXTRA_WORD, 1, "PACK_OV_Prot", P, "pack over-voltage protection"),
-    StatusFlag(EXTRA_WORD, 2, "CELL_UV_Prot", P, "cell under-voltage protection"),
-    StatusFlag(EXTRA_WORD, 3, "PACK_UV_Prot", P, "pack under-voltage protection"),
-    StatusFlag(EXTRA_WORD, 13, "Full_Cha_Prot", P, "full-charge protection"),
+    StatusFlag(
+        EXTRA_WORD,
+        0,
+        "CELL_OV_Prot",
+        P,
+        "cell over-voltage protection",
+        M.CELL_OVERVOLTAGE,
+        CHG,
+        SRC_TOOL + " (PA1DVB: Cell_Over_Prot)",
+    ),
+    StatusFlag(
+        EXTRA_WORD,
+        1,
+        "PACK_OV_Prot",
+        P,
+        "pack over-voltage protection",
+        M.PACK_OVERVOLTAGE,
+        CHG,
+        SRC_TOOL + " (PA1DVB: Pack_Over_Prot)",
+    ),
+    StatusFlag(
+        EXTRA_WORD,
+        2,
+        "CELL_UV_Prot",
+        P,
+        "cell under-voltage protection",
+        M.CELL_UNDERVOLTAGE,
+        DSG,
+        SRC_TOOL + " (PA1DVB: Cell_Under_Prot)",
+    ),
+    StatusFlag(
+        EXTRA_WORD,
+        3,
+        "PACK_UV_Prot",
+        P,
+        "pack under-voltage protection",
+        M.PACK_UNDERVOLTAGE,
+        DSG,
+        SRC_TOOL + " (PA1DVB: Pack_Under_Prot)",
+    ),
+    StatusFlag(
+        EXTRA_WORD,
+        13,
+        "Full_Cha_Prot",
+        P,
+        "full-charge protection",
+        M.FULL,
+        CHG,
+        SRC_TOOL + " (PA1DVB: Full_Cha_Prot, bms_proto: full_charge_protection)",
+    ),
 )
 
 ALL_FLAGS = STATUS_FLAGS + EXTRA_PROTECTION_FLAGS
@@ -189,6 +705,22 @@ _KNOWN_EXTRA_BITS = {f.bit for f in EXTRA_PROTECTION_FLAGS}
 
 def unknown_flag_name(byte: int, bit: int) -> str:
     return f"Status_B{byte}_Bit{bit}" if byte != EXTRA_WORD else f"Extra_Prot_Bit{bit}"
+
+
+def undocumented_flag(byte: int, bit: int) -> FlagInfo:
+    """The explicit table entry of a bit no source names: a state without output (as before)."""
+    return FlagInfo(unknown_flag_name(byte, bit), S, M.UNDOCUMENTED, NONE, SRC_UNDOCUMENTED)
+
+
+# Every bit position of group 0x06 and of the group 0x0A word, documented or not.
+UNDOCUMENTED_FLAGS: tuple[FlagInfo, ...] = tuple(
+    undocumented_flag(byte, bit)
+    for byte in range(10)
+    for bit in range(8)
+    if (byte, bit) not in _KNOWN_STATUS_BITS
+) + tuple(undocumented_flag(EXTRA_WORD, bit) for bit in range(16) if bit not in _KNOWN_EXTRA_BITS)
+FLAG_TABLE: tuple[FlagInfo, ...] = tuple(f.info for f in ALL_FLAGS) + UNDOCUMENTED_FLAGS
+FLAG_INFO_BY_NAME: dict[str, FlagInfo] = {f.name: f for f in FLAG_TABLE}
 
 
 # --- typed result --------------------------------------------------------------------------------
@@ -260,6 +792,11 @@ class RealtimeData:
 
     def flag_names(self, kind: FlagKind | None = None) -> tuple[str, ...]:
         return tuple(f.name for f in self.flags() if kind is None or f.kind is kind)
+
+    def active_flags(self) -> tuple[FlagInfo, ...]:
+        """Every set bit with its meaning: the named flags, then the undocumented bits."""
+        named = tuple(f.info for f in self.flags())
+        return named + tuple(FLAG_INFO_BY_NAME[name] for name in self.unknown_bits())
 
     def unknown_bits(self) -> tuple[str, ...]:
         """Set bits that no source documents, by a stable placeholder name."""

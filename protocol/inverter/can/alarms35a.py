@@ -1,42 +1,48 @@
 """The SMA / Victron / Pylon-V1.3 0x35A alarm and warning frame: 2-bit pairs, 1 = active, 2 = ok.
 
-Shared by `sma`, `victron` and `pylon-v2`; pairs we have no source for are sent as 0 ("not supported").
+Shared by `sma`, `victron` and `pylon-v2`. Which meanings raise which pair is data
+(`can.alarms35a` in mappings/flags/outputs.toml); a pair no meaning names is sent as 0 ("not
+supported"), "General" is any flag at that level.
 """
 
 from __future__ import annotations
 
-from protocol.inverter.can.base import HIGH_TEMP, LOW_TEMP, OVERVOLTAGE, UNDERVOLTAGE, BatteryState
+from protocol.inverter.can.base import BatteryState
+from protocol.inverter.flags import PROTECTION, WARNING, FlagOutput
 
 ACTIVE = 1.0
 OK = 2.0
 NOT_SUPPORTED = 0.0
+FLAG_OUTPUT = "can.alarms35a"
 
-# pair name in the DBC -> neutral names that raise it (None: not supported by the gateway)
-PAIR_SOURCES: dict[str, tuple[str, ...] | None] = {
-    "General": (),  # any alarm at all
-    "HighVoltage": OVERVOLTAGE,
-    "LowVoltage": UNDERVOLTAGE,
-    "HighTemperature": HIGH_TEMP,
-    "LowTemperature": LOW_TEMP,
-    "HighTemperatureCharge": None,
-    "LowTemperatureCharge": None,
-    "HighDischargeCurrent": ("discharge_overcurrent",),
-    "HighChargeCurrent": ("charge_overcurrent",),
-    "Contactor": None,
-    "ShortCircuit": ("short_circuit",),
-    "BmsInternal": ("system_error", "communication"),
-    "CellImbalance": ("cell_imbalance",),
-}
+# every pair of the frame (the DBC has Alarm<pair> and Warning<pair> for each)
+PAIRS = (
+    "General",
+    "HighVoltage",
+    "LowVoltage",
+    "HighTemperature",
+    "LowTemperature",
+    "HighTemperatureCharge",
+    "LowTemperatureCharge",
+    "HighDischargeCurrent",
+    "HighChargeCurrent",
+    "Contactor",
+    "ShortCircuit",
+    "BmsInternal",
+    "CellImbalance",
+)
 
 
-def alarm_pairs(state: BatteryState) -> dict[str, float]:
+def alarm_pairs(out: FlagOutput, state: BatteryState) -> dict[str, float]:
     values: dict[str, float] = {}
-    for kind, flags in (("Alarm", state.alarms), ("Warning", state.warnings)):
-        for pair, sources in PAIR_SOURCES.items():
-            if sources is None:
-                values[f"{kind}{pair}"] = NOT_SUPPORTED
-            elif not sources:
-                values[f"{kind}{pair}"] = ACTIVE if flags else OK
+    for prefix, level, flags in (("Alarm", PROTECTION, state.alarms), ("Warning", WARNING, state.warnings)):
+        supported = out.targets(level)
+        raised = out.raised(level, flags)
+        for pair in PAIRS:
+            if pair == "General":
+                values[f"{prefix}{pair}"] = ACTIVE if flags else OK
+            elif pair not in supported:
+                values[f"{prefix}{pair}"] = NOT_SUPPORTED
             else:
-                values[f"{kind}{pair}"] = ACTIVE if any(f in flags for f in sources) else OK
+                values[f"{prefix}{pair}"] = ACTIVE if pair in raised else OK
     return values

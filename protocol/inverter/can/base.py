@@ -18,6 +18,7 @@ import cantools.database
 
 from protocol.inverter.can import dbc
 from protocol.inverter.can.frame import CanFrame
+from protocol.inverter.flags import PROTECTION, WARNING, FlagOutput, FlagOutputs, require
 from protocol.inverter.limits import ChargeLimits
 
 OptionValue = str | int | float | bool
@@ -113,8 +114,15 @@ class InverterProtocol(abc.ABC):
     silent_until_inverter: ClassVar[bool] = False
     min_repeat_s: ClassVar[float] = 0.0  # no id may repeat faster than this (SMA: 0.2 s)
     option_defaults: ClassVar[Mapping[str, OptionValue]] = {}
+    # the flag outputs (mappings/flags/outputs.toml) this protocol's alarm signals come from
+    flag_outputs_used: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, options: Mapping[str, OptionValue] | None = None) -> None:
+    def __init__(
+        self, options: Mapping[str, OptionValue] | None = None, *, flag_outputs: FlagOutputs
+    ) -> None:
+        self.flag_outputs: Mapping[str, FlagOutput] = {
+            name: require(flag_outputs, name) for name in self.flag_outputs_used
+        }
         opts = dict(self.option_defaults)
         for key, value in (options or {}).items():
             if key not in self.option_defaults:
@@ -247,12 +255,10 @@ def measurement_signals(state: BatteryState) -> dict[str, float]:
     return {"Voltage": state.voltage_v, "Current": state.current_a, "Temperature": state.temperature_c}
 
 
-def any_of(flags: frozenset[str], *names: str) -> float:
-    return 1.0 if any(n in flags for n in names) else 0.0
-
-
-OVERVOLTAGE = ("cell_overvoltage", "pack_overvoltage")
-UNDERVOLTAGE = ("cell_undervoltage", "pack_undervoltage", "low_soc")
-HIGH_TEMP = ("high_temperature", "mos_overtemperature")
-LOW_TEMP = ("low_temperature",)
-SYSTEM = ("system_error", "communication", "short_circuit")
+def flag_signals(out: FlagOutput, state: BatteryState) -> dict[str, float]:
+    """Every alarm/warning signal `out` names, 1 when an active meaning of its level raises it:
+    protection-level targets from `state.alarms`, warning-level targets from `state.warnings`."""
+    values = dict.fromkeys(out.targets(PROTECTION) | out.targets(WARNING), 0.0)
+    for target in out.raised(PROTECTION, state.alarms) | out.raised(WARNING, state.warnings):
+        values[target] = 1.0
+    return values

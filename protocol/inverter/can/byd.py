@@ -11,6 +11,7 @@ the charge voltage limit not above the present voltage, 0x190 alarm byte set.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from protocol.inverter.can import dbc
@@ -26,6 +27,7 @@ from protocol.inverter.can.base import (
     charge_voltage,
     discharge_current,
 )
+from protocol.inverter.flags import FlagOutputs
 
 INVERTER_IDS = frozenset({0x151, 0x091, 0x0D1, 0x111})
 IDENTIFY_ID = 0x151
@@ -47,8 +49,10 @@ class Byd(InverterProtocol):
     silent_until_inverter = True
     option_defaults: ClassVar[dict[str, OptionValue]] = {}
 
-    def __init__(self, options: dict[str, OptionValue] | None = None) -> None:
-        super().__init__(options)
+    def __init__(
+        self, options: Mapping[str, OptionValue] | None = None, *, flag_outputs: FlagOutputs
+    ) -> None:
+        super().__init__(options, flag_outputs=flag_outputs)
         self._alarm_counter = 0
 
     def react(self, frame: CanFrame, state: BatteryState | None, now: float) -> Reaction:

@@ -12,23 +12,22 @@ import time
 from typing import ClassVar
 
 from protocol.inverter.can.base import (
-    HIGH_TEMP,
-    LOW_TEMP,
     BatteryState,
     CanFrame,
     InverterProtocol,
     OptionValue,
     Reaction,
-    any_of,
     charge_current,
     charge_voltage,
     discharge_current,
+    flag_signals,
 )
 
 REQUEST_ID = 0x301
 ANSWER = ("Limits", "ProtectionWarning", "Measurements", "Capacity", "Request", "Identity", "Upgrade")
 STATE_STANDBY, STATE_CHARGING, STATE_DISCHARGING = 1, 2, 3
 IDLE_CURRENT_A = 0.5
+FLAG_OUTPUT = "can.growatt"  # 0x312 bits per meaning (mappings/flags/outputs.toml)
 
 
 def cell_number(ident: str) -> int:
@@ -59,6 +58,7 @@ class Growatt(InverterProtocol):
     keepalive_ids = frozenset({REQUEST_ID})
     keepalive_extended = False
     option_defaults: ClassVar[dict[str, OptionValue]] = {"abbreviation": "BG", "manufacturer_code": 0}
+    flag_outputs_used: ClassVar[tuple[str, ...]] = (FLAG_OUTPUT,)
 
     def react(self, frame: CanFrame, state: BatteryState | None, now: float) -> Reaction:
         if frame.arbitration_id != REQUEST_ID or frame.is_extended:
@@ -68,7 +68,6 @@ class Growatt(InverterProtocol):
         return Reaction(frames=frames, keepalive=True)
 
     def values(self, message: str, state: BatteryState, now: float) -> dict[str, float]:
-        a, w = state.alarms, state.warnings
         if message == "Limits":
             if state.current_a > IDLE_CURRENT_A:
                 st = STATE_CHARGING
@@ -81,7 +80,7 @@ class Growatt(InverterProtocol):
                 "ChargeCurrentLimit": charge_current(state),
                 "DischargeCurrentLimit": discharge_current(state),
                 "State": st,
-                "ErrorValid": float(bool(a)),
+                "ErrorValid": float(bool(state.alarms)),
                 "Balancing": 0,
                 "Sleep": 0,
                 "DischargeEnabled": float(state.discharge_enabled),
@@ -92,33 +91,9 @@ class Growatt(InverterProtocol):
             }
         if message == "ProtectionWarning":
             return {
+                **flag_signals(self.flag_outputs[FLAG_OUTPUT], state),
                 "ProtSoftStartFail": 0,
-                "ProtModuleUnderVoltage": any_of(a, "pack_undervoltage"),
-                "ProtModuleOverVoltage": any_of(a, "pack_overvoltage"),
-                "ProtCellUnderVoltage": any_of(a, "cell_undervoltage", "low_soc"),
-                "ProtCellOverVoltage": any_of(a, "cell_overvoltage"),
-                "ProtShortCircuit": any_of(a, "short_circuit"),
-                "ProtChargeOverCurrent": any_of(a, "charge_overcurrent"),
-                "ProtDischargeOverCurrent": any_of(a, "discharge_overcurrent"),
-                "ProtDeltaVFail": any_of(a, "cell_imbalance"),
-                "ProtSystemError": any_of(a, "system_error", "communication"),
-                "ProtChargeUnderTemp": any_of(a, *LOW_TEMP),
-                "ProtDischargeUnderTemp": any_of(a, *LOW_TEMP),
-                "ProtChargeOverTemp": any_of(a, *HIGH_TEMP),
-                "ProtDischargeOverTemp": any_of(a, *HIGH_TEMP),
-                "WarnModuleUnderVoltage": any_of(w, "pack_undervoltage"),
-                "WarnModuleOverVoltage": any_of(w, "pack_overvoltage"),
-                "WarnCellUnderVoltage": any_of(w, "cell_undervoltage", "low_soc"),
-                "WarnCellOverVoltage": any_of(w, "cell_overvoltage"),
-                "WarnChargeOverCurrent": any_of(w, "charge_overcurrent"),
-                "WarnDischargeOverCurrent": any_of(w, "discharge_overcurrent"),
-                "WarnInternalCommFail": any_of(w | a, "communication"),
                 "WarnPackBeforeTurnOff": 0,
-                "WarnDeltaV": any_of(w, "cell_imbalance"),
-                "WarnChargeUnderTemp": any_of(w, *LOW_TEMP),
-                "WarnDischargeUnderTemp": any_of(w, *LOW_TEMP),
-                "WarnChargeOverTemp": any_of(w, *HIGH_TEMP),
-                "WarnDischargeOverTemp": any_of(w, *HIGH_TEMP),
                 "PackCount": max(1, state.packs_online),
                 "ManufacturerCode": float(self.option("manufacturer_code")),
                 "CellCount": state.cells_per_pack,

@@ -9,10 +9,12 @@ CAN service) and sends both directions blocked until the inverter clears the bit
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from protocol.inverter.can.base import BatteryState, CanFrame, OptionValue, Reaction, stop_voltage
 from protocol.inverter.can.pylon import Pylon
+from protocol.inverter.flags import FlagOutputs
 
 SHUTDOWN_ID = 0x300
 
@@ -23,8 +25,10 @@ class LuxPower(Pylon):
     dbc_file = "luxpower.dbc"
     option_defaults: ClassVar[dict[str, OptionValue]] = {"name": "BMSGW", "module_count": 0}
 
-    def __init__(self, options: dict[str, OptionValue] | None = None) -> None:
-        super().__init__(options)
+    def __init__(
+        self, options: Mapping[str, OptionValue] | None = None, *, flag_outputs: FlagOutputs
+    ) -> None:
+        super().__init__(options, flag_outputs=flag_outputs)
         self.shutdown_requested = False
 
     def limits(self, state: BatteryState) -> dict[str, float]:

@@ -12,17 +12,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from protocol.inverter.can.base import (
-    HIGH_TEMP,
-    LOW_TEMP,
-    OVERVOLTAGE,
-    SYSTEM,
-    UNDERVOLTAGE,
     BatteryState,
     Group,
     InverterProtocol,
     OptionValue,
-    any_of,
     ascii_signals,
+    flag_signals,
     limit_signals,
     measurement_signals,
     soc_soh_signals,
@@ -31,25 +26,7 @@ from protocol.inverter.can.base import (
 PYLON_SET = ("Limits", "SocSoh", "Measurements", "ProtectionAlarm", "Request", "Name")
 
 
-def pylon_flags(state: BatteryState) -> dict[str, float]:
-    """0x359 bytes 0-3 (protection and early-warning bits) from the neutral alarm names."""
-    a, w = state.alarms, state.warnings
-    return {
-        "ProtCellOverVoltage": any_of(a, *OVERVOLTAGE),
-        "ProtCellUnderVoltage": any_of(a, *UNDERVOLTAGE),
-        "ProtCellOverTemperature": any_of(a, *HIGH_TEMP),
-        "ProtCellUnderTemperature": any_of(a, *LOW_TEMP),
-        "ProtDischargeOverCurrent": any_of(a, "discharge_overcurrent", "short_circuit"),
-        "ProtChargeOverCurrent": any_of(a, "charge_overcurrent"),
-        "ProtSystemError": any_of(a, *SYSTEM),
-        "AlarmHighVoltage": any_of(w, *OVERVOLTAGE),
-        "AlarmLowVoltage": any_of(w, *UNDERVOLTAGE),
-        "AlarmHighTemperature": any_of(w, *HIGH_TEMP),
-        "AlarmLowTemperature": any_of(w, *LOW_TEMP),
-        "AlarmDischargeHighCurrent": any_of(w, "discharge_overcurrent"),
-        "AlarmChargeHighCurrent": any_of(w, "charge_overcurrent"),
-        "AlarmInternalCommFail": any_of(w | a, "communication"),
-    }
+FLAG_OUTPUT = "can.pylon"  # 0x359 bits per meaning (mappings/flags/outputs.toml)
 
 
 class Pylon(InverterProtocol):
@@ -58,6 +35,7 @@ class Pylon(InverterProtocol):
     dbc_file = "pylon.dbc"
     groups = (Group(1.0, PYLON_SET),)
     option_defaults: ClassVar[dict[str, OptionValue]] = {"name": "PYLON", "module_count": 0}
+    flag_outputs_used: ClassVar[tuple[str, ...]] = (FLAG_OUTPUT,)
 
     def module_count(self, state: BatteryState) -> int:
         configured = int(self.option("module_count"))
@@ -83,7 +61,8 @@ class Pylon(InverterProtocol):
         if message == "Measurements":
             return measurement_signals(state)
         if message == "ProtectionAlarm":
-            return {**pylon_flags(state), "ModuleCount": self.module_count(state), "TagP": 0x50, "TagN": 0x4E}
+            flags = flag_signals(self.flag_outputs[FLAG_OUTPUT], state)
+            return {**flags, "ModuleCount": self.module_count(state), "TagP": 0x50, "TagN": 0x4E}
         if message == "Request":
             return self.request(state)
         if message == "Name":

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from protocol.inverter.can import alarms35a
 from protocol.inverter.can.alarms35a import alarm_pairs
 from protocol.inverter.can.base import BatteryState, Group, OptionValue, ascii_signals
+from protocol.inverter.can.pylon import FLAG_OUTPUT as PYLON_FLAGS
 from protocol.inverter.can.pylon import PYLON_SET, Pylon
+from protocol.inverter.flags import FlagOutput
 
 EXTRAS = (
     "AlarmsWarnings",
@@ -26,10 +29,10 @@ EXTRAS = (
 )
 
 
-def extras_values(message: str, state: BatteryState) -> dict[str, float] | None:
+def extras_values(message: str, state: BatteryState, flags35a: FlagOutput) -> dict[str, float] | None:
     """Values of the Victron-style extra frames (shared with `victron`); None if not one of them."""
     if message == "AlarmsWarnings":
-        return alarm_pairs(state)
+        return alarm_pairs(flags35a, state)
     if message == "ModuleCounts":
         return {
             "ModulesOnline": state.packs_online,
@@ -63,6 +66,7 @@ class PylonV2(Pylon):
     dbc_file = "pylon_v2.dbc"
     groups = (Group(1.0, (*PYLON_SET, *EXTRAS)),)
     option_defaults: ClassVar[dict[str, OptionValue]] = {"name": "PYLON", "module_count": 0}
+    flag_outputs_used: ClassVar[tuple[str, ...]] = (PYLON_FLAGS, alarms35a.FLAG_OUTPUT)
 
     def values(self, message: str, state: BatteryState, now: float) -> dict[str, float]:
         if message == "BatteryInfo":  # Pylon V1.3: "LI", BMS version, capacity, id
@@ -72,7 +76,7 @@ class PylonV2(Pylon):
                 "CapacityAh": state.full_capacity_ah or 0.0,
                 "ManufacturerId": 0,
             }
-        extra = extras_values(message, state)
+        extra = extras_values(message, state, self.flag_outputs[alarms35a.FLAG_OUTPUT])
         if extra is not None:
             return extra
         return super().values(message, state, now)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from functools import cache
 
 from protocol.inverter.can.base import InverterProtocol, OptionValue
+from protocol.inverter.flags import FlagOutputs
 
 PROTOCOL_MODULES = (
     "protocol.inverter.can.pylon",
@@ -52,6 +53,9 @@ def get(name: str) -> type[InverterProtocol]:
         raise KeyError(f"unknown inverter CAN protocol {name!r}; known: {', '.join(sorted(known))}") from None
 
 
-def create(name: str, options: Mapping[str, OptionValue] | None = None) -> InverterProtocol:
-    """A fresh protocol instance (ValueError for bad options, KeyError for an unknown name)."""
-    return get(name)(options)
+def create(
+    name: str, options: Mapping[str, OptionValue] | None = None, *, flag_outputs: FlagOutputs
+) -> InverterProtocol:
+    """A fresh protocol instance (ValueError for bad options, KeyError for an unknown name); its
+    alarm signals come from `flag_outputs` (mappings/flags/outputs.toml, loaded by the caller)."""
+    return get(name)(options, flag_outputs=flag_outputs)

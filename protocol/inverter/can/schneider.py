@@ -13,10 +13,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 from protocol.inverter.can.base import (
-    HIGH_TEMP,
-    LOW_TEMP,
-    OVERVOLTAGE,
-    UNDERVOLTAGE,
     BatteryState,
     Group,
     InverterProtocol,
@@ -26,25 +22,11 @@ from protocol.inverter.can.base import (
     charge_voltage,
     discharge_current,
 )
+from protocol.inverter.flags import PROTECTION, WARNING
 
 HEARTBEAT_ID = 0x310
 STATE_ONLINE, STATE_FAULTED = 3, 4
-# bit in the warning / fault word -> neutral names
-WORD_BITS: tuple[tuple[int, tuple[str, ...]], ...] = (
-    (0, ("charge_overcurrent",)),
-    (1, ("discharge_overcurrent", "short_circuit")),
-    (2, HIGH_TEMP),
-    (3, LOW_TEMP),
-    (4, OVERVOLTAGE),
-    (5, UNDERVOLTAGE),
-    (6, ("cell_imbalance",)),
-    (7, ("communication",)),
-    (8, ("system_error",)),
-)
-
-
-def word(flags: frozenset[str]) -> int:
-    return sum(1 << bit for bit, names in WORD_BITS if any(n in flags for n in names))
+FLAG_OUTPUT = "can.schneider"  # bit of the Faults / Warnings words per meaning (mappings/flags)
 
 
 class Schneider(InverterProtocol):
@@ -59,6 +41,7 @@ class Schneider(InverterProtocol):
     keepalive_ids = frozenset({HEARTBEAT_ID})
     keepalive_extended = True
     option_defaults: ClassVar[dict[str, OptionValue]] = {}
+    flag_outputs_used: ClassVar[tuple[str, ...]] = (FLAG_OUTPUT,)
 
     def values(self, message: str, state: BatteryState, now: float) -> dict[str, float]:
         if message == "VoltageLimits":
@@ -83,8 +66,8 @@ class Schneider(InverterProtocol):
                 "ChargePermitted": float(state.charge_enabled),
                 "DischargePermitted": float(state.discharge_enabled),
                 "Stop": float(not state.charge_enabled and not state.discharge_enabled),
-                "Warnings": word(state.warnings),
-                "Faults": word(state.alarms),
+                "Warnings": self.flag_outputs[FLAG_OUTPUT].bits(WARNING, state.warnings),
+                "Faults": self.flag_outputs[FLAG_OUTPUT].bits(PROTECTION, state.alarms),
             }
         if message == "ProtocolVersion":
             return {"Version": 2}

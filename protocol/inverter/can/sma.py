@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from protocol.inverter.can import alarms35a
 from protocol.inverter.can.alarms35a import alarm_pairs
 from protocol.inverter.can.base import (
     BatteryState,
@@ -47,6 +48,7 @@ class Sma(InverterProtocol):
     keepalive_extended = False
     min_repeat_s = 0.2
     option_defaults: ClassVar[dict[str, OptionValue]] = {"name": "BMSGW"}
+    flag_outputs_used: ClassVar[tuple[str, ...]] = (alarms35a.FLAG_OUTPUT,)
 
     def values(self, message: str, state: BatteryState, now: float) -> dict[str, float]:
         if message == "Limits":
@@ -61,7 +63,7 @@ class Sma(InverterProtocol):
         if message == "Measurements":
             return measurement_signals(state)
         if message == "AlarmsWarnings":
-            return alarm_pairs(state)
+            return alarm_pairs(self.flag_outputs[alarms35a.FLAG_OUTPUT], state)
         if message == "Events":
             return {"SocRecalibration": 0, "PowerLimitStart": 0, "PowerLimitStop": 0, "PreventiveShutdown": 0}
         if message == "Name":

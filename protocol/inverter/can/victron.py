@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from protocol.inverter.can import alarms35a
 from protocol.inverter.can.base import (
     BatteryState,
     Group,
@@ -63,6 +64,7 @@ class Victron(InverterProtocol):
     keepalive_ids = frozenset({0x305, 0x307})
     keepalive_extended = False
     option_defaults: ClassVar[dict[str, OptionValue]] = {"name": "BMSGW", "family": "LFP"}
+    flag_outputs_used: ClassVar[tuple[str, ...]] = (alarms35a.FLAG_OUTPUT,)
 
     def notes(self) -> list[str]:
         name = str(self.option("name")).upper()
@@ -94,7 +96,7 @@ class Victron(InverterProtocol):
                 "CapacityAh": state.full_capacity_ah or 0.0,
                 "ManufacturerId": 0,
             }
-        extra = extras_values(message, state)
+        extra = extras_values(message, state, self.flag_outputs[alarms35a.FLAG_OUTPUT])
         if extra is None:
             raise KeyError(message)
         return extra

@@ -7,7 +7,8 @@ gateway's policy and the identity strings. The gateway builds the view from its 
 (`gateway.north.rs485.service`); nothing in here knows about the gateway.
 
 Units are SI with the unit in the field name (V, A, °C, Ah, %); each protocol encoder converts to
-its wire units. Alarm and protection states travel as neutral flag names (`FLAG_NAMES`).
+its wire units. Alarm and protection states travel as neutral flag meanings (`protocol.bms.base.Meaning`
+values, by level); the responders translate them through `protocol.inverter.flags.FlagOutput` tables.
 
 This module must never import anything with I/O, asyncio or the gateway.
 """
@@ -18,27 +19,7 @@ import abc
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-# Neutral alarm/protection vocabulary: the one list of names the charge policy's decision uses
-# (`gateway.core.policy.engine.NEUTRAL_FLAGS` is this set) and every inverter encoder translates.
-FLAG_NAMES = frozenset(
-    {
-        "cell_overvoltage",
-        "cell_undervoltage",
-        "pack_overvoltage",
-        "pack_undervoltage",
-        "low_soc",
-        "full_charge",
-        "high_temperature",
-        "low_temperature",
-        "mos_overtemperature",
-        "charge_overcurrent",
-        "discharge_overcurrent",
-        "short_circuit",
-        "cell_imbalance",
-        "communication",
-        "system_error",
-    }
-)
+from protocol.inverter.flags import FlagOutputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +103,8 @@ class ModuleView:
     charge_mos_on: bool | None = None
     discharge_mos_on: bool | None = None
     heater_on: bool | None = None
-    protections: frozenset[str] = frozenset()  # neutral names (FLAG_NAMES)
-    alarms: frozenset[str] = frozenset()
+    protections: frozenset[str] = frozenset()  # meanings at the protection level
+    alarms: frozenset[str] = frozenset()  # meanings at the warning level
     serial: str = ""
     software_version: tuple[int, ...] = ()  # up to 5 numbers, most significant first
 
@@ -239,12 +220,14 @@ class BankView:
 
     modules: tuple[ModuleView, ...]
     limits: Limits
-    alarms: frozenset[str] = frozenset()  # bank-level warnings (neutral names)
-    protections: frozenset[str] = frozenset()  # bank-level protections (neutral names)
+    alarms: frozenset[str] = frozenset()  # bank-level meanings at the warning level
+    protections: frozenset[str] = frozenset()  # bank-level meanings at the protection level
     identity: Identity = field(default_factory=Identity)
     parameters: SystemParameters = field(default_factory=SystemParameters)
     energy_charged_wh: float | None = None  # lifetime totals when known (BYD 314-321)
     energy_discharged_wh: float | None = None
+    # how the meanings become bits (mappings/flags/outputs.toml, handed over by the gateway)
+    flag_outputs: FlagOutputs = field(kw_only=True)
 
     @property
     def system(self) -> SystemValues | None:

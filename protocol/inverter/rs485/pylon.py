@@ -28,11 +28,13 @@ are ignored. Time is passed in (monotonic seconds); nothing here performs I/O or
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from protocol.bms.base import Meaning
 from protocol.buffer import BoundedBuffer
 from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.inverter.flags import PROTECTION, WARNING, FlagOutput, require
 from protocol.inverter.rs485.base import (
     BankView,
     Exchange,
@@ -257,16 +259,9 @@ def module_analog_block(m: ModuleView) -> bytes:
 ST_NORMAL, ST_BELOW, ST_ABOVE, ST_OTHER = 0x00, 0x01, 0x02, 0xF0
 
 # 0x44 Status1 bits: (bit, neutral flag).
-STATUS1_BITS = (
-    (7, "pack_undervoltage"),
-    (6, "high_temperature"),  # charge over-temperature
-    (5, "high_temperature"),  # discharge over-temperature
-    (4, "discharge_overcurrent"),
-    (4, "short_circuit"),
-    (2, "charge_overcurrent"),
-    (1, "cell_undervoltage"),
-    (0, "pack_overvoltage"),
-)
+COMMUNICATION = Meaning.COMMUNICATION.value  # a stale bank raises it at both levels
+STATUS1_OUTPUT = "rs485.pylon.0x44"  # Status1 bits per meaning (mappings/flags/outputs.toml)
+SYSTEM_ALARM_OUTPUT = "rs485.pylon.0x62"  # byte.bit per meaning
 
 
 def _level(value: float, low: float, high: float) -> int:
@@ -280,7 +275,6 @@ def _level(value: float, low: float, high: float) -> int:
 def module_alarm_block(m: ModuleView, view: BankView) -> bytes:
     """The 0x44 module block after the address/count byte."""
     p = view.parameters
-    flags = m.protections | m.alarms
     cell_states = [_level(v, p.cell_low_voltage_v, p.cell_high_voltage_v) for v in m.cell_voltages_v[:0xFF]]
     temp_states = [
         _level(t, p.discharge_low_temperature_c, p.discharge_high_temperature_c)
@@ -289,10 +283,8 @@ def module_alarm_block(m: ModuleView, view: BankView) -> bytes:
     charge_state = ST_ABOVE if m.current_a > p.charge_current_limit_a else ST_NORMAL
     discharge_state = ST_ABOVE if -m.current_a > p.discharge_current_limit_a else ST_NORMAL
     voltage_state = _level(m.voltage_v, p.module_low_voltage_v, p.module_high_voltage_v)
-    status1 = 0
-    for bit, name in STATUS1_BITS:
-        if name in flags:
-            status1 |= 1 << bit
+    out = require(view.flag_outputs, STATUS1_OUTPUT)
+    status1 = out.bits(PROTECTION, m.protections) | out.bits(WARNING, m.alarms)
     status2 = (
         (0x08 if m.current_a < -0.1 else 0)
         | (0x04 if m.discharge_mos_on else 0)
@@ -402,35 +394,17 @@ def system_analog_info(s: SystemValues) -> bytes:
     return info
 
 
-# 0x62: (bit, neutral flag) for bytes 1 and 2; warnings use them twice, protections twice.
-SYSTEM_ALARM_BITS_1 = (
-    (7, "pack_overvoltage"),
-    (6, "pack_undervoltage"),
-    (5, "cell_overvoltage"),
-    (4, "cell_undervoltage"),
-    (3, "high_temperature"),
-    (3, "mos_overtemperature"),
-    (2, "low_temperature"),
-    (0, "cell_imbalance"),
-)
-SYSTEM_ALARM_BITS_2 = (
-    (6, "charge_overcurrent"),
-    (5, "discharge_overcurrent"),
-    (5, "short_circuit"),
-    (4, "communication"),
-    (3, "system_error"),
-)
-
-
-def _bits(flags: frozenset[str], table: Iterable[tuple[int, str]]) -> int:
-    value = 0
-    for bit, name in table:
-        if name in flags:
-            value |= 1 << bit
-    return value
+def _alarm_bytes(out: FlagOutput, level: str, meanings: frozenset[str]) -> tuple[int, int]:
+    """Bytes 1 and 2 of a 0x62 pair (targets "byte.bit")."""
+    values = [0, 0]
+    for target in out.raised(level, meanings):
+        byte, bit = target.split(".")
+        values[int(byte) - 1] |= 1 << int(bit)
+    return values[0], values[1]
 
 
 def system_alarm_info(view: BankView) -> bytes:
+    """0x62: warning byte 1, warning byte 2, protection byte 1, protection byte 2."""
     warnings = set(view.alarms)
     protections = set(view.protections)
     for m in view.modules:
@@ -438,15 +412,13 @@ def system_alarm_info(view: BankView) -> bytes:
             warnings |= m.alarms
             protections |= m.protections
     if view.stale:
-        warnings.add("communication")
-        protections.add("system_error")
-    w, p = frozenset(warnings), frozenset(protections)
+        warnings.add(COMMUNICATION)
+        protections.add(COMMUNICATION)
+    out = require(view.flag_outputs, SYSTEM_ALARM_OUTPUT)
     return bytes(
         [
-            _bits(w, SYSTEM_ALARM_BITS_1),
-            _bits(w, SYSTEM_ALARM_BITS_2),
-            _bits(p, SYSTEM_ALARM_BITS_1),
-            _bits(p, SYSTEM_ALARM_BITS_2),
+            *_alarm_bytes(out, WARNING, frozenset(warnings)),
+            *_alarm_bytes(out, PROTECTION, frozenset(protections)),
         ]
     )
 

@@ -11,6 +11,7 @@ import pytest
 from gateway.cli.can_decode import LineError, parse_line
 from gateway.cli.main import main
 from gateway.north.can.service import candump_line
+from mappings.flags import load_outputs
 from protocol.inverter.can import registry
 from protocol.inverter.can.base import CanFrame
 from tests.support.can_policy_fixtures import decision
@@ -19,7 +20,7 @@ NOW = 1_800_000_000.0
 
 
 def test_decodes_a_log_written_by_the_gateway(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    protocol = registry.create("pylon")
+    protocol = registry.create("pylon", flag_outputs=load_outputs())
     state = decision(charge_current_a=123.4, soc_pct=63.0)
     log = tmp_path / "can.log"
     log.write_text("".join(candump_line(NOW, "can0", f) for f in protocol.due(state, NOW)))
@@ -34,7 +35,9 @@ def test_decodes_a_log_written_by_the_gateway(tmp_path: Path, capsys: pytest.Cap
 def test_pylon_hv_addresses_and_little_endian_option(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    protocol = registry.create("pylon-hv", {"address": 1, "byte_order": "little"})
+    protocol = registry.create(
+        "pylon-hv", {"address": 1, "byte_order": "little"}, flag_outputs=load_outputs()
+    )
     frames = protocol.on_frame(CanFrame(0x4200, bytes(8), True), decision(voltage_v=400.5), NOW).frames
     text = "".join(candump_line(NOW, "can1", f) for f in frames)
     monkeypatch.setattr("sys.stdin", io.StringIO(text))

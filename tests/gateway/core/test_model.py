@@ -16,6 +16,7 @@ from gateway.core.model import (
     TempRole,
     aggregate,
 )
+from tests.support.flags import named
 
 
 def _tel(cells: list[float], current: float, soc: float, full: float, **kw: object) -> Telemetry:
@@ -45,7 +46,9 @@ def test_derived_values() -> None:
 
 def test_bank_aggregate_rules() -> None:
     a = PackSnapshot("b", 1, Availability.ONLINE, _tel([3.3] * 4, 10.0, 80.0, 100.0))
-    b = PackSnapshot("b", 2, Availability.ONLINE, _tel([3.4] * 4, 20.0, 20.0, 300.0, protections=["CELL_OV"]))
+    b = PackSnapshot(
+        "b", 2, Availability.ONLINE, _tel([3.4] * 4, 20.0, 20.0, 300.0, flags=named("CELL_OV_Prot"))
+    )
     c = PackSnapshot("b", 3, Availability.OFFLINE, _tel([2.0] * 4, 99.0, 1.0, 100.0))
     d = PackSnapshot("b", 4, Availability.STALE, _tel([2.0] * 4, 99.0, 1.0, 100.0))
     bank = aggregate([a, b, c, d], now=5.0)
@@ -55,7 +58,8 @@ def test_bank_aggregate_rules() -> None:
     assert bank.soc_pct == pytest.approx((80 * 100 + 20 * 300) / 400)
     assert bank.cell_max is not None and bank.cell_max.address == 2
     assert bank.cell_min is not None and bank.cell_min.address == 1
-    assert bank.protections == {"CELL_OV"} and bank.protecting_packs == (("b", 2),)
+    assert bank.protections == {"CELL_OV_Prot"} and bank.protecting_packs == (("b", 2),)
+    assert bank.flags == named("CELL_OV_Prot")
 
 
 async def test_store_publishes_views_and_events() -> None:
@@ -70,8 +74,12 @@ async def test_store_publishes_views_and_events() -> None:
 
     task = asyncio.ensure_future(collect())
     await asyncio.sleep(0)
-    store.publish(PackSnapshot("b", 1, Availability.ONLINE, _tel([3.3] * 4, 1.0, 50.0, 100.0, alarms=["X"])))
+    store.publish(
+        PackSnapshot(
+            "b", 1, Availability.ONLINE, _tel([3.3] * 4, 1.0, 50.0, 100.0, flags=named("CELL_OV_Alarm"))
+        )
+    )
     await asyncio.wait_for(task, 2)
     kinds = sorted((e.kind, e.name) for e in events)  # type: ignore[attr-defined]
-    assert kinds == [(EventKind.ALARM, "X"), (EventKind.AVAILABILITY, "online")]
+    assert kinds == [(EventKind.ALARM, "CELL_OV_Alarm"), (EventKind.AVAILABILITY, "online")]
     assert store.view.version == 1 and store.view.bank.packs_online == 1

@@ -19,7 +19,6 @@ from gateway.core.policy.engine import (
     ChargeDecision,
     Factor,
     PolicyEngine,
-    classify_flag,
     interpolate,
 )
 from tests.support.can_policy_fixtures import bank, pack, params, telemetry, view
@@ -114,23 +113,30 @@ def test_lc_style_is_inferred_and_opt_in(opt_in: bool, expected: float) -> None:
 
 
 BLOCK_CASES = [
-    ("CELL_OV_Prot", False, True, {"cell_overvoltage"}),
-    ("PACK_UV_Prot", True, False, {"pack_undervoltage"}),
-    ("DISC_OT_Prot", True, False, {"high_temperature"}),
-    ("CHG_UT_Prot", False, True, {"low_temperature"}),
-    ("Short_Circuit_Prot", False, False, {"short_circuit"}),
-    ("Fire_fighting_Alarm", False, False, {"system_error"}),  # unknown kind: both blocked (fail safe)
+    # (flag name, charge allowed, discharge allowed, decision alarms, decision warnings)
+    ("CELL_OV_Prot", False, True, {"cell_overvoltage"}, set()),
+    ("PACK_UV_Prot", True, False, {"pack_undervoltage"}, set()),
+    ("DISC_OT_Prot", True, False, {"discharge_overtemperature"}, set()),
+    ("CHG_UT_Prot", False, True, {"charge_undertemperature"}, set()),
+    ("Short_Circuit_Prot", False, False, {"short_circuit"}, set()),
+    ("Protection 1 bit 7", False, False, {"undocumented"}, set()),  # unnamed protection bit: fail safe
+    ("Fire_fighting_Alarm", False, False, {"fire"}, set()),  # a fault whose table entry blocks both
+    ("CHG_MOS_Fault", False, True, {"charge_mos_fault"}, set()),  # the pack cannot stop a charge
+    ("Hot_Failure", True, True, set(), {"fan_fault"}),  # a fan failure blocks nothing, is no temperature
+    ("NTC_Short_Circuit", True, True, set(), {"ntc_fault"}),  # a sensor fault, not a short circuit
+    ("CELL_OV_Alarm", True, True, set(), {"cell_overvoltage"}),
+    ("Charging", True, True, set(), set()),  # a state: no output at all
 ]
 
 
-@pytest.mark.parametrize(("flag", "charge_ok", "discharge_ok", "neutral"), BLOCK_CASES)
-def test_a_protecting_pack_blocks_its_direction(
-    flag: str, charge_ok: bool, discharge_ok: bool, neutral: set[str]
+@pytest.mark.parametrize(("flag", "charge_ok", "discharge_ok", "alarms", "warnings"), BLOCK_CASES)
+def test_a_flag_blocks_what_its_table_entry_says(
+    flag: str, charge_ok: bool, discharge_ok: bool, alarms: set[str], warnings: set[str]
 ) -> None:
-    v = view([pack(1, telemetry(now=T0, protections=[flag])), pack(2, telemetry(now=T0))], T0)
+    v = view([pack(1, telemetry(now=T0, flags=[flag])), pack(2, telemetry(now=T0))], T0)
     d = PolicyEngine(PolicyConfig()).evaluate(v, Controls().state(T0), T0)
     assert d.charge_enabled is charge_ok and d.discharge_enabled is discharge_ok
-    assert d.alarms == neutral
+    assert d.alarms == alarms and d.warnings == warnings
     for name, ok in (("charge_current_a", charge_ok), ("discharge_current_a", discharge_ok)):
         if ok:
             assert getattr(d, name) > 0
@@ -316,30 +322,6 @@ def test_every_limit_change_is_logged_with_its_reason(caplog: pytest.LogCaptureF
     assert "charge_enabled -> False" in text
 
 
-@pytest.mark.parametrize(
-    ("name", "neutral", "blocks"),
-    [
-        ("CELL_OV_Prot", "cell_overvoltage", {"charge"}),
-        ("Cell UV protection", "cell_undervoltage", {"discharge"}),
-        ("PACK_OV_Alarm", "pack_overvoltage", {"charge"}),
-        ("Discharge OC2 lockout", "discharge_overcurrent", {"discharge"}),
-        ("CHG_OC_Alarm", "charge_overcurrent", {"charge"}),
-        ("MOS_OT_Prot", "mos_overtemperature", {"charge", "discharge"}),
-        ("ENV_UT_Prot", "low_temperature", {"charge", "discharge"}),
-        ("chg_ot", "high_temperature", {"charge"}),
-        ("dsg_oc1", "discharge_overcurrent", {"discharge"}),
-        ("SOC_Low_Prot", "low_soc", {"discharge"}),
-        ("Full_Cha_Prot", "full_charge", {"charge"}),
-        ("Vol_Diff_Alarm", "cell_imbalance", {"charge", "discharge"}),
-        ("536_COM_Timeout", "communication", {"charge", "discharge"}),
-        ("something new", "system_error", {"charge", "discharge"}),
-    ],
-)
-def test_classify_flag(name: str, neutral: str, blocks: set[str]) -> None:
-    c = classify_flag(name)
-    assert neutral in c.names and c.blocks == blocks
-
-
 def test_interpolate() -> None:
     table = [(0.0, 0.0), (10.0, 1.0)]
     assert [interpolate(table, x) for x in (-5, 0, 2.5, 10, 20)] == [0.0, 0.0, 0.25, 1.0, 1.0]
@@ -376,7 +358,10 @@ FACTORS = {f.value for f in Factor}
     mos=st.none() | st.floats(-40.0, 150.0),
     soc=st.floats(0.0, 100.0),
     current=st.floats(-500.0, 500.0),
-    flags=st.lists(st.sampled_from(["CELL_OV_Prot", "DISC_OT_Prot", "weird", "SOC_Low_Alarm"]), max_size=3),
+    flags=st.lists(
+        st.sampled_from(["CELL_OV_Prot", "DISC_OT_Prot", "Hot_Failure", "Fault bit 3", "SOC_Low_Alarm"]),
+        max_size=3,
+    ),
     oc=st.none() | st.floats(0.0, 1000.0),
     age=st.floats(0.0, 30.0),
     caps=st.lists(st.tuples(st.sampled_from(sorted(CAP_NAMES)), st.floats(0.0, 100.0)), max_size=3),
@@ -394,7 +379,7 @@ def test_any_model_gives_a_sane_decision(
 ) -> None:
     t = telemetry(
         now=T0 - age, cells=cells, cell_temps_c=temps, mos_temp_c=mos, soc_pct=soc, current_a=current,
-        protections=flags,
+        flags=flags,
     )  # fmt: skip
     parameters = params(T0, CHG_OC1_Start=oc) if oc is not None else None
     v = view([pack(1, t, parameters=parameters), pack(2, telemetry(now=T0 - age))], T0)

@@ -26,15 +26,17 @@ from gateway.core.model import (
     TempRole,
 )
 from gateway.core.policy.engine import ChargeDecision, PolicyEngine
+from mappings.flags import load_outputs
 from protocol.inverter.can import dbc, registry
-from simulator import PackTruth, Simulator, SimulatorOptions
+from simulator import PackTruth, Simulator, SimulatorOptions, WireFlags
 from tests.support.can_policy_fixtures import view
+from tests.support.flags import named
 
 EPOCH = 1_800_000_000.0
 STEP_S = 60.0
 
 
-def snapshot(truth: PackTruth, now: float) -> PackSnapshot:
+def snapshot(truth: PackTruth, wire: WireFlags, now: float) -> PackSnapshot:
     temps = [Temperature(TempRole.CELL, i + 1, t) for i, t in enumerate(truth.cell_temperatures_c)]
     temps.append(Temperature(TempRole.MOS, 1, truth.mos_temperature_c))
     telemetry = Telemetry.build(
@@ -49,8 +51,8 @@ def snapshot(truth: PackTruth, now: float) -> PackSnapshot:
         remaining_capacity_ah=truth.remaining_capacity_ah,
         nominal_capacity_ah=truth.nominal_capacity_ah,
         cycles=truth.cycles,
-        protections=truth.protections,
-        alarms=truth.alarms,
+        # the flags as the codec decodes them, with their meanings from the codec's table
+        flags=named(*wire.protections, *wire.alarms, *wire.faults, *wire.states),
     )
     parameters = ParameterSet.of(now, [ParameterReading(k, v, "") for k, v in truth.parameters.items()])
     return PackSnapshot("sim", truth.address, Availability.ONLINE, telemetry=telemetry, parameters=parameters)
@@ -72,7 +74,13 @@ def recorded_run() -> tuple[Step, ...]:
         for _ in range(minutes):
             sim.advance(STEP_S)
             now = sim.epoch_s
-            steps.append(Step(now, phase, view([snapshot(sim.truth(a), now) for a in sim.addresses], now)))
+            steps.append(
+                Step(
+                    now,
+                    phase,
+                    view([snapshot(sim.truth(a), sim.wire_flags(a), now) for a in sim.addresses], now),
+                )
+            )
 
     record("charge", 100)
     sim.set_profile("discharge")
@@ -120,7 +128,7 @@ def test_discharge_derates_near_empty_and_requests_force_charge() -> None:
     assert discharge[-1].discharge_current_a < 0.1 * 180
     assert not discharge[0].force_charge_1 and not discharge[0].force_charge_2
     assert discharge[-1].force_charge_2 and discharge[-1].force_charge_1  # SOC ended at ~5 %
-    assert "low_soc" in discharge[-1].warnings  # the packs' SOC-low alarm, in neutral form
+    assert "soc_low" in discharge[-1].warnings  # the packs' SOC-low alarm, by its meaning
     first_fc2 = next(i for i, d in enumerate(discharge) if d.force_charge_2)
     assert discharge[first_fc2].soc_pct <= 9.0
 
@@ -135,7 +143,7 @@ def test_voltage_limits_stay_put_over_the_run() -> None:
 
 @pytest.mark.parametrize("name", registry.names())
 def test_every_protocol_encodes_the_whole_run(name: str) -> None:
-    protocol = registry.create(name)
+    protocol = registry.create(name, flag_outputs=load_outputs())
     for step, d in replay()[::25]:
         frames = protocol.encode_all(protocol.messages_sent(), d, step.now)
         for f in frames:

@@ -24,9 +24,11 @@ from gateway.core.model import (
     TempRole,
 )
 from gateway.north.http import create_app, pack_json, plain
+from tests.support.flags import by_kind
 
 
 def tele(soc: float, current: float = 10.0, protections: tuple[str, ...] = ()) -> Telemetry:
+    """`protections`: flag names of the codecs' tables."""
     return Telemetry.build(
         measured_at=1000.0,
         cell_voltages_v=[3.30, 3.35, 3.32],
@@ -36,7 +38,7 @@ def tele(soc: float, current: float = 10.0, protections: tuple[str, ...] = ()) -
         soc_pct=soc,
         full_capacity_ah=100.0,
         remaining_capacity_ah=soc,
-        protections=protections,
+        flags=by_kind(protections),
     )
 
 
@@ -47,7 +49,7 @@ def context() -> AppContext:
             "b1",
             1,
             Availability.ONLINE,
-            tele(40.0, protections=("Cell OV",)),
+            tele(40.0, protections=("Cell OV protection",)),
             PackIdentity(version="V1", serial="SN1", protocol="tianpower"),
             ParameterSet.of(999.0, [ParameterReading("CELL_OV_Start", 3.65, "V")]),
             ClockReading(1002.0, 1000.0),
@@ -92,7 +94,7 @@ async def test_packs_list_and_single_pack() -> None:
     assert t["cell_voltages_v"] == [3.30, 3.35, 3.32]
     assert t["cell_max_v"] == 3.35 and t["cell_max_index"] == 2 and t["cell_min_index"] == 1
     assert math.isclose(t["power_w"], 99.7)
-    assert t["protections"] == ["Cell OV"]
+    assert t["protections"] == ["Cell OV protection"]
     assert t["temperatures"][1] == {"role": "mos", "index": 1, "label": "mos1", "value_c": 31.0}
     assert one["identity"]["serial"] == "SN1"
     assert one["parameters"]["values"]["CELL_OV_Start"] == {"value": 3.65, "unit": "V"}

@@ -38,6 +38,7 @@ from gateway.north.metrics.collector import (
     render,
 )
 from tests.support import REPO
+from tests.support.flags import named
 
 TD = "temperature_derating"
 DOCS = REPO / "docs" / "metrics.md"
@@ -83,10 +84,7 @@ def telemetry(address: int, measured_at: float = 1000.0, **kw: object) -> Teleme
         "heater_on": False,
         "fan_on": True,
         "balancing_cells": [3, 7],
-        "protections": ["CELL_OV"],
-        "alarms": ["TEMP_HIGH"],
-        "faults": ["NTC_FAULT"],
-        "states": ["CHARGING"],
+        "flags": named("CELL_OV_Prot", "CHG_OT_Alarm", "NTC_Short_Circuit", "Charging"),
     }
     args.update(kw)
     return Telemetry.build(**args)  # type: ignore[arg-type]
@@ -187,7 +185,10 @@ def test_values_equal_the_model() -> None:
     assert value(s, "bms_pack_temperature_celsius", sensor="mos1", role="mos", **p2) == 30.0
     assert value(s, "bms_pack_switch_on", switch="discharge_mos", **p2) == 0.0
     assert value(s, "bms_pack_switch_on", switch="fan", **p2) == 1.0
-    assert value(s, "bms_pack_protection", name="CELL_OV", **p2) == 1.0
+    assert value(s, "bms_pack_protection", name="CELL_OV_Prot", **p2) == 1.0
+    assert value(s, "bms_pack_flag_meaning", meaning="cell_overvoltage", level="protection", **p2) == 1.0
+    assert value(s, "bms_pack_flag_meaning", meaning="ntc_fault", level="warning", **p2) == 1.0
+    assert value(s, "bms_bank_flag_meaning", meaning="charge_overtemperature", level="warning") == 1.0
     assert value(s, "bms_pack_clock_drift_seconds", **p2) == 2.0
     info = {
         k: v for (n, labels), v in s.items() if n == "bms_pack_info" for k in [labels] if ("pack", "2") in k
@@ -255,13 +256,15 @@ def test_cleared_flags_and_factors_read_zero() -> None:
     collector = GatewayCollector(sources)
     store.publish(snapshot(1), now=1000.0)
     scrape(collector)
-    store.publish(snapshot(1, measured_at=1005.0, alarms=[], protections=[]), now=1005.0)
+    store.publish(snapshot(1, measured_at=1005.0, flags=()), now=1005.0)
     decision = replace(decision, limiting={"charge_current_a": "soc_band"})
     _, s = scrape(collector)
     p1 = {"bus": "bus0", "pack": "1"}
-    assert value(s, "bms_pack_alarm", name="TEMP_HIGH", **p1) == 0.0
-    assert value(s, "bms_pack_protection", name="CELL_OV", **p1) == 0.0
-    assert value(s, "bms_bank_alarm", name="TEMP_HIGH") == 0.0
+    assert value(s, "bms_pack_alarm", name="CHG_OT_Alarm", **p1) == 0.0
+    assert value(s, "bms_pack_protection", name="CELL_OV_Prot", **p1) == 0.0
+    assert value(s, "bms_bank_alarm", name="CHG_OT_Alarm") == 0.0
+    assert value(s, "bms_pack_flag_meaning", meaning="cell_overvoltage", level="protection", **p1) == 0.0
+    assert value(s, "bms_bank_flag_meaning", meaning="charge_overtemperature", level="warning") == 0.0
     assert value(s, "bms_limit_limiting_factor", limit="charge_current_a", factor="soc_band") == 1.0
     assert value(s, "bms_limit_limiting_factor", limit="charge_current_a", factor=TD) == 0.0
 

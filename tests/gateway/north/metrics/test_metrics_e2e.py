@@ -157,6 +157,7 @@ async def test_metrics_and_mqtt_follow_the_simulator(tmp_path: Path, broker: Bro
                             "bms_pack_alarm",
                             "bms_pack_fault",
                             "bms_pack_status",
+                            "bms_pack_flag_meaning",
                             "bms_pack_clock_drift_seconds",
                         ):
                             for a in (1, 2):
@@ -293,6 +294,8 @@ async def test_every_family_with_every_adapter_enabled(tmp_path: Path, broker: B
                 "bms_bank_protection",
                 "bms_bank_alarm",
                 "bms_bank_fault",
+                "bms_pack_flag_meaning",
+                "bms_bank_flag_meaning",
                 "bms_pack_clock_drift_seconds",
                 "bms_pack_nominal_capacity_ampere_hours",
                 "bmsgw_modbus_requests_total",  # by function: only after a request

@@ -14,8 +14,10 @@ from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 
 from gateway.core.controls import Controls, Source
 from gateway.core.model import ModelStore
+from mappings.flags import load_outputs
 from mappings.modbus import load_native_map, load_sunspec_map, load_sunspec_models
 from protocol.modbus.image import PointType
+from tests.support.flags import named
 from tests.support.modbus_support import NOW, make_store, running, snapshot
 
 # ------------------------------------------------------------------ tables
@@ -262,41 +264,37 @@ async def test_pymodbustcp_reads_the_native_map_and_sees_offline_packs() -> None
 
 
 @pytest.mark.parametrize(
-    ("kind", "name", "bit"),
+    ("name", "bit"),
     [
-        ("protection", "DISC_OT_Prot", 1),  # Tianpower vendor-tool names
-        ("protection", "CHG_UT_Prot", 3),
-        ("protection", "Short_Circuit_Prot", 7),
-        ("protection", "Over_Voltage_Prot", 9),
-        ("protection", "Under_Voltage_Prot", 11),
-        ("protection", "SOC_Low_Prot", 13),
-        ("alarm", "CHG_OC_Alarm", 6),
-        ("alarm", "DSG_OC_Alarm", 8),
-        ("alarm", "CELL_OV_Alarm", 10),
-        ("alarm", "Vol_Diff_Alarm", 17),
-        ("alarm", "Temp_Diff_Alarm", 19),
-        ("fault", "NTC_Short_Circuit", 25),  # a sensor fault, not a short-circuit protection
-        ("protection", "Secondary_Trip", 25),  # no matching row: OTHER_ALARM
-        ("alarm", "COM_Timeout", 26),  # no matching row: OTHER_WARNING
-        ("protection", "Cell OV protection", 9),  # PACE (PbmsTools wording)
-        ("protection", "Charge OC protection", 5),
-        ("protection", "Discharge OC protection", 7),
-        ("protection", "Environment UT protection", 3),
-        ("fault", "NTC fault", 25),
+        ("DISC_OT_Prot", 1),  # Tianpower vendor-tool names
+        ("CHG_UT_Prot", 3),
+        ("Short_Circuit_Prot", 7),
+        ("Over_Voltage_Prot", 9),
+        ("Under_Voltage_Prot", 11),
+        ("SOC_Low_Prot", 13),
+        ("Full_Cha_Prot", 15),
+        ("CHG_OC_Alarm", 6),
+        ("DISC_OC_Alarm", 8),
+        ("CELL_OV_Alarm", 10),
+        ("Vol_Diff_Alarm", 17),
+        ("Temp_Diff_Alarm", 19),
+        ("NTC_Short_Circuit", 26),  # a sensor fault that blocks nothing: OTHER_WARNING, no short circuit
+        ("Hot_Failure", 21),  # bms_proto: fan failure -> FAN_ERROR, not a temperature
+        ("CHG_MOS_Fault", 20),  # the MOS is the pack's contactor
+        ("Secondary_Trip", 25),  # OTHER_ALARM
+        ("COM_Timeout", 0),  # COMMUNICATION_ERROR
+        ("SN_Code_Failure", 29),  # CONFIGURATION_WARNING
+        ("Cell OV protection", 9),  # PACE (PbmsTools wording)
+        ("Charge OC protection", 5),
+        ("Discharge OC protection", 7),
+        ("Environment UT protection", 3),
+        ("NTC fault", 26),
     ],
 )
-def test_event_bits_from_flag_names(kind: str, name: str, bit: int) -> None:
-    from gateway.north.modbus.sunspec import event_bits
+def test_event_bits_from_flag_meanings(name: str, bit: int) -> None:
+    from gateway.north.modbus.sunspec import EVENT_OUTPUT, event_bits
 
-    rules = load_sunspec_map().events
-    one = frozenset({name})
-    none: frozenset[str] = frozenset()
-    bits = event_bits(
-        rules,
-        one if kind == "protection" else none,
-        one if kind == "alarm" else none,
-        one if kind == "fault" else none,
-        False,
-    )
-    assert bits == {bit}
-    assert event_bits(rules, none, none, none, True) == {0}
+    out = load_outputs()[EVENT_OUTPUT]
+    symbols = load_sunspec_models()[802].symbols["Evt1"]
+    assert event_bits(out, symbols, named(name), False) == {bit}
+    assert event_bits(out, symbols, (), True) == {0}

@@ -24,6 +24,7 @@ from gateway.core.model import (
     TempRole,
 )
 from gateway.north.mqtt.publisher import MqttService
+from tests.support.flags import named
 from tests.support.mqtt_broker import Broker, Recorder, recording
 
 pytestmark = pytest.mark.e2e
@@ -121,14 +122,20 @@ async def test_states_availability_events_and_discovery(broker: Broker) -> None:
         await sub.wait(lambda: sub.last("bmsgw/bus0/1/availability") == b"online")
 
         # states change with the model
-        store.publish(snap(1, 51.5, alarms=["CELL_OVA"]))
+        store.publish(snap(1, 51.5, flags=named("CELL_OV_Alarm")))
         await sub.wait(lambda: soc(sub, "bmsgw/bus0/1/state") == 51.5)
-        assert state(sub, "bmsgw/bus0/1/state")["alarms"] == ["CELL_OVA"]
+        doc = state(sub, "bmsgw/bus0/1/state")
+        assert doc["alarms"] == ["CELL_OV_Alarm"]
+        assert doc["meanings"] == {"protection": [], "warning": ["cell_overvoltage"]}
         await sub.wait(lambda: sub.last("bmsgw/events") is not None)
         events = [json.loads(p) for p in sub.payloads("bmsgw/events")]
-        assert {"bus": "bus0", "address": 1, "kind": "alarm", "name": "CELL_OVA", "active": True}.items() <= (
-            events[-1].items()
-        )
+        assert {
+            "bus": "bus0",
+            "address": 1,
+            "kind": "alarm",
+            "name": "CELL_OV_Alarm",
+            "active": True,
+        }.items() <= (events[-1].items())
 
         # availability flips when a pack goes offline, and back
         store.publish(replace(store.view.packs[("bus0", 2)], availability=Availability.OFFLINE))
@@ -202,7 +209,7 @@ async def test_survives_the_broker_restarting(broker: Broker) -> None:
         await asyncio.sleep(0.3)
         # polling goes on while the broker is away: publishing into the model never blocks
         for i in range(100):
-            store.publish(snap(1, 32.0 + i * 0.1, alarms=["A"] if i % 2 else []))
+            store.publish(snap(1, 32.0 + i * 0.1, flags=named("CELL_OV_Alarm") if i % 2 else ()))
             await asyncio.sleep(0.001)
         assert not service.stats.connected
         assert service.buffer.dropped > 0 and len(service.buffer) <= 50

@@ -18,17 +18,11 @@ from gateway.core.model import (
     Temperature,
     TempRole,
 )
-from gateway.north.mqtt.publisher import (
-    MqttService,
-    OutBuffer,
-    OutMessage,
-    Topics,
-    bank_document,
-    gateway_discovery,
-    pack_discovery,
-    pack_document,
-)
+from gateway.north.mqtt.discovery import Topics, gateway_discovery, pack_discovery
+from gateway.north.mqtt.documents import bank_document, pack_document
+from gateway.north.mqtt.publisher import MqttService, OutBuffer, OutMessage
 from mappings.ha import VALID_UNITS, EntityTableError, load_entities, parse_entities
+from tests.support.flags import named
 
 TABLE = load_entities()
 TOPICS = Topics.of(MqttConfig(client_id="site-7", base_topic="bms", discovery_prefix="homeassistant"))
@@ -54,7 +48,7 @@ def pack(address: int = 1, cells: int = 16, telemetry: bool = True) -> PackSnaps
         cycles=12,
         charge_mos_on=True,
         discharge_mos_on=True,
-        protections=["CELL_OV"],
+        flags=named("CELL_OV_Prot"),
     )
     ident = PackIdentity(
         version="V2.1", serial="SN9", model="P16S100A", manufacturer="Basengreen", barcode="PCB1"
@@ -76,7 +70,7 @@ def resolve(doc: Any, path: str) -> Any:
 
 
 def template_path(template: str) -> str:
-    m = re.fullmatch(r"\{\{ (?:'ON' if )?value_json\.([a-z0-9_.\[\]]+)(?: else 'OFF')? \}\}", template)
+    m = re.match(r"\{\{ (?:\('ON' if )?value_json\.([a-z0-9_.\[\]]+) ", template)
     assert m, template
     return m.group(1)
 

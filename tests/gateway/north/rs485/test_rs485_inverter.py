@@ -24,15 +24,15 @@ from gateway.core.model import (
     TempRole,
 )
 from gateway.core.policy.decisions import DecisionStore
-from gateway.core.policy.engine import NEUTRAL_FLAGS, PolicyEngine
+from gateway.core.policy.engine import PolicyEngine
 from gateway.north.rs485.service import (
     EnergyCounter,
     Rs485InverterService,
     build_bank_view,
     version_numbers,
 )
-from protocol.inverter.rs485.base import FLAG_NAMES
 from protocol.inverter.rs485.pylon import build_request
+from tests.support.flags import named
 from tests.support.pylon_rs485_helpers import (
     INFERRED_OPT_IN,
     Peer,
@@ -96,10 +96,6 @@ def decide(store: ModelStore, decisions: DecisionStore, now: float = NOW) -> Non
 # --- unit tests of the view ------------------------------------------------------------------
 
 
-def test_flag_vocabulary_matches_the_policy() -> None:
-    assert FLAG_NAMES == NEUTRAL_FLAGS
-
-
 def test_version_numbers() -> None:
     assert version_numbers("HY-CW007-B200LT55-V1.0.3") == (1, 0, 3)
     assert version_numbers("no version") == ()
@@ -130,12 +126,14 @@ def test_bank_view_without_decision_is_blocked() -> None:
     assert view.effective_limits.charge_voltage_v > 40  # never a zero voltage limit
 
 
-def test_pack_flags_become_neutral() -> None:
+def test_pack_flags_become_their_meanings_by_level() -> None:
     store = ModelStore([("bus1", 1)])
-    store.publish(snapshot(1, protections=["CELL_OV_Prot"], alarms=["Discharge over-temp"]), now=NOW)
+    flags = named("CELL_OV_Prot", "DISC_OT_Alarm", "NTC_Short_Circuit", "Hot_Failure", "Charging")
+    store.publish(snapshot(1, flags=flags), now=NOW)
     view = build_bank_view(store.view, None)
     assert view.modules[0].protections == frozenset({"cell_overvoltage"})
-    assert view.modules[0].alarms == frozenset({"high_temperature"})
+    # the sensor and fan faults block nothing: warnings, never a short circuit or a temperature
+    assert view.modules[0].alarms == frozenset({"discharge_overtemperature", "ntc_fault", "fan_fault"})
 
 
 def test_energy_counter_integrates_both_directions() -> None:

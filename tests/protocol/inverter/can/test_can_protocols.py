@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.core.policy.engine import ChargeDecision
+from mappings.flags import load_outputs
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.inverter.can import dbc, registry
 from protocol.inverter.can.base import CanFrame, InverterProtocol
@@ -109,7 +110,7 @@ def test_every_shipped_dbc_loads_strictly(path: Path) -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_protocol_contract(name: str) -> None:
-    protocol = registry.create(name)
+    protocol = registry.create(name, flag_outputs=load_outputs())
     assert protocol.title and protocol.dbc_file
     db_names = {m.name for m in protocol.db.messages}
     assert set(protocol.messages_sent()) <= db_names
@@ -240,7 +241,7 @@ EXPECTATIONS: dict[str, list[Expect]] = {
 
 @pytest.mark.parametrize("name", ALL)
 def test_frames_decode_through_the_shipped_dbc_to_the_decision(name: str) -> None:
-    protocol = registry.create(name)
+    protocol = registry.create(name, flag_outputs=load_outputs())
     values = decoded(protocol, D)
     expectations = EXPECTATIONS[name]
     assert expectations
@@ -254,7 +255,7 @@ STOP_CURRENT = {"sofar": 0.1}
 
 @pytest.mark.parametrize("name", ALL)
 def test_stale_data_gives_the_stop_encoding_with_alarm_bits(name: str) -> None:
-    protocol = registry.create(name)
+    protocol = registry.create(name, flag_outputs=load_outputs())
     stale = D.as_stale(NOW)
     values = decoded(protocol, stale)
     flat = {f"{m}.{s}": v for m, sig in values.items() for s, v in sig.items()}
@@ -303,7 +304,7 @@ def test_stale_data_gives_the_stop_encoding_with_alarm_bits(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["pylon", "victron", "deye", "growatt", "byd"])
 def test_one_blocked_direction_keeps_the_other(name: str) -> None:
-    protocol = registry.create(name)
+    protocol = registry.create(name, flag_outputs=load_outputs())
     values = decoded(protocol, decision(charge_enabled=False, charge_current_a=0.0, voltage_v=53.1))
     limits = values["Limits"]
     ccl = limits.get("ChargeCurrentLimit", limits.get("MaxChargeCurrent"))
@@ -315,7 +316,7 @@ def test_one_blocked_direction_keeps_the_other(name: str) -> None:
 
 # -- byte order -------------------------------------------------------------------------------------
 def raw(name: str, dbc_id: int, state: ChargeDecision = D, **options: object) -> bytes:
-    protocol = registry.create(name, options)  # type: ignore[arg-type]
+    protocol = registry.create(name, options, flag_outputs=load_outputs())  # type: ignore[arg-type]
     for f in frames_of(protocol, state):
         if protocol.dbc_id(f) == dbc_id:
             return f.data
@@ -343,7 +344,7 @@ def test_pylon_hv_byte_order_and_offset_options() -> None:
     no_offset = raw("pylon-hv", 0x4210, current_offset=False)
     assert no_offset[2:4] == (-273).to_bytes(2, "big", signed=True)
     assert big[4:6] == (1234).to_bytes(2, "big")  # 23.4 degC + 100 degC offset, 0.1 degC
-    protocol = registry.create("pylon-hv", {"address": 1})
+    protocol = registry.create("pylon-hv", {"address": 1}, flag_outputs=load_outputs())
     ids = {f.arbitration_id for f in protocol.on_frame(CanFrame(0x4200, bytes(8), True), D, NOW).frames}
     assert ids == {0x4211, 0x4221, 0x4231, 0x4241, 0x4251, 0x4281}
 
@@ -423,7 +424,7 @@ def test_real_pylontech_captures_decode_as_documented(
 
 
 def test_pylon_reproduces_the_real_capture_byte_for_byte() -> None:
-    protocol = registry.create("pylon", {"module_count": 10})
+    protocol = registry.create("pylon", {"module_count": 10}, flag_outputs=load_outputs())
     state = decision(
         charge_voltage_v=53.2,
         charge_current_a=370.0,
@@ -447,15 +448,15 @@ def test_pylon_reproduces_the_real_capture_byte_for_byte() -> None:
 
 
 def test_pylon_0x359_bit_positions_follow_the_document() -> None:
-    protocol = registry.create("pylon")
+    protocol = registry.create("pylon", flag_outputs=load_outputs())
     cases = {
         "cell_overvoltage": (0, 0x02),
         "cell_undervoltage": (0, 0x04),
-        "high_temperature": (0, 0x08),
-        "low_temperature": (0, 0x10),
+        "charge_overtemperature": (0, 0x08),
+        "charge_undertemperature": (0, 0x10),
         "discharge_overcurrent": (0, 0x80),
         "charge_overcurrent": (1, 0x01),
-        "system_error": (1, 0x08),
+        "fan_fault": (1, 0x08),
     }
     for flag, (byte, mask) in cases.items():
         data = protocol.encode(
@@ -465,7 +466,7 @@ def test_pylon_0x359_bit_positions_follow_the_document() -> None:
         warn = protocol.encode(
             "ProtectionAlarm", decision(alarms=frozenset(), warnings=frozenset({flag})), NOW
         ).data
-        if flag != "system_error":
+        if flag != "fan_fault":  # a system error has no warning bit on 0x359
             assert warn[2 + byte] == mask and warn[:2] == b"\x00\x00", flag
 
 
@@ -482,7 +483,7 @@ def run_schedule(protocol: InverterProtocol, seconds: float, step: float = 0.01)
 
 @pytest.mark.parametrize("name", ["pylon", "deye", "goodwe", "sofar", "solark", "luxpower", "pylon-v2"])
 def test_pylon_family_sends_the_whole_set_every_second(name: str) -> None:
-    times = run_schedule(registry.create(name), 5.0)
+    times = run_schedule(registry.create(name, flag_outputs=load_outputs()), 5.0)
     assert {0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E} <= set(times)
     assert all(len(v) == 5 for v in times.values())
     assert all(
@@ -491,7 +492,7 @@ def test_pylon_family_sends_the_whole_set_every_second(name: str) -> None:
 
 
 def test_sma_respects_the_inhibit_time() -> None:
-    times = run_schedule(registry.create("sma"), 5.0)
+    times = run_schedule(registry.create("sma", flag_outputs=load_outputs()), 5.0)
     assert {0x351, 0x355, 0x356, 0x35A, 0x35B, 0x35E, 0x35F} == set(times)
     gaps = [b - a for v in times.values() for a, b in itertools.pairwise(v)]
     assert gaps and min(gaps) >= 0.2
@@ -499,20 +500,20 @@ def test_sma_respects_the_inhibit_time() -> None:
 
 
 def test_victron_repeats_0x351_well_within_3_s() -> None:
-    times = run_schedule(registry.create("victron"), 10.0)
+    times = run_schedule(registry.create("victron", flag_outputs=load_outputs()), 10.0)
     gaps = [b - a for a, b in zip(times[0x351], times[0x351][1:], strict=False)]
     assert len(times[0x351]) >= 9 and max(gaps) < 3.0
 
 
 def test_schneider_groups_and_29_bit_ids() -> None:
-    protocol = registry.create("schneider")
+    protocol = registry.create("schneider", flag_outputs=load_outputs())
     times = run_schedule(protocol, 10.0)
     assert len(times[0x321]) == 20 and len(times[0x326]) == 5 and len(times[0x333]) == 1
     assert all(f.is_extended for f in protocol.due(D, NOW + 100))
 
 
 def test_byd_is_silent_until_the_inverter_speaks() -> None:
-    protocol = registry.create("byd")
+    protocol = registry.create("byd", flag_outputs=load_outputs())
     assert run_schedule(protocol, 5.0) == {}
     assert protocol.next_due(NOW) is None
     r = protocol.on_frame(CanFrame(0x091, bytes(8)), D, NOW)
@@ -527,7 +528,7 @@ def test_byd_is_silent_until_the_inverter_speaks() -> None:
 
 
 def test_growatt_answers_each_0x301() -> None:
-    protocol = registry.create("growatt")
+    protocol = registry.create("growatt", flag_outputs=load_outputs())
     assert run_schedule(protocol, 3.0) == {}
     r = protocol.on_frame(CanFrame(0x301, bytes.fromhex("1122334455667788")), D, NOW)
     assert r.keepalive
@@ -536,7 +537,7 @@ def test_growatt_answers_each_0x301() -> None:
 
 
 def test_pylon_hv_answers_the_0x4200_poll() -> None:
-    protocol = registry.create("pylon-hv")
+    protocol = registry.create("pylon-hv", flag_outputs=load_outputs())
     system = protocol.on_frame(CanFrame(0x4200, bytes(8), True), D, NOW)
     assert system.keepalive and [f.arbitration_id for f in system.frames] == [
         0x4210, 0x4220, 0x4230, 0x4240, 0x4250, 0x4280,
@@ -550,7 +551,7 @@ def test_pylon_hv_answers_the_0x4200_poll() -> None:
 
 
 def test_luxpower_shutdown_command_blocks_until_cleared() -> None:
-    protocol = registry.create("luxpower")
+    protocol = registry.create("luxpower", flag_outputs=load_outputs())
     r = protocol.on_frame(CanFrame(0x300, b"\x01" + bytes(7)), D, NOW)
     assert r.command == "shutdown" and not r.keepalive
     limits = protocol.encode("Limits", D, NOW).data
@@ -562,14 +563,18 @@ def test_luxpower_shutdown_command_blocks_until_cleared() -> None:
 
 
 def test_luxpower_redefines_0x35c_force_charge_bits() -> None:
-    protocol = registry.create("luxpower")
+    protocol = registry.create("luxpower", flag_outputs=load_outputs())
     assert protocol.encode("Request", decision(force_charge_1=True), NOW).data[0] == 0xC0 | 0x10
-    pylon = registry.create("pylon")
+    pylon = registry.create("pylon", flag_outputs=load_outputs())
     assert pylon.encode("Request", decision(force_charge_1=True), NOW).data[0] == 0xC0 | 0x20
 
 
 def test_sma_marks_unknown_fields_invalid() -> None:
-    data = registry.create("sma").encode("BatteryInfo", decision(full_capacity_ah=None), NOW).data
+    data = (
+        registry.create("sma", flag_outputs=load_outputs())
+        .encode("BatteryInfo", decision(full_capacity_ah=None), NOW)
+        .data
+    )
     assert data == b"\xff" * 8
 
 
@@ -588,22 +593,27 @@ def test_sma_marks_unknown_fields_invalid() -> None:
     ],
 )
 def test_keepalive_detection(name: str, frame: CanFrame, expected: bool) -> None:
-    assert registry.create(name).on_frame(frame, D, NOW).keepalive is expected
+    assert registry.create(name, flag_outputs=load_outputs()).on_frame(frame, D, NOW).keepalive is expected
 
 
 def test_options_are_validated() -> None:
     with pytest.raises(ValueError, match="no option 'bogus'"):
-        registry.create("pylon", {"bogus": 1})
+        registry.create("pylon", {"bogus": 1}, flag_outputs=load_outputs())
     with pytest.raises(ValueError, match="must be like"):
-        registry.create("pylon", {"name": 5})
+        registry.create("pylon", {"name": 5}, flag_outputs=load_outputs())
     with pytest.raises(ValueError, match="byte_order"):
-        registry.create("pylon-hv", {"byte_order": "middle"})
-    assert registry.create("goodwe", {"module_count": 4}).encode("ProtectionAlarm", D, NOW).data[4] == 4
+        registry.create("pylon-hv", {"byte_order": "middle"}, flag_outputs=load_outputs())
+    assert (
+        registry.create("goodwe", {"module_count": 4}, flag_outputs=load_outputs())
+        .encode("ProtectionAlarm", D, NOW)
+        .data[4]
+        == 4
+    )
 
 
 def test_victron_warns_about_name_quirks() -> None:
-    assert registry.create("victron").notes() == []
-    notes = registry.create("victron", {"name": "PYLON"}).notes()
+    assert registry.create("victron", flag_outputs=load_outputs()).notes() == []
+    notes = registry.create("victron", {"name": "PYLON"}, flag_outputs=load_outputs()).notes()
     assert notes and "CVL replaced" in notes[0]
 
 
@@ -642,7 +652,7 @@ def test_any_decision_encodes_in_every_protocol(
         full_capacity_ah=cap,
     )
     for name in ALL:
-        for f in frames_of(registry.create(name), state):
+        for f in frames_of(registry.create(name, flag_outputs=load_outputs()), state):
             assert len(f.data) <= 8 and not math.isnan(f.arbitration_id)
 
 
