@@ -15,7 +15,7 @@ Reported:
 Last line: `RESULT history_wire_efficiency=<minimum / measured>`.
 
 Usage: .venv/bin/python bench/history_download.py [--records 5000] [--baud 9600]
-       [--turnaround 0.005] [--gap 0.004]
+       [--turnaround 0.005] [--gap <default: [[bus]] request_gap_s's default>]
 Loopback only; bounded by the record count (about 7 minutes for 5,000 records at 9600 baud).
 """
 
@@ -146,7 +146,15 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=5000)
     ap.add_argument("--baud", type=int, default=9600)
     ap.add_argument("--turnaround", type=float, default=0.005, help="pack answer latency (s)")
-    ap.add_argument("--gap", type=float, default=0.004, help="bus owner inter-frame gap (s)")
+    from gateway.app.config import BusConfig
+
+    default_gap = BusConfig.model_fields["request_gap_s"].default
+    ap.add_argument(
+        "--gap",
+        type=float,
+        default=default_gap,
+        help=f"bus owner inter-frame gap (s); default: the configuration default ({default_gap})",
+    )
     args = ap.parse_args()
     if args.records < 2:
         raise SystemExit("--records must be at least 2")

@@ -7,7 +7,18 @@ cycle is (request + response bytes) x 10 / baud plus the turnaround, summed over
 efficiency = minimum / measured. Then the real `bms-gateway run` process polls 15 packs
 continuously and its CPU and memory are sampled.
 
-Output: a table, then the last line `RESULT poll_efficiency=<min over N>`. Measured, not asserted.
+Silent-pack case (issue 17): the real `bms-gateway run` (default gap and timeouts) polls 15 packs
+back to back while pack 15 never answers (`simulate --faults offline=15:...`). After a warm-up
+(first reads, identity, parameters, the silent pack's probes backing off to one a minute), the
+healthy packs' cycle over a 60 s window is compared with the wire-time minimum of a 14-pack cycle:
+`silent_pack_ratio` must stay at or above 0.9 (the silent pack is probed on a backoff schedule,
+not every cycle). The same run with every pack answering is printed first as the baseline (the
+same machine, the same moment).
+
+Output: a table, then `RESULT silent_pack_ratio=<ratio>` and the last line
+`RESULT poll_efficiency=<min over N>`. Measured, not asserted.
+
+Usage: .venv/bin/python bench/poll_efficiency.py [--case all|cycles|silent]
 """
 
 from __future__ import annotations
@@ -70,7 +81,7 @@ async def child(*args: str, ready: str) -> AsyncIterator[tuple[asyncio.subproces
         await asyncio.wait_for(proc.communicate(), 20)
 
 
-async def simulator(packs: int, port: int) -> contextlib.AbstractAsyncContextManager[object]:
+async def simulator(packs: int, port: int, *extra: str) -> contextlib.AbstractAsyncContextManager[object]:
     return child(
         "simulate",
         "--protocol",
@@ -85,8 +96,59 @@ async def simulator(packs: int, port: int) -> contextlib.AbstractAsyncContextMan
         str(BAUD),
         "--turnaround",
         str(TURNAROUND_S),
+        *extra,
         ready="listen",
     )
+
+
+# The silent pack's probes back off 5, 10, 20, 40 s, then every 60 s: the warm-up reaches that
+# steady state, and the window holds one probe at the cap.
+SILENT_WARMUP_S = 90.0
+SILENT_WINDOW_S = 60.0
+BASELINE_WARMUP_S = 15.0
+
+
+async def silent_pack_ratio(packs: int = 15, *, silent: bool = True) -> tuple[float, float, float, int, int]:
+    """(ratio, healthy cycle s, wire-time minimum of a healthy cycle s, requests to the silent pack
+    in the window, timeouts of the healthy packs in the window) with pack `packs` silent (or, as the
+    baseline, answering but left out of the count), polled by `bms-gateway run` with its defaults."""
+    _, wire_one, _ = await measure_cycles(1)  # one pack's wire-time minimum per realtime read
+    await asyncio.sleep(1.0)  # let the measuring simulator release its port and CPU
+    healthy = packs - 1
+    port = free_port()
+    faults = ("--faults", f"offline={packs}:1000000/1000000") if silent else ()
+    async with await simulator(packs, port, *faults):  # type: ignore[attr-defined]
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = Path(tmp) / "bench.toml"
+            cfg.write_text(
+                f'state_dir = "{tmp}"\n[http]\nlisten = "127.0.0.1:0"\n[modbus]\nenabled = false\n'
+                f'[[bus]]\nname = "b"\nurl = "socket://127.0.0.1:{port}"\nprotocol = "tianpower"\n'
+                f"addresses = {list(range(1, packs + 1))}\nrealtime_interval_s = 0.05\n",
+                encoding="utf-8",
+            )
+            async with child("run", "--config", str(cfg), ready="http:") as (_proc, url):
+                import httpx
+
+                async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                    await asyncio.sleep(SILENT_WARMUP_S if silent else BASELINE_WARMUP_S)
+
+                    async def counts() -> tuple[int, int, int]:
+                        snaps = (await client.get("/api/packs")).json()
+                        ok = sum(p["link"]["responses"] for p in snaps if p["address"] != packs)
+                        lost = sum(p["link"]["timeouts"] for p in snaps if p["address"] != packs)
+                        probes = next(p["link"]["requests"] for p in snaps if p["address"] == packs)
+                        return ok, probes, lost
+
+                    ok0, probes0, lost0 = await counts()
+                    t0 = time.perf_counter()
+                    await asyncio.sleep(SILENT_WINDOW_S)
+                    ok1, probes1, lost1 = await counts()
+                    elapsed = time.perf_counter() - t0
+    # the baseline's pack 15 answers and takes its share of the bus: compare per healthy read
+    reads = ok1 - ok0
+    cycle = elapsed / (reads / healthy) if silent else elapsed / (reads / healthy) * healthy / packs
+    wire = wire_one * healthy
+    return wire / cycle, cycle, wire, probes1 - probes0, lost1 - lost0
 
 
 async def measure_cycles(packs: int) -> tuple[float, float, int]:
@@ -159,7 +221,19 @@ async def gateway_load(packs: int = 15, seconds: float = 6.0) -> tuple[float, fl
     return cpu, rss, reads
 
 
-async def main() -> None:
+async def main(case: str) -> None:
+    if case in ("all", "silent"):
+        for silent in (False, True):
+            ratio, cycle, wire, probes, lost = await silent_pack_ratio(silent=silent)
+            what = "pack 15 silent" if silent else "baseline, all answer"
+            print(
+                f"15 packs, {what}, default gap: healthy cycle {cycle:.3f} s, wire-time minimum "
+                f"{wire:.3f} s, ratio {ratio:.3f}; requests to pack 15 in {SILENT_WINDOW_S:.0f} s: "
+                f"{probes}; timeouts of the others: {lost}"
+            )
+        print(f"RESULT silent_pack_ratio={ratio:.3f} (>= 0.9 wanted)")
+        if case == "silent":
+            return
     print(
         f"poll efficiency at {BAUD} baud, gap 0, turnaround {TURNAROUND_S * 1000:.0f} ms, "
         f"median of {CYCLES} cycles"
@@ -180,4 +254,8 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--case", choices=("all", "cycles", "silent"), default="all")
+    asyncio.run(main(ap.parse_args().case))

@@ -31,6 +31,14 @@ class ConfigError(Exception):
     """The configuration is invalid; the message names the key and what is allowed."""
 
 
+def listen_error(key: str, listen: str, err: OSError) -> ConfigError:
+    """The one-line start-up error of a listener that cannot bind (`run` exits 2 with it)."""
+    import errno
+
+    hint = " (address already in use)" if err.errno == errno.EADDRINUSE else ""
+    return ConfigError(f"{key}: cannot listen on {listen!r}{hint}: {err.strerror or err}")
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -54,7 +62,7 @@ class BusConfig(Section):
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1
     pace_master_only: bool = False  # PACE: read the whole bank through the master pack (INFO 0xFF)
-    request_gap_s: float = Field(default=0.2, ge=0.0, le=10.0)  # idle time between frames on the bus
+    request_gap_s: float = Field(default=0.004, ge=0.0, le=10.0)  # idle time between frames on the bus
     response_timeout_s: float = Field(default=1.0, gt=0.0, le=30.0)
     retries: int = Field(default=1, ge=0, le=5)
     realtime_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0)
@@ -81,6 +89,7 @@ class BusConfig(Section):
 
 class HttpConfig(Section):
     listen: ListenAddr = "127.0.0.1:8080"
+    ui: bool = True  # the web UI at / (docs/ui.md); false: the API only, the UI is never imported
 
 
 class ModbusConfig(Section):

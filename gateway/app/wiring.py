@@ -255,6 +255,10 @@ def build_services(ctx: AppContext) -> list[Service]:
     if watchdog_interval_s() is not None:
         services.append(WatchdogService())
 
+    if ctx.config.http.ui:
+        from gateway.north.web import install as install_web  # the web UI at /
+
+        install_web(ctx)
     # The HTTP service goes last: routers added by the adapters above are mounted when it starts.
     from gateway.north.http import HttpService
 

@@ -146,7 +146,12 @@ def cmd_params_set(api: Api, args: argparse.Namespace) -> int:
         values[name.strip()] = _number(value.strip())
     if not values:
         raise CliError(USAGE, "name at least one NAME=VALUE")
-    body = {"values": values, "dry_run": args.dry_run, "allow_inferred": args.allow_inferred}
+    body = {
+        "values": values,
+        "dry_run": args.dry_run,
+        "allow_inferred": args.allow_inferred,
+        "force": args.force,
+    }
     if len(packs) == 1 and packs[0] != "all":
         doc = api.call("PUT", _pack_path(packs[0]) + "/parameters", json=body)
     else:
@@ -174,7 +179,7 @@ def cmd_params_import(api: Api, args: argparse.Namespace) -> int:
         content = Path(args.file).read_bytes()
     except OSError as err:
         raise CliError(USAGE, f"cannot read {args.file}: {err}") from None
-    params: dict[str, Any] = {"apply": args.apply, "allow_inferred": args.allow_inferred}
+    params: dict[str, Any] = {"apply": args.apply, "allow_inferred": args.allow_inferred, "force": args.force}
     if args.format:
         params["format"] = args.format
     doc = api.call("POST", _pack_path(args.pack) + "/parameters/import", params=params, content=content)
@@ -196,7 +201,12 @@ def cmd_params_import(api: Api, args: argparse.Namespace) -> int:
 
 
 def cmd_params_load_origin(api: Api, args: argparse.Namespace) -> int:
-    body = {"packs": _packs(args.packs), "dry_run": args.dry_run, "allow_inferred": args.allow_inferred}
+    body = {
+        "packs": _packs(args.packs),
+        "dry_run": args.dry_run,
+        "allow_inferred": args.allow_inferred,
+        "force": args.force,
+    }
     return emit(args, api.call("POST", "/api/parameters/load-origin", json=body), _show_batch)
 
 
@@ -471,6 +481,12 @@ def register(sub: Any) -> None:
     sp.add_argument("items", nargs="+", help="packs (BUS/ADDRESS or all) and NAME=VALUE assignments")
     sp.add_argument("--dry-run", action="store_true", help="show the difference, write nothing")
     sp.add_argument("--allow-inferred", action="store_true", help="opt in to inferred write encodings")
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="write past the parameter rules' warnings (recommended ranges; audited); ordering rules "
+        "are never overridden",
+    )
     sp = leaf(ps, "export", cmd_params_export, "a pack's parameters as json, csv or xml")
     sp.add_argument("pack")
     sp.add_argument("--format", choices=("json", "csv", "xml"), default="csv")
@@ -482,10 +498,22 @@ def register(sub: Any) -> None:
     sp.add_argument("--format", choices=("json", "csv", "xml"))
     sp.add_argument("--apply", action="store_true")
     sp.add_argument("--allow-inferred", action="store_true")
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="write past the parameter rules' warnings (recommended ranges; audited); ordering rules "
+        "are never overridden",
+    )
     sp = leaf(ps, "load-origin", cmd_params_load_origin, "restore the documented defaults")
     sp.add_argument("packs", nargs="*")
     sp.add_argument("--dry-run", action="store_true")
     sp.add_argument("--allow-inferred", action="store_true")
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="write past the parameter rules' warnings (recommended ranges; audited); ordering rules "
+        "are never overridden",
+    )
     sp = leaf(ps, "table", cmd_params_table, "a family's table (ranges, defaults, LC_Style modes)")
     sp.add_argument("family", choices=("tianpower", "pace"))
 

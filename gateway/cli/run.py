@@ -51,6 +51,11 @@ def describe(ctx: AppContext) -> list[str]:
         lines.append(f"{name}: {where}")
     http = ctx.endpoints.get("http")
     if http:
+        if cfg.http.ui:
+            lines.append(
+                f"web UI: {http}/  (open it in a browser; to change things sign in with a token "
+                "from: bms-gateway token create)"
+            )
         lines.append(f"packs: {http}/api/packs")
         lines.append(f"system: {http}/api/system")
         paths = {getattr(route, "path", "") for router in ctx.http_routers for route in router.routes}

@@ -2,20 +2,36 @@
 
 Opens the bus like the gateway does (device path, socket://, rfc2217://), probes addresses 1-15
 (or `--addresses`) with each family's probe request through a bus owner, prints what answered and
-a `[[bus]]` snippet for the configuration file. Exit codes: 0 found packs, 1 nothing answered,
-2 bad arguments, 3 the bus could not be opened.
+a `[[bus]]` snippet for the configuration file.
+
+A bus a running gateway polls is never opened a second time (two programs interleaving frames on
+one bus miss answers): first the gateway at `--gateway` (default `$BMS_GATEWAY_URL` or
+http://127.0.0.1:8080) is asked whether one of its buses has this URL; if so the scan goes through
+its bus owner (`POST /api/buses/{bus}/scan`, operator token from `--token`/`$BMS_GATEWAY_TOKEN`),
+or, without a token, says that the bus is in use. A serial port locked by another program (the
+gateway opens serial ports exclusively) is reported the same way. `--direct` skips the gateway.
+
+Exit codes: 0 found packs, 1 nothing answered, 2 bad arguments, 3 the bus could not be opened,
+4 the bus is in use (by a running gateway without a usable token, or by another program).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any
 
+import httpx
+
+from gateway.app.config import ConfigError
 from gateway.south.bus import BusOwner
 from gateway.south.poller import available_families, scan
 from gateway.south.transport import Backoff, SerialSettings, parse_url
+
+FOUND, NOTHING, USAGE, CANNOT_OPEN, IN_USE = 0, 1, 2, 3, 4
+DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
 
 def _addresses(value: str) -> list[int]:
@@ -48,6 +64,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--timeout", type=float, default=0.5, help="response timeout per probe (s)")
     p.add_argument("--gap", type=float, default=0.1, help="inter-frame gap (s)")
     p.add_argument("--name", default="bus1", help="bus name used in the printed snippet")
+    p.add_argument(
+        "--gateway",
+        default=None,
+        metavar="URL",
+        help="a running gateway to scan through when it owns this bus (default: $BMS_GATEWAY_URL or "
+        f"{DEFAULT_GATEWAY})",
+    )
+    p.add_argument("--token", default=None, help="operator token for --gateway (default: $BMS_GATEWAY_TOKEN)")
+    p.add_argument("--direct", action="store_true", help="never ask a gateway; open the bus directly")
     p.set_defaults(func=run)
 
 
@@ -81,14 +106,79 @@ async def _scan(args: argparse.Namespace, families: list[str]) -> tuple[int, dic
     ready = asyncio.Event()
     task = asyncio.ensure_future(owner.run(ready.set))
     try:
-        await ready.wait()
+        waiter = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done() and isinstance(task.exception(), ConfigError):  # a serial port locked by another
+            print(
+                f"bms-gateway scan: {args.url}: the bus is in use by another process (a running "
+                "gateway? scan through it: --gateway URL --token TOKEN)",
+                file=sys.stderr,
+            )
+            return IN_USE, {}
         if not owner.connected:
             print(f"bms-gateway scan: cannot open {args.url}: {owner.counters.last_error}", file=sys.stderr)
-            return 3, {}
+            return CANNOT_OPEN, {}
         return 0, await scan(owner, families, args.addresses)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def _through_gateway(args: argparse.Namespace) -> tuple[int, dict[str, list[int]]] | None:
+    """Scan through a running gateway that owns `args.url`; None when no gateway owns it."""
+    base = (args.gateway or os.environ.get("BMS_GATEWAY_URL") or DEFAULT_GATEWAY).rstrip("/")
+    token = args.token or os.environ.get("BMS_GATEWAY_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = httpx.Client(base_url=base, headers=headers, timeout=max(10.0, 16 * args.timeout + 5))
+    with client:
+        try:
+            r = client.get("/api/system")
+        except httpx.HTTPError:
+            return None  # no gateway there
+        if r.status_code in (401, 403):  # a gateway whose data API needs a token: it may own this bus
+            print(
+                f"bms-gateway scan: a gateway at {base} may be polling {args.url}, but its bus list needs "
+                "a token: pass --token (operator role, or $BMS_GATEWAY_TOKEN), or --direct to open the "
+                "bus anyway",
+                file=sys.stderr,
+            )
+            return IN_USE, {}
+        try:
+            buses = r.json().get("gateway", {}).get("buses", {}) if r.status_code == 200 else {}
+        except (ValueError, AttributeError):
+            buses = {}  # something else listens there: not a gateway
+        name = next((n for n, b in buses.items() if b.get("url") == args.url), None)
+        if name is None:
+            return None
+        if not token:
+            print(
+                f"bms-gateway scan: {args.url} is bus {name!r} of the gateway at {base}, which is "
+                "polling it: scan through it with --token (operator role, or $BMS_GATEWAY_TOKEN), "
+                "or stop the gateway",
+                file=sys.stderr,
+            )
+            return IN_USE, {}
+        body = {"addresses": args.addresses, "timeout_s": args.timeout}
+        try:  # from here on the bus is the gateway's: never fall back to opening it
+            r = client.post(f"/api/buses/{name}/scan", json=body)
+        except httpx.HTTPError as err:
+            print(f"bms-gateway scan: the gateway at {base} did not answer the scan: {err}", file=sys.stderr)
+            return IN_USE, {}
+    if r.status_code != 200:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        print(
+            f"bms-gateway scan: the gateway at {base} refused the scan of bus {name!r}: {detail}",
+            file=sys.stderr,
+        )
+        return IN_USE, {}
+    doc = r.json()
+    print(f"scanned through the gateway at {base} (bus {name!r}, protocol {doc['protocol']})")
+    found: dict[str, list[int]] = doc.get("found", {})
+    return 0, found
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    code, found = asyncio.run(_scan(args, families))
+    via = None if args.direct else _through_gateway(args)
+    code, found = asyncio.run(_scan(args, families)) if via is None else via
     if code:
         return code
     if not found:

@@ -23,6 +23,7 @@ model.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -30,15 +31,32 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from gateway.app.config import ConfigError
 from gateway.app.supervisor import ReadyCallback
 from gateway.south.drivers.base import NoResponse, NotSent, Priority
-from gateway.south.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
+from gateway.south.transport import (
+    Backoff,
+    Connection,
+    PortInUse,
+    SerialSettings,
+    TransportError,
+    open_connection,
+)
 from protocol.bms.base import Frame, FrameDecoder
 from protocol.errors import RemoteProtocolError
 
 log = logging.getLogger(__name__)
 
 DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# Adaptive inter-frame gap (per pack): the configured gap is what the wire needs (3.5 character
+# times, 4 ms at 9600 baud). A pack that misses an answer or garbles one gets a longer gap before
+# its next request (doubled, at least ADAPTIVE_GAP_STEP_S, at most ADAPTIVE_GAP_MAX_S: the vendor
+# tool's fixed 400 ms); after ADAPTIVE_GAP_DECAY_AFTER answers in a row it is halved back towards
+# the configured gap. Healthy packs never pay for a slow one.
+ADAPTIVE_GAP_STEP_S = 0.02
+ADAPTIVE_GAP_MAX_S = 0.4
+ADAPTIVE_GAP_DECAY_AFTER = 16
 
 
 @dataclass(slots=True)
@@ -83,6 +101,9 @@ class LinkCounters:
     bytes_received: int = 0
     last_success_at: float | None = None  # wall clock of the last matching frame
     poll_duration_s: Histogram = field(default_factory=Histogram)  # reported by the poller
+    preempted: int = 0  # poll retries given up because a firmware/admin request was waiting
+    gap_s: float | None = None  # per pack: the adaptive inter-frame gap now in use (None: the bus's)
+    gap_increases: int = 0  # per pack: times the adaptive gap was lengthened
 
 
 @dataclass(slots=True)
@@ -106,6 +127,8 @@ class _Request:
     address: int | None
     future: asyncio.Future[Frame | None]
     enqueued_at: float
+    priority: int = int(Priority.POLL)
+    retries: int | None = None  # None: the bus's `retries`
 
 
 Opener = Callable[[], Awaitable[Connection]]
@@ -120,7 +143,7 @@ class BusOwner:
         opener: Opener,
         decoder_factory: Callable[[], FrameDecoder] | None = None,
         *,
-        gap_s: float = 0.2,
+        gap_s: float = 0.004,
         response_timeout_s: float = 1.0,
         retries: int = 1,
         queue_size: int = 64,
@@ -143,6 +166,8 @@ class BusOwner:
         self._last_activity = 0.0  # monotonic time of the end of the last bus activity
         self.counters = BusCounters()
         self._packs: dict[int, LinkCounters] = {}
+        self._streak: dict[int, int] = {}  # answers in a row per pack (adaptive gap decay)
+        self._waiting: collections.Counter[int] = collections.Counter()  # queued requests by priority
 
     @classmethod
     def from_url(
@@ -186,6 +211,41 @@ class BusOwner:
         self.counters.poll_duration_s.observe(duration_s)
         self.pack_counters(address).poll_duration_s.observe(duration_s)
 
+    # ---- the adaptive gap -------------------------------------------------------------------------
+
+    def gap_for(self, address: int | None) -> float:
+        """The quiet time before a request to `address`: the bus's gap, or longer for a pack that
+        showed it needs more (see ADAPTIVE_GAP_*)."""
+        if address is None:
+            return self.gap_s
+        adaptive = self.pack_counters(address).gap_s
+        return self.gap_s if adaptive is None else max(self.gap_s, adaptive)
+
+    def _gap_failure(self, address: int | None) -> None:
+        if address is None:
+            return
+        pc = self.pack_counters(address)
+        self._streak[address] = 0
+        longer = min(ADAPTIVE_GAP_MAX_S, max(self.gap_for(address) * 2, ADAPTIVE_GAP_STEP_S))
+        if longer > self.gap_for(address):
+            pc.gap_s = longer
+            pc.gap_increases += 1
+            log.debug("bus %s: address %d: inter-frame gap now %.3f s", self.name, address, longer)
+
+    def _gap_success(self, address: int | None) -> None:
+        if address is None:
+            return
+        pc = self.pack_counters(address)
+        if pc.gap_s is None:
+            return
+        streak = self._streak.get(address, 0) + 1
+        if streak < ADAPTIVE_GAP_DECAY_AFTER:
+            self._streak[address] = streak
+            return
+        self._streak[address] = 0
+        shorter = pc.gap_s / 2
+        pc.gap_s = None if shorter <= self.gap_s else shorter
+
     # ---- the decoder (auto-detection swaps it) ----------------------------------------------------
 
     def set_decoder_factory(self, factory: Callable[[], FrameDecoder]) -> None:
@@ -207,7 +267,10 @@ class BusOwner:
         timeout_s: float | None = None,
         expect_response: bool = True,
         address: int | None = None,
+        retries: int | None = None,
     ) -> Frame | None:
+        """`BusClient.transact`; `retries` overrides the bus's retry count for this request (the
+        poller probes a silent pack without retries)."""
         self._count(address, "requests")
         if not self._accepting:
             self._count(address, "not_sent")
@@ -225,6 +288,8 @@ class BusOwner:
             address=address,
             future=loop.create_future(),
             enqueued_at=time.monotonic(),
+            priority=int(priority),
+            retries=retries,
         )
         try:
             self._queue.put_nowait((int(priority), next(self._seq), req))
@@ -232,6 +297,7 @@ class BusOwner:
             self._count(address, "not_sent")
             self.counters.queue_full += 1
             raise NotSent(f"bus {self.name}: request queue full") from None
+        self._waiting[req.priority] += 1
         self.counters.queue_depth = self._queue.qsize()
         return await req.future
 
@@ -255,6 +321,7 @@ class BusOwner:
                         self._accepting = True  # let requests queue for the next attempt
                         continue
                 _, _, req = await self._queue.get()
+                self._waiting[req.priority] -= 1
                 self.counters.queue_depth = self._queue.qsize()
                 if req.future.done():  # the caller gave up (cancelled) while queued
                     continue
@@ -267,6 +334,12 @@ class BusOwner:
     async def _connect(self) -> bool:
         try:
             conn = await self._opener()
+        except PortInUse as err:
+            if self.counters.connects == 0:  # at start-up: no retry can fix it, stop the start (exit 2)
+                raise ConfigError(f"bus {self.name}: {err}") from None
+            self.counters.connect_failures += 1
+            self.counters.last_error = str(err)
+            return False
         except TransportError as err:
             self.counters.connect_failures += 1
             self.counters.last_error = str(err)
@@ -313,6 +386,7 @@ class BusOwner:
                 self._count(req.address, "not_sent")
                 req.future.set_exception(NotSent(f"bus {self.name}: {why}"))
         self.counters.queue_depth = 0
+        self._waiting.clear()
 
     def _decode(self, data: bytes, address: int | None) -> list[Frame]:
         """Feed bytes to the decoder; count errors; return the validated frames."""
@@ -347,14 +421,22 @@ class BusOwner:
         addr = req.address
         started = time.monotonic()
         sent_once = False
+        retries = self.retries if req.retries is None else req.retries
+        tries = 0
         try:
-            for attempt in range(self.retries + 1):
+            for attempt in range(retries + 1):
+                if attempt and self._higher_waiting(req):
+                    # pre-emption between requests: a firmware/admin request waits; the poll's
+                    # retry gives way (the poller asks again on its schedule)
+                    self._count(addr, "preempted")
+                    break
                 if attempt:
                     self._count(addr, "retries")
-                await self._quiet_until(self._last_activity + self.gap_s)
+                await self._quiet_until(self._last_activity + self.gap_for(addr))
                 assert self._conn is not None
                 await self._conn.write(req.data)
                 sent_once = True
+                tries += 1
                 self._count(addr, "frames_sent")
                 self._count(addr, "bytes_sent", len(req.data))
                 self._last_activity = time.monotonic()
@@ -364,6 +446,7 @@ class BusOwner:
                 frame = await self._await_answer(req)
                 self._last_activity = time.monotonic()
                 if frame is not None:
+                    self._gap_success(addr)
                     self._count(addr, "responses")
                     now = time.time()
                     self.counters.last_success_at = now
@@ -372,10 +455,9 @@ class BusOwner:
                     self._finish(req, frame)
                     return
                 self._count(addr, "timeouts")
+                self._gap_failure(addr)
             self._count(addr, "no_response")
-            self._fail(
-                req, NoResponse(f"bus {self.name}: no valid answer{_at(addr)} after {attempt + 1} tries")
-            )
+            self._fail(req, NoResponse(f"bus {self.name}: no valid answer{_at(addr)} after {tries} tries"))
         except TransportError as err:
             await self._disconnect(err)
             if sent_once:
@@ -386,6 +468,12 @@ class BusOwner:
                 self._fail(req, NotSent(f"bus {self.name}: link lost: {err}"))
         finally:
             log.debug("bus %s: request%s took %.3f s", self.name, _at(addr), time.monotonic() - started)
+
+    def _higher_waiting(self, req: _Request) -> bool:
+        """A firmware or admin request waits while a poll or background request would retry."""
+        if req.priority <= Priority.ADMIN:
+            return False
+        return any(n > 0 for p, n in self._waiting.items() if p <= Priority.ADMIN)
 
     async def _await_answer(self, req: _Request) -> Frame | None:
         assert self._conn is not None

@@ -33,7 +33,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway.app.config import BusConfig
 from gateway.app.supervisor import ReadyCallback
@@ -49,7 +49,8 @@ from gateway.core.model import (
     Telemetry,
 )
 from gateway.south.bus import BusOwner, LinkCounters
-from gateway.south.drivers.base import BusError, DeviceError, Driver, Unsupported
+from gateway.south.drivers.base import BusClient, BusError, DeviceError, Driver, Unsupported
+from protocol.bms.base import Frame
 from protocol.bms.registry import families
 from protocol.errors import RemoteProtocolError
 
@@ -59,6 +60,33 @@ T = TypeVar("T")
 
 WATCHDOG_PERIOD_S = 1.0
 RETRY_AFTER_FAILURE_S = 30.0  # identity/parameters/clock retried this soon after a failed read
+
+# A silent pack is probed on a backoff schedule, not every cycle (each miss holds the bus for a
+# whole response timeout). After the k-th failed realtime read in a row the next one is due after
+# realtime_interval_s for k <= PROBE_FREE_MISSES, then after max(realtime_interval_s, PROBE_BASE_S)
+# * 2**(k - PROBE_FREE_MISSES - 1), at most PROBE_MAX_INTERVAL_S (never sooner than the interval);
+# probes after PROBE_FREE_MISSES misses are sent without retries. One answer restores the schedule.
+PROBE_FREE_MISSES = 2
+PROBE_BASE_S = 5.0
+PROBE_MAX_INTERVAL_S = 60.0
+
+
+def probe_interval_s(misses: int, interval_s: float) -> float:
+    """When the next realtime read of a pack is due after `misses` failed reads in a row."""
+    if misses <= PROBE_FREE_MISSES:
+        return interval_s
+    backoff = max(interval_s, PROBE_BASE_S) * 2.0 ** (misses - PROBE_FREE_MISSES - 1)
+    return max(interval_s, min(PROBE_MAX_INTERVAL_S, backoff))
+
+
+class _NoRetries:
+    """The bus owner seen through a probe of a silent pack: one attempt per request."""
+
+    def __init__(self, owner: BusOwner) -> None:
+        self.owner = owner
+
+    async def transact(self, request: bytes, match: Callable[[Frame], bool], **kw: Any) -> Frame | None:
+        return await self.owner.transact(request, match, **{**kw, "retries": 0})
 
 
 def load_driver(family: str) -> Driver:
@@ -137,6 +165,7 @@ class PackState:
     next_parameters: float = 0.0
     next_clock: float = 0.0
     paused: str | None = None  # why reads of this pack are paused (see BusPoller.pause), or None
+    misses: int = 0  # failed realtime reads in a row (probe backoff, see probe_interval_s)
     published_link: tuple[int, ...] = ()  # link counters in the last published snapshot
 
 
@@ -206,6 +235,7 @@ class BusPoller:
             return
         st.paused = None
         st.next_realtime = 0.0
+        st.misses = 0
         for what in ("identity", "parameters", "clock"):
             if getattr(st, f"next_{what}") != math.inf:
                 setattr(st, f"next_{what}", 0.0)
@@ -417,11 +447,12 @@ class BusPoller:
     async def _realtime(self, st: PackState) -> None:
         driver = self.driver
         assert driver is not None
-        st.next_realtime = self._mono() + self.cfg.realtime_interval_s
         started = self._mono()
+        st.next_realtime = started + self.cfg.realtime_interval_s
+        bus: BusClient = self.owner if st.misses < PROBE_FREE_MISSES else _NoRetries(self.owner)
         try:
             telemetry = await self._guard(
-                st.address, "realtime", lambda: driver.read_realtime(self.owner, st.address, self._wall())
+                st.address, "realtime", lambda: driver.read_realtime(bus, st.address, self._wall())
             )
         except Unsupported:
             telemetry = None
@@ -429,7 +460,13 @@ class BusPoller:
         self.owner.note_poll(st.address, duration)
         st.last_poll_duration_s = duration
         if telemetry is not None:
+            if st.misses > PROBE_FREE_MISSES:
+                log.info("bus %s/%d: answers again after %d misses", self.cfg.name, st.address, st.misses)
+            st.misses = 0
             self._accept(st, telemetry)
+        else:
+            st.misses += 1
+            st.next_realtime = started + probe_interval_s(st.misses, self.cfg.realtime_interval_s)
 
     async def _bank_realtime(self) -> None:
         driver = self.driver

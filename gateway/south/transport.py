@@ -35,6 +35,11 @@ class TransportError(Exception):
     """The bus could not be opened, or the link broke."""
 
 
+class PortInUse(TransportError):
+    """A serial port is locked by another process (another gateway, `scan`, a vendor tool): serial
+    devices are opened exclusively, so two programs never interleave frames on one bus."""
+
+
 class ConnectionClosed(TransportError):
     """The peer closed the connection (converter reboot, single-client kick-off, cable)."""
 
@@ -231,12 +236,15 @@ async def open_connection(
                     parity=settings.parity,
                     stopbits=settings.stopbits,
                     bytesize=settings.bytesize,
+                    exclusive=True,  # a second program on the same port fails instead of interleaving
                 )
                 return StreamConnection(reader, writer, url)
             return await _open_threaded(url, settings)
     except TimeoutError:
         raise TransportError(f"{url}: no connection within {connect_timeout_s:g} s") from None
     except (OSError, serial.SerialException, ValueError, termios.error) as err:
+        if "exclusively lock" in str(err):  # pyserial's message when flock() fails
+            raise PortInUse(f"{url}: the serial port is in use by another process") from err
         raise TransportError(f"{url}: {err}") from err
 
 

@@ -423,39 +423,3 @@ def markdown_table(table: ParameterTable) -> str:
             f"{num(p.default)} | {p.access.value} | {flags} | {wire(p)} | {note} |"
         )
     return "\n".join(lines) + "\n"
-
-
-DOC_HEADER = """# Parameters of the BMS families
-
-Generated from the parameter tables in `mappings/bms/*.toml` (format: `mappings/bms/params.py`);
-regenerate with `.venv/bin/python -m mappings.bms.params > docs/parameters.md` (a test checks that
-this file is in sync). Values are in the display unit; `Set range` is what the vendor tool accepts
-(writes outside it are refused before anything reaches a bus), `Recommended` is the range (and
-accuracy) printed in the tool's unit column, `Default` the factory default shown in the manual
-(blank where no public document shows one). `inferred` marks entries whose write encoding is not
-publicly documented: every caller must opt in explicitly (`allow_inferred=True` in the driver, and
-both the configuration and the request in the admin API). `Access` is the level needed to write;
-reading is always allowed to operators, as in the vendor tool.
-"""
-
-
-def render_document(families: Iterable[str] | None = None) -> str:
-    """The whole `docs/parameters.md`: one section per packaged table."""
-    if families is None:
-        names = sorted(
-            p.name.removesuffix(".toml")
-            for p in resources.files("mappings.bms").iterdir()
-            if p.name.endswith(".toml")
-        )
-    else:
-        names = list(families)
-    parts = [DOC_HEADER]
-    for name in names:
-        table = load_table(name)
-        parts.append(f"\n## {name} ({len(table)} parameters)\n\n")
-        parts.append(markdown_table(table))
-    return "".join(parts)
-
-
-if __name__ == "__main__":
-    print(render_document(), end="")

@@ -7,6 +7,7 @@ from importlib import resources
 
 import pytest
 
+from mappings.bms.document import render_document
 from mappings.bms.params import (
     Access,
     Group,
@@ -14,7 +15,6 @@ from mappings.bms.params import (
     ParameterValueError,
     load_table,
     parse_table,
-    render_document,
 )
 from tests.support import REPO
 
@@ -149,7 +149,7 @@ def test_unknown_family_and_bad_toml() -> None:
 def test_parameters_doc_is_in_sync_with_the_tables() -> None:
     doc = REPO / "docs" / "parameters.md"
     assert doc.read_text(encoding="utf-8") == render_document(), (
-        "docs/parameters.md is stale: run .venv/bin/python -m mappings.bms.params > docs/parameters.md"
+        "docs/parameters.md is stale: run .venv/bin/python -m mappings.bms.document > docs/parameters.md"
     )
     assert (
         "| CELL_OV_Start | CELL_OV_Start | CELL_Vol_Protect | protection | V | 1..6 V |" in render_document()

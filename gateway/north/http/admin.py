@@ -39,6 +39,11 @@ class ParameterWriteBody(_Body):
     )
     dry_run: bool = False
     allow_inferred: bool = False
+    force: bool = Field(
+        default=False,
+        description="override the parameter rules' warnings (recommended ranges); audited. Rules "
+        "marked refuse (orderings, pack vs cells) are never overridden",
+    )
 
 
 class MultiParameterWriteBody(ParameterWriteBody):
@@ -49,6 +54,11 @@ class LoadOriginBody(_Body):
     packs: list[str] | None = None
     dry_run: bool = False
     allow_inferred: bool = False
+    force: bool = Field(
+        default=False,
+        description="override the parameter rules' warnings (recommended ranges); audited. Rules "
+        "marked refuse (orderings, pack vs cells) are never overridden",
+    )
 
 
 class CapacitiesBody(_Body):
@@ -93,6 +103,11 @@ class PackProtocolsBody(_Body):
 class GatewayProtocolsBody(_Body):
     can: str | None = None
     rs485: str | None = None
+
+
+class ScanBody(_Body):
+    addresses: list[int] | None = Field(default=None, description="addresses to probe (default 1..15)")
+    timeout_s: float = Field(default=0.5, description="response timeout per probe (s)")
 
 
 class ClockSyncBody(_Body):
@@ -159,6 +174,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
                 body.values,
                 dry_run=body.dry_run,
                 allow_inferred=body.allow_inferred,
+                force=body.force,
             )
         )
 
@@ -172,7 +188,12 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """Write the same values to several packs, one at a time (admin)."""
         return await _call(
             lambda: admin.write_parameters(
-                who, body.packs, body.values, dry_run=body.dry_run, allow_inferred=body.allow_inferred
+                who,
+                body.packs,
+                body.values,
+                dry_run=body.dry_run,
+                allow_inferred=body.allow_inferred,
+                force=body.force,
             )
         )
 
@@ -210,6 +231,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         format: Literal["json", "csv", "xml"] | None = None,
         apply: bool = False,
         allow_inferred: bool = False,
+        force: bool = False,
     ) -> Any:
         """Validate a parameter file (the body); preview the rows that differ; `apply=true` writes them."""
         chunks: list[bytes] = []
@@ -226,7 +248,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
             return _error(AdminError("the file is not UTF-8 text"))
         return await _call(
             lambda: admin.import_file(
-                who, bus, address, text, fmt=format, apply=apply, allow_inferred=allow_inferred
+                who, bus, address, text, fmt=format, apply=apply, allow_inferred=allow_inferred, force=force
             )
         )
 
@@ -235,7 +257,7 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """Write the documented default of every parameter that has one (the tool's "Load Origin")."""
         return await _call(
             lambda: admin.load_origin(
-                who, body.packs, dry_run=body.dry_run, allow_inferred=body.allow_inferred
+                who, body.packs, dry_run=body.dry_run, allow_inferred=body.allow_inferred, force=body.force
             )
         )
 
@@ -325,6 +347,18 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         """Switch the running inverter services and persist the choice in the configuration file."""
         return await _call(lambda: admin.set_gateway_protocols(who, can=body.can, rs485=body.rs485))
 
+    # ---- scan --------------------------------------------------------------------------------------
+
+    @router.post("/buses/{bus}/scan")
+    async def scan(who: Operator, bus: str, body: ScanBody) -> Any:
+        """Probe addresses of a bus through its bus owner (`bms-gateway scan` while the gateway polls
+        it): background priority, the bus's own protocol, audited (operator)."""
+        from gateway.ops.admin.scan import scan_bus
+
+        return await _call(
+            lambda: scan_bus(admin, who, bus, addresses=body.addresses, timeout_s=body.timeout_s)
+        )
+
     # ---- clock -------------------------------------------------------------------------------------
 
     @router.get("/clock")
@@ -364,4 +398,7 @@ def install(ctx: Any) -> list[Any]:
     admin = AdminService.from_context(ctx)
     tokens, limiter = shared_auth(ctx)  # shared by the records API and the request guard
     ctx.http_routers.append(admin_router(admin, tokens, limiter))
+    from gateway.north.http.tokens import tokens_router  # token management (admin)
+
+    ctx.http_routers.append(tokens_router(admin, tokens, limiter))
     return [ClockAutoSync(admin)] if ctx.config.admin.clock_auto_sync else []

@@ -114,6 +114,9 @@ def create_app(ctx: AppContext) -> FastAPI:
             raise HTTPException(404, f"no pack {bus}/{address}; configured: {known}")
         return pack_json(snap, time.time())
 
+    from gateway.north.http.live import install_live_routes  # /api/stream, /api/policy
+
+    install_live_routes(app, ctx, data)
     for router in ctx.http_routers:
         app.include_router(router)
     _guard(app, ctx)

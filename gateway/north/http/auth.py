@@ -56,6 +56,8 @@ ROUTE_ACTIONS: Mapping[tuple[str, str], str] = {
     ("POST", "/api/firmware/jobs"): "firmware.flash",
     ("POST", "/api/firmware/jobs/{job_id}/resume"): "firmware.resume",
     ("POST", "/api/firmware/jobs/{job_id}/abort"): "firmware.abort",
+    ("POST", "/api/admin/tokens"): "tokens.create",
+    ("DELETE", "/api/admin/tokens/{token_id}"): "tokens.revoke",
 }
 
 

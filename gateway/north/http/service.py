@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import socket
 from collections.abc import Generator
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import uvicorn
 
-from gateway.app.config import ConfigError
+from gateway.app.config import ConfigError, listen_error
 from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback
 from gateway.north.http.app import create_app
@@ -56,8 +55,7 @@ def bind(listen: str) -> socket.socket:
         sock.listen(128)
     except OSError as err:
         sock.close()
-        hint = " (address already in use)" if err.errno == errno.EADDRINUSE else ""
-        raise ConfigError(f"http.listen: cannot listen on {listen!r}{hint}: {err.strerror}") from None
+        raise listen_error("http.listen", listen, err) from None
     sock.setblocking(False)
     return sock
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway import __version__
-from gateway.app.config import ConfigError, ModbusConfig
+from gateway.app.config import ConfigError, ModbusConfig, listen_error
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.controls import Controls
 from gateway.core.model import ModelStore, ModelView, PackKey
@@ -330,7 +330,10 @@ class ModbusServer:
             host = h.strip("[]") if host is None else host
             port = int(p) if port is None else port
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port, reuse_address=True)
+        try:
+            self._server = await loop.create_server(lambda: _Connection(self), host, port, reuse_address=True)
+        except OSError as err:  # no restart can fix a taken port: stop the start (exit 2)
+            raise listen_error("modbus.listen", f"{host}:{port}", err) from None
         self.port = self._server.sockets[0].getsockname()[1]
         if self._register_endpoint is not None:
             self._register_endpoint("modbus", f"modbus-tcp://{host}:{self.port}")

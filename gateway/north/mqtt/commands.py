@@ -100,6 +100,7 @@ class ParametersWriteArgs(_Packs):
     values: dict[str, Any] = Field(min_length=1)
     dry_run: bool = False
     allow_inferred: bool = False
+    force: bool = False  # past the parameter rules' warnings (recommended ranges), audited
 
 
 class ControlArgs(_Args):
@@ -153,7 +154,7 @@ async def _parameters_read(admin: AdminService, caller: Caller, args: Any) -> An
 async def _parameters_write(admin: AdminService, caller: Caller, args: Any) -> Any:
     a: ParametersWriteArgs = args
     return await admin.write_parameters(
-        caller, a.names(), a.values, dry_run=a.dry_run, allow_inferred=a.allow_inferred
+        caller, a.names(), a.values, dry_run=a.dry_run, allow_inferred=a.allow_inferred, force=a.force
     )
 
 

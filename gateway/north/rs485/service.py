@@ -30,7 +30,14 @@ from gateway.app.config import ConfigError, InverterRs485Config
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import ModelStore, ModelView, PackSnapshot, TempRole
 from gateway.core.policy.engine import ChargeDecision, stops, warns
-from gateway.south.transport import Backoff, Connection, SerialSettings, TransportError, open_connection
+from gateway.south.transport import (
+    Backoff,
+    Connection,
+    PortInUse,
+    SerialSettings,
+    TransportError,
+    open_connection,
+)
 from mappings.flags import load_outputs
 from protocol.inverter.rs485.base import (
     BankView,
@@ -506,6 +513,12 @@ class Rs485InverterService:
         while True:
             try:
                 conn = await open_connection(self.config.url, settings)
+            except PortInUse as err:
+                if not self._counters.connects:  # at start-up: stop the start (exit 2), no restart loop
+                    raise ConfigError(f"inverter_rs485.url: {err}") from None
+                self._counters.connect_failures += 1
+                await self._sleep_supervised(self._backoff.next_delay())
+                continue
             except TransportError as err:
                 self._counters.connect_failures += 1
                 delay = self._backoff.next_delay()

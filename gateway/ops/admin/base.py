@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -300,12 +300,16 @@ class AdminBase(PackLookup):
         parameters: ParameterSet | None = None,
         clock: ClockReading | None = None,
         telemetry: Telemetry | None = None,
+        serial: str | None = None,
     ) -> None:
-        """Put a read-back into the poller's state and publish the pack's snapshot."""
+        """Put a read-back into the poller's state and publish the pack's snapshot at once (the API,
+        metrics, MQTT, Modbus and the history keys follow the model, not the next scheduled read)."""
         poller = self.ctx.pollers.get(key[0])
         state = None if poller is None else poller.packs.get(key[1])
         if poller is None or state is None:
             return
+        if serial is not None:
+            state.identity = replace(state.identity, serial=serial)
         if parameters is not None:
             state.parameters = parameters
         if telemetry is not None:

@@ -4,6 +4,7 @@ anti-theft mode and unlock. Each asks the driver for the capability (`CapacityWr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Mapping
@@ -34,6 +35,7 @@ from gateway.south.drivers.base import (
     BusError,
     CapacityWriter,
     CellCountSetter,
+    DeviceError,
     SerialNumberAccess,
     Unlocker,
 )
@@ -203,8 +205,16 @@ class ConfigurationMixin(AdminBase):
                 )
             t = self.telemetry(key)
             item = ItemReport("cells", cells, None if t is None else len(t.cell_voltages_v))
+            driver = self.driver(key)
+
+            async def write(b: AdminBus) -> None:
+                await fn(b, key[1], cells, confirm_dangerous=True)
+                # no read-back of the setting; the model shows what the pack reports right after
+                with contextlib.suppress(BusError, DeviceError, LocalProtocolError):
+                    await self._read_realtime(driver, key, b)
+
             step = WriteStep(
-                lambda b: fn(b, key[1], cells, confirm_dangerous=True),
+                write,
                 errors=(BusError, LocalProtocolError),
                 acknowledged="sent; the pack does not acknowledge and applies it after a reset",
             )
@@ -237,6 +247,8 @@ class ConfigurationMixin(AdminBase):
 
             async def check(b: AdminBus) -> tuple[Any, bool]:
                 got = await read(b, key[1])
+                if isinstance(got, str):
+                    self._publish(key, serial=got)  # the read-back, shown at once (not in an hour)
                 return got, got == serial
 
             step = WriteStep(lambda b: write(b, key[1], serial), check)

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from gateway.ops.admin import transfer
+from gateway.ops.admin import param_rules, transfer
 from gateway.ops.admin.base import (
     Action,
     Caller,
@@ -59,8 +59,10 @@ class ParameterFilesMixin(ParametersMixin):
         fmt: str | None = None,
         apply: bool = False,
         allow_inferred: bool = False,
+        force: bool = False,
     ) -> dict[str, Any]:
-        """Validate a parameter file and show the rows that differ from the pack; with `apply`, write them."""
+        """Validate a parameter file and show the rows that differ from the pack; with `apply`, write them.
+        The resulting table is checked against the parameter rules, in the preview too."""
 
         async def body(act: PackAction) -> dict[str, Any]:
             key = act.key
@@ -80,6 +82,17 @@ class ParameterFilesMixin(ParametersMixin):
                 )
             current, _, _ = await self.current_parameters(key, fresh=False)
             changes = transfer.diff(table, current, values)
+            try:
+                reported = await param_rules.check_plan(
+                    self, {key: {c.name: c.new for c in changes}}, force=force
+                )
+            except Invalid as err:  # name the file's rows of the parameters each broken rule involves
+                rows = {name: i for i, (name, _) in enumerate(pairs, 1)}
+                err.errors = [
+                    {**e, "rows": sorted(rows[n] for n in e.get("parameters", []) if n in rows)}
+                    for e in err.errors
+                ]
+                raise
             preview = {
                 "pack": label(key),
                 "family": table.family,
@@ -99,10 +112,11 @@ class ParameterFilesMixin(ParametersMixin):
                 {key: {c.name: c.new for c in changes}},
                 dry_run=False,
                 allow_inferred=allow_inferred,
+                force=force,
                 request=act.request,
             )
-            return {**preview, "applied": True, "result": result}
+            return {**preview, "applied": True, "result": result, "reported": reported.get(label(key), [])}
 
         return await self._on_pack(
-            _IMPORT, caller, bus, address, body, format=fmt, apply=apply, bytes=len(text)
+            _IMPORT, caller, bus, address, body, format=fmt, apply=apply, force=force, bytes=len(text)
         )

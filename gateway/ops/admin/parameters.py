@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.core.model import PackKey, ParameterSet
-from gateway.ops.admin import transfer
+from gateway.ops.admin import param_rules, transfer
 from gateway.ops.admin.base import (
     AdminBase,
     AdminBus,
@@ -214,6 +214,7 @@ class ParametersMixin(AdminBase):
         *,
         dry_run: bool = False,
         allow_inferred: bool = False,
+        force: bool = False,
         action: str = "parameters.write",
     ) -> dict[str, Any]:
         """Write the same values to one or several packs (see the module docstring)."""
@@ -222,6 +223,7 @@ class ParametersMixin(AdminBase):
             "values": dict(values),
             "dry_run": dry_run,
             "allow_inferred": allow_inferred,
+            "force": force,
         }
 
         async def body() -> dict[str, Any]:
@@ -235,6 +237,7 @@ class ParametersMixin(AdminBase):
                 {k: values for k in keys},
                 dry_run=dry_run,
                 allow_inferred=allow_inferred,
+                force=force,
                 request=request,
             )
 
@@ -249,11 +252,13 @@ class ParametersMixin(AdminBase):
         dry_run: bool,
         allow_inferred: bool,
         request: Any,
+        force: bool = False,
     ) -> dict[str, Any]:
         validated = self._validate_plan(caller, plan)
         inferred = self._needs_inferred(validated)
         if inferred and not dry_run and not self.inferred_allowed(allow_inferred):
             raise self._inferred_refusal("writing " + ", ".join(inferred))
+        reported = await param_rules.check_plan(self, validated, force=force)  # before any byte is sent
         keys = list(validated)
         reports: list[PackReport] = []
         entry_intents: list[int] = []
@@ -283,16 +288,19 @@ class ParametersMixin(AdminBase):
                 async with self.lock(key[0]):
                     reports.append(
                         await self._write_one(
-                            key, validated[key], allow_inferred=bool(inferred), intent=intent
+                            key, validated[key], allow_inferred=bool(inferred), force=force, intent=intent
                         )
                     )
+            for rep in reports:
+                rep.warnings.extend(reported.get(rep.pack, []))
             result = batch_json(action, reports)
             entry = {
                 "outcome": result["outcome"],
                 "after": items_by_pack(reports, "after"),
                 "detail": "; ".join(
                     f"{r.pack}: {r.outcome}{' (' + r.detail + ')' if r.detail else ''}" for r in reports
-                ),
+                )
+                + "".join(f"; {p}: {'; '.join(w)}" for p, w in reported.items() if w),
             }
         await self.record(
             caller,
@@ -306,7 +314,13 @@ class ParametersMixin(AdminBase):
         return result
 
     async def _write_one(
-        self, key: PackKey, values: Mapping[str, float], *, allow_inferred: bool, intent: Intent
+        self,
+        key: PackKey,
+        values: Mapping[str, float],
+        *,
+        allow_inferred: bool,
+        intent: Intent,
+        force: bool = False,
     ) -> PackReport:
         table = self.table(key)
         driver = self.driver(key)
@@ -320,6 +334,16 @@ class ParametersMixin(AdminBase):
             rep.detail = f"not written: the pack did not answer before the write ({err})"
             rep.items = [
                 ItemReport(n, v, snapshot.get(n), None, Outcome.FAILED, "not written")
+                for n, v in values.items()
+            ]
+            return closed(rep, bus)
+        blocked = param_rules.verdict(self, key, before, values).blocked(force=force)
+        if blocked:  # the pack's table changed since the check on the snapshot: nothing is sent
+            rep.detail = "not written: " + "; ".join(v.message for v in blocked)
+            rep.items = [
+                ItemReport(
+                    n, v, before.get(n), before.get(n), Outcome.FAILED, "refused by the parameter rules"
+                )
                 for n, v in values.items()
             ]
             return closed(rep, bus)
@@ -381,11 +405,17 @@ class ParametersMixin(AdminBase):
         *,
         dry_run: bool = False,
         allow_inferred: bool = False,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Write the documented defaults (the vendor tool's "Load Origin") of every parameter that has one.
         Configuration entries (capacities, ids `cfg.*`) are left alone."""
         action = "parameters.load_origin"
-        request = {"packs": list(packs or []), "dry_run": dry_run, "allow_inferred": allow_inferred}
+        request = {
+            "packs": list(packs or []),
+            "dry_run": dry_run,
+            "allow_inferred": allow_inferred,
+            "force": force,
+        }
 
         async def body() -> dict[str, Any]:
             self.require(caller, Role.ADMIN, "loading the default parameters")
@@ -406,7 +436,13 @@ class ParametersMixin(AdminBase):
                     )
                 plan[key] = defaults
             return await self.write_plan(
-                caller, action, plan, dry_run=dry_run, allow_inferred=allow_inferred, request=request
+                caller,
+                action,
+                plan,
+                dry_run=dry_run,
+                allow_inferred=allow_inferred,
+                force=force,
+                request=request,
             )
 
         return await self.audited(caller, action, [], request, body)

@@ -294,3 +294,85 @@ async def test_expect_no_response_and_missing_decoder() -> None:
     bare._accepting = True
     with pytest.raises(NotSent, match="protocol not known"):
         await bare.transact(b"x", lambda f: True)
+
+
+async def test_adaptive_gap_backs_off_for_the_pack_that_needs_it_and_recovers() -> None:
+    """Issue 17 defect 6: the configured gap is what the wire needs; a pack that misses an answer
+    gets a longer gap before its own requests only, and returns to the bus's gap once it answers."""
+    from gateway.south.bus import ADAPTIVE_GAP_DECAY_AFTER, ADAPTIVE_GAP_STEP_S
+
+    ignored: list[bytes] = []
+
+    def handler(req: bytes) -> list[bytes] | None:
+        if req[1] == 5 and not ignored:  # address 5 misses its first request (busy)
+            ignored.append(req)
+            return None
+        return [answer(req)]
+
+    async with serving(Peer(handler)) as peer, owner_for(peer.port, gap_s=0.004) as owner:
+        assert await owner.transact(build(5, 0x01), is_answer(0x01), address=5) is not None  # by the retry
+        assert owner.pack_counters(5).gap_increases == 1
+        assert owner.gap_for(5) == ADAPTIVE_GAP_STEP_S
+        assert await owner.transact(build(6, 0x01), is_answer(0x01), address=6) is not None
+        assert owner.gap_for(6) == 0.004 and owner.pack_counters(6).gap_s is None  # others unaffected
+        for _ in range(ADAPTIVE_GAP_DECAY_AFTER):
+            await owner.transact(build(5, 0x01), is_answer(0x01), address=5)
+        assert owner.gap_for(5) == ADAPTIVE_GAP_STEP_S / 2
+        for _ in range(2 * ADAPTIVE_GAP_DECAY_AFTER):
+            await owner.transact(build(5, 0x01), is_answer(0x01), address=5)
+        assert owner.gap_for(5) == 0.004 and owner.pack_counters(5).gap_s is None
+
+
+async def test_a_silent_pack_backs_off_to_the_ceiling_only() -> None:
+    from gateway.south.bus import ADAPTIVE_GAP_MAX_S
+
+    silent = Peer(lambda req: None)
+    async with serving(silent) as peer, owner_for(peer.port, response_timeout_s=0.05) as owner:
+        for _ in range(6):
+            with pytest.raises(NoResponse):
+                await owner.transact(build(7, 0x01), is_answer(0x01), address=7)
+        assert owner.gap_for(7) == ADAPTIVE_GAP_MAX_S
+
+
+def test_the_default_gap_is_the_wires_not_the_vendor_tools() -> None:
+    """3.5 character times at 9600 baud (about 4 ms), not 200 ms: the history download ran at the
+    vendor tool's 2.6-3.0 records/s with 0.2 s (issue 17)."""
+    from gateway.app.config import BusConfig
+    from gateway.south.bus import BusOwner
+
+    assert BusConfig(name="b1", url="socket://127.0.0.1:1").request_gap_s <= 3.5 * 10 / 9600 + 0.001
+    assert BusOwner("b1", lambda: None).gap_s == BusConfig.model_fields["request_gap_s"].default  # type: ignore[arg-type,return-value]
+
+
+async def test_an_admin_request_preempts_a_polls_retries() -> None:
+    """Issue 17 defect 7: a poll of a silent pack gives its retries up when an admin request is
+    waiting; the admin request is served before the poll's next attempt (ordering, not timing)."""
+    served: list[int] = []
+
+    def handler(req: bytes) -> list[bytes] | None:
+        served.append(req[1])
+        return None if req[1] == 7 else [answer(req)]
+
+    async with (
+        serving(Peer(handler)) as peer,
+        owner_for(peer.port, retries=3, response_timeout_s=0.3) as owner,
+    ):
+        poll = asyncio.ensure_future(owner.transact(build(7, 0x01), is_answer(0x01), address=7))
+        for _ in range(300):  # bounded: until the poll's first attempt is on the wire
+            if served:
+                break
+            await asyncio.sleep(0.01)
+        admin = await owner.transact(build(8, 0x02), is_answer(0x02), priority=Priority.ADMIN, address=8)
+        assert admin is not None
+        with pytest.raises(NoResponse, match="after 1 tries"):
+            await poll
+        assert served == [7, 8]
+        pc = owner.pack_counters(7)
+        assert (pc.frames_sent, pc.retries, pc.preempted) == (1, 0, 1)
+
+
+async def test_per_request_retries_override() -> None:
+    async with serving(Peer(lambda req: None)) as peer, owner_for(peer.port, retries=3) as owner:
+        with pytest.raises(NoResponse):
+            await owner.transact(build(4, 0x01), is_answer(0x01), address=4, retries=0)
+        assert owner.pack_counters(4).frames_sent == 1

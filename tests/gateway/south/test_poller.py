@@ -82,6 +82,7 @@ async def test_failures_never_update_and_are_counted() -> None:
 
     driver.fail_realtime[1] = DeviceError(0x02, "RTN 2")
     driver.fail_realtime[2] = ValueError("driver could not build telemetry")
+    poller.packs[2].next_realtime = 0.0  # after 3 misses pack 2 is on the probe backoff: ask it now
     before = store.view.pack("b1", 1)
     assert before is not None and before.telemetry is not None
     n1 = driver.calls.count(("realtime", 1))
@@ -135,3 +136,41 @@ async def test_watchdog_publishes_link_counters_of_a_failing_pack() -> None:
     snap = store.view.pack("b1", 2)
     assert snap is not None and snap.link.timeouts == 2 and snap.link.requests == 2
     assert store.view.version == version + 1
+
+
+async def test_a_silent_pack_is_probed_on_the_backoff_schedule_not_every_cycle() -> None:
+    """Issue 17 defect 7, logically (a fake clock, no timing): over 200 cycles the healthy pack is
+    read every cycle, the silent one only on the documented schedule; one answer restores it."""
+    from gateway.south.poller import PROBE_FREE_MISSES, PROBE_MAX_INTERVAL_S, probe_interval_s
+
+    now = [0.0]
+    driver = ScriptedDriver()
+    driver.fail_realtime[2] = NoResponse("silent")
+    poller, _, _ = make(cfg(realtime_interval_s=1.0), driver, monotonic=lambda: now[0])
+    expected, due = [], 0.0  # the probe times the schedule predicts
+    for cycle in range(200):
+        now[0] = float(cycle)
+        if now[0] >= due:
+            expected.append(now[0])
+            due = now[0] + probe_interval_s(len(expected), 1.0)
+        await poller._poll_due()
+    assert driver.calls.count(("realtime", 1)) == 200
+    silent = driver.calls.count(("realtime", 2))
+    assert silent == len(expected) and silent <= 10  # instead of 200 (each a full timeout)
+    first = [probe_interval_s(k, 1.0) for k in (1, PROBE_FREE_MISSES, PROBE_FREE_MISSES + 1)]
+    assert first == [1.0, 1.0, 5.0]
+    assert probe_interval_s(50, 1.0) == PROBE_MAX_INTERVAL_S
+    # the pack answers again: at its next probe it is back on the normal schedule
+    del driver.fail_realtime[2]
+    now[0] = due
+    await poller._poll_due()
+    for cycle in range(1, 6):
+        now[0] = due + cycle
+        await poller._poll_due()
+    assert driver.calls.count(("realtime", 2)) == silent + 6 and poller.packs[2].misses == 0
+
+
+def test_probe_interval_never_shortens_the_configured_interval() -> None:
+    from gateway.south.poller import probe_interval_s
+
+    assert probe_interval_s(10, 120.0) == 120.0  # an interval above the cap stays

@@ -33,6 +33,7 @@ ENDPOINTS: list[tuple[str, str, Any, Role]] = [
     ("GET", "/api/packs/sim/1/inverter-protocol", None, Role.OPERATOR),
     ("GET", "/api/clock?packs=sim/1", None, Role.OPERATOR),
     ("POST", "/api/clock/sync", {"packs": ["sim/99"]}, Role.OPERATOR),
+    ("POST", "/api/buses/sim/scan", {"addresses": [1], "timeout_s": 60}, Role.OPERATOR),
     ("PUT", "/api/packs/sim/1/parameters", {"values": {"CELL_OV_Start": 9.0}}, Role.ADMIN),
     ("PUT", "/api/parameters", {"values": {"CELL_OV_Start": 3.6}, "dry_run": True}, Role.ADMIN),
     ("POST", "/api/packs/sim/1/parameters/import", "No.,Name,Data\n1,Nope,1\n", Role.ADMIN),
@@ -46,6 +47,9 @@ ENDPOINTS: list[tuple[str, str, Any, Role]] = [
     ("GET", "/api/audit?limit=5", None, Role.ADMIN),
     ("POST", "/api/packs/sim/1/unlock", None, Role.ADMIN),
     ("PUT", "/api/packs/sim/1/cell-count", {"cells": 16, "confirm": False}, Role.FACTORY),
+    ("GET", "/api/admin/tokens", None, Role.ADMIN),
+    ("POST", "/api/admin/tokens", {"role": "no-such-role"}, Role.ADMIN),
+    ("DELETE", "/api/admin/tokens/ffffffff", None, Role.ADMIN),
 ]
 
 
@@ -58,7 +62,8 @@ async def call(stack: Stack, method: str, path: str, body: Any = None, role: Rol
 
 def template(path: str) -> str:
     """The OpenAPI path template of a concrete test path."""
-    path = path.split("?")[0].replace("/sim/1", "/{bus}/{address}")
+    path = path.split("?")[0].replace("/sim/1", "/{bus}/{address}").replace("/buses/sim/", "/buses/{bus}/")
+    path = path.replace("/tokens/ffffffff", "/tokens/{token_id}")
     return path.replace("/families/tianpower", "/families/{family}")
 
 
@@ -166,7 +171,7 @@ async def test_inferred_writes_need_both_opt_ins(tmp_path: Path) -> None:
 async def test_dry_run_returns_the_diff_and_sends_nothing(tmp_path: Path) -> None:
     async with admin_stack(tmp_path) as stack:
         before = stack.bus_requests
-        body = {"values": {"CELL_OV_Start": 3.6, "CELL_OV_Stop": 3.38}, "dry_run": True}
+        body = {"values": {"CELL_OV_Start": 3.65, "CELL_OV_Stop": 3.38}, "dry_run": True}
         r = await call(stack, "PUT", "/api/parameters", body)
         assert r.status_code == 200
         doc = r.json()
@@ -344,10 +349,10 @@ async def test_controls_and_their_refusals(tmp_path: Path) -> None:
 async def test_pace_protocol_selection_and_both_mos_off(tmp_path: Path) -> None:
     async with admin_stack(tmp_path, protocol="pace", packs=1, realtime_interval_s=0.1) as stack:
         # PACE parameter writes are documented: no opt-in needed; the group is read, patched, written whole
-        r = await call(stack, "PUT", "/api/packs/sim/1/parameters", {"values": {"Cell OV Protect": 3.6}})
+        r = await call(stack, "PUT", "/api/packs/sim/1/parameters", {"values": {"Cell OV Protect": 3.65}})
         item = r.json()["packs"][0]["items"][0]
-        assert (item["outcome"], item["after"]) == ("verified", 3.6), r.json()
-        assert stack.sim.pack(1).params["Cell OV Protect"] == pytest.approx(3.6)
+        assert (item["outcome"], item["after"]) == ("verified", 3.65), r.json()
+        assert stack.sim.pack(1).params["Cell OV Protect"] == pytest.approx(3.65)
         r = await call(stack, "GET", "/api/packs/sim/1/inverter-protocol", role=Role.OPERATOR)
         assert r.status_code == 200 and "can_codes" in r.json()
         r = await call(

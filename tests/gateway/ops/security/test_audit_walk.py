@@ -45,7 +45,7 @@ def _steps(export_csv: bytes, edited_csv: bytes) -> list[Step]:
             "PUT",
             "/api/packs/sim/1/parameters",
             Role.ADMIN,
-            {"values": {"CELL_OV_Start": 3.55}, "dry_run": True},
+            {"values": {"CELL_OV_Start": 3.6}, "dry_run": True},
             "parameters.write",
             ("dry_run",),
         ),
