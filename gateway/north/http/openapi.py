@@ -65,7 +65,9 @@ _DESCRIPTIONS = {
 _FILE = {"schema": {"type": "string", "format": "binary"}}
 _TEXT = {"schema": {"type": "string"}}
 _TABLE = {"text/csv": _TEXT, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": _FILE}
-_EVENTS = {"text/event-stream": _TEXT}
+_EVENTS = {
+    "text/event-stream": {"schema": {"description": "server-sent events, one JSON document per data line"}}
+}
 
 CONTENT: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/history/export"): _TABLE,
@@ -76,6 +78,7 @@ CONTENT: dict[tuple[str, str], dict[str, Any]] = {
         "application/xml": _TEXT,
     },
     ("GET", "/api/history/jobs/events"): _EVENTS,
+    ("GET", "/api/stream"): _EVENTS,
     ("GET", "/api/firmware/jobs/{job_id}/events"): _EVENTS,
     ("GET", "/metrics"): {"text/plain": _TEXT},
 }
@@ -101,7 +104,7 @@ ACTS_ON: frozenset[tuple[str, str]] = frozenset(
         ("PUT", "/api/gateway/protocols"),
     }
 )
-_LOOKUP_PARAMS = {"bus", "address", "job_id", "family", "packs"}
+_LOOKUP_PARAMS = {"bus", "address", "job_id", "family", "packs", "token_id"}
 
 
 def role_of(route: APIRoute) -> Any:

@@ -74,8 +74,12 @@ def test_every_answer_is_declared_in_the_document(gateway: RecordsGateway) -> No
             if mode is GenerationMode.NEGATIVE:
                 checks.append(negative_data_rejection)
 
+            examples = POSITIVE_EXAMPLES if mode is GenerationMode.POSITIVE else NEGATIVE_EXAMPLES
+            if op.path == "/api/stream":  # an event stream that runs for its full window: once is enough
+                examples = 1
+
             @settings(
-                max_examples=POSITIVE_EXAMPLES if mode is GenerationMode.POSITIVE else NEGATIVE_EXAMPLES,
+                max_examples=examples,
                 deadline=None,
                 database=None,
                 phases=[Phase.explicit, Phase.generate],
