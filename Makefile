@@ -3,19 +3,23 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint venv bench soak clean ha-venv
+.PHONY: run test lint venv venv-test bench soak clean ha-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# `make run` installs the runtime only; the test tools (ruff, mypy, pytest, ...) come with `make test`.
 venv: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+venv-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 
 run: venv
 	$(BIN)/bms-gateway run $(ARGS)
 
-lint: venv
+lint: venv-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check gateway protocol mappings simulator
 	$(BIN)/mypy
@@ -28,7 +32,8 @@ ha-venv:
 	bash tests/fleet/ha-venv.sh
 
 bench: venv
-	for b in bench/*.py; do [ "$$b" = bench/soak.py ] || $(BIN)/python $$b || exit 1; done
+	$(BIN)/python -m pip install --quiet -e '.[fast,bench]'
+	$(BIN)/python bench/report.py $(BENCH_ARGS)
 
 soak: venv  # N minutes (default 30) with 15 packs, faults and load: slopes per hour, error counts
 	$(BIN)/python bench/soak.py $(ARGS)

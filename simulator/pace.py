@@ -19,6 +19,7 @@ It must never perform I/O and never raise on any request bytes.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from protocol.bms import bootloader as bl
 from protocol.bms.base import FrameDecoder
@@ -42,6 +43,13 @@ from simulator.records import epoch_of, event_code, pack_time
 HW_WIDTH = 20
 FULLY_CHARGED_SOC_PCT = 99.5
 SN_WIDTH = 20
+
+
+def bank_pack_flags(blocks: Sequence[object]) -> tuple[int, ...]:
+    """The byte a real master sends after each pack's block of a bank answer (bmspace's two-pack
+    capture: 0x11, 0x00; its meaning is not documented): the simulator sends 0x00 after each."""
+    return (0x00,) * len(blocks)
+
 
 PROTECTION1 = {"cell_ov": 0, "cell_uv": 1, "pack_ov": 2, "pack_uv": 3, "chg_oc1": 4, "chg_oc2": 4,
                "dsg_oc1": 5, "dsg_oc2": 5, "short_circuit": 6}  # fmt: skip
@@ -101,9 +109,9 @@ def status_block(truth: PackTruth, params: dict[str, float]) -> v.StatusBlock:
     cell_warn = []
     for volts in truth.cell_voltages_v:
         w = 0
-        if "cell_ov" in truth.alarms and volts >= params["Cell OV Alarm"]:
+        if "cell_ov" in truth.alarms and volts >= params["Cell_OV_Alarm"]:
             w = 2
-        elif "cell_uv" in truth.alarms and volts <= params["Cell UV Alarm"]:
+        elif "cell_uv" in truth.alarms and volts <= params["Cell_UV_Alarm"]:
             w = 1
         cell_warn.append(w)
     full = truth.soc_pct >= FULLY_CHARGED_SOC_PCT and not truth.discharging
@@ -249,7 +257,8 @@ class PaceResponder:
         if cid2 == c.Cmd.HARDWARE_VERSION:
             return Rtn.NORMAL, c.encode_text(pack.version, HW_WIDTH)
         if cid2 == c.Cmd.SERIAL_NUMBER:
-            return Rtn.NORMAL, c.encode_text(pack.identity.serial, SN_WIDTH)
+            # the 40-byte form of a real PbmsTools pack: BMS serial, then a blank pack serial
+            return Rtn.NORMAL, c.encode_text(pack.identity.serial, SN_WIDTH) + c.encode_text("", SN_WIDTH)
         if cid2 == c.Cmd.READ_TIME:
             return Rtn.NORMAL, c.encode_datetime(pack_time(pack.clock(epoch)), v.Variant.V25)
         if cid2 == c.Cmd.WRITE_TIME:
@@ -323,9 +332,14 @@ class PaceResponder:
             packs = self._bank(sim)
             truths = [(p, p.measure(sim.epoch_s)) for p in packs]
             if analog:
-                return Rtn.NORMAL, v.encode_analog(v.bank_analog([analog_block(t) for _p, t in truths]))
+                blocks_a = [analog_block(t) for _p, t in truths]
+                return Rtn.NORMAL, v.encode_analog(
+                    v.bank_analog(blocks_a, pack_flags=bank_pack_flags(blocks_a))
+                )
             blocks = tuple(status_block(t, p.params) for p, t in truths)
-            return Rtn.NORMAL, v.encode_status(v.StatusResponse(0, len(blocks), blocks))
+            return Rtn.NORMAL, v.encode_status(
+                v.StatusResponse(0, len(blocks), blocks, b"", bank_pack_flags(blocks))
+            )
         if req.command_value is not None and req.command_value != pack.address:
             return Rtn.INVALID_DATA, b""
         truth = pack.measure(sim.epoch_s)

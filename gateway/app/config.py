@@ -4,8 +4,10 @@ Every section is a pydantic model with `extra="forbid"`, so a misspelt key stops
 message naming it. Secrets may come from the environment (`BMS_GATEWAY_MQTT_PASSWORD`, ...).
 Nothing here reads a file at import time; `load_config(path)` is the only entry point.
 
-Each adapter owns its section below; keep a comment on every key (docs/configuration.md is the
-user-facing description and must list the same keys).
+Each adapter owns its section below. Every key has a docstring right under it (pydantic's
+attribute docstrings: the field's `description`): it is the key's meaning in the tables of
+docs/configuration.md, which `bms-gateway config docs --write docs/configuration.md` regenerates
+from this schema (a test fails when the committed tables differ).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def listen_error(key: str, listen: str, err: OSError) -> ConfigError:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def _check_listen(value: str) -> str:
@@ -54,24 +56,45 @@ ListenAddr = Annotated[str, AfterValidator(_check_listen)]
 
 
 class BusConfig(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")  # used in URLs, metrics labels, topics
-    url: str  # /dev/ttyUSB0, /dev/serial/by-id/..., socket://host:port, rfc2217://host:port
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    """used in URLs, metrics labels, topics"""
+    url: str
+    """/dev/ttyUSB0, /dev/serial/by-id/..., socket://host:port, rfc2217://host:port"""
     protocol: Literal["tianpower", "pace", "auto"] = "tianpower"
+    """BMS wire protocol family; `auto` probes every family at start-up"""
     addresses: list[Annotated[int, Field(ge=0, le=15)]] = Field(default_factory=lambda: [1], min_length=1)
+    """pack addresses (DIP switch values) polled on this bus, unique, 0..15"""
     baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    """serial device paths and rfc2217:// only (a socket:// converter has its own setting)"""
     parity: Literal["N", "E", "O"] = "N"
+    """N, E or O (serial device paths and rfc2217://)"""
     stopbits: Literal[1, 2] = 1
-    pace_master_only: bool = False  # PACE: read the whole bank through the master pack (INFO 0xFF)
-    request_gap_s: float = Field(default=0.004, ge=0.0, le=10.0)  # idle time between frames on the bus
+    """1 or 2 (serial device paths and rfc2217://)"""
+    bytesize: Literal[5, 6, 7, 8] = 8
+    """data bits per character (both families use 8)"""
+    pace_master_only: bool = False
+    """PACE: read the whole bank through the master pack (INFO 0xFF)"""
+    request_gap_s: float = Field(default=0.004, ge=0.0, le=10.0)
+    """idle time between frames on the bus (3.5 characters at 9600 baud); a pack that misses answers
+    gets a longer gap of its own, see runtime.md"""
     response_timeout_s: float = Field(default=1.0, gt=0.0, le=30.0)
+    """wait this long for a valid answer before the attempt counts as a timeout"""
     retries: int = Field(default=1, ge=0, le=5)
+    """extra attempts after a timeout before the request ends in NoResponse"""
     realtime_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0)
+    """realtime data (cells, temperatures, current, SOC, flags) of each pack"""
     identity_interval_s: float = Field(default=3600.0, gt=0.0)
+    """version, barcode, SN: at start and then this often"""
     parameters_interval_s: float = Field(default=3600.0, gt=0.0)
+    """protection/alarm tables: at start, after every write, and this often"""
     clock_interval_s: float = Field(default=600.0, gt=0.0)
-    stale_after_s: float = Field(default=15.0, gt=0.0)  # no success for this long -> stale
-    offline_after_s: float = Field(default=60.0, gt=0.0)  # no success for this long -> offline
-    names: dict[str, str] = Field(default_factory=dict)  # optional display names by address ("1" = "left")
+    """each pack's clock (drift) this often"""
+    stale_after_s: float = Field(default=15.0, gt=0.0)
+    """no success for this long -> stale"""
+    offline_after_s: float = Field(default=60.0, gt=0.0)
+    """no success for this long -> offline"""
+    names: dict[str, str] = Field(default_factory=dict)
+    """optional display names by address ("1" = "left")"""
 
     @field_validator("addresses")
     @classmethod
@@ -89,38 +112,57 @@ class BusConfig(Section):
 
 class HttpConfig(Section):
     listen: ListenAddr = "127.0.0.1:8080"
-    ui: bool = True  # the web UI at / (docs/ui.md); false: the API only, the UI is never imported
+    """HOST:PORT of the HTTP API (port 0 = any free port; printed at start)"""
+    ui: bool = True
+    """serve the web UI at `/` ([ui.md](ui.md)); `false`: the API only, the UI is never imported"""
 
 
 class ModbusConfig(Section):
     enabled: bool = True
+    """serve Modbus/TCP (docs/modbus.md)"""
     listen: ListenAddr = "127.0.0.1:5020"
-    writes: bool = False  # writes are refused (0x01 illegal function) unless enabled
-    write_allowlist: list[str] = Field(default_factory=lambda: ["127.0.0.1"])  # client IPs allowed to write
+    """HOST:PORT (502 needs CAP_NET_BIND_SERVICE, see the deployment docs)"""
+    writes: bool = False
+    """writes are refused (0x01 illegal function) unless enabled"""
+    write_allowlist: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    """client IPs allowed to write"""
     sunspec_unit: int = Field(default=1, ge=1, le=247)
-    per_pack_unit_base: int | None = Field(default=None, ge=1, le=232)  # pack unit = base + address
+    """unit id of the SunSpec bank device"""
+    per_pack_unit_base: int | None = Field(default=None, ge=1, le=232)
+    """pack unit = base + address"""
     native_unit: int = Field(default=2, ge=1, le=247)
+    """unit id of the native register map"""
     max_connections: int = Field(default=16, ge=1, le=1024)
+    """simultaneous client connections"""
     idle_timeout_s: float = Field(default=300.0, gt=0)
-    max_connections_per_client: int = Field(default=8, ge=1, le=1024)  # per client IP address
-    frame_timeout_s: float = Field(
-        default=2.0, gt=0, le=60
-    )  # a request must complete this soon after its 1st byte
-    yield_after_idle_s: float = Field(
-        default=10.0, gt=0
-    )  # when full, idle this long -> yields to a new client
-    request_rate_per_s: float = Field(default=500.0, gt=0)  # per client IP; beyond it requests are delayed
-    request_burst: int = Field(
-        default=200, ge=1
-    )  # requests a client may send at once before the rate applies
-    cap_timeout_s: float = Field(default=300.0, gt=0, le=86400)  # written caps revert unless refreshed
-    manufacturer: str = Field(default="bms-gateway", max_length=32)  # SunSpec model 1 Mn (bank unit)
-    model_name: str = Field(default="BMS bank", max_length=32)  # SunSpec model 1 Md (bank unit)
-    serial: str | None = Field(default=None, max_length=32)  # model 1 SN; default: first pack's serial
-    rated_current_a: float = Field(default=100.0, gt=0)  # per pack; nameplate for 802 WChaRteMax/124
-    nominal_cell_voltage_v: float = Field(default=3.2, gt=0, le=5)  # nameplate energy/power (LFP 3.2)
-    cells_per_pack: int = Field(default=16, ge=1, le=64)  # SunSpec 805 cell slots until a pack has more
-    cell_temperature_from_sensors: bool = False  # *inferred* 805 per-cell temps from the nearest sensor
+    """a client silent this long is disconnected"""
+    max_connections_per_client: int = Field(default=8, ge=1, le=1024)
+    """simultaneous connections from one client IP"""
+    frame_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    """a request must be complete this long after its first byte, else the connection is closed"""
+    yield_after_idle_s: float = Field(default=10.0, gt=0)
+    """when the server is full, a connection without a request for this long (or with an incomplete
+    one) yields its slot to a new client"""
+    request_rate_per_s: float = Field(default=500.0, gt=0)
+    """per client IP; beyond it requests are delayed"""
+    request_burst: int = Field(default=200, ge=1)
+    """requests a client may send at once before the rate applies"""
+    cap_timeout_s: float = Field(default=300.0, gt=0, le=86400)
+    """written caps revert unless refreshed"""
+    manufacturer: str = Field(default="bms-gateway", max_length=32)
+    """SunSpec model 1 Mn (bank unit)"""
+    model_name: str = Field(default="BMS bank", max_length=32)
+    """SunSpec model 1 Md (bank unit)"""
+    serial: str | None = Field(default=None, max_length=32)
+    """model 1 SN; default: first pack's serial"""
+    rated_current_a: float = Field(default=100.0, gt=0)
+    """per pack; nameplate for 802 WChaRteMax/124"""
+    nominal_cell_voltage_v: float = Field(default=3.2, gt=0, le=5)
+    """nameplate energy/power (LFP 3.2)"""
+    cells_per_pack: int = Field(default=16, ge=1, le=64)
+    """SunSpec 805 cell slots until a pack has more"""
+    cell_temperature_from_sensors: bool = False
+    """*inferred* 805 per-cell temps from the nearest sensor"""
 
     @model_validator(mode="after")
     def _distinct_units(self) -> ModbusConfig:
@@ -131,16 +173,27 @@ class ModbusConfig(Section):
 
 class CanConfig(Section):
     enabled: bool = False
-    interface: str = "virtual"  # any python-can interface: socketcan, slcan, socketcand, virtual, ...
-    channel: str = "vcan0"  # for slcan also socket://host:port
+    """send inverter CAN frames (docs/can.md)"""
+    interface: str = "virtual"
+    """any python-can interface: socketcan, slcan, socketcand, virtual, ..."""
+    channel: str = "vcan0"
+    """for slcan also socket://host:port"""
     bitrate: int = Field(default=500000, gt=0)
-    protocol: str = "pylon"  # see docs/can.md for the list (pylon, pylon-v2, deye, sma, victron, ...)
-    log: str | None = None  # candump-format log of every frame sent and received
-    keepalive_timeout_s: float = Field(default=10.0, ge=5.0, le=3600.0)  # inverter silent this long -> lost
-    keepalive_expected: bool = True  # false for inverters that never send a keepalive
-    reconnect_delay_s: float = Field(default=2.0, gt=0.0, le=300.0)  # first retry after a bus error
-    options: dict[str, str | int | float | bool] = Field(default_factory=dict)  # protocol options
-    interface_options: dict[str, str | int | float | bool] = Field(default_factory=dict)  # extra can.Bus args
+    """CAN bit rate (500 kbit/s for the Pylontech-style protocols)"""
+    protocol: str = "pylon"
+    """see docs/can.md for the list (pylon, pylon-v2, deye, sma, victron, ...)"""
+    log: str | None = None
+    """candump-format log of every frame sent and received"""
+    keepalive_timeout_s: float = Field(default=10.0, ge=5.0, le=3600.0)
+    """inverter silent this long -> lost"""
+    keepalive_expected: bool = True
+    """false for inverters that never send a keepalive"""
+    reconnect_delay_s: float = Field(default=2.0, gt=0.0, le=300.0)
+    """first retry after a bus error"""
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """protocol options"""
+    interface_options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """extra can.Bus args"""
 
 
 DeratingTable = Annotated[list[tuple[float, float]], Field(min_length=1)]
@@ -182,39 +235,70 @@ def _check_table(table: list[tuple[float, float]]) -> list[tuple[float, float]]:
 class PolicyConfig(Section):
     """The charge policy (docs/policy.md); derating tables are [[input, factor], ...], linear in between."""
 
-    charge_cell_voltage_v: float = Field(default=3.45, gt=2.0, le=4.3)  # CVL = cells x this
-    discharge_cell_voltage_v: float = Field(default=2.90, gt=1.5, le=4.0)  # DVL = cells x this
-    cell_limit_margin_v: float = Field(default=0.05, ge=0.0, le=0.5)  # kept from CELL_OV/UV_Start
-    pack_charge_current_a: float = Field(default=100.0, ge=0.0, le=2000.0)  # per pack rating
+    charge_cell_voltage_v: float = Field(default=3.45, gt=2.0, le=4.3)
+    """CVL = cells x this"""
+    discharge_cell_voltage_v: float = Field(default=2.90, gt=1.5, le=4.0)
+    """DVL = cells x this"""
+    cell_limit_margin_v: float = Field(default=0.05, ge=0.0, le=0.5)
+    """kept from CELL_OV/UV_Start"""
+    pack_charge_current_a: float = Field(default=100.0, ge=0.0, le=2000.0)
+    """per pack rating"""
     pack_discharge_current_a: float = Field(default=100.0, ge=0.0, le=2000.0)
-    parameter_current_fraction: float = Field(default=0.9, gt=0.0, le=1.0)  # of CHG/DISC_OC1_Start
-    lc_style_inferred: bool = False  # opt-in: halve a pack's charge limit for LC_Style 3/5 (inferred)
-    parallel_scale: float = Field(default=0.9, gt=0.0, le=1.0)  # sum of online packs x this
+    """per pack rating (discharge)"""
+    parameter_current_fraction: float = Field(default=0.9, gt=0.0, le=1.0)
+    """of CHG/DISC_OC1_Start"""
+    lc_style_inferred: bool = False
+    """opt-in: halve a pack's charge limit for LC_Style 3/5 (inferred)"""
+    parallel_scale: float = Field(default=0.9, gt=0.0, le=1.0)
+    """sum of online packs x this"""
     cell_voltage_charge_derating: DeratingTable = Field(default_factory=lambda: list(CELL_V_CHARGE_TABLE))
+    """[[cell V, factor], ...] on the highest cell"""
     cell_voltage_discharge_derating: DeratingTable = Field(
         default_factory=lambda: list(CELL_V_DISCHARGE_TABLE)
     )
+    """[[cell V, factor], ...] on the lowest cell"""
     temperature_charge_derating: DeratingTable = Field(default_factory=lambda: list(TEMP_CHARGE_TABLE))
+    """[[°C, factor], ...] on the cell temperatures"""
     temperature_discharge_derating: DeratingTable = Field(default_factory=lambda: list(TEMP_DISCHARGE_TABLE))
+    """[[°C, factor], ...] on the cell temperatures"""
     mos_temperature_derating: DeratingTable = Field(default_factory=lambda: list(MOS_TEMP_TABLE))
-    soc_charge_derating: list[tuple[float, float]] = Field(default_factory=list)  # e.g. [[95, 1], [100, 0.2]]
-    soc_discharge_derating: list[tuple[float, float]] = Field(default_factory=list)  # e.g. [[0, 0], [10, 1]]
-    current_rise_time_constant_s: float = Field(default=10.0, ge=0.0, le=600.0)  # low-pass on increases
-    cvl_step_v: float = Field(default=0.1, gt=0.0, le=5.0)  # CVL goes down at most this much per step
+    """[[°C, factor], ...] on the MOS temperature"""
+    soc_charge_derating: list[tuple[float, float]] = Field(default_factory=list)
+    """e.g. [[95, 1], [100, 0.2]]"""
+    soc_discharge_derating: list[tuple[float, float]] = Field(default_factory=list)
+    """e.g. [[0, 0], [10, 1]]"""
+    current_rise_time_constant_s: float = Field(default=10.0, ge=0.0, le=600.0)
+    """low-pass on increases"""
+    cvl_step_v: float = Field(default=0.1, gt=0.0, le=5.0)
+    """CVL goes down at most this much per step"""
     cvl_step_interval_s: float = Field(default=180.0, ge=0.0, le=3600.0)
+    """minimum time between two CVL decrease steps"""
     force_charge_1_start_soc_pct: float = Field(default=5.0, ge=0.0, le=100.0)
+    """request force charge (level 1) below this SOC"""
     force_charge_1_stop_soc_pct: float = Field(default=10.0, ge=0.0, le=100.0)
+    """…until this SOC (must be above the start)"""
     force_charge_2_start_soc_pct: float = Field(default=9.0, ge=0.0, le=100.0)
+    """request force charge (level 2) below this SOC"""
     force_charge_2_stop_soc_pct: float = Field(default=13.0, ge=0.0, le=100.0)
+    """…until this SOC (must be above the start)"""
     full_charge_soc_pct: float = Field(default=97.0, gt=0.0, le=100.0)
-    full_charge_days: float = Field(default=30.0, gt=0.0, le=365.0)  # request a full charge after this
-    stale_after_s: float = Field(default=10.0, gt=0.0, le=3600.0)  # newest pack data older -> stop
-    max_charge_current_a: float | None = Field(default=None, ge=0.0)  # user caps (never expire)
+    """SOC counted as a full charge"""
+    full_charge_days: float = Field(default=30.0, gt=0.0, le=365.0)
+    """request a full charge after this"""
+    stale_after_s: float = Field(default=10.0, gt=0.0, le=3600.0)
+    """newest pack data older -> stop"""
+    max_charge_current_a: float | None = Field(default=None, ge=0.0)
+    """user caps (never expire)"""
     max_discharge_current_a: float | None = Field(default=None, ge=0.0)
+    """user cap (never expires)"""
     max_charge_voltage_v: float | None = Field(default=None, gt=0.0)
+    """user cap (never expires)"""
     min_discharge_voltage_v: float | None = Field(default=None, gt=0.0)
-    evaluate_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)  # re-evaluation without new data
-    state_file: str | None = "policy-state.json"  # time of the last full charge; under state_dir
+    """user cap (never expires)"""
+    evaluate_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    """re-evaluation without new data"""
+    state_file: str | None = "policy-state.json"
+    """time of the last full charge (under state_dir; only with a config file)"""
 
     @field_validator(
         "cell_voltage_charge_derating",
@@ -244,50 +328,89 @@ class InverterRs485Config(Section):
     """The inverter-facing RS485 port: the gateway answers polls as a battery (docs/inverter-rs485.md)."""
 
     enabled: bool = False
-    url: str = "socket://127.0.0.1:4200"  # serial device (8N1) or socket://host:port of a converter
+    """answer an inverter's RS485 battery polls (docs/inverter-rs485.md)"""
+    url: str = "socket://127.0.0.1:4200"
+    """serial device (8N1) or socket://host:port of a converter"""
     protocol: Literal["pylon-rs485", "byd-modbus"] = "pylon-rs485"
+    """battery protocol emulated towards the inverter"""
     baudrate: Literal[9600, 19200, 115200] = 9600
-    presence_timeout_s: float = Field(default=60.0, gt=0.0)  # no valid poll this long -> inverter missing
-    idle_gap_s: float = Field(default=0.5, gt=0.0, le=10.0)  # quiet this long drops a partial request
-    pylon_group: int = Field(default=0, ge=0, le=15)  # ADR = position + 1 + 0x10 * group
-    pylon_share_module_limits: bool = True  # 0x92 per module: bank limits split over the fresh modules
+    """serial device paths only"""
+    presence_timeout_s: float = Field(default=60.0, gt=0.0)
+    """no valid poll this long -> inverter missing"""
+    idle_gap_s: float = Field(default=0.5, gt=0.0, le=10.0)
+    """quiet this long drops a partial request"""
+    pylon_group: int = Field(default=0, ge=0, le=15)
+    """ADR = position + 1 + 0x10 * group"""
+    pylon_share_module_limits: bool = True
+    """0x92 per module: bank limits split over the fresh modules"""
     # *inferred* Pylon layouts (docs/inverter-rs485.md), off: the protocol's error answer
-    pylon_inferred_stack_replies: bool = False  # 0x42/0x44 with INFO FF (off: RTN 90)
-    pylon_inferred_system_basic: bool = False  # 0x60 with a 2-byte version (off: RTN 04)
-    pylon_inferred_set_management: bool = False  # 0x94 values in the 0x92 order (off: RTN 04)
-    pylon_inferred_system_analog: bool = False  # 0x61 locations numbered from 1 (off: RTN 04)
-    battery_name: str = Field(default="US5000", pattern=r"^[ -~]{1,10}$")  # Pylon 0x51/0x60 battery name
-    manufacturer: str = Field(default="PYLON", pattern=r"^[ -~]{1,20}$")  # Pylon 0x51/0x60 manufacturer
+    pylon_inferred_stack_replies: bool = False
+    """*inferred*: answer 0x44 with INFO FF (off: RTN 90; 0x42 FF: always)"""
+    pylon_inferred_system_basic: bool = False
+    """*inferred*: answer 0x60 with a 2-byte version (off: RTN 04)"""
+    pylon_inferred_set_management: bool = False
+    """*inferred*: accept 0x94 in the 0x92 field order (off: RTN 04)"""
+    pylon_inferred_system_analog: bool = False
+    """*inferred*: answer 0x61, locations numbered from 1 (off: RTN 04)"""
+    battery_name: str = Field(default="US5000", pattern=r"^[ -~]{1,10}$")
+    """Pylon 0x51/0x60 battery name"""
+    manufacturer: str = Field(default="PYLON", pattern=r"^[ -~]{1,20}$")
+    """Pylon 0x51/0x60 manufacturer"""
     byd_unit_id: int = Field(default=21, ge=1, le=247)
+    """Modbus RTU unit id for byd-modbus"""
     byd_serial: str = Field(default="P030T020Z0000000001", pattern=r"^[ -~]{1,32}$")
-    byd_heartbeat_timeout_s: float = Field(default=300.0, gt=0.0)  # register 401 unchanged this long -> lost
+    """serial string reported in the BYD identity registers"""
+    byd_heartbeat_timeout_s: float = Field(default=300.0, gt=0.0)
+    """register 401 unchanged this long -> lost"""
 
 
 class MqttConfig(Section):
     """MQTT state, events and Home Assistant discovery (see docs/mqtt.md)."""
 
     enabled: bool = False
+    """publish to MQTT (docs/mqtt.md)"""
     # mqtt://host[:port] or mqtts://host[:port] (TLS, default port 8883)
     url: str = Field(default="mqtt://127.0.0.1:1883", pattern=r"^mqtts?://[^/\s:]+(:\d{1,5})?/?$")
-    username: str | None = None  # or BMS_GATEWAY_MQTT_USERNAME
-    password: str | None = None  # or BMS_GATEWAY_MQTT_PASSWORD
-    ca_file: str | None = None  # mqtts: CA bundle for the broker's certificate (system store when unset)
-    cert_file: str | None = None  # mqtts: client certificate (PEM), e.g. a per-site certificate
-    key_file: str | None = None  # private key of cert_file
-    client_id: str = Field(default="bms-gateway", pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # also names HA ids
+    """mqtts = TLS"""
+    username: str | None = None
+    """or BMS_GATEWAY_MQTT_USERNAME"""
+    password: str | None = None
+    """or BMS_GATEWAY_MQTT_PASSWORD"""
+    ca_file: str | None = None
+    """mqtts: CA bundle for the broker's certificate (system store when unset)"""
+    cert_file: str | None = None
+    """mqtts: client certificate (PEM), e.g. a per-site certificate"""
+    key_file: str | None = None
+    """private key of cert_file"""
+    client_id: str = Field(default="bms-gateway", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """also names HA ids"""
     base_topic: str = Field(default="bms-gateway", pattern=r"^[^#+\s]+[^#+/\s]$")
+    """first level of every topic: state, events, availability and commands (no wildcards, no trailing /)"""
     qos: Literal[0, 1, 2] = 1
-    retain_state: bool = True  # retain state documents (availability, birth, discovery: always retained)
-    persistent_session: bool = False  # clean_session = false: the broker keeps our QoS 1/2 session
+    """QoS of state and event messages"""
+    retain_state: bool = True
+    """retain state documents (availability, birth and discovery are always retained)"""
+    persistent_session: bool = False
+    """clean_session = false: the broker keeps our QoS 1/2 session"""
     keepalive_s: int = Field(default=60, ge=5, le=3600)
-    discovery: bool = True  # Home Assistant MQTT discovery
+    """MQTT keepalive"""
+    discovery: bool = True
+    """Home Assistant MQTT discovery"""
     discovery_prefix: str = Field(default="homeassistant", pattern=r"^[^#+\s]+[^#+/\s]$")
-    expire_after_s: int = Field(default=600, ge=0)  # HA marks pack values unavailable after this (0 = never)
-    min_interval_s: float = Field(default=5.0, ge=0.0, le=3600.0)  # at most one state document per topic
-    buffer_size: int = Field(default=1000, ge=10, le=1_000_000)  # messages kept while the broker is away
+    """Home Assistant's MQTT discovery prefix (no wildcards, no trailing /)"""
+    expire_after_s: int = Field(default=600, ge=0)
+    """HA marks pack values unavailable after this (0 = never)"""
+    min_interval_s: float = Field(default=5.0, ge=0.0, le=3600.0)
+    """at most one state document per topic"""
+    buffer_size: int = Field(default=1000, ge=10, le=1_000_000)
+    """messages kept while the broker is away"""
     reconnect_min_s: float = Field(default=1.0, gt=0.0)
+    """first reconnect delay (doubles up to reconnect_max_s, with jitter)"""
     reconnect_max_s: float = Field(default=60.0, gt=0.0)
-    commands: bool = False  # admin commands on <base_topic>/cmd/<action> (tokens as the admin API)
+    """longest reconnect delay"""
+    commands: bool = False
+    """admin commands on `<base_topic>/cmd/<action>`, authenticated with admin API tokens
+    (docs/mqtt.md#commands-over-mqtt)"""
 
     @model_validator(mode="after")
     def _pairs(self) -> MqttConfig:
@@ -304,16 +427,31 @@ class SimulatorConfig(Section):
     """The built-in simulator used when no bus is configured (or when enabled explicitly)."""
 
     enabled: bool = False
+    """also run the built-in simulator as bus `sim` (always used when no [[bus]] is configured)"""
     protocol: Literal["tianpower", "pace"] = "tianpower"
+    """family the simulated packs speak"""
     packs: int = Field(default=3, ge=1, le=15)
+    """number of simulated packs (addresses first_address..first_address + packs - 1)"""
     seed: int = 1
+    """makes every pack's values reproducible"""
     profile: Literal["idle", "charge", "discharge", "cycle"] = "cycle"
-    listen: ListenAddr | None = None  # also expose the simulated bus on HOST:PORT
-    first_address: int = Field(default=1, ge=0, le=15)  # address of the first pack (then +1 each)
-    baud: int = Field(default=9600, ge=1200, le=1_000_000)  # wire pacing: 10 bits per byte
-    pacing: bool = True  # false: answers leave at once (no wire time)
-    faults: str = ""  # fault injection in the --faults syntax, e.g. "corrupt=0.01,drop=0.05"
-    state_file: str | None = None  # persist parameters, SN, clock and history; under state_dir
+    """idle (nothing moves), charge, discharge, cycle (demo)"""
+    listen: ListenAddr | None = None
+    """also expose the simulated bus on HOST:PORT"""
+    first_address: int = Field(default=1, ge=0, le=15)
+    """address of the first pack; the others follow (first_address + packs - 1 at most 15)"""
+    baud: int = Field(default=9600, ge=1200, le=1_000_000)
+    """wire pacing: every byte takes 10 bits at this rate (the gateway's response timeout for the `sim` bus
+    grows with it)"""
+    pacing: bool = True
+    """false: answers leave at once, without wire time"""
+    faults: str = ""
+    """fault injection, e.g. `"corrupt=0.01,drop=0.05,offline=2:60/10"` (see [simulator.md](simulator.md));
+    a bad item stops the start"""
+    state_file: str | None = None
+    """persist parameters, SN, clock offset and history across restarts; relative paths are under state_dir"""
+    history_records: int = Field(default=0, ge=0, le=100_000)
+    """timing records each pack holds at start"""
 
     @field_validator("faults")
     @classmethod
@@ -337,18 +475,32 @@ class SimulatorConfig(Section):
 class AdminConfig(Section):
     """The authenticated admin channel (HTTP API, CLI, MQTT commands)."""
 
-    tokens_file: str = "tokens.json"  # hashed tokens; relative paths are under state_dir
-    audit_db: str = "audit.sqlite"  # append-only audit log (SQLite); relative to state_dir
-    allow_inferred_writes: bool = False  # also needs "allow_inferred": true in each request
-    rate_limit_per_minute: int = Field(default=120, ge=1, le=100000)  # per token
-    tls_cert: str | None = None  # PEM certificate; with tls_key the HTTP service speaks HTTPS
+    tokens_file: str = "tokens.json"
+    """hashed tokens; relative paths are under state_dir"""
+    audit_db: str = "audit.sqlite"
+    """append-only audit log (SQLite); relative to state_dir"""
+    allow_inferred_writes: bool = False
+    """also needs "allow_inferred": true in each request"""
+    rate_limit_per_minute: int = Field(default=120, ge=1, le=100000)
+    """per token"""
+    tls_cert: str | None = None
+    """PEM certificate; with tls_key the HTTP service speaks HTTPS"""
     tls_key: str | None = None
-    clock_auto_sync: bool = False  # write the gateway's time to packs whose drift exceeds the limit
+    """PEM private key of tls_cert"""
+    clock_auto_sync: bool = False
+    """write the gateway's time to packs whose drift exceeds the limit"""
     clock_max_drift_s: float = Field(default=60.0, gt=0)
-    data_needs_token: bool = False  # GET /api/system and /api/packs need a viewer token too
-    auth_failures_free: int = Field(default=20, ge=0, le=1_000_000)  # per client address, then backoff
-    auth_backoff_max_s: float = Field(default=60.0, ge=1.0, le=3600.0)  # longest backoff (1 s, 2 s, ...)
-    max_body_kib: int = Field(default=64, ge=1, le=16384)  # per request body; import, firmware: own caps
+    """drift limit for clock_auto_sync"""
+    data_needs_token: bool = False
+    """`GET /api/system`, `/api/packs` and `/api/packs/{bus}/{address}` need a bearer token (any role,
+    `viewer` or higher); `/healthz`, `/readyz` and `/metrics` stay open"""
+    auth_failures_free: int = Field(default=20, ge=0, le=1_000_000)
+    """failed authentications per client address before the backoff starts"""
+    auth_backoff_max_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    """the longest backoff (1 s, 2 s, 4 s, ... up to this)"""
+    max_body_kib: int = Field(default=64, ge=1, le=16384)
+    """the cap of a request body; the parameter import (1 MB) and the firmware upload
+    (`[firmware] max_image_kib` + 1 KiB) keep their own"""
 
     @model_validator(mode="after")
     def _tls_pair(self) -> AdminConfig:
@@ -360,30 +512,44 @@ class AdminConfig(Section):
 class HistoryConfig(Section):
     """History records downloaded from the packs (docs/history.md)."""
 
-    db: str = "history.sqlite"  # SQLite (WAL) of downloaded records and download jobs; under state_dir
-    record_timeout_s: float = Field(default=2.0, gt=0.0, le=30.0)  # a record read taking longer is retried
-    record_retries: int = Field(default=3, ge=0, le=20)  # per record before the job stops (resumable)
+    db: str = "history.sqlite"
+    """SQLite (WAL) of downloaded records and download jobs; under state_dir"""
+    record_timeout_s: float = Field(default=2.0, gt=0.0, le=30.0)
+    """no record this long -> retry/stop"""
+    record_retries: int = Field(default=3, ge=0, le=20)
+    """per record before the job stops (resumable)"""
 
 
 class RecordingConfig(Section):
     """Real-time recording of every pack's snapshots (the vendor tool's "Record" page)."""
 
     enabled: bool = True
-    interval_s: float = Field(default=1.0, ge=0.1, le=3600.0)  # one sample per pack per interval
-    db: str = "recording.sqlite"  # SQLite (WAL); under state_dir
-    max_age_days: float = Field(default=30.0, gt=0.0)  # older samples are deleted
-    max_size_mb: float = Field(default=500.0, gt=0.0)  # oldest samples are deleted beyond this
+    """record every pack's snapshots at `interval_s`"""
+    interval_s: float = Field(default=1.0, ge=0.1, le=3600.0)
+    """one sample per pack per interval"""
+    db: str = "recording.sqlite"
+    """SQLite (WAL); under state_dir"""
+    max_age_days: float = Field(default=30.0, gt=0.0)
+    """older samples are deleted"""
+    max_size_mb: float = Field(default=500.0, gt=0.0)
+    """oldest samples are deleted beyond this"""
 
 
 class FirmwareConfig(Section):
     """Firmware upgrade jobs (docs/firmware.md)."""
 
-    dir: str = "firmware"  # uploaded images and job state; under state_dir
-    min_soc_pct: float = Field(default=30.0, ge=0.0, le=100.0)  # pre-flight: SOC at least this
-    max_current_a: float = Field(default=2.0, ge=0.0, le=50.0)  # pre-flight: current magnitude at most this
-    bootloader_buses: list[str] = Field(default_factory=list)  # buses whose packs speak OUR bootloader
-    block_retries: int = Field(default=3, ge=0, le=20)  # per block (no answer or bad CRC)
-    max_image_kib: int = Field(default=1024, ge=1, le=1024)  # uploads above this are refused
+    dir: str = "firmware"
+    """uploaded images and job state; under state_dir"""
+    min_soc_pct: float = Field(default=30.0, ge=0.0, le=100.0)
+    """pre-flight: SOC at least this"""
+    max_current_a: float = Field(default=2.0, ge=0.0, le=50.0)
+    """pre-flight: the magnitude of the pack's current at most this"""
+    bootloader_buses: list[str] = Field(default_factory=list)
+    """buses whose packs speak OUR bootloader"""
+    block_retries: int = Field(default=3, ge=0, le=20)
+    """per block (no answer or bad CRC)"""
+    max_image_kib: int = Field(default=1024, ge=1, le=1024)
+    """uploads above this are refused"""
 
 
 class Config(Section):
@@ -399,8 +565,15 @@ class Config(Section):
     history: HistoryConfig = Field(default_factory=HistoryConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     firmware: FirmwareConfig = Field(default_factory=FirmwareConfig)
-    state_dir: str = "var"  # tokens, audit log, history database; relative to the config file's folder
+    state_dir: str = "var"
+    """tokens, audit log, history database; relative to the config file's folder"""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """debug, info, warning or error (`-v`/`-vv` on the command line can only raise it)"""
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """the asyncio event loop: `auto` uses [uvloop](https://github.com/MagicStack/uvloop) when it is
+    installed (`pip install 'bms-gateway[fast]'`, Linux/macOS) and the standard library's loop
+    otherwise; `uvloop` without it installed is a configuration error (exit 2). See
+    docs/performance.md"""
 
     @model_validator(mode="after")
     def _unique_bus_names(self) -> Config:

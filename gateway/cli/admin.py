@@ -12,7 +12,6 @@ This module never talks to a bus or reads the gateway's state files: everything 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,9 @@ from gateway.cli.api_client import (
     USAGE,
     Api,
     CliError,
+    cli_words,
     emit,
+    local_time,
     report_code,
     table,
 )
@@ -47,7 +48,7 @@ def _show_batch(doc: dict[str, Any]) -> int:
     )
     for p in packs or []:
         for w in p.get("warnings", []):
-            print(f"warning: {p['pack']}: {w}")
+            print(f"warning: {p['pack']}: {cli_words(w)}")
     if isinstance(doc.get("written"), list):  # a batch; a single pack's report has written: bool
         print(
             f"outcome: {doc['outcome']}; written: {', '.join(doc['written']) or 'none'}; "
@@ -102,10 +103,12 @@ def cmd_params_get(api: Api, args: argparse.Namespace) -> int:
     doc = api.call("GET", _pack_path(args.pack) + "/parameters", params={"fresh": args.fresh})
 
     def human(d: dict[str, Any]) -> int:
+        labels = any(p.get("label") not in (None, p["name"]) for p in d["parameters"])  # PACE's tool labels
         rows = [
             [
                 p["no"],
                 p["name"],
+                *([p.get("label") or ""] if labels else []),
                 p["value"],
                 p["unit"],
                 p["range"],
@@ -117,7 +120,17 @@ def cmd_params_get(api: Api, args: argparse.Namespace) -> int:
         ]
         table(
             f"{d['pack']} ({d['family']}, {d['source']})",
-            ["No.", "Name", "Value", "Unit", "Set Range", "Default", "Access", "Note"],
+            [
+                "No.",
+                "Name",
+                *(["Tool label"] if labels else []),
+                "Value",
+                "Unit",
+                "Set Range",
+                "Default",
+                "Access",
+                "Note",
+            ],
             rows,
         )
         return OK
@@ -159,18 +172,45 @@ def cmd_params_set(api: Api, args: argparse.Namespace) -> int:
     return emit(args, doc, _show_batch)
 
 
+PARAM_FORMATS = ("json", "csv", "xml", "xlsx")
+
+
+def _file_format(explicit: str | None, filename: str | None, default: str | None) -> str | None:
+    """The format asked for, else the one the file name's extension stands for, else `default`."""
+    if explicit:
+        return explicit
+    if filename:
+        ext = Path(filename).suffix.lower().lstrip(".")
+        if ext in PARAM_FORMATS:
+            return ext
+        if ext:
+            raise CliError(
+                USAGE,
+                f"{filename}: cannot tell the format from the extension {('.' + ext) if ext else '(none)'}; "
+                f"name the file .json, .csv, .xml or .xlsx, or pass --format",
+            )
+    return default
+
+
 def cmd_params_export(api: Api, args: argparse.Namespace) -> int:
-    text = api.call(
+    fmt = _file_format(args.format, args.output, "csv")
+    if fmt == "xlsx" and not args.output:
+        raise CliError(USAGE, "XLSX is a binary file: write it with -o FILE.xlsx")
+    data: bytes = api.call(
         "GET",
         _pack_path(args.pack) + "/parameters/export",
-        raw=True,
-        params={"format": args.format, "fresh": args.fresh},
+        binary=True,
+        params={"format": fmt, "fresh": args.fresh, "per_pack_state": args.per_pack_state},
     )
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}", file=sys.stderr)
+        try:
+            Path(args.output).write_bytes(data)
+        except OSError as err:
+            raise CliError(USAGE, f"cannot write {args.output}: {err}") from None
+        note = "" if args.per_pack_state else " (per-pack state left out; --per-pack-state includes it)"
+        print(f"wrote {args.output} ({fmt}){note}", file=sys.stderr)
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(data.decode("utf-8"))
     return OK
 
 
@@ -179,9 +219,16 @@ def cmd_params_import(api: Api, args: argparse.Namespace) -> int:
         content = Path(args.file).read_bytes()
     except OSError as err:
         raise CliError(USAGE, f"cannot read {args.file}: {err}") from None
-    params: dict[str, Any] = {"apply": args.apply, "allow_inferred": args.allow_inferred, "force": args.force}
-    if args.format:
-        params["format"] = args.format
+    params: dict[str, Any] = {
+        "apply": args.apply,
+        "allow_inferred": args.allow_inferred,
+        "per_pack_state": args.per_pack_state,
+        "force": args.force,
+    }
+    ext = Path(args.file).suffix.lower().lstrip(".")
+    fmt = args.format or (ext if ext in PARAM_FORMATS else None)  # else the gateway reads the content
+    if fmt:
+        params["format"] = fmt
     doc = api.call("POST", _pack_path(args.pack) + "/parameters/import", params=params, content=content)
 
     def human(d: dict[str, Any]) -> int:
@@ -191,6 +238,10 @@ def cmd_params_import(api: Api, args: argparse.Namespace) -> int:
             ["Name", "Current", "New", "Unit", "Set Range"],
             rows,
         )
+        for skip in d.get("skipped", []):
+            print(f"skipped row {skip['row']}: {skip['message']}")
+        if d.get("skipped"):
+            print("(--per-pack-state writes them)")
         if d["result"] is not None:
             return _show_batch(d["result"])
         if not d["applied"]:
@@ -280,7 +331,19 @@ def cmd_anti_theft(api: Api, args: argparse.Namespace) -> int:
         body["comm_timeout_h"] = args.comm_timeout
     if not body:
         doc = api.call("GET", path)
-        return emit(args, doc, lambda d: print(json.dumps(d, indent=2)) or OK)
+
+        def human(d: dict[str, Any]) -> int:
+            mode = d["mode"]
+            modes = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in mode.items()) if mode else "unknown"
+            table(
+                d["pack"],
+                ["Locked", "Mode", "Mode source", "Comm timeout h"],
+                [[d["locked"], modes, d["mode_source"], d["comm_timeout_h"]]],
+            )
+            print(d["comm_timeout_note"])
+            return OK
+
+        return emit(args, doc, human)
     return emit(args, api.call("PUT", path, json=body), _show_batch)
 
 
@@ -316,11 +379,18 @@ def cmd_sleep(api: Api, args: argparse.Namespace) -> int:
     return emit(args, api.call("POST", _pack_path(args.pack) + "/control", json=body), _show_batch)
 
 
+def _drift(drift_s: float | None) -> str:
+    return "" if drift_s is None else f"{drift_s:+.1f}"
+
+
 def cmd_clock_read(api: Api, args: argparse.Namespace) -> int:
     doc = api.call("GET", "/api/clock", params=[("packs", p) for p in args.packs if p != "all"])
 
     def human(d: dict[str, Any]) -> int:
-        rows = [[p["pack"], p["pack_time"], p["drift_s"], p["source"], p["error"]] for p in d["packs"]]
+        rows = [
+            [p["pack"], local_time(p["pack_time"]), _drift(p["drift_s"]), p["source"], p["error"]]
+            for p in d["packs"]
+        ]
         table(
             f"clocks (limit {d['max_drift_s']:g} s)",
             ["Pack", "Pack time", "Drift s", "Source", "Error"],
@@ -370,7 +440,7 @@ def cmd_audit(api: Api, args: argparse.Namespace) -> int:
         rows = [
             [
                 e["id"],
-                e["at"],
+                local_time(e["at"]),
                 e["token_id"],
                 e["role"],
                 e["client"],
@@ -413,6 +483,8 @@ AUDIT_COLUMNS = (
 
 def _audit_file(entries: list[dict[str, Any]], path: Path, fmt: str | None) -> int:
     """The audit entries as a CSV or XLSX file (cells neutralised by the shared export writer)."""
+    import json
+
     from gateway.ops.history.export import render
 
     fmt = fmt or ("xlsx" if path.suffix.lower() == ".xlsx" else "csv")
@@ -487,15 +559,17 @@ def register(sub: Any) -> None:
         help="write past the parameter rules' warnings (recommended ranges; audited); ordering rules "
         "are never overridden",
     )
-    sp = leaf(ps, "export", cmd_params_export, "a pack's parameters as json, csv or xml")
+    per_pack_help = "include per-pack state (full and remaining capacity; never cloned by default)"
+    sp = leaf(ps, "export", cmd_params_export, "a pack's parameters as json, csv, xml or xlsx")
     sp.add_argument("pack")
-    sp.add_argument("--format", choices=("json", "csv", "xml"), default="csv")
-    sp.add_argument("-o", "--output", help="file to write (default: stdout)")
+    sp.add_argument("--format", choices=PARAM_FORMATS, help="default: from the -o file's extension, else csv")
+    sp.add_argument("-o", "--output", help="file to write (default: stdout); .json .csv .xml .xlsx")
     sp.add_argument("--fresh", action="store_true")
+    sp.add_argument("--per-pack-state", action="store_true", help=per_pack_help)
     sp = leaf(ps, "import", cmd_params_import, "validate a file and preview the changes (--apply writes)")
     sp.add_argument("pack")
-    sp.add_argument("file")
-    sp.add_argument("--format", choices=("json", "csv", "xml"))
+    sp.add_argument("file", help=".json .csv .xml or .xlsx")
+    sp.add_argument("--format", choices=PARAM_FORMATS, help="default: from the extension or the content")
     sp.add_argument("--apply", action="store_true")
     sp.add_argument("--allow-inferred", action="store_true")
     sp.add_argument(
@@ -504,6 +578,7 @@ def register(sub: Any) -> None:
         help="write past the parameter rules' warnings (recommended ranges; audited); ordering rules "
         "are never overridden",
     )
+    sp.add_argument("--per-pack-state", action="store_true", help=per_pack_help)
     sp = leaf(ps, "load-origin", cmd_params_load_origin, "restore the documented defaults")
     sp.add_argument("packs", nargs="*")
     sp.add_argument("--dry-run", action="store_true")

@@ -2,9 +2,10 @@
 
 Plugged into `bms-gateway admin` (`gateway.cli.admin`): same `--url`/`--token`/`--json`
 options and exit codes (0 done, 1 failed, 2 usage, 3 unreachable, 4 refused). Long operations
-(history pull, firmware flash/resume) follow the job until it ends: a progress bar on a terminal,
-one JSON document per line otherwise (or with `--json`). Times are epoch seconds or ISO 8601
-(without a zone: UTC).
+(history pull, firmware flash/resume) follow the job over one server-sent-events request until it
+ends (no polling, so no rate limit to run into): a progress bar on stderr when it is a terminal and
+a summary on stdout, or one JSON document per update with `--json`. Times given are epoch seconds or
+ISO 8601 (without a zone: UTC); times shown are local ISO 8601 with the zone.
 
 This module never talks to a bus or reads the gateway's files: everything goes through the API.
 """
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,9 +21,20 @@ from typing import Any
 
 import httpx
 
-from gateway.cli.api_client import FAILED, OK, UNREACHABLE, USAGE, Api, CliError, emit, status_code, table
-
-POLL_S = 0.5
+from gateway.cli.api_client import (
+    FAILED,
+    OK,
+    UNREACHABLE,
+    USAGE,
+    Api,
+    CliError,
+    emit,
+    error_text,
+    local_time,
+    status_code,
+    table,
+)
+from gateway.cli.progress import Reporter, busy
 
 
 def _when(text: str | None) -> float | None:
@@ -66,20 +76,12 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
-def _interactive(args: argparse.Namespace) -> bool:
-    return not args.json and sys.stdout.isatty()
-
-
 def _sse(api: Api, path: str) -> Iterator[dict[str, Any]]:
     try:
         with api.client.stream("GET", path, timeout=httpx.Timeout(api.client.timeout.read, read=None)) as r:
             if r.status_code >= 400:
                 r.read()
-                try:
-                    detail = r.json().get("detail", r.text)
-                except ValueError:
-                    detail = r.text
-                raise CliError(status_code(r.status_code), f"{r.status_code}: {detail}")
+                raise CliError(status_code(r.status_code), f"{r.status_code}: {error_text(r)}")
             for line in r.iter_lines():
                 if line.startswith("data: "):
                     yield json.loads(line[6:])
@@ -87,79 +89,35 @@ def _sse(api: Api, path: str) -> Iterator[dict[str, Any]]:
         raise CliError(UNREACHABLE, f"cannot reach the gateway at {api.url}: {err}") from None
 
 
-class _Reporter:
-    """A progress bar on a terminal, JSON lines otherwise."""
-
-    def __init__(self, args: argparse.Namespace, title: str) -> None:
-        self.interactive = _interactive(args)
-        self.title = title
-        self._progress: Any = None
-        self._tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> _Reporter:
-        if self.interactive:
-            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn()
-            )
-            self._progress.__enter__()
-        return self
-
-    def update(self, key: str, done: int, total: int | None, doc: dict[str, Any], note: str = "") -> None:
-        if not self.interactive:
-            print(json.dumps(doc), flush=True)
-            return
-        task = self._tasks.get(key)
-        if task is None:
-            task = self._tasks[key] = self._progress.add_task(f"{self.title} {key}", total=total)
-        self._progress.update(
-            task, completed=done, total=total, description=f"{self.title} {key} {note}".rstrip()
-        )
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(None, None, None)
-
-
 # ---- history ---------------------------------------------------------------------------------------
 
 
-def _follow_history(api: Api, args: argparse.Namespace, bus: str, address: int | None, since: float) -> int:
-    """Poll the job list until no download of the target runs; the final states decide the exit code."""
-
-    def mine(pack: str) -> bool:
-        return pack.rpartition("/")[0] == bus and (address is None or pack == f"{bus}/{address}")
-
+def _follow_history(api: Api, args: argparse.Namespace, bus: str, address: int | None) -> int:
+    """Follow the pull over one server-sent-events request until its last download ends (no polling:
+    a long download cannot run into the token's rate limit); the final states decide the exit code."""
+    path = f"/api/history/jobs/events?bus={bus}" + ("" if address is None else f"&address={address}")
     last: dict[str, dict[str, Any]] = {}
-    with _Reporter(args, "history") as rep:
-        for _ in range(int(86400 / POLL_S)):  # bounded: a day
-            running = [j for j in api.call("GET", "/api/history/jobs")["running"] if mine(j["pack"])]
-            for j in running:
-                last[j["pack"]] = j
-                rep.update(j["pack"], j["next_index"], j["count"], j, j["state"])
-            if not running:
-                break
-            time.sleep(POLL_S)
-        for job in api.call("GET", "/api/history/jobs")["jobs"]:
-            if mine(job["pack"]) and (job["pack"] in last or job["updated_at"] >= since):
-                last[job["pack"]] = job
-                rep.update(job["pack"], job["next_index"], job["count"], job, job["state"])
-    if rep.interactive:
-        for pack, job in sorted(last.items()):
-            print(f"{pack}: {job['state']}: {job.get('detail', '')}")
+    with Reporter(args, "history") as rep:
+        for doc in _sse(api, path):
+            last[doc["pack"]] = doc
+            rep.update(doc["pack"], doc["next_index"], doc["count"], doc, doc["state"])
+    if not args.json:
+        rows = [
+            [pack, j["state"], j["read"], j["stored"], j["duplicates"], j.get("detail", "")]
+            for pack, j in sorted(last.items())
+        ]
+        table("history download", ["Pack", "State", "Read", "Stored", "Already stored", "Detail"], rows)
     return FAILED if any(j["state"] != "done" for j in last.values()) or not last else OK
 
 
 def cmd_history_pull(api: Api, args: argparse.Namespace) -> int:
     bus, address = _target(args.target)
-    since = time.time() - 1.0
     doc = api.call(
         "POST", "/api/history/pull", json={"bus": bus, "address": address, "resume": not args.restart}
     )
     if args.no_wait:
         return emit(args, doc, lambda d: (print(f"started: {', '.join(j['pack'] for j in d)}"), OK)[1])
-    return _follow_history(api, args, bus, address, since)
+    return _follow_history(api, args, bus, address)
 
 
 def cmd_history_stop(api: Api, args: argparse.Namespace) -> int:
@@ -191,7 +149,7 @@ def cmd_history_list(api: Api, args: argparse.Namespace) -> int:
             [
                 r["pack_serial"],
                 f"{r['bus']}/{r['address']}",
-                datetime.fromtimestamp(r["recorded_at"], UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                local_time(r["recorded_at"]),
                 r["event"],
                 r["voltage_v"],
                 r["current_a"],
@@ -203,7 +161,7 @@ def cmd_history_list(api: Api, args: argparse.Namespace) -> int:
         ]
         table(
             f"history records ({len(rows)} of {d['total']})",
-            ["Serial", "Pack", "Time (UTC)", "Event", "V", "A", "SOC %", "Cell min V", "Cell max V"],
+            ["Serial", "Pack", "Time", "Event", "V", "A", "SOC %", "Cell min V", "Cell max V"],
             rows,
         )
         return OK
@@ -225,15 +183,12 @@ def _write(path: str, data: bytes) -> None:
 
 def _download(api: Api, path: str, params: dict[str, Any]) -> bytes:
     try:
-        r = api.client.get(path, params=params)
+        with busy(api.args, f"GET {path}: the gateway builds the file"):
+            r = api.client.get(path, params=params)
     except httpx.TransportError as err:
         raise CliError(UNREACHABLE, f"cannot reach the gateway at {api.url}: {err}") from None
     if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
-        raise CliError(status_code(r.status_code), f"{r.status_code}: {detail}")
+        raise CliError(status_code(r.status_code), f"{r.status_code}: {error_text(r)}")
     return r.content
 
 
@@ -305,17 +260,35 @@ def cmd_record_export(api: Api, args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_record_interval(api: Api, args: argparse.Namespace) -> int:
+    if args.seconds is None:
+        doc = api.call("GET", "/api/recording")
+        return emit(args, doc, lambda d: (print(f"recording interval {d['interval_s']:g} s"), OK)[1])
+    doc = api.call("PUT", "/api/recording/interval", json={"interval_s": args.seconds})
+    return emit(
+        args,
+        doc,
+        lambda d: (
+            print(
+                f"recording interval {d['before_s']:g} -> {d['interval_s']:g} s "
+                "(until restart; [recording] interval_s keeps it)"
+            ),
+            OK,
+        )[1],
+    )
+
+
 # ---- firmware --------------------------------------------------------------------------------------
 
 
 def _follow_job(api: Api, args: argparse.Namespace, job: dict[str, Any]) -> int:
     last = job
-    with _Reporter(args, "firmware") as rep:
+    with Reporter(args, "firmware") as rep:
         rep.update(job["pack"], job["blocks_done"], job["blocks_total"], job, job["phase"])
         for doc in _sse(api, f"/api/firmware/jobs/{job['id']}/events"):
             last = doc
             rep.update(doc["pack"], doc["blocks_done"], doc["blocks_total"], doc, doc["phase"])
-    if _interactive(args):
+    if not args.json:
         print(f"{last['pack']}: {last['state']}: {last['detail']}")
     return OK if last["state"] == "done" else FAILED
 
@@ -429,7 +402,7 @@ def register_records(groups: Any, leaf: Callable[..., argparse.ArgumentParser]) 
     sp.add_argument("--start", help="ISO 8601 pack time")
     sp.add_argument("--end", help="ISO 8601 pack time")
 
-    record = groups.add_parser("record", help="the gateway's real-time recording: export")
+    record = groups.add_parser("record", help="the gateway's real-time recording: export, interval")
     rs = record.add_subparsers(dest="record_command", metavar="ACTION", required=True)
     sp = leaf(rs, "export", cmd_record_export, "a time range of the recording to a CSV or XLSX file")
     sp.add_argument("-o", "--output", required=True, help="file to write (.csv or .xlsx)")
@@ -437,6 +410,9 @@ def register_records(groups: Any, leaf: Callable[..., argparse.ArgumentParser]) 
     sp.add_argument("--since")
     sp.add_argument("--until")
     sp.add_argument("packs", nargs="*", help="BUS/ADDRESS (default: every pack)")
+
+    sp = leaf(rs, "interval", cmd_record_interval, "read, or change now (admin), the recording interval")
+    sp.add_argument("seconds", nargs="?", type=float, help="0.1 to 3600 s")
 
     firmware = groups.add_parser("firmware", help="firmware upgrades: flash, status, resume, abort")
     fs = firmware.add_subparsers(dest="firmware_command", metavar="ACTION", required=True)

@@ -10,11 +10,14 @@ import argparse
 import json
 import os
 import ssl
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
+
+from gateway.cli.progress import busy
 
 OK, FAILED, USAGE, UNREACHABLE, REFUSED = 0, 1, 2, 3, 4
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -41,6 +44,7 @@ class Api:
             raise CliError(
                 USAGE, "no token: pass --token or set BMS_GATEWAY_TOKEN (bms-gateway token create)"
             )
+        self.args = args
         self.url = (args.url or os.environ.get("BMS_GATEWAY_URL") or DEFAULT_URL).rstrip("/")
         verify: bool | ssl.SSLContext = True
         if args.cafile:
@@ -60,24 +64,68 @@ class Api:
     def close(self) -> None:
         self.client.close()
 
-    def call(self, method: str, path: str, *, raw: bool = False, **kw: Any) -> Any:
+    def call(self, method: str, path: str, *, raw: bool = False, binary: bool = False, **kw: Any) -> Any:
+        """The answer's JSON (`raw`: its text, `binary`: its bytes); CliError with the exit code."""
         try:
-            r = self.client.request(method, path, **kw)
+            with busy(self.args, f"{method} {path}: waiting for the gateway"):
+                r = self.client.request(method, path, **kw)
         except httpx.TransportError as err:
             raise CliError(UNREACHABLE, f"cannot reach the gateway at {self.url}: {err}") from None
         if r.status_code >= 400:
-            try:
-                body = r.json()
-                detail = body.get("detail") if isinstance(body, dict) else body
-            except ValueError:
-                detail = r.text
-            if not isinstance(detail, str):
-                detail = json.dumps(detail)
-            raise CliError(status_code(r.status_code), f"{r.status_code}: {detail}")
+            raise CliError(status_code(r.status_code), f"{r.status_code}: {error_text(r)}")
+        if binary:
+            return r.content
         return r.text if raw else r.json()
 
 
+# What the API asks of a request, as a person types it on the command line.
+CLI_WORDS: tuple[tuple[str, str], ...] = (
+    ('"allow_inferred": true in the request', "--allow-inferred on the command line"),
+    ('"allow_inferred": true', "--allow-inferred"),
+    ('with "confirm": true', "with --confirm"),
+    ('"confirm": true', "--confirm"),
+    ('with confirm = "DELETE"', "with --confirm"),
+    ('confirm = "DELETE"', "--confirm"),
+    ('"dry_run": true', "--dry-run"),
+)
+
+
+def cli_words(text: str) -> str:
+    """An API message with the request fields named as the CLI's flags (`--allow-inferred`, ...)."""
+    for api, cli in CLI_WORDS:
+        text = text.replace(api, cli)
+    return text
+
+
+def error_text(r: httpx.Response) -> str:
+    """The error body of an answer for a person: the detail, then every listed problem on its own
+    line with its row number (imports) or parameter, in the CLI's words."""
+    try:
+        body = r.json()
+    except ValueError:
+        return cli_words(r.text)
+    detail = body.get("detail") if isinstance(body, dict) else body
+    if not isinstance(detail, str):
+        detail = json.dumps(detail)
+    lines = [cli_words(detail)]
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if isinstance(errors, list) and errors:
+        for e in errors:
+            if not isinstance(e, dict) or "message" not in e:
+                continue
+            where = f"row {e['row']}" if e.get("row") is not None else str(e.get("parameter") or "")
+            lines.append(f"  {where}: {cli_words(str(e['message']))}" if where else f"  {e['message']}")
+    return "\n".join(lines)
+
+
 # ---- output ------------------------------------------------------------------------------------
+
+
+def local_time(epoch: float | None) -> str:
+    """An epoch time as the local ISO 8601 time with its zone (human output; JSON keeps the epoch)."""
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).astimezone().isoformat(timespec="seconds")
 
 
 def fmt(v: Any) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import tomlkit
 
 from gateway.app.config import Config, ConfigError, load_config, masked
+from gateway.app.wiring import uses_simulator
 
 
 def register(subparsers: Any) -> None:
@@ -29,6 +30,9 @@ def register(subparsers: Any) -> None:
     show.add_argument("--config", "-c", type=Path, default=None, metavar="FILE")
     show.add_argument("--json", action="store_true", help="JSON instead of TOML")
     show.set_defaults(func=run_show)
+    docs = sub.add_parser("docs", help="the key tables of docs/configuration.md, from the schema")
+    docs.add_argument("--write", type=Path, metavar="FILE", help="replace the generated part of FILE")
+    docs.set_defaults(func=run_docs)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -37,10 +41,21 @@ def run_check(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"{args.file}: {err}", file=sys.stderr)
         return 2
-    packs = sum(len(b.addresses) for b in config.bus)
-    where = f"{len(config.bus)} bus(es), {packs} pack(s)" if config.bus else "no bus: built-in simulator"
-    print(f"{args.file}: OK ({where})")
+    print(f"{args.file}: OK ({summary(config)})")
     return 0
+
+
+def summary(config: Config) -> str:
+    """What the configuration runs: buses and packs, the built-in simulator's bus counted in."""
+    buses = len(config.bus)
+    packs = sum(len(b.addresses) for b in config.bus)
+    if not uses_simulator(config):
+        return f"{buses} bus(es), {packs} pack(s)"
+    sim = config.simulator
+    note = f"built-in simulator: {sim.packs} {sim.protocol} pack(s)"
+    if not config.bus:
+        return f"1 bus, {sim.packs} pack(s); no bus configured: {note}"
+    return f"{buses + 1} bus(es), {packs + sim.packs} pack(s), of which the {note}"
 
 
 def _without_none(obj: Any) -> Any:
@@ -63,4 +78,21 @@ def run_show(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2, sort_keys=False))
     else:
         print(tomlkit.dumps(_without_none(data)), end="")
+    return 0
+
+
+def run_docs(args: argparse.Namespace) -> int:
+    """Print the generated key tables, or replace them in a file (`--write docs/configuration.md`)."""
+    from gateway.app.config_docs import render, replace_generated
+
+    if args.write is None:
+        print(render(), end="")
+        return 0
+    try:
+        text = args.write.read_text(encoding="utf-8")
+        args.write.write_text(replace_generated(text), encoding="utf-8")
+    except (OSError, ValueError) as err:
+        print(f"{args.write}: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.write}")
     return 0

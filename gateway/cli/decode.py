@@ -1,8 +1,12 @@
-"""`bms-gateway decode --protocol {tianpower,pace} HEX...`: decode one captured frame to JSON.
+"""`bms-gateway decode --protocol {tianpower,pace} [--request FRAME] HEX...`: decode one captured frame
+to JSON.
 
-Generic over the BMS family registry: it calls `FAMILY.describe(bytes)`. The frame is given as hex
-(spaces, `0x` prefixes and `:`/`,` separators allowed) or, for ASCII protocols such as PACE, as the
-text itself starting with `~` (a missing trailing carriage return is added).
+Generic over the BMS family registry: it calls `FAMILY.describe(bytes)`, or, with `--request`,
+`FAMILY.describe_answer(request, answer)`: the answer read as the answer to that request (a PACE
+answer does not name its command, and a bank answer needs the request's INFO FF; a Tianpower
+parameter-table answer needs the request's table selector). Frames are given as hex (spaces, `0x`
+prefixes and `:`/`,` separators allowed) or, for ASCII protocols such as PACE, as the text itself
+starting with `~` (a missing trailing carriage return is added).
 
 Exit codes: 0 decoded, 1 the frame is invalid (bad checksum, wrong length, unknown command: the
 message says which), 2 the input is not hex / usage error. Never touches a bus.
@@ -57,8 +61,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"bms-gateway decode: {err}", file=sys.stderr)
         return 2
     family = get(args.protocol)
+    request: bytes | None = None
+    if args.request is not None:
+        try:
+            request = parse_input([args.request])
+        except InputError as err:
+            print(f"bms-gateway decode: --request: {err}", file=sys.stderr)
+            return 2
+        if family.describe_answer is None:
+            print(f"bms-gateway decode: --request is not supported for {family.name}", file=sys.stderr)
+            return 2
     try:
-        described: Any = dict(family.describe(raw))
+        if request is not None and family.describe_answer is not None:
+            described: Any = dict(family.describe_answer(request, raw))
+        else:
+            described = dict(family.describe(raw))
     except RemoteProtocolError as err:
         print(f"bms-gateway decode: invalid {family.name} frame ({len(raw)} bytes): {err}", file=sys.stderr)
         return 1
@@ -76,6 +93,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--protocol", required=True, choices=names, help="BMS protocol family")
     parser.add_argument("--compact", action="store_true", help="one-line JSON")
+    parser.add_argument(
+        "--request",
+        metavar="FRAME",
+        help="the request this frame answers (one argument: quote hex with spaces); the answer is "
+        "then decoded as that command's answer, e.g. a PACE bank answer to INFO FF",
+    )
     parser.add_argument(
         "hex",
         nargs="+",

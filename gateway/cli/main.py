@@ -13,10 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import COMMAND_MODULES
+from gateway.cli import COMMAND_MODULES, COMMANDS
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with `argv` naming a known command, only that command's module is imported."""
     parser = argparse.ArgumentParser(
         prog="bms-gateway",
         description="Battery packs on RS485 -> Modbus/TCP, inverter CAN/RS485, Prometheus, MQTT, admin API.",
@@ -25,13 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
+    for name in _modules_for(argv):
         importlib.import_module(name).register(sub)
     return parser
 
 
+def _modules_for(argv: Sequence[str] | None) -> Sequence[str]:
+    """The command modules to import: the named command's only, or all (help, errors)."""
+    if argv is None:
+        return COMMAND_MODULES
+    for arg in argv:
+        if arg in ("-h", "--help", "--version"):
+            return COMMAND_MODULES
+        if not arg.startswith("-"):
+            return (COMMANDS[arg],) if arg in COMMANDS else COMMAND_MODULES
+    return COMMAND_MODULES
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -8,14 +8,13 @@ are ready. Without `--config` it starts on the simulator and binds only to 127.0
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from gateway import __version__
-from gateway.app import systemd
+from gateway.app import loop, systemd
 from gateway.app.config import Config, ConfigError, load_config
 from gateway.app.context import AppContext
 from gateway.app.wiring import run_app, uses_simulator
@@ -84,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
         systemd.ready(f"{len(ctx.store.view.packs)} packs configured")  # Type=notify units (no-op otherwise)
 
     try:
-        code = asyncio.run(run_app(config, args.config, on_all_ready=on_ready, hard_deadline=True))
+        code = loop.run(
+            run_app(config, args.config, on_all_ready=on_ready, hard_deadline=True), config.event_loop
+        )
     except ConfigError as err:
         print(f"bms-gateway: {err}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from gateway.app.config import ConfigError
+from gateway.cli.progress import busy
 from gateway.south.bus import BusOwner
 from gateway.south.poller import available_families, scan
 from gateway.south.transport import Backoff, SerialSettings, parse_url
@@ -198,8 +199,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    via = None if args.direct else _through_gateway(args)
-    code, found = asyncio.run(_scan(args, families)) if via is None else via
+    what = f"scanning {args.url} for {', '.join(families)} packs at {len(args.addresses)} address(es)"
+    with busy(args, what):
+        via = None if args.direct else _through_gateway(args)
+        code, found = asyncio.run(_scan(args, families)) if via is None else via
     if code:
         return code
     if not found:

@@ -101,7 +101,9 @@ async def _serve(sim: Simulator, host: str, port: int, pty: bool) -> int:
         print(f"pacing: {pacing}")
         sys.stdout.flush()
         await stop.wait()
-    for key, value in sim.fault_counters.items():
+    counters = dict(sim.fault_counters)
+    print(f"answers: {counters.pop('responses', 0)}")  # every answer the packs produced, faulty or not
+    for key, value in counters.items():  # only what fault injection did
         if value:
             print(f"fault {key}: {value}")
     return 0

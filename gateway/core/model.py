@@ -22,6 +22,24 @@ from protocol.bms.base import FlagInfo, FlagKind
 PackKey = tuple[str, int]
 """(bus name, pack address) identifies a pack everywhere in the gateway."""
 
+# The resolution of every derived value, in decimals of its unit: the finest step of the values it
+# is made from (cells 1 mV, pack voltage 10 mV, current 10 mA, capacity 10 mAh, SOC 0.01 %,
+# temperature 0.1 °C; a mean keeps one decimal more). Derived values are rounded here, where they
+# are made, so no output (JSON, CSV, metrics, Modbus) carries float noise such as
+# 0.0009999999999998899 for a 1 mV difference.
+DECIMALS: Mapping[str, int] = MappingProxyType(
+    {"V": 3, "V_mean": 4, "A": 2, "W": 2, "Ah": 2, "%": 2, "°C": 1, "s": 0, "ratio": 4}
+)
+
+
+def q(value: float, unit: str) -> float:
+    """`value` rounded to the resolution of `unit` (see DECIMALS)."""
+    return round(value, DECIMALS[unit])
+
+
+def q_opt(value: float | None, unit: str) -> float | None:
+    return None if value is None else q(value, unit)
+
 
 class Availability(enum.StrEnum):
     """Derived from the time of the last successful realtime read (see the poller)."""
@@ -74,7 +92,7 @@ class LinkStats:
 
     @property
     def success_ratio(self) -> float | None:
-        return None if self.requests == 0 else self.responses / self.requests
+        return None if self.requests == 0 else q(self.responses / self.requests, "ratio")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +183,9 @@ class Telemetry:
         discharge_time: float | None = None
         if remaining is not None and abs(current_a) > 1e-6:
             if current_a > 0 and full_capacity_ah is not None:
-                charge_time = max(0.0, full_capacity_ah - remaining) / current_a * 3600.0
+                charge_time = q(max(0.0, full_capacity_ah - remaining) / current_a * 3600.0, "s")
             elif current_a < 0:
-                discharge_time = max(0.0, remaining) / -current_a * 3600.0
+                discharge_time = q(max(0.0, remaining) / -current_a * 3600.0, "s")
         return cls(
             measured_at=measured_at,
             cell_voltages_v=cells,
@@ -190,12 +208,12 @@ class Telemetry:
             faults=by_kind[FlagKind.FAULT],
             states=by_kind[FlagKind.STATE],
             flags=active,
-            power_w=voltage_v * current_a,
-            cell_sum_v=total,
-            cell_avg_v=total / len(cells),
+            power_w=q(voltage_v * current_a, "W"),
+            cell_sum_v=q(total, "V"),
+            cell_avg_v=q(total / len(cells), "V_mean"),
             cell_max_v=vmax,
             cell_min_v=vmin,
-            cell_diff_v=vmax - vmin,
+            cell_diff_v=q(vmax - vmin, "V"),
             cell_max_index=cells.index(vmax) + 1,
             cell_min_index=cells.index(vmin) + 1,
             temp_max_c=max(tvals) if tvals else None,
@@ -312,7 +330,7 @@ class BankSnapshot:
     def cell_diff_v(self) -> float | None:
         if self.cell_max is None or self.cell_min is None:
             return None
-        return self.cell_max.value - self.cell_min.value
+        return q(self.cell_max.value - self.cell_min.value, "V")
 
     @property
     def has_data(self) -> bool:
@@ -359,23 +377,23 @@ def aggregate(packs: Iterable[PackSnapshot], now: float | None = None) -> BankSn
     charge_time = discharge_time = None
     if remaining is not None and abs(current) > 1e-6:
         if current > 0 and full is not None:
-            charge_time = max(0.0, full - remaining) / current * 3600.0
+            charge_time = q(max(0.0, full - remaining) / current * 3600.0, "s")
         elif current < 0:
-            discharge_time = max(0.0, remaining) / -current * 3600.0
+            discharge_time = q(max(0.0, remaining) / -current * 3600.0, "s")
     return BankSnapshot(
         computed_at=now,
         packs_configured=len(packs),
         packs_online=n,
         packs_stale=stale,
         packs_offline=offline,
-        voltage_v=voltage,
-        current_a=current,
-        power_w=sum(t.power_w for _, t in online),
-        soc_pct=soc,
-        soh_pct=soh,
-        full_capacity_ah=full,
-        remaining_capacity_ah=remaining,
-        nominal_capacity_ah=nominal,
+        voltage_v=q(voltage, "V"),
+        current_a=q(current, "A"),
+        power_w=q(sum(t.power_w for _, t in online), "W"),
+        soc_pct=q(soc, "%"),
+        soh_pct=q_opt(soh, "%"),
+        full_capacity_ah=q_opt(full, "Ah"),
+        remaining_capacity_ah=q_opt(remaining, "Ah"),
+        nominal_capacity_ah=q_opt(nominal, "Ah"),
         cell_max=cmax,
         cell_min=cmin,
         temp_max=max(temps, key=lambda c: c.value) if temps else None,

@@ -166,6 +166,7 @@ class BusOwner:
         self._last_activity = 0.0  # monotonic time of the end of the last bus activity
         self.counters = BusCounters()
         self._packs: dict[int, LinkCounters] = {}
+        self.settings: SerialSettings | None = None  # the line settings, for a bus opened by URL
         self._streak: dict[int, int] = {}  # answers in a row per pack (adaptive gap decay)
         self._waiting: collections.Counter[int] = collections.Counter()  # queued requests by priority
 
@@ -181,7 +182,9 @@ class BusOwner:
         async def opener() -> Connection:
             return await open_connection(url, settings)
 
-        return cls(name, opener, decoder_factory, **kwargs)  # type: ignore[arg-type]
+        owner = cls(name, opener, decoder_factory, **kwargs)  # type: ignore[arg-type]
+        owner.settings = settings
+        return owner
 
     # ---- counters -----------------------------------------------------------------------------
 

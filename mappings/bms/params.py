@@ -5,8 +5,11 @@ from a wheel) with a top-level `family`, an optional `[defaults]` table merged i
 one `[[param]]` per parameter:
 
     id        stable string id ("prot.cell_ov_start")
-    name      unique name as the vendor tool shows it ("CELL_OV_Start")
-    tool_name optional: the label on the vendor tool's page when `name` had to be made unique
+    name      unique identifier in the API, files and topics, without spaces: the vendor tool's name
+              where it has none ("CELL_OV_Start"), else the label with "_" ("Cell_OV_Alarm")
+    tool_name optional: the label on the vendor tool's page when it differs from `name`
+    aliases   optional: other names accepted on input (e.g. the label "Cell OV Alarm" older
+              versions used as the name); lookups resolve them to `name`
     section   optional: the vendor tool's heading ("CELL_Vol_Protect")
     group     protection | alarm | other
     unit      display unit (V, mV, A, °C, ms, s, min, %, Ah, ...)
@@ -17,6 +20,8 @@ one `[[param]]` per parameter:
     default          the manual's default (omitted when the manual shows none)
     access    operator | administrator | factory   (level needed to write)
     dangerous, inferred   bools; `inferred` = the write encoding is not publicly documented
+    per_pack  bool: state of this one pack (e.g. its remaining capacity) that must not be cloned onto
+              another pack: parameter exports and imports leave it out unless asked to include it
     choices   optional list of {value, meaning}; only those values are accepted
     raw_min, raw_max  limits of the wire field (default 0..65535)
     note      optional free text (where a scale or range is an interpretation)
@@ -106,6 +111,8 @@ class ParamSpec:
     section: str | None = None
     note: str | None = None
     decimals: int = field(default=0)
+    per_pack: bool = False
+    aliases: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -170,6 +177,7 @@ class ParameterTable:
     params: tuple[ParamSpec, ...]
     by_name: Mapping[str, ParamSpec]
     by_id: Mapping[str, ParamSpec]
+    by_alias: Mapping[str, ParamSpec] = field(default_factory=lambda: MappingProxyType({}))
 
     def __iter__(self) -> Iterator[ParamSpec]:
         return iter(self.params)
@@ -178,14 +186,19 @@ class ParameterTable:
         return len(self.params)
 
     def __contains__(self, name: object) -> bool:
-        return name in self.by_name
+        return name in self.by_name or name in self.by_alias
+
+    def canonical(self, name: str) -> str:
+        """The parameter's name for `name` or one of its aliases (unchanged when unknown)."""
+        spec = self.by_name.get(name) or self.by_alias.get(name)
+        return name if spec is None else spec.name
 
     def get(self, name: str) -> ParamSpec:
-        """The parameter by name; KeyError with the known names' count when absent."""
-        try:
-            return self.by_name[name]
-        except KeyError:
-            raise KeyError(f"{self.family}: unknown parameter {name!r} ({len(self.params)} known)") from None
+        """The parameter by name or alias; KeyError with the known names' count when absent."""
+        spec = self.by_name.get(name) or self.by_alias.get(name)
+        if spec is None:
+            raise KeyError(f"{self.family}: unknown parameter {name!r} ({len(self.params)} known)")
+        return spec
 
     def in_group(self, group: Group) -> tuple[ParamSpec, ...]:
         return tuple(p for p in self.params if p.group is group)
@@ -198,9 +211,10 @@ class ParameterTable:
         """Validate a set of writes by name; raises on the first unknown name or bad value."""
         out: dict[str, float] = {}
         for name, value in values.items():
-            if name not in self.by_name:
+            if name not in self:
                 raise ParameterValueError(name, value, f"{self.family}: unknown parameter {name!r}")
-            out[name] = self.by_name[name].validate(value)
+            spec = self.get(name)
+            out[spec.name] = spec.validate(value)
         return out
 
 
@@ -213,10 +227,12 @@ _OPTIONAL = (
     "tolerance",
     "dangerous",
     "inferred",
+    "per_pack",
     "choices",
     "raw_min",
     "raw_max",
     "tool_name",
+    "aliases",
     "section",
     "note",
     "wire",
@@ -247,6 +263,11 @@ def _parse_entry(where: str, entry: Mapping[str, Any]) -> ParamSpec:
         if not isinstance(entry[key], str) or (key != "unit" and not entry[key]):
             raise ParameterTableError(f"{where}: {key} must be a non-empty string")
     where = f"{where} ({entry['name']})"
+    if any(c.isspace() for c in entry["name"]):
+        raise ParameterTableError(f"{where}: name must have no spaces (put the tool's label in tool_name)")
+    aliases = entry.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        raise ParameterTableError(f"{where}: aliases must be a list of non-empty strings")
     try:
         group = Group(entry["group"])
         access = Access(entry["access"])
@@ -268,7 +289,7 @@ def _parse_entry(where: str, entry: Mapping[str, Any]) -> ParamSpec:
         raise ParameterTableError(f"{where}: rec_min and rec_max go together")
     if rec_lo is not None and rec_hi is not None and rec_lo > rec_hi:
         raise ParameterTableError(f"{where}: rec_min is greater than rec_max")
-    for key in ("dangerous", "inferred"):
+    for key in ("dangerous", "inferred", "per_pack"):
         if not isinstance(entry.get(key, False), bool):
             raise ParameterTableError(f"{where}: {key} must be true or false")
     raw_min, raw_max = entry.get("raw_min", 0), entry.get("raw_max", 65535)
@@ -314,6 +335,8 @@ def _parse_entry(where: str, entry: Mapping[str, Any]) -> ParamSpec:
         section=entry.get("section"),
         note=entry.get("note"),
         decimals=max(_decimals(scale), _decimals(offset)),
+        per_pack=entry.get("per_pack", False),
+        aliases=tuple(aliases),
     )
     # The range ends must be representable on the wire and survive a round trip.
     for what, value in (("min", lo), ("max", hi)):
@@ -370,7 +393,17 @@ def build_table(
         params.append(spec)
         by_name[spec.name] = spec
         by_id[spec.id] = spec
-    return ParameterTable(family, tuple(params), MappingProxyType(by_name), MappingProxyType(by_id))
+    by_alias: dict[str, ParamSpec] = {}
+    for spec in params:
+        for alias in spec.aliases:
+            if alias in by_name or alias in by_alias:
+                raise ParameterTableError(
+                    f"{source}: alias {alias!r} of {spec.name} is already a name or alias"
+                )
+            by_alias[alias] = spec
+    return ParameterTable(
+        family, tuple(params), MappingProxyType(by_name), MappingProxyType(by_id), MappingProxyType(by_alias)
+    )
 
 
 @cache

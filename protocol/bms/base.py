@@ -249,3 +249,7 @@ class BmsFamily:
     is_probe_answer: Callable[[Frame], bool]
     # How this family carries the firmware-upgrade messages (its `boot` module).
     boot: BootCarriage
+    # Decode an answer together with the request it answers (request bytes, answer bytes), for
+    # answers that do not say what they answer (PACE) or whose layout the request selects; raises
+    # RemoteProtocolError when they are not a request and its answer. None: `describe` is enough.
+    describe_answer: Callable[[bytes, bytes], Mapping[str, Any]] | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import math
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -216,6 +217,35 @@ class Block:
                 used[i] = True
 
 
+_INFINITIES = (math.inf, -math.inf)
+_PlanRow = tuple[PointDef, str, int, int, tuple[int, int] | None, list[int]]
+_PLANS: dict[int, tuple[Block, tuple[_PlanRow, ...]]] = {}
+
+
+def _plan(block: Block) -> tuple[_PlanRow, ...]:
+    """Per point, what `encode_block` needs on every build, worked out once per block:
+    (point, name, offset, size, raw range of a plain number (None: not a number type), words of None).
+    """
+    cached = _PLANS.get(id(block))
+    if cached is not None and cached[0] is block:
+        return cached[1]
+    rows: list[_PlanRow] = []
+    for p in block.points:
+        info = TYPES[p.type]
+        number_range: tuple[int, int] | None = None
+        if p.type is not PointType.STRING:
+            lo, hi = _raw_range(info, p.size)
+            if info.signed and info.sentinel is not None:
+                lo += 1
+            elif info.sentinel is not None and info.sentinel != 0:
+                hi -= 1
+            number_range = (lo, hi)
+        rows.append((p, p.name, p.offset, p.size, number_range, encode_value(p, None)))
+    plan = tuple(rows)
+    _PLANS[id(block)] = (block, plan)
+    return plan
+
+
 @dataclass(frozen=True, slots=True)
 class EncodeError:
     point: str
@@ -237,8 +267,30 @@ def encode_block(
     """
     regs = [fill] * block.length
     scale = scale or {}
-    for p in block.points:
-        value = values.get(p.name)
+    for p, name, offset, size, number_range, none_words in _plan(block):
+        value = values.get(name)
+        if value is None:
+            regs[offset : offset + size] = none_words
+            continue
+        psf = p.sf
+        if number_range is not None and (type(value) is float or type(value) is int):
+            # fast path for plain numbers; anything unusual goes the general way below
+            exp = psf if type(psf) is int else (scale.get(psf) if isinstance(psf, str) and psf else None)
+            if exp is not None or not psf:
+                number = float(value)
+                if exp is not None:
+                    number = number / (10.0**exp)
+                if number == number and number not in _INFINITIES:
+                    raw = round(number)
+                    lo, hi = number_range
+                    if lo <= raw <= hi:
+                        if raw < 0:
+                            raw += 1 << (16 * size)
+                        if size == 1:
+                            regs[offset] = raw
+                        else:
+                            regs[offset : offset + size] = _split(raw, size)
+                        continue
         sf: int | None
         if isinstance(p.sf, int):
             sf = p.sf
@@ -282,11 +334,14 @@ class RegisterImage:
                 merged[-1][1].extend(regs)
             else:
                 merged.append((start, regs))
-        for _, regs in merged:
-            for r in regs:
-                if not 0 <= r <= 0xFFFF:
-                    raise LocalProtocolError(f"register value {r} out of 0..65535")
-        self._blocks = tuple((start, b"".join(r.to_bytes(2, "big") for r in regs)) for start, regs in merged)
+        packed: list[tuple[int, bytes]] = []
+        for start, regs in merged:
+            try:
+                packed.append((start, struct.pack(f">{len(regs)}H", *regs)))
+            except struct.error:
+                bad = next(r for r in regs if not (isinstance(r, int) and 0 <= r <= 0xFFFF))
+                raise LocalProtocolError(f"register value {bad} out of 0..65535") from None
+        self._blocks = tuple(packed)
         self._starts = tuple(start for start, _ in self._blocks)
 
     @property

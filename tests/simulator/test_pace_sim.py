@@ -38,9 +38,9 @@ async def test_identity_parameters_clock_protocols_against_simulator(
     ident = await d.read_identity(bus, 1)
     assert ident.version and ident.protocol == "pace"
     ps = await d.read_parameters(bus, 1, now=0.0)
-    assert ps.get("Cell OV Protect") is not None
-    await d.write_parameters(bus, 1, [ParameterWrite("Cell OV Protect", 3.66)])
-    assert (await d.read_parameters(bus, 1, now=0.0)).get("Cell OV Protect") == 3.66
+    assert ps.get("Cell_OV_Protect") is not None
+    await d.write_parameters(bus, 1, [ParameterWrite("Cell_OV_Protect", 3.66)])
+    assert (await d.read_parameters(bus, 1, now=0.0)).get("Cell_OV_Protect") == 3.66
     clock = await d.read_clock(bus, 1, now=sim.epoch_s)
     assert abs(clock.pack_time - sim.truth(1).clock_epoch_s) <= 1
     p = await d.read_protocols(bus, 1)

@@ -274,11 +274,11 @@ async def test_pace_identity_clock_capacities_protocols_groups() -> None:
     # Write a group, read it back.
     g = pc.decode_group_read(0xD1, await _pace(sim, pc.simple_request(1, 0xD1)))
     await _pace(sim, pc.group_write_request(1, g.replace({1: 3650})))
-    assert sim.truth(1).parameters["Cell OV Protect"] == 3.65
+    assert sim.truth(1).parameters["Cell_OV_Protect"] == 3.65
     # Out of range: RTN 06 and nothing changes.
     raw = await sim.handle(pc.group_write_request(1, g.replace({1: 9000})))
     assert pace_parse(raw).command == 0x06
-    assert sim.truth(1).parameters["Cell OV Protect"] == 3.65
+    assert sim.truth(1).parameters["Cell_OV_Protect"] == 3.65
 
 
 async def test_pace_history_records_equal_store() -> None:

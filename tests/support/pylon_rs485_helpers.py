@@ -113,12 +113,22 @@ def decode_module_analog(r: Reader) -> dict[str, Any]:
     }
 
 
-def decode_management(r: Reader) -> dict[str, Any]:
+def decode_management(r: Reader, *, system: bool = False) -> dict[str, Any]:
+    """0x92 values (after the address byte) or, with `system=True`, the 0x63 ones.
+
+    Real packs send the 0x92 discharge current limit negative (captures `FE8E`, `FDD5`); this
+    decoder checks the sign and returns the magnitude. 0x63 carries the magnitude (emulators)."""
+    charge_v, discharge_v, charge_a = r.take("H") / 1000, r.take("H") / 1000, r.take("h") / 10
+    raw_discharge = r.take("h")
+    if system:
+        assert raw_discharge >= 0, raw_discharge
+    else:
+        assert raw_discharge <= 0, f"0x92 discharge limit {raw_discharge} is not negative"
     return {
-        "charge_v": r.take("H") / 1000,
-        "discharge_v": r.take("H") / 1000,
-        "charge_a": r.take("h") / 10,
-        "discharge_a": r.take("h") / 10,
+        "charge_v": charge_v,
+        "discharge_v": discharge_v,
+        "charge_a": charge_a,
+        "discharge_a": abs(raw_discharge) / 10,
         "status": r.take("B"),
     }
 

@@ -220,8 +220,12 @@ class Watch:
         page.on("requestfailed", self._failed)
 
     def _failed(self, request: Any) -> None:
-        if "ERR_ABORTED" in (request.failure or "") and any(s in request.url for s in STREAMS):
-            return  # a live stream (or the icon) cancelled because we left the page
+        if "ERR_ABORTED" in (request.failure or "") and (
+            request.method == "GET" or any(s in request.url for s in STREAMS)
+        ):
+            # cancelled by the browser itself: a read or a live stream still in flight when the page
+            # navigated (goto) or replaced it; the server never failed it. Writes stay strict.
+            return
         self.problems.append(f"request failed: {request.url} {request.failure}")
 
 

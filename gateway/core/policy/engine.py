@@ -25,7 +25,15 @@ from types import MappingProxyType
 
 from gateway.app.config import PolicyConfig
 from gateway.core.controls import ControlState, OperationRequest, Source
-from gateway.core.model import Availability, ModelView, PackSnapshot, Telemetry, TempRole, aggregate
+from gateway.core.model import (
+    Availability,
+    ModelView,
+    PackKey,
+    PackSnapshot,
+    Telemetry,
+    TempRole,
+    aggregate,
+)
 from protocol.bms.base import FlagInfo, Meaning
 
 log = logging.getLogger(__name__)
@@ -50,6 +58,13 @@ class Factor(enum.StrEnum):
 
 
 LIMIT_NAMES = ("charge_voltage_v", "discharge_voltage_v", "charge_current_a", "discharge_current_a")
+# How the log names each limit (label, unit): the first decision's line follows LIMIT_NAMES' order.
+LIMIT_LABELS = {
+    "charge_voltage_v": ("CVL", "V"),
+    "discharge_voltage_v": ("DVL", "V"),
+    "charge_current_a": ("CCL", "A"),
+    "discharge_current_a": ("DCL", "A"),
+}
 
 # The neutral meanings a decision can carry in `alarms` / `warnings` (`protocol.bms.base.Meaning`
 # values that are not states); every output translates them through mappings/flags/outputs.toml.
@@ -307,6 +322,17 @@ class PolicyEngine:
         self._cvl_step_at: float | None = None
         self._fc1 = False
         self._fc2 = False
+        # a pack's limits depend only on its snapshot and the configuration: worked out once per
+        # snapshot (immutable; the model store keeps the object of a pack that was not polled)
+        self._pack_limits: dict[PackKey, tuple[PackSnapshot, PolicyConfig, _PackLimits]] = {}
+
+    def _limits_of(self, pack: PackSnapshot, t: Telemetry) -> _PackLimits:
+        hit = self._pack_limits.get(pack.key)
+        if hit is not None and hit[0] is pack and hit[1] is self.config:
+            return hit[2]
+        limits = _pack_limits(self.config, pack, t)
+        self._pack_limits[pack.key] = (pack, self.config, limits)
+        return limits
 
     @property
     def last(self) -> ChargeDecision | None:
@@ -367,7 +393,7 @@ class PolicyEngine:
     ) -> ChargeDecision:
         cfg = self.config
         bank = aggregate([p for p, _ in fresh], now)
-        per_pack = [(p, t, _pack_limits(cfg, p, t)) for p, t in fresh]
+        per_pack = [(p, t, self._limits_of(p, t)) for p, t in fresh]
         missing = len(view.packs) - len(fresh)
         cells = min(len(t.cell_voltages_v) for _, t in fresh)
         soc = bank.soc_pct if bank.soc_pct is not None else 0.0
@@ -554,8 +580,12 @@ class PolicyEngine:
     def _log_changes(self, old: ChargeDecision | None, new: ChargeDecision) -> None:
         if old is None:
             log.info(
-                "charge policy: CVL %s V (%s), CCL %s A (%s), DCL %s A (%s), DVL %s V (%s)",
-                *(x for name in LIMIT_NAMES for x in (_fmt(getattr(new, name)), new.limiting.get(name))),
+                "charge policy: %s",
+                ", ".join(
+                    f"{LIMIT_LABELS[name][0]} {_fmt(getattr(new, name))} {LIMIT_LABELS[name][1]} "
+                    f"({new.limiting.get(name)})"
+                    for name in LIMIT_NAMES
+                ),
             )
             return
         if old.stale != new.stale:

@@ -83,11 +83,16 @@ class PolicyService:
             self.engine.last_full_charge_at = value
             self._saved_full_at = value
 
-    def save_state(self) -> None:
+    def save_due(self) -> bool:
+        """Whether `save_state` would write (checked on the loop: most evaluations save nothing)."""
         value = self.engine.last_full_charge_at
         if self.state_file is None or value is None:
-            return
-        if self._saved_full_at is not None and value - self._saved_full_at < PERSIST_EVERY_S:
+            return False
+        return self._saved_full_at is None or value - self._saved_full_at >= PERSIST_EVERY_S
+
+    def save_state(self) -> None:
+        value = self.engine.last_full_charge_at
+        if not self.save_due() or value is None or self.state_file is None:
             return
         tmp = self.state_file.with_name(self.state_file.name + ".tmp")
         try:
@@ -117,7 +122,7 @@ class PolicyService:
                     self.evaluate_now(view)
                 else:
                     self.evaluate_now()
-                if self.state_file is not None:
+                if self.save_due():
                     await asyncio.to_thread(self.save_state)
         finally:
             if pending is not None:

@@ -12,6 +12,7 @@ This module must never talk to a bus itself: everything goes through the service
 """
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -24,6 +25,21 @@ from gateway.ops.admin.transfer import MAX_FILE_BYTES
 from gateway.ops.security.auth import RateLimiter, Role, TokenStore
 
 OPENAPI_PATH = "/api/openapi.json"
+
+
+def iso(epoch: float) -> str:
+    """Epoch seconds as the gateway's local ISO 8601 time with its zone (milliseconds)."""
+    return datetime.fromtimestamp(epoch, UTC).astimezone().isoformat(timespec="milliseconds")
+
+
+def with_iso(entry: Any, *keys: str) -> None:
+    """Add `<key>_iso` next to every epoch `<key>` of a JSON object: JSON keeps both."""
+    if not isinstance(entry, dict):
+        return
+    for key in keys:
+        value = entry.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            entry[f"{key}_iso"] = iso(value)
 
 
 class _Body(BaseModel):
@@ -210,12 +226,16 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         who: Operator,
         bus: str,
         address: int,
-        format: Literal["json", "csv", "xml"] = "json",
+        format: Literal["json", "csv", "xml", "xlsx"] = "json",
         fresh: bool = False,
+        per_pack_state: bool = False,
     ) -> Response:
-        """The pack's parameters as a file with the vendor tool's columns No., Name, Data, Unit, Set Range."""
+        """The pack's parameters as a file with the vendor tool's columns No., Name, Data, Unit, Set Range.
+        Per-pack state (the pack's own full and remaining capacity) only with `per_pack_state=true`."""
         try:
-            text, media, filename = await admin.export(who, bus, address, format, fresh=fresh)
+            text, media, filename = await admin.export(
+                who, bus, address, format, fresh=fresh, per_pack_state=per_pack_state
+            )
         except AdminError as err:
             return _error(err)
         return Response(
@@ -228,12 +248,14 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         bus: str,
         address: int,
         request: Request,
-        format: Literal["json", "csv", "xml"] | None = None,
+        format: Literal["json", "csv", "xml", "xlsx"] | None = None,
         apply: bool = False,
         allow_inferred: bool = False,
+        per_pack_state: bool = False,
         force: bool = False,
     ) -> Any:
-        """Validate a parameter file (the body); preview the rows that differ; `apply=true` writes them."""
+        """Validate a parameter file (the body: JSON, CSV, XML or XLSX); preview the rows that differ;
+        `apply=true` writes them. Rows of per-pack state are skipped unless `per_pack_state=true`."""
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -242,13 +264,17 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
                 return _error(TooLarge(f"the file is larger than {MAX_FILE_BYTES} bytes"))
             chunks.append(chunk)
         raw = b"".join(chunks)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return _error(AdminError("the file is not UTF-8 text"))
         return await _call(
             lambda: admin.import_file(
-                who, bus, address, text, fmt=format, apply=apply, allow_inferred=allow_inferred, force=force
+                who,
+                bus,
+                address,
+                raw,
+                fmt=format,
+                apply=apply,
+                allow_inferred=allow_inferred,
+                per_pack_state=per_pack_state,
+                force=force,
             )
         )
 
@@ -363,8 +389,13 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
 
     @router.get("/clock")
     async def get_clocks(who: Operator, packs: Annotated[list[str] | None, Query()] = None) -> Any:
-        """Every pack's clock read now, and its drift from the gateway's clock."""
-        return await _call(lambda: admin.read_clocks(who, packs))
+        """Every pack's clock read now, and its drift from the gateway's clock (times as epoch seconds
+        and as local ISO 8601 with the zone: `pack_time_iso`, `read_at_iso`)."""
+        doc = await _call(lambda: admin.read_clocks(who, packs))
+        if isinstance(doc, dict):
+            for entry in doc.get("packs", []):
+                with_iso(entry, "pack_time", "read_at")
+        return doc
 
     @router.post("/clock/sync")
     async def sync_clocks(who: Operator, body: ClockSyncBody) -> Any:
@@ -382,10 +413,14 @@ def admin_router(admin: AdminService, tokens: TokenStore, limiter: RateLimiter) 
         token_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 200,
     ) -> Any:
-        """The audit log, newest first (admin)."""
-        return await _call(
+        """The audit log, newest first (admin); `at` in epoch seconds and `at_iso` (local, with zone)."""
+        doc = await _call(
             lambda: admin.audit(who, since=since, until=until, action=action, token_id=token_id, limit=limit)
         )
+        if isinstance(doc, list):
+            for entry in doc:
+                with_iso(entry, "at")
+        return doc
 
     return router
 

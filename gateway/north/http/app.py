@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from gateway import __version__
 from gateway.app.context import AppContext
@@ -33,6 +34,7 @@ def gateway_status(ctx: AppContext, now: float) -> dict[str, Any]:
             "paused": {} if poller is None else {str(a): why for a, why in poller.paused().items()},
             "connected": bool(owner and owner.connected),
             "counters": None if owner is None else plain(owner.counters),
+            "realtime_interval_s": bcfg.realtime_interval_s,
         }
     for name, owner in ctx.buses.items():  # the built-in simulator's bus is not in the config
         if name not in buses:
@@ -45,6 +47,7 @@ def gateway_status(ctx: AppContext, now: float) -> dict[str, Any]:
                 "paused": {} if poller is None else {str(a): why for a, why in poller.paused().items()},
                 "connected": owner.connected,
                 "counters": plain(owner.counters),
+                "realtime_interval_s": None if poller is None else poller.cfg.realtime_interval_s,
             }
     return {
         "version": __version__,
@@ -73,7 +76,11 @@ def _data_dependencies(ctx: AppContext) -> list[Any]:
 
 
 def create_app(ctx: AppContext) -> FastAPI:
-    app = FastAPI(
+    # /docs is Swagger UI with its assets served by this process from the fastapi-offline package
+    # (/static-offline-docs/...), never from a public CDN: the page works on a box without internet.
+    app = FastAPIOffline(
+        docs_url="/docs",
+        redoc_url=None,
         title="bms-gateway",
         version=__version__,
         description="Battery packs on RS485: snapshots, bank aggregate and gateway status.",
@@ -95,9 +102,15 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     @app.get("/api/system", tags=["data"], dependencies=data)
     async def system() -> dict[str, Any]:
-        """The bank aggregate over online packs, and the gateway's own status."""
+        """The bank aggregate over online packs, the charge policy's latest decision (null before the
+        first evaluation) and the gateway's own status."""
         now = time.time()
-        return {"bank": bank_json(ctx.store.view.bank), "gateway": gateway_status(ctx, now)}
+        decision = getattr(ctx.extras.get("decisions"), "latest", None)
+        return {
+            "bank": bank_json(ctx.store.view.bank),
+            "policy": None if decision is None else plain(decision),
+            "gateway": gateway_status(ctx, now),
+        }
 
     @app.get("/api/packs", tags=["data"], dependencies=data)
     async def packs() -> list[dict[str, Any]]:

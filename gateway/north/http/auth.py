@@ -52,6 +52,7 @@ ROUTE_ACTIONS: Mapping[tuple[str, str], str] = {
     ("POST", "/api/packs/{bus}/{address}/history/delete"): "history.delete",
     ("PUT", "/api/packs/{bus}/{address}/history/interval"): "history.interval",
     ("PUT", "/api/packs/{bus}/{address}/history/record-time"): "history.record_time",
+    ("PUT", "/api/recording/interval"): "recording.interval",
     ("POST", "/api/firmware/images"): "firmware.upload",
     ("POST", "/api/firmware/jobs"): "firmware.flash",
     ("POST", "/api/firmware/jobs/{job_id}/resume"): "firmware.resume",

@@ -61,6 +61,10 @@ class IntervalBody(_Body):
     interval_min: int = Field(ge=1, le=65535)
 
 
+class RecordingIntervalBody(_Body):
+    interval_s: float = Field(ge=0.1, le=3600.0, description="seconds between two samples of every pack")
+
+
 class RecordTimeBody(_Body):
     which: Literal["start", "end"]
     when: str = Field(description="ISO 8601 pack time, e.g. 2024-05-09T14:20:51")
@@ -172,8 +176,15 @@ def records_router(
         return await history.status()
 
     @router.get("/history/jobs/events")
-    async def job_events(who: Operator, bus: str, address: int) -> Any:
-        """Server-sent events: the progress of the pack's download until it ends (operator)."""
+    async def job_events(who: Operator, bus: str, address: int | None = None) -> Any:
+        """Server-sent events: the progress of the pack's download until it ends; without `address`,
+        of every download the last pull of the whole bus started, one after another, until the last
+        one ends (operator). One request follows a whole pull: no polling, no rate limit to hit."""
+        if address is None:
+            sequence = history.sequences.get(bus)
+            if sequence is None:
+                return _error(Conflict(f"no download of bus {bus} in this run of the gateway"))
+            return _sse(sequence.updates())
         job = history.jobs.get(f"{bus}/{address}")
         if job is None:
             return _error(Conflict(f"no download of {bus}/{address} in this run of the gateway"))
@@ -296,6 +307,27 @@ def records_router(
             }
 
         return await _call(body)
+
+    @router.put("/recording/interval")
+    async def put_recording_interval(who: Admin, body: RecordingIntervalBody) -> Any:
+        """Change the recording interval now, until the next restart (admin, audited as
+        `recording.interval`); `[recording] interval_s` in the configuration file keeps it."""
+
+        async def change() -> Any:
+            rec = need_recorder()
+            before = rec.set_interval(body.interval_s)
+            await history.audit(
+                who,
+                "recording.interval",
+                [],
+                {"interval_s": body.interval_s},
+                outcome="ok",
+                before=before,
+                after=rec.interval_s,
+            )
+            return {"before_s": before, "interval_s": rec.interval_s, "persisted": False}
+
+        return await _call(change)
 
     @router.get("/recording/samples")
     async def samples(

@@ -91,6 +91,7 @@ class HttpService:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            ws="none",  # no WebSocket route; skips importing uvicorn's websockets protocol (start-up)
             timeout_graceful_shutdown=max(1, round(self.shutdown_timeout_s)),
             ssl_certfile=None if self.tls is None else str(self.tls[0]),
             ssl_keyfile=None if self.tls is None else str(self.tls[1]),

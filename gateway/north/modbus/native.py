@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from gateway.core.controls import OperationRequest, Source
-from gateway.core.model import Availability, PackSnapshot, TempRole
+from gateway.core.model import Availability, PackKey, PackSnapshot, TempRole
 from gateway.core.policy.engine import stops, warns
-from gateway.north.modbus.sunspec import BuildInput
+from gateway.north.modbus.sunspec import BuildInput, PackMemo
 from gateway.north.modbus.units import UnitKind, UnitView, WritablePoint
 from mappings.flags import load_meanings
 from mappings.modbus import NativeMap
@@ -51,6 +51,23 @@ class NativeBuilder:
     def __init__(self, nmap: NativeMap) -> None:
         self.map = nmap
         self.errors: list[EncodeError] = []
+        self._memo: dict[tuple[int, PackKey], PackMemo] = {}  # pack blocks, as in SunSpecBuilder
+
+    def _pack_regs(self, n: int, pack: PackSnapshot) -> list[int]:
+        key = (n, pack.key)
+        hit = self._memo.get(key)
+        if hit is not None and hit.pack is pack:
+            self.errors.extend(hit.errors)  # counted on every build, as if encoded again
+            return hit.regs
+        first = len(self.errors)
+        regs = encode_block(self.map.pack.block, self._pack(pack), errors=self.errors)
+        self._memo[key] = PackMemo(pack, 0, regs, tuple(self.errors[first:]))
+        return regs
+
+    def forget(self, keep: set[PackKey]) -> None:
+        """Drop memoised blocks of packs no longer in the view."""
+        for key in [k for k in self._memo if k[1] not in keep]:
+            del self._memo[key]
 
     def unit(self, unit_id: int, b: BuildInput, writable: bool) -> UnitView:
         packs = b.view.ordered()[: self.map.max_packs]
@@ -65,9 +82,7 @@ class NativeBuilder:
             ),
         ]
         for n, pack in enumerate(packs, start=1):
-            values = self._pack(pack)
-            regs = encode_block(self.map.pack.block, values, errors=self.errors)
-            blocks.append((self.map.pack_start(n), regs))
+            blocks.append((self.map.pack_start(n), self._pack_regs(n, pack)))
         index: dict[int, WritablePoint] = {}
         if writable:
             for point in self.map.control.block.points:

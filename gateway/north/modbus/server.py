@@ -20,8 +20,19 @@ and optionally one SunSpec unit per pack (`per_pack_unit_base + address`). Any o
 the same registers; 6, 16 and 23 write (writes off by default; allowlisted clients only; they
 become caps in `gateway.core.controls`, see `gateway.north.modbus.writes`).
 
-The register images are rebuilt whenever the model publishes a new view (and after an accepted
-write), then swapped in with one assignment: a request is always answered from one build.
+The register images are built on demand: a new model view, a decision serving other limits, or
+`REFRESH_S` passing (the 802 heartbeat counts seconds, written caps expire) only marks them stale;
+the next request (or reader of `units`/`view`) rebuilds them from the newest view, then they are
+swapped in with one assignment: a request is always answered from one build, never from data
+older than the newest view, and a gateway nobody reads spends nothing on images. An accepted
+write rebuilds at once.
+
+Hot path (docs/performance.md): a read's whole answer after the transaction id depends only on the
+request's other ten bytes and the current build, so answers are memoised per build
+(`ModbusServer.answers`, dropped with the build it came from, bounded). A chunk made of whole
+12-byte requests that all hit it is answered without decoding anything (one slice, one lookup,
+one concatenation each, one write per chunk); everything else takes the general path (MBAP
+decoder, `handle_pdu`). Both paths count the same statistics and obey the same request budget.
 This module must never talk to a pack.
 """
 
@@ -30,10 +41,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from gateway import __version__
 from gateway.app.config import ConfigError, ModbusConfig, listen_error
@@ -41,6 +53,7 @@ from gateway.app.supervisor import ReadyCallback
 from gateway.core.controls import Controls
 from gateway.core.model import ModelStore, ModelView, PackKey
 from gateway.core.policy.decisions import DecisionStore
+from gateway.core.policy.engine import ChargeDecision
 from gateway.north.modbus.http import modbus_router
 from gateway.north.modbus.native import NativeBuilder
 from gateway.north.modbus.stats import ModbusStats
@@ -58,6 +71,10 @@ from protocol.modbus.pdu import ExceptionCode, ModbusError, exception_response, 
 log = logging.getLogger("gateway.north.modbus")
 
 BANK_ALIASES = (0, 255)  # unit ids that also reach the SunSpec bank unit
+REFRESH_S = 1.0  # a build older than this is stale: time-driven values (802 Hb, cap expiry)
+MAX_MEMO_ANSWERS = 512  # distinct read requests memoised per image build (bounded memory)
+READ_FUNCTIONS = (3, 4)
+_MEMO_KEY = struct.Struct(">HHB")  # protocol id 0, length 6, unit id: the key's first five bytes
 
 
 def settings_from_config(cfg: ModbusConfig) -> MapSettings:
@@ -74,7 +91,26 @@ def settings_from_config(cfg: ModbusConfig) -> MapSettings:
     )
 
 
+def served_decision(d: ChargeDecision | None) -> tuple[object, ...] | None:
+    """The part of a charge decision the register images show (802 AChaMax/ADisChaMax, native)."""
+    if d is None:
+        return None
+    return (
+        d.has_data,
+        d.charge_voltage_v,
+        d.discharge_voltage_v,
+        d.charge_current_a,
+        d.discharge_current_a,
+        d.charge_enabled,
+        d.discharge_enabled,
+    )
+
+
 class TokenBucket:
+    """Request budget of one client IP; times are the event loop's clock (`loop.time()`)."""
+
+    __slots__ = ("burst", "rate", "tokens", "updated", "users")
+
     def __init__(self, rate_per_s: float, burst: int, now: float) -> None:
         self.rate = rate_per_s
         self.burst = float(burst)
@@ -142,13 +178,20 @@ class ModbusServer:
         self.native = NativeBuilder(load_native_map())
         self.registers = ControlRegisters()
         self.applier = WriteApplier(controls, self.registers, self.settings, config.cap_timeout_s)
-        self.units: dict[int, UnitView] = {}
+        self._units: dict[int, UnitView] = {}
+        # request bytes 2..11 of a read -> its answer from byte 2 on, for the current build only
+        self.answers: dict[bytes, bytes] = {}
         self.port: int | None = None
         self._register_endpoint = register_endpoint
         self.decisions = decisions
         self._extras: dict[str, object] | None = None  # the app's shared objects (late "decisions")
         self._cells: dict[PackKey, int] = {}
         self._view: ModelView = store.view
+        self._pending_view: ModelView | None = None  # newer than `_view`: built on the next read
+        self._stale = True  # the next reader rebuilds
+        self._built_decision: tuple[object, ...] | None = None  # the served part of its decision
+        self._expiry: asyncio.TimerHandle | None = None  # marks the build stale after REFRESH_S
+        self._pack_keys: frozenset[PackKey] = frozenset()
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._buckets: dict[str, TokenBucket] = {}
@@ -164,8 +207,25 @@ class ModbusServer:
 
     @property
     def view(self) -> ModelView:
-        """The model view the current images were built from."""
+        """The model view the current images are built from (rebuilt first when stale)."""
+        if self._stale:
+            self.rebuild()
         return self._view
+
+    @property
+    def units(self) -> dict[int, UnitView]:
+        """Every unit's image by unit id (rebuilt first when stale)."""
+        if self._stale:
+            self.rebuild()
+        return self._units
+
+    def mark_stale(self) -> None:
+        """The images no longer show the newest data: the next reader rebuilds them."""
+        self._stale = True
+        self.answers = {}
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
 
     # ------------------------------------------------------------------ units and images
 
@@ -197,10 +257,21 @@ class ModbusServer:
 
     def rebuild(self, view: ModelView | None = None) -> None:
         """Build every unit's image from `view` (default: the last one) and swap them in at once."""
-        if view is not None:
-            self._view = view
-        view = self._view
+        if view is None:
+            view = self._pending_view or self._view
+        self._pending_view = None
+        self._view = view
         now = self.clock()
+        self._stale = False
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        with contextlib.suppress(RuntimeError):  # no running loop (built at construction)
+            self._expiry = asyncio.get_running_loop().call_later(REFRESH_S, self.mark_stale)
+        if view.packs.keys() != self._pack_keys:
+            self._pack_keys = frozenset(view.packs)
+            self.sunspec.forget(set(self._pack_keys))
+            self.native.forget(set(self._pack_keys))
         for key, pack in view.packs.items():
             if pack.telemetry is not None:
                 n = len(pack.telemetry.cell_voltages_v)
@@ -218,6 +289,7 @@ class ModbusServer:
             default_timeout_s=self.config.cap_timeout_s,
             decision=self.decisions.latest if self.decisions is not None else None,
         )
+        self._built_decision = served_decision(b.decision)
         units: dict[int, UnitView] = {}
         bank = self.sunspec.bank_unit(self.config.sunspec_unit, b, writable=True)
         for uid in (self.config.sunspec_unit, *BANK_ALIASES):
@@ -227,7 +299,8 @@ class ModbusServer:
             pack = view.packs[key]
             number = sorted(view.packs).index(key) + 1
             units[uid] = self.sunspec.pack_unit(uid, number, pack, b)
-        self.units = units  # the atomic swap
+        self._units = units  # the atomic swap
+        self.answers = {}  # memoised answers belong to the build they were read from
         self.stats.image_builds += 1
         for err in (*self.sunspec.errors, *self.native.errors):
             self.stats.encode_errors += 1
@@ -273,7 +346,12 @@ class ModbusServer:
             code, pdu = handled.exception, handled.response
         if code is not None:
             stats.exceptions_by_code[int(code)] += 1
-        return encode_adu(adu.transaction_id, adu.unit_id, pdu)
+        answer = encode_adu(adu.transaction_id, adu.unit_id, pdu)
+        if code is None and function in READ_FUNCTIONS and len(adu.pdu) == 5:
+            answers = self.answers
+            if len(answers) < MAX_MEMO_ANSWERS:
+                answers[_MEMO_KEY.pack(0, 6, adu.unit_id) + adu.pdu] = answer[2:]
+        return answer
 
     def admit(self, client: str, now: float) -> str | None:
         """Make room for a new connection from `client`: None when admitted (an idle or incomplete
@@ -314,10 +392,11 @@ class ModbusServer:
             if conn.bucket.users <= 0:
                 self._buckets.pop(conn.client, None)
 
-    def bucket(self, client: str) -> TokenBucket:
+    def bucket(self, client: str, now: float) -> TokenBucket:
+        """The shared budget of `client` (`now`: the loop's clock)."""
         bucket = self._buckets.get(client)
         if bucket is None:
-            bucket = TokenBucket(self.config.request_rate_per_s, self.config.request_burst, time.monotonic())
+            bucket = TokenBucket(self.config.request_rate_per_s, self.config.request_burst, now)
             self._buckets[client] = bucket
         return bucket
 
@@ -358,27 +437,37 @@ class ModbusServer:
     async def follow(self) -> None:
         """Rebuild on every new model view until cancelled."""
         async for view in self.store.subscribe():
-            if view is not self._view:
-                self.rebuild(view)
+            if view is not self._view and view is not self._pending_view:
+                self._pending_view = view
+                self.mark_stale()
 
     async def follow_decisions(self) -> None:
-        """Rebuild when the charge policy publishes new limits (802 AChaMax/ADisChaMax, native)."""
+        """Rebuild when the charge policy publishes new limits (802 AChaMax/ADisChaMax, native).
+
+        The policy re-evaluates every second; a decision serving the same values as the current
+        build changes nothing here (time-driven values go stale after `REFRESH_S` anyway).
+        """
         if self.decisions is None:
             return
-        async for _decision in self.decisions.subscribe():
-            self.rebuild()
+        async for decision in self.decisions.subscribe():
+            if served_decision(decision) != self._built_decision:
+                self.mark_stale()
 
     async def run(self, ready: ReadyCallback) -> None:
         if self.decisions is None and self._extras is not None:
             found = self._extras.get("decisions")  # the policy may be wired after this service
             self.decisions = found if isinstance(found, DecisionStore) else None
         await self.start()
+        self.mark_stale()  # the first reader builds on this loop (arming the REFRESH_S expiry)
         try:
             ready()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.follow())
                 tg.create_task(self.follow_decisions())
         finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
+                self._expiry = None
             await self.stop()
 
     @classmethod
@@ -399,8 +488,27 @@ class ModbusServer:
 
 
 class _Connection(asyncio.Protocol):
+    __slots__ = (
+        "_frame_timer",
+        "_idle",
+        "_loop",
+        "_paused",
+        "_resume",
+        "bucket",
+        "client",
+        "closed",
+        "decoder",
+        "frame_started",
+        "last_activity",
+        "last_request",
+        "pending",
+        "server",
+        "transport",
+    )
+
     def __init__(self, server: ModbusServer) -> None:
         self.server = server
+        self._loop = asyncio.get_running_loop()
         self.decoder = MbapDecoder()
         self.transport: asyncio.Transport | None = None
         self.client = "?"
@@ -418,27 +526,25 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
         server = self.server
         stats = server.stats
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]) if peer else "?"
-        loop = asyncio.get_running_loop()
-        limit = server.admit(self.client, loop.time())
+        limit = server.admit(self.client, self._loop.time())
         if limit is not None:
             stats.connections_rejected += 1
             log.warning("modbus: connection from %s refused (%s)", self.client, limit)
             self.closed = True
-            transport.abort()
+            self.transport.abort()
             return
         server._connections.add(self)
         stats.connections = len(server._connections)
         stats.connections_total += 1
-        self.bucket = server.bucket(self.client)
+        self.bucket = server.bucket(self.client, self._loop.time())
         self.bucket.users += 1
-        self.last_activity = self.last_request = loop.time()
-        self._idle = loop.call_later(server.config.idle_timeout_s, self._check_idle)
+        self.last_activity = self.last_request = self._loop.time()
+        self._idle = self._loop.call_later(server.config.idle_timeout_s, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
@@ -450,11 +556,30 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        loop = asyncio.get_running_loop()
-        now = self.last_activity = loop.time()
+        self.last_activity = now = self._loop.time()
+        if len(data) >= 12 and not self._paused and self.pending is None and not self.decoder.buffered:
+            if len(data) == 12:  # the common case, inline: one request per chunk
+                tail = self.server.answers.get(data[2:])
+                bucket = self.bucket
+                if (
+                    tail is not None
+                    and self.transport is not None
+                    and bucket is not None
+                    and bucket.take(now)
+                ):
+                    stats = self.server.stats
+                    stats.requests_by_function[data[7]] += 1
+                    stats.requests_by_unit[data[6]] += 1
+                    self.transport.write(data[:2] + tail)
+                    self.last_request = now
+                    return
+            else:
+                data = self._answer_memoised(data, now)
+                if not data:
+                    return
         if self.frame_started is None and self.decoder.buffered == 0 and data:
             self.frame_started = now  # the first byte of a new request
-            self._arm_frame_timer(loop, self.server.config.frame_timeout_s)
+            self._arm_frame_timer(self._loop, self.server.config.frame_timeout_s)
         try:
             self.decoder.feed(data)
         except RemoteProtocolError:
@@ -504,6 +629,36 @@ class _Connection(asyncio.Protocol):
 
     # internals ----------------------------------------------------------
 
+    def _answer_memoised(self, data: bytes, now: float) -> bytes:
+        """Answer the leading whole requests whose answers are memoised; the bytes left over.
+
+        Stops at the first request that is not memoised (or when the budget is spent): that one and
+        everything after it go through the decoder, so answers stay in request order.
+        """
+        server = self.server
+        answers = server.answers
+        bucket = self.bucket
+        transport = self.transport
+        if bucket is None or transport is None:
+            return data
+        end = len(data)
+        out: list[bytes] = []
+        stats = server.stats
+        offset = 0
+        while end - offset >= 12:
+            tail = answers.get(data[offset + 2 : offset + 12])
+            if tail is None or not bucket.take(now):
+                break
+            stats.requests_by_function[data[offset + 7]] += 1
+            stats.requests_by_unit[data[offset + 6]] += 1
+            out.append(data[offset : offset + 2])
+            out.append(tail)
+            offset += 12
+        if out:
+            transport.write(b"".join(out))
+            self.last_request = now
+        return data[offset:]
+
     def _pause(self, reason: str) -> None:
         if not self._paused and self.transport is not None and not self.closed:
             self.transport.pause_reading()
@@ -525,7 +680,7 @@ class _Connection(asyncio.Protocol):
             return
         out: list[bytes] = []
         bad = False
-        now = time.monotonic()
+        now = self._loop.time()
         while True:
             adu = self.pending
             self.pending = None
@@ -548,12 +703,11 @@ class _Connection(asyncio.Protocol):
                 break
             out.append(self.server.handle(adu, self.client))
         if out:
-            now_loop = asyncio.get_running_loop().time()
-            self.last_request = now_loop
+            self.last_request = now
             # what is left is the start of the next request (it arrived in the last chunk)
-            self.frame_started = now_loop if self.decoder.buffered else None
+            self.frame_started = now if self.decoder.buffered else None
             if self.frame_started is not None:
-                self._arm_frame_timer(asyncio.get_running_loop(), self.server.config.frame_timeout_s)
+                self._arm_frame_timer(self._loop, self.server.config.frame_timeout_s)
         elif self.pending is None and not self.decoder.buffered:
             self.frame_started = None
         if out:

@@ -94,6 +94,19 @@ def _avg(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+_Chain = tuple[int, list[int]]  # model id, its encoded registers (header included)
+
+
+@dataclass(frozen=True, slots=True)
+class PackMemo:
+    """A pack's block encoded from `pack` (the memo of the builders; see `SunSpecBuilder._memo`)."""
+
+    pack: PackSnapshot
+    slots: int
+    regs: list[int]
+    errors: tuple[EncodeError, ...]
+
+
 class SunSpecBuilder:
     """Builds the bank and pack unit views from one `BuildInput`."""
 
@@ -101,8 +114,32 @@ class SunSpecBuilder:
         self.models = models
         self.smap = smap
         self.errors: list[EncodeError] = []
+        # per-pack models (804, 805) encoded from one snapshot: (unit kind, model, index, pack) ->
+        # (the snapshot, cell slots, registers, encode errors). Snapshots are immutable and the
+        # model store keeps the object of a pack that was not polled, so `is` means "unchanged".
+        self._memo: dict[tuple[UnitKind, int, int, PackKey], PackMemo] = {}
         self.event_output = require(load_outputs(), EVENT_OUTPUT)
         self.event_symbols = models[802].symbols["Evt1"]
+
+    def _pack_model_regs(
+        self, kind: UnitKind, mid: int, idx: int, pack: PackSnapshot, b: BuildInput
+    ) -> _Chain:
+        slots = b.cells.get(pack.key, b.settings.cells_per_pack)
+        key = (kind, mid, idx, pack.key)
+        hit = self._memo.get(key)
+        if hit is not None and hit.pack is pack and hit.slots == slots:
+            self.errors.extend(hit.errors)  # counted on every build, as if encoded again
+            return mid, hit.regs
+        first = len(self.errors)
+        mid, values, groups = self._pack_model(mid, idx, pack, b)
+        regs = self._encode(self.models[mid], values, groups)
+        self._memo[key] = PackMemo(pack, slots, regs, tuple(self.errors[first:]))
+        return mid, regs
+
+    def forget(self, keep: set[PackKey]) -> None:
+        """Drop memoised blocks of packs no longer in the view."""
+        for key in [k for k in self._memo if k[3] not in keep]:
+            del self._memo[key]
 
     def _events(self, flags: Iterable[FlagInfo], communication_error: bool) -> frozenset[int]:
         return event_bits(self.event_output, self.event_symbols, flags, communication_error)
@@ -111,33 +148,38 @@ class SunSpecBuilder:
 
     def bank_unit(self, unit_id: int, b: BuildInput, writable: bool) -> UnitView:
         packs = b.view.ordered()
-        chain: list[tuple[int, dict[str, Value], list[dict[str, Value]]]] = []
+        kind = UnitKind.SUNSPEC_BANK
+        chain: list[_Chain] = []
         for item in self.smap.bank_chain:
             mid = int(item.rstrip("*"))
             if item.endswith("*"):
                 for n, pack in enumerate(packs, start=1):
-                    chain.append(self._pack_model(mid, n, pack, b))
+                    chain.append(self._pack_model_regs(kind, mid, n, pack, b))
             else:
-                chain.append(self._bank_model(mid, packs, b))
-        return self._assemble(unit_id, UnitKind.SUNSPEC_BANK, chain, b.view.bank.packs_online > 0, writable)
+                chain.append(self._encoded(*self._bank_model(mid, packs, b)))
+        return self._assemble(unit_id, kind, chain, b.view.bank.packs_online > 0, writable)
 
     def pack_unit(self, unit_id: int, number: int, pack: PackSnapshot, b: BuildInput) -> UnitView:
-        chain: list[tuple[int, dict[str, Value], list[dict[str, Value]]]] = []
+        kind = UnitKind.SUNSPEC_PACK
+        chain: list[_Chain] = []
         for item in self.smap.pack_chain:
             mid = int(item.rstrip("*"))
             if mid == 1:
-                chain.append((1, self._common_pack(pack, b), []))
+                chain.append(self._encoded(1, self._common_pack(pack, b), []))
             elif mid == 802:
-                chain.append((802, self._battery_pack(pack, b), []))
+                chain.append(self._encoded(802, self._battery_pack(pack, b), []))
             else:
-                chain.append(self._pack_model(mid, 1, pack, b))
-        return self._assemble(unit_id, UnitKind.SUNSPEC_PACK, chain, pack.online, False, pack.label)
+                chain.append(self._pack_model_regs(kind, mid, 1, pack, b))
+        return self._assemble(unit_id, kind, chain, pack.online, False, pack.label)
+
+    def _encoded(self, mid: int, values: dict[str, Value], groups: list[dict[str, Value]]) -> _Chain:
+        return mid, self._encode(self.models[mid], values, groups)
 
     def _assemble(
         self,
         unit_id: int,
         kind: UnitKind,
-        chain: list[tuple[int, dict[str, Value], list[dict[str, Value]]]],
+        chain: list[_Chain],
         online: bool,
         writable: bool,
         label: str = "",
@@ -145,10 +187,10 @@ class SunSpecBuilder:
         regs: list[int] = list(SUNS)
         index: dict[int, WritablePoint] = {}
         base = self.smap.base_address
-        for mid, values, groups in chain:
+        for mid, encoded in chain:
             model = self.models[mid]
             start = base + len(regs)
-            regs.extend(self._encode(model, values, groups))
+            regs.extend(encoded)
             if writable:
                 for name, rng in self.smap.writable.get(mid, {}).items():
                     point = model.fixed.point(name)

@@ -6,6 +6,7 @@ once here. It must never perform I/O or know about the broker.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -16,7 +17,24 @@ from gateway.core.policy.engine import stops, warns
 from gateway.north.metrics.collector import DecisionLike
 from protocol.bms.base import FlagInfo
 
-ORIGIN = {"name": "bms-gateway", "sw_version": __version__, "support_url": "https://github.com/bms-gateway"}
+
+def _origin() -> dict[str, str]:
+    """Home Assistant's `origin` block. `support_url` only when the installed package declares a
+    project URL (pyproject `[project.urls]`); never a made-up address."""
+    origin = {"name": "bms-gateway", "sw_version": __version__}
+    try:
+        urls = importlib.metadata.metadata("bms-gateway").get_all("Project-URL") or []
+    except importlib.metadata.PackageNotFoundError:
+        urls = []
+    by_label = dict(u.split(", ", 1) for u in urls if ", " in u)
+    for label in ("Support", "Issues", "Homepage", "Repository", "Source"):
+        if label in by_label:
+            origin["support_url"] = by_label[label]
+            break
+    return origin
+
+
+ORIGIN = _origin()
 
 
 def meanings_doc(flags: Iterable[FlagInfo]) -> dict[str, list[str]]:

@@ -50,7 +50,7 @@ from gateway.north.mqtt.discovery import (
     pack_discovery,
 )
 from gateway.north.mqtt.documents import bank_document, event_document, pack_document
-from mappings.ha import EntityTable, load_entities
+from mappings.ha import EntityTable, field_value, load_entities
 
 if TYPE_CHECKING:
     from gateway.app.context import AppContext
@@ -155,6 +155,9 @@ class MqttService:
         self._last_at: dict[str, float] = {}
         self._pending: dict[str, bytes] = {}
         self._avail: dict[PackKey, str] = {}
+        self._pack_docs: dict[PackKey, tuple[PackSnapshot, bytes]] = {}  # per unchanged snapshot
+        self._discovery_docs: dict[PackKey, tuple[tuple[object, ...], tuple[str, bytes]]] = {}
+        self._optional_paths: dict[tuple[int, tuple[str, ...]], tuple[tuple[str | int, ...], ...]] = {}
         self._discovery = DiscoveryMemory(discovery_file)
 
     # --- public ---
@@ -196,15 +199,51 @@ class MqttService:
             "mqtt_reconnects": max(0, self.stats.connects - 1),
         }
 
+    def _pack_payload(self, snap: PackSnapshot) -> bytes:
+        """The encoded state document of a pack, encoded once per snapshot (snapshots are immutable;
+        the model store keeps the object of a pack that was not polled)."""
+        hit = self._pack_docs.get(snap.key)
+        if hit is not None and hit[0] is snap:
+            return hit[1]
+        payload = self._encode(pack_document(snap))
+        self._pack_docs[snap.key] = (snap, payload)
+        return payload
+
     def _pack_discovery(self, snap: PackSnapshot) -> tuple[str, bytes]:
+        """The pack's discovery topic and config, built again only when what it depends on changed.
+
+        `pack_discovery` reads the layout (cells, sensor labels), the identity and label, and which
+        optional values the pack reports: those make the key. A new reading of the same pack (every
+        poll) reuses the encoded config.
+        """
+        t = snap.telemetry
+        cells = len(t.cell_voltages_v) if t is not None else 0
+        labels = tuple(x.label for x in t.temperatures) if t is not None else ()
+        optional = self._optional_paths.get((cells, labels))
+        if optional is None:
+            optional = tuple(
+                tuple(s.path)
+                for spec in self.entities.pack
+                for s in spec.expand(cells, list(labels))
+                if s.optional
+            )
+            self._optional_paths[(cells, labels)] = optional
+        document = pack_document(snap) if optional else {}
+        present = tuple(field_value(document, path) is not None for path in optional)
+        key = (cells, labels, snap.identity, snap.label, present)
+        hit = self._discovery_docs.get(snap.key)
+        if hit is not None and hit[0] == key:
+            return hit[1]
         config = pack_discovery(self.topics, snap, self.entities, self.cfg.qos, self.cfg.expire_after_s)
-        return self.topics.discovery(self.topics.pack_device(snap.key)), self._encode(config)
+        found = self.topics.discovery(self.topics.pack_device(snap.key)), self._encode(config)
+        self._discovery_docs[snap.key] = (key, found)
+        return found
 
     def _documents(self, view: ModelView) -> dict[str, bytes]:
         # A pack that has not answered yet has no state document: an empty layout published as if it
         # were data would make HA render its cell and sensor templates against nothing.
         docs = {
-            self.topics.pack_state(s.key): self._encode(pack_document(s))
+            self.topics.pack_state(s.key): self._pack_payload(s)
             for s in view.ordered()
             if s.telemetry is not None
         }

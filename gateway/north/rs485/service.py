@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from gateway.app.config import ConfigError, InverterRs485Config
 from gateway.app.supervisor import ReadyCallback
-from gateway.core.model import ModelStore, ModelView, PackSnapshot, TempRole
+from gateway.core.model import ModelStore, ModelView, PackKey, PackSnapshot, TempRole
 from gateway.core.policy.engine import ChargeDecision, stops, warns
 from gateway.south.transport import (
     Backoff,
@@ -159,15 +159,32 @@ def parameters_of(decision: ChargeDecision | None) -> SystemParameters:
     )
 
 
+ModuleMemo = dict[tuple[int, PackKey], tuple[PackSnapshot, ModuleView]]
+
+
 def build_bank_view(
     view: ModelView,
     decision: ChargeDecision | None,
     identity: Identity | None = None,
     energy_wh: tuple[float, float] | None = None,
+    memo: ModuleMemo | None = None,
 ) -> BankView:
-    """The neutral view the responders answer from (packs in (bus, address) order, master first)."""
+    """The neutral view the responders answer from (packs in (bus, address) order, master first).
+
+    `memo` (owned by the caller) keeps each module view for as long as its pack's snapshot is the
+    same object (snapshots are immutable; the model store keeps the object of a pack not polled).
+    """
     parameters = parameters_of(decision)
-    modules = tuple(module_view(i, p) for i, p in enumerate(view.ordered(), start=1))
+    if memo is None:
+        modules = tuple(module_view(i, p) for i, p in enumerate(view.ordered(), start=1))
+    else:
+        fresh: ModuleMemo = {}
+        for i, p in enumerate(view.ordered(), start=1):
+            hit = memo.get((i, p.key))
+            fresh[(i, p.key)] = hit if hit is not None and hit[0] is p else (p, module_view(i, p))
+        memo.clear()
+        memo.update(fresh)
+        modules = tuple(m for _, m in fresh.values())
     return BankView(
         modules=modules,
         limits=limits_of(decision, view, parameters),
@@ -314,6 +331,7 @@ class Rs485InverterService:
         self._energy = EnergyCounter()
         self._energy_version = -1
         self._cached: tuple[int, int, BankView] | None = None
+        self._modules: ModuleMemo = {}  # module views per unchanged pack snapshot
         self._counters = _Counters()
         self._connected = False
         self._started_at: float | None = None  # monotonic, for presence supervision
@@ -374,7 +392,11 @@ class Rs485InverterService:
         if self._cached is not None and self._cached[:2] == (view.version, dversion):
             return self._cached[2]
         bank = build_bank_view(
-            view, decision, self._identity, (self._energy.charged_wh, self._energy.discharged_wh)
+            view,
+            decision,
+            self._identity,
+            (self._energy.charged_wh, self._energy.discharged_wh),
+            self._modules,
         )
         self._cached = (view.version, dversion, bank)
         return bank

@@ -29,9 +29,16 @@ class ParameterFilesMixin(ParametersMixin):
     # ---- export / import -------------------------------------------------------------------------
 
     async def export(
-        self, caller: Caller, bus: str, address: int, fmt: str, *, fresh: bool = False
-    ) -> tuple[str, str, str]:
-        """(file text, media type, file name) of a pack's parameters."""
+        self,
+        caller: Caller,
+        bus: str,
+        address: int,
+        fmt: str,
+        *,
+        fresh: bool = False,
+        per_pack_state: bool = False,
+    ) -> tuple[bytes, str, str]:
+        """(file, media type, file name) of a pack's parameters; per-pack state only when asked."""
         self.require(caller, Role.OPERATOR, "exporting parameters")
         if fmt not in transfer.FORMATS:
             raise Invalid(f"unknown format {fmt!r}; allowed: {', '.join(transfer.FORMATS)}")
@@ -45,33 +52,36 @@ class ParameterFilesMixin(ParametersMixin):
             if read_at is None
             else datetime.fromtimestamp(read_at).isoformat(timespec="seconds"),
         }
-        text = transfer.render(fmt, table, values, meta)
+        data = transfer.render_file(fmt, table, values, meta, per_pack=per_pack_state)
         stamp = datetime.fromtimestamp(read_at or self._wall()).strftime("%Y%m%d%H%M%S")
-        return text, transfer.MEDIA_TYPES[fmt], f"protect_alarm_{bus}_{address}_{stamp}.{fmt}"
+        return data, transfer.MEDIA_TYPES[fmt], f"protect_alarm_{bus}_{address}_{stamp}.{fmt}"
 
     async def import_file(
         self,
         caller: Caller,
         bus: str,
         address: int,
-        text: str,
+        text: str | bytes,
         *,
         fmt: str | None = None,
         apply: bool = False,
         allow_inferred: bool = False,
+        per_pack_state: bool = False,
         force: bool = False,
     ) -> dict[str, Any]:
         """Validate a parameter file and show the rows that differ from the pack; with `apply`, write them.
-        The resulting table is checked against the parameter rules, in the preview too."""
+        The resulting table is checked against the parameter rules, in the preview too. Rows of
+        per-pack state are skipped (listed under `skipped`) unless `per_pack_state`."""
 
         async def body(act: PackAction) -> dict[str, Any]:
             key = act.key
             table = self.table(key)
             try:
-                pairs = transfer.parse(text, fmt)
+                pairs = transfer.parse_file(text.encode("utf-8") if isinstance(text, str) else text, fmt)
             except transfer.ImportFormatError as err:
                 raise Invalid(f"the file cannot be read: {err}") from None
-            values, problems = transfer.validate_rows(table, pairs)
+            values, problems = transfer.validate_rows(table, pairs, per_pack=per_pack_state)
+            skipped = [] if per_pack_state else transfer.per_pack_rows(table, pairs)
             if problems:
                 raise Invalid(
                     f"{len(problems)} row(s) refused: " + "; ".join(p.message for p in problems[:5]),
@@ -99,6 +109,7 @@ class ParameterFilesMixin(ParametersMixin):
                 "rows": len(pairs),
                 "unchanged": len(values) - len(changes),
                 "changes": [asdict(c) for c in changes],
+                "skipped": [{"row": r.row, "parameter": r.name, "message": r.message} for r in skipped],
             }
             if not apply:
                 await self._record_pack(act, outcome="dry_run", detail=f"{len(changes)} change(s) previewed")

@@ -178,9 +178,9 @@ class ParametersMixin(AdminBase):
                 if name not in table:
                     problem = problem_entry(name, value, None, f"{table.family}: unknown parameter {name!r}")
                 else:
-                    spec = table.get(name)
+                    spec = table.get(name)  # a name or an alias (e.g. PACE's older "Cell OV Alarm")
                     try:
-                        out[key][name] = spec.validate(value)
+                        out[key][spec.name] = spec.validate(value)
                     except ParameterValueError as err:
                         problem = problem_entry(name, value, spec.range_text(), str(err))
                 if problem is not None and (table.family, name) not in seen:  # once per family

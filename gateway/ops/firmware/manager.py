@@ -36,6 +36,7 @@ from gateway.ops.firmware.images import ImageInfo, ImageStore
 from gateway.ops.firmware.job import ACTIVE, RESUMABLE, FirmwareJob, JobFiles, JobRecord, JobState
 from gateway.ops.history.base import RecordsService, shared_audit_log
 from gateway.ops.history.errors import Conflict, Invalid, NotFound, Who, require
+from gateway.ops.pack_jobs import pack_jobs
 from gateway.ops.security.audit import AuditLog
 from gateway.ops.security.auth import Role
 from gateway.south.drivers.base import Driver
@@ -63,6 +64,7 @@ class FirmwareService(RecordsService):
         self.audit_log = audit
         self._wall = wall
         self.running: dict[str, FirmwareJob] = {}  # job id -> job in progress
+        pack_jobs(ctx.extras).register("firmware", self.running_on)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._job_tasks: dict[str, asyncio.Task[Any]] = {}  # the last run of each job
         self._tg: asyncio.TaskGroup | None = None
@@ -129,9 +131,19 @@ class FirmwareService(RecordsService):
             raise Conflict(f"bus {key[0]}: the BMS protocol is not detected yet; retry once a pack answers")
         return drv
 
+    def running_on(self, key: PackKey) -> str | None:
+        """The upgrade running on the pack, named for a refusal of another long job (or None)."""
+        for job in self.running.values():
+            if (job.rec.bus, job.rec.address) == key and job.rec.state in ACTIVE:
+                return f"a firmware upgrade (job {job.rec.id}) is running on {label(key)}"
+        return None
+
     def preflight(self, key: PackKey, *, pack_in_bootloader: bool = False) -> list[str]:
         """Every reason the pack must not be upgraded now (empty: go)."""
         reasons: list[str] = []
+        other = pack_jobs(self.ctx.extras).running(key, besides="firmware")
+        if other is not None:
+            reasons.append(f"{other}; long jobs on one pack are exclusive (wait for it or stop it)")
         busy = [j for j in self.running.values() if j.rec.bus == key[0] and j.rec.state in ACTIVE]
         if busy:
             reasons.append(

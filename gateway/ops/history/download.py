@@ -50,6 +50,7 @@ BATCH_RECORDS = 64  # records per commit (at most this many are re-read after a 
 BATCH_INTERVAL_S = 1.0  # ... or this long, whichever comes first
 MAX_RECORDS_WITHOUT_COUNT = 100_000  # PACE reports no count: a bound for a pack that never ends
 MAX_REREADS = 2  # full re-reads of a stream that ended before the count the pack reported
+CATCH_UP_MAX = 256  # records read after the pass for those stored meanwhile; the rest wait for the next
 
 
 class JobBusy(Exception):
@@ -229,14 +230,20 @@ class DownloadJob:
                 break
             limit = count
             state, detail, index = await self._pass(0, limit, count)
+        newer_left = 0
         if state == "done":
             try:
-                await self._catch_up(index, count)
+                newer_left = await self._catch_up(index, count)
             except BusError as err:
                 log.info(
                     "history %s: newer records not read (%s); the next download gets them", self.pack, err
                 )
             detail = f"{self.progress.stored} records stored, {self.progress.duplicates} already present"
+            if newer_left:
+                detail += (
+                    f"; the pack stored newer records while this download ran ({newer_left}"
+                    f"{'+' if count is None else ''} not read): the next download gets them"
+                )
             if count is not None and index < count:
                 detail += f"; the pack's stream ended after {index} of the {count} records it reported"
             await asyncio.to_thread(self.db.set_job_state, self.pack, "done", detail, self._wall())
@@ -320,15 +327,28 @@ class DownloadJob:
         await self._commit(batch, index, count, state=state, detail=detail)
         return state, detail, index
 
-    async def _catch_up(self, next_index: int, count: int | None) -> None:
+    async def _catch_up(self, next_index: int, count: int | None) -> int:
         """Records the pack stored after this job (or its first run) started sit at the newest end
-        (index 0 up) and shift the older ones: read from index 0 until a record already stored."""
-        for index in range(MAX_RECORDS_WITHOUT_COUNT):
+        (index 0 up) and shift the older ones: read from index 0 until a record already stored.
+
+        Bounded, so a pack that keeps recording (as fast as it is read) cannot keep the job running:
+        with a count (Tianpower) at most the records added since the count read at the start, else at
+        most CATCH_UP_MAX. Returns how many newer records were left for the next download (at least
+        that many without a count)."""
+        budget = CATCH_UP_MAX
+        if count is not None and not self.progress.resumed_from:  # a resume also looks for records
+            # stored between its first run and this one: those are not in the difference of counts
+            try:
+                now_count = await self.driver.history_count(self.bus, self.address)
+            except Unsupported:
+                now_count = count
+            budget = min(CATCH_UP_MAX, max(0, now_count - count) + 1)  # +1: the first stored one
+        for index in range(budget):
             if self._stop.is_set():
-                return
+                return 0
             record = await self._read(index)
             if record is None:
-                return
+                return 0
             new, _dup = await asyncio.to_thread(
                 self.db.store_batch,
                 pack=self.pack,
@@ -341,8 +361,15 @@ class DownloadJob:
                 count_duplicates=False,
             )
             if not new:
-                return
+                return 0
             self._set(read=self.progress.read + 1, stored=self.progress.stored + new)
+        if count is not None:
+            try:
+                now_count = await self.driver.history_count(self.bus, self.address)
+                return max(1, now_count - count - budget + 1)
+            except Unsupported:
+                return 0
+        return 1  # without a count: at least one newer record is still unread
 
     async def _read(self, index: int) -> HistoryRecord | None:
         try:

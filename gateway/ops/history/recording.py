@@ -355,6 +355,10 @@ class RecorderStats:
         }
 
 
+MIN_INTERVAL_S = 0.1  # the bounds of `[recording] interval_s`
+MAX_INTERVAL_S = 3600.0
+
+
 class Recorder:
     """The recording service (`name = "recording"`)."""
 
@@ -379,6 +383,7 @@ class Recorder:
         self._wall = wall
         self._clock = clock
         self.stats = RecorderStats()
+        self._interval_changed = asyncio.Event()
 
     @classmethod
     def from_context(cls, ctx: Any) -> Recorder:
@@ -394,6 +399,17 @@ class Recorder:
         )
         ctx.extras["recorder"] = rec
         return rec
+
+    def set_interval(self, interval_s: float) -> float:
+        """Change the sampling interval at run time (takes effect at once); returns the old one.
+        Not persisted: `[recording] interval_s` in the configuration file is the value after a restart."""
+        if not (MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S):
+            raise ValueError(
+                f"interval_s must be between {MIN_INTERVAL_S:g} and {MAX_INTERVAL_S:g} s, got {interval_s:g}"
+            )
+        before, self.interval_s = self.interval_s, float(interval_s)
+        self._interval_changed.set()
+        return before
 
     async def tick(self) -> int:
         """Record one sample of every pack now; returns the rows written."""
@@ -438,4 +454,10 @@ class Recorder:
                 missed = int((now - next_at) // self.interval_s) + 1
                 self.stats.skipped_ticks += missed
                 next_at += missed * self.interval_s
-            await asyncio.sleep(max(0.0, next_at - now))
+            self._interval_changed.clear()
+            try:  # a new interval wakes the loop: the next sample is one new interval from now
+                await asyncio.wait_for(self._interval_changed.wait(), max(0.0, next_at - now))
+                next_at = loop.time() + self.interval_s
+                await asyncio.sleep(self.interval_s)
+            except TimeoutError:
+                pass

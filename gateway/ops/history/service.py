@@ -17,7 +17,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from gateway.ops.history.download import DownloadJob, JobBusy, Progress
 from gateway.ops.history.errors import Conflict, Invalid, NotFound, PackSilent, RecordsError, Who, require
 from gateway.ops.history.export import render
 from gateway.ops.history.store import HistoryDB, RecordQuery, record_rows
+from gateway.ops.pack_jobs import pack_jobs
 from gateway.ops.security.audit import AuditLog
 from gateway.ops.security.auth import Role
 from gateway.south.drivers.base import BusError, HistoryDeleter, RecordTimes, StorageInterval, Unsupported
@@ -39,6 +40,41 @@ log = logging.getLogger(__name__)
 
 MAX_LIST = 10_000  # rows per list request (exports are not limited)
 DELETE_CONFIRMATION = "DELETE"  # what `confirm` must say for a delete in the pack
+
+
+class PullSequence:
+    """The downloads one `pull` started (one pack, or every pack of a bus one after another), so a
+    client follows all of them over one request (`updates()`) instead of polling the job list."""
+
+    def __init__(self, keys: Sequence[PackKey]) -> None:
+        self.keys = list(keys)
+        self.jobs: list[DownloadJob] = []
+        self.finished = False
+        self._changed = asyncio.Event()
+
+    def add(self, job: DownloadJob) -> None:
+        self.jobs.append(job)
+        self._changed.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self._changed.set()
+
+    async def updates(self) -> AsyncIterator[Progress]:
+        """Every progress of every job of the sequence, in order, until the last job has ended."""
+        index = 0
+        while True:
+            if index < len(self.jobs):
+                async for progress in self.jobs[index].updates():
+                    yield progress
+                index += 1
+                continue
+            if self.finished:
+                return
+            self._changed.clear()
+            if index < len(self.jobs) or self.finished:
+                continue
+            await self._changed.wait()
 
 
 class HistoryService(RecordsService):
@@ -52,6 +88,8 @@ class HistoryService(RecordsService):
         self.audit_log = audit
         self._wall = wall
         self.jobs: dict[str, DownloadJob] = {}
+        self.sequences: dict[str, PullSequence] = {}  # the latest pull per target ("sim" or "sim/1")
+        pack_jobs(ctx.extras).register("history", self.running_on)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._tg: asyncio.TaskGroup | None = None
 
@@ -114,6 +152,9 @@ class HistoryService(RecordsService):
                 job = self.jobs.get(label(key))
                 if job is not None and not job.progress.finished:
                     raise Conflict(f"a history download of {label(key)} is already running; stop it first")
+                other = pack_jobs(self.ctx.extras).running(key, besides="history")
+                if other is not None:
+                    raise Conflict(f"{other}; long jobs on one pack are exclusive (wait for it to end)")
             try:
                 first = await self._prepare(keys[0], resume)
             except JobBusy:
@@ -123,12 +164,18 @@ class HistoryService(RecordsService):
             await self.audit(who, "history.pull", keys, request, outcome=outcome, detail=err.message)
             raise
         await self.audit(who, "history.pull", keys, request, outcome="ok")
-        self._spawn(self._run_sequence(first, keys[1:], resume))
+        sequence = PullSequence(keys)
+        sequence.add(first)
+        self.sequences[bus if address is None else f"{bus}/{address}"] = sequence
+        self._spawn(self._run_sequence(first, keys[1:], resume, sequence))
         return [first.progress.as_dict()]
 
     async def _prepare(self, key: PackKey, resume: bool) -> DownloadJob:
         if label(key) in self.jobs and not self.jobs[label(key)].progress.finished:
             raise JobBusy(label(key))
+        other = pack_jobs(self.ctx.extras).running(key, besides="history")
+        if other is not None:  # a later pack of a bus download: an upgrade started there meanwhile
+            raise Conflict(f"{other}; long jobs on one pack are exclusive")
         serial = await self.pack_serial(key)
         job = DownloadJob(
             self.db,
@@ -153,20 +200,39 @@ class HistoryService(RecordsService):
             return configured
         return max(configured, poller.cfg.response_timeout_s * (poller.cfg.retries + 1) + 1.0)
 
-    async def _run_sequence(self, first: DownloadJob, rest: Sequence[PackKey], resume: bool) -> None:
+    async def _run_sequence(
+        self,
+        first: DownloadJob,
+        rest: Sequence[PackKey],
+        resume: bool,
+        sequence: PullSequence | None = None,
+    ) -> None:
         job: DownloadJob | None = first
         queue = list(rest)
-        while job is not None:
-            result = await job.run()
-            if result.state == "stopped" and job.progress.detail == "stopped by request":
-                return  # stopping one pack of a bus download stops the rest too
-            job = None
-            while queue and job is None:
-                key = queue.pop(0)
-                try:
-                    job = await self._prepare(key, resume)
-                except (RecordsError, JobBusy) as err:
-                    log.warning("history download of %s skipped: %s", label(key), err)
+        try:
+            while job is not None:
+                result = await job.run()
+                if result.state == "stopped" and job.progress.detail == "stopped by request":
+                    return  # stopping one pack of a bus download stops the rest too
+                job = None
+                while queue and job is None:
+                    key = queue.pop(0)
+                    try:
+                        job = await self._prepare(key, resume)
+                    except (RecordsError, JobBusy) as err:
+                        log.warning("history download of %s skipped: %s", label(key), err)
+                if job is not None and sequence is not None:
+                    sequence.add(job)
+        finally:
+            if sequence is not None:
+                sequence.finish()
+
+    def running_on(self, key: PackKey) -> str | None:
+        """The download running on the pack, named for a refusal of another long job (or None)."""
+        job = self.jobs.get(label(key))
+        if job is None or job.progress.finished:
+            return None
+        return f"a history download of {label(key)} is running (record {job.progress.next_index})"
 
     def stop(self, bus: str, address: int | None = None) -> list[dict[str, Any]]:
         stopped = []

@@ -276,10 +276,13 @@ class PaceDriver(Driver):
         self, bus: BusClient, master: int, now: float, *, addresses: Sequence[int] | None = None
     ) -> Mapping[int, Telemetry]:
         """Every pack through the master: pack count (0x90), then analog and status with INFO 0xFF.
-        Each answer is parsed by the counts it declares. `addresses` are the bank's configured packs
-        (master first); without them the i-th block is pack master + i. With fewer blocks than
-        configured packs only the blocks that can be attributed unambiguously are returned (see
-        `attribute_bank_blocks`)."""
+        Each answer is parsed by the counts it declares (with the byte real masters send after each
+        pack's block, see `protocol.bms.pace.values.decode_bank_blocks`); the analog and status blocks
+        must declare the same cell and temperature counts, and each pack the counts it reported
+        before, or the whole answer is refused (RemoteProtocolError: nothing is published).
+        `addresses` are the bank's configured packs (master first); without them the i-th block is
+        pack master + i. With fewer blocks than configured packs only the blocks that can be
+        attributed unambiguously are returned (see `attribute_bank_blocks`)."""
         self._need_v25(master, "the whole-bank read through the master")
         try:
             expected: int | None = await self.read_pack_count(bus, master)
@@ -298,6 +301,14 @@ class PaceDriver(Driver):
             raise RemoteProtocolError(
                 f"pace bank read: the master counts {expected} packs but answered {len(analog.packs)} blocks"
             )
+        for i, (block, st) in enumerate(zip(analog.packs, status.packs, strict=True)):
+            counts = (len(block.cell_voltages_v), len(block.temperatures_c))
+            if counts != (len(st.cell_warnings), len(st.temp_warnings)):
+                raise RemoteProtocolError(
+                    f"pace bank read: block {i + 1} declares {counts[0]} cells and {counts[1]} temperatures "
+                    f"in the analog answer but {len(st.cell_warnings)} and {len(st.temp_warnings)} in the "
+                    "status answer"
+                )
         if addresses is None:
             addresses = [master + i for i in range(len(analog.packs))]
         if master not in addresses:
@@ -307,6 +318,17 @@ class PaceDriver(Driver):
         addresses = [master, *sorted(a for a in addresses if a != master)]  # blocks come in address order
         fingerprints = [BlockFingerprint.of(block) for block in analog.packs]
         placed = attribute_bank_blocks(fingerprints, addresses, self._bank_fingerprints)
+        for i, address in placed.items():
+            before = self._bank_fingerprints.get(address)
+            now_seen = fingerprints[i]
+            if before is not None and (before.cells, before.temperatures) != (
+                now_seen.cells,
+                now_seen.temperatures,
+            ):
+                raise RemoteProtocolError(
+                    f"pace bank read: pack {address} reported {before.cells} cells and {before.temperatures} "
+                    f"temperatures before, {now_seen.cells} and {now_seen.temperatures} now"
+                )
         out: dict[int, Telemetry] = {}
         for i, address in placed.items():
             self._bank_fingerprints[address] = fingerprints[i]

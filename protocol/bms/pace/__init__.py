@@ -160,6 +160,68 @@ def describe(raw: bytes) -> Mapping[str, Any]:
     return out
 
 
+def _answer_decoder(req: c.PaceRequest, variant: v.Variant) -> Callable[[bytes], Any] | None:
+    """The decoder of the answer to `req` (None: a command whose answer carries no INFO to decode)."""
+    cmd = req.cid2
+    if cmd == c.Cmd.ANALOG:
+        return lambda info: v.decode_analog(info, bank=req.bank, variant=variant)
+    if cmd == c.Cmd.STATUS:
+        if variant is v.Variant.V25:
+            return lambda info: v.decode_status(info, bank=req.bank)
+        return v.decode_status_eg4 if variant is v.Variant.EG4 else v.decode_status_v20
+    simple: dict[int, Callable[[bytes], Any]] = {
+        c.Cmd.PACK_COUNT: c.decode_pack_count,
+        c.Cmd.HARDWARE_VERSION: c.decode_text,
+        c.Cmd.SERIAL_NUMBER: c.decode_text,
+        c.Cmd.V20_SERIAL: c.decode_text,
+        c.Cmd.READ_CAPACITIES: c.decode_capacities,
+        c.Cmd.READ_PROTOCOLS: c.decode_protocols,
+        c.Cmd.SYSTEM_PARAMETERS: c.decode_system_parameters,
+        c.Cmd.V20_MANUFACTURER: c.decode_manufacturer_v20,
+        c.Cmd.READ_HISTORY: c.decode_history,
+        c.Cmd.SWITCH: c.decode_switch_ack,
+        c.Cmd.CHARGE_MOS: c.decode_mos_ack,
+        c.Cmd.DISCHARGE_MOS: c.decode_mos_ack,
+    }
+    if cmd in simple:
+        return simple[cmd]
+    if cmd in (c.Cmd.READ_TIME, c.Cmd.V20_READ_TIME):
+        return lambda info: c.decode_datetime(info, variant)
+    if cmd in c.GROUPS_BY_READ:
+        return lambda info: c.decode_group_read(cmd, info)
+    return None
+
+
+def describe_answer(request_raw: bytes, answer_raw: bytes) -> Mapping[str, Any]:
+    """Decode an answer as the answer to `request_raw` (a PACE answer does not name its command, and
+    a bank answer is only readable with the request's INFO FF). Raises RemoteProtocolError when the
+    first frame is not a request, the second not a response from the same address, or the INFO
+    does not decode as that command's answer."""
+    req_frame, answer = parse_frame(request_raw), parse_frame(answer_raw)
+    if not req_frame.is_request:
+        raise RemoteProtocolError("--request: the first frame is a response, not a request")
+    out = dict(describe(answer_raw))
+    if out["kind"] != "response":
+        raise RemoteProtocolError("the answer frame is a request, not a response")
+    if answer.address != req_frame.address:
+        raise RemoteProtocolError(
+            f"the answer comes from address {answer.address}, the request asks address {req_frame.address}"
+        )
+    req = c.parse_request(req_frame)
+    out.pop("interpretations", None)
+    out["request"] = {k: val for k, val in describe(request_raw).items() if k not in ("protocol", "kind")}
+    out["answer_to"] = req.name
+    if answer.command != 0:
+        return out  # an error answer: its RTN says it all
+    decoder = _answer_decoder(req, c.variant_of(answer.version, answer.cid1))
+    if decoder is None:
+        if answer.info:
+            out["value"] = {"info_hex": answer.info.hex().upper(), "note": "no decoder for this answer"}
+        return out
+    out["value"] = jsonable(decoder(answer.info))
+    return out
+
+
 EXAMPLES: Mapping[str, bytes] = {
     "v25_analog_request": b"~25014642E00201FD30\r",
     "v25_status_request": b"~25014644E00201FD2E\r",
@@ -191,4 +253,5 @@ FAMILY = BmsFamily(
     probe_request=c.version_probe,
     is_probe_answer=_is_probe_answer,
     boot=CARRIAGE,
+    describe_answer=describe_answer,
 )

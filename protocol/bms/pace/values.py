@@ -15,8 +15,9 @@ This module is sans-I/O: it must never import asyncio, serial, sockets, python-c
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from protocol.bms.base import Blocks, FlagInfo, Meaning
 from protocol.bms.base import FlagKind as FlagKind
@@ -32,6 +33,8 @@ class Variant(enum.StrEnum):
     V20 = "v20"
     EG4 = "eg4"
 
+
+B = TypeVar("B")  # a decoded block (analog or status)
 
 # ------------------------------------------------------------------------------------------------
 # byte reader / writer
@@ -162,6 +165,7 @@ class AnalogResponse:
     command_value: int  # responding address (single) or pack count (bank)
     packs: tuple[AnalogBlock, ...]
     trailing: bytes = b""  # bytes after the declared blocks (kept, never interpreted)
+    pack_flags: tuple[int, ...] = ()  # bank answers of real masters: one byte after each block
 
 
 def _voltage_scale(variant: Variant) -> int:
@@ -213,20 +217,71 @@ def _encode_analog_block(b: AnalogBlock, variant: Variant) -> bytes:
     return bytes(out)
 
 
+def decode_bank_blocks(
+    info: bytes, what: str, decode_block: Callable[[Reader], B]
+) -> tuple[int, int, tuple[B, ...], tuple[int, ...]]:
+    """A whole-bank answer (INFO 0xFF through the master): DATAFLAG, pack count, then per pack its
+    block by the counts it declares, followed on real masters by one more byte per pack (bmspace's
+    two-pack status capture: 0x11 after pack 1, 0x00 after pack 2). Both layouts are tried; the answer
+    is accepted only when exactly one of them ends exactly at the end of INFO, never guessed.
+
+    Returns (DATAFLAG, pack count, blocks, per-pack bytes (empty for the layout without them))."""
+    head = Reader(info, what)
+    flag, count = head.u8("DATAFLAG"), head.u8("pack count")
+    fits: list[tuple[tuple[B, ...], tuple[int, ...]]] = []
+    errors: list[str] = []
+    for per_pack in (True, False):
+        r = Reader(info, what)
+        r.pos = head.pos
+        try:
+            blocks: list[B] = []
+            flags: list[int] = []
+            for i in range(count):
+                blocks.append(decode_block(r))
+                if per_pack:
+                    flags.append(r.u8(f"byte after pack {i + 1}'s block"))
+        except RemoteProtocolError as err:
+            errors.append(str(err))
+            continue
+        if r.pos == len(info):
+            fits.append((tuple(blocks), tuple(flags)))
+        else:
+            errors.append(f"{len(info) - r.pos} byte(s) left after {count} blocks")
+    if len(fits) != 1:
+        why = "both layouts fit" if fits else "; ".join(errors)
+        raise RemoteProtocolError(
+            f"PACE {what}: {len(info)} bytes for {count} packs fit neither exactly one layout "
+            f"(with or without one byte after each pack's block): {why}"
+        )
+    blocks_, flags_ = fits[0]
+    return flag, count, blocks_, flags_
+
+
 def decode_analog(info: bytes, *, bank: bool = False, variant: Variant = Variant.V25) -> AnalogResponse:
-    """Decode an analog response INFO (single pack, or every pack of a bank with `bank=True`)."""
+    """Decode an analog response INFO (single pack, or every pack of a bank with `bank=True`: see
+    `decode_bank_blocks`)."""
+    if bank:
+        flag, count, blocks, flags = decode_bank_blocks(
+            info, "bank analog response", lambda r: _decode_analog_block(r, variant)
+        )
+        return AnalogResponse(flag, count, blocks, b"", flags)
     r = Reader(info, "analog response")
     flag = r.u8("DATAFLAG")  # EG4 sends 0x10 here
-    value = r.u8("pack count" if bank else "address")
-    count = value if bank else 1
-    packs = tuple(_decode_analog_block(r, variant) for _ in range(count))
+    value = r.u8("address")
+    packs = (_decode_analog_block(r, variant),)
     return AnalogResponse(flag, value, packs, r.rest())
 
 
+def _pack_flag(flags: tuple[int, ...], i: int) -> bytes:
+    return _u8(flags[i], "per-pack byte") if flags else b""
+
+
 def encode_analog(resp: AnalogResponse, *, variant: Variant = Variant.V25) -> bytes:
+    if resp.pack_flags and len(resp.pack_flags) != len(resp.packs):
+        raise LocalProtocolError("one per-pack byte per block, or none")
     out = bytearray(_u8(resp.data_flag, "DATAFLAG") + _u8(resp.command_value, "command value"))
-    for block in resp.packs:
-        out += _encode_analog_block(block, variant)
+    for i, block in enumerate(resp.packs):
+        out += _encode_analog_block(block, variant) + _pack_flag(resp.pack_flags, i)
     return bytes(out + resp.trailing)
 
 
@@ -234,8 +289,10 @@ def single_analog(address: int, block: AnalogBlock, data_flag: int = 0) -> Analo
     return AnalogResponse(data_flag, address, (block,))
 
 
-def bank_analog(blocks: Sequence[AnalogBlock], data_flag: int = 0) -> AnalogResponse:
-    return AnalogResponse(data_flag, len(blocks), tuple(blocks))
+def bank_analog(
+    blocks: Sequence[AnalogBlock], data_flag: int = 0, pack_flags: Sequence[int] = ()
+) -> AnalogResponse:
+    return AnalogResponse(data_flag, len(blocks), tuple(blocks), b"", tuple(pack_flags))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -538,6 +595,7 @@ class StatusResponse:
     command_value: int
     packs: tuple[StatusBlock, ...]
     trailing: bytes = b""
+    pack_flags: tuple[int, ...] = ()  # bank answers of real masters: one byte after each block
 
 
 def _read_warnings(r: Reader, what: str, uncounted: int = 0) -> tuple[int, ...]:
@@ -569,18 +627,24 @@ def _encode_status_block(b: StatusBlock) -> bytes:
 
 
 def decode_status(info: bytes, *, bank: bool = False) -> StatusResponse:
+    """Decode a v25 status INFO (single pack, or a bank answer with `bank=True`: see
+    `decode_bank_blocks`; a real two-pack answer carries a byte after each block)."""
+    if bank:
+        flag, count, blocks, flags = decode_bank_blocks(info, "bank status response", _decode_status_block)
+        return StatusResponse(flag, count, blocks, b"", flags)
     r = Reader(info, "status response")
     flag = r.u8("DATAFLAG")
-    value = r.u8("pack count" if bank else "address")
-    count = value if bank else 1
-    packs = tuple(_decode_status_block(r) for _ in range(count))
+    value = r.u8("address")
+    packs = (_decode_status_block(r),)
     return StatusResponse(flag, value, packs, r.rest())
 
 
 def encode_status(resp: StatusResponse) -> bytes:
+    if resp.pack_flags and len(resp.pack_flags) != len(resp.packs):
+        raise LocalProtocolError("one per-pack byte per block, or none")
     out = bytearray(_u8(resp.data_flag, "DATAFLAG") + _u8(resp.command_value, "command value"))
-    for b in resp.packs:
-        out += _encode_status_block(b)
+    for i, b in enumerate(resp.packs):
+        out += _encode_status_block(b) + _pack_flag(resp.pack_flags, i)
     return bytes(out + resp.trailing)
 
 

@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from protocol.bms.base import BmsFamily, Frame
 from protocol.bms.tianpower.boot import CARRIAGE
-from protocol.bms.tianpower.describe import describe
+from protocol.bms.tianpower.describe import describe, describe_answer
 from protocol.bms.tianpower.frame import (
     SOI,
     SOI_ALT,
@@ -108,6 +108,7 @@ FAMILY = BmsFamily(
     probe_request=request_realtime,
     is_probe_answer=is_probe_answer,
     boot=CARRIAGE,
+    describe_answer=describe_answer,
 )
 
 __all__ = [

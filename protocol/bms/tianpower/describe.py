@@ -209,3 +209,32 @@ def describe(raw: bytes) -> Mapping[str, Any]:
         return {**head, "direction": "request", "request": type(req).__name__, **_request_details(req)}
     resp = m.parse_response(frame)
     return {**head, "direction": "response", "response": type(resp).__name__, **describe_response(resp)}
+
+
+def describe_answer(request_raw: bytes, answer_raw: bytes) -> Mapping[str, Any]:
+    """Describe an answer read as the answer to `request_raw`: the request selects layouts the answer
+    does not carry (the parameter table of a CMD 0x43 answer). Raises RemoteProtocolError when the
+    first frame is not a request, the second not a response to it (address or command differ)."""
+    req_frame, frame = parse_frame(request_raw), parse_frame(answer_raw)
+    if not req_frame.is_request:
+        raise RemoteProtocolError("--request: the first frame is a response, not a request")
+    if frame.is_request:
+        raise RemoteProtocolError("the answer frame is a request, not a response")
+    if (frame.address, frame.command) != (req_frame.address, req_frame.command):
+        raise RemoteProtocolError(
+            f"the answer (address {frame.address}, command 0x{frame.command:02X}) does not answer the "
+            f"request (address {req_frame.address}, command 0x{req_frame.command:02X})"
+        )
+    req = m.parse_request(req_frame)
+    resp = m.parse_response(frame, req)
+    head = {k: val for k, val in describe(answer_raw).items() if k in _HEAD_KEYS}
+    return {
+        **head,
+        "direction": "response",
+        "request": {"request": type(req).__name__, **_request_details(req)},
+        "response": type(resp).__name__,
+        **describe_response(resp),
+    }
+
+
+_HEAD_KEYS = ("protocol", "start_byte", "address", "command", "command_name", "length", "dangerous")

@@ -14,15 +14,27 @@ Commands: module level 0x4F, 0x51, 0x42 (INFO = ADR, or 0xFF for the whole stack
 0x92, 0x93, 0x94 (set by the inverter, kept 10 s), 0x95, 0x96; system level 0x60–0x64 (master only).
 The gateway never switches a pack off on 0x95/0x64: the request is acknowledged and reported.
 
+Answers have the layout of real Pylontech packs (public captures of US2000/US3000/UP2500 answers, see
+docs/inverter-rs485.md and tests/captures/): 0x42, 0x44 and 0x47 start with an INFOFLAG byte; the
+0x44 module block carries six bytes after the three current/voltage states (Status1–5 and one more,
+sent as 0x00 as the captures show); the discharge current limit of 0x92 and 0x47 is negative
+(real packs send `FE8E` = -37.0 A). Requests are read as tolerantly as real packs read them: INFO of
+0x42/0x44/0x92/0x93 may carry a second byte after the address (the `pylontech` client sends
+`0201`); a second byte 0xFF asks 0x42/0x44 for the whole stack.
+
 Layouts no source states are *inferred* and answered only when `PylonOptions` opts in (all off by
-default): the whole-stack (INFO 0xFF) answers of 0x42/0x44 (off: RTN 90, the INFO address is not
-served), the 2-byte software version of 0x60, the field order of 0x94 and the 1-based pack/cell
-numbering of the 0x61 location words (off: RTN 04, command not supported).
+default): the whole-stack (INFO 0xFF) answer of 0x44 (off: RTN 90, the INFO address is not served;
+the 0x42 whole-stack answer is captured from real packs and always served), the 2-byte software
+version of 0x60, the field order of 0x94 and the 1-based pack/cell numbering of the 0x61 location
+words (off: RTN 04, command not supported).
 
 Requests that fail a check are answered with the matching RTN when they are addressed to us: CHKSUM
 → 02, LCHKSUM → 03, VER → 01, CID1/CID2 → 04, INFO shape → 05, values → 06, INFO address → 90,
 module without fresh data → 91. Frames that are not for us, unreadable or responses (CID2 is an RTN)
 are ignored. Time is passed in (monotonic seconds); nothing here performs I/O or keeps global state.
+
+`decode_*_answer` read an answer's INFO (ours or a real pack's) by the counts it declares: the
+capture tests hold our answers against real ones with them.
 """
 
 from __future__ import annotations
@@ -39,9 +51,11 @@ from protocol.inverter.rs485.base import (
     BankView,
     Exchange,
     Extreme,
+    Identity,
     Limits,
     ModuleView,
     Rs485Responder,
+    SystemParameters,
     SystemValues,
 )
 from protocol.ydt1363 import EOI, SOI, Rtn
@@ -87,16 +101,21 @@ SYSTEM_COMMANDS = frozenset(
         Command.SYSTEM_TURN_OFF,
     }
 )
+INFOFLAG = 0x00  # first byte of the 0x42/0x44/0x47 answers (real packs send 0x00, 0x10 or 0x11)
 # Commands whose INFO is one byte naming the module (must equal ADR; 0xFF where allowed).
 ADDRESSED = {
-    Command.ANALOG: True,  # value: 0xFF accepted when the *inferred* whole-stack replies are opted in
-    Command.ALARM: True,
+    Command.ANALOG: True,  # value: 0xFF (whole stack) accepted
+    Command.ALARM: True,  # 0xFF only when the *inferred* whole-stack replies are opted in
     Command.MANAGEMENT: False,
     Command.SERIAL_NUMBER: False,
     Command.SET_MANAGEMENT: False,
     Command.TURN_OFF: False,
     Command.SOFTWARE_VERSION: False,
 }
+# Commands real packs also answer with a second INFO byte after the address (`pylontech` 0.1.x sends
+# [ADR, module number] and [ADR, 0xFF] for the whole stack).
+TWO_BYTE_INFO = frozenset({Command.ANALOG, Command.ALARM, Command.MANAGEMENT, Command.SERIAL_NUMBER})
+ALARM_TAIL_BYTES = 1  # 0x44: real answers carry one byte after Status5 (0x00 in every capture)
 SET_MANAGEMENT_INFO_LEN = 9  # addr + 4 x u16
 
 
@@ -226,8 +245,8 @@ def deci_amp(amps: float) -> bytes:
     return s16(amps * 10)
 
 
-def ascii_field(text: str, size: int) -> bytes:
-    return text.encode("ascii", "replace")[:size].ljust(size, b" ")
+def ascii_field(text: str, size: int, pad: bytes = b" ") -> bytes:
+    return text.encode("ascii", "replace")[:size].ljust(size, pad)
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,6 +322,7 @@ def module_alarm_block(m: ModuleView, view: BankView) -> bytes:
     fields = [u8(len(cell_states)), bytes(cell_states), u8(len(temp_states)), bytes(temp_states)]
     fields += [u8(charge_state), u8(voltage_state), u8(discharge_state)]
     fields += [u8(status1), u8(status2), u8(status3), u8(cell_fault & 0xFF), u8(cell_fault >> 8)]
+    fields.append(bytes(ALARM_TAIL_BYTES))
     return b"".join(fields)
 
 
@@ -317,22 +337,29 @@ def management_status(limits: Limits) -> int:
     )
 
 
-def management_block(limits: Limits) -> bytes:
+def management_block(limits: Limits, *, negative_discharge: bool = True) -> bytes:
+    """0x92 (and 0x63) values. Real packs send the discharge current limit negative in 0x92
+    (captures: `FE8E` = -37.0 A, `FDD5` = -55.5 A); `negative_discharge=False` sends the magnitude
+    (0x63, whose only public sources, emulators, send it positive)."""
+    discharge_a = -limits.discharge_current_a if negative_discharge else limits.discharge_current_a
     return b"".join(
         [
             mv(limits.charge_voltage_v),
             mv(limits.discharge_voltage_v),
             deci_amp(limits.charge_current_a),
-            deci_amp(limits.discharge_current_a),
+            deci_amp(discharge_a),
             u8(management_status(limits)),
         ]
     )
 
 
 def system_parameters_info(view: BankView) -> bytes:
+    """0x47: INFOFLAG, then the limits; the discharge current limit negative, as real packs send it
+    (capture `FC7C` = -90.0 A)."""
     p = view.parameters
     return b"".join(
         [
+            u8(INFOFLAG),
             mv(p.cell_high_voltage_v),
             mv(p.cell_low_voltage_v),
             mv(p.cell_under_voltage_v),
@@ -344,7 +371,7 @@ def system_parameters_info(view: BankView) -> bytes:
             mv(p.module_under_voltage_v),
             deci_kelvin(p.discharge_high_temperature_c),
             deci_kelvin(p.discharge_low_temperature_c),
-            deci_amp(p.discharge_current_limit_a),
+            deci_amp(-p.discharge_current_limit_a),
         ]
     )
 
@@ -433,7 +460,7 @@ class PylonOptions:
     accepted_versions: frozenset[int] | None = None  # None: answer any VER (echoed back)
     share_module_limits: bool = True  # 0x92 per module: the bank decision split over fresh modules
     # *inferred* layouts, each answered only when opted in (see the module docstring)
-    inferred_stack_replies: bool = False  # 0x42/0x44 INFO 0xFF: module count + module blocks
+    inferred_stack_replies: bool = False  # 0x44 INFO 0xFF: INFOFLAG, module count, module blocks
     inferred_system_basic: bool = False  # 0x60: software version as 2 bytes (major, minor)
     inferred_set_management: bool = False  # 0x94: values in the 0x92 order
     inferred_system_analog: bool = False  # 0x61: location words number packs and cells from 1
@@ -580,13 +607,21 @@ class PylonResponder(Rs485Responder):
     # --- helpers ----------------------------------------------------------------------------
 
     def _addressed(self, frame: PylonFrame, command: Command, expected_len: int = 1) -> int:
-        """Check the INFO command byte; returns it (the ADR or 0xFF)."""
-        if len(frame.info) != expected_len:
-            raise _Answer(
-                Rtn.FORMAT_ERROR, "format", f"INFO of {len(frame.info)} bytes, expected {expected_len}"
-            )
-        value = frame.info[0]
-        whole_stack = ADDRESSED.get(command, False) and self.options.inferred_stack_replies
+        """Check the INFO command byte; returns it (the ADR, or 0xFF for the whole stack).
+
+        Tolerant like real packs: for `TWO_BYTE_INFO` commands a second byte after the address is
+        accepted (the `pylontech` client's [ADR, module number]); a second byte 0xFF asks for the
+        whole stack."""
+        info = frame.info
+        two_byte = command in TWO_BYTE_INFO and expected_len == 1 and len(info) == 2
+        if len(info) != expected_len and not two_byte:
+            raise _Answer(Rtn.FORMAT_ERROR, "format", f"INFO of {len(info)} bytes, expected {expected_len}")
+        value = info[0]
+        if two_byte and value == frame.adr and info[1] == ALL_MODULES:
+            value = ALL_MODULES
+        whole_stack = ADDRESSED.get(command, False) and (
+            command == Command.ANALOG or self.options.inferred_stack_replies
+        )
         if value == frame.adr or (value == ALL_MODULES and whole_stack):
             return value
         raise _Answer(Rtn.ADR_ERROR, "address", f"INFO address 0x{value:02X} does not match ADR")
@@ -664,10 +699,11 @@ class PylonResponder(Rs485Responder):
     def _manufacturer(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         ident = view.identity
         major, minor = ident.software_version
+        # padded as real packs pad them (captures: "US3000C" + NULs, "Pylon" + '-')
         return (
-            ascii_field(ident.battery_name, 10)
+            ascii_field(ident.battery_name, 10, b"\x00")
             + bytes([major & 0xFF, minor & 0xFF])
-            + ascii_field(ident.manufacturer, 20)
+            + ascii_field(ident.manufacturer, 20, b"-")
         )
 
     def _analog(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
@@ -678,21 +714,21 @@ class PylonResponder(Rs485Responder):
             mods = [m for m in view.modules if m.fresh and m.cell_voltages_v][:MAX_MODULES]
             if not mods:
                 raise _Answer(Rtn.INTERNAL_COMM_ERROR, "no_data", "no module has fresh data")
-            return bytes([0x00, len(mods)]) + b"".join(module_analog_block(m) for m in mods)
+            return bytes([INFOFLAG, len(mods)]) + b"".join(module_analog_block(m) for m in mods)
         m = self._fresh_module(view, position)
-        return bytes([0x00, frame.adr]) + module_analog_block(m)
+        return bytes([INFOFLAG, frame.adr]) + module_analog_block(m)
 
     def _alarm(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         target = self._addressed(frame, Command.ALARM)
         if target == ALL_MODULES:
-            # *inferred* layout: module count, then the module blocks by declared count
+            # *inferred* layout: INFOFLAG, module count, then the module blocks by declared count
             self._require_master(position, frame.cid2)
             mods = [m for m in view.modules if m.fresh and m.cell_voltages_v][:MAX_MODULES]
             if not mods:
                 raise _Answer(Rtn.INTERNAL_COMM_ERROR, "no_data", "no module has fresh data")
-            return bytes([len(mods)]) + b"".join(module_alarm_block(m, view) for m in mods)
+            return bytes([INFOFLAG, len(mods)]) + b"".join(module_alarm_block(m, view) for m in mods)
         m = self._fresh_module(view, position)
-        return bytes([frame.adr]) + module_alarm_block(m, view)
+        return bytes([INFOFLAG, frame.adr]) + module_alarm_block(m, view)
 
     def _system_parameters(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         return system_parameters_info(view)
@@ -714,10 +750,13 @@ class PylonResponder(Rs485Responder):
         charge_mv = int.from_bytes(info[1:3], "big")
         discharge_mv = int.from_bytes(info[3:5], "big")
         charge_da = int.from_bytes(info[5:7], "big", signed=True)
-        discharge_da = int.from_bytes(info[7:9], "big", signed=True)
-        if charge_mv < discharge_mv or charge_da < 0 or discharge_da < 0:
+        # the discharge limit travels negative in real 0x92 answers; either sign is read as a magnitude
+        discharge_da = abs(int.from_bytes(info[7:9], "big", signed=True))
+        if charge_mv < discharge_mv or charge_da < 0:
             raise _Answer(
-                Rtn.INVALID_DATA, "invalid_data", "charge voltage below discharge voltage or negative current"
+                Rtn.INVALID_DATA,
+                "invalid_data",
+                "charge voltage below discharge voltage or negative charge current",
             )
         self._set[position] = ManagementRequest(
             position, charge_mv / 1000, discharge_mv / 1000, charge_da / 10, discharge_da / 10, now
@@ -771,9 +810,192 @@ class PylonResponder(Rs485Responder):
 
     def _system_management(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         self._require_master(position, frame.cid2)
-        return management_block(self.system_limits(view, now))
+        return management_block(self.system_limits(view, now), negative_discharge=False)
 
 
 def build_request(ver: int, adr: int, cid2: int, info: bytes = b"") -> bytes:
     """A request as an inverter sends it (used by tests, the bench and diagnostics)."""
     return encode_frame(ver, adr, CID1_BATTERY, cid2, info)
+
+
+# --------------------------------------------------------------------------------------------
+# Answer decoders: read a Pylontech answer's INFO (ours or a real pack's) by the counts it declares.
+# Used by the capture tests (real answers and ours must decode alike) and for diagnostics.
+
+
+class _InfoReader:
+    """Walks an answer INFO; a shortfall is the peer's fault (RemoteProtocolError)."""
+
+    def __init__(self, info: bytes, what: str) -> None:
+        self.info, self.pos, self.what = info, 0, what
+
+    def take(self, n: int, name: str) -> bytes:
+        if self.pos + n > len(self.info):
+            raise RemoteProtocolError(f"pylon {self.what}: INFO ends at byte {len(self.info)} reading {name}")
+        out = self.info[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self, name: str) -> int:
+        return self.take(1, name)[0]
+
+    def u16(self, name: str) -> int:
+        return int.from_bytes(self.take(2, name), "big")
+
+    def s16(self, name: str) -> int:
+        return int.from_bytes(self.take(2, name), "big", signed=True)
+
+    def u24(self, name: str) -> int:
+        return int.from_bytes(self.take(3, name), "big")
+
+    def rest(self) -> bytes:
+        out = self.info[self.pos :]
+        self.pos = len(self.info)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AnalogModule:
+    """One 0x42 module block."""
+
+    cell_voltages_v: tuple[float, ...]
+    temperatures_c: tuple[float, ...]  # BMS board first, then the cell groups (and MOS if sent)
+    current_a: float  # positive = charging
+    voltage_v: float
+    remaining_capacity_ah: float
+    full_capacity_ah: float
+    cycles: int
+    user_defined: int  # 2 (16-bit capacities) or 4 (24-bit capacities follow)
+
+
+@dataclass(frozen=True, slots=True)
+class AnalogAnswer:
+    info_flag: int
+    command_value: int  # the module's ADR, or the module count of a whole-stack answer
+    modules: tuple[AnalogModule, ...]
+
+
+def _temp_c(raw: int) -> float:
+    return round((raw - 2731) / 10.0, 1)
+
+
+def _analog_module(r: _InfoReader) -> AnalogModule:
+    cells = tuple(r.u16("cell voltage") / 1000 for _ in range(r.u8("cell count")))
+    temps = tuple(_temp_c(r.u16("temperature")) for _ in range(r.u8("temperature count")))
+    current = r.s16("current") / 10
+    voltage = r.u16("module voltage") / 1000
+    remaining = r.u16("remaining capacity")
+    user = r.u8("user-defined count")
+    full = r.u16("total capacity")
+    cycles = r.u16("cycles")
+    if user == 4:
+        remaining, full = r.u24("remaining capacity 2"), r.u24("total capacity 2")
+    return AnalogModule(cells, temps, current, voltage, remaining / 1000, full / 1000, cycles, user)
+
+
+def decode_analog_answer(info: bytes, *, whole_stack: bool = False) -> AnalogAnswer:
+    """0x42: INFOFLAG, ADR (or the module count for INFO 0xFF), then the module block(s)."""
+    r = _InfoReader(info, "0x42 answer")
+    flag, value = r.u8("INFOFLAG"), r.u8("command value")
+    modules = tuple(_analog_module(r) for _ in range(value if whole_stack else 1))
+    if r.pos != len(info):
+        raise RemoteProtocolError(f"pylon 0x42 answer: {len(info) - r.pos} byte(s) after the declared blocks")
+    return AnalogAnswer(flag, value, modules)
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmAnswer:
+    info_flag: int
+    command_value: int
+    cell_states: tuple[int, ...]
+    temperature_states: tuple[int, ...]
+    charge_current_state: int
+    module_voltage_state: int
+    discharge_current_state: int
+    status: tuple[int, ...]  # Status1..Status5
+    tail: bytes  # what follows Status5 (one byte, 0x00, in every real answer seen)
+
+
+def decode_alarm_answer(info: bytes) -> AlarmAnswer:
+    """0x44 (one module): INFOFLAG, ADR, cell states, sensor states, three states, Status1–5, tail."""
+    r = _InfoReader(info, "0x44 answer")
+    flag, value = r.u8("INFOFLAG"), r.u8("command value")
+    cells = tuple(r.take(r.u8("cell count"), "cell states"))
+    temps = tuple(r.take(r.u8("temperature count"), "temperature states"))
+    states = tuple(r.take(3, "current/voltage states"))
+    status = tuple(r.take(5, "Status1-5"))
+    return AlarmAnswer(flag, value, cells, temps, states[0], states[1], states[2], status, r.rest())
+
+
+def decode_system_parameters_answer(info: bytes) -> tuple[int, SystemParameters]:
+    """0x47: INFOFLAG, then twelve limits (currents in 0.1 A; the discharge limit sent negative)."""
+    r = _InfoReader(info, "0x47 answer")
+    flag = r.u8("INFOFLAG")
+    mv_ = [r.u16(n) / 1000 for n in ("cell high", "cell low", "cell under")]
+    charge_t = [_temp_c(r.u16(n)) for n in ("charge high temperature", "charge low temperature")]
+    charge_a = r.s16("charge current limit") / 10
+    module_v = [r.u16(n) / 1000 for n in ("module high", "module low", "module under")]
+    discharge_t = [_temp_c(r.u16(n)) for n in ("discharge high temperature", "discharge low temperature")]
+    discharge_a = r.s16("discharge current limit") / 10
+    if r.pos != len(info):
+        raise RemoteProtocolError(f"pylon 0x47 answer: {len(info) - r.pos} byte(s) after the limits")
+    return flag, SystemParameters(
+        cell_high_voltage_v=mv_[0],
+        cell_low_voltage_v=mv_[1],
+        cell_under_voltage_v=mv_[2],
+        charge_high_temperature_c=charge_t[0],
+        charge_low_temperature_c=charge_t[1],
+        charge_current_limit_a=charge_a,
+        module_high_voltage_v=module_v[0],
+        module_low_voltage_v=module_v[1],
+        module_under_voltage_v=module_v[2],
+        discharge_high_temperature_c=discharge_t[0],
+        discharge_low_temperature_c=discharge_t[1],
+        discharge_current_limit_a=discharge_a,  # signed as on the wire (negative from real packs)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementAnswer:
+    command_value: int | None  # the ADR (0x92), None for the system answer (0x63)
+    charge_voltage_v: float
+    discharge_voltage_v: float
+    charge_current_a: float
+    discharge_current_a: float  # signed as on the wire (0x92 from real packs: negative)
+    status: int
+
+
+def decode_management_answer(info: bytes, *, system: bool = False) -> ManagementAnswer:
+    """0x92 (ADR first) or 0x63 (no ADR): voltage limits (mV), current limits (0.1 A), status."""
+    r = _InfoReader(info, "0x63 answer" if system else "0x92 answer")
+    value = None if system else r.u8("command value")
+    out = ManagementAnswer(
+        value,
+        r.u16("charge voltage") / 1000,
+        r.u16("discharge voltage") / 1000,
+        r.s16("charge current") / 10,
+        r.s16("discharge current") / 10,
+        r.u8("status"),
+    )
+    if r.pos != len(info):
+        raise RemoteProtocolError(f"pylon management answer: {len(info) - r.pos} byte(s) too many")
+    return out
+
+
+def decode_serial_answer(info: bytes) -> tuple[int, str]:
+    """0x93: ADR, 16 ASCII characters."""
+    r = _InfoReader(info, "0x93 answer")
+    value = r.u8("command value")
+    text = r.take(16, "serial number").decode("ascii", "replace").rstrip(" \x00")
+    if r.pos != len(info):
+        raise RemoteProtocolError(f"pylon 0x93 answer: {len(info) - r.pos} byte(s) too many")
+    return value, text
+
+
+def decode_manufacturer_answer(info: bytes) -> Identity:
+    """0x51: battery name (10 ASCII), software version (2 bytes), manufacturer (20 ASCII)."""
+    r = _InfoReader(info, "0x51 answer")
+    name = r.take(10, "battery name").decode("ascii", "replace").rstrip(" \x00")
+    major, minor = r.take(2, "software version")
+    maker = r.take(20, "manufacturer").decode("ascii", "replace").rstrip(" \x00-")
+    return Identity(battery_name=name, manufacturer=maker, software_version=(major, minor))

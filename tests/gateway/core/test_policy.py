@@ -317,6 +317,14 @@ def test_every_limit_change_is_logged_with_its_reason(caplog: pytest.LogCaptureF
         engine.evaluate(bank(T0 + 1, cells=(3.40,) * 16), c, T0 + 1)
         engine.evaluate(bank(T0 + 2, cells=(3.40,) * 16, protections=["CELL_OV_Prot"]), c, T0 + 2)
     text = caplog.text
+    first = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("charge policy: CVL"))
+    d = PolicyEngine(PolicyConfig()).evaluate(bank(T0), c, T0)
+    assert first == (  # each label next to its own value (LIMIT_NAMES order: CVL, DVL, CCL, DCL)
+        f"charge policy: CVL {d.charge_voltage_v:.1f} V ({d.limiting['charge_voltage_v']}), "
+        f"DVL {d.discharge_voltage_v:.1f} V ({d.limiting['discharge_voltage_v']}), "
+        f"CCL {d.charge_current_a:.1f} A ({d.limiting['charge_current_a']}), "
+        f"DCL {d.discharge_current_a:.1f} A ({d.limiting['discharge_current_a']})"
+    )
     assert "charge_current_a 180.0 -> 45.0 (limited by cell_voltage_derating)" in text
     assert "charge_current_a 45.0 -> 0.0 (limited by protection_active)" in text
     assert "charge_enabled -> False" in text

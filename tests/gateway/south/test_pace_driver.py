@@ -353,22 +353,22 @@ async def test_read_parameters_every_group() -> None:
     ps = await PaceDriver().read_parameters(bus, 1, now=9.0)
     table = load_table("pace")
     assert set(ps.values) == {p.name for p in table}
-    assert ps.get("Cell OV Protect") == 3.7 and ps.values["Cell OV Protect"].unit == "V"
-    assert ps.get("Pack OVP Delay Time") == 1000
-    assert ps.get("Discharge OC Alarm") == 105  # read as two's complement, shown positive
-    assert ps.get("Discharge OC 2 Delay Time") == 100
-    assert ps.get("Short Circuit Delay Time") == 300
-    assert ps.get("Charge OT Alarm") == 51.0 and ps.get("Charge UT Protect") == -5.0
-    assert ps.get("Env UT Protect") == -25.0 and ps.get("MOS OT Protect") == 110.0
-    assert ps.get("Pack Full Charge Voltage") == 56.0 and ps.get("State of Charge Low Alarm") == 5
-    assert ps.get("Charge Current Limiter Start Current") == 100
+    assert ps.get("Cell_OV_Protect") == 3.7 and ps.values["Cell_OV_Protect"].unit == "V"
+    assert ps.get("Pack_OVP_Delay_Time") == 1000
+    assert ps.get("Discharge_OC_Alarm") == 105  # read as two's complement, shown positive
+    assert ps.get("Discharge_OC_2_Delay_Time") == 100
+    assert ps.get("Short_Circuit_Delay_Time") == 300
+    assert ps.get("Charge_OT_Alarm") == 51.0 and ps.get("Charge_UT_Protect") == -5.0
+    assert ps.get("Env_UT_Protect") == -25.0 and ps.get("MOS_OT_Protect") == 110.0
+    assert ps.get("Pack_Full_Charge_Voltage") == 56.0 and ps.get("State_of_Charge_Low_Alarm") == 5
+    assert ps.get("Charge_Current_Limiter_Start_Current") == 100
     assert ps.read_at == 9.0
 
 
 async def test_read_parameters_skips_groups_the_firmware_refuses() -> None:
     bus = FakeBus([FakePack(1, refuse=frozenset({0xED}))])
     ps = await PaceDriver().read_parameters(bus, 1, now=0.0)
-    assert "Charge Current Limiter Start Current" not in ps.values and "Cell OV Protect" in ps.values
+    assert "Charge_Current_Limiter_Start_Current" not in ps.values and "Cell_OV_Protect" in ps.values
 
 
 async def test_write_parameters_read_modify_write() -> None:
@@ -376,18 +376,18 @@ async def test_write_parameters_read_modify_write() -> None:
     bus = FakeBus([pack])
     d = PaceDriver()
     await d.write_parameters(
-        bus, 1, [ParameterWrite("Cell OV Protect", 3.65), ParameterWrite("Cell OVP Delay Time", 2000)]
+        bus, 1, [ParameterWrite("Cell_OV_Protect", 3.65), ParameterWrite("Cell_OVP_Delay_Time", 2000)]
     )
     assert pack.groups["cell_ov"] == c.GroupValues("cell_ov", (3600, 3650, 3380, 20), 1)
     assert bus.commands() == ["read_cell_ov", "write_cell_ov"]
     assert bus.sent[-1][1] is Priority.ADMIN
     await d.write_parameters(
-        bus, 1, [ParameterWrite("Discharge OC Alarm", 100), ParameterWrite("Charge UT Alarm", -2)]
+        bus, 1, [ParameterWrite("Discharge_OC_Alarm", 100), ParameterWrite("Charge_UT_Alarm", -2)]
     )
     assert pack.groups["discharge_oc1"].values == (100, 110, 10)
     assert pack.groups["cd_ut"].values[0] == 2710
     ps = await d.read_parameters(bus, 1, now=0.0)
-    assert (ps.get("Cell OV Protect"), ps.get("Discharge OC Alarm"), ps.get("Charge UT Alarm")) == (
+    assert (ps.get("Cell_OV_Protect"), ps.get("Discharge_OC_Alarm"), ps.get("Charge_UT_Alarm")) == (
         3.65,
         100,
         -2.0,
@@ -397,7 +397,7 @@ async def test_write_parameters_read_modify_write() -> None:
 async def test_write_out_of_range_sends_nothing() -> None:
     bus = FakeBus([FakePack(1)])
     with pytest.raises(ParameterValueError, match="outside the allowed range"):
-        await PaceDriver().write_parameters(bus, 1, [ParameterWrite("Cell OV Protect", 5.0)])
+        await PaceDriver().write_parameters(bus, 1, [ParameterWrite("Cell_OV_Protect", 5.0)])
     with pytest.raises(KeyError):
         await PaceDriver().write_parameters(bus, 1, [ParameterWrite("No Such Thing", 1)])
     assert bus.sent == []
@@ -408,7 +408,7 @@ async def test_every_parameter_round_trips_through_the_pack() -> None:
     bus = FakeBus([pack])
     d = PaceDriver()
     table = load_table("pace")
-    wanted = {p.name: p.min if p.name != "Cell OVP Release" else p.max for p in table}
+    wanted = {p.name: p.min if p.name != "Cell_OVP_Release" else p.max for p in table}
     await d.write_parameters(bus, 1, [ParameterWrite(n, val) for n, val in wanted.items()])
     ps = await d.read_parameters(bus, 1, now=0.0)
     assert {n: ps.get(n) for n in wanted} == pytest.approx(wanted)

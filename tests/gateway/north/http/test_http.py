@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import httpx
 from fastapi import APIRouter
@@ -140,3 +141,19 @@ def test_plain_handles_non_finite_and_sets() -> None:
     }
     snap = PackSnapshot("b", 1, Availability.OFFLINE)
     assert pack_json(snap)["age_s"] is None
+
+
+async def test_docs_page_loads_swagger_ui_from_the_gateway_not_a_cdn() -> None:
+    """Issue 17 defect 9: /docs loaded Swagger UI from a public CDN and was blank offline."""
+    app = create_app(AppContext(config=Config(), config_path=None, store=ModelStore([])))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+        page = await client.get("/docs")
+        assert page.status_code == 200
+        assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+        assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets
+        assert all(a.startswith("/") and not a.startswith("//") for a in assets), assets  # same origin
+        for asset in assets:
+            r = await client.get(asset)
+            assert r.status_code == 200 and len(r.content) > 1000, asset
+        assert "cdn" not in page.text.lower() and "openapi.json" in page.text
+        assert (await client.get("/openapi.json")).status_code == 200

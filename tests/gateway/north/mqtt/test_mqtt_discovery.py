@@ -91,6 +91,7 @@ def test_pack_discovery_payload_is_complete_and_current_schema() -> None:
     assert dev["identifiers"] == ["site_7_bus0_1"] and dev["via_device"] == "site_7"
     assert (dev["serial_number"], dev["sw_version"], dev["manufacturer"]) == ("SN9", "V2.1", "Basengreen")
     assert payload["origin"]["name"] == "bms-gateway"
+    assert "support_url" not in payload["origin"]  # pyproject declares no project URL: no made-up one
     assert payload["state_topic"] == "bms/bus0/1/state"
     assert payload["availability"] == [{"topic": "bms/status"}, {"topic": "bms/bus0/1/availability"}]
     assert payload["availability_mode"] == "all"
@@ -254,3 +255,17 @@ async def test_missing_tls_files_are_a_configuration_error(tmp_path: object) -> 
     service = MqttService(cfg, ModelStore())
     with pytest.raises(ConfigError, match="TLS"):
         await service.run(lambda: None)
+
+
+def test_origin_support_url_comes_from_the_package_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    import email.message
+    import importlib.metadata
+
+    from gateway.north.mqtt import documents
+
+    meta = email.message.Message()
+    meta["Name"] = "bms-gateway"
+    meta["Project-URL"] = "Homepage, https://example.org/bms-gateway"
+    meta["Project-URL"] = "Issues, https://example.org/bms-gateway/issues"
+    monkeypatch.setattr(importlib.metadata, "metadata", lambda name: meta)
+    assert documents._origin()["support_url"] == "https://example.org/bms-gateway/issues"

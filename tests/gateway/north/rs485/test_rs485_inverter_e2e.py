@@ -129,11 +129,12 @@ async def test_pylon_module_and_system_commands_equal_simulator_truth() -> None:
             assert cell_temps == pytest.approx(list(truth.cell_temperatures_c), abs=0.11)
             for cmd in (0x44, 0x92, 0x93, 0x96):
                 d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, adr, cmd, bytes([adr]))))
-                assert d.rtn == 0 and d.info[0] == adr, hex(cmd)
+                info = d.info[1:] if cmd == 0x44 else d.info  # 0x44 starts with INFOFLAG (real packs)
+                assert d.rtn == 0 and info[0] == adr, hex(cmd)
                 if cmd == 0x44:  # cell count, then Status2 after the per-cell/sensor/current states
-                    cells = d.info[1]
+                    cells = info[1]
                     assert cells == len(truth.cell_voltages_v)
-                    status2 = d.info[2 + cells + 1 + d.info[2 + cells] + 3 + 1]
+                    status2 = info[2 + cells + 1 + info[2 + cells] + 3 + 1]
                     assert bool(status2 & 0x04) == truth.discharge_mos_on
                     assert bool(status2 & 0x02) == truth.charge_mos_on
                 elif cmd == 0x93:
@@ -157,7 +158,7 @@ async def test_pylon_module_and_system_commands_equal_simulator_truth() -> None:
         v_min = r.take("H") / 1000
         assert v_min == pytest.approx(min(cells.values()), abs=0.0011)
         d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x63)))
-        got = decode_management(Reader(d.info))
+        got = decode_management(Reader(d.info), system=True)
         decision = ctx.extras["decisions"].latest
         assert got["charge_v"] == pytest.approx(decision.charge_voltage_v, abs=0.001)
         assert got["discharge_a"] == pytest.approx(decision.discharge_current_a, abs=0.05)
@@ -166,7 +167,7 @@ async def test_pylon_module_and_system_commands_equal_simulator_truth() -> None:
         for cmd in (0x4F, 0x51, 0x47, 0x60, 0x62, 0x64):
             assert ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, cmd))).rtn == 0
         d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x44, b"\xff")))
-        assert d.rtn == 0 and d.info[0] == PACKS
+        assert d.rtn == 0 and d.info[:2] == bytes([0, PACKS])  # INFOFLAG, module count
         setting = bytes([3]) + struct.pack(">HHhh", 54000, 47000, 50, 500)
         assert ref_decode(await pylon_poll(reader, writer, build_request(0x20, 3, 0x94, setting))).rtn == 0
         d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 3, 0x92, b"\x03")))
@@ -204,8 +205,11 @@ async def test_pack_going_offline_gives_rtn_91_and_blocked_module() -> None:
         assert d.rtn == 0
         # the configuration's defaults leave the *inferred* layouts off: the protocol's error answers
         assert ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x61))).rtn == 0x04
-        d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x42, b"\xff")))
+        d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x44, b"\xff")))
         assert d.rtn == 0x90
+        # the whole-stack 0x42 answer is the captured layout of real packs: always served
+        d = ref_decode(await pylon_poll(reader, writer, build_request(0x20, 2, 0x42, b"\xff")))
+        assert d.rtn == 0 and d.info[0] == 0
 
 
 async def test_byd_modbus_poll_equals_simulator_truth() -> None:

@@ -59,7 +59,7 @@ async def test_thousands_of_records_download_completely_and_once(protocol: str, 
 
             # the same records downloaded again are stored once
             again = await DownloadJob(db, owner, driver, "sim", 1, "SN-A", resume=False).run()
-            assert again.state == "done" and again.stored == 0 and again.duplicates == total
+            assert again.state == "done" and again.stored == 0 and again.duplicates == total, again
             truth = list(sim.pack(1).history.records)  # before the simulator records its exit
         assert db.count() == total == len(truth)
         rows = db.query(RecordQuery(pack_serial="SN-A"))

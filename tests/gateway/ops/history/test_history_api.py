@@ -42,6 +42,7 @@ ENDPOINTS: list[tuple[str, str, Role, dict[str, Any] | None]] = [
     ("GET", "/api/recording/samples", Role.VIEWER, None),
     ("GET", "/api/recording/compare", Role.VIEWER, None),
     ("GET", "/api/recording/export", Role.VIEWER, None),
+    ("PUT", "/api/recording/interval", Role.ADMIN, {"interval_s": 5}),
     ("GET", "/api/firmware/images", Role.ADMIN, None),
     ("POST", "/api/firmware/jobs", Role.ADMIN, {"bus": "sim", "address": 1, "image": "0" * 16}),
     ("GET", "/api/firmware/jobs", Role.OPERATOR, None),
@@ -235,10 +236,13 @@ def cli(gw: RecordsGateway, role: Role, *args: str) -> list[str]:
 def test_cli_history(gateway: RecordsGateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(cli(gateway, Role.VIEWER, "history", "pull", "sim/1")) == 4  # operator needed
     assert "operator role" in capsys.readouterr().err
-    assert main(cli(gateway, Role.OPERATOR, "history", "pull", "sim")) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]  # not a terminal: JSON lines
+    assert main(cli(gateway, Role.OPERATOR, "history", "pull", "sim", "--json")) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]  # --json: JSON lines
     final = {d["pack"]: d for d in lines}
     assert set(final) == {"sim/1", "sim/2"} and all(d["state"] == "done" for d in final.values())
+    assert main(cli(gateway, Role.OPERATOR, "history", "pull", "sim")) == 0  # human: a summary table
+    out = capsys.readouterr().out
+    assert "history download" in out and "│ sim/2 │ done" in out and "{" not in out
     assert main(cli(gateway, Role.VIEWER, "history", "list", "--pack", "sim/2", "--limit", "3")) == 0
     out = capsys.readouterr().out
     assert "Timing record" in out and f"of {RECORDS + 1})" in out
@@ -270,7 +274,7 @@ def test_cli_record_and_firmware(
     image.write_bytes(firmware_image())
     assert main(cli(gateway, Role.OPERATOR, "firmware", "flash", "sim/2", str(image))) == 4
     capsys.readouterr()
-    assert main(cli(gateway, Role.ADMIN, "firmware", "flash", "sim/2", str(image))) == 0
+    assert main(cli(gateway, Role.ADMIN, "firmware", "flash", "sim/2", str(image), "--json")) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert lines[-1]["state"] == "done" and lines[-1]["new_version"] == NEW_VERSION
     assert lines[0]["state"] == "running" and lines[0]["blocks_done"] == 0  # the job as started

@@ -212,6 +212,15 @@ def _steps(export_csv: bytes, edited_csv: bytes) -> list[Step]:
             ("ok",),
         ),
         Step(
+            "PUT",
+            "/api/recording/interval",
+            Role.ADMIN,
+            {"interval_s": 2.0},
+            "recording.interval",
+            ("ok",),
+            packs=(),
+        ),
+        Step(
             "POST",
             "/api/firmware/images",
             Role.ADMIN,

@@ -194,6 +194,7 @@ def test_alarm_module_and_stack() -> None:
     view = BankView(flag_outputs=load_outputs(), modules=(m1, m2), limits=LIMITS)
     d = ref_decode(answer(view, build_request(0x20, 0x02, 0x44, b"\x02")))
     r = Reader(d.info)
+    assert r.take("B") == 0  # INFOFLAG, as real packs send it first
     assert r.take("B") == 2
     assert r.take("B") == 16
     assert [r.take("B") for _ in range(16)] == [0] * 16
@@ -205,15 +206,17 @@ def test_alarm_module_and_stack() -> None:
     assert status2 == 0b0000_1110  # using pack power, discharge MOS, charge MOS
     assert status3 == 0b0100_0000  # effective discharge current
     assert (s4, s5) == (0, 0)
+    assert r.take("B") == 0  # the byte after Status5 every real answer carries
     assert r.rest == 0
     d = ref_decode(answer(view, build_request(0x20, 0x02, 0x44, b"\xff"), inferred()))
     r = Reader(d.info)
-    assert r.take("B") == 2
-    r.pos += 1 + 16 + 1 + 6 + 3 + 5
+    assert (r.take("B"), r.take("B")) == (0, 2)  # INFOFLAG, module count
+    r.pos += 1 + 16 + 1 + 6 + 3 + 5 + 1
     assert r.take("B") == 16
     assert r.take("B") == 0x02  # cell 1 above the high limit
     r.pos += 15 + 1 + 6 + 3 + 3
     assert (r.take("B"), r.take("B")) == (0x01, 0x00)  # cell 1 fault bit
+    assert r.take("B") == 0
     assert r.rest == 0
 
 
@@ -221,17 +224,18 @@ def test_manufacturer_and_system_parameters() -> None:
     view = bank()
     d = ref_decode(answer(view, build_request(0x20, 0x02, 0x51)))
     r = Reader(d.info)
-    assert r.text(10) == "US5000    "
+    assert r.text(10) == "US5000\x00\x00\x00\x00"  # NUL-padded like real packs
     assert (r.take("B"), r.take("B")) == (1, 0)
-    assert r.text(20).rstrip() == "PYLON"
+    assert r.text(20) == "PYLON" + "-" * 15  # dash-padded like real packs
     d = ref_decode(answer(view, build_request(0x20, 0x02, 0x47)))
     r = Reader(d.info)
+    assert r.take("B") == 0  # INFOFLAG, as real packs send it first
     assert [r.take("H") for _ in range(3)] == [3650, 3050, 2800]
     assert [r.take("H") for _ in range(2)] == [2731 + 500, 2731]
     assert r.take("h") == 1000
     assert [r.take("H") for _ in range(3)] == [58400, 48800, 44800]
     assert [r.take("H") for _ in range(2)] == [2731 + 550, 2731 - 100]
-    assert r.take("h") == 1000 and r.rest == 0
+    assert r.take("h") == -1000 and r.rest == 0  # discharge limit negative, as real packs send it
 
 
 def test_management_module_shares_the_bank_decision() -> None:
@@ -265,9 +269,10 @@ def test_stale_gives_blocking_answers_never_silence() -> None:
     for request in (build_request(0x20, 2, 0x92, b"\x02"), build_request(0x20, 2, 0x63)):
         d = ref_decode(answer(stale, request))
         r = Reader(d.info)
-        if len(d.info) == 10:
+        module_level = len(d.info) == 10
+        if module_level:
             r.take("B")
-        assert decode_management(r) == {
+        assert decode_management(r, system=not module_level) == {
             "charge_v": 55.2,
             "discharge_v": 48.0,
             "charge_a": 0.0,
@@ -289,7 +294,7 @@ def test_stale_gives_blocking_answers_never_silence() -> None:
     assert ref_decode(answer(nothing, build_request(0x20, 2, 0x61), inferred())).rtn == 0x91
     assert ref_decode(answer(nothing, build_request(0x20, 2, 0x42, b"\xff"), inferred())).rtn == 0x91
     r = Reader(ref_decode(answer(nothing, build_request(0x20, 2, 0x63))).info)
-    assert decode_management(r)["status"] == 0
+    assert decode_management(r, system=True)["status"] == 0
 
 
 def test_serial_and_software_version() -> None:
@@ -324,7 +329,7 @@ def test_set_management_tightens_system_answer() -> None:
     info += (100).to_bytes(2, "big") + (5000).to_bytes(2, "big")
     answer(view, build_request(0x20, 3, 0x94, info), responder, now=50.0)
     got = decode_management(
-        Reader(ref_decode(answer(view, build_request(0x20, 2, 0x63), responder, 51.0)).info)
+        Reader(ref_decode(answer(view, build_request(0x20, 2, 0x63), responder, 51.0)).info), system=True
     )
     assert got["charge_v"] == 54.0 and got["discharge_v"] == 48.0
     assert got["charge_a"] == 85.0  # 75 (module 1's share) + 10 (module 2 as set)
@@ -390,12 +395,12 @@ def test_system_commands_only_at_the_master() -> None:
 
 
 def test_inferred_layouts_are_off_by_default_with_the_protocols_error_answer() -> None:
-    """Whole-stack 0x42/0x44, 0x60, 0x94 and 0x61 have layouts no source states: without the opt-in
-    they are answered as an unserved address (RTN 90) or an unsupported command (RTN 04)."""
+    """Whole-stack 0x44, 0x60, 0x94 and 0x61 have layouts no source states: without the opt-in they
+    are answered as an unserved address (RTN 90) or an unsupported command (RTN 04). The whole-stack
+    0x42 answer is captured from real packs (tests/captures/) and always served."""
     view = bank(2)
     setting = bytes([2]) + (54000).to_bytes(2, "big") + (49000).to_bytes(2, "big") + bytes(4)
     cases = [  # (option that opens it, request, answer without it)
-        ("inferred_stack_replies", build_request(0x20, 2, 0x42, b"\xff"), Rtn.ADR_ERROR),
         ("inferred_stack_replies", build_request(0x20, 2, 0x44, b"\xff"), Rtn.ADR_ERROR),
         ("inferred_system_basic", build_request(0x20, 2, 0x60), Rtn.CID2_INVALID),
         ("inferred_system_analog", build_request(0x20, 2, 0x61), Rtn.CID2_INVALID),

@@ -1,0 +1,50 @@
+"""`bms-gateway config check` counts what will run, the built-in simulator's bus included, and the
+data bits of a bus are configurable (issue 17, defect 9)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway.app.config import load_config
+from gateway.app.wiring import build_context
+
+BIN = Path(sys.executable).with_name("bms-gateway")
+
+CONFIG = """\
+[[bus]]
+name = "rack"
+url = "/dev/ttyUSB0"
+addresses = [1, 2]
+bytesize = 7
+{simulator}
+"""
+
+
+def check(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(text)
+    return subprocess.run(
+        [str(BIN), "config", "check", str(cfg)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_check_counts_the_simulator_bus_and_its_packs(tmp_path: Path) -> None:
+    done = check(tmp_path, CONFIG.format(simulator="[simulator]\nenabled = true\npacks = 3"))
+    assert done.returncode == 0, done.stderr
+    assert "OK (2 bus(es), 5 pack(s), of which the built-in simulator: 3 tianpower pack(s))" in done.stdout
+    done = check(tmp_path, CONFIG.format(simulator=""))
+    assert done.returncode == 0 and "OK (1 bus(es), 2 pack(s))" in done.stdout
+    done = check(tmp_path, "[simulator]\npacks = 4\n")
+    assert "OK (1 bus, 4 pack(s); no bus configured: built-in simulator: 4 tianpower pack(s))" in done.stdout
+
+
+def test_data_bits_reach_the_serial_line_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(CONFIG.format(simulator=""))
+    ctx = build_context(load_config(cfg), cfg)
+    settings = ctx.buses["rack"].settings
+    assert settings is not None and settings.bytesize == 7 and settings.bits_per_byte() == 9
+    done = check(tmp_path, CONFIG.format(simulator="").replace("bytesize = 7", "bytesize = 9"))
+    assert done.returncode == 2 and "bus.0.bytesize" in done.stderr
