@@ -135,6 +135,22 @@ class _HistoryCursor:
     last_frame_records: int = 1  # records in the last frame read (the estimate of `history_reach`)
 
 
+def _fits_storage_read(frame: TpFrame, req: m.Request) -> bool:
+    """A record-count read and a record read share command 0xD0: a late answer to one (after a
+    timeout and a resend) must not be taken as the answer to the other. Other requests: True."""
+    if not isinstance(req, m.StorageRead):
+        return True
+    try:
+        resp = m.parse_response(frame, req)
+    except RemoteProtocolError:
+        return True  # let the caller report what is wrong with it
+    if req.sub is m.StorageSub.READ_RECORD_COUNT:
+        return isinstance(resp, m.RecordCount)
+    if req.sub is m.StorageSub.READ_RECORDS:
+        return isinstance(resp, m.HistoryFrame | m.HistoryEnd)
+    return True
+
+
 class TianpowerDriver(Driver):
     family: ClassVar[str] = "tianpower"
     controls: ClassVar[Mapping[Control, str]] = {
@@ -179,6 +195,7 @@ class TianpowerDriver(Driver):
                 and frame.address == address
                 and frame.command == command
                 and frame.raw != raw  # our own request echoed by the transceiver
+                and _fits_storage_read(frame, req)
             )
 
         frame = await bus.transact(raw, match, priority=priority, timeout_s=timeout_s, address=address)
