@@ -99,7 +99,7 @@ def test_every_answer_is_declared_in_the_document(gateway: RecordsGateway) -> No
                     for f in _failures(err):
                         failures.append(
                             f"{mode.value} {case.method} {op.path} -> {response.status_code}: {f}"  # noqa: B023
-                            f" (body {case.body!r:.120}, answer {response.text[:160]!r})"
+                            f" (body {case.body!r:.120}, answer {response.content[:160]!r})"
                         )
 
             check()
