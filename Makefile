@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint venv venv-test bench clean ha-venv
+.PHONY: run test lint venv venv-test bench soak clean ha-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,9 @@ ha-venv:
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[fast,bench]'
 	$(BIN)/python bench/report.py $(BENCH_ARGS)
+
+soak: venv  # N minutes (default 30) with 15 packs, faults and load: slopes per hour, error counts
+	$(BIN)/python bench/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -172,6 +172,13 @@ class ModbusConfig(Section):
     """simultaneous client connections"""
     idle_timeout_s: float = Field(default=300.0, gt=0)
     """a client silent this long is disconnected"""
+    max_connections_per_client: int = Field(default=8, ge=1, le=1024)
+    """simultaneous connections from one client IP"""
+    frame_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    """a request must be complete this long after its first byte, else the connection is closed"""
+    yield_after_idle_s: float = Field(default=10.0, gt=0)
+    """when the server is full, a connection without a request for this long (or with an incomplete
+    one) yields its slot to a new client"""
     request_rate_per_s: float = Field(default=500.0, gt=0)
     """per client IP; beyond it requests are delayed"""
     request_burst: int = Field(default=200, ge=1)
@@ -523,6 +530,13 @@ class AdminConfig(Section):
     data_needs_token: bool = False
     """`GET /api/system`, `/api/packs` and `/api/packs/{bus}/{address}` need a bearer token (any role,
     `viewer` or higher); `/healthz`, `/readyz` and `/metrics` stay open"""
+    auth_failures_free: int = Field(default=20, ge=0, le=1_000_000)
+    """failed authentications per client address before the backoff starts"""
+    auth_backoff_max_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    """the longest backoff (1 s, 2 s, 4 s, ... up to this)"""
+    max_body_kib: int = Field(default=64, ge=1, le=16384)
+    """the cap of a request body; the parameter import (1 MB) and the firmware upload
+    (`[firmware] max_image_kib` + 1 KiB) keep their own"""
 
     @model_validator(mode="after")
     def _tls_pair(self) -> AdminConfig:

@@ -15,13 +15,16 @@ from gateway.app.config import state_path
 from gateway.app.context import AdminAuth, AppContext
 from gateway.ops.security.audit import AuditLog
 from gateway.ops.security.auth import RateLimiter, TokenStore
+from gateway.ops.security.throttle import AuthThrottle
 
 
 def auth(ctx: AppContext) -> AdminAuth:
     """The token store and rate limiter of `ctx` (built on the first call)."""
     if ctx.auth is None:
         admin = ctx.config.admin
-        tokens = TokenStore(state_path(ctx.config, ctx.config_path, admin.tokens_file))
+        # failed authentications are throttled per client address (docs/admin.md)
+        throttle = AuthThrottle(free_failures=admin.auth_failures_free, max_s=admin.auth_backoff_max_s)
+        tokens = TokenStore(state_path(ctx.config, ctx.config_path, admin.tokens_file), throttle=throttle)
         ctx.auth = AdminAuth(tokens, RateLimiter(admin.rate_limit_per_minute))
     return ctx.auth
 

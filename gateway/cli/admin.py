@@ -434,6 +434,8 @@ def cmd_audit(api: Api, args: argparse.Namespace) -> int:
     if args.action:
         params["action"] = args.action
     doc = api.call("GET", "/api/audit", params=params)
+    if args.output:
+        return _audit_file(doc, Path(args.output), args.format)
 
     def human(d: list[dict[str, Any]]) -> int:
         rows = [
@@ -451,9 +453,56 @@ def cmd_audit(api: Api, args: argparse.Namespace) -> int:
             for e in d
         ]
         table("audit", ["Id", "At", "Token", "Role", "Client", "Action", "Packs", "Outcome", "Detail"], rows)
+        cut = [e for e in d if e["outcome"] == "interrupted"]
+        if cut:
+            packs = sorted({p for e in cut for p in e["packs"]})
+            print(
+                f"{len(cut)} write(s) interrupted: the gateway stopped after the intent was recorded and "
+                f"before the outcome; the change may have reached {', '.join(packs) or 'the pack'}: "
+                "read the pack back before relying on it"
+            )
         return OK
 
     return emit(args, doc, human)
+
+
+AUDIT_COLUMNS = (
+    "id",
+    "at",
+    "token_id",
+    "role",
+    "client",
+    "action",
+    "packs",
+    "request",
+    "before",
+    "after",
+    "outcome",
+    "detail",
+)
+
+
+def _audit_file(entries: list[dict[str, Any]], path: Path, fmt: str | None) -> int:
+    """The audit entries as a CSV or XLSX file (cells neutralised by the shared export writer)."""
+    import json
+
+    from gateway.ops.history.export import render
+
+    fmt = fmt or ("xlsx" if path.suffix.lower() == ".xlsx" else "csv")
+    rows = []
+    for e in entries:
+        row: list[Any] = []
+        for col in AUDIT_COLUMNS:
+            v = e.get(col)
+            if col == "packs":
+                v = ",".join(v or [])
+            elif isinstance(v, dict | list):
+                v = json.dumps(v, sort_keys=True)
+            row.append(v)
+        rows.append(row)
+    path.write_bytes(render(fmt, list(AUDIT_COLUMNS), rows, sheet="audit"))
+    print(f"{len(rows)} audit entries written to {path} ({fmt})")
+    return OK
 
 
 # ---- parser ------------------------------------------------------------------------------------
@@ -596,6 +645,8 @@ def register(sub: Any) -> None:
     sp = leaf(groups, "audit", cmd_audit, "the audit log (admin)")
     sp.add_argument("--limit", type=int, default=50)
     sp.add_argument("--action")
+    sp.add_argument("-o", "--output", help="write the entries to a file (.csv or .xlsx) instead")
+    sp.add_argument("--format", choices=("csv", "xlsx"), help="file format (default: from the file name)")
 
     from gateway.cli.admin_records import register_records  # history, record, firmware
 

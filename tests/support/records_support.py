@@ -16,7 +16,7 @@ from gateway.app.config import BusConfig, parse_config
 from gateway.app.context import AppContext
 from gateway.core.model import ModelStore
 from gateway.io.transport import SerialSettings
-from gateway.north.http import create_app
+from gateway.north.http import HttpService, create_app
 from gateway.north.http.records import install as install_records
 from gateway.ops.security.auth import Principal, Role
 from gateway.south.bus import BusOwner
@@ -26,7 +26,7 @@ from gateway.south.drivers.tianpower import TianpowerDriver
 from gateway.south.poller import BusPoller
 from protocol.bms import bootloader as bl
 from simulator import Simulator, SimulatorOptions
-from tests.support.admin_support import Stack, admin_stack
+from tests.support.admin_support import Stack, ThreadedGateway, admin_stack
 
 
 class Who:
@@ -178,3 +178,26 @@ def fill_history(stack: Stack) -> None:
 
 
 RECORDS = 200
+
+
+class RecordsGateway(ThreadedGateway):
+    """The threaded admin gateway with the records API installed too."""
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with admin_stack(self.tmp, **self.options) as stack:
+            self.stack = stack
+            fill_history(stack)
+            install_records(stack.ctx)
+            http = HttpService(stack.ctx, "127.0.0.1:0")
+            started = asyncio.Event()
+            async with asyncio.TaskGroup() as tg:
+                task = tg.create_task(http.run(started.set))
+                try:
+                    await asyncio.wait_for(started.wait(), 10)
+                    self.url = f"http://127.0.0.1:{http.port}"
+                    self._ready.set()
+                    await self._stop.wait()
+                finally:
+                    task.cancel()

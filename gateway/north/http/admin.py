@@ -48,7 +48,9 @@ def with_iso(entry: Any, *keys: str) -> None:
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown keys refused, JSON types taken strictly (false is not 0, "1" not 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ParameterWriteBody(_Body):

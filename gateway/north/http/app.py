@@ -133,4 +133,27 @@ def create_app(ctx: AppContext) -> FastAPI:
     install_live_routes(app, ctx, data)
     for router in ctx.http_routers:
         app.include_router(router)
+    _guard(app, ctx)
+    from gateway.north.http.openapi import document
+
+    document(app, [*app.routes, *(r for router in ctx.http_routers for r in router.routes)])
     return app
+
+
+def _guard(app: FastAPI, ctx: AppContext) -> None:
+    """Authentication before any body is read, and every body capped (`gateway.north.http.guard`)."""
+    from gateway.north.http.guard import RequestGuard
+    from gateway.ops.admin.transfer import MAX_FILE_BYTES
+
+    def tokens() -> Any:
+        return None if ctx.auth is None else ctx.auth.tokens
+
+    app.add_middleware(
+        RequestGuard,
+        tokens=tokens,
+        default_cap=ctx.config.admin.max_body_kib * 1024,
+        caps=(
+            (r"/api/packs/[^/]+/[^/]+/parameters/import", MAX_FILE_BYTES),
+            (r"/api/firmware/images", ctx.config.firmware.max_image_kib * 1024 + 1024),
+        ),
+    )

@@ -1,7 +1,9 @@
 """Bearer-token authentication of the admin and records routers (one implementation for both).
 
-`bearer_caller(role, ...)` builds the FastAPI dependency of a route: 401 without a valid token,
-429 beyond the token's rate limit, 403 with a role below `role` (each message says which role is
+`bearer_caller(role, ...)` builds the FastAPI dependency of a route: 429 while the client address
+is in its failed-authentication backoff (`gateway.ops.security.throttle`, checked before the token is
+looked at), 401 without a valid token (counted as a failure of the address), 429 beyond the token's
+rate limit, 403 with a role below `role` (each message says which role is
 needed), else the `Caller` (token and client address) the services expect. A 403 is appended to
 the audit log as a refusal of the route's action (`ROUTE_ACTIONS`, else `http <METHOD> <route>`),
 with the token, client and pack of the path, so attempts beyond a token's role are visible to
@@ -13,6 +15,7 @@ This module never talks to a bus and never raises anything but HTTPException to 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Annotated
 
@@ -21,7 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.ops.admin.service import Caller
 from gateway.ops.security.audit import AuditLog
-from gateway.ops.security.auth import AuthError, RateLimiter, Role, TokenStore
+from gateway.ops.security.auth import AuthError, Principal, RateLimiter, Role, TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,28 @@ def _record_forbidden(audit: AuditLog, caller: Caller, request: Request, need: R
         log.exception("audit append failed for a 403 on %s %s", request.method, route)
 
 
+def throttled(tokens: TokenStore, client: str) -> None:
+    """429 while `client` is in its failed-authentication backoff (before any token is looked at)."""
+    wait = tokens.throttle.check(client)
+    if wait > 0:
+        raise HTTPException(
+            429,
+            f"too many failed authentications from {client}; retry in {math.ceil(wait)} s",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+
+
+def authenticate(tokens: TokenStore, client: str, creds: HTTPAuthorizationCredentials | None) -> Principal:
+    """The token's principal; AuthError (counted as a failure of `client`) when there is none."""
+    try:
+        if creds is None or creds.scheme.lower() != "bearer":
+            raise AuthError("no token")
+        return tokens.authenticate(creds.credentials)
+    except AuthError:
+        tokens.throttle.failed(client)
+        raise
+
+
 def bearer_caller(
     role: Role, tokens: TokenStore, limiter: RateLimiter, audit: Callable[[], AuditLog | None]
 ) -> Callable[..., Caller]:
@@ -97,13 +122,14 @@ def bearer_caller(
     ) -> Caller:
         need = f"this endpoint needs a bearer token with the {role.label} role or higher"
         hint = f"(create one with: bms-gateway token create --role {role.label})"
-        auth = {"WWW-Authenticate": "Bearer"}
-        if creds is None or creds.scheme.lower() != "bearer":
-            raise HTTPException(401, f"no token: {need} {hint}", headers=auth)
+        client = request.client.host if request.client else "unknown"
+        throttled(tokens, client)
         try:
-            principal = tokens.authenticate(creds.credentials)
+            principal = authenticate(tokens, client, creds)
         except AuthError as err:
-            raise HTTPException(401, f"{err}: {need} {hint}", headers=auth) from None
+            raise HTTPException(
+                401, f"{err}: {need} {hint}", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
         if not limiter.allow(principal.token_id):
             raise HTTPException(
                 429,
@@ -111,7 +137,7 @@ def bearer_caller(
                 f"for token {principal.token_id}",
                 headers={"Retry-After": "60"},
             )
-        caller = Caller(principal, request.client.host if request.client else "unknown")
+        caller = Caller(principal, client)
         if principal.role < role:
             log_ = audit()
             if log_ is not None:
@@ -121,4 +147,5 @@ def bearer_caller(
             )
         return caller
 
+    dependency.required_role = role  # type: ignore[attr-defined]  # read by gateway.north.http.openapi
     return dependency

@@ -39,11 +39,13 @@ MAX_PACKS_QUERY = 64
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown keys refused, JSON types taken strictly (false is not 0, "1" not 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PullBody(_Body):
-    bus: str = Field(description="bus name")
+    bus: str = Field(min_length=1, description="bus name")
     address: int | None = Field(
         default=None, ge=0, le=15, description="one pack; omitted: every pack of the bus"
     )
@@ -51,7 +53,7 @@ class PullBody(_Body):
 
 
 class StopBody(_Body):
-    bus: str
+    bus: str = Field(min_length=1, description="bus name")
     address: int | None = Field(default=None, ge=0, le=15)
 
 
@@ -73,7 +75,7 @@ class RecordTimeBody(_Body):
 
 
 class FlashBody(_Body):
-    bus: str
+    bus: str = Field(min_length=1, description="bus name")
     address: int = Field(ge=0, le=15)
     image: str = Field(description="image id from the upload")
 
@@ -157,6 +159,10 @@ def records_router(
     @router.post("/history/stop")
     async def stop(who: Operator, body: StopBody) -> Any:
         """Stop running downloads of a bus or of one pack; they can be resumed (operator)."""
+        try:  # an unknown bus or pack is a 404, not "nothing stopped"
+            history.pack(body.bus, body.address) if body.address is not None else history.bus_packs(body.bus)
+        except ApiError as err:
+            return _error(err)
         stopped = history.stop(body.bus, body.address)
         await history.audit(
             who,

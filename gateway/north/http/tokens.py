@@ -21,7 +21,7 @@ from gateway.ops.security.auth import RateLimiter, Role, TokenStore
 
 
 class TokenBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as declared
     role: str = Field(description="viewer, operator or admin")
     label: str = Field(default="", max_length=100, description="who or what uses the token")
 

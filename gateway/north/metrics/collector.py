@@ -17,6 +17,7 @@ This module must never import a transport or block the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -132,6 +133,8 @@ FAMILIES: tuple[Family, ...] = (
     # --- gateway health: packs ---
     Family("bmsgw_build_info", "gauge", ("version",), "gateway", "Gateway version (value always 1)"),
     Family("bmsgw_start_time_seconds", "gauge", (), "gateway", "Wall-clock time the gateway started"),
+    Family("bmsgw_asyncio_tasks", "gauge", (), "gateway",
+           "asyncio tasks alive in the gateway's event loop (a steady rise is a task leak)"),
     Family("bmsgw_service_up", "gauge", ("service",), "gateway", "1 while the supervised service is ready"),
     Family("bmsgw_model_events_dropped_total", "counter", (), "gateway",
            "Pack events dropped because a subscriber was too slow"),
@@ -255,6 +258,7 @@ class MetricsSources:
     mqtt: Callable[[], MqttHealth | None] | None = None
     decision: Callable[[], DecisionLike | None] | None = None
     services: Callable[[], Mapping[str, bool]] | None = None
+    tasks: Callable[[], int | None] | None = None  # asyncio tasks alive (None: not on the event loop)
 
 
 def _fmt_le(b: float) -> str:
@@ -452,6 +456,9 @@ class GatewayCollector:
         src = self.sources
         r.add("bmsgw_build_info", (__version__,), 1.0)
         r.add("bmsgw_start_time_seconds", (), src.started_at)
+        tasks = src.tasks() if src.tasks is not None else None
+        if tasks is not None:
+            r.add("bmsgw_asyncio_tasks", (), float(tasks))
         r.add("bmsgw_model_events_dropped_total", (), float(src.store.events_dropped))
         if src.services is not None:
             for name, up in sorted(src.services().items()):
@@ -665,6 +672,12 @@ def sources_from_context(ctx: AppContext) -> MetricsSources:
     def services() -> dict[str, bool]:
         return {name: st.state.value == "ready" for name, st in ctx.services.items()}
 
+    def tasks() -> int | None:
+        try:  # a scrape runs on the gateway's event loop (the /metrics route, remote write)
+            return len(asyncio.all_tasks())
+        except RuntimeError:
+            return None
+
     return MetricsSources(
         store=ctx.store,
         started_at=ctx.started_at,
@@ -675,6 +688,7 @@ def sources_from_context(ctx: AppContext) -> MetricsSources:
         mqtt=mqtt,
         decision=decision,
         services=services,
+        tasks=tasks,
     )
 
 

@@ -1,10 +1,18 @@
 """The Modbus/TCP server: our own asyncio implementation over the sans-I/O codec in `protocol.modbus`.
 
 Per connection: an MBAP decoder; every complete request in a chunk is answered, in order, in one
-write (pipelining works); a malformed MBAP header closes that connection only. Connection limit,
-idle timeout and a per-client-IP request budget (token bucket: when it is empty the connection is
-paused, never answered with an error) keep one client from starving the others; a client that
-does not read its answers is not read either (transport flow control), so memory stays bounded.
+write (pipelining works); a malformed MBAP header closes that connection only. Connection limits
+(in all and per client IP), an idle timeout, a frame deadline and a per-client-IP request budget
+(token bucket: when it is empty the connection is paused, never answered with an error) keep one
+client from starving the others; a client that does not read its answers is not read either
+(transport flow control), so memory stays bounded.
+
+Slow clients (slowloris): a request must be complete `frame_timeout_s` after its first byte, or
+the connection is closed (a byte now and then no longer keeps a slot). When a new client finds
+the server full (`max_connections`, or `max_connections_per_client` for its address), the oldest
+connection that is *incomplete* (part of a request buffered) or *idle* (no complete request for
+`yield_after_idle_s`) — among the address's own connections when the per-address cap is the
+limit — is closed and yields its slot; only when none qualifies is the new client refused.
 
 Units: the SunSpec bank unit (`sunspec_unit`, also answering on 0 and 255), the native map unit,
 and optionally one SunSpec unit per pack (`per_pack_unit_base + address`). Any other unit id gets
@@ -345,6 +353,45 @@ class ModbusServer:
                 answers[_MEMO_KEY.pack(0, 6, adu.unit_id) + adu.pdu] = answer[2:]
         return answer
 
+    def admit(self, client: str, now: float) -> str | None:
+        """Make room for a new connection from `client`: None when admitted (an idle or incomplete
+        connection may have yielded its slot), else which limit refused it."""
+        cfg = self.config
+        own = [c for c in self._connections if c.client == client]
+        for pool, cap, what in (
+            (
+                own,
+                cfg.max_connections_per_client,
+                f"max_connections_per_client={cfg.max_connections_per_client}",
+            ),
+            (list(self._connections), cfg.max_connections, f"max_connections={cfg.max_connections}"),
+        ):
+            if len(pool) < cap:
+                continue
+            victims = [
+                c
+                for c in pool
+                if not c.closed and (c.incomplete() or now - c.last_request >= cfg.yield_after_idle_s)
+            ]
+            if not victims:
+                return what
+            victim = min(victims, key=lambda c: (not c.incomplete(), c.last_request))
+            victim.yield_slot()
+            self.forget(victim)
+            own = [c for c in own if c is not victim]
+        return None
+
+    def forget(self, conn: _Connection) -> None:
+        """A connection leaves the books (once: on close, or when it yields its slot)."""
+        if conn not in self._connections:
+            return
+        self._connections.discard(conn)
+        self.stats.connections = len(self._connections)
+        if conn.bucket is not None:
+            conn.bucket.users -= 1
+            if conn.bucket.users <= 0:
+                self._buckets.pop(conn.client, None)
+
     def bucket(self, client: str, now: float) -> TokenBucket:
         """The shared budget of `client` (`now`: the loop's clock)."""
         bucket = self._buckets.get(client)
@@ -442,6 +489,7 @@ def install(ctx: AppContext) -> list[Service]:
 
 class _Connection(asyncio.Protocol):
     __slots__ = (
+        "_frame_timer",
         "_idle",
         "_loop",
         "_paused",
@@ -450,7 +498,9 @@ class _Connection(asyncio.Protocol):
         "client",
         "closed",
         "decoder",
+        "frame_started",
         "last_activity",
+        "last_request",
         "pending",
         "server",
         "transport",
@@ -466,7 +516,10 @@ class _Connection(asyncio.Protocol):
         self.pending: Adu | None = None
         self.closed = False
         self.last_activity = 0.0
+        self.last_request = 0.0  # when the last complete request arrived (or the connection opened)
+        self.frame_started: float | None = None  # first byte of the incomplete request buffered
         self._idle: asyncio.TimerHandle | None = None
+        self._frame_timer: asyncio.TimerHandle | None = None
         self._resume: asyncio.TimerHandle | None = None
         self._paused: set[str] = set()  # why reading is paused: "budget", "write" (slow reader)
 
@@ -478,13 +531,10 @@ class _Connection(asyncio.Protocol):
         stats = server.stats
         peer = transport.get_extra_info("peername")
         self.client = str(peer[0]) if peer else "?"
-        if len(server._connections) >= server.config.max_connections:
+        limit = server.admit(self.client, self._loop.time())
+        if limit is not None:
             stats.connections_rejected += 1
-            log.warning(
-                "modbus: connection from %s refused (max_connections=%d)",
-                self.client,
-                server.config.max_connections,
-            )
+            log.warning("modbus: connection from %s refused (%s)", self.client, limit)
             self.closed = True
             self.transport.abort()
             return
@@ -493,20 +543,13 @@ class _Connection(asyncio.Protocol):
         stats.connections_total += 1
         self.bucket = server.bucket(self.client, self._loop.time())
         self.bucket.users += 1
-        self.last_activity = self._loop.time()
+        self.last_activity = self.last_request = self._loop.time()
         self._idle = self._loop.call_later(server.config.idle_timeout_s, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        server = self.server
-        if self in server._connections:
-            server._connections.discard(self)
-            server.stats.connections = len(server._connections)
-            if self.bucket is not None:
-                self.bucket.users -= 1
-                if self.bucket.users <= 0:
-                    server._buckets.pop(self.client, None)
+        self.server.forget(self)
         self.closed = True
-        for handle in (self._idle, self._resume):
+        for handle in (self._idle, self._resume, self._frame_timer):
             if handle is not None:
                 handle.cancel()
 
@@ -528,16 +571,53 @@ class _Connection(asyncio.Protocol):
                     stats.requests_by_function[data[7]] += 1
                     stats.requests_by_unit[data[6]] += 1
                     self.transport.write(data[:2] + tail)
+                    self.last_request = now
                     return
             else:
                 data = self._answer_memoised(data, now)
                 if not data:
                     return
+        if self.frame_started is None and self.decoder.buffered == 0 and data:
+            self.frame_started = now  # the first byte of a new request
+            self._arm_frame_timer(self._loop, self.server.config.frame_timeout_s)
         try:
             self.decoder.feed(data)
         except RemoteProtocolError:
             return
         self._process()
+
+    def incomplete(self) -> bool:
+        """Part of a request is buffered (not a request waiting for the budget)."""
+        return self.frame_started is not None and self.pending is None
+
+    def _arm_frame_timer(self, loop: asyncio.AbstractEventLoop, delay_s: float) -> None:
+        if self._frame_timer is not None:
+            self._frame_timer.cancel()
+        self._frame_timer = loop.call_later(delay_s, self._check_frame)
+
+    def _check_frame(self) -> None:
+        self._frame_timer = None
+        if self.closed or self.transport is None or self.frame_started is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._paused:  # our own pause (budget, slow reader): not the client's delay
+            self._arm_frame_timer(loop, self.server.config.frame_timeout_s)
+            return
+        late = loop.time() - self.frame_started
+        timeout = self.server.config.frame_timeout_s
+        if late >= timeout:
+            self.server.stats.frames_timed_out += 1
+            log.info("modbus: closing connection from %s: request incomplete after %.1f s", self.client, late)
+            self.closed = True
+            self.transport.abort()
+        else:
+            self._arm_frame_timer(loop, timeout - late)
+
+    def yield_slot(self) -> None:
+        """Close to admit a new client (this connection was idle or incomplete)."""
+        self.server.stats.connections_yielded += 1
+        log.info("modbus: connection from %s yields its slot to a new client", self.client)
+        self.abort()
 
     def pause_writing(self) -> None:
         """The client does not read its answers: stop reading its requests (bounded memory)."""
@@ -576,6 +656,7 @@ class _Connection(asyncio.Protocol):
             offset += 12
         if out:
             transport.write(b"".join(out))
+            self.last_request = now
         return data[offset:]
 
     def _pause(self, reason: str) -> None:
@@ -621,6 +702,14 @@ class _Connection(asyncio.Protocol):
                 self._resume = loop.call_later(self.bucket.wait_s(), self._continue)
                 break
             out.append(self.server.handle(adu, self.client))
+        if out:
+            self.last_request = now
+            # what is left is the start of the next request (it arrived in the last chunk)
+            self.frame_started = now if self.decoder.buffered else None
+            if self.frame_started is not None:
+                self._arm_frame_timer(self._loop, self.server.config.frame_timeout_s)
+        elif self.pending is None and not self.decoder.buffered:
+            self.frame_started = None
         if out:
             transport.write(b"".join(out))
         if bad:

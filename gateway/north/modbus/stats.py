@@ -19,6 +19,8 @@ class ModbusStats:
     connections_total: int = 0
     connections_rejected: int = 0  # over the connection limit
     connections_idle_closed: int = 0
+    connections_yielded: int = 0  # idle or incomplete connections closed to admit a new client
+    frames_timed_out: int = 0  # connections closed: a request did not complete within frame_timeout_s
     malformed_frames: int = 0  # invalid MBAP headers (connection closed)
     throttled: int = 0  # times a client exhausted its request budget and was slowed down
     writes_accepted: int = 0
@@ -34,6 +36,8 @@ class ModbusStats:
             "connections_total": self.connections_total,
             "connections_rejected": self.connections_rejected,
             "connections_idle_closed": self.connections_idle_closed,
+            "connections_yielded": self.connections_yielded,
+            "frames_timed_out": self.frames_timed_out,
             "malformed_frames": self.malformed_frames,
             "throttled": self.throttled,
             "writes_accepted": self.writes_accepted,

@@ -41,12 +41,13 @@ from gateway.ops.admin.reports import (
     Outcome,
     PackReport,
 )
-from gateway.ops.security.audit import AuditEntry, AuditLog
+from gateway.ops.security.audit import AuditEntry, AuditLog, AuditUnavailable, Intent
 from gateway.ops.security.auth import Principal, Role
 from gateway.ops.security.errors import ApiError, Conflict, Forbidden, Invalid
 from gateway.south.drivers.base import (
     BusError,
     Driver,
+    NotSent,
     Priority,
 )
 from mappings.bms.params import ParameterTable
@@ -79,11 +80,17 @@ SYSTEM = Caller(Principal("gateway", Role.ADMIN, "automatic clock sync"), "gatew
 
 
 class AdminBus:
-    """A `BusClient` that raises every request of an admin action to admin priority and counts them."""
+    """A `BusClient` that raises every request of an admin action to admin priority and counts them.
 
-    def __init__(self, owner: Any) -> None:
+    With an `intent` (a write), the first request waits until the intent entry is in the audit log
+    (`gateway.ops.security.audit`); if it cannot be written the request is not sent (`NotSent`)."""
+
+    def __init__(self, owner: Any, intent: Intent | None = None, pack: str = "") -> None:
         self.owner = owner
         self.requests = 0
+        self.intent = intent
+        self.pack = pack
+        self._intended = intent is None
 
     async def transact(
         self,
@@ -95,6 +102,12 @@ class AdminBus:
         expect_response: bool = True,
         address: int | None = None,
     ) -> Frame | None:
+        if not self._intended and self.intent is not None:
+            try:
+                await self.intent.before_first_byte([self.pack])
+            except AuditUnavailable as err:
+                raise NotSent(f"{err}; nothing was sent") from None
+            self._intended = True
         self.requests += 1
         frame: Frame | None = await self.owner.transact(
             request,
@@ -179,6 +192,7 @@ class PackAction:
     name: str
     request: dict[str, Any]
     key: PackKey
+    intent: Intent  # its audit intent entries (written before the first byte to the pack)
 
 
 # ---- the shared state and step ------------------------------------------------------------------
@@ -254,8 +268,10 @@ class AdminBase(PackLookup):
             lk = self._locks[bus] = asyncio.Lock()
         return lk
 
-    def bus(self, key: PackKey) -> AdminBus:
-        return AdminBus(self.ctx.bus_for(key))
+    def bus(self, key: PackKey, intent: Intent | None = None) -> AdminBus:
+        """The pack's bus for one admin action; with `intent` (a write) the intent is audited
+        before the first request goes out."""
+        return AdminBus(self.ctx.bus_for(key), intent, label(key))
 
     def snapshot_parameters(self, key: PackKey) -> dict[str, float]:
         snap = self.ctx.store.view.pack(*key)
@@ -319,6 +335,7 @@ class AdminBase(PackLookup):
         before: Any = None,
         after: Any = None,
         detail: str = "",
+        intents: Sequence[int] = (),
     ) -> None:
         names = [k if isinstance(k, str) else label(k) for k in packs]
         await self.audit_log.record(
@@ -330,6 +347,7 @@ class AdminBase(PackLookup):
             before=before,
             after=after,
             detail=detail,
+            intents=intents,
             log=log,
         )
 
@@ -368,7 +386,10 @@ class AdminBase(PackLookup):
 
         async def run() -> R:
             self.require(caller, spec.role, spec.what)
-            return await body(PackAction(caller, spec.name, request, self.pack(bus, address)))
+            key = self.pack(bus, address)
+            return await body(
+                PackAction(caller, spec.name, request, key, self.audit_log.intent(caller, spec.name, request))
+            )
 
         return await self.audited(caller, spec.name, [], request, run)
 
@@ -384,6 +405,7 @@ class AdminBase(PackLookup):
             before=before,
             after=after,
             detail=detail,
+            intents=act.intent.ids,
         )
 
     async def _finish_pack(
@@ -417,7 +439,7 @@ class AdminBase(PackLookup):
         audit_after: Callable[[ItemReport], Any] | None = None,
     ) -> dict[str, Any]:
         """Run `step` for `item` under the bus's admin lock, then report and audit it."""
-        bus = self.bus(act.key)
+        bus = self.bus(act.key, act.intent)
         async with self.lock(act.key[0]):
             await apply_step(step, item, bus)
         return await self._finish_item(act, item, bus, audit_after=audit_after)

@@ -88,6 +88,7 @@ class ClockMixin(AdminBase):
         async def body() -> dict[str, Any]:
             self.require(caller, Role.OPERATOR, "setting pack clocks")
             keys = self.resolve(packs)
+            intent = self.audit_log.intent(caller, action, request)
             reports = []
             for key in keys:
                 rep = PackReport(label(key))
@@ -96,7 +97,7 @@ class ClockMixin(AdminBase):
                 item = ItemReport("drift_s", 0.0, before)
                 try:
                     step = self._clock_step(self.driver(key), key)
-                    abus = self.bus(key)
+                    abus = self.bus(key, intent)
                     async with self.lock(key[0]):
                         await apply_step(step, item, abus)
                     rep.bus_requests = abus.requests
@@ -116,6 +117,7 @@ class ClockMixin(AdminBase):
                 before={r.pack: r.items[0].before for r in reports},
                 after={r.pack: r.items[0].after for r in reports},
                 detail="; ".join(f"{r.pack}: {r.outcome}" for r in reports),
+                intents=intent.ids,
             )
             return result
 

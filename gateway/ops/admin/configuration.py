@@ -134,7 +134,7 @@ class ConfigurationMixin(AdminBase):
                     "the full capacity changes but the nominal capacity is not known to match: manual 4.5.1 "
                     "advises setting the nominal capacity to the same value"
                 )
-            abus = self.bus(key)
+            abus = self.bus(key, act.intent)
             async with self.lock(key[0]):
                 errors_by: dict[str, str] = {}
                 for name in ("full", "nominal", "remaining"):  # remaining last: it is capped by full

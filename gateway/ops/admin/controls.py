@@ -104,7 +104,7 @@ class ControlsMixin(AdminBase):
                 failure=_control_failure,
                 conflicts=(Unsupported,),
             )
-            abus = self.bus(key)
+            abus = self.bus(key, act.intent)
             async with self.lock(key[0]):
                 restore = None
                 opt_in = driver if isinstance(driver, InferredOptIn) else None

@@ -26,6 +26,7 @@ from gateway.ops.admin.reports import (
     problem_entry,
     refuse_all,
 )
+from gateway.ops.security.audit import AuditUnavailable, Intent
 from gateway.ops.security.auth import Role
 from gateway.ops.security.errors import ApiError, Conflict, Forbidden, Invalid, NotFound, PackSilent
 from gateway.south.drivers.base import (
@@ -275,6 +276,7 @@ class ParametersMixin(AdminBase):
         reported = await param_rules.check_plan(self, validated, force=force)  # before any byte is sent
         keys = list(validated)
         reports: list[PackReport] = []
+        entry_intents: list[int] = []
         if dry_run:
             for key in keys:
                 table = self.table(key)
@@ -295,10 +297,14 @@ class ParametersMixin(AdminBase):
             result = batch_json(action, reports, dry_run=True)
             entry: dict[str, Any] = {"outcome": "dry_run"}
         else:
+            intent = self.audit_log.intent(caller, action, request)
+            entry_intents = intent.ids
             for key in keys:  # one pack at a time
                 async with self.lock(key[0]):
                     reports.append(
-                        await self._write_one(key, validated[key], allow_inferred=bool(inferred), force=force)
+                        await self._write_one(
+                            key, validated[key], allow_inferred=bool(inferred), force=force, intent=intent
+                        )
                     )
             for rep in reports:
                 rep.warnings.extend(reported.get(rep.pack, []))
@@ -311,11 +317,25 @@ class ParametersMixin(AdminBase):
                 )
                 + "".join(f"; {p}: {'; '.join(w)}" for p, w in reported.items() if w),
             }
-        await self.record(caller, action, keys, request, before=items_by_pack(reports, "before"), **entry)
+        await self.record(
+            caller,
+            action,
+            keys,
+            request,
+            before=items_by_pack(reports, "before"),
+            intents=entry_intents,
+            **entry,
+        )
         return result
 
     async def _write_one(
-        self, key: PackKey, values: Mapping[str, float], *, allow_inferred: bool, force: bool = False
+        self,
+        key: PackKey,
+        values: Mapping[str, float],
+        *,
+        allow_inferred: bool,
+        intent: Intent,
+        force: bool = False,
     ) -> PackReport:
         table = self.table(key)
         driver = self.driver(key)
@@ -343,6 +363,15 @@ class ParametersMixin(AdminBase):
             ]
             return closed(rep, bus)
         write_error: str | None = None
+        try:  # the intent, with the values read before, is in the audit log before the write starts
+            await intent.before_first_byte([label(key)], before={n: before.get(n) for n in values})
+        except AuditUnavailable as err:
+            rep.detail = f"not written: {err}"
+            rep.items = [
+                ItemReport(n, v, before.get(n), before.get(n), Outcome.FAILED, "not written")
+                for n, v in values.items()
+            ]
+            return closed(rep, bus)
         try:
             await driver.write_parameters(
                 bus, key[1], [ParameterWrite(n, v) for n, v in values.items()], allow_inferred=allow_inferred

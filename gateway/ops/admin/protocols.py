@@ -104,7 +104,7 @@ class ProtocolsMixin(AdminBase):
             )
             if can is None and rs485 is None and mode is None:
                 raise Invalid("name at least one of can, rs485, mode")
-            abus = self.bus(key)
+            abus = self.bus(key, act.intent)
             async with self.lock(key[0]):
                 try:
                     cur = await read(abus, key[1])

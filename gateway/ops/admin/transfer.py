@@ -2,7 +2,9 @@
 
 Every format carries the vendor tool's columns (manual 4.4.3): No., Name, Data, Unit, Set Range.
 `Data` is written with exactly the decimals of the parameter's wire step, so export -> import is
-lossless. The tool's own XML schema is not published: our XML uses its column names as elements of
+lossless. CSV cells a spreadsheet could evaluate (`-50/200` set ranges, a name starting with `=`)
+are written with a `'` prefix (`gateway.ops.security.cells`) and read back without it. The tool's
+own XML schema is not published: our XML uses its column names as elements of
 one `<Row>` per parameter (*inferred* layout; files from the vendor tool may need conversion).
 
 Import validates every row against the family's parameter table (unknown names, values outside
@@ -26,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.ops.security.cells import csv_cell, csv_uncell
 from mappings.bms.params import ParameterTable, ParameterValueError, ParamSpec
 
 FORMATS = ("json", "csv", "xml", "xlsx")
@@ -155,7 +158,7 @@ def render(
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(COLUMNS)
         for r in rows:
-            w.writerow((r.no, r.name, r.data, r.unit, r.set_range))
+            w.writerow([csv_cell(v) for v in (r.no, r.name, r.data, r.unit, r.set_range)])
         return buf.getvalue()
     if fmt == "xml":
         root = ET.Element("Parameters", {k: str(v) for k, v in meta.items()})
@@ -279,7 +282,7 @@ def _parse_csv(text: str) -> list[tuple[str, str]]:
                 continue
             if len(rec) <= max(ni, di):
                 raise ImportFormatError(f"CSV row {i}: expected {len(cols)} columns, got {len(rec)}")
-            out.append(_pair(f"CSV row {i}", rec[ni], rec[di]))
+            out.append(_pair(f"CSV row {i}", csv_uncell(rec[ni]), csv_uncell(rec[di])))
     except csv.Error as err:
         raise ImportFormatError(f"CSV: {err}") from None
     return out

@@ -249,12 +249,15 @@ class FirmwareService(RecordsService):
             + ((f"the pack was left in its bootloader by job {stuck.id}",) if in_boot and stuck else ()),
         )
         await asyncio.to_thread(self.files.save, rec)
-        await self.audit(
+        # the job's "started" entry is its intent: written before the first byte, closed by its result
+        started = await self.audit(
             who, "firmware.flash", [key], request, outcome="started", before=version, after=info.version
         )
-        return self._start(who, rec, image, driver)
+        return self._start(who, rec, image, driver, [started] if started else [])
 
-    def _start(self, who: Actor, rec: JobRecord, image: FirmwareImage, driver: Driver) -> JobRecord:
+    def _start(
+        self, who: Actor, rec: JobRecord, image: FirmwareImage, driver: Driver, intents: list[int]
+    ) -> JobRecord:
         key = (rec.bus, rec.address)
         job = FirmwareJob(
             rec,
@@ -267,7 +270,7 @@ class FirmwareService(RecordsService):
         )
         self.running[rec.id] = job
         job.rec = JobRecord.from_dict({**rec.as_dict(), "state": JobState.RUNNING.value})
-        self._job_tasks[rec.id] = self._spawn(self._run(who, job))
+        self._job_tasks[rec.id] = self._spawn(self._run(who, job, intents))
         return job.rec
 
     async def settled(self, job_id: str) -> None:
@@ -276,7 +279,7 @@ class FirmwareService(RecordsService):
         if task is not None:
             await asyncio.wait({task})
 
-    async def _run(self, who: Actor, job: FirmwareJob) -> None:
+    async def _run(self, who: Actor, job: FirmwareJob, intents: list[int]) -> None:
         key = (job.rec.bus, job.rec.address)
         self._pause_polling(key, job.rec.id)
         try:
@@ -296,6 +299,7 @@ class FirmwareService(RecordsService):
             before=rec.old_version,
             after=rec.new_version if rec.state is JobState.DONE else None,
             detail=rec.detail,
+            intents=intents,
         )
 
     def _pause_polling(self, key: PackKey, job_id: str) -> None:
@@ -347,8 +351,8 @@ class FirmwareService(RecordsService):
         except (Invalid, Conflict, NotFound) as err:
             await self.audit(who, "firmware.resume", [key], request, outcome="refused", detail=err.message)
             raise
-        await self.audit(who, "firmware.resume", [key], request, outcome="started")
-        return self._start(who, rec, image, driver)
+        started = await self.audit(who, "firmware.resume", [key], request, outcome="started")
+        return self._start(who, rec, image, driver, [started] if started else [])
 
     async def abort(self, who: Actor, job_id: str) -> JobRecord:
         rec = self.job(job_id)

@@ -15,7 +15,8 @@ from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import PackKey
 from gateway.ops.admin.packs import PackLookup, label
-from gateway.ops.security.audit import Actor, AuditLog
+from gateway.ops.history.errors import Conflict
+from gateway.ops.security.audit import Actor, AuditLog, AuditUnavailable
 
 
 class RecordsService(PackLookup):
@@ -56,10 +57,12 @@ class RecordsService(PackLookup):
         before: Any = None,
         after: Any = None,
         detail: str = "",
-    ) -> None:
+        intents: Sequence[int] = (),
+    ) -> int | None:
+        """Append an entry; its id (None without an audit log, or when it could not be written)."""
         if self.audit_log is None:
-            return
-        await self.audit_log.record(
+            return None
+        return await self.audit_log.record(
             who,
             action,
             [label(k) for k in packs],
@@ -68,5 +71,20 @@ class RecordsService(PackLookup):
             before=before,
             after=after,
             detail=detail,
+            intents=intents,
             log=logging.getLogger(type(self).__module__),
         )
+
+    async def intend(
+        self, who: Actor, action: str, key: PackKey, request: Any, before: Any = None
+    ) -> list[int]:
+        """The intent of a write to `key`, in the audit log before the first byte goes to the pack
+        (the ids the outcome entry closes); Conflict (nothing sent) when it cannot be written."""
+        if self.audit_log is None:
+            return []
+        intent = self.audit_log.intent(who, action, request)
+        try:
+            await intent.before_first_byte([label(key)], before=before)
+        except AuditUnavailable as err:
+            raise Conflict(f"{err}; nothing was sent to pack {label(key)}") from None
+        return intent.ids

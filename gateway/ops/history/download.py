@@ -9,10 +9,14 @@ read twice (a resume, or new records shifting the pack's newest-first indexes) a
 
 Progress: records read of the count the pack reported, rate, ETA; `updates()` streams it (SSE).
 
-Wire limits, by family: Tianpower packs only stream records in sequence (a count read rewinds,
-there is no seek), so a resumed Tianpower download re-reads the records before the resume point
-(the driver skips them; nothing is stored twice). PACE reads records by index and reports no count
-(the job reads until the pack's end-of-data answer).
+Resuming is a property of the driver, never a timeout: the job asks `driver.history_reach(N)`
+what reaching record N costs (PACE reads records by index: nothing; Tianpower packs only stream
+records in sequence and a count read rewinds, so N records are re-read and skipped) and then calls
+`driver.history_advance` once per wire exchange, each under the per-exchange timeout
+(`record_timeout_s`) with its retries. So a resume at record 400 takes 400 short exchanges and a
+progress line ("reaching record 400: 120 of 400 exchanges"), where one read of record 400 under
+one timeout used to fail for any resume point past a few records. PACE reports no count (the job
+reads until the pack's end-of-data answer).
 
 This module never writes to a transport directly and never holds the database lock across an await.
 """
@@ -23,15 +27,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.ops.history.store import HistoryDB
 from gateway.south.drivers.base import (
     BusClient,
     BusError,
     Driver,
+    HistoryReach,
     HistoryRecord,
     NoResponse,
     NotSent,
@@ -39,6 +44,7 @@ from gateway.south.drivers.base import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH_RECORDS = 64  # records per commit (at most this many are re-read after a kill)
 BATCH_INTERVAL_S = 1.0  # ... or this long, whichever comes first
@@ -124,6 +130,8 @@ class DownloadJob:
         self._wall = wall
         self._stop = asyncio.Event()
         self._changed = asyncio.Event()
+        self.reach: HistoryReach | None = None  # the plan to reach the resume point (None: from 0)
+        self.reach_exchanges = 0  # exchanges it took
         self._t0 = clock()
         self.progress = Progress(self.pack, pack_serial, "starting", 0, None, 0, 0, 0, 0, None, None, wall())
 
@@ -200,7 +208,12 @@ class DownloadJob:
             started_at=now,
         )
         limit = count if count is not None else MAX_RECORDS_WITHOUT_COUNT
-        state, detail, index = await self._pass(start, limit, count)
+        state, detail = await self._reach(start) if start else ("running", "")
+        if state == "running":
+            state, detail, index = await self._pass(start, limit, count)
+        else:
+            index = start
+            await self._commit([], start, count, state=state, detail=detail)
         rereads = 0
         while state == "done" and count is not None and index < count and rereads < MAX_REREADS:
             # The pack ended its stream early: a reply was lost on the wire after the pack had
@@ -236,6 +249,54 @@ class DownloadJob:
             await asyncio.to_thread(self.db.set_job_state, self.pack, "done", detail, self._wall())
         self._set(state=state, detail=detail)
         return self.progress
+
+    async def _reach(self, index: int) -> tuple[str, str]:
+        """Make record `index` the next to read, one wire exchange at a time (each under the
+        per-exchange timeout and retries); ("running", "") once there, else the state to end in."""
+        plan: HistoryReach = self.driver.history_reach(self.address, index)
+        self.reach = plan
+        if plan.exchanges == 0:
+            return "running", ""
+        log.info(
+            "history %s: reaching record %d (%s, about %d exchanges)",
+            self.pack,
+            index,
+            plan.method,
+            plan.exchanges,
+        )
+        bound = plan.exchanges * 2 + 16  # frames may carry fewer records than the estimate assumed
+        for step in range(bound):
+            if self._stop.is_set():
+                return "stopped", "stopped by request"
+            self._set(
+                detail=f"reaching record {index} ({plan.method}): {step} of about {plan.exchanges} exchanges"
+            )
+            try:
+                there = await self._exchange(
+                    lambda: self.driver.history_advance(self.bus, self.address, index)
+                )
+            except BusError as err:
+                return "failed", f"reaching record {index}: {err}; resume continues at record {index}"
+            if there:
+                self.reach_exchanges = step + 1
+                self._set(detail="")
+                return "running", ""
+        return (
+            "failed",
+            f"record {index} not reached after {bound} exchanges; resume continues at record {index}",
+        )
+
+    async def _exchange(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One wire exchange under the per-exchange timeout, retried."""
+        for attempt in range(self.record_retries + 1):
+            try:
+                async with asyncio.timeout(self.record_timeout_s):
+                    return await call()
+            except (NoResponse, NotSent, TimeoutError):
+                if attempt >= self.record_retries:
+                    raise NoResponse(f"no answer after {attempt + 1} attempts") from None
+                log.debug("history %s: no answer, retry %d", self.pack, attempt + 1)
+        raise AssertionError("not reached: the last attempt raises")
 
     async def _pass(self, start: int, limit: int, count: int | None) -> tuple[str, str, int]:
         """Read records start.. until end-of-data, `limit`, a stop or a silent pack; commit them."""
@@ -311,15 +372,10 @@ class DownloadJob:
         return 1  # without a count: at least one newer record is still unread
 
     async def _read(self, index: int) -> HistoryRecord | None:
-        for attempt in range(self.record_retries + 1):
-            try:
-                async with asyncio.timeout(self.record_timeout_s):
-                    return await self.driver.read_history(self.bus, self.address, index)
-            except (NoResponse, NotSent, TimeoutError):
-                if attempt >= self.record_retries:
-                    raise NoResponse(f"no record after {attempt + 1} attempts") from None
-                log.debug("history %s record %d: no answer, retry %d", self.pack, index, attempt + 1)
-        return None  # not reached: the last attempt raises
+        try:
+            return await self._exchange(lambda: self.driver.read_history(self.bus, self.address, index))
+        except NoResponse as err:
+            raise NoResponse(f"no record: {err}") from None
 
     async def _commit(
         self,

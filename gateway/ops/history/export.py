@@ -3,7 +3,8 @@
 Both formats hold exactly the same rows and columns; empty cells (a value the pack did not send, a
 sample taken while a pack was offline) stay empty in both, never zero. XLSX is written with
 openpyxl in write-only mode (constant memory). Timestamps are UTC; the epoch seconds column is kept
-next to the readable one so nothing is lost to formatting.
+next to the readable one so nothing is lost to formatting. Every cell goes through
+`gateway.ops.security.cells` (texts a spreadsheet could evaluate are neutralised; numbers stay numbers).
 
 This module never reads a database or a bus; it only formats what it is given.
 """
@@ -15,6 +16,8 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from gateway.ops.security.cells import csv_cell, xlsx_cell
+
 FORMATS = ("csv", "xlsx")
 MEDIA_TYPES = {
     "csv": "text/csv; charset=utf-8",
@@ -25,9 +28,9 @@ MEDIA_TYPES = {
 def to_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
     buf = io.StringIO(newline="")
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(header)
+    writer.writerow([csv_cell(v) for v in header])
     for row in rows:
-        writer.writerow(["" if v is None else v for v in row])
+        writer.writerow([csv_cell(v) for v in row])
     return buf.getvalue().encode("utf-8")
 
 
@@ -36,9 +39,9 @@ def to_xlsx(header: Sequence[str], rows: Iterable[Sequence[Any]], *, sheet: str 
 
     wb = Workbook(write_only=True)
     ws = wb.create_sheet(title=sheet[:31] or "records")
-    ws.append(list(header))
+    ws.append([xlsx_cell(ws, v) for v in header])
     for row in rows:
-        ws.append(list(row))
+        ws.append([xlsx_cell(ws, v) for v in row])
     out = io.BytesIO()
     wb.save(out)
     wb.close()

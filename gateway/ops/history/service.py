@@ -343,16 +343,33 @@ class HistoryService(RecordsService):
             await self.audit(who, "history.interval", [key], request, outcome="refused", detail=err.message)
             raise
         before = await self._call_quiet(key, read)
+        intents = await self.intend(who, "history.interval", key, request, before)
         try:
             await self._call(key, write, minutes)
             after = await self._call(key, read)
         except ApiError as err:
             await self.audit(
-                who, "history.interval", [key], request, outcome="failed", before=before, detail=err.message
+                who,
+                "history.interval",
+                [key],
+                request,
+                outcome="failed",
+                before=before,
+                detail=err.message,
+                intents=intents,
             )
             raise
         outcome = "ok" if after == minutes else "mismatch"
-        await self.audit(who, "history.interval", [key], request, outcome=outcome, before=before, after=after)
+        await self.audit(
+            who,
+            "history.interval",
+            [key],
+            request,
+            outcome=outcome,
+            before=before,
+            after=after,
+            intents=intents,
+        )
         return {"pack": label(key), "before_min": before, "interval_min": after, "outcome": outcome}
 
     async def _call_quiet(self, key: PackKey, fn: Any) -> Any:
@@ -391,15 +408,24 @@ class HistoryService(RecordsService):
             )
             raise
         before = await self._call_quiet(key, read)
+        before_json = None if before is None else [t.isoformat() for t in before]
+        intents = await self.intend(who, "history.record_time", key, request, before_json)
         try:
             await self._call(key, write, which, moment)
             start, end = await self._call(key, read)
         except ApiError as err:
-            await self.audit(who, "history.record_time", [key], request, outcome="failed", detail=err.message)
+            await self.audit(
+                who,
+                "history.record_time",
+                [key],
+                request,
+                outcome="failed",
+                detail=err.message,
+                intents=intents,
+            )
             raise
         got = start if which == "start" else end
         outcome = "ok" if got == moment else "mismatch"
-        before_json = None if before is None else [t.isoformat() for t in before]
         await self.audit(
             who,
             "history.record_time",
@@ -408,6 +434,7 @@ class HistoryService(RecordsService):
             outcome=outcome,
             before=before_json,
             after=[start.isoformat(), end.isoformat()],
+            intents=intents,
         )
         return {"pack": label(key), "start": start.isoformat(), "end": end.isoformat(), "outcome": outcome}
 
@@ -434,12 +461,15 @@ class HistoryService(RecordsService):
         except ApiError as err:
             await self.audit(who, "history.delete", [key], request, outcome="refused", detail=err.message)
             raise
+        intents = await self.intend(who, "history.delete", key, request)
         try:
             await self._call(key, fn)
         except ApiError as err:
-            await self.audit(who, "history.delete", [key], request, outcome="failed", detail=err.message)
+            await self.audit(
+                who, "history.delete", [key], request, outcome="failed", detail=err.message, intents=intents
+            )
             raise
-        await self.audit(who, "history.delete", [key], request, outcome="ok")
+        await self.audit(who, "history.delete", [key], request, outcome="ok", intents=intents)
         return {"pack": label(key), "outcome": "ok"}
 
 

@@ -22,6 +22,8 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gateway.ops.security.throttle import AuthThrottle
+
 TOKEN_PREFIX = "bmsg"
 
 
@@ -73,10 +75,12 @@ def _hash(secret: str) -> str:
 
 class TokenStore:
     """The token file (JSON). Reads it once and again whenever its modification time changes, so
-    tokens created by `bms-gateway token create` work without a restart."""
+    tokens created by `bms-gateway token create` work without a restart. `throttle` counts the
+    failed authentications per client address of everyone checking tokens against this file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, throttle: AuthThrottle | None = None) -> None:
         self.path = path
+        self.throttle = throttle if throttle is not None else AuthThrottle()
         self._mtime: float | None = None
         self._records: dict[str, TokenRecord] = {}
 

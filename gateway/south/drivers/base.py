@@ -109,6 +109,22 @@ class HistoryRecord:
     raw: bytes  # the record bytes as read, for audit and re-decoding
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryReach:
+    """What it costs to make record `index` of a pack's history the next one to read, and how.
+
+    A property of the family's wire (not a timeout): a download resumed at record N asks the
+    driver for this plan, then calls `Driver.history_advance` once per exchange, each under the
+    job's per-exchange timeout, so resuming at record 400 costs 400 short exchanges, never one
+    exchange with a timeout that would have to grow with N."""
+
+    index: int
+    method: str  # "index": read any record directly; "stream": read on from the cursor;
+    #              "rewind": restart the stream (a count read), then read on
+    exchanges: int  # wire exchanges before record `index` can be read (0: at once)
+    skipped: int  # records read and discarded on the way
+
+
 class Driver(abc.ABC):
     """One BMS family's way of reading (and later writing) a pack.
 
@@ -164,8 +180,19 @@ class Driver(abc.ABC):
         raise Unsupported(f"{self.family}: history records are not available")
 
     async def read_history(self, bus: BusClient, address: int, index: int) -> HistoryRecord | None:
-        """Record number `index`, or None at the end of data."""
+        """Record number `index`, or None at the end of data. Costs at most two wire exchanges
+        once `history_advance` has reported `index` reached (one for a family that reads by index)."""
         raise Unsupported(f"{self.family}: history records are not available")
+
+    def history_reach(self, address: int, index: int) -> HistoryReach:
+        """The cheapest way from where the pack's record stream stands to record `index`. The
+        default is a family that reads any record by its index: nothing to do first."""
+        return HistoryReach(index, "index", 0, 0)
+
+    async def history_advance(self, bus: BusClient, address: int, index: int) -> bool:
+        """At most ONE wire exchange toward `index` (see `history_reach`); True once record
+        `index` is the next to read (or the stream ended before it)."""
+        return True
 
     async def read_bank_realtime(
         self, bus: BusClient, master: int, now: float, *, addresses: Sequence[int] | None = None

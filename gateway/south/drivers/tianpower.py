@@ -35,6 +35,7 @@ from gateway.south.drivers.base import (
     Control,
     DeviceError,
     Driver,
+    HistoryReach,
     HistoryRecord,
     NoResponse,
     ParameterWrite,
@@ -131,6 +132,23 @@ class _HistoryCursor:
     first_index: int = 0
     pending: deque[m.HistoryEntry] = field(default_factory=deque)
     ended: bool = False
+    last_frame_records: int = 1  # records in the last frame read (the estimate of `history_reach`)
+
+
+def _fits_storage_read(frame: TpFrame, req: m.Request) -> bool:
+    """A record-count read and a record read share command 0xD0: a late answer to one (after a
+    timeout and a resend) must not be taken as the answer to the other. Other requests: True."""
+    if not isinstance(req, m.StorageRead):
+        return True
+    try:
+        resp = m.parse_response(frame, req)
+    except RemoteProtocolError:
+        return True  # let the caller report what is wrong with it
+    if req.sub is m.StorageSub.READ_RECORD_COUNT:
+        return isinstance(resp, m.RecordCount)
+    if req.sub is m.StorageSub.READ_RECORDS:
+        return isinstance(resp, m.HistoryFrame | m.HistoryEnd)
+    return True
 
 
 class TianpowerDriver(Driver):
@@ -177,6 +195,7 @@ class TianpowerDriver(Driver):
                 and frame.address == address
                 and frame.command == command
                 and frame.raw != raw  # our own request echoed by the transceiver
+                and _fits_storage_read(frame, req)
             )
 
         frame = await bus.transact(raw, match, priority=priority, timeout_s=timeout_s, address=address)
@@ -346,9 +365,54 @@ class TianpowerDriver(Driver):
         self._history[address] = _HistoryCursor()  # a count read starts a new read sequence
         return count.count
 
+    def history_reach(self, address: int, index: int) -> HistoryReach:
+        """The pack only streams in order (0xD0 0x1A repeated, 1..4 records a frame; a count read
+        rewinds): from the cursor when `index` lies ahead of it, else a rewind and the records
+        before `index` read and skipped. Frames are assumed to carry as many records as the last
+        one did (1 before any was read), so `exchanges` is an estimate; `skipped` is exact."""
+        if index < 0:
+            raise ValueError(f"history index must be >= 0, got {index}")
+        cursor = self._history.get(address)
+        per_frame = max(1, cursor.last_frame_records if cursor else 1)
+        if cursor is not None and index >= cursor.first_index:
+            ahead = index - cursor.first_index - len(cursor.pending)
+            if ahead < 0 or cursor.ended:
+                return HistoryReach(index, "stream", 0, 0)
+            return HistoryReach(index, "stream", -(-ahead // per_frame), ahead)
+        return HistoryReach(index, "rewind", 1 + -(-index // per_frame), index)
+
+    async def history_advance(self, bus: BusClient, address: int, index: int) -> bool:
+        if index < 0:
+            raise ValueError(f"history index must be >= 0, got {index}")
+        cursor = self._history.get(address)
+        if cursor is None or index < cursor.first_index:
+            await self.history_count(bus, address)  # one exchange: the stream starts again
+            return index == 0
+        if index < cursor.first_index + len(cursor.pending) + 1 or cursor.ended:
+            return True  # in the frame held, or the first record of the next frame
+        await self._next_history_frame(bus, address, cursor)  # one exchange
+        return index < cursor.first_index + len(cursor.pending) + 1 or cursor.ended
+
+    async def _next_history_frame(self, bus: BusClient, address: int, cursor: _HistoryCursor) -> None:
+        """Drop the frame held and read the next one (one exchange)."""
+        cursor.first_index += len(cursor.pending)
+        cursor.pending.clear()
+        req = m.StorageRead(address, m.StorageSub.READ_RECORDS)
+        resp = await self._send(bus, req, priority=Priority.BACKGROUND)
+        if isinstance(resp, m.HistoryEnd):
+            cursor.ended = True
+        elif isinstance(resp, m.HistoryFrame):
+            cursor.pending.extend(resp.records)
+            cursor.last_frame_records = len(resp.records)
+        else:
+            raise MalformedResponse(
+                f"tianpower {address}: expected history records, got {type(resp).__name__}"
+            )
+
     async def read_history(self, bus: BusClient, address: int, index: int) -> HistoryRecord | None:
         """Record `index` of the pack's stream. The pack only streams in order: going back (or a
-        first call) restarts with a count read; going forward reads and skips."""
+        first call) restarts with a count read; going forward reads and skips (a download reaches
+        a far index with `history_advance` first, one exchange at a time)."""
         if index < 0:
             raise ValueError(f"history index must be >= 0, got {index}")
         cursor = self._history.get(address)
@@ -361,18 +425,7 @@ class TianpowerDriver(Driver):
                 return history_record(index, cursor.pending[offset])
             if cursor.ended:
                 return None
-            cursor.first_index += len(cursor.pending)
-            cursor.pending.clear()
-            req = m.StorageRead(address, m.StorageSub.READ_RECORDS)
-            resp = await self._send(bus, req, priority=Priority.BACKGROUND)
-            if isinstance(resp, m.HistoryEnd):
-                cursor.ended = True
-            elif isinstance(resp, m.HistoryFrame):
-                cursor.pending.extend(resp.records)
-            else:
-                raise MalformedResponse(
-                    f"tianpower {address}: expected history records, got {type(resp).__name__}"
-                )
+            await self._next_history_frame(bus, address, cursor)
         return None
 
     # --- family-specific extras -----------------------------------------------------------------

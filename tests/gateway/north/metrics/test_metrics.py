@@ -121,6 +121,7 @@ def full_sources(store: ModelStore, decision: Decision | None = None) -> Metrics
         mqtt=lambda: MqttHealth(True, 77, 3, 1, 0),
         decision=lambda: decision or Decision(),
         services=lambda: {"mqtt": True, "modbus": False},
+        tasks=lambda: 42,
     )
 
 

@@ -4,7 +4,6 @@ audit entries, and `bms-gateway admin history|record|firmware` with its exit cod
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -16,14 +15,11 @@ import openpyxl
 import pytest
 
 from gateway.cli.main import main
-from gateway.north.http import HttpService
-from gateway.north.http.records import install as install_records
 from gateway.ops.security.auth import Role
-from tests.support.admin_support import ThreadedGateway, admin_stack
 from tests.support.records_support import (
     NEW_VERSION,
     RECORDS,
-    fill_history,
+    RecordsGateway,
     firmware_image,
     records_stack,
     wait_no_download,
@@ -227,29 +223,6 @@ async def test_recording_and_firmware_over_the_api(tmp_path: Path) -> None:
         assert ("firmware.result", "ok") in audit
 
 
-class RecordsGateway(ThreadedGateway):
-    """The threaded admin gateway with the records API installed too."""
-
-    async def _serve(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with admin_stack(self.tmp, **self.options) as stack:
-            self.stack = stack
-            fill_history(stack)
-            install_records(stack.ctx)
-            http = HttpService(stack.ctx, "127.0.0.1:0")
-            started = asyncio.Event()
-            async with asyncio.TaskGroup() as tg:
-                task = tg.create_task(http.run(started.set))
-                try:
-                    await asyncio.wait_for(started.wait(), 10)
-                    self.url = f"http://127.0.0.1:{http.port}"
-                    self._ready.set()
-                    await self._stop.wait()
-                finally:
-                    task.cancel()
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordsGateway]:
     with RecordsGateway(tmp_path_factory.mktemp("records-cli"), packs=2) as gw:
@@ -314,71 +287,3 @@ def test_cli_record_and_firmware(
     # the same image again: the pack already runs it
     assert main(cli(gateway, Role.ADMIN, "firmware", "flash", "sim/2", str(image))) == 4
     assert "already runs" in capsys.readouterr().err
-
-
-def test_the_records_api_never_answers_5xx(tmp_path_factory: pytest.TempPathFactory) -> None:
-    import hypothesis.strategies as st
-    import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
-
-    with RecordsGateway(tmp_path_factory.mktemp("records-schema"), packs=2) as gw:
-        schema = schemathesis.openapi.from_url(f"{gw.url}/api/openapi.json")
-        ops = [r.ok() for r in schema.get_all_operations()]
-        ops = [op for op in ops if "records" in (op.tags or [])]
-        assert len(ops) >= 20, [op.path for op in ops]
-        headers = {"Authorization": f"Bearer {gw.token(Role.ADMIN)}"}
-        seen: list[int] = []
-        for op in ops:
-
-            @settings(
-                max_examples=8,
-                deadline=None,
-                database=None,
-                phases=[Phase.explicit, Phase.generate],
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(data=st.data())
-            def check(data: st.DataObject) -> None:
-                case = data.draw(op.as_strategy())  # noqa: B023 - bound for this loop iteration
-                if "bus" in (case.path_parameters or {}) and data.draw(st.booleans()):
-                    case.path_parameters = {"bus": "sim", "address": data.draw(st.sampled_from([1, 2]))}
-                response = case.call(base_url=gw.url, headers=headers, timeout=30)
-                seen.append(response.status_code)
-                what = f"{case.method} {case.formatted_path} {case.body!r}"
-                assert response.status_code < 500, f"{what}: {response.status_code} {response.text}"
-
-            check()
-        assert 200 in seen and 422 in seen
-
-
-async def test_the_recording_interval_changes_at_run_time(tmp_path: Path) -> None:
-    """Issue 17 defect 9: the interval could only be set in the file (a restart)."""
-    async with records_stack(tmp_path) as (stack, client, services):
-        recorder = next(s for s in services if s.name == "recording")
-        recorder.set_interval(3600.0)  # as configured for a slow recording
-        task = asyncio.create_task(recorder.run(lambda: None))
-        try:
-            for _ in range(500):
-                if recorder.stats.samples >= 1:
-                    break
-                await asyncio.sleep(0.01)
-            assert recorder.stats.samples == 1  # the first tick; the next one is an hour away
-            admin, operator = stack.auth(Role.ADMIN), stack.auth(Role.OPERATOR)
-            r = await client.put("/api/recording/interval", json={"interval_s": 0.2}, headers=operator)
-            assert r.status_code == 403
-            r = await client.put("/api/recording/interval", json={"interval_s": 0.01}, headers=admin)
-            assert r.status_code == 422
-            r = await client.put("/api/recording/interval", json={"interval_s": 0.2}, headers=admin)
-            assert r.status_code == 200, r.text
-            assert r.json() == {"before_s": 3600.0, "interval_s": 0.2, "persisted": False}
-            # the sleeping loop woke up: samples arrive at the new interval, not in an hour
-            for _ in range(1000):
-                if recorder.stats.samples >= 3:
-                    break
-                await asyncio.sleep(0.01)
-            assert recorder.stats.samples >= 3
-            assert (await client.get("/api/recording", headers=operator)).json()["interval_s"] == 0.2
-            entry = stack.admin.audit_log.query(action="recording.interval", limit=1)[0]
-            assert (entry.before, entry.after, entry.outcome) == (3600.0, 0.2, "ok")
-        finally:
-            task.cancel()
