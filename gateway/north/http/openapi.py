@@ -76,6 +76,7 @@ CONTENT: dict[tuple[str, str], dict[str, Any]] = {
         "application/json": {"schema": {"type": "object"}},
         "text/csv": _TEXT,
         "application/xml": _TEXT,
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": _FILE,
     },
     ("GET", "/api/history/jobs/events"): _EVENTS,
     ("GET", "/api/stream"): _EVENTS,
