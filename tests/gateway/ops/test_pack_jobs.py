@@ -21,6 +21,7 @@ ADMIN = Who(Role.ADMIN, "t-admin")
 PAYLOAD = bytes((i * 7 + 3) % 251 for i in range(6000)) * 5  # 235 blocks
 
 
+@pytest.mark.e2e  # the simulator served on TCP (served_bus), as the other records tests
 async def test_a_flash_waits_for_a_download_of_the_same_pack_and_the_other_way_round(tmp_path: Path) -> None:
     sim = make_sim("tianpower", history_records=4000, pacing=True, baud=115200, turnaround_s=0.002)
     cfg = {"firmware": {"bootloader_buses": ["sim"], "min_soc_pct": 10.0}}

@@ -45,6 +45,7 @@ async def _stop_at(job: DownloadJob, index: int) -> Progress:
     return task.result()
 
 
+@pytest.mark.e2e  # the simulator served on TCP (served_bus), as the other records tests
 async def test_stop_and_resume_at_50_200_and_400_of_600(tmp_path: Path) -> None:
     sim = make_sim("tianpower", packs=1, history_records=RECORDS, faults=SLOW)
     total = sim.pack(1).history.count
@@ -82,6 +83,7 @@ async def test_stop_and_resume_at_50_200_and_400_of_600(tmp_path: Path) -> None:
         db.close()
 
 
+@pytest.mark.e2e  # the simulator served on TCP (served_bus), as the other records tests
 async def test_one_timeout_for_the_whole_way_would_fail(tmp_path: Path) -> None:
     """The old way (read record 400 in one call under one timeout) on the same wire: it cannot
     succeed, which is what every resume ran into."""
