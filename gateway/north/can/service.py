@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+NO_DECISION_POLL_S = 0.1  # how often the send loop looks for the first decision
 MAX_IDLE_S = 0.5  # the send loop wakes at least this often (stale checks, keepalive supervision)
 ERROR_FRAMES_BEFORE_RECONNECT = 50
 SEND_TIMEOUT_S = 0.2
@@ -322,7 +323,10 @@ class CanService:
             nxt = self.protocol.next_due(self._clock())
             wait = MAX_IDLE_S if nxt is None else min(MAX_IDLE_S, max(0.0, nxt - self._clock()))
             if state is None:
-                wait = min(wait, 0.1)  # start as soon as the first decision exists
+                # No decision yet (or none with data): nothing is due, whatever the schedule says
+                # (a never-sent group reads as due "now", which made this loop spin at 100 % CPU
+                # while no pack answered). Look again soon: start once the first decision exists.
+                wait = NO_DECISION_POLL_S
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)

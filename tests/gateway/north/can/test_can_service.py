@@ -114,6 +114,26 @@ async def test_nothing_is_sent_before_the_first_decision_then_it_starts_at_once(
     assert not first.is_extended_id and first.dlc == 8 and r.received[1].dlc == 4  # real Pylon DLCs
 
 
+async def test_the_send_loop_does_not_spin_while_no_decision_exists() -> None:
+    """No pack answered yet: the loop looks for a decision every NO_DECISION_POLL_S, it does not spin.
+
+    (It did: a never-sent group reads as due "now", so the wait was 0 and one core ran at 100 %.)
+    """
+    async with rig(publish=False) as r:
+        looks = 0
+        current_state = r.service.current_state
+
+        def counting(now: float) -> Any:
+            nonlocal looks
+            looks += 1
+            return current_state(now)
+
+        r.service.current_state = counting  # type: ignore[method-assign]
+        await asyncio.sleep(0.6)
+    # 0.6 s at one look per 0.1 s is about 6; a spinning loop makes thousands.
+    assert 1 <= looks <= 30, looks
+
+
 async def test_stale_decision_switches_to_stop_frames_and_frames_never_stop() -> None:
     async with rig(stale_after_s=0.5) as r:
         await r.collect(0.3, until=lambda got: 0x35C in [m.arbitration_id for m in got])
