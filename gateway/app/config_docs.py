@@ -1,6 +1,6 @@
 """The "Every key" tables of docs/configuration.md, generated from the pydantic configuration schema
 (`gateway.app.config`): key, type and allowed values (from the annotation and its constraints),
-default, and meaning (the key's attribute docstring, i.e. its `description`).
+default, and meaning (the key's attribute docstring, read here from the source of the model class).
 
 `bms-gateway config docs` prints them; `--write FILE` replaces the generated part of the file
 between the markers; a test compares the committed docs with this output, so the tables cannot
@@ -12,7 +12,10 @@ It must never read or validate a configuration file: it only describes the schem
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
+import textwrap
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin
@@ -94,8 +97,29 @@ def default_text(field: FieldInfo) -> str:
     return "`" + json.dumps(value, ensure_ascii=False) + "`"
 
 
+def attribute_docs(model: type[BaseModel]) -> dict[str, str]:
+    """Each field's attribute docstring (the string right after `name: type = ...`), base classes first."""
+    docs: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+        assert isinstance(body, ast.ClassDef)
+        for stmt, after in zip(body.body, body.body[1:], strict=False):
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)
+                and isinstance(after.value.value, str)
+            ):
+                docs[stmt.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
 def section_rows(model: type[BaseModel]) -> list[str]:
     rows = ["| key | type / allowed | default | meaning |", "|---|---|---|---|"]
+    docs = attribute_docs(model)
     for name, field in model.model_fields.items():
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -106,7 +130,7 @@ def section_rows(model: type[BaseModel]) -> list[str]:
             continue
         rows.append(
             f"| `{name}` | {cell(type_text(annotation, list(field.metadata)))} | {cell(default_text(field))} "
-            f"| {cell(field.description or '')} |"
+            f"| {cell(field.description or docs.get(name, ''))} |"
         )
     return rows
 

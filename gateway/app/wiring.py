@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHUTDOWN_DEADLINE_S = 10.0
+GC_PAUSE_MAX_S = 10.0  # the longest the cyclic collector stays off at start-up (see _all_ready)
 SIMULATOR_BUS = "sim"
 
 
@@ -379,9 +380,11 @@ def _all_ready(ctx: AppContext, then: Callable[[AppContext], None] | None) -> No
     `gc.freeze()` moves every object alive now (imported modules, FastAPI's and pydantic's
     schemas, the maps: ~90,000 objects) out of the collector's sight. Without it each full
     collection walks them all, ~80 ms on a small box during which nothing else runs: a CAN frame,
-    a Modbus answer or a poll waits (docs/performance.md, CAN jitter).
+    a Modbus answer or a poll waits (docs/performance.md, CAN jitter). The `run` command starts
+    with the collector off (`gateway.cli.main`); it is switched on here, after the freeze.
     """
     gc.freeze()
+    gc.enable()
     if then is not None:
         then(ctx)
 
@@ -422,6 +425,9 @@ async def run_app(
         on_all_ready=lambda: _all_ready(ctx, on_all_ready),
     )
     loop = asyncio.get_running_loop()
+    # The collector is back on once every service is ready (`_all_ready`), or after this long
+    # when a service never gets ready (it must not stay off for the life of the process).
+    gc_on = loop.call_later(GC_PAUSE_MAX_S, gc.enable)
 
     def request_stop() -> None:
         if hard_deadline:
@@ -447,6 +453,8 @@ async def run_app(
     try:
         await sup.run()
     finally:
+        gc_on.cancel()
+        gc.enable()
         if watcher is not None:
             watcher.cancel()
         for sig in handled:

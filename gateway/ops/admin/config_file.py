@@ -15,9 +15,6 @@ import tempfile
 import tomllib
 from pathlib import Path
 
-import tomlkit
-from tomlkit.items import InlineTable, Table
-
 from gateway.app.config import ConfigError, parse_config
 
 SECTIONS = {"can": "can", "rs485": "inverter_rs485"}
@@ -29,6 +26,9 @@ def set_protocols(path: Path, changes: dict[str, str]) -> str:
     Returns the new file text. Raises ConfigError when the file is unreadable or the result would
     not be a valid configuration (the file is then left untouched).
     """
+    import tomlkit  # only when an operator switches a protocol: not at every start
+    from tomlkit.items import InlineTable, Table
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:

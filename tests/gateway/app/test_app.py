@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import ssl
@@ -15,6 +16,7 @@ import pytest
 from gateway.app.config import Config, ConfigError
 from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback, ServiceState
+from gateway.app import wiring
 from gateway.app.wiring import Supervisor, build_context, build_services, run_app
 from gateway.cli.run import describe
 from gateway.core.model import ModelStore
@@ -178,10 +180,12 @@ async def test_run_app_on_the_simulator_serves_http_and_stops_cleanly(
         seen.append(c)
         ready.set()
 
+    gc.disable()  # as `bms-gateway run` starts (gateway.cli.main)
     app = asyncio.ensure_future(run_app(config, install_signals=False, stop=stop, on_all_ready=on_ready))
     try:
         async with asyncio.timeout(20):
             await ready.wait()
+            assert gc.isenabled()  # the collector is back once every service is ready
             url = seen[0].endpoints["http"]
             printed = describe(seen[0])
             assert f"http: {url}" in printed and f"packs: {url}/api/packs" in printed
@@ -202,6 +206,7 @@ async def test_run_app_on_the_simulator_serves_http_and_stops_cleanly(
     finally:
         stop.set()
         assert await app == 0
+        gc.enable()
     host, port = url.removeprefix("http://").split(":")
     with socket.socket() as s:  # the HTTP port is closed again
         assert s.connect_ex((host, int(port))) != 0
@@ -303,3 +308,32 @@ async def test_two_buses_of_different_families_and_https(tmp_path: Path, tls_fil
         finally:
             stop.set()
             assert await app == 0
+
+
+class _NeverReady:
+    name = "never-ready"
+
+    async def run(self, ready: ReadyCallback) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_the_collector_comes_back_even_when_a_service_never_gets_ready(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`bms-gateway run` starts with the cyclic collector off; it must not stay off for good."""
+    config = Config.model_validate({"state_dir": str(tmp_path), "http": {"listen": "127.0.0.1:0"}})
+    monkeypatch.setattr(wiring, "build_services", lambda ctx: [_NeverReady()])
+    monkeypatch.setattr(wiring, "GC_PAUSE_MAX_S", 0.05)
+    stop = asyncio.Event()
+    gc.disable()
+    app = asyncio.ensure_future(run_app(config, install_signals=False, stop=stop))
+    try:
+        for _ in range(250):
+            if gc.isenabled():
+                break
+            await asyncio.sleep(0.02)
+        assert gc.isenabled()
+    finally:
+        stop.set()
+        await app
+        gc.enable()
