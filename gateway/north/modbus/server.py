@@ -107,6 +107,18 @@ def served_decision(d: ChargeDecision | None) -> tuple[object, ...] | None:
     )
 
 
+class _Memo:
+    """A memoised read answer (from byte 2 on) and the requests it answered not yet counted."""
+
+    __slots__ = ("function", "hits", "tail", "unit")
+
+    def __init__(self, tail: bytes, unit: int, function: int) -> None:
+        self.tail = tail
+        self.unit = unit
+        self.function = function
+        self.hits = 0
+
+
 class TokenBucket:
     """Request budget of one client IP; times are the event loop's clock (`loop.time()`)."""
 
@@ -181,7 +193,8 @@ class ModbusServer:
         self.applier = WriteApplier(controls, self.registers, self.settings, config.cap_timeout_s)
         self._units: dict[int, UnitView] = {}
         # request bytes 2..11 of a read -> its answer from byte 2 on, for the current build only
-        self.answers: dict[bytes, bytes] = {}
+        self.answers: dict[bytes, _Memo] = {}
+        self.stats.settle = self._settle
         self.port: int | None = None
         self._register_endpoint = register_endpoint
         self.decisions = decisions
@@ -219,10 +232,23 @@ class ModbusServer:
             self.rebuild()
         return self._units
 
+    def _settle(self) -> None:
+        """Count the requests answered from memoised answers (see `ModbusStats`)."""
+        by_function, by_unit = self.stats.by_function, self.stats.by_unit
+        for memo in self.answers.values():
+            if memo.hits:
+                by_function[memo.function] += memo.hits
+                by_unit[memo.unit] += memo.hits
+                memo.hits = 0
+
+    def _drop_memo(self) -> None:
+        self._settle()
+        self.answers.clear()  # in place: every connection holds this dict
+
     def mark_stale(self) -> None:
         """The images no longer show the newest data: the next reader rebuilds them."""
         self._stale = True
-        self.answers = {}
+        self._drop_memo()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
@@ -300,7 +326,7 @@ class ModbusServer:
             number = sorted(view.packs).index(key) + 1
             units[uid] = self.sunspec.pack_unit(uid, number, pack, b)
         self._units = units  # the atomic swap
-        self.answers = {}  # memoised answers belong to the build they were read from
+        self._drop_memo()  # memoised answers belong to the build they were read from
         self.stats.image_builds += 1
         for err in (*self.sunspec.errors, *self.native.errors):
             self.stats.encode_errors += 1
@@ -332,8 +358,8 @@ class ModbusServer:
         """The response ADU for one request ADU."""
         stats = self.stats
         function = adu.pdu[0]
-        stats.requests_by_function[function] += 1
-        stats.requests_by_unit[adu.unit_id] += 1
+        stats.by_function[function] += 1
+        stats.by_unit[adu.unit_id] += 1
         unit = self.units.get(adu.unit_id)
         if unit is None:
             code: ExceptionCode | None = ExceptionCode.GATEWAY_PATH_UNAVAILABLE
@@ -350,7 +376,9 @@ class ModbusServer:
         if code is None and function in READ_FUNCTIONS and len(adu.pdu) == 5:
             answers = self.answers
             if len(answers) < MAX_MEMO_ANSWERS:
-                answers[_MEMO_KEY.pack(0, 6, adu.unit_id) + adu.pdu] = answer[2:]
+                key = _MEMO_KEY.pack(0, 6, adu.unit_id) + adu.pdu
+                if key not in answers:  # (a memo already there holds uncounted hits)
+                    answers[key] = _Memo(answer[2:], adu.unit_id, function)
         return answer
 
     def admit(self, client: str, now: float) -> str | None:
@@ -494,6 +522,7 @@ class _Connection(asyncio.Protocol):
         "_loop",
         "_paused",
         "_resume",
+        "answers",
         "bucket",
         "client",
         "closed",
@@ -508,6 +537,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, server: ModbusServer) -> None:
         self.server = server
+        self.answers = server.answers  # the server's memo (cleared in place, never replaced)
         self._loop = asyncio.get_running_loop()
         self.decoder = MbapDecoder()
         self.transport: asyncio.Transport | None = None
@@ -554,23 +584,45 @@ class _Connection(asyncio.Protocol):
                 handle.cancel()
 
     def data_received(self, data: bytes) -> None:
+        # The hot path, most requests of a polling client: the chunk is one whole request whose
+        # answer is memoised, nothing is buffered, pending or paused (`frame_started` is None
+        # whenever nothing is buffered or pending; a pending request pauses reading), and the
+        # client's budget has a token. When the bucket was refilled at this loop time already
+        # (uvloop's clock moves once per loop turn) `TokenBucket.take` would add nothing: the
+        # token is taken inline. Every counter is an attribute; no allocation but the answer.
+        if len(data) == 12 and self.frame_started is None and not self._paused and not self.closed:
+            memo = self.answers.get(data[2:])
+            bucket = self.bucket
+            if memo is not None and bucket is not None:
+                now = self._loop.time()
+                if bucket.updated == now and bucket.tokens >= 1.0:
+                    bucket.tokens -= 1.0
+                    taken = True
+                else:
+                    taken = bucket.take(now)
+                if taken:
+                    memo.hits += 1
+                    self.last_request = now  # (activity too: `_check_idle` reads both)
+                    self.transport.write(data[:2] + memo.tail)  # type: ignore[union-attr]
+                    return
+        self._received(data)
+
+    def _received(self, data: bytes) -> None:
         if self.closed:
             return
         self.last_activity = now = self._loop.time()
         if len(data) >= 12 and not self._paused and self.pending is None and not self.decoder.buffered:
-            if len(data) == 12:  # the common case, inline: one request per chunk
-                tail = self.server.answers.get(data[2:])
+            if len(data) == 12:  # one request per chunk
+                memo = self.server.answers.get(data[2:])
                 bucket = self.bucket
                 if (
-                    tail is not None
+                    memo is not None
                     and self.transport is not None
                     and bucket is not None
                     and bucket.take(now)
                 ):
-                    stats = self.server.stats
-                    stats.requests_by_function[data[7]] += 1
-                    stats.requests_by_unit[data[6]] += 1
-                    self.transport.write(data[:2] + tail)
+                    memo.hits += 1
+                    self.transport.write(data[:2] + memo.tail)
                     self.last_request = now
                     return
             else:
@@ -643,16 +695,14 @@ class _Connection(asyncio.Protocol):
             return data
         end = len(data)
         out: list[bytes] = []
-        stats = server.stats
         offset = 0
         while end - offset >= 12:
-            tail = answers.get(data[offset + 2 : offset + 12])
-            if tail is None or not bucket.take(now):
+            memo = answers.get(data[offset + 2 : offset + 12])
+            if memo is None or not bucket.take(now):
                 break
-            stats.requests_by_function[data[offset + 7]] += 1
-            stats.requests_by_unit[data[offset + 6]] += 1
+            memo.hits += 1
             out.append(data[offset : offset + 2])
-            out.append(tail)
+            out.append(memo.tail)
             offset += 12
         if out:
             transport.write(b"".join(out))
@@ -727,7 +777,7 @@ class _Connection(asyncio.Protocol):
         if self.closed or self.transport is None:
             return
         loop = asyncio.get_running_loop()
-        idle_for = loop.time() - self.last_activity
+        idle_for = loop.time() - max(self.last_activity, self.last_request)
         timeout = self.server.config.idle_timeout_s
         if idle_for >= timeout:
             self.server.stats.connections_idle_closed += 1

@@ -156,3 +156,27 @@ def test_the_server_on_uvloop_answers_like_on_the_stdlib_loop() -> None:
     assert second == first
     assert native.registers[1] == 3  # three packs
     assert unknown == (5, 99, bytes((0x83, 0x0A)))
+
+
+async def test_memoised_answers_stay_counted_when_the_memo_is_dropped() -> None:
+    """Hot-path hits live on the memo until read or dropped: a new build must not lose them."""
+    store = make_store((1,))
+    async with running(store) as server:
+
+        def reads(n: int) -> None:
+            with RawClient(server.port or 0) as c:
+                for _ in range(n):
+                    _native_soc(c)
+
+        await asyncio.to_thread(reads, 5)  # 1 through the general path, 4 from the memo
+        assert any(memo.hits for memo in server.answers.values())
+        store.publish(snapshot(1, soc_pct=42.0), now=NOW)  # a new view drops the memo
+        for _ in range(50):
+            await asyncio.sleep(0)
+            if not server.answers:
+                break
+        assert server.answers == {}
+        await asyncio.to_thread(reads, 3)
+        assert server.stats.requests_by_function[3] == 8
+        assert server.stats.requests_by_unit[NATIVE] == 8
+        assert server.stats.as_dict()["requests_by_function"] == {3: 8}
