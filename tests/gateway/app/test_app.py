@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.app import wiring
 from gateway.app.config import Config, ConfigError
 from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback, ServiceState
-from gateway.app import wiring
 from gateway.app.wiring import Supervisor, build_context, build_services, run_app
 from gateway.cli.run import describe
 from gateway.core.model import ModelStore
