@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from gateway.app.config import PolicyConfig
 from gateway.core.controls import ControlState, OperationRequest, Source
@@ -36,6 +37,10 @@ from gateway.core.model import (
     aggregate,
 )
 from protocol.bms.base import FlagInfo, Meaning
+
+if TYPE_CHECKING:
+    from protocol.inverter.bank import BankValues
+    from protocol.inverter.can.base import BatteryState
 
 log = logging.getLogger(__name__)
 
@@ -582,3 +587,11 @@ class PolicyEngine:
         ):
             if getattr(old, flag) != getattr(new, flag):
                 log.info("charge policy: %s -> %s", flag, getattr(new, flag))
+
+
+if TYPE_CHECKING:  # mypy holds the model's bank and this decision to the encoders' structural types
+
+    def _read_by_the_encoders(
+        bank: BankSnapshot, decision: ChargeDecision
+    ) -> tuple[BankValues, BatteryState]:
+        return bank, decision
