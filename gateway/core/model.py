@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -28,7 +28,7 @@ PackKey = tuple[str, int]
 # are made, so no output (JSON, CSV, metrics, Modbus) carries float noise such as
 # 0.0009999999999998899 for a 1 mV difference.
 DECIMALS: Mapping[str, int] = MappingProxyType(
-    {"V": 3, "V_mean": 4, "A": 2, "W": 2, "Ah": 2, "%": 2, "°C": 1, "s": 0, "ratio": 4}
+    {"V": 3, "V_mean": 4, "A": 2, "W": 2, "Ah": 2, "%": 2, "°C": 1, "°C_mean": 2, "s": 0, "ratio": 4}
 )
 
 
@@ -143,6 +143,18 @@ class Telemetry:
 
     def temperature(self, role: TempRole) -> tuple[Temperature, ...]:
         return tuple(t for t in self.temperatures if t.role is role)
+
+    @property
+    def board_temperature(self) -> Temperature | None:
+        """The BMS board's temperature: its board sensor, or the MOS sensor of a pack without one."""
+        board = self.temperature(TempRole.BOARD) or self.temperature(TempRole.MOS)
+        return board[0] if board else None
+
+    @property
+    def mos_temperature(self) -> Temperature | None:
+        """The MOS sensor, when it is not already the board temperature (a pack with both)."""
+        mos = self.temperature(TempRole.MOS)
+        return mos[0] if mos and self.temperature(TempRole.BOARD) else None
 
     @classmethod
     def build(
@@ -289,15 +301,22 @@ class CellRef:
     index: int  # 1-based cell (or temperature sensor) index within the pack
     value: float
 
+    @property
+    def pack(self) -> PackKey:
+        return (self.bus, self.address)
+
 
 @dataclass(frozen=True, slots=True)
 class BankSnapshot:
-    """The aggregate over online packs.
+    """The aggregate over online packs: the one bank view every output reads.
 
     Rules: current and power are sums; voltage is the mean of pack voltages; SOC and SOH are
     weighted by each pack's full capacity (falling back to equal weights when a pack reports none);
-    capacities are sums; extremes carry their pack and cell; a flag active in any online pack is
-    active for the bank; stale and offline packs are excluded and counted.
+    capacities are sums; extremes carry their pack and cell (ties: the first in (bus, address) and
+    index order); a flag active in any online pack is active for the bank; stale and offline packs
+    are excluded and counted. Cell temperatures are the cell sensors, or every sensor but the MOS
+    ones when no online pack has a cell sensor; board and MOS temperatures follow
+    `Telemetry.board_temperature` / `mos_temperature` (one value per pack).
     """
 
     computed_at: float
@@ -315,7 +334,7 @@ class BankSnapshot:
     nominal_capacity_ah: float | None = None
     cell_max: CellRef | None = None
     cell_min: CellRef | None = None
-    temp_max: CellRef | None = None
+    temp_max: CellRef | None = None  # cell temperatures (see above)
     temp_min: CellRef | None = None
     cycles_max: int | None = None
     protections: frozenset[str] = frozenset()
@@ -325,6 +344,16 @@ class BankSnapshot:
     protecting_packs: tuple[PackKey, ...] = ()
     remaining_charge_time_s: float | None = None
     remaining_discharge_time_s: float | None = None
+    cells_per_pack: int | None = None  # the fewest cells of an online pack (what bank limits count)
+    soh_min_pct: float | None = None
+    cycles_mean: int | None = None  # to a whole cycle
+    temp_mean_c: float | None = None  # mean cell temperature
+    mos_temp_mean_c: float | None = None
+    mos_temp_max: CellRef | None = None
+    mos_temp_min: CellRef | None = None
+    board_temp_mean_c: float | None = None
+    board_temp_max: CellRef | None = None
+    board_temp_min: CellRef | None = None
 
     @property
     def cell_diff_v(self) -> float | None:
@@ -337,12 +366,32 @@ class BankSnapshot:
         return self.packs_online > 0
 
 
-def aggregate(packs: Iterable[PackSnapshot], now: float | None = None) -> BankSnapshot:
-    """Compute the bank aggregate from pack snapshots (see `BankSnapshot` for the rules)."""
+def _mean_max_min(refs: list[CellRef]) -> tuple[float | None, CellRef | None, CellRef | None]:
+    if not refs:
+        return None, None, None
+    mean = q(sum(r.value for r in refs) / len(refs), "°C_mean")
+    return mean, max(refs, key=lambda r: r.value), min(refs, key=lambda r: r.value)
+
+
+def aggregate(
+    packs: Iterable[PackSnapshot], now: float | None = None, *, max_age_s: float | None = None
+) -> BankSnapshot:
+    """Compute the bank aggregate from pack snapshots (see `BankSnapshot` for the rules).
+
+    `max_age_s` (the charge policy's stale limit) counts an online pack whose last reading is older
+    as stale too.
+    """
     packs = list(packs)
     now = time.time() if now is None else now
-    online = [(p, p.telemetry) for p in packs if p.online and p.telemetry is not None]
-    stale = sum(1 for p in packs if p.availability is Availability.STALE)
+
+    def usable(p: PackSnapshot) -> bool:
+        t = p.telemetry
+        return p.online and t is not None and (max_age_s is None or now - t.measured_at <= max_age_s)
+
+    online = sorted(
+        ((p, p.telemetry) for p in packs if usable(p) and p.telemetry is not None), key=lambda x: x[0].key
+    )
+    stale = sum(1 for p in packs if p.availability is Availability.STALE or (p.online and not usable(p)))
     offline = len(packs) - len(online) - stale
     if not online:
         return BankSnapshot(now, len(packs), 0, stale, offline)
@@ -358,6 +407,17 @@ def aggregate(packs: Iterable[PackSnapshot], now: float | None = None) -> BankSn
     def total(values: list[float | None]) -> float | None:
         return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
+    def sensors(keep: Callable[[TempRole], bool]) -> list[CellRef]:
+        return [
+            CellRef(p.bus, p.address, tr.index, tr.value_c)
+            for p, t in online
+            for tr in t.temperatures
+            if keep(tr.role)
+        ]
+
+    def one_each(sensors: list[tuple[PackSnapshot, Temperature | None]]) -> list[CellRef]:
+        return [CellRef(p.bus, p.address, tr.index, tr.value_c) for p, tr in sensors if tr is not None]
+
     full = total([t.full_capacity_ah for _, t in online])
     remaining = total([t.remaining_capacity_ah for _, t in online])
     nominal = total([t.nominal_capacity_ah for _, t in online])
@@ -367,12 +427,11 @@ def aggregate(packs: Iterable[PackSnapshot], now: float | None = None) -> BankSn
     cmin = min(
         (CellRef(p.bus, p.address, t.cell_min_index, t.cell_min_v) for p, t in online), key=lambda c: c.value
     )
-    temps = [
-        CellRef(p.bus, p.address, tr.index, tr.value_c)
-        for p, t in online
-        for tr in t.temperatures
-        if tr.role is TempRole.CELL
-    ]
+    temp_mean, temp_max, temp_min = _mean_max_min(
+        sensors(lambda r: r is TempRole.CELL) or sensors(lambda r: r is not TempRole.MOS)
+    )
+    mos_mean, mos_max, mos_min = _mean_max_min(one_each([(p, t.mos_temperature) for p, t in online]))
+    board_mean, board_max, board_min = _mean_max_min(one_each([(p, t.board_temperature) for p, t in online]))
     cycles = [t.cycles for _, t in online if t.cycles is not None]
     charge_time = discharge_time = None
     if remaining is not None and abs(current) > 1e-6:
@@ -396,8 +455,8 @@ def aggregate(packs: Iterable[PackSnapshot], now: float | None = None) -> BankSn
         nominal_capacity_ah=q_opt(nominal, "Ah"),
         cell_max=cmax,
         cell_min=cmin,
-        temp_max=max(temps, key=lambda c: c.value) if temps else None,
-        temp_min=min(temps, key=lambda c: c.value) if temps else None,
+        temp_max=temp_max,
+        temp_min=temp_min,
         cycles_max=max(cycles) if cycles else None,
         protections=frozenset().union(*(t.protections for _, t in online)),
         alarms=frozenset().union(*(t.alarms for _, t in online)),
@@ -406,6 +465,16 @@ def aggregate(packs: Iterable[PackSnapshot], now: float | None = None) -> BankSn
         protecting_packs=tuple(p.key for p, t in online if t.protections),
         remaining_charge_time_s=charge_time,
         remaining_discharge_time_s=discharge_time,
+        cells_per_pack=min(len(t.cell_voltages_v) for _, t in online),
+        soh_min_pct=min((s for _, s in soh_items), default=None),
+        cycles_mean=round(sum(cycles) / len(cycles)) if cycles else None,
+        temp_mean_c=temp_mean,
+        mos_temp_mean_c=mos_mean,
+        mos_temp_max=mos_max,
+        mos_temp_min=mos_min,
+        board_temp_mean_c=board_mean,
+        board_temp_max=board_max,
+        board_temp_min=board_min,
     )
 
 

@@ -21,6 +21,7 @@ from protocol.inverter.rs485.pylon import (
     parse_frame,
 )
 from tests.support.captures import Capture, by_name, load
+from tests.support.pylon_rs485_helpers import bank_of
 
 ZIVILLIAN = "pylon_rs485_zivillian_us3000c.toml"
 FRANK = "pylon_rs485_python_pylontech.toml"
@@ -157,7 +158,7 @@ OUTPUTS = load_outputs()
 
 
 def bank_view(modules: tuple[ModuleView, ...], limits: Limits, **kw: object) -> BankView:
-    return BankView(modules, limits, flag_outputs=OUTPUTS, **kw)  # type: ignore[arg-type]
+    return BankView(modules, limits, bank_of(modules), flag_outputs=OUTPUTS, **kw)  # type: ignore[arg-type]
 
 
 def module_like(position: int, cells: int, temps: int, full_ah: float) -> ModuleView:

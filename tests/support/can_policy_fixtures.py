@@ -7,6 +7,7 @@ from types import MappingProxyType
 
 from gateway.core.model import (
     Availability,
+    CellRef,
     ModelView,
     PackSnapshot,
     ParameterReading,
@@ -80,8 +81,33 @@ def bank(now: float, n: int = 2, **kw: object) -> ModelView:
     return view([pack(a, telemetry(now=now, **kw)) for a in range(1, n + 1)], now)  # type: ignore[arg-type]
 
 
+# The bank values a test may set through `decision()`: by their old flat decision names.
+BANK_FIELDS = {
+    "soc_pct": "soc_pct",
+    "soh_pct": "soh_pct",
+    "voltage_v": "voltage_v",
+    "current_a": "current_a",
+    "temperature_c": "temp_mean_c",
+    "full_capacity_ah": "full_capacity_ah",
+    "remaining_capacity_ah": "remaining_capacity_ah",
+    "nominal_capacity_ah": "nominal_capacity_ah",
+    "cycles": "cycles_max",
+    "packs_online": "packs_online",
+    "packs_configured": "packs_configured",
+    "cells_per_pack": "cells_per_pack",
+}
+# extremes: (value name, id name) -> bank field; an id is "bus/address/index"
+BANK_EXTREMES = {
+    ("cell_max_v", "cell_max_id"): "cell_max",
+    ("cell_min_v", "cell_min_id"): "cell_min",
+    ("temp_max_c", "temp_max_id"): "temp_max",
+    ("temp_min_c", "temp_min_id"): "temp_min",
+}
+
+
 def decision(**overrides: object) -> ChargeDecision:
-    """A fresh two-pack decision (default policy) with some fields replaced."""
+    """A fresh two-pack decision (default policy) with some fields replaced; bank values (by the
+    names of `BANK_FIELDS` and `BANK_EXTREMES`) replace those of the decision's bank."""
     from dataclasses import replace
 
     from gateway.app.config import PolicyConfig
@@ -90,4 +116,15 @@ def decision(**overrides: object) -> ChargeDecision:
 
     now = 1_800_000_000.0
     d = PolicyEngine(PolicyConfig()).evaluate(bank(now), Controls().state(now), now)
-    return replace(d, **overrides)  # type: ignore[arg-type]
+    bank_changes: dict[str, object] = {
+        BANK_FIELDS[k]: overrides.pop(k) for k in list(overrides) if k in BANK_FIELDS
+    }
+    for (value_name, id_name), field_name in BANK_EXTREMES.items():
+        if value_name in overrides or id_name in overrides:
+            ref = getattr(d.bank, field_name)
+            value = overrides.pop(value_name, ref.value)
+            bus, address, index = str(overrides.pop(id_name, f"{ref.bus}/{ref.address}/{ref.index}")).split(
+                "/"
+            )
+            bank_changes[field_name] = CellRef(bus, int(address), int(index), float(value))  # type: ignore[arg-type]
+    return replace(d, bank=replace(d.bank, **bank_changes), **overrides)  # type: ignore[arg-type]

@@ -9,12 +9,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.core.model import (
+    Availability,
+    BankSnapshot,
+    PackSnapshot,
+    Telemetry,
+    Temperature,
+    TempRole,
+    aggregate,
+)
 from mappings.flags import load_outputs
 from protocol.inverter.rs485.base import BankView, Identity, Limits, ModuleView
+
+BUS = "rs485-test"
 
 
 def ref_checksum(chars: bytes) -> int:
@@ -147,6 +158,7 @@ def module(
     values: dict[str, object] = {
         "position": position,
         "fresh": fresh,
+        "pack": (BUS, position),
         "cell_voltages_v": cells,
         "board_temperature_c": 25.0 + position,
         "cell_temperatures_c": (21.0, 22.0, 22.5, 21.0 - position),
@@ -178,9 +190,46 @@ LIMITS = Limits(
 )
 
 
+def pack_of(m: ModuleView) -> PackSnapshot:
+    """The pack a module view stands for (as `gateway.north.rs485.service.module_view` would show it):
+    its board sensor as a board sensor, its MOS sensor (only given beside a board one) as a MOS one."""
+    key = m.pack or (BUS, m.position)
+    if not m.cell_voltages_v:
+        return PackSnapshot(key[0], key[1], Availability.OFFLINE)
+    temps = [Temperature(TempRole.CELL, i + 1, t) for i, t in enumerate(m.cell_temperatures_c)]
+    if m.board_temperature_c is not None:
+        temps.append(Temperature(TempRole.BOARD, 1, m.board_temperature_c))
+    if m.mos_temperature_c is not None:
+        temps.append(Temperature(TempRole.MOS, 1, m.mos_temperature_c))
+    t = Telemetry.build(
+        measured_at=0.0,
+        cell_voltages_v=m.cell_voltages_v,
+        temperatures=temps,
+        voltage_v=m.voltage_v,
+        current_a=m.current_a,
+        soc_pct=m.soc_pct,
+        soh_pct=m.soh_pct,
+        full_capacity_ah=m.full_capacity_ah,
+        remaining_capacity_ah=m.remaining_capacity_ah,
+        cycles=m.cycles,
+    )
+    availability = Availability.ONLINE if m.fresh else Availability.STALE
+    return PackSnapshot(key[0], key[1], availability, telemetry=t)
+
+
+def bank_of(modules: Iterable[ModuleView]) -> BankSnapshot:
+    """The model's bank over the packs the modules stand for (what the gateway hands the responders)."""
+    return aggregate((pack_of(m) for m in modules), 0.0)
+
+
+def bank_view(modules: tuple[ModuleView, ...], *, limits: Limits = LIMITS, **kw: object) -> BankView:
+    """A view of `modules` with the bank the model computes over their packs."""
+    return BankView(flag_outputs=load_outputs(), modules=modules, limits=limits, bank=bank_of(modules), **kw)  # type: ignore[arg-type]
+
+
 def bank(n: int = 3, *, limits: Limits = LIMITS, **kw: object) -> BankView:
     mods = tuple(module(i) for i in range(1, n + 1))
-    return BankView(flag_outputs=load_outputs(), modules=mods, limits=limits, identity=Identity(), **kw)  # type: ignore[arg-type]
+    return bank_view(mods, limits=limits, identity=Identity(), **kw)
 
 
 def ref_crc(data: bytes) -> bytes:

@@ -22,11 +22,13 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from gateway.app.config import PolicyConfig
 from gateway.core.controls import ControlState, OperationRequest, Source
 from gateway.core.model import (
     Availability,
+    BankSnapshot,
     ModelView,
     PackKey,
     PackSnapshot,
@@ -35,6 +37,10 @@ from gateway.core.model import (
     aggregate,
 )
 from protocol.bms.base import FlagInfo, Meaning
+
+if TYPE_CHECKING:
+    from protocol.inverter.bank import BankValues
+    from protocol.inverter.can.base import BatteryState
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +94,12 @@ LC_STYLE_HALF = (3.0, 5.0)  # manual 4.4.6: "half of the lower flow value" (effe
 
 @dataclass(frozen=True, slots=True)
 class ChargeDecision:
-    """Everything an inverter protocol sends, decided once. Currents are positive magnitudes."""
+    """Everything an inverter protocol sends, decided once. Currents are positive magnitudes.
+
+    The bank values the messages carry are `bank`'s, the aggregate the limits were computed from
+    (never copies): the packs fresh within `stale_after_s`; while stale, the last fresh bank with
+    current and power zeroed and no pack counted online (see `stale_bank`).
+    """
 
     computed_at: float  # wall clock of the evaluation
     has_data: bool  # False until the first fresh pack reading (encoders must not send before)
@@ -102,30 +113,11 @@ class ChargeDecision:
     force_charge_1: bool
     force_charge_2: bool
     full_charge_request: bool
-    soc_pct: float
-    soh_pct: float
-    voltage_v: float  # bank voltage (mean of fresh packs; last known while stale)
-    current_a: float  # bank current, positive = charging
-    temperature_c: float  # mean cell temperature
     alarms: frozenset[str]  # meanings at the protection level (the flag blocks: the inverter must stop)
     warnings: frozenset[str]  # meanings at the warning level
-    packs_online: int  # fresh packs used for the limits (the protocols' "module count")
-    packs_configured: int
     packs_blocking_charge: int
     packs_blocking_discharge: int
-    cells_per_pack: int
-    cell_max_v: float
-    cell_min_v: float
-    cell_max_id: str  # "bus/address/cell"
-    cell_min_id: str
-    temp_max_c: float
-    temp_min_c: float
-    temp_max_id: str
-    temp_min_id: str
-    full_capacity_ah: float | None
-    remaining_capacity_ah: float | None
-    nominal_capacity_ah: float | None
-    cycles: int | None
+    bank: BankSnapshot  # packs_online: the fresh packs used for the limits (the protocols' "module count")
     limiting: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -136,11 +128,7 @@ class ChargeDecision:
     def discharge_blocked(self) -> bool:
         return not self.discharge_enabled
 
-    @property
-    def packs_offline(self) -> int:
-        return self.packs_configured - self.packs_online
-
-    def as_stale(self, now: float) -> ChargeDecision:
+    def as_stale(self, now: float, packs_configured: int | None = None) -> ChargeDecision:
         """This decision with stale data: every direction blocked, no requests, communication alarm."""
         flags = frozenset({COMMUNICATION})
         return replace(
@@ -154,14 +142,31 @@ class ChargeDecision:
             force_charge_1=False,
             force_charge_2=False,
             full_charge_request=False,
-            current_a=0.0,
             alarms=self.alarms | flags,
             warnings=self.warnings | flags,
-            packs_online=0,
             packs_blocking_charge=0,
             packs_blocking_discharge=0,
+            bank=stale_bank(self.bank, now, packs_configured),
             limiting=MappingProxyType(dict.fromkeys(LIMIT_NAMES, Factor.STALE_DATA.value)),
         )
+
+
+def stale_bank(bank: BankSnapshot, now: float, packs_configured: int | None = None) -> BankSnapshot:
+    """The last known bank while its data is stale: measurements kept (the inverter keeps showing
+    voltage, SOC, temperatures), no current or power, no pack online (every one counted stale)."""
+    configured = bank.packs_configured if packs_configured is None else packs_configured
+    return replace(
+        bank,
+        computed_at=now,
+        packs_configured=configured,
+        packs_online=0,
+        packs_stale=configured,
+        packs_offline=0,
+        current_a=0.0,
+        power_w=0.0,
+        remaining_charge_time_s=None,
+        remaining_discharge_time_s=None,
+    )
 
 
 def interpolate(table: Sequence[tuple[float, float]], x: float) -> float:
@@ -301,10 +306,6 @@ def _cap_factor(source: Source) -> Factor:
     return Factor.EMS_CAP if source is Source.EMS else Factor.USER_CAP
 
 
-def _cell_id(bus: str, address: int, index: int) -> str:
-    return f"{bus}/{address}/{index}"
-
-
 def _fmt(value: float) -> str:
     return f"{value:.1f}"
 
@@ -371,17 +372,16 @@ class PolicyEngine:
                 charge_current_a=0.0, discharge_current_a=0.0,
                 charge_enabled=False, discharge_enabled=False,
                 force_charge_1=False, force_charge_2=False, full_charge_request=False,
-                soc_pct=0.0, soh_pct=0.0, voltage_v=0.0, current_a=0.0, temperature_c=0.0,
                 alarms=flags, warnings=flags,
-                packs_online=0, packs_configured=len(view.packs),
-                packs_blocking_charge=0, packs_blocking_discharge=0, cells_per_pack=0,
-                cell_max_v=0.0, cell_min_v=0.0, cell_max_id="", cell_min_id="",
-                temp_max_c=0.0, temp_min_c=0.0, temp_max_id="", temp_min_id="",
-                full_capacity_ah=None, remaining_capacity_ah=None, nominal_capacity_ah=None,
-                cycles=None, limiting=limiting,
+                packs_blocking_charge=0, packs_blocking_discharge=0,
+                bank=self._bank(view, now), limiting=limiting,
             )  # fmt: skip
         self._fc1 = self._fc2 = False
-        return replace(prev.as_stale(now), packs_configured=len(view.packs))
+        return prev.as_stale(now, len(view.packs))
+
+    def _bank(self, view: ModelView, now: float) -> BankSnapshot:
+        """The bank over the packs fresh within the stale limit (the set `evaluate` decides on)."""
+        return aggregate(view.packs.values(), now, max_age_s=self.config.stale_after_s)
 
     # -- fresh data ---------------------------------------------------------------------------------
     def _fresh(
@@ -392,10 +392,10 @@ class PolicyEngine:
         now: float,
     ) -> ChargeDecision:
         cfg = self.config
-        bank = aggregate([p for p, _ in fresh], now)
+        bank = self._bank(view, now)
         per_pack = [(p, t, self._limits_of(p, t)) for p, t in fresh]
         missing = len(view.packs) - len(fresh)
-        cells = min(len(t.cell_voltages_v) for _, t in fresh)
+        cells = bank.cells_per_pack or 0
         soc = bank.soc_pct if bank.soc_pct is not None else 0.0
         voltage = bank.voltage_v if bank.voltage_v is not None else 0.0
 
@@ -471,13 +471,6 @@ class PolicyEngine:
         warnings = warns(f for _, t in fresh for f in t.flags)
         if missing:
             warnings |= {COMMUNICATION}
-        cell_temps = [(p, tr) for p, t in fresh for tr in t.temperatures if tr.role is TempRole.CELL] or [
-            (p, tr) for p, t in fresh for tr in t.temperatures if tr.role is not TempRole.MOS
-        ]
-        temp_avg = sum(tr.value_c for _, tr in cell_temps) / len(cell_temps) if cell_temps else 0.0
-        tmax = max(cell_temps, key=lambda x: x[1].value_c, default=None)
-        tmin = min(cell_temps, key=lambda x: x[1].value_c, default=None)
-        cmax, cmin = bank.cell_max, bank.cell_min
         return ChargeDecision(
             computed_at=now,
             has_data=True,
@@ -491,30 +484,11 @@ class PolicyEngine:
             force_charge_1=self._fc1,
             force_charge_2=self._fc2,
             full_charge_request=full_request,
-            soc_pct=soc,
-            soh_pct=bank.soh_pct if bank.soh_pct is not None else 100.0,
-            voltage_v=voltage,
-            current_a=bank.current_a or 0.0,
-            temperature_c=temp_avg,
             alarms=alarms,
             warnings=warnings,
-            packs_online=len(fresh),
-            packs_configured=len(view.packs),
             packs_blocking_charge=block_c,
             packs_blocking_discharge=block_d,
-            cells_per_pack=cells,
-            cell_max_v=cmax.value if cmax else 0.0,
-            cell_min_v=cmin.value if cmin else 0.0,
-            cell_max_id=_cell_id(cmax.bus, cmax.address, cmax.index) if cmax else "",
-            cell_min_id=_cell_id(cmin.bus, cmin.address, cmin.index) if cmin else "",
-            temp_max_c=tmax[1].value_c if tmax else temp_avg,
-            temp_min_c=tmin[1].value_c if tmin else temp_avg,
-            temp_max_id=_cell_id(tmax[0].bus, tmax[0].address, tmax[1].index) if tmax else "",
-            temp_min_id=_cell_id(tmin[0].bus, tmin[0].address, tmin[1].index) if tmin else "",
-            full_capacity_ah=bank.full_capacity_ah,
-            remaining_capacity_ah=bank.remaining_capacity_ah,
-            nominal_capacity_ah=bank.nominal_capacity_ah,
-            cycles=bank.cycles_max,
+            bank=bank,
             limiting=MappingProxyType(
                 {
                     "charge_voltage_v": cvl.factor.value,
@@ -613,3 +587,11 @@ class PolicyEngine:
         ):
             if getattr(old, flag) != getattr(new, flag):
                 log.info("charge policy: %s -> %s", flag, getattr(new, flag))
+
+
+if TYPE_CHECKING:  # mypy holds the model's bank and this decision to the encoders' structural types
+
+    def _read_by_the_encoders(
+        bank: BankSnapshot, decision: ChargeDecision
+    ) -> tuple[BankValues, BatteryState]:
+        return bank, decision

@@ -93,17 +93,16 @@ def module_view(position: int, pack: PackSnapshot) -> ModuleView:
     t = pack.telemetry
     serial = pack.identity.serial or pack.identity.barcode or f"{pack.bus}-{pack.address}"
     if t is None:
-        return ModuleView(position=position, fresh=False, serial=serial)
-    board = t.temperature(TempRole.BOARD)
-    mos = t.temperature(TempRole.MOS)
-    board_c = board[0].value_c if board else (mos[0].value_c if mos else None)
+        return ModuleView(position=position, fresh=False, pack=pack.key, serial=serial)
+    board, mos = t.board_temperature, t.mos_temperature
     return ModuleView(
         position=position,
         fresh=pack.online,
+        pack=pack.key,
         cell_voltages_v=t.cell_voltages_v,
-        board_temperature_c=board_c,
+        board_temperature_c=None if board is None else board.value_c,
         cell_temperatures_c=tuple(x.value_c for x in t.temperature(TempRole.CELL)),
-        mos_temperature_c=mos[0].value_c if mos and board else None,
+        mos_temperature_c=None if mos is None else mos.value_c,
         voltage_v=t.voltage_v,
         current_a=t.current_a,
         soc_pct=t.soc_pct,
@@ -151,7 +150,7 @@ def limits_of(decision: ChargeDecision | None, view: ModelView, parameters: Syst
 def parameters_of(decision: ChargeDecision | None) -> SystemParameters:
     """Static 0x47 limits: LFP per-cell defaults times the bank's cell count (16 when unknown)."""
     base = SystemParameters()
-    cells = decision.cells_per_pack if decision is not None and decision.cells_per_pack > 0 else 16
+    cells = (decision.bank.cells_per_pack if decision is not None else None) or 16
     return SystemParameters(
         module_high_voltage_v=round(base.cell_high_voltage_v * cells, 3),
         module_low_voltage_v=round(base.cell_low_voltage_v * cells, 3),
@@ -169,7 +168,8 @@ def build_bank_view(
     energy_wh: tuple[float, float] | None = None,
     memo: ModuleMemo | None = None,
 ) -> BankView:
-    """The neutral view the responders answer from (packs in (bus, address) order, master first).
+    """The neutral view the responders answer from (packs in (bus, address) order, master first):
+    one module per pack, and the model's bank (`view.bank`) for the answers about the whole battery.
 
     `memo` (owned by the caller) keeps each module view for as long as its pack's snapshot is the
     same object (snapshots are immutable; the model store keeps the object of a pack not polled).
@@ -188,6 +188,7 @@ def build_bank_view(
     return BankView(
         modules=modules,
         limits=limits_of(decision, view, parameters),
+        bank=view.bank,
         alarms=decision.warnings if decision is not None else frozenset(),
         protections=decision.alarms if decision is not None else frozenset(),
         identity=identity or Identity(),

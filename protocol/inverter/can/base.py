@@ -16,6 +16,8 @@ from typing import ClassVar, Protocol
 
 import cantools.database
 
+from protocol.inverter import bank
+from protocol.inverter.bank import BankValues
 from protocol.inverter.can import dbc
 from protocol.inverter.can.frame import CanFrame
 from protocol.inverter.flags import PROTECTION, WARNING, FlagOutput, FlagOutputs, require
@@ -26,56 +28,20 @@ OptionValue = str | int | float | bool
 
 class BatteryState(ChargeLimits, Protocol):
     """The charge decision as the encoders read it (satisfied by `gateway.core.policy.engine.ChargeDecision`):
-    the limits and flags of `ChargeLimits`, plus the bank values the messages carry."""
+    the limits and flags of `ChargeLimits`, the active meanings per level, the packs blocking each
+    direction, and the bank the decision was computed from (`protocol.inverter.bank`: every bank
+    value a message carries is read there, with the defaults of its helpers)."""
 
-    @property
-    def soc_pct(self) -> float: ...
-    @property
-    def soh_pct(self) -> float: ...
-    @property
-    def voltage_v(self) -> float: ...
-    @property
-    def current_a(self) -> float: ...
-    @property
-    def temperature_c(self) -> float: ...
     @property
     def alarms(self) -> frozenset[str]: ...
     @property
     def warnings(self) -> frozenset[str]: ...
     @property
-    def packs_online(self) -> int: ...
-    @property
-    def packs_configured(self) -> int: ...
-    @property
     def packs_blocking_charge(self) -> int: ...
     @property
     def packs_blocking_discharge(self) -> int: ...
     @property
-    def cells_per_pack(self) -> int: ...
-    @property
-    def cell_max_v(self) -> float: ...
-    @property
-    def cell_min_v(self) -> float: ...
-    @property
-    def cell_max_id(self) -> str: ...
-    @property
-    def cell_min_id(self) -> str: ...
-    @property
-    def temp_max_c(self) -> float: ...
-    @property
-    def temp_min_c(self) -> float: ...
-    @property
-    def temp_max_id(self) -> str: ...
-    @property
-    def temp_min_id(self) -> str: ...
-    @property
-    def full_capacity_ah(self) -> float | None: ...
-    @property
-    def remaining_capacity_ah(self) -> float | None: ...
-    @property
-    def nominal_capacity_ah(self) -> float | None: ...
-    @property
-    def cycles(self) -> int | None: ...
+    def bank(self) -> BankValues: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +184,8 @@ class InverterProtocol(abc.ABC):
 # -- helpers shared by the protocol modules -------------------------------------------------------
 def stop_voltage(state: BatteryState) -> float:
     """CVL used while charging is blocked: the present voltage, never 0 (Victron/Deye rule)."""
-    if state.voltage_v > 0:
-        return min(state.charge_voltage_v, state.voltage_v)
+    if bank.voltage(state.bank) > 0:
+        return min(state.charge_voltage_v, bank.voltage(state.bank))
     return state.charge_voltage_v
 
 
@@ -247,12 +213,20 @@ def limit_signals(state: BatteryState) -> dict[str, float]:
 
 def soc_soh_signals(state: BatteryState) -> dict[str, float]:
     """The Pylon-style 0x355 message: SOC and SOH in whole percent, SOC with decimals."""
-    return {"SOC": round(state.soc_pct), "SOH": round(state.soh_pct), "SOCHiRes": state.soc_pct}
+    return {
+        "SOC": round(bank.soc(state.bank)),
+        "SOH": round(bank.soh(state.bank)),
+        "SOCHiRes": bank.soc(state.bank),
+    }
 
 
 def measurement_signals(state: BatteryState) -> dict[str, float]:
     """The Pylon-style 0x356 message: bank voltage, current (positive = charging), temperature."""
-    return {"Voltage": state.voltage_v, "Current": state.current_a, "Temperature": state.temperature_c}
+    return {
+        "Voltage": bank.voltage(state.bank),
+        "Current": bank.current(state.bank),
+        "Temperature": bank.temperature(state.bank),
+    }
 
 
 def flag_signals(out: FlagOutput, state: BatteryState) -> dict[str, float]:

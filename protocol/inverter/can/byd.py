@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+from protocol.inverter import bank
 from protocol.inverter.can import dbc
 from protocol.inverter.can.base import (
     BatteryState,
@@ -82,24 +83,24 @@ class Byd(InverterProtocol):
             }
         if message == "SocSoh":
             return {
-                "SOC": state.soc_pct,
-                "SOH": state.soh_pct,
-                "RemainingCapacity": state.remaining_capacity_ah or 0.0,
-                "FullCapacity": state.full_capacity_ah or 0.0,
+                "SOC": bank.soc(state.bank),
+                "SOH": bank.soh(state.bank),
+                "RemainingCapacity": state.bank.remaining_capacity_ah or 0.0,
+                "FullCapacity": state.bank.full_capacity_ah or 0.0,
             }
         if message == "Measurements":
             return {
-                "Voltage": state.voltage_v,
-                "Current": state.current_a,
-                "Temperature": state.temperature_c,
+                "Voltage": bank.voltage(state.bank),
+                "Current": bank.current(state.bank),
+                "Temperature": bank.temperature(state.bank),
             }
         if message == "Temperatures":
-            return {"MaxTemperature": state.temp_max_c, "MinTemperature": state.temp_min_c}
+            return {"MaxTemperature": bank.temp_max(state.bank), "MinTemperature": bank.temp_min(state.bank)}
         if message == "Alarms":
             self._alarm_counter = (self._alarm_counter + 1) % 256
             return {"AlarmByte": 1.0 if state.alarms else 0.0, "Counter": self._alarm_counter}
         if message == "Identity":
-            kwh = (state.full_capacity_ah or 0.0) * state.voltage_v / 1000.0
+            kwh = (state.bank.full_capacity_ah or 0.0) * bank.voltage(state.bank) / 1000.0
             return {"FirmwareMajor": 1, "FirmwareMinor": 0, "CapacityKwh": kwh}
         if message == "Brand":
             return ascii_signals("Name", "BYD")

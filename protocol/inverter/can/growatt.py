@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
+from protocol.inverter import bank
 from protocol.inverter.can.base import (
     BatteryState,
     CanFrame,
@@ -28,12 +29,6 @@ ANSWER = ("Limits", "ProtectionWarning", "Measurements", "Capacity", "Request", 
 STATE_STANDBY, STATE_CHARGING, STATE_DISCHARGING = 1, 2, 3
 IDLE_CURRENT_A = 0.5
 FLAG_OUTPUT = "can.growatt"  # 0x312 bits per meaning (mappings/flags/outputs.toml)
-
-
-def cell_number(ident: str) -> int:
-    """The cell index of a "bus/address/cell" id (0 when unknown)."""
-    tail = ident.rsplit("/", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
 
 
 def datetime_word(now: float) -> int:
@@ -69,9 +64,9 @@ class Growatt(InverterProtocol):
 
     def values(self, message: str, state: BatteryState, now: float) -> dict[str, float]:
         if message == "Limits":
-            if state.current_a > IDLE_CURRENT_A:
+            if bank.current(state.bank) > IDLE_CURRENT_A:
                 st = STATE_CHARGING
-            elif state.current_a < -IDLE_CURRENT_A:
+            elif bank.current(state.bank) < -IDLE_CURRENT_A:
                 st = STATE_DISCHARGING
             else:
                 st = STATE_STANDBY
@@ -86,7 +81,7 @@ class Growatt(InverterProtocol):
                 "DischargeEnabled": float(state.discharge_enabled),
                 "ChargeEnabled": float(state.charge_enabled),
                 "TerminalOpen": 0,
-                "MasterMode": 1 if state.packs_online > 1 else 0,
+                "MasterMode": 1 if state.bank.packs_online > 1 else 0,
                 "InverterState": 0,
             }
         if message == "ProtectionWarning":
@@ -94,25 +89,25 @@ class Growatt(InverterProtocol):
                 **flag_signals(self.flag_outputs[FLAG_OUTPUT], state),
                 "ProtSoftStartFail": 0,
                 "WarnPackBeforeTurnOff": 0,
-                "PackCount": max(1, state.packs_online),
+                "PackCount": max(1, state.bank.packs_online),
                 "ManufacturerCode": float(self.option("manufacturer_code")),
-                "CellCount": state.cells_per_pack,
+                "CellCount": bank.cells(state.bank),
             }
         if message == "Measurements":
             return {
-                "Voltage": state.voltage_v,
-                "Current": state.current_a,
-                "MaxCellTemperature": state.temp_max_c,
-                "SOC": round(state.soc_pct),
-                "SOH": round(state.soh_pct),
+                "Voltage": bank.voltage(state.bank),
+                "Current": bank.current(state.bank),
+                "MaxCellTemperature": bank.temp_max(state.bank),
+                "SOC": round(bank.soc(state.bank)),
+                "SOH": round(bank.soh(state.bank)),
                 "SOHFlag": 0,
             }
         if message == "Capacity":
             return {
-                "RemainingCapacity": state.remaining_capacity_ah or 0.0,
-                "FullCapacity": state.full_capacity_ah or 0.0,
-                "CellDeltaV": max(0.0, state.cell_max_v - state.cell_min_v),
-                "CycleCount": float(state.cycles or 0),
+                "RemainingCapacity": state.bank.remaining_capacity_ah or 0.0,
+                "FullCapacity": state.bank.full_capacity_ah or 0.0,
+                "CellDeltaV": max(0.0, bank.value(state.bank.cell_max) - bank.value(state.bank.cell_min)),
+                "CycleCount": float(state.bank.cycles_max or 0),
             }
         if message == "Request":
             return {
@@ -121,10 +116,10 @@ class Growatt(InverterProtocol):
                 "ForceChargeRequest2": float(state.force_charge_2 and not state.stale),
                 "DischargeEnable": float(state.discharge_enabled),
                 "ChargeEnable": float(state.charge_enabled),
-                "MaxCellVoltage": state.cell_max_v,
-                "MinCellVoltage": state.cell_min_v,
-                "MaxCellNumber": cell_number(state.cell_max_id),
-                "MinCellNumber": cell_number(state.cell_min_id),
+                "MaxCellVoltage": bank.value(state.bank.cell_max),
+                "MinCellVoltage": bank.value(state.bank.cell_min),
+                "MaxCellNumber": bank.index(state.bank.cell_max),
+                "MinCellNumber": bank.index(state.bank.cell_min),
                 "FaultyPack": 0,
             }
         if message == "Identity":

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+from protocol.inverter import bank
 from protocol.inverter.can.base import BatteryState, CanFrame, OptionValue, Reaction, stop_voltage
 from protocol.inverter.can.pylon import Pylon
 from protocol.inverter.flags import FlagOutputs
@@ -48,13 +49,17 @@ class LuxPower(Pylon):
     def values(self, message: str, state: BatteryState, now: float) -> dict[str, float]:
         values = super().values(message, state, now)
         if message == "SocSoh":
-            values.update(MaxCellVoltage=state.cell_max_v, MinCellVoltage=state.cell_min_v)
+            values.update(
+                MaxCellVoltage=bank.value(state.bank.cell_max), MinCellVoltage=bank.value(state.bank.cell_min)
+            )
         elif message == "Measurements":
-            values.update(MaxCellTemperature=state.temp_max_c, MinCellTemperature=state.temp_min_c)
+            values.update(
+                MaxCellTemperature=bank.temp_max(state.bank), MinCellTemperature=bank.temp_min(state.bank)
+            )
         elif message == "ProtectionAlarm":
-            values["CapacityAh"] = state.full_capacity_ah or 0.0
+            values["CapacityAh"] = state.bank.full_capacity_ah or 0.0
         elif message == "Request":
-            values["CycleCount"] = float(state.cycles or 0)
+            values["CycleCount"] = float(state.bank.cycles_max or 0)
         return values
 
     def react(self, frame: CanFrame, state: BatteryState | None, now: float) -> Reaction:

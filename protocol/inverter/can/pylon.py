@@ -39,7 +39,7 @@ class Pylon(InverterProtocol):
 
     def module_count(self, state: BatteryState) -> int:
         configured = int(self.option("module_count"))
-        return configured if configured > 0 else state.packs_online
+        return configured if configured > 0 else state.bank.packs_online
 
     def limits(self, state: BatteryState) -> dict[str, float]:
         return limit_signals(state)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from protocol.inverter import bank
 from protocol.inverter.can.base import (
     BatteryState,
     CanFrame,
@@ -24,7 +25,6 @@ from protocol.inverter.can.base import (
     charge_voltage,
     discharge_current,
 )
-from protocol.inverter.can.growatt import cell_number
 
 POLL_ID = 0x4200
 SYSTEM_ANSWER = ("SystemData", "Limits", "CellVoltages", "CellTemperatures", "Status", "Forbid")
@@ -91,11 +91,11 @@ class PylonHv(InverterProtocol):
     def values(self, message: str, state: BatteryState, now: float) -> dict[str, float]:
         if message == "SystemData":
             return {
-                "Voltage": state.voltage_v,
-                "Current": self._current(state.current_a),
-                "BmsTemperature": state.temperature_c,
-                "SOC": round(state.soc_pct),
-                "SOH": round(state.soh_pct),
+                "Voltage": bank.voltage(state.bank),
+                "Current": self._current(bank.current(state.bank)),
+                "BmsTemperature": bank.temperature(state.bank),
+                "SOC": round(bank.soc(state.bank)),
+                "SOH": round(bank.soh(state.bank)),
             }
         if message == "Limits":
             return {
@@ -106,22 +106,22 @@ class PylonHv(InverterProtocol):
             }
         if message == "CellVoltages":
             return {
-                "MaxCellVoltage": state.cell_max_v,
-                "MinCellVoltage": state.cell_min_v,
-                "MaxCellNumber": cell_number(state.cell_max_id),
-                "MinCellNumber": cell_number(state.cell_min_id),
+                "MaxCellVoltage": bank.value(state.bank.cell_max),
+                "MinCellVoltage": bank.value(state.bank.cell_min),
+                "MaxCellNumber": bank.index(state.bank.cell_max),
+                "MinCellNumber": bank.index(state.bank.cell_min),
             }
         if message == "CellTemperatures":
             return {
-                "MaxCellTemperature": state.temp_max_c,
-                "MinCellTemperature": state.temp_min_c,
-                "MaxTemperatureNumber": cell_number(state.temp_max_id),
-                "MinTemperatureNumber": cell_number(state.temp_min_id),
+                "MaxCellTemperature": bank.temp_max(state.bank),
+                "MinCellTemperature": bank.temp_min(state.bank),
+                "MaxTemperatureNumber": bank.index(state.bank.temp_max),
+                "MinTemperatureNumber": bank.index(state.bank.temp_min),
             }
         if message == "Status":
-            if state.current_a > IDLE_CURRENT_A:
+            if bank.current(state.bank) > IDLE_CURRENT_A:
                 basic = 1
-            elif state.current_a < -IDLE_CURRENT_A:
+            elif bank.current(state.bank) < -IDLE_CURRENT_A:
                 basic = 2
             else:
                 basic = 3
@@ -144,13 +144,13 @@ class PylonHv(InverterProtocol):
         if message == "Versions":
             return {"HardwareVersion": 1, "SoftwareVersion": 1}
         if message == "Composition":
-            cells = state.cells_per_pack
+            cells = bank.cells(state.bank)
             return {
                 "TotalCells": cells,
                 "ModulesInSeries": 1,
                 "CellsPerModule": cells,
                 "VoltageLevel": round(cells * 3.2),
-                "CapacityAh": state.full_capacity_ah or 0.0,
+                "CapacityAh": state.bank.full_capacity_ah or 0.0,
             }
         name = str(self.option("manufacturer"))
         if message == "Manufacturer1":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from protocol.inverter import bank
 from protocol.inverter.can import alarms35a
 from protocol.inverter.can.alarms35a import alarm_pairs
 from protocol.inverter.can.base import BatteryState, Group, OptionValue, ascii_signals
@@ -35,28 +36,28 @@ def extras_values(message: str, state: BatteryState, flags35a: FlagOutput) -> di
         return alarm_pairs(flags35a, state)
     if message == "ModuleCounts":
         return {
-            "ModulesOnline": state.packs_online,
+            "ModulesOnline": state.bank.packs_online,
             "ModulesBlockingCharge": state.packs_blocking_charge,
             "ModulesBlockingDischarge": state.packs_blocking_discharge,
-            "ModulesOffline": max(0, state.packs_configured - state.packs_online),
+            "ModulesOffline": max(0, state.bank.packs_configured - state.bank.packs_online),
         }
     if message == "CellExtremes":
         return {
-            "MinCellVoltage": state.cell_min_v,
-            "MaxCellVoltage": state.cell_max_v,
-            "MinCellTemperature": state.temp_min_c,
-            "MaxCellTemperature": state.temp_max_c,
+            "MinCellVoltage": bank.value(state.bank.cell_min),
+            "MaxCellVoltage": bank.value(state.bank.cell_max),
+            "MinCellTemperature": bank.temp_min(state.bank),
+            "MaxCellTemperature": bank.temp_max(state.bank),
         }
     ids = {
-        "MinCellVoltageId": state.cell_min_id,
-        "MaxCellVoltageId": state.cell_max_id,
-        "MinTemperatureId": state.temp_min_id,
-        "MaxTemperatureId": state.temp_max_id,
+        "MinCellVoltageId": bank.place(state.bank.cell_min),
+        "MaxCellVoltageId": bank.place(state.bank.cell_max),
+        "MinTemperatureId": bank.place(state.bank.temp_min),
+        "MaxTemperatureId": bank.place(state.bank.temp_max),
     }
     if message in ids:
         return ascii_signals("Id", ids[message])
     if message == "InstalledCapacity":
-        return {"InstalledCapacityAh": state.full_capacity_ah or 0.0}
+        return {"InstalledCapacityAh": state.bank.full_capacity_ah or 0.0}
     return None
 
 
@@ -73,7 +74,7 @@ class PylonV2(Pylon):
             return {
                 "BatteryType": 0x494C,  # ASCII "LI" little-endian
                 "BmsVersion": 0x0100,
-                "CapacityAh": state.full_capacity_ah or 0.0,
+                "CapacityAh": state.bank.full_capacity_ah or 0.0,
                 "ManufacturerId": 0,
             }
         extra = extras_values(message, state, self.flag_outputs[alarms35a.FLAG_OUTPUT])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from protocol.inverter import bank
 from protocol.inverter.can.base import (
     BatteryState,
     Group,
@@ -55,9 +56,9 @@ class Schneider(InverterProtocol):
                 "MaxDischargeCurrent": discharge_current(state),
             }
         if message == "Measurements":
-            return {"Voltage": state.voltage_v, "Current": state.current_a}
+            return {"Voltage": bank.voltage(state.bank), "Current": bank.current(state.bank)}
         if message == "TemperatureSoc":
-            return {"AverageTemperature": state.temperature_c, "SOC": state.soc_pct}
+            return {"AverageTemperature": bank.temperature(state.bank), "SOC": bank.soc(state.bank)}
         if message == "Status":
             return {
                 "ForceChargeRequest": float(
@@ -74,16 +75,16 @@ class Schneider(InverterProtocol):
         if message == "State":
             return {
                 "State": STATE_FAULTED if state.stale or state.alarms else STATE_ONLINE,
-                "CycleCount": float(state.cycles or 0),
-                "SOH": state.soh_pct,
-                "CapacityAh": state.full_capacity_ah or 0.0,
+                "CycleCount": float(state.bank.cycles_max or 0),
+                "SOH": bank.soh(state.bank),
+                "CapacityAh": state.bank.full_capacity_ah or 0.0,
             }
         if message == "CellExtremes":
             return {
-                "MaxCellTemperature": state.temp_max_c,
-                "MinCellTemperature": state.temp_min_c,
-                "MaxCellVoltage": state.cell_max_v,
-                "MinCellVoltage": state.cell_min_v,
+                "MaxCellTemperature": bank.temp_max(state.bank),
+                "MinCellTemperature": bank.temp_min(state.bank),
+                "MaxCellVoltage": bank.value(state.bank.cell_max),
+                "MinCellVoltage": bank.value(state.bank.cell_min),
             }
         if message == "Name":
             return ascii_signals("Name", "SEBMS")

@@ -69,7 +69,7 @@ class Sma(InverterProtocol):
         if message == "Name":
             return ascii_signals("Name", str(self.option("name")))
         if message == "BatteryInfo":
-            capacity = state.full_capacity_ah
+            capacity = state.bank.full_capacity_ah
             return {
                 "BatteryType": INVALID,
                 "BmsVersion": INVALID,

@@ -39,9 +39,9 @@ class Sofar(Pylon):
         values = super().values(message, state, now)
         extras = bool(self.option("extras"))
         if message == "SocSoh":
-            values["RemainingCapacity"] = (state.remaining_capacity_ah or 0.0) if extras else 0.0
+            values["RemainingCapacity"] = (state.bank.remaining_capacity_ah or 0.0) if extras else 0.0
         elif message == "Measurements":
-            values["CycleCount"] = float(state.cycles or 0) if extras else 0.0
+            values["CycleCount"] = float(state.bank.cycles_max or 0) if extras else 0.0
         return values
 
 

@@ -20,7 +20,7 @@ class SolArk(Pylon):
 
     def values(self, message: str, state: BatteryState, now: float) -> dict[str, float]:
         if message == "BankCapacity":
-            return {"CapacityAh": state.full_capacity_ah or 0.0}
+            return {"CapacityAh": state.bank.full_capacity_ah or 0.0}
         return super().values(message, state, now)
 
 

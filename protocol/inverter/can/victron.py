@@ -93,7 +93,7 @@ class Victron(InverterProtocol):
             return {
                 "BatteryType": 0,
                 "BmsVersion": 0x0100,
-                "CapacityAh": state.full_capacity_ah or 0.0,
+                "CapacityAh": state.bank.full_capacity_ah or 0.0,
                 "ManufacturerId": 0,
             }
         extra = extras_values(message, state, self.flag_outputs[alarms35a.FLAG_OUTPUT])

@@ -2,9 +2,10 @@
 
 The Pylontech RS485 responder (`protocol.inverter.rs485.pylon`) and the BYD Modbus responder
 (`protocol.inverter.rs485.byd_modbus`) answer an inverter's polls from a `BankView`: per-module values
-(one physical pack = one emulated module), the system values, the charge/discharge decision of the
-gateway's policy and the identity strings. The gateway builds the view from its model and policy
-(`gateway.north.rs485.service`); nothing in here knows about the gateway.
+(one physical pack = one emulated module), the bank's values (`protocol.inverter.bank.BankValues`,
+the gateway's one bank view; extremes name their pack, the view gives its module position), the
+charge/discharge decision of the gateway's policy and the identity strings. The gateway builds the
+view from its model and policy (`gateway.north.rs485.service`); nothing in here knows about the gateway.
 
 Units are SI with the unit in the field name (V, A, °C, Ah, %); each protocol encoder converts to
 its wire units. Alarm and protection states travel as neutral flag meanings (`protocol.bms.base.Meaning`
@@ -16,10 +17,10 @@ This module must never import anything with I/O, asyncio or the gateway.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from protocol.inverter.bank import BankValues, PackId, PackValue
 from protocol.inverter.flags import FlagOutputs
 
 
@@ -90,6 +91,7 @@ class ModuleView:
 
     position: int  # 1-based
     fresh: bool  # False: no data, or data older than the stale limit
+    pack: PackId | None = None  # the pack this module is (how the bank's extremes name it)
     cell_voltages_v: tuple[float, ...] = ()
     board_temperature_c: float | None = None  # BMS board (or the closest sensor the pack has)
     cell_temperatures_c: tuple[float, ...] = ()
@@ -122,105 +124,14 @@ class ModuleView:
 
 
 @dataclass(frozen=True, slots=True)
-class Extreme:
-    value: float
-    position: int  # module position (1-based)
-    index: int  # cell or sensor index within the module (1-based)
-
-
-@dataclass(frozen=True, slots=True)
-class SystemValues:
-    """The bank as one battery (computed from the fresh modules, see `SystemValues.of`)."""
-
-    voltage_v: float
-    current_a: float
-    soc_pct: float
-    soh_pct: float | None
-    remaining_capacity_ah: float | None
-    full_capacity_ah: float | None
-    cycles_avg: int | None
-    cycles_max: int | None
-    soh_min_pct: float | None
-    cell_max: Extreme | None
-    cell_min: Extreme | None
-    cell_temp_avg_c: float | None
-    cell_temp_max: Extreme | None
-    cell_temp_min: Extreme | None
-    mos_temp_avg_c: float | None
-    mos_temp_max: Extreme | None
-    mos_temp_min: Extreme | None
-    board_temp_avg_c: float | None
-    board_temp_max: Extreme | None
-    board_temp_min: Extreme | None
-
-    @classmethod
-    def of(cls, modules: Iterable[ModuleView]) -> SystemValues | None:
-        """Aggregate the fresh modules (None when there is none).
-
-        Voltage is the mean, current the sum, SOC/SOH weighted by full capacity (equal weights when
-        a module reports none), capacities summed (None if any module lacks one).
-        """
-        mods = [m for m in modules if m.fresh and m.cell_voltages_v]
-        if not mods:
-            return None
-        weights = [m.full_capacity_ah or 1.0 for m in mods]
-        wsum = sum(weights)
-        soc = sum(w * m.soc_pct for w, m in zip(weights, mods, strict=True)) / wsum
-        sohs = [(w, m.soh_pct) for w, m in zip(weights, mods, strict=True) if m.soh_pct is not None]
-        soh = sum(w * s for w, s in sohs) / sum(w for w, _ in sohs) if sohs else None
-
-        def total(values: list[float | None]) -> float | None:
-            return None if any(v is None for v in values) else sum(v for v in values if v is not None)
-
-        cycles = [m.cycles for m in mods if m.cycles is not None]
-        cells = [Extreme(v, m.position, i + 1) for m in mods for i, v in enumerate(m.cell_voltages_v)]
-        ctemps = [Extreme(v, m.position, i + 1) for m in mods for i, v in enumerate(m.cell_temperatures_c)]
-        mtemps = [
-            Extreme(m.mos_temperature_c, m.position, 1) for m in mods if m.mos_temperature_c is not None
-        ]
-        btemps = [
-            Extreme(m.board_temperature_c, m.position, 1) for m in mods if m.board_temperature_c is not None
-        ]
-
-        def avg(items: list[Extreme]) -> float | None:
-            return sum(e.value for e in items) / len(items) if items else None
-
-        def hi(items: list[Extreme]) -> Extreme | None:
-            return max(items, key=lambda e: e.value) if items else None
-
-        def lo(items: list[Extreme]) -> Extreme | None:
-            return min(items, key=lambda e: e.value) if items else None
-
-        return cls(
-            voltage_v=sum(m.voltage_v for m in mods) / len(mods),
-            current_a=sum(m.current_a for m in mods),
-            soc_pct=soc,
-            soh_pct=soh,
-            remaining_capacity_ah=total([m.remaining_capacity_ah for m in mods]),
-            full_capacity_ah=total([m.full_capacity_ah for m in mods]),
-            cycles_avg=round(sum(cycles) / len(cycles)) if cycles else None,
-            cycles_max=max(cycles) if cycles else None,
-            soh_min_pct=min(s for _, s in sohs) if sohs else None,
-            cell_max=hi(cells),
-            cell_min=lo(cells),
-            cell_temp_avg_c=avg(ctemps),
-            cell_temp_max=hi(ctemps),
-            cell_temp_min=lo(ctemps),
-            mos_temp_avg_c=avg(mtemps),
-            mos_temp_max=hi(mtemps),
-            mos_temp_min=lo(mtemps),
-            board_temp_avg_c=avg(btemps),
-            board_temp_max=hi(btemps),
-            board_temp_min=lo(btemps),
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class BankView:
-    """Everything a responder may answer from, consistent at one instant."""
+    """Everything a responder may answer from, consistent at one instant: per-module values, and
+    the bank's values (the model's one bank view over the fresh modules' packs) for the answers
+    about the whole battery."""
 
     modules: tuple[ModuleView, ...]
     limits: Limits
+    bank: BankValues | None = None  # None: no bank values (answered like a bank without data)
     alarms: frozenset[str] = frozenset()  # bank-level meanings at the warning level
     protections: frozenset[str] = frozenset()  # bank-level meanings at the protection level
     identity: Identity = field(default_factory=Identity)
@@ -231,8 +142,18 @@ class BankView:
     flag_outputs: FlagOutputs = field(kw_only=True)
 
     @property
-    def system(self) -> SystemValues | None:
-        return SystemValues.of(self.modules)
+    def system(self) -> BankValues | None:
+        """The bank as one battery, when it has fresh packs (None otherwise)."""
+        return self.bank if self.bank is not None and self.bank.packs_online > 0 else None
+
+    def position_of(self, value: PackValue | None) -> int | None:
+        """The module position of the pack an extreme is in (None when unknown)."""
+        if value is None:
+            return None
+        for m in self.modules:
+            if m.pack == value.pack:
+                return m.position
+        return None
 
     @property
     def stale(self) -> bool:

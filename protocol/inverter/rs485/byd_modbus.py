@@ -136,8 +136,8 @@ def register_values(view: BankView) -> dict[str, float | str]:
     system = view.system
     limits = view.effective_limits
     blocked = view.stale or system is None
-    voltage = system.voltage_v if system is not None else 0.0
-    current = system.current_a if system is not None else 0.0
+    voltage = (system.voltage_v or 0.0) if system is not None else 0.0
+    current = (system.current_a or 0.0) if system is not None else 0.0
     full_ah = (system.full_capacity_ah or 0.0) if system is not None else 0.0
     remaining_ah = (system.remaining_capacity_ah or 0.0) if system is not None else 0.0
     power = voltage * current
@@ -152,7 +152,7 @@ def register_values(view: BankView) -> dict[str, float | str]:
     temps = []
     device: float | None = None
     if system is not None:
-        temps = [e.value for e in (system.cell_temp_min, system.cell_temp_max) if e is not None]
+        temps = [e.value for e in (system.temp_min, system.temp_max) if e is not None]
         hottest = [e.value for e in (system.mos_temp_max, system.board_temp_max) if e is not None]
         device = max(hottest) if hottest else None
     min_t = temps[0] if temps else 0.0
@@ -169,7 +169,7 @@ def register_values(view: BankView) -> dict[str, float | str]:
         "min_voltage_dv": limits.discharge_voltage_v * 10,
         "state": SystemState.FAULT if blocked else SystemState.ACTIVE,
         "status": status,
-        "soc_centi_pct": max(SOC_FLOOR_PCT, system.soc_pct if system is not None else 0.0) * 100,
+        "soc_centi_pct": max(SOC_FLOOR_PCT, (system.soc_pct or 0.0) if system is not None else 0.0) * 100,
         "total_capacity_wh": min(CAPACITY_CAP_WH, full_ah * voltage),
         "remaining_capacity_wh": min(CAPACITY_CAP_WH, remaining_ah * voltage),
         "max_discharge_power_w": min(POWER_CAP_W, discharge_w),

@@ -46,18 +46,17 @@ from dataclasses import dataclass, replace
 from protocol.bms.base import Meaning
 from protocol.buffer import BoundedBuffer
 from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.inverter.bank import BankValues, PackValue
 from protocol.inverter.flags import PROTECTION, WARNING, FlagOutput, require
 from protocol.inverter.rs485.base import (
     BankView,
     Exchange,
-    Extreme,
     Identity,
     Limits,
     ModuleView,
     ResponderSettings,
     Rs485Responder,
     SystemParameters,
-    SystemValues,
 )
 from protocol.ydt1363 import EOI, SOI, Rtn
 from protocol.ydt1363 import MAX_LENID as MAX_INFO_CHARS
@@ -377,42 +376,45 @@ def system_parameters_info(view: BankView) -> bytes:
     )
 
 
-def _location(e: Extreme | None) -> bytes:
-    """High byte = pack, low byte = cell/sensor; both numbered from 1 (*inferred*)."""
-    return bytes([0, 0]) if e is None else bytes([min(e.position, 0xFF), min(e.index, 0xFF)])
+def _location(view: BankView, e: PackValue | None) -> bytes:
+    """High byte = pack (its module position), low byte = cell/sensor; both numbered from 1 (*inferred*)."""
+    position = view.position_of(e)
+    if e is None or position is None:
+        return bytes([0, 0])
+    return bytes([min(position, 0xFF), min(e.index, 0xFF)])
 
 
 def _temp_or_zero(value: float | None) -> bytes:
     return u16(0) if value is None else deci_kelvin(value)
 
 
-def system_analog_info(s: SystemValues) -> bytes:
-    """0x61: 49 bytes, big-endian (layout: reference inverter protocols §4.1)."""
+def system_analog_info(view: BankView, s: BankValues) -> bytes:
+    """0x61: 49 bytes, big-endian (layout: reference inverter protocols §4.1), from the bank `s`."""
 
-    def ext_mv(e: Extreme | None) -> bytes:
-        return (u16(0) if e is None else mv(e.value)) + _location(e)
+    def ext_mv(e: PackValue | None) -> bytes:
+        return (u16(0) if e is None else mv(e.value)) + _location(view, e)
 
-    def ext_temp(e: Extreme | None) -> bytes:
-        return _temp_or_zero(None if e is None else e.value) + _location(e)
+    def ext_temp(e: PackValue | None) -> bytes:
+        return _temp_or_zero(None if e is None else e.value) + _location(view, e)
 
     info = b"".join(
         [
-            mv(s.voltage_v),
-            s16(s.current_a * 100),  # 10 mA
-            u8(s.soc_pct),
-            u16(s.cycles_avg or 0),
+            mv(s.voltage_v or 0.0),
+            s16((s.current_a or 0.0) * 100),  # 10 mA
+            u8(s.soc_pct or 0.0),
+            u16(s.cycles_mean or 0),
             u16(s.cycles_max or 0),
             u8(s.soh_pct if s.soh_pct is not None else 100),
             u8(s.soh_min_pct if s.soh_min_pct is not None else 100),
             ext_mv(s.cell_max),
             ext_mv(s.cell_min),
-            _temp_or_zero(s.cell_temp_avg_c),
-            ext_temp(s.cell_temp_max),
-            ext_temp(s.cell_temp_min),
-            _temp_or_zero(s.mos_temp_avg_c),
+            _temp_or_zero(s.temp_mean_c),
+            ext_temp(s.temp_max),
+            ext_temp(s.temp_min),
+            _temp_or_zero(s.mos_temp_mean_c),
             ext_temp(s.mos_temp_max),
             ext_temp(s.mos_temp_min),
-            _temp_or_zero(s.board_temp_avg_c),
+            _temp_or_zero(s.board_temp_mean_c),
             ext_temp(s.board_temp_max),
             ext_temp(s.board_temp_min),
         ]
@@ -819,7 +821,7 @@ class PylonResponder(Rs485Responder):
         system = view.system
         if system is None:
             raise _Answer(Rtn.INTERNAL_COMM_ERROR, "no_data", "no module has fresh data")
-        return system_analog_info(system)
+        return system_analog_info(view, system)
 
     def _system_alarm(self, frame: PylonFrame, position: int, view: BankView, now: float) -> bytes:
         self._require_master(position, frame.cid2)

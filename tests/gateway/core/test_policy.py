@@ -49,8 +49,8 @@ def test_nominal_bank_gets_configured_limits() -> None:
     assert dict(d.limiting) == dict.fromkeys(
         ("charge_voltage_v", "discharge_voltage_v", "charge_current_a", "discharge_current_a"), "configured"
     )
-    assert d.packs_online == 2 and d.cells_per_pack == 16
-    assert d.soc_pct == pytest.approx(50.0) and d.temperature_c == pytest.approx(25.5)
+    assert d.bank.packs_online == 2 and d.bank.cells_per_pack == 16
+    assert d.bank.soc_pct == pytest.approx(50.0) and d.bank.temp_mean_c == pytest.approx(25.5)
 
 
 DERATING_CASES = [
@@ -157,7 +157,7 @@ def test_pack_offline_reduces_the_sum_and_is_named() -> None:
     d = PolicyEngine(PolicyConfig()).evaluate(v, Controls().state(T0), T0)
     assert d.charge_current_a == pytest.approx(RATED)
     assert d.limiting["charge_current_a"] == "pack_offline"
-    assert d.packs_online == 2 and d.packs_configured == 3
+    assert d.bank.packs_online == 2 and d.bank.packs_configured == 3
     assert "communication" in d.warnings and not d.alarms
 
 
@@ -226,7 +226,7 @@ def test_stale_data_blocks_everything_and_keeps_measurements() -> None:
     assert d.charge_current_a == d.discharge_current_a == 0.0
     assert set(d.limiting.values()) == {"stale_data"}
     assert "communication" in d.alarms and "communication" in d.warnings
-    assert d.voltage_v == pytest.approx(16 * 3.30)  # last known, for the protocols' stop encoding
+    assert d.bank.voltage_v == pytest.approx(16 * 3.30)  # last known, for the protocols' stop encoding
     assert not d.force_charge_1 and not d.full_charge_request
 
 

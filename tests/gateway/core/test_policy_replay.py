@@ -111,7 +111,7 @@ def test_charge_current_tapers_by_cell_voltage_near_full() -> None:
     # the packs' CHG_OC1_Start (110 A) x 0.9 is below the 100 A rating: the pack parameter limits
     assert charge[0].limiting["charge_current_a"] == "pack_parameter"
     assert charge[0].charge_current_a == pytest.approx(2 * 99 * 0.9)
-    tapered = [d for d in charge if d.cell_max_v >= 3.40]
+    tapered = [d for d in charge if d.bank.cell_max.value >= 3.40]
     assert tapered, "the run reaches the taper region"
     assert all(d.limiting["charge_current_a"] == "cell_voltage_derating" for d in tapered)
     assert all(d.charge_current_a < 0.75 * charge[0].charge_current_a for d in tapered)
@@ -121,7 +121,7 @@ def test_charge_current_tapers_by_cell_voltage_near_full() -> None:
 
 def test_discharge_derates_near_empty_and_requests_force_charge() -> None:
     discharge = list(decisions("discharge"))
-    low = [d for d in discharge if d.cell_min_v <= 3.10]
+    low = [d for d in discharge if d.bank.cell_min.value <= 3.10]
     assert low and all(d.limiting["discharge_current_a"] == "cell_voltage_derating" for d in low)
     assert all(d.discharge_current_a < 0.5 * 180 for d in low)  # each pack derates by its own cells
     assert discharge[0].discharge_current_a == pytest.approx(180)
@@ -130,7 +130,7 @@ def test_discharge_derates_near_empty_and_requests_force_charge() -> None:
     assert discharge[-1].force_charge_2 and discharge[-1].force_charge_1  # SOC ended at ~5 %
     assert "soc_low" in discharge[-1].warnings  # the packs' SOC-low alarm, by its meaning
     first_fc2 = next(i for i, d in enumerate(discharge) if d.force_charge_2)
-    assert discharge[first_fc2].soc_pct <= 9.0
+    assert discharge[first_fc2].bank.soc_pct <= 9.0
 
 
 def test_voltage_limits_stay_put_over_the_run() -> None:

@@ -81,7 +81,7 @@ async def test_frames_follow_the_simulator_and_stop_when_it_goes_silent(tmp_path
             sim = ctx.simulator
             assert sim is not None
             decisions: DecisionStore = ctx.decisions
-            fresh = await decisions.wait_for(lambda d: d.has_data and d.packs_online == 2)
+            fresh = await decisions.wait_for(lambda d: d.has_data and d.bank.packs_online == 2)
             await collect(2.5)  # frames from before both packs were read drain first; keep the last ones
             soc_frames = [m for _, m in frames if m.arbitration_id == 0x355]
             assert soc_frames, "CAN frames flow once the first decision exists"

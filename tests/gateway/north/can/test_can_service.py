@@ -411,7 +411,7 @@ async def test_policy_service_publishes_on_new_views_and_on_its_timer() -> None:
         t = time.time()
         store.publish(pack(1, telemetry(now=t, soc_pct=42.0), availability=Availability.ONLINE), now=t)
         fresh = await asyncio.wait_for(decisions.wait_for(lambda d: d.has_data), 2.0)
-        assert fresh.soc_pct == pytest.approx(42.0)
+        assert fresh.bank.soc_pct == pytest.approx(42.0)
         n = policy.evaluations
         for _ in range(200):  # every 0.1 s; a loaded machine may be slower: wait (bounded, >= 10 s)
             if policy.evaluations >= n + 2:

@@ -133,27 +133,27 @@ PYLON: list[Expect] = [
     ("Limits", "ChargeCurrentLimit", lambda d: d.charge_current_a, 0.05),
     ("Limits", "DischargeCurrentLimit", lambda d: d.discharge_current_a, 0.05),
     ("Limits", "DischargeVoltageLimit", lambda d: d.discharge_voltage_v, 0.05),
-    ("SocSoh", "SOC", lambda d: round(d.soc_pct), 0),
-    ("SocSoh", "SOH", lambda d: round(d.soh_pct), 0),
-    ("Measurements", "Voltage", lambda d: d.voltage_v, 0.005),
-    ("Measurements", "Current", lambda d: d.current_a, 0.05),
+    ("SocSoh", "SOC", lambda d: round(d.bank.soc_pct), 0),
+    ("SocSoh", "SOH", lambda d: round(d.bank.soh_pct), 0),
+    ("Measurements", "Voltage", lambda d: d.bank.voltage_v, 0.005),
+    ("Measurements", "Current", lambda d: d.bank.current_a, 0.05),
     ("Request", "ChargeEnable", lambda d: 1, 0),
     ("Request", "DischargeEnable", lambda d: 1, 0),
-    ("ProtectionAlarm", "ModuleCount", lambda d: d.packs_online, 0),
+    ("ProtectionAlarm", "ModuleCount", lambda d: d.bank.packs_online, 0),
 ]
-TEMP = [("Measurements", "Temperature", lambda d: d.temperature_c, 0.05)]
+TEMP = [("Measurements", "Temperature", lambda d: d.bank.temp_mean_c, 0.05)]
 SMA_LIKE: list[Expect] = [
     *PYLON[:8],
     *TEMP,
-    ("SocSoh", "SOCHiRes", lambda d: d.soc_pct, 0.005),
+    ("SocSoh", "SOCHiRes", lambda d: d.bank.soc_pct, 0.005),
     ("AlarmsWarnings", "AlarmGeneral", lambda d: 2, 0),
     ("AlarmsWarnings", "WarningBmsInternal", lambda d: 1, 0),  # a pack is offline: communication warning
 ]
 VICTRON_EXTRAS: list[Expect] = [
     ("ModuleCounts", "ModulesOnline", lambda d: 2, 0),
     ("ModuleCounts", "ModulesOffline", lambda d: 1, 0),
-    ("CellExtremes", "MaxCellVoltage", lambda d: d.cell_max_v, 0.0005),
-    ("CellExtremes", "MinCellTemperature", lambda d: d.temp_min_c, 0.5),
+    ("CellExtremes", "MaxCellVoltage", lambda d: d.bank.cell_max.value, 0.0005),
+    ("CellExtremes", "MinCellTemperature", lambda d: d.bank.temp_min.value, 0.5),
     ("InstalledCapacity", "InstalledCapacityAh", lambda d: 280, 0),
     ("MaxCellVoltageId", "Id0", lambda d: ord("b"), 0),
 ]
@@ -162,19 +162,19 @@ EXPECTATIONS: dict[str, list[Expect]] = {
     "deye": PYLON + TEMP,
     "goodwe": PYLON + TEMP,
     "sofar": PYLON + TEMP,
-    "pylon-v2": PYLON + TEMP + VICTRON_EXTRAS + [("SocSoh", "SOCHiRes", lambda d: d.soc_pct, 0.005)],
+    "pylon-v2": PYLON + TEMP + VICTRON_EXTRAS + [("SocSoh", "SOCHiRes", lambda d: d.bank.soc_pct, 0.005)],
     "solark": [e for e in PYLON if e[1] != "Voltage"]
     + TEMP
     + [
-        ("Measurements", "Voltage", lambda d: d.voltage_v, 0.05),  # 0.1 V on Sol-Ark
+        ("Measurements", "Voltage", lambda d: d.bank.voltage_v, 0.05),  # 0.1 V on Sol-Ark
         ("BankCapacity", "CapacityAh", lambda d: 280, 0),
     ],
     "luxpower": [
         *PYLON,
-        ("SocSoh", "MaxCellVoltage", lambda d: d.cell_max_v, 0.0005),
-        ("SocSoh", "MinCellVoltage", lambda d: d.cell_min_v, 0.0005),
-        ("Measurements", "MaxCellTemperature", lambda d: d.temp_max_c, 0.05),
-        ("Measurements", "MinCellTemperature", lambda d: d.temp_min_c, 0.05),
+        ("SocSoh", "MaxCellVoltage", lambda d: d.bank.cell_max.value, 0.0005),
+        ("SocSoh", "MinCellVoltage", lambda d: d.bank.cell_min.value, 0.0005),
+        ("Measurements", "MaxCellTemperature", lambda d: d.bank.temp_max.value, 0.05),
+        ("Measurements", "MinCellTemperature", lambda d: d.bank.temp_min.value, 0.05),
         ("ProtectionAlarm", "CapacityAh", lambda d: 280, 0),
         ("Request", "CycleCount", lambda d: 321, 0),
     ],
@@ -186,15 +186,15 @@ EXPECTATIONS: dict[str, list[Expect]] = {
         ("Limits", "DischargeCurrentLimit", lambda d: d.discharge_current_a, 0.05),
         ("Limits", "State", lambda d: 3, 0),  # discharging
         ("Limits", "ChargeEnabled", lambda d: 1, 0),
-        ("Measurements", "Voltage", lambda d: d.voltage_v, 0.005),
-        ("Measurements", "Current", lambda d: d.current_a, 0.05),
-        ("Measurements", "SOC", lambda d: round(d.soc_pct), 0),
-        ("Measurements", "SOH", lambda d: round(d.soh_pct), 0),
-        ("Measurements", "MaxCellTemperature", lambda d: d.temp_max_c, 0.05),
+        ("Measurements", "Voltage", lambda d: d.bank.voltage_v, 0.005),
+        ("Measurements", "Current", lambda d: d.bank.current_a, 0.05),
+        ("Measurements", "SOC", lambda d: round(d.bank.soc_pct), 0),
+        ("Measurements", "SOH", lambda d: round(d.bank.soh_pct), 0),
+        ("Measurements", "MaxCellTemperature", lambda d: d.bank.temp_max.value, 0.05),
         ("Capacity", "RemainingCapacity", lambda d: 177.5, 0.005),
         ("Capacity", "FullCapacity", lambda d: 280.0, 0.005),
         ("Capacity", "CycleCount", lambda d: 321, 0),
-        ("Request", "MaxCellVoltage", lambda d: d.cell_max_v, 0.0005),
+        ("Request", "MaxCellVoltage", lambda d: d.bank.cell_max.value, 0.0005),
         ("Request", "MaxCellNumber", lambda d: 7, 0),
         ("ProtectionWarning", "PackCount", lambda d: 2, 0),
         ("ProtectionWarning", "WarnInternalCommFail", lambda d: 1, 0),
@@ -204,24 +204,24 @@ EXPECTATIONS: dict[str, list[Expect]] = {
         ("VoltageLimits", "MinDischargeVoltage", lambda d: d.discharge_voltage_v, 0.005),
         ("CurrentLimits", "MaxChargeCurrent", lambda d: d.charge_current_a, 0.005),
         ("CurrentLimits", "MaxDischargeCurrent", lambda d: d.discharge_current_a, 0.005),
-        ("Measurements", "Voltage", lambda d: d.voltage_v, 0.005),
-        ("Measurements", "Current", lambda d: d.current_a, 0.005),
-        ("TemperatureSoc", "SOC", lambda d: d.soc_pct, 0.05),
+        ("Measurements", "Voltage", lambda d: d.bank.voltage_v, 0.005),
+        ("Measurements", "Current", lambda d: d.bank.current_a, 0.005),
+        ("TemperatureSoc", "SOC", lambda d: d.bank.soc_pct, 0.05),
         ("Status", "ChargePermitted", lambda d: 1, 0),
         ("Status", "Stop", lambda d: 0, 0),
         ("State", "CycleCount", lambda d: 321, 0),
-        ("CellExtremes", "MinCellVoltage", lambda d: d.cell_min_v, 0.0005),
+        ("CellExtremes", "MinCellVoltage", lambda d: d.bank.cell_min.value, 0.0005),
     ],
     "pylon-hv": [
-        ("SystemData", "Voltage", lambda d: d.voltage_v, 0.05),
-        ("SystemData", "Current", lambda d: d.current_a, 0.05),
-        ("SystemData", "BmsTemperature", lambda d: d.temperature_c, 0.05),
-        ("SystemData", "SOC", lambda d: round(d.soc_pct), 0),
+        ("SystemData", "Voltage", lambda d: d.bank.voltage_v, 0.05),
+        ("SystemData", "Current", lambda d: d.bank.current_a, 0.05),
+        ("SystemData", "BmsTemperature", lambda d: d.bank.temp_mean_c, 0.05),
+        ("SystemData", "SOC", lambda d: round(d.bank.soc_pct), 0),
         ("Limits", "ChargeCutoffVoltage", lambda d: d.charge_voltage_v, 0.05),
         ("Limits", "MaxChargeCurrent", lambda d: d.charge_current_a, 0.05),
         ("Limits", "MaxDischargeCurrent", lambda d: -d.discharge_current_a, 0.05),
         ("CellVoltages", "MinCellNumber", lambda d: 3, 0),
-        ("CellTemperatures", "MaxCellTemperature", lambda d: d.temp_max_c, 0.05),
+        ("CellTemperatures", "MaxCellTemperature", lambda d: d.bank.temp_max.value, 0.05),
         ("Forbid", "ChargeForbidden", lambda d: 0, 0),
         ("Composition", "CapacityAh", lambda d: 280, 0),
     ],
@@ -230,11 +230,11 @@ EXPECTATIONS: dict[str, list[Expect]] = {
         ("Limits", "MinDischargeVoltage", lambda d: d.discharge_voltage_v, 0.05),
         ("Limits", "MaxChargeCurrent", lambda d: d.charge_current_a, 0.05),
         ("Limits", "MaxDischargeCurrent", lambda d: d.discharge_current_a, 0.05),
-        ("SocSoh", "SOC", lambda d: d.soc_pct, 0.005),
+        ("SocSoh", "SOC", lambda d: d.bank.soc_pct, 0.005),
         ("SocSoh", "FullCapacity", lambda d: 280.0, 0.05),
-        ("Measurements", "Current", lambda d: d.current_a, 0.05),
-        ("Temperatures", "MinTemperature", lambda d: d.temp_min_c, 0.05),
-        ("Identity", "CapacityKwh", lambda d: 280.0 * d.voltage_v / 1000, 0.05),
+        ("Measurements", "Current", lambda d: d.bank.current_a, 0.05),
+        ("Temperatures", "MinTemperature", lambda d: d.bank.temp_min.value, 0.05),
+        ("Identity", "CapacityKwh", lambda d: 280.0 * d.bank.voltage_v / 1000, 0.05),
     ],
 }
 
@@ -269,7 +269,7 @@ def test_stale_data_gives_the_stop_encoding_with_alarm_bits(name: str) -> None:
         if k in ("Limits.ChargeVoltageLimit", "Limits.ChargeVoltage", "VoltageLimits.MaxChargeVoltage")
         or k in ("Limits.MaxChargeVoltage", "Limits.ChargeCutoffVoltage")
     ]
-    expected_cvl = 0.1 if name == "sofar" else D.voltage_v  # never 0; Sofar ignores 0 (0.1 V / 0.1 A)
+    expected_cvl = 0.1 if name == "sofar" else D.bank.voltage_v  # never 0; Sofar ignores 0 (0.1 V / 0.1 A)
     assert cvl and all(v == pytest.approx(expected_cvl, abs=0.051) for v in cvl), (name, cvl)
     alarm_signals = {
         "pylon": (

@@ -8,14 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mappings.flags import load_outputs
 from protocol.inverter.rs485.base import BankView, Limits
 from protocol.inverter.rs485.byd_modbus import (
     POINTS,
     BydModbusResponder,
     build_image,
 )
-from tests.support.pylon_rs485_helpers import LIMITS, bank, module, read_req, ref_crc, rtu
+from tests.support.pylon_rs485_helpers import bank, bank_view, module, read_req, ref_crc, rtu
 
 NOW = 500.0
 
@@ -72,10 +71,8 @@ def test_rating_block() -> None:
 
 def test_live_block_values() -> None:
     mods = (module(1, current=-20.0, soc=55.0), module(2, current=-10.0, soc=45.0))
-    view = BankView(
-        flag_outputs=load_outputs(),
-        modules=mods,
-        limits=LIMITS,
+    view = bank_view(
+        mods,
         energy_charged_wh=123456.0,
         energy_discharged_wh=7.0,
     )
@@ -99,7 +96,7 @@ def test_live_block_values() -> None:
 
 
 def test_soc_floor_and_charging_status() -> None:
-    view = BankView(flag_outputs=load_outputs(), modules=(module(1, soc=0.2, current=40.0),), limits=LIMITS)
+    view = bank_view((module(1, soc=0.2, current=40.0),))
     regs = registers(exchange(view, read_req(302, 2)))
     assert regs == [129, 100]
 
@@ -108,7 +105,7 @@ def test_stale_gives_fault_state_and_zero_power() -> None:
     stale_limits = Limits(55.2, 48.0, 150.0, 200.0, True, True, stale=True)
     for view in (
         bank(2, limits=stale_limits),
-        BankView(flag_outputs=load_outputs(), modules=(module(1, fresh=False),), limits=LIMITS),
+        bank_view((module(1, fresh=False),)),
     ):
         regs = registers(exchange(view, read_req(300, 9)))
         assert regs[0] == 4

@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mappings.flags import load_outputs
 from protocol.errors import RemoteProtocolError
 from protocol.inverter.rs485.base import BankView, Limits
 from protocol.inverter.rs485.pylon import (
@@ -21,9 +20,9 @@ from protocol.inverter.rs485.pylon import (
     parse_frame,
 )
 from tests.support.pylon_rs485_helpers import (
-    LIMITS,
     Reader,
     bank,
+    bank_view,
     decode_management,
     decode_module_analog,
     module,
@@ -149,7 +148,7 @@ def test_analog_module_golden_and_values() -> None:
 
 
 def test_analog_small_pack_uses_u16_capacities() -> None:
-    view = BankView(flag_outputs=load_outputs(), modules=(module(1, full_ah=50.0, soc=50.0),), limits=LIMITS)
+    view = bank_view((module(1, full_ah=50.0, soc=50.0),))
     d = ref_decode(answer(view, build_request(0x20, 2, 0x42, b"\x02")))
     r = Reader(d.info)
     r.take("B"), r.take("B")
@@ -191,7 +190,7 @@ def test_unknown_module_address_is_not_answered() -> None:
 def test_alarm_module_and_stack() -> None:
     m1 = module(1, protections=frozenset({"cell_undervoltage", "charge_overcurrent"}), current=-30.0)
     m2 = module(2, cell_voltages_v=(3.7,) + (3.3,) * 15)
-    view = BankView(flag_outputs=load_outputs(), modules=(m1, m2), limits=LIMITS)
+    view = bank_view((m1, m2))
     d = ref_decode(answer(view, build_request(0x20, 0x02, 0x44, b"\x02")))
     r = Reader(d.info)
     assert r.take("B") == 0  # INFOFLAG, as real packs send it first
@@ -282,7 +281,7 @@ def test_stale_gives_blocking_answers_never_silence() -> None:
     d = ref_decode(answer(stale, build_request(0x20, 2, 0x62)))
     assert d.info[1] & 0x10 and d.info[3] & 0x08  # internal comm failure, system fault
     # a module without fresh data: its data commands answer 0x91, its management is blocked
-    view = BankView(flag_outputs=load_outputs(), modules=(module(1), module(2, fresh=False)), limits=LIMITS)
+    view = bank_view((module(1), module(2, fresh=False)))
     assert ref_decode(answer(view, build_request(0x20, 3, 0x42, b"\x03"))).rtn == 0x91
     r = Reader(ref_decode(answer(view, build_request(0x20, 3, 0x92, b"\x03"))).info)
     r.take("B")
@@ -290,7 +289,7 @@ def test_stale_gives_blocking_answers_never_silence() -> None:
     r = Reader(ref_decode(answer(view, build_request(0x20, 2, 0x92, b"\x02"))).info)
     r.take("B")
     assert decode_management(r)["charge_a"] == 150.0  # the only fresh module carries it all
-    nothing = BankView(flag_outputs=load_outputs(), modules=(module(1, fresh=False),), limits=LIMITS)
+    nothing = bank_view((module(1, fresh=False),))
     assert ref_decode(answer(nothing, build_request(0x20, 2, 0x61), inferred())).rtn == 0x91
     assert ref_decode(answer(nothing, build_request(0x20, 2, 0x42, b"\xff"), inferred())).rtn == 0x91
     r = Reader(ref_decode(answer(nothing, build_request(0x20, 2, 0x63))).info)
@@ -384,7 +383,7 @@ def test_system_alarm_bits() -> None:
         module(1, alarms=frozenset({"cell_overvoltage", "cell_imbalance"})),
         module(2, protections=frozenset({"discharge_overcurrent", "pack_undervoltage"})),
     )
-    view = BankView(flag_outputs=load_outputs(), modules=mods, limits=LIMITS)
+    view = bank_view(mods)
     d = ref_decode(answer(view, build_request(0x20, 2, 0x62)))
     assert d.info == bytes([0x21, 0x00, 0x40, 0x20])
 
@@ -498,7 +497,7 @@ def test_fuzz_never_raises_and_recovers(junk: bytes) -> None:
 
 def test_answer_too_long_for_lenid_gets_internal_error_not_a_crash() -> None:
     big = tuple(module(i, cell_voltages_v=(3.3,) * 200) for i in range(1, 15))
-    view = BankView(flag_outputs=load_outputs(), modules=big, limits=LIMITS)
+    view = bank_view(big)
     r = inferred()
     r.feed(build_request(0x20, 2, 0x42, b"\xff"))
     (ex,) = r.process(view, NOW)
