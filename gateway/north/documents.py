@@ -12,8 +12,10 @@ field by field, so a field added to `BankSnapshot` appears without a change here
 
 One precision rule, applied once in `plain`: the model quantizes every derived value to the
 resolution of its unit (`gateway.core.model.q`), measured values are exact decimals from the
-codecs, and every float is written with at most 15 significant digits (all a double holds exactly),
-which drops binary noise such as 3.2800000000000002; non-finite floats are `null`.
+codecs, and a float a few units in the last place away from a decimal of 15 significant digits (all
+a double holds exactly) is written as that decimal, which drops binary noise such as
+3.2800000000000002 for 3.28; non-finite floats are `null`. Nothing is rounded to a display
+precision here: that is the reader's choice (Home Assistant's suggested_display_precision, the UI).
 
 Nothing here computes a measurement (those come from `gateway.core.model`); this module only adds
 what the model exposes as properties (`online`, `label`, `cell_diff_v`, `success_ratio`, ...) and
@@ -33,13 +35,17 @@ from gateway.core.policy.engine import stops, warns
 from protocol.bms.base import FlagInfo
 
 SIGNIFICANT_DIGITS = 15
+NOISE_ULPS = 4
 
 
 def number(value: float) -> float | None:
-    """A float as the documents write it: `None` when not finite, else at most 15 significant digits."""
+    """A float as the documents write it: `None` when not finite; the decimal of 15 significant
+    digits when the float is only binary noise away from it (a few units in the last place, as
+    3.2800000000000002 from 3280 * 0.001); else the float itself (a timestamp keeps its microseconds)."""
     if not math.isfinite(value):
         return None
-    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    short = float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    return short if abs(short - value) <= NOISE_ULPS * math.ulp(value) else value
 
 
 def plain(obj: Any) -> Any:
@@ -127,7 +133,7 @@ def bank_document(bank: BankSnapshot) -> dict[str, Any]:
     return data
 
 
-def pack_answer(snap: PackSnapshot, now: float | None) -> dict[str, Any]:
+def pack_answer(snap: PackSnapshot, now: float | None = None) -> dict[str, Any]:
     """`pack_document` as the HTTP API answers it: the same document plus `age_s`, the seconds since
     the pack's last successful read at the time of the request (`null` before the first, or without
     `now`). MQTT leaves it out: a retained document has no request time."""
