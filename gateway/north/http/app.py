@@ -115,7 +115,8 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     @app.get("/api/packs", tags=["data"], dependencies=data)
     async def packs() -> list[dict[str, Any]]:
-        """Every configured pack's latest snapshot, ordered by bus and address."""
+        """Every configured pack's latest snapshot, ordered by bus and address: each the pack's one
+        JSON document (the same MQTT publishes on the pack's state topic) plus `age_s`."""
         now = time.time()
         return [pack_answer(p, now) for p in ctx.store.view.ordered()]
 
