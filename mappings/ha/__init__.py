@@ -66,13 +66,17 @@ class EntitySpec:
     entity_category: str | None = None
     icon: str | None = None
     optional: bool = False  # left out of discovery while the pack does not report the value
+    value: str | None = None  # Jinja expression of the state, `{value}` = the field ("{value} > 0")
 
     def expand(self, cells: int, temperature_labels: Sequence[str]) -> list[EntitySpec]:
         """Concrete entities: one per cell / temperature sensor for repeated entries, else itself."""
         if self.repeat == "cells":
             return [self._fill(i=str(i), i0=str(i - 1)) for i in range(1, cells + 1)]
         if self.repeat == "temperatures":
-            return [self._fill(label=label) for label in temperature_labels]
+            return [
+                self._fill(label=label, i=str(n), i0=str(n - 1))
+                for n, label in enumerate(temperature_labels, start=1)
+            ]
         return [self]
 
     def _fill(self, **values: str) -> EntitySpec:
@@ -95,7 +99,8 @@ class EntitySpec:
 
         Guarded: every step of the path is tested with `is defined` before it is used, and a missing
         or null value renders `None`, which HA's MQTT sensors take as "unknown" without logging a
-        template warning (a state document without a layout, or a layout that shrank).
+        template warning (a state document without a layout, or a layout that shrank). With `value`
+        the state is that expression of the field's value (only evaluated once the guard holds).
         """
         expr = "value_json" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.path)
         guards = []
@@ -104,6 +109,8 @@ class EntitySpec:
             step += f"[{p}]" if isinstance(p, int) else f".{p}"
             guards.append(f"{step} is defined")
         guard = " and ".join([*guards, f"{expr} is not none"])
+        if self.value is not None:
+            expr = "(" + self.value.replace("{value}", expr) + ")"
         if self.platform == "binary_sensor":
             return "{{ ('ON' if " + expr + " else 'OFF') if " + guard + " else None }}"
         return "{{ " + expr + " if " + guard + " else None }}"
@@ -161,6 +168,10 @@ def _check(where: str, spec: EntitySpec) -> None:
             fail(f"a repeated entity needs {placeholder} in its key and name")
     elif "{" in spec.key + spec.name + spec.field:
         fail("placeholders are only allowed with repeat")
+    if spec.value is not None:
+        rest = spec.value.replace("{value}", "")
+        if rest == spec.value or any(c in rest for c in "{}%#"):
+            fail("value is a Jinja expression that names the field as {value}, without other braces")
     if spec.entity_category is not None and spec.entity_category not in ENTITY_CATEGORIES:
         fail(f"entity_category must be one of {ENTITY_CATEGORIES} (read-only entities)")
     if spec.platform == "binary_sensor":

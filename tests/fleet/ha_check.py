@@ -4,7 +4,8 @@ Not a test module: `test_home_assistant.py` runs it with the Python of the Home 
 environment (`make ha-venv`), feeding a JSON file of captured messages:
   {"discovery": {topic: payload}, "states": {topic: [payload, ...]}, "extra_states": {topic: [...]}}
 and reads one JSON object back on stdout:
-  {"version", "devices", "entities", "platforms": {...}, "errors": [...], "template_warnings": [...]}
+  {"version", "devices", "entities", "platforms": {...}, "values": {component id: state on the last
+   published document of its topic}, "errors": [...], "template_warnings": [...]}
 
 For every device discovery payload it does what HA's `mqtt/discovery.py` does: expand
 abbreviations, validate with DEVICE_DISCOVERY_SCHEMA, split into components, merge the device's
@@ -80,9 +81,10 @@ async def check(data: dict[str, Any]) -> dict[str, Any]:
                 continue
             errors.extend(f"{topic} {cid}: {platform}: {m}" for m in capture.records[before:])
             platforms[platform] = platforms.get(platform, 0) + 1
-            components.append((f"{topic} {cid}", {**validated, "_qos_given": "qos" in comp}))
+            components.append((f"{topic} {cid}", {**validated, "_qos_given": "qos" in comp, "_id": cid}))
 
     renders = 0
+    values: dict[str, object] = {}  # component id -> its state on the last published document
     for where, conf in components:
         state_topic = conf.get("state_topic")
         docs = list(data["states"].get(state_topic, [])) + list(data["extra_states"].get(state_topic, []))
@@ -96,6 +98,9 @@ async def check(data: dict[str, Any]) -> dict[str, Any]:
             renders += 1
             for message in capture.records[before:]:
                 errors.append(f"{where}: template warning on {state_topic}: {message}")
+        published = data["states"].get(state_topic)
+        if published:
+            values[conf["_id"]] = tpl.async_render_with_possible_json_value(published[-1], "<default>")
     await hass.async_stop(force=True)
     config_dir.cleanup()
     return {
@@ -106,6 +111,7 @@ async def check(data: dict[str, Any]) -> dict[str, Any]:
         "qos": sorted({int(c["qos"]) for _, c in components}),
         "qos_per_component": all(c["_qos_given"] for _, c in components),
         "renders": renders,
+        "values": values,
         "errors": errors,
     }
 

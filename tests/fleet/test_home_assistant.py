@@ -4,7 +4,7 @@ The real gateway process publishes to a real Mosquitto; everything under `homeas
 `bms-gateway/#` is captured across two runs (a restart). Then:
 - each pack's discovery is published exactly once per run, complete (every cell and sensor), and
   the restart publishes the same payload from the remembered layout;
-- no state document without a layout (`"cells_v": []`) is ever published;
+- no state document without a layout (no `telemetry`) is ever published;
 - Home Assistant's MQTT integration (`tests/fleet/ha_check.py`, run with the Python of the Home
   Assistant virtual environment that `make ha-venv` builds) accepts every device payload and every
   component with its platform's schema, each component carries its own qos (HA does not copy a
@@ -31,7 +31,7 @@ import aiomqtt
 import pytest
 
 from gateway.core.model import Availability, PackIdentity, PackSnapshot
-from gateway.north.mqtt.documents import pack_document
+from gateway.north.documents import pack_document
 from tests.fleet.stack import free_port, gateway, gateway_config, need, running, simulator, wait_port
 
 pytestmark = [pytest.mark.fleet, pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -125,12 +125,14 @@ async def test_home_assistant_accepts_everything_and_renders_without_warnings(tm
             state = json.loads(next(p for t, p in reversed(seen) if t == json.loads(payload)["state_topic"]))
             cells = [k for k in comps if re.search(r"_cell_\d+$", k)]
             temps = [k for k in comps if re.search(r"_temp_[a-z]+\d+$", k)]
-            assert len(cells) == len(state["cells_v"]) > 0, f"run {n} {topic}: cells missing"
-            assert len(temps) == len(state["temperatures"]) > 0, f"run {n} {topic}: sensors missing"
+            tel = state["telemetry"]
+            assert len(cells) == len(tel["cell_voltages_v"]) > 0, f"run {n} {topic}: cells missing"
+            assert len(temps) == len(tel["temperatures"]) > 0, f"run {n} {topic}: sensors missing"
             assert all(c["qos"] == 1 for c in comps.values())
         for topic, payload in seen:
             if topic.startswith("bms-gateway/b1/") and topic.endswith("/state"):
-                assert json.loads(payload)["cells_v"], f"run {n}: a state without a layout on {topic}"
+                tel = json.loads(payload)["telemetry"]
+                assert tel and tel["cell_voltages_v"], f"run {n}: a state without a layout on {topic}"
     assert discoveries(runs[0]) == discoveries(runs[1]), "the restart announced a different layout"
 
     if not HA_PYTHON.exists():
@@ -147,7 +149,13 @@ async def test_home_assistant_accepts_everything_and_renders_without_warnings(tm
         "discovery": {t: p[0].decode() for t, p in discoveries(runs[1]).items()}
         | {t: p.decode() for t, p in runs[1] if t.startswith("homeassistant/device/") and "_b1_" not in t},
         "states": states,
-        "extra_states": {"bms-gateway/b1/1/state": [json.dumps(empty), json.dumps({"cells_v": [3.3]})]},
+        "extra_states": {
+            "bms-gateway/b1/1/state": [
+                json.dumps(empty),  # never answered: `telemetry` is null
+                json.dumps({"telemetry": {"cell_voltages_v": [3.3], "temperatures": []}}),  # layout shrank
+                json.dumps({}),
+            ]
+        },
     }
     (tmp_path / "ha-input.json").write_text(json.dumps(data), encoding="utf-8")
     proc = await asyncio.to_thread(
@@ -164,7 +172,38 @@ async def test_home_assistant_accepts_everything_and_renders_without_warnings(tm
     assert result["devices"] == 3  # two packs and the gateway
     assert result["qos"] == [1] and result["qos_per_component"]
     assert result["renders"] > result["entities"]
+    check_values(result["values"], states)
     print(
         f"\nHome Assistant {result['version']}: {result['devices']} devices, {result['entities']} entities "
         f"({result['platforms']}) accepted, {result['renders']} template renders without a warning"
     )
+
+
+def check_values(values: dict[str, str], states: dict[str, list[str]]) -> None:
+    """The states HA rendered on the last published documents are the documents' values (a template
+    that renders without a warning may still read the wrong field)."""
+
+    def value(suffix: str) -> str:
+        (found,) = [v for k, v in values.items() if k.endswith(suffix)]
+        return str(found)
+
+    doc = json.loads(states["bms-gateway/b1/1/state"][-1])
+    tel = doc["telemetry"]
+    assert float(value("_b1_1_soc")) == tel["soc_pct"]
+    assert float(value("_b1_1_cell_1")) == tel["cell_voltages_v"][0]
+    assert float(value("_b1_1_cell_delta")) == round(tel["cell_diff_v"] * 1000.0, 1)
+    last = tel["temperatures"][-1]
+    assert float(value(f"_b1_1_temp_{last['label']}")) == last["value_c"]
+    assert value("_b1_1_charging") == ("ON" if tel["current_a"] > 0 else "OFF")
+    flags = sorted({*tel["protections"], *tel["alarms"], *tel["faults"]})
+    assert value("_b1_1_active_flags") == (", ".join(flags) or "none")
+    assert float(value("_b1_1_link_success")) == round(doc["link"]["success_ratio"] * 100.0, 2)
+    assert value("_b1_1_serial") == doc["identity"]["serial"]
+    bank_doc = json.loads(states["bms-gateway/bank/state"][-1])
+    bank, limits = bank_doc["bank"], bank_doc["limits"]
+    assert float(value("_bank_soc")) == bank["soc_pct"]
+    assert float(value("_bank_cell_delta")) == round(bank["cell_diff_v"] * 1000.0, 1)
+    assert float(value("_bank_temp_max")) == bank["temp_max"]["value"]
+    limiting = ", ".join(f"{k}: {v}" for k, v in sorted(limits["limiting"].items())) or "none"
+    assert value("_limiting_factor") == limiting[:250]
+    assert float(value("_charge_voltage_limit")) == limits["charge_voltage_v"]

@@ -173,7 +173,7 @@ async def test_site_broker_bridged_to_central_loses_no_event_across_an_outage(tm
                 )
                 await until(lambda: centre.events(f"{prefix}/events"), 30, "an event at the centre")
                 state = json.loads(centre.on(f"{prefix}/b1/1/state")[-1])
-                assert state["bus"] == "b1" and state["address"] == 1 and state["voltage_v"] > 40
+                assert state["bus"] == "b1" and state["address"] == 1 and state["telemetry"]["voltage_v"] > 40
                 assert centre.on(f"sites/{SITE}/bridge/state")[-1:] == [b"1"]
 
                 # 2. the centre goes away for 30 s while the gateway keeps publishing events

@@ -23,10 +23,10 @@ from gateway.app.config import PolicyConfig
 from gateway.core.controls import Controls
 from gateway.core.model import ModelView
 from gateway.core.policy.engine import ChargeDecision, PolicyEngine
+from gateway.north.documents import meanings_doc
 from gateway.north.metrics.collector import _meanings
 from gateway.north.modbus.native import flag_words
 from gateway.north.modbus.sunspec import EVENT_OUTPUT, event_bits
-from gateway.north.mqtt.documents import meanings_doc
 from gateway.north.rs485.service import build_bank_view
 from mappings.flags import MappingError, load_meanings, load_outputs, parse
 from mappings.modbus import load_native_map, load_sunspec_models

@@ -5,7 +5,6 @@ the gateway's event loop. Extra routers: append to `ctx.http_routers` before the
 """
 
 from gateway.north.http.app import create_app, gateway_status
-from gateway.north.http.serialize import bank_json, pack_json, plain
 from gateway.north.http.service import HttpService, bind
 
-__all__ = ["HttpService", "bank_json", "bind", "create_app", "gateway_status", "pack_json", "plain"]
+__all__ = ["HttpService", "bind", "create_app", "gateway_status"]

@@ -18,7 +18,7 @@ from fastapi_offline import FastAPIOffline
 
 from gateway import __version__
 from gateway.app.context import AppContext
-from gateway.north.http.serialize import bank_json, pack_json, plain
+from gateway.north.documents import bank_document, pack_answer, plain
 
 
 def gateway_status(ctx: AppContext, now: float) -> dict[str, Any]:
@@ -108,16 +108,17 @@ def create_app(ctx: AppContext) -> FastAPI:
         now = time.time()
         decision = ctx.decisions.latest
         return {
-            "bank": bank_json(ctx.store.view.bank),
+            "bank": bank_document(ctx.store.view.bank),
             "policy": None if decision is None else plain(decision),
             "gateway": gateway_status(ctx, now),
         }
 
     @app.get("/api/packs", tags=["data"], dependencies=data)
     async def packs() -> list[dict[str, Any]]:
-        """Every configured pack's latest snapshot, ordered by bus and address."""
+        """Every configured pack's latest snapshot, ordered by bus and address: each the pack's one
+        JSON document (the same MQTT publishes on the pack's state topic) plus `age_s`."""
         now = time.time()
-        return [pack_json(p, now) for p in ctx.store.view.ordered()]
+        return [pack_answer(p, now) for p in ctx.store.view.ordered()]
 
     @app.get("/api/packs/{bus}/{address}", tags=["data"], dependencies=data)
     async def pack(bus: str, address: int) -> dict[str, Any]:
@@ -126,7 +127,7 @@ def create_app(ctx: AppContext) -> FastAPI:
         if snap is None:
             known = ", ".join(f"{b}/{a}" for b, a in sorted(ctx.store.view.packs)) or "none"
             raise HTTPException(404, f"no pack {bus}/{address}; configured: {known}")
-        return pack_json(snap, time.time())
+        return pack_answer(snap, time.time())
 
     from gateway.north.http.live import install_live_routes  # /api/stream, /api/policy
 

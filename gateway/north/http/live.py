@@ -26,7 +26,7 @@ from fastapi.responses import StreamingResponse
 
 from gateway.app.context import AppContext
 from gateway.core.model import PackSnapshot
-from gateway.north.http.serialize import bank_json, pack_json, plain
+from gateway.north.documents import bank_document, pack_answer, plain
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ HEARTBEAT_S = 5.0
 def stream_pack_json(snap: PackSnapshot, now: float) -> dict[str, Any]:
     """A pack's snapshot for the live stream: the parameter table is left out (read it from the
     parameters route), only its read time is kept."""
-    data = pack_json(snap, now)
+    data = pack_answer(snap, now)
     params = data.get("parameters")
     data["parameters"] = None if params is None else {"read_at": params["read_at"]}
     return data
@@ -52,7 +52,7 @@ def snapshot_doc(ctx: AppContext, now: float) -> dict[str, Any]:
     return {
         "t": now,
         "version": view.version,
-        "bank": bank_json(view.bank),
+        "bank": bank_document(view.bank),
         "packs": [stream_pack_json(p, now) for p in view.ordered()],
         "decision": decision_json(ctx),
     }

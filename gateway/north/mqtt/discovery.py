@@ -17,7 +17,8 @@ from typing import Any
 from gateway import __version__
 from gateway.app.config import MqttConfig
 from gateway.core.model import PackKey, PackSnapshot
-from gateway.north.mqtt.documents import ORIGIN, pack_document, slug
+from gateway.north.documents import pack_document
+from gateway.north.mqtt.documents import ORIGIN, slug
 from mappings.ha import EntitySpec, EntityTable, field_value
 
 log = logging.getLogger(__name__)

@@ -41,6 +41,7 @@ from gateway import __version__
 from gateway.app.config import ConfigError, MqttConfig, state_path
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import ModelStore, ModelView, PackKey, PackSnapshot
+from gateway.north.documents import pack_document
 from gateway.north.metrics.collector import DecisionLike, MqttHealth
 from gateway.north.mqtt.discovery import (
     DiscoveryMemory,
@@ -49,7 +50,7 @@ from gateway.north.mqtt.discovery import (
     layout_known,
     pack_discovery,
 )
-from gateway.north.mqtt.documents import bank_document, event_document, pack_document
+from gateway.north.mqtt.documents import bank_state_document, event_document
 from mappings.ha import EntityTable, field_value, load_entities
 
 if TYPE_CHECKING:
@@ -248,7 +249,7 @@ class MqttService:
             if s.telemetry is not None
         }
         decision = self.decision() if self.decision is not None else None
-        docs[self.topics.bank_state] = self._encode(bank_document(view, decision, self._gateway_info()))
+        docs[self.topics.bank_state] = self._encode(bank_state_document(view, decision, self._gateway_info()))
         return docs
 
     def _on_view(self, view: ModelView, now: float) -> None:

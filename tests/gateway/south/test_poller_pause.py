@@ -10,8 +10,8 @@ import pytest
 from gateway.app.config import Config
 from gateway.app.context import AppContext
 from gateway.core.model import Availability
+from gateway.north.documents import pack_answer
 from gateway.north.http.app import gateway_status
-from gateway.north.http.serialize import pack_json
 from tests.support.poller_support import ScriptedDriver, cfg, make, run_until, telemetry
 
 
@@ -23,14 +23,14 @@ async def test_a_paused_pack_is_not_read_and_says_why() -> None:
     poller.pause(2, "firmware upgrade (job j1)")
     snap = store.view.pack("b1", 2)
     assert snap is not None and snap.paused == "firmware upgrade (job j1)"  # published at once
-    assert pack_json(snap)["paused"] == "firmware upgrade (job j1)"
+    assert pack_answer(snap)["paused"] == "firmware upgrade (job j1)"
     assert poller.paused() == {2: "firmware upgrade (job j1)"}
     before = len(driver.calls)
     n1 = driver.calls.count(("realtime", 1))
     await run_until(poller, lambda: driver.calls.count(("realtime", 1)) >= n1 + 5)
     assert [c for c in driver.calls[before:] if c[1] == 2] == []  # nothing addressed to pack 2
     other = store.view.pack("b1", 1)
-    assert other is not None and other.paused is None and pack_json(other)["paused"] is None
+    assert other is not None and other.paused is None and pack_answer(other)["paused"] is None
 
 
 async def test_resume_reads_everything_again_at_once() -> None:

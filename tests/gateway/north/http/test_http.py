@@ -24,7 +24,8 @@ from gateway.core.model import (
     Temperature,
     TempRole,
 )
-from gateway.north.http import create_app, pack_json, plain
+from gateway.north.documents import pack_answer, plain
+from gateway.north.http import create_app
 from tests.support.flags import by_kind
 
 
@@ -139,8 +140,14 @@ def test_plain_handles_non_finite_and_sets() -> None:
         "b": ["a", "z"],
         "c": "01",
     }
+    assert plain([3.2800000000000002, 0.1 + 0.2, 1764150000.123456, 0.0834561999887]) == [
+        3.28,
+        0.3,
+        1764150000.123456,
+        0.0834561999887,
+    ]
     snap = PackSnapshot("b", 1, Availability.OFFLINE)
-    assert pack_json(snap)["age_s"] is None
+    assert pack_answer(snap, 2000.0)["age_s"] is None
 
 
 async def test_docs_page_loads_swagger_ui_from_the_gateway_not_a_cdn() -> None:

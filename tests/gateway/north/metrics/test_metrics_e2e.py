@@ -219,17 +219,19 @@ async def test_metrics_and_mqtt_follow_the_simulator(tmp_path: Path, broker: Bro
                     # MQTT: states arrive, equal the truth, and change with the simulator
                     async def mqtt_states() -> bool:
                         docs = [state_docs.get(f"e2e/b1/{a}/state", {}) for a in (1, 2)]
-                        return all(d.get("cells_v") for d in docs)
+                        return all((d.get("telemetry") or {}).get("cell_voltages_v") for d in docs)
 
                     await until(mqtt_states)
                     doc = state_docs["e2e/b1/1/state"]
-                    assert doc["cells_v"] == pytest.approx(list(sim.truth(1).cell_voltages_v))
+                    assert doc["telemetry"]["cell_voltages_v"] == pytest.approx(
+                        list(sim.truth(1).cell_voltages_v)
+                    )
                     assert "homeassistant/device/e2e_b1_1/config" in discovery
                     sim.set_current(1, -20.0)
 
                     async def current_changed() -> bool:
                         d = state_docs.get("e2e/b1/1/state", {})
-                        return d.get("current_a") == pytest.approx(-20.0, abs=0.2)
+                        return (d.get("telemetry") or {}).get("current_a") == pytest.approx(-20.0, abs=0.2)
 
                     await until(current_changed)
 

@@ -96,9 +96,12 @@ async def running(service: MqttService) -> AsyncIterator[list[bool]]:
 
 
 def soc(listener: Recorder, topic: str) -> object:
-    """The soc_pct of the last state document on `topic` (None before the first one)."""
+    """The soc_pct of the last pack or bank state document on `topic` (None before the first one)."""
     raw = listener.last(topic)
-    return None if raw is None else json.loads(raw)["soc_pct"]
+    if raw is None:
+        return None
+    doc = json.loads(raw)
+    return doc["bank"]["soc_pct"] if "bank" in doc else doc["telemetry"]["soc_pct"]
 
 
 def state(listener: Recorder, topic: str) -> dict[str, object]:
@@ -117,16 +120,17 @@ async def test_states_availability_events_and_discovery(broker: Broker) -> None:
         assert ready == [True]
         assert sub.last("bmsgw/status") == b"online"
         doc = state(sub, "bmsgw/bus0/1/state")
-        assert doc["soc_pct"] == 50.0 and doc["cells_v"] == [3.3, 3.301, 3.302, 3.303]
-        assert doc["temperatures"] == {"cell1": 20.0, "mos1": 25.0}
+        tel = doc["telemetry"]
+        assert tel["soc_pct"] == 50.0 and tel["cell_voltages_v"] == [3.3, 3.301, 3.302, 3.303]
+        assert [(x["label"], x["value_c"]) for x in tel["temperatures"]] == [("cell1", 20.0), ("mos1", 25.0)]
         await sub.wait(lambda: sub.last("bmsgw/bus0/1/availability") == b"online")
 
         # states change with the model
         store.publish(snap(1, 51.5, flags=named("CELL_OV_Alarm")))
         await sub.wait(lambda: soc(sub, "bmsgw/bus0/1/state") == 51.5)
         doc = state(sub, "bmsgw/bus0/1/state")
-        assert doc["alarms"] == ["CELL_OV_Alarm"]
-        assert doc["meanings"] == {"protection": [], "warning": ["cell_overvoltage"]}
+        assert doc["telemetry"]["alarms"] == ["CELL_OV_Alarm"]
+        assert doc["telemetry"]["meanings"] == {"protection": [], "warning": ["cell_overvoltage"]}
         await sub.wait(lambda: sub.last("bmsgw/events") is not None)
         events = [json.loads(p) for p in sub.payloads("bmsgw/events")]
         assert {
@@ -168,7 +172,7 @@ async def test_retained_discovery_and_state_for_a_late_subscriber(broker: Broker
             await late.wait(lambda: late.last("homeassistant/device/gw_test_bus0_2/config") is not None)
             await late.wait(lambda: late.last("bmsgw/bus0/2/state") is not None)
             assert all(retain for t, _, retain in late.messages if t.endswith(("/config", "/availability")))
-            assert state(late, "bmsgw/bus0/2/state")["soc_pct"] == 41.0
+            assert soc(late, "bmsgw/bus0/2/state") == 41.0
 
 
 async def test_home_assistant_online_republishes_and_stale_packs_are_removed(broker: Broker) -> None:

@@ -18,8 +18,9 @@ from gateway.core.model import (
     Temperature,
     TempRole,
 )
+from gateway.north.documents import pack_document
 from gateway.north.mqtt.discovery import Topics, gateway_discovery, pack_discovery
-from gateway.north.mqtt.documents import bank_document, pack_document
+from gateway.north.mqtt.documents import bank_state_document
 from gateway.north.mqtt.publisher import MqttService, OutBuffer, OutMessage
 from mappings.ha import VALID_UNITS, EntityTableError, load_entities, parse_entities
 from tests.support.flags import named
@@ -70,7 +71,7 @@ def resolve(doc: Any, path: str) -> Any:
 
 
 def template_path(template: str) -> str:
-    m = re.match(r"\{\{ (?:\('ON' if )?value_json\.([a-z0-9_.\[\]]+) ", template)
+    m = re.match(r"\{\{ (?:\('ON' if )?\(*value_json\.([a-z0-9_.\[\]]+)[ )]", template)
     assert m, template
     return m.group(1)
 
@@ -138,7 +139,7 @@ def test_every_template_reads_a_field_of_its_state_document() -> None:
     doc = json.loads(json.dumps(pack_document(snap)))
     for comp in pack_discovery(TOPICS, snap, TABLE, 1, 0)["components"].values():
         resolve(doc, template_path(comp["value_template"]))
-    bank = json.loads(json.dumps(bank_document(store.view, None, {"version": "x", "mqtt_dropped": 0})))
+    bank = json.loads(json.dumps(bank_state_document(store.view, None, {"version": "x", "mqtt_dropped": 0})))
     for comp in gateway_discovery(TOPICS, TABLE, 1)["components"].values():
         if "value_template" in comp:
             resolve(bank, template_path(comp["value_template"]))
@@ -148,7 +149,8 @@ def test_a_pack_that_never_answered_has_a_document_with_every_key() -> None:
     unknown = pack_document(pack(telemetry=False))
     known = pack_document(pack())
     assert set(unknown) == set(known)
-    assert unknown["soc_pct"] is None and unknown["cells_v"] == [] and unknown["availability"] == "unknown"
+    assert unknown["telemetry"] is None and unknown["availability"] == "unknown"
+    assert known["telemetry"]["cell_voltages_v"] == [3.3] * 16
     payload = pack_discovery(TOPICS, pack(telemetry=False), TABLE, 1, 0)
     assert not any("_cell_" in k and k[-1].isdigit() for k in payload["components"])
 
@@ -173,6 +175,8 @@ def test_gateway_device_and_connection_entity() -> None:
         ({"entity_category": "config"}, "entity_category"),
         ({"unit": "%", "device_class": "voltage"}, "needs a unit"),
         ({"colour": "red"}, "unknown keys"),
+        ({"value": "soc * 2"}, "names the field as {value}"),
+        ({"value": "{{ {value} }}"}, "without other braces"),
     ],
 )
 def test_invalid_entity_entries_are_rejected(entry: dict[str, object], message: str) -> None:
@@ -217,7 +221,11 @@ def test_state_rate_limit_keeps_the_latest_document() -> None:
         service._on_view(store.view, now=101.0 + i)
     assert len(service.buffer) == first
     service._flush_pending(now=111.0)  # the interval passed: only the newest document goes out
-    assert len(service.buffer) == first + 1  # the pack (the bank document did not change)
+    assert len(service.buffer) == first + 2  # the pack and the bank (its computed_at moved)
+    assert [m.topic for m in list(service.buffer._items)[first:]] == [
+        "bms-gateway/bus0/1/state",
+        "bms-gateway/bank/state",
+    ]
     last_pack = [m for m in list(service.buffer._items) if m.topic == "bms-gateway/bus0/1/state"][-1]
     assert json.loads(last_pack.payload)["name"] == "n4"
 
