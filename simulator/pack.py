@@ -23,10 +23,11 @@ from simulator.history import HistoryStore, SimRecord
 from simulator.physics import PackPhysics
 from simulator.protection import Kind, ProtectionEngine, Quantity, RuleSpec, Transition
 
-WAKE_REQUESTS = 20  # back-to-back requests that wake a sleeping pack (Shinwa spec, reference §5)
+# back-to-back requests that wake a sleeping pack ("Shinwa BMS Communication Protocol" v1.1)
+WAKE_REQUESTS = 20
 WAKE_MAX_GAP_S = 1.0  # a longer pause restarts the count
 RECHARGE_BELOW_SOC_PCT = 97.0  # the charge profile resumes charging below this SOC
-ANTI_THEFT_COMM = 0x01  # anti-theft mask bits (reference §3.A.1, CMD 0xFC)
+ANTI_THEFT_COMM = 0x01  # anti-theft mask bits (CMD 0xFC; GHswitt/esphome-basen README command table)
 ANTI_THEFT_PHYSICAL = 0x02
 ANTI_THEFT_CHARGE_ACTIVATION = 0x04
 ANTI_THEFT_SLEEP_VOLTAGE = 0x08
