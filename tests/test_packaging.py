@@ -168,3 +168,20 @@ def test_wheel_ships_the_mappings_and_works_outside_the_source_tree(tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_nothing_in_the_repository_points_outside_it() -> None:
+    """A person who clones the project has only the project: no `../shared/...` paths, and no
+    citation of a section of a reference document the repository does not hold."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    outside = re.compile(r"\.\./shared|\breference §|\.\./reference/|\.\./seed/")
+    me = Path(__file__).resolve().relative_to(ROOT).as_posix()
+    found = []
+    for name in tracked:
+        if name == me or not name.endswith((".py", ".md", ".toml", ".dbc", ".txt", ".yml", ".yaml", ".cfg")):
+            continue
+        text = (ROOT / name).read_text(encoding="utf-8", errors="replace")
+        found += [f"{name}: {m.group(0)}" for m in outside.finditer(text)]
+    assert found == []
