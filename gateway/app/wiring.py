@@ -19,6 +19,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,6 +42,12 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_DEADLINE_S = 10.0
 GC_PAUSE_MAX_S = 10.0  # the longest the cyclic collector stays off at start-up (see _all_ready)
+# How long the running thread keeps the GIL while another waits for it (CPython's default: 5 ms).
+# The gateway's own threads (CAN send and receive, serial I/O, SQLite) each hold a deadline-bound
+# step; with the event loop busy (Modbus saturated) they waited up to 5 ms for the GIL, which was
+# the CAN frame jitter under load (docs/performance.md). 1 ms bounds that wait; the extra switches
+# only happen while a second thread is actually runnable.
+GIL_SWITCH_INTERVAL_S = 0.001
 SIMULATOR_BUS = "sim"
 
 
@@ -425,6 +432,8 @@ async def run_app(
         on_all_ready=lambda: _all_ready(ctx, on_all_ready),
     )
     loop = asyncio.get_running_loop()
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, GIL_SWITCH_INTERVAL_S))
     # The collector is back on once every service is ready (`_all_ready`), or after this long
     # when a service never gets ready (it must not stay off for the life of the process).
     gc_on = loop.call_later(GC_PAUSE_MAX_S, gc.enable)
@@ -455,6 +464,7 @@ async def run_app(
     finally:
         gc_on.cancel()
         gc.enable()
+        sys.setswitchinterval(switch_interval)
         if watcher is not None:
             watcher.cancel()
         for sig in handled:

@@ -8,6 +8,7 @@ import logging
 import socket
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -325,6 +326,7 @@ async def test_the_collector_comes_back_even_when_a_service_never_gets_ready(
     monkeypatch.setattr(wiring, "build_services", lambda ctx: [_NeverReady()])
     monkeypatch.setattr(wiring, "GC_PAUSE_MAX_S", 0.05)
     stop = asyncio.Event()
+    before = sys.getswitchinterval()
     gc.disable()
     app = asyncio.ensure_future(run_app(config, install_signals=False, stop=stop))
     try:
@@ -333,7 +335,10 @@ async def test_the_collector_comes_back_even_when_a_service_never_gets_ready(
                 break
             await asyncio.sleep(0.02)
         assert gc.isenabled()
+        # while it runs, a thread waiting for the GIL waits at most 1 ms (CAN jitter under load)
+        assert sys.getswitchinterval() == pytest.approx(wiring.GIL_SWITCH_INTERVAL_S)
     finally:
         stop.set()
         await app
         gc.enable()
+    assert sys.getswitchinterval() == before  # the process-wide setting is given back
