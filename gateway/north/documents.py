@@ -86,9 +86,14 @@ def telemetry_document(t: Telemetry) -> dict[str, Any]:
     return data
 
 
-def pack_document(snap: PackSnapshot) -> dict[str, Any]:
+def pack_document(snap: PackSnapshot, *, parameter_values: bool = True) -> dict[str, Any]:
     """The JSON document of one pack's snapshot. Every key is always present (`null` when unknown);
-    `telemetry` is `null` until the pack answered."""
+    `telemetry` is `null` until the pack answered.
+
+    `parameter_values=False` is the live form (MQTT state topics, `/api/stream`): the parameter
+    table, ~100 values that change only when an operator writes them, is left out and only its
+    `read_at` kept; it is read from `GET /api/packs/{bus}/{address}` or the parameters route. Every
+    other key is the same document."""
     link: dict[str, Any] = plain(snap.link)
     link["success_ratio"] = plain(snap.link.success_ratio)
     data: dict[str, Any] = {
@@ -106,12 +111,11 @@ def pack_document(snap: PackSnapshot) -> dict[str, Any]:
         "link": link,
     }
     if snap.parameters is not None:
-        data["parameters"] = {
-            "read_at": plain(snap.parameters.read_at),
-            "values": {
+        data["parameters"] = {"read_at": plain(snap.parameters.read_at)}
+        if parameter_values:
+            data["parameters"]["values"] = {
                 n: {"value": plain(r.value), "unit": r.unit} for n, r in snap.parameters.values.items()
-            },
-        }
+            }
     if snap.clock is not None:
         data["clock"] = {
             "pack_time": plain(snap.clock.pack_time),
@@ -133,11 +137,13 @@ def bank_document(bank: BankSnapshot) -> dict[str, Any]:
     return data
 
 
-def pack_answer(snap: PackSnapshot, now: float | None = None) -> dict[str, Any]:
+def pack_answer(
+    snap: PackSnapshot, now: float | None = None, *, parameter_values: bool = True
+) -> dict[str, Any]:
     """`pack_document` as the HTTP API answers it: the same document plus `age_s`, the seconds since
     the pack's last successful read at the time of the request (`null` before the first, or without
     `now`). MQTT leaves it out: a retained document has no request time."""
     last = snap.link.last_success_at
-    data = pack_document(snap)
+    data = pack_document(snap, parameter_values=parameter_values)
     data["age_s"] = None if last is None or now is None else number(max(0.0, now - last))
     return data

@@ -380,8 +380,18 @@ class PolicyEngine:
         return prev.as_stale(now, len(view.packs))
 
     def _bank(self, view: ModelView, now: float) -> BankSnapshot:
-        """The bank over the packs fresh within the stale limit (the set `evaluate` decides on)."""
-        return aggregate(view.packs.values(), now, max_age_s=self.config.stale_after_s)
+        """The bank over the packs fresh within the stale limit (the set `evaluate` decides on).
+
+        When every online pack's reading is within the limit (the usual case) that is the model's
+        own aggregate, the same packs through the same function: it is used as it is, not computed
+        a second time on every view."""
+        limit = self.config.stale_after_s
+        if all(
+            not p.online or p.telemetry is None or now - p.telemetry.measured_at <= limit
+            for p in view.packs.values()
+        ):
+            return view.bank
+        return aggregate(view.packs.values(), now, max_age_s=limit)
 
     # -- fresh data ---------------------------------------------------------------------------------
     def _fresh(

@@ -34,12 +34,9 @@ HEARTBEAT_S = 5.0
 
 
 def stream_pack_json(snap: PackSnapshot, now: float) -> dict[str, Any]:
-    """A pack's snapshot for the live stream: the parameter table is left out (read it from the
-    parameters route), only its read time is kept."""
-    data = pack_answer(snap, now)
-    params = data.get("parameters")
-    data["parameters"] = None if params is None else {"read_at": params["read_at"]}
-    return data
+    """A pack's snapshot for the live stream: the live form of its document (the parameter table
+    left out, its read time kept), with `age_s` as the HTTP API answers it."""
+    return pack_answer(snap, now, parameter_values=False)
 
 
 def decision_json(ctx: AppContext) -> dict[str, Any] | None:

@@ -156,7 +156,9 @@ class MqttService:
         self._last_at: dict[str, float] = {}
         self._pending: dict[str, bytes] = {}
         self._avail: dict[PackKey, str] = {}
-        self._pack_docs: dict[PackKey, tuple[PackSnapshot, bytes]] = {}  # per unchanged snapshot
+        self._pack_docs: dict[
+            PackKey, tuple[PackSnapshot, dict[str, Any], bytes]
+        ] = {}  # per unchanged snapshot
         self._discovery_docs: dict[PackKey, tuple[tuple[object, ...], tuple[str, bytes]]] = {}
         self._optional_paths: dict[tuple[int, tuple[str, ...]], tuple[tuple[str | int, ...], ...]] = {}
         self._discovery = DiscoveryMemory(discovery_file)
@@ -200,15 +202,17 @@ class MqttService:
             "mqtt_reconnects": max(0, self.stats.connects - 1),
         }
 
-    def _pack_payload(self, snap: PackSnapshot) -> bytes:
-        """The encoded state document of a pack, encoded once per snapshot (snapshots are immutable;
-        the model store keeps the object of a pack that was not polled)."""
+    def _pack_state(self, snap: PackSnapshot) -> tuple[dict[str, Any], bytes]:
+        """The state document of a pack (the live form: no parameter table) and its encoding, made
+        once per snapshot (snapshots are immutable; the model store keeps the object of a pack that
+        was not polled, and every view re-offers every pack)."""
         hit = self._pack_docs.get(snap.key)
         if hit is not None and hit[0] is snap:
-            return hit[1]
-        payload = self._encode(pack_document(snap))
-        self._pack_docs[snap.key] = (snap, payload)
-        return payload
+            return hit[1], hit[2]
+        doc = pack_document(snap, parameter_values=False)
+        payload = self._encode(doc)
+        self._pack_docs[snap.key] = (snap, doc, payload)
+        return doc, payload
 
     def _pack_discovery(self, snap: PackSnapshot) -> tuple[str, bytes]:
         """The pack's discovery topic and config, built again only when what it depends on changed.
@@ -229,7 +233,7 @@ class MqttService:
                 if s.optional
             )
             self._optional_paths[(cells, labels)] = optional
-        document = pack_document(snap) if optional else {}
+        document = self._pack_state(snap)[0] if optional else {}
         present = tuple(field_value(document, path) is not None for path in optional)
         key = (cells, labels, snap.identity, snap.label, present)
         hit = self._discovery_docs.get(snap.key)
@@ -244,7 +248,7 @@ class MqttService:
         # A pack that has not answered yet has no state document: an empty layout published as if it
         # were data would make HA render its cell and sensor templates against nothing.
         docs = {
-            self.topics.pack_state(s.key): self._pack_payload(s)
+            self.topics.pack_state(s.key): self._pack_state(s)[1]
             for s in view.ordered()
             if s.telemetry is not None
         }
