@@ -41,11 +41,23 @@ NOISE_ULPS = 4
 def number(value: float) -> float | None:
     """A float as the documents write it: `None` when not finite; the decimal of 15 significant
     digits when the float is only binary noise away from it (a few units in the last place, as
-    3.2800000000000002 from 3280 * 0.001); else the float itself (a timestamp keeps its microseconds)."""
+    3.2800000000000002 from 3280 * 0.001); else the float itself. Not for timestamps (`stamp`)."""
     if not math.isfinite(value):
         return None
     short = float(f"{value:.{SIGNIFICANT_DIGITS}g}")
     return short if abs(short - value) <= NOISE_ULPS * math.ulp(value) else value
+
+
+def stamp(value: float | None) -> float | None:
+    """A wall-clock time (every key ending in `_at`): written as the model holds it, microseconds
+    and all (`None` when unknown or not finite). A timestamp is no decimal quantity: the 15-digit
+    grid lies within a few units in the last place of about one epoch time in five, and `number`
+    would move those by up to a microsecond."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _field(name: str, value: Any) -> Any:
+    return stamp(value) if name.endswith("_at") and isinstance(value, float) else plain(value)
 
 
 def plain(obj: Any) -> Any:
@@ -57,9 +69,9 @@ def plain(obj: Any) -> Any:
     if isinstance(obj, float):
         return number(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: _field(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):
-        return {str(k): plain(v) for k, v in obj.items()}
+        return {str(k): _field(str(k), v) for k, v in obj.items()}
     if isinstance(obj, frozenset | set):
         return sorted(plain(v) for v in obj)
     if isinstance(obj, list | tuple):
@@ -111,7 +123,7 @@ def pack_document(snap: PackSnapshot, *, parameter_values: bool = True) -> dict[
         "link": link,
     }
     if snap.parameters is not None:
-        data["parameters"] = {"read_at": plain(snap.parameters.read_at)}
+        data["parameters"] = {"read_at": stamp(snap.parameters.read_at)}
         if parameter_values:
             data["parameters"]["values"] = {
                 n: {"value": plain(r.value), "unit": r.unit} for n, r in snap.parameters.values.items()
@@ -119,7 +131,7 @@ def pack_document(snap: PackSnapshot, *, parameter_values: bool = True) -> dict[
     if snap.clock is not None:
         data["clock"] = {
             "pack_time": plain(snap.clock.pack_time),
-            "read_at": plain(snap.clock.read_at),
+            "read_at": stamp(snap.clock.read_at),
             "drift_s": plain(snap.clock.drift_s),
         }
     return data

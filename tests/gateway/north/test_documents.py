@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import re
 from typing import Any
 
@@ -25,7 +26,7 @@ from gateway.core.model import (
     Temperature,
     TempRole,
 )
-from gateway.north.documents import bank_document, pack_document
+from gateway.north.documents import bank_document, number, pack_document, plain
 from gateway.north.http import create_app
 from gateway.north.http.live import snapshot_doc
 from gateway.north.mqtt.publisher import MqttService
@@ -146,6 +147,25 @@ def test_floats_carry_no_binary_noise_and_keep_their_resolution() -> None:
     assert doc["clock"]["drift_s"] == 2.125
     assert tel["measured_at"] == 1764150000.25  # timestamps keep their fraction
     assert tel["meanings"] == {"protection": [], "warning": ["cell_overvoltage"]}
+
+
+def test_timestamps_keep_every_digit() -> None:
+    """A wall-clock time is no decimal quantity: written as the model holds it. (From a CI run: a
+    clock read at 1796642345.9815493 was answered as 1796642345.98155 by the 15-digit rule.)"""
+    rng = random.Random(7)
+    stamps = [1796642345.0 + rng.random() for _ in range(2000)]
+    assert sum(number(t) != t for t in stamps) > 100  # what the quantity rule would have done
+    for t in stamps:
+        snap = PackSnapshot(
+            "b1", 1, Availability.ONLINE, telemetry(40.0), clock=ClockReading(t - 3.0, t),
+            link=LinkStats(last_success_at=t),
+        )  # fmt: skip
+        doc = pack_document(snap)
+        assert doc["clock"]["read_at"] == t and doc["link"]["last_success_at"] == t
+    assert plain({"computed_at": stamps[0], "soc_pct": 3280 * 0.001}) == {
+        "computed_at": stamps[0],
+        "soc_pct": 3.28,
+    }
 
 
 def test_the_bank_document_carries_every_field_of_the_bank_snapshot() -> None:
