@@ -611,24 +611,12 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         self.last_activity = now = self._loop.time()
-        if len(data) >= 12 and not self._paused and self.pending is None and not self.decoder.buffered:
-            if len(data) == 12:  # one request per chunk
-                memo = self.server.answers.get(data[2:])
-                bucket = self.bucket
-                if (
-                    memo is not None
-                    and self.transport is not None
-                    and bucket is not None
-                    and bucket.take(now)
-                ):
-                    memo.hits += 1
-                    self.transport.write(data[:2] + memo.tail)
-                    self.last_request = now
-                    return
-            else:
-                data = self._answer_memoised(data, now)
-                if not data:
-                    return
+        # (one whole memoised request was answered by `data_received` if it could be: budget spent,
+        # a miss, or a request already buffered go the general way)
+        if len(data) > 12 and not self._paused and self.pending is None and not self.decoder.buffered:
+            data = self._answer_memoised(data, now)  # several whole requests in one chunk
+            if not data:
+                return
         if self.frame_started is None and self.decoder.buffered == 0 and data:
             self.frame_started = now  # the first byte of a new request
             self._arm_frame_timer(self._loop, self.server.config.frame_timeout_s)
