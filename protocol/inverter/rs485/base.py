@@ -44,7 +44,8 @@ class Limits:
         """The blocking answer: both directions disabled, currents zero, voltage limits kept.
 
         Voltage limits are kept (never zero): several inverters treat a charge voltage of 0 V as an
-        over-voltage and react badly (see the reference, inverter protocols §6.6).
+        over-voltage and react badly (Victron and Deye keep CVL at the present voltage when they stop:
+        dalathegreat/Battery-Emulator, mr-manuel/venus-os_dbus-serialbattery).
         """
         return Limits(
             charge_voltage_v=self.charge_voltage_v,

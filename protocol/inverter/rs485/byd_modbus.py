@@ -1,7 +1,8 @@
 """BYD Battery-Box emulation over Modbus RTU: the register blocks as data and a sans-I/O responder.
 
 The gateway answers as Modbus RTU server (unit 21) the way a BYD Battery-Box HVM answers a Fronius
-Gen24/Symo (reference: inverter protocols §4.3, modbus-sunspec §4.1): identity strings at 100–167,
+Gen24/Symo (dalathegreat/Battery-Emulator's "BYD Modbus" emulation,
+the register list it cites from gitlab pelle8/inverter_resources): identity strings at 100–167,
 ratings at 200–212, live values at 300–323, and the inverter's heartbeat register 401 (written every
 60 s, alternating 0x00FF/0xFF00) supervised. The Modbus PDU codec and the RTU framing are the shared
 ones (`protocol.modbus.pdu`, `protocol.modbus.rtu`).
@@ -62,7 +63,7 @@ class Point:
     description: str
 
 
-# The register map (reference: inverter protocols §4.3). Constant fields carry their value in `name`.
+# The register map (Battery-Emulator's BYD Modbus emulation). Constant fields carry their value in `name`.
 POINTS: tuple[Point, ...] = (
     Point(100, "marker", "string", 1, "", '"SI"'),
     Point(101, "const:1", "u16", 1, "", "identity block version (1)"),

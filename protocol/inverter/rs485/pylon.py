@@ -2,9 +2,10 @@
 
 The inverter is the master and polls; the gateway answers as a Pylontech stack whose modules are the
 bank's packs (position 1 = master at ADR 2, position k at ADR 1 + k, group g adds 0x10·g). Frames are
-the YD/T1363-style ASCII frames `~ VER ADR CID1 CID2 LENGTH INFO CHKSUM \\r` (reference: inverter
-protocols §4.1). In a response CID2 carries the return code (RTN), never the command; VER is the one
-the inverter used.
+the YD/T1363-style ASCII frames `~ VER ADR CID1 CID2 LENGTH INFO CHKSUM \\r` (Pylontech "RS485
+protocol" V2.8/V3.3 for the module commands; the system commands as public emulators implement
+them). In a response CID2 carries the return code (RTN), never the command; VER is the one the
+inverter used.
 
 The framing itself (LENGTH/LCHKSUM, CHKSUM, the encoder, the return codes) is `protocol.ydt1363`,
 shared with the PACE BMS protocol; this module keeps its own tolerant reader (`parse_frame` reports
@@ -389,7 +390,7 @@ def _temp_or_zero(value: float | None) -> bytes:
 
 
 def system_analog_info(view: BankView, s: BankValues) -> bytes:
-    """0x61: 49 bytes, big-endian (layout: reference inverter protocols §4.1), from the bank `s`."""
+    """0x61: 49 bytes, big-endian (layout: as public emulators answer it), from the bank `s`."""
 
     def ext_mv(e: PackValue | None) -> bytes:
         return (u16(0) if e is None else mv(e.value)) + _location(view, e)
