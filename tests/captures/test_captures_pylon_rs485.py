@@ -8,9 +8,8 @@ import pytest
 
 from mappings.flags import load_outputs
 from protocol.inverter.rs485.base import BankView, Identity, Limits, ModuleView, SystemParameters
-from protocol.inverter.rs485.pylon import (
-    PylonFrame,
-    PylonResponder,
+from protocol.inverter.rs485.pylon import PylonFrame, PylonResponder, parse_frame
+from protocol.inverter.rs485.pylon_peer import (
     build_request,
     decode_alarm_answer,
     decode_analog_answer,
@@ -18,7 +17,6 @@ from protocol.inverter.rs485.pylon import (
     decode_manufacturer_answer,
     decode_serial_answer,
     decode_system_parameters_answer,
-    parse_frame,
 )
 from tests.support.captures import Capture, by_name, load
 from tests.support.pylon_rs485_helpers import bank_of

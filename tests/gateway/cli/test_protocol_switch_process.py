@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from protocol.inverter.rs485.pylon import build_request
+from protocol.inverter.rs485.pylon_peer import build_request
 from tests.support import REPO
 from tests.support.pylon_rs485_helpers import read_req, ref_crc, ref_decode
 

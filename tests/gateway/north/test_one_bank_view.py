@@ -32,7 +32,8 @@ from protocol.inverter import bank as wire
 from protocol.inverter.bank import BankValues, PackValue
 from protocol.inverter.can import dbc, registry
 from protocol.inverter.rs485.byd_modbus import POINTS, build_image
-from protocol.inverter.rs485.pylon import PylonOptions, PylonResponder, build_request, parse_frame
+from protocol.inverter.rs485.pylon import PylonOptions, PylonResponder, parse_frame
+from protocol.inverter.rs485.pylon_peer import build_request
 from tests.support.modbus_support import running
 
 NOW = 1_800_000_000.0

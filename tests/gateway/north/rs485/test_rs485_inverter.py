@@ -31,7 +31,7 @@ from gateway.north.rs485.service import (
     build_bank_view,
     version_numbers,
 )
-from protocol.inverter.rs485.pylon import build_request
+from protocol.inverter.rs485.pylon_peer import build_request
 from tests.support.flags import named
 from tests.support.pylon_rs485_helpers import (
     INFERRED_OPT_IN,

@@ -16,7 +16,7 @@ from gateway.app.wiring import Supervisor, build_context, build_services
 from gateway.core.model import ModelView
 from gateway.core.policy.decisions import DecisionStore
 from gateway.north.rs485.service import Rs485InverterService
-from protocol.inverter.rs485.pylon import build_request
+from protocol.inverter.rs485.pylon_peer import build_request
 from simulator import Simulator, SimulatorOptions
 from tests.support.pylon_rs485_helpers import (
     INFERRED_OPT_IN,

@@ -13,12 +13,12 @@ from protocol.inverter.rs485.pylon import (
     PylonOptions,
     PylonResponder,
     Rtn,
-    build_request,
     checksum,
     encode_frame,
     length_field,
     parse_frame,
 )
+from protocol.inverter.rs485.pylon_peer import build_request
 from tests.support.pylon_rs485_helpers import (
     Reader,
     bank,
