@@ -95,6 +95,11 @@ class Responder(Protocol):
         """The flags the pack's status answer carries, as the codec names them."""
         ...
 
+    def fault_flag_names(self) -> tuple[str, ...]:
+        """The status flags of kind "fault" the pack can report (what `FaultSpec.hardware` may name),
+        from the codec's flag table."""
+        ...
+
     def is_invalid(self, data: bytes) -> bool:
         """True when the family's codec rejects `data` as a frame (used by the corruption fault)."""
         ...
@@ -142,8 +147,9 @@ class Simulator:
         for address in range(options.first_address, options.first_address + options.packs):
             rng = random.Random(f"{options.seed}:{options.protocol}:{address}")
             self.packs[address] = self.responder.create_pack(address, rng)
+        self._check_hardware(options.faults)
         self._injector = FaultInjector(random.Random(f"{options.seed}:faults"), options.faults)
-        self._apply_sleeping(options.faults)
+        self._apply_faults(options.faults)
         self.dirty = False
         self.wall_time: Callable[[], float] = time.monotonic  # replaceable in tests (sleep wake-up)
         if options.history_records:
@@ -236,13 +242,28 @@ class Simulator:
 
     @faults.setter
     def faults(self, spec: FaultSpec) -> None:
+        """Replace the fault spec (ValueError, and nothing changed, for a hardware fault flag the
+        family does not report as a fault)."""
+        self._check_hardware(spec)
         self._injector.spec = spec
-        self._apply_sleeping(spec)
+        self._apply_faults(spec)
 
-    def _apply_sleeping(self, spec: FaultSpec) -> None:
+    def _check_hardware(self, spec: FaultSpec) -> None:
+        valid = self.responder.fault_flag_names()
+        for address, names in sorted(spec.hardware.items()):
+            unknown = sorted(set(names) - set(valid))
+            if unknown:
+                raise ValueError(
+                    f"hardware fault {', '.join(map(repr, unknown))} for pack {address} is not a fault flag "
+                    f"of {self.options.protocol}; valid: {', '.join(valid)}"
+                )
+
+    def _apply_faults(self, spec: FaultSpec) -> None:
         for address in spec.sleeping:
             if address in self.packs:
                 self.packs[address].sleeping = True
+        for address, pack in self.packs.items():
+            pack.hardware_faults = frozenset(spec.hardware.get(address, ()))
 
     @property
     def fault_counters(self) -> Mapping[str, int]:

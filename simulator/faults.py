@@ -2,8 +2,10 @@
 
 What it is for: per-byte corruption, dropped and truncated responses, extra delay and jitter,
 garbage between frames, the master's request echoed back, packs going offline and back on a
-schedule, slow packs and sleeping packs. Every injected fault increments a counter so a test can
-prove that the gateway rejected exactly the corrupted frames.
+schedule, slow packs and sleeping packs; and BMS hardware faults (a disconnected NTC, a failed MOS):
+status flags of kind "fault" a pack reports in its status answers, by the family codec's flag names
+(the simulator checks them against the family's flag table, see `Simulator.faults`). Every injected
+fault increments a counter so a test can prove that the gateway rejected exactly the corrupted frames.
 
 `FaultSpec` is immutable and can be replaced at run time (`sim.faults = FaultSpec(...)`);
 `parse_fault_spec` reads the `--faults` syntax (see docs/simulator.md).
@@ -45,6 +47,8 @@ class FaultSpec:
     offline: Mapping[int, OfflineSchedule] = field(default_factory=lambda: MappingProxyType({}))
     slow: Mapping[int, float] = field(default_factory=lambda: MappingProxyType({}))  # address -> extra s
     sleeping: frozenset[int] = frozenset()  # addresses put to sleep when the spec is applied
+    # address -> status flag names of kind "fault" the pack reports (the family codec's names)
+    hardware: Mapping[int, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         for name in ("corrupt_byte_prob", "drop_prob", "truncate_prob", "garbage_prob"):
@@ -70,6 +74,7 @@ COUNTER_NAMES = (
     "offline_ignored",  # requests a scheduled/forced offline pack did not answer
     "slow_responses",
     "sleep_ignored",  # requests a sleeping pack did not answer
+    "hardware_fault_responses",  # status answers carrying an injected hardware fault flag
 )
 
 _PROB_KEYS = {
@@ -83,11 +88,14 @@ _PROB_KEYS = {
 def parse_fault_spec(text: str) -> FaultSpec:
     """Parse `--faults`: comma-separated items, e.g.
     `corrupt=0.01,drop=0.05,truncate=0.02,garbage=0.1,delay=0.05,jitter=0.02,echo,
-    offline=2:60/10+3:30/5,slow=4:0.5,sleep=5+6`. Raises ValueError naming the bad item."""
+    offline=2:60/10+3:30/5,slow=4:0.5,sleep=5+6,hw=3:NTC_Disconnected+CHG_MOS_Fault`
+    (`hw` may repeat; flag names are the family codec's, checked by the simulator).
+    Raises ValueError naming the bad item."""
     kw: dict[str, object] = {}
     offline: dict[int, OfflineSchedule] = {}
     slow: dict[int, float] = {}
     sleeping: set[int] = set()
+    hardware: dict[int, set[str]] = {}
     for raw in text.split(","):
         item = raw.strip()
         if not item:
@@ -114,6 +122,12 @@ def parse_fault_spec(text: str) -> FaultSpec:
                     slow[_address(addr)] = float(secs)
             elif key == "sleep" and sep:
                 sleeping.update(_address(a) for a in value.split("+"))
+            elif key == "hw" and sep:
+                addr, colon, names = value.partition(":")
+                flags = {n.strip() for n in names.split("+") if n.strip()}
+                if not colon or not flags:
+                    raise ValueError("expected hw=ADDRESS:FLAG[+FLAG...]")
+                hardware.setdefault(_address(addr), set()).update(flags)
             else:
                 raise ValueError("unknown item")
         except ValueError as err:
@@ -123,6 +137,7 @@ def parse_fault_spec(text: str) -> FaultSpec:
             offline=MappingProxyType(offline),
             slow=MappingProxyType(slow),
             sleeping=frozenset(sleeping),
+            hardware=MappingProxyType({a: frozenset(n) for a, n in hardware.items()}),
             **kw,  # type: ignore[arg-type]
         )
     except ValueError as err:

@@ -11,18 +11,21 @@ Choices the reference leaves open, marked *inferred* in docs/simulator.md: the u
 parameter defaults (`simulator.pace_model`), the history record's 12 undecoded tail bytes
 (byte 0 carries the simulator's event code, the Tianpower numbering), a MOSFET request the pack
 refuses is answered RTN 0 with the unchanged system status (the driver verifies the state), and
-the firmware-upgrade commands CID2 0xF0-0xF4 (ours, docs/bootloader.md).
+the firmware-upgrade commands CID2 0xF0-0xF4 (ours, docs/bootloader.md). Injected hardware faults
+(`FaultSpec.hardware`) set their status bits by the codec's flag table of the version.
 
 It must never perform I/O and never raise on any request bytes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 from protocol.bms import bootloader as bl
-from protocol.bms.base import FrameDecoder
+from protocol.bms.base import FlagInfo, FlagKind, FrameDecoder
 from protocol.bms.pace import commands as c
 from protocol.bms.pace import values as v
 from protocol.bms.pace.frame import (
@@ -43,6 +46,7 @@ from simulator.records import epoch_of, event_code, pack_time
 HW_WIDTH = 20
 FULLY_CHARGED_SOC_PCT = 99.5
 SN_WIDTH = 20
+_Status = TypeVar("_Status", v.StatusBlock, v.StatusV20)
 
 
 def bank_pack_flags(blocks: Sequence[object]) -> tuple[int, ...]:
@@ -67,6 +71,24 @@ def _bits(table: dict[str, int], active: frozenset[str]) -> int:
         if key in table:
             out |= 1 << table[key]
     return out
+
+
+def fault_flag_names(table: Mapping[str, Sequence[FlagInfo]]) -> tuple[str, ...]:
+    """The flags of kind "fault" among a status bit table's bits (what `FaultSpec.hardware` may name)."""
+    return tuple(f.name for bits in table.values() for f in bits if f.kind is FlagKind.FAULT)
+
+
+def with_hardware_faults(
+    block: _Status, table: Mapping[str, Sequence[FlagInfo]], names: frozenset[str]
+) -> _Status:
+    """`block` with the bits of the named flags set, their positions taken from the codec's table."""
+    if not names:
+        return block
+    fields = {
+        field: getattr(block, field) | sum(1 << bit for bit, f in enumerate(bits) if f.name in names)
+        for field, bits in table.items()
+    }
+    return dataclasses.replace(block, **fields)
 
 
 def analog_block(truth: PackTruth) -> v.AnalogBlock:
@@ -106,6 +128,10 @@ def configuration_byte(truth: PackTruth) -> int:
 
 
 def status_block(truth: PackTruth, params: dict[str, float]) -> v.StatusBlock:
+    return with_hardware_faults(_status_block(truth, params), v.V25_STATUS_BITS, truth.hardware_faults)
+
+
+def _status_block(truth: PackTruth, params: dict[str, float]) -> v.StatusBlock:
     cell_warn = []
     for volts in truth.cell_voltages_v:
         w = 0
@@ -133,6 +159,10 @@ def status_block(truth: PackTruth, params: dict[str, float]) -> v.StatusBlock:
 
 
 def status_v20(truth: PackTruth, address: int) -> v.StatusV20:
+    return with_hardware_faults(_status_v20(truth, address), v.V20_STATUS_BITS, truth.hardware_faults)
+
+
+def _status_v20(truth: PackTruth, address: int) -> v.StatusV20:
     return v.StatusV20(
         data_flag=0,
         command_value=address,
@@ -157,6 +187,7 @@ class PaceResponder:
         self.version = version
         self.variant = v.Variant.V25 if version == VER_25 else v.Variant.V20
         self.model = PaceModel(version)
+        self._status_bits = v.V25_STATUS_BITS if version == VER_25 else v.V20_STATUS_BITS
 
     # --- Responder protocol -------------------------------------------------------------------
 
@@ -186,6 +217,9 @@ class PaceResponder:
             else status_v20(truth, address).flags()
         )
         return WireFlags(flags.protections, flags.alarms, flags.faults, flags.states)
+
+    def fault_flag_names(self) -> tuple[str, ...]:
+        return fault_flag_names(self._status_bits)
 
     def is_invalid(self, data: bytes) -> bool:
         try:
@@ -340,6 +374,8 @@ class PaceResponder:
                 return Rtn.NORMAL, v.encode_analog(
                     v.bank_analog(blocks_a, pack_flags=bank_pack_flags(blocks_a))
                 )
+            if any(p.hardware_faults for p in packs):
+                sim.count("hardware_fault_responses")
             blocks = tuple(status_block(t, p.params) for p, t in truths)
             return Rtn.NORMAL, v.encode_status(
                 v.StatusResponse(0, len(blocks), blocks, b"", bank_pack_flags(blocks))
@@ -351,6 +387,8 @@ class PaceResponder:
             return Rtn.NORMAL, v.encode_analog(
                 v.single_analog(pack.address, analog_block(truth)), variant=self.variant
             )
+        if pack.hardware_faults:
+            sim.count("hardware_fault_responses")
         if self.version == VER_25:
             return Rtn.NORMAL, v.encode_status(
                 v.StatusResponse(0, pack.address, (status_block(truth, pack.params),))

@@ -125,6 +125,7 @@ class PackTruth:
     manual_discharge_mos_off: bool
     protections: frozenset[str]  # condition keys (simulator.protection.CONDITIONS)
     alarms: frozenset[str]
+    hardware_faults: frozenset[str]  # injected fault flags, by the family codec's names (FaultSpec.hardware)
     locked: bool  # anti-theft lock active (discharge MOS off)
     anti_theft_mask: int
     identity: Identity
@@ -170,6 +171,7 @@ class SimPack:
     history: HistoryStore = field(default_factory=HistoryStore)
     online: bool = True
     sleeping: bool = False
+    hardware_faults: frozenset[str] = frozenset()  # set from FaultSpec.hardware (not saved)
     current_override_a: float | None = None
     cell_override_v: dict[int, float] = field(default_factory=dict)  # 0-based cell -> volts
     manual_charge_mos_off: bool = False
@@ -294,6 +296,7 @@ class SimPack:
             manual_discharge_mos_off=self.manual_discharge_mos_off,
             protections=self.engine.active(Kind.PROTECTION),
             alarms=self.engine.active(Kind.ALARM),
+            hardware_faults=self.hardware_faults,
             locked=self.locked,
             anti_theft_mask=self.anti_theft_mask,
             identity=Identity(
@@ -560,7 +563,8 @@ class ResponderOptions(Protocol):
 
 class PackBank(Protocol):
     """What a family responder reads and marks of the simulator (`simulator.core.Simulator` is one):
-    the packs by address, the simulated wall clock and the dirty flag of the saved state. A
+    the packs by address, the simulated wall clock, the dirty flag of the saved state and the fault
+    counters. A
     structural type, so the responders do not import the simulator that drives them."""
 
     packs: dict[int, SimPack]
@@ -574,3 +578,5 @@ class PackBank(Protocol):
     def answering_pack(self, address: int) -> SimPack | None: ...
 
     def offline(self, address: int) -> bool: ...
+
+    def count(self, name: str) -> None: ...

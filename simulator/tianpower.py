@@ -3,7 +3,8 @@
 What it is for: every command of `protocol.bms.tianpower` answered from a `SimPack`, with the
 codec's own request parser and response builders, so that what the gateway decodes is exactly the
 pack's ground truth. The status bytes, the extra protection word, the cell flags and the history
-event codes are set from the pack's protection state machine (mapping tables below).
+event codes are set from the pack's protection state machine (mapping tables below); injected
+hardware faults (`FaultSpec.hardware`) set their status bits by the codec's flag table.
 
 Choices the reference leaves open, marked *inferred* in docs/simulator.md: the split of history
 event codes 17-35 (alarms and the MOS/ambient protections), the meaning of non-zero ACK codes
@@ -26,6 +27,9 @@ from protocol.bms.base import FrameDecoder
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import TianpowerDecoder, TpFrame, build_frame, parse_frame
 from protocol.bms.tianpower.realtime import (
+    ALL_FLAGS,
+    EXTRA_WORD,
+    FLAGS_BY_NAME,
     CellReading,
     CounterGroup,
     FlagKind,
@@ -77,9 +81,7 @@ PROTECTION_FLAGS: dict[str, tuple[str, ...]] = {
     "env_ut": ("ENV_UT_Prot",),
     "short_circuit": ("Short_Circuit_Prot",),
 }
-EXTRA_WORD_FLAGS = frozenset(
-    {"CELL_OV_Prot", "PACK_OV_Prot", "CELL_UV_Prot", "PACK_UV_Prot", "Full_Cha_Prot"}
-)
+FAULT_FLAGS = tuple(f.name for f in ALL_FLAGS if f.kind is FlagKind.FAULT)  # FaultSpec.hardware
 ALARM_FLAGS: dict[str, str] = {
     "cell_ov": "CELL_OV_Alarm",
     "cell_uv": "CELL_UV_Alarm",
@@ -135,11 +137,11 @@ def realtime_of(truth: PackTruth, pack: SimPack) -> RealtimeData:
         soc_pct=truth.soc_pct,
         full_capacity_ah=truth.full_capacity_ah,
         temperatures=temps,
-        status=status_bytes(*(f for f in flags if f not in EXTRA_WORD_FLAGS)),
+        status=status_bytes(*(f for f in flags if FLAGS_BY_NAME[f].byte != EXTRA_WORD)),
         cycles=truth.cycles,
         voltage_v=truth.voltage_v,
         soh_pct=truth.soh_pct,
-        extra_protection=extra_protection_word(*(f for f in flags if f in EXTRA_WORD_FLAGS)),
+        extra_protection=extra_protection_word(*(f for f in flags if FLAGS_BY_NAME[f].byte == EXTRA_WORD)),
         counters=counters,
     )
 
@@ -150,6 +152,7 @@ def status_names(truth: PackTruth) -> frozenset[str]:
     for key in truth.protections:
         names.update(PROTECTION_FLAGS.get(key, ()))
     names.update(ALARM_FLAGS[k] for k in truth.alarms if k in ALARM_FLAGS)
+    names.update(truth.hardware_faults)
     if not truth.charge_mos_on:
         names.add("CHG_MOS_Off")
     if not truth.discharge_mos_on:
@@ -226,6 +229,9 @@ class TianpowerResponder:
             faults=frozenset(rt.flag_names(FlagKind.FAULT)),
             states=frozenset(rt.flag_names(FlagKind.STATE)),
         )
+
+    def fault_flag_names(self) -> tuple[str, ...]:
+        return FAULT_FLAGS
 
     def is_invalid(self, data: bytes) -> bool:
         try:
@@ -377,6 +383,8 @@ class TianpowerResponder:
 
     def _read(self, sim: PackBank, pack: SimPack, cmd: m.Cmd, frame: TpFrame) -> m.Response:
         if cmd is m.Cmd.REALTIME:
+            if pack.hardware_faults:
+                sim.count("hardware_fault_responses")
             return realtime_of(pack.measure(sim.epoch_s), pack)
         if cmd is m.Cmd.VERSION:
             return m.TextInfo(cmd, pack.version)
