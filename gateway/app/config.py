@@ -485,8 +485,8 @@ class SimulatorConfig(Section):
     pacing: bool = True
     """false: answers leave at once, without wire time"""
     faults: str = ""
-    """fault injection, e.g. `"corrupt=0.01,drop=0.05,offline=2:60/10"` (see [simulator.md](simulator.md));
-    a bad item stops the start"""
+    """fault injection, e.g. `"corrupt=0.01,drop=0.05,offline=2:60/10,hw=1:NTC_Disconnected"` (see
+    [simulator.md](simulator.md)); a bad item stops the start"""
     state_file: str | None = None
     """persist parameters, SN, clock offset and history across restarts; relative paths are under state_dir"""
     history_records: int = Field(default=0, ge=0, le=100_000)

@@ -43,7 +43,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--profile", choices=PROFILES, default="idle")
     p.add_argument(
-        "--faults", default="", metavar="SPEC", help="fault injection, e.g. corrupt=0.01,drop=0.05"
+        "--faults",
+        default="",
+        metavar="SPEC",
+        help="fault injection, e.g. corrupt=0.01,drop=0.05,hw=1:NTC_Disconnected (docs/simulator.md)",
     )
     p.add_argument("--state", default=None, metavar="FILE", help="persist parameters, SN, clock, history")
     p.add_argument("--pty", action="store_true", help="also expose the bus on a pseudo-terminal")
