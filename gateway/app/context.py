@@ -18,7 +18,7 @@ This module must never open a transport, start a task or read a file.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -146,6 +146,9 @@ class AppContext:
     started_at: float = field(default_factory=time.time)
     services: dict[str, ServiceStatus] = field(default_factory=dict)  # filled by the supervisor
     http_routers: list[APIRouter] = field(default_factory=list)  # extra routers mounted by the HTTP app
+    # routers of adapters that start before the HTTP stack is imported (Modbus): made by the HTTP
+    # app when it is built, so that FastAPI is not imported before those adapters serve
+    http_router_factories: list[Callable[[], APIRouter]] = field(default_factory=list)
     endpoints: dict[str, str] = field(default_factory=dict)  # what listens where ("http" -> "http://...")
     # shared stores, built once by gateway.app.wiring before the services that read them
     decisions: DecisionStore = field(default_factory=DecisionStore)  # the policy's latest decision

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import logging
 import os
 import signal
@@ -224,13 +225,29 @@ def _simulator_opener(sim_service: SimulatorService) -> Opener:
     return opener
 
 
-def build_services(ctx: AppContext) -> list[Service]:
-    """Every service of this gateway, in start order.
+# The adapters built once the edge already serves: the HTTP stack (FastAPI, pydantic's API models,
+# uvicorn) and what hangs off it. Their modules are imported in a worker thread while the event
+# loop answers Modbus, CAN and RS485 (`run_app`).
+OPS_MODULES = (
+    "gateway.north.http.admin",
+    "gateway.north.http.records",
+    "gateway.north.mqtt.publisher",
+    "gateway.north.metrics.collector",
+    "gateway.app.systemd",
+    "gateway.north.web",
+    "gateway.north.http.service",
+    "gateway.north.modbus.http",
+)
 
-    The shared stores are built first (`gateway.app.shared`), then every adapter is installed through
-    the one convention `install(ctx) -> list[Service]` (an adapter that is off returns []; it sets
-    its typed field on the context for the others). Adapters are imported here, one line each, so an
-    unused adapter's third-party library costs nothing.
+
+def build_edge_services(ctx: AppContext) -> list[Service]:
+    """The services an inverter or an EMS talks to, in start order: the shared stores first
+    (`gateway.app.shared`), the simulator, buses and pollers, then Modbus, the charge policy, CAN
+    and RS485. None of them imports the HTTP stack, so they serve while it is still loading.
+
+    Every adapter installs through the one convention `install(ctx) -> list[Service]` (an adapter
+    that is off returns []; it sets its typed field on the context for the others). Adapters are
+    imported here, one line each, so an unused adapter's third-party library costs nothing.
     """
     from gateway.app import shared
 
@@ -254,9 +271,16 @@ def build_services(ctx: AppContext) -> list[Service]:
     from gateway.north.rs485.service import install as install_rs485  # inverter RS485 port
 
     services.extend(install_rs485(ctx))
+    return services
+
+
+def build_ops_services(ctx: AppContext) -> list[Service]:
+    """The rest, in start order, after `build_edge_services`: the admin API, records, MQTT, metrics,
+    the systemd watchdog, the web UI, and the HTTP service last (it mounts the routers the others
+    added when it starts)."""
     from gateway.north.http.admin import install as install_admin  # admin API (+ clock auto-sync)
 
-    services.extend(install_admin(ctx))
+    services = install_admin(ctx)
     from gateway.north.http.records import install as install_records  # history, recording, firmware
 
     services.extend(install_records(ctx))
@@ -272,11 +296,20 @@ def build_services(ctx: AppContext) -> list[Service]:
     from gateway.north.web import install as install_web  # the web UI at / (when `[http] ui`)
 
     services.extend(install_web(ctx))
-    # The HTTP service goes last: routers added by the adapters above are mounted when it starts.
     from gateway.north.http.service import install as install_http
 
     services.extend(install_http(ctx))
     return services
+
+
+def build_services(ctx: AppContext) -> list[Service]:
+    """Every service of this gateway, in start order (edge, then the rest), built at once."""
+    return [*build_edge_services(ctx), *build_ops_services(ctx)]
+
+
+def _import(modules: Sequence[str]) -> None:
+    for name in modules:
+        importlib.import_module(name)
 
 
 class Supervisor:
@@ -291,6 +324,7 @@ class Supervisor:
         restart_max_s: float = 30.0,
         shutdown_deadline_s: float = SHUTDOWN_DEADLINE_S,
         on_all_ready: Callable[[], None] | None = None,
+        later: Callable[[], Awaitable[Sequence[Service]]] | None = None,
     ) -> None:
         names = [s.name for s in services]
         if len(set(names)) != len(names):
@@ -306,15 +340,21 @@ class Supervisor:
         self.all_ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._stopping = False
+        # services built while the first ones already run (`run_app`: everything but the edge);
+        # "all ready" waits for them too
+        self._later = later
+        self._complete = later is None
+        self._later_error: BaseException | None = None
         for s in services:
             ctx.services[s.name] = ServiceStatus(s.name)
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _ready(self, status: ServiceStatus) -> None:
-        status.mark_ready()
-        if not self.all_ready.is_set() and self.ctx.all_ready:
+    def _ready(self, status: ServiceStatus | None) -> None:
+        if status is not None:
+            status.mark_ready()
+        if not self.all_ready.is_set() and self._complete and self.ctx.all_ready:
             self.all_ready.set()
             if self.on_all_ready is not None:
                 self.on_all_ready()
@@ -360,11 +400,42 @@ class Supervisor:
                 status.restarts += 1
                 await asyncio.sleep(delay)
 
+    async def _add_later(self, tg: asyncio.TaskGroup, tasks: list[asyncio.Task[None]]) -> None:
+        """Build the services that come later and start them (a build error stops everything)."""
+        assert self._later is not None
+        try:
+            more = list(await self._later())
+        except Exception as err:
+            config_error = _config_error(err)
+            if config_error is not None:
+                log.error("configuration error: %s", config_error)
+                self.fatal = config_error
+            else:
+                self._later_error = err
+            self._stop.set()
+            return
+        names = [s.name for s in (*self.services, *more)]
+        if len(set(names)) != len(names):
+            self._later_error = ValueError(f"service names must be unique: {names}")
+            self._stop.set()
+            return
+        if self._stopping:
+            return
+        for s in more:
+            self.ctx.services[s.name] = ServiceStatus(s.name)
+            self.services.append(s)
+            tasks.append(tg.create_task(self._keep(s), name=f"service:{s.name}"))
+        self._complete = True
+        self._ready(None)  # (every service may be ready already when the later ones are none)
+
     async def run(self) -> None:
         """Run until stop() (or a configuration error); then cancel everything within the deadline."""
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(self._keep(s), name=f"service:{s.name}") for s in self.services]
+            adding = None if self._later is None else tg.create_task(self._add_later(tg, tasks))
             await self._stop.wait()
+            if adding is not None and not adding.done():
+                adding.cancel()
             # stop in reverse start order (HTTP and adapters first, then pollers, buses, simulator)
             self._stopping = True
             deadline = time.monotonic() + self.shutdown_deadline_s
@@ -379,6 +450,8 @@ class Supervisor:
                     self.shutdown_deadline_s,
                     ", ".join(t.get_name() for t in pending),
                 )
+        if self._later_error is not None:
+            raise self._later_error
 
 
 def _all_ready(ctx: AppContext, then: Callable[[AppContext], None] | None) -> None:
@@ -424,12 +497,21 @@ async def run_app(
     exit code 1 if it is still alive shortly after the deadline (a service ignoring cancellation).
     """
     ctx = build_context(config, config_path)
-    services = build_services(ctx)
+    edge = build_edge_services(ctx)
+
+    async def the_rest() -> list[Service]:
+        # The HTTP stack is most of the start-up's imports: a worker thread loads it while the loop
+        # already answers Modbus, CAN and RS485 (the imports hold no lock the loop's code waits
+        # for: no module is imported from two places in a circle, tests/test_architecture.py).
+        await asyncio.to_thread(_import, OPS_MODULES)
+        return build_ops_services(ctx)
+
     sup = Supervisor(
         ctx,
-        services,
+        edge,
         shutdown_deadline_s=shutdown_deadline_s,
         on_all_ready=lambda: _all_ready(ctx, on_all_ready),
+        later=the_rest,
     )
     loop = asyncio.get_running_loop()
     switch_interval = sys.getswitchinterval()

@@ -132,12 +132,13 @@ def create_app(ctx: AppContext) -> FastAPI:
     from gateway.north.http.live import install_live_routes  # /api/stream, /api/policy
 
     install_live_routes(app, ctx, data)
-    for router in ctx.http_routers:
+    routers = [*ctx.http_routers, *(make() for make in ctx.http_router_factories)]
+    for router in routers:
         app.include_router(router)
     _guard(app, ctx)
     from gateway.north.http.openapi import document
 
-    document(app, [*app.routes, *(r for router in ctx.http_routers for r in router.routes)])
+    document(app, [*app.routes, *(r for router in routers for r in router.routes)])
     return app
 
 

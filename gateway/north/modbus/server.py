@@ -54,7 +54,6 @@ from gateway.core.controls import Controls
 from gateway.core.model import ModelStore, ModelView, PackKey
 from gateway.core.policy.decisions import DecisionStore
 from gateway.core.policy.engine import ChargeDecision
-from gateway.north.modbus.http import modbus_router
 from gateway.north.modbus.native import NativeBuilder
 from gateway.north.modbus.stats import ModbusStats
 from gateway.north.modbus.sunspec import BuildInput, SunSpecBuilder
@@ -62,6 +61,8 @@ from gateway.north.modbus.units import MapSettings, UnitView
 from gateway.north.modbus.writes import ControlRegisters, WriteApplier
 
 if TYPE_CHECKING:
+    from fastapi import APIRouter
+
     from gateway.app.context import AppContext
     from gateway.app.supervisor import Service
 from mappings.modbus import load_native_map, load_sunspec_map, load_sunspec_models
@@ -506,7 +507,14 @@ class ModbusServer:
             decisions=ctx.decisions,
         )
         ctx.modbus_stats = server.stats
-        ctx.http_routers.append(modbus_router(server))
+
+        def router() -> APIRouter:
+            # FastAPI comes with the HTTP stack, imported once Modbus already answers (wiring)
+            from gateway.north.modbus.http import modbus_router
+
+            return modbus_router(server)
+
+        ctx.http_router_factories.append(router)
         return server
 
 

@@ -101,6 +101,13 @@ class OutBuffer:
         if self._items and self._items[0] is msg:
             self._items.popleft()
 
+    def discard(self, stale: Callable[[OutMessage], bool]) -> int:
+        """Remove the messages something newer already replaced (not counted as dropped)."""
+        kept = deque(m for m in self._items if not stale(m))
+        removed = len(self._items) - len(kept)
+        self._items = kept
+        return removed
+
 
 @dataclass(slots=True)
 class MqttStats:
@@ -375,7 +382,10 @@ class MqttService:
         if self.cfg.discovery:
             await client.subscribe(self.topics.ha_status, qos=1)
             await client.subscribe(self.topics.discovery("+"), qos=1)
-            await self._publish_discovery(client)
+            announced = await self._publish_discovery(client)
+            # these devices' newest layouts were just announced: a config of theirs queued before
+            # this session (a view seen while connecting or away) would announce it a second time
+            self.buffer.discard(lambda m: m.topic in announced)
         while len(self.buffer):  # what was buffered while away, in order
             await self._publish_one(client, await self.buffer.peek())
         self._resync()
@@ -404,11 +414,12 @@ class MqttService:
         while True:
             await self._publish_one(client, await self.buffer.peek())
 
-    async def _publish_discovery(self, client: aiomqtt.Client) -> None:
+    async def _publish_discovery(self, client: aiomqtt.Client) -> set[str]:
+        """Announce the gateway and every pack whose layout is known; the topics announced."""
         payload = gateway_discovery(self.topics, self.entities, self.cfg.qos)
-        await self._publish(
-            client, self.topics.discovery(self.topics.gateway_device), self._encode(payload), True
-        )
+        gateway_topic = self.topics.discovery(self.topics.gateway_device)
+        await self._publish(client, gateway_topic, self._encode(payload), True)
+        announced = {gateway_topic}
         for snap in self.store.view.ordered():
             # complete from the live layout, else from the last one published (after a restart),
             # else not yet: `_on_view` announces the pack once its layout is known
@@ -422,6 +433,8 @@ class MqttService:
                     continue
                 config = known
             await self._publish(client, topic, config, True)
+            announced.add(topic)
+        return announced
 
     def _resync(self) -> None:
         """Queue the current availability and state of everything (after connect, after HA restarts).

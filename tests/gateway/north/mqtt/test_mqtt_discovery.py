@@ -210,6 +210,25 @@ async def test_buffer_peek_and_pop_in_order() -> None:
     assert await buf.peek() is b
 
 
+async def test_buffer_discards_what_a_newer_announcement_replaced() -> None:
+    """A discovery config queued before the session is dropped once the session announced that
+    device afresh (it would be published twice); other messages keep their order, nothing counts
+    as dropped."""
+    buf = OutBuffer(10)
+    msgs = [
+        OutMessage("homeassistant/device/p1/config", b"{}", 1, True),
+        OutMessage("bms-gateway/b/1/state", b"{}", 1, True),
+        OutMessage("homeassistant/device/p2/config", b"", 1, True),  # a removal: not re-announced
+    ]
+    for m in msgs:
+        buf.put(m)
+    assert buf.discard(lambda m: m.topic in {"homeassistant/device/p1/config"}) == 1
+    assert len(buf) == 2 and buf.dropped == 0
+    assert await buf.peek() is msgs[1]
+    buf.pop(msgs[1])
+    assert await buf.peek() is msgs[2]
+
+
 def test_state_rate_limit_keeps_the_latest_document() -> None:
     store = ModelStore([("bus0", 1)])
     service = MqttService(MqttConfig(min_interval_s=10.0, discovery=False), store)
