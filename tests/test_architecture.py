@@ -233,11 +233,18 @@ def test_services_share_typed_fields_never_a_string_keyed_bag() -> None:
 
 
 def test_every_service_is_installed_one_way() -> None:
-    """`gateway.app.wiring.build_services` builds every adapter through `install(ctx) -> list[Service]`."""
+    """`gateway.app.wiring` builds every adapter through `install(ctx) -> list[Service]`, the edge
+    first (`build_edge_services`), then the rest (`build_ops_services`)."""
     tree = ast.parse(MODULES["gateway.app.wiring"].read_text(encoding="utf-8"))
-    build = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "build_services")
+    builders = [
+        n
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef) and n.name in ("build_edge_services", "build_ops_services")
+    ]
+    assert len(builders) == 2
     imported = [
         (n.module, a.name)
+        for build in builders
         for n in ast.walk(build)
         if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("gateway.")
         for a in n.names
@@ -245,6 +252,11 @@ def test_every_service_is_installed_one_way() -> None:
     ]
     assert len(imported) >= 10
     assert all(name == "install" for _, name in imported), imported
+    # what the second phase installs is what `run_app` imports in the worker thread beforehand
+    from gateway.app.wiring import OPS_MODULES
+
+    ops = {m for n in ast.walk(builders[1]) if isinstance(n, ast.ImportFrom) and (m := n.module)}
+    assert ops <= set(OPS_MODULES), ops - set(OPS_MODULES)
     for module, _ in imported:
         install = next(
             n

@@ -342,3 +342,24 @@ async def test_the_collector_comes_back_even_when_a_service_never_gets_ready(
         await app
         gc.enable()
     assert sys.getswitchinterval() == before  # the process-wide setting is given back
+
+
+def test_the_edge_is_built_without_the_http_stack(tmp_path: Path) -> None:
+    """Modbus, CAN, RS485 and the pollers serve before FastAPI is imported (`run_app`'s first phase);
+    in a fresh interpreter, so that no other test's imports count."""
+    code = (
+        "import sys\n"
+        "from gateway.app.config import Config\n"
+        "from gateway.app.wiring import build_context, build_edge_services\n"
+        f"config = Config.model_validate({{'state_dir': {str(tmp_path)!r},"
+        " 'modbus': {'listen': '127.0.0.1:0'}, 'can': {'enabled': True, 'interface': 'virtual'},"
+        " 'simulator': {'enabled': True, 'packs': 1}})\n"
+        "names = [s.name for s in build_edge_services(build_context(config, None))]\n"
+        "assert 'modbus' in names and 'can' in names, names\n"
+        "heavy = sorted(m for m in ('fastapi', 'starlette', 'uvicorn', 'aiomqtt', 'prometheus_client')"
+        " if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
