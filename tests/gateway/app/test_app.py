@@ -323,7 +323,8 @@ async def test_the_collector_comes_back_even_when_a_service_never_gets_ready(
 ) -> None:
     """`bms-gateway run` starts with the cyclic collector off; it must not stay off for good."""
     config = Config.model_validate({"state_dir": str(tmp_path), "http": {"listen": "127.0.0.1:0"}})
-    monkeypatch.setattr(wiring, "build_services", lambda ctx: [_NeverReady()])
+    monkeypatch.setattr(wiring, "build_edge_services", lambda ctx: [_NeverReady()])
+    monkeypatch.setattr(wiring, "build_ops_services", lambda ctx: [])
     monkeypatch.setattr(wiring, "GC_PAUSE_MAX_S", 0.05)
     stop = asyncio.Event()
     before = sys.getswitchinterval()
