@@ -364,3 +364,41 @@ def test_the_edge_is_built_without_the_http_stack(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+async def test_services_built_later_are_started_and_all_ready_waits_for_them() -> None:
+    c = ctx()
+    fired: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def later() -> list[Steady]:
+        await release.wait()  # the HTTP stack still loading
+        return [Steady("http")]
+
+    sup = Supervisor(
+        c, [Steady("modbus")], on_all_ready=lambda: fired.append(sorted(c.services)), later=later
+    )
+    task = asyncio.ensure_future(sup.run())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert c.services["modbus"].state is ServiceState.READY  # the edge serves already
+    assert not sup.all_ready.is_set() and fired == []  # but the gateway is not ready yet
+    release.set()
+    await asyncio.wait_for(sup.all_ready.wait(), 5)
+    assert fired == [["http", "modbus"]]
+    sup.stop()
+    await asyncio.wait_for(task, 5)
+    assert c.services["http"].state is ServiceState.STOPPED
+
+
+async def test_a_configuration_error_while_building_later_stops_the_gateway() -> None:
+    c = ctx()
+    first = Steady("modbus")
+
+    async def later() -> list[Steady]:
+        raise ConfigError("mqtt.url: not a broker URL")
+
+    sup = Supervisor(c, [first], later=later)
+    await asyncio.wait_for(sup.run(), 5)
+    assert sup.fatal is not None and "mqtt.url" in str(sup.fatal)
+    assert first.cancelled and not sup.all_ready.is_set()
