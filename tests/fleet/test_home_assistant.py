@@ -97,12 +97,11 @@ async def test_home_assistant_accepts_everything_and_renders_without_warnings(tm
         simulator(tmp_path) as sim_port,
     ):
         wait_port(port)
-        cfg = gateway_config(
-            tmp_path,
-            sim_port,
-            f'[mqtt]\nenabled = true\nurl = "mqtt://127.0.0.1:{port}"\nmin_interval_s = 0.5\n',
-        )
-        for _ in range(2):  # a first start, then a restart with the remembered layout
+        mqtt = f'[mqtt]\nenabled = true\nurl = "mqtt://127.0.0.1:{port}"\nmin_interval_s = 0.5\n'
+        for _ in range(2):  # a first start, then a restart with the remembered layout (same state_dir)
+            # a fresh HTTP port for each start: a port picked once can be some other process's
+            # outgoing connection by the restart (it happened in CI: "address already in use")
+            cfg = gateway_config(tmp_path, sim_port, mqtt)
             async with capture(port) as seen:
                 with gateway(cfg, tmp_path):
                     await until(lambda: len(discoveries(seen)) == 2, 30, "both packs announced")

@@ -360,6 +360,12 @@ class MqttService:
             max_queued_incoming_messages=1000,
         )
         async with client:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # aiomqtt connects through asyncio.wait_for, which on Python 3.11 can swallow a
+                # cancellation that arrives with the CONNACK: the service would then run on and
+                # the gateway's shutdown wait for it until its deadline
+                raise asyncio.CancelledError
             self.stats.connected = True
             self.stats.connects += 1
             log.info("MQTT connected to %s:%d", host, port)

@@ -258,3 +258,52 @@ async def test_last_will_marks_the_gateway_offline_when_the_process_dies(broker:
             proc.kill()  # no clean disconnect: the broker must publish the will
             await proc.wait()
         await sub.wait(lambda: sub.last("bmsgw/status") == b"offline")
+
+
+class _SwallowingClient:
+    """A client whose connect swallows a cancellation arriving while it connects, as aiomqtt's
+    `asyncio.wait_for` can on Python 3.11 when the CONNACK and the cancellation meet."""
+
+    connecting = asyncio.Event()
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    async def __aenter__(self) -> _SwallowingClient:
+        type(self).connecting.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.5)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def publish(self, *args: object, **kwargs: object) -> None:
+        await asyncio.sleep(3600)  # a session that would run on and on
+
+    async def subscribe(self, *args: object, **kwargs: object) -> None:
+        await asyncio.sleep(3600)
+
+    @property
+    def messages(self) -> AsyncIterator[object]:
+        async def forever() -> AsyncIterator[object]:
+            await asyncio.sleep(3600)
+            yield None
+
+        return forever()
+
+
+async def test_a_cancellation_swallowed_while_connecting_still_stops_the_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM during the MQTT connect must not leave the service running until the shutdown
+    deadline (seen once in CI: 'services did not stop within 10.0 s: service:mqtt')."""
+    monkeypatch.setattr(aiomqtt, "Client", _SwallowingClient)
+    _SwallowingClient.connecting = asyncio.Event()
+    service = MqttService(MqttConfig(enabled=True, url="mqtt://127.0.0.1:1"), ModelStore([("b", 1)]))
+    task = asyncio.ensure_future(service.run(lambda: None))
+    await asyncio.wait_for(_SwallowingClient.connecting.wait(), 5)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert task in done and task.cancelled()
+    assert service.stats.connects == 0  # it never went on as if connected
