@@ -109,14 +109,13 @@ def served_decision(d: ChargeDecision | None) -> tuple[object, ...] | None:
 
 
 class _Memo:
-    """A memoised read answer (from byte 2 on) and the requests it answered not yet counted."""
+    """A memoised read answer (from byte 2 on) and the requests it answered not yet counted (its
+    key, request bytes 2..11, carries the unit id at 4 and the function code at 5)."""
 
-    __slots__ = ("function", "hits", "tail", "unit")
+    __slots__ = ("hits", "tail")
 
-    def __init__(self, tail: bytes, unit: int, function: int) -> None:
+    def __init__(self, tail: bytes) -> None:
         self.tail = tail
-        self.unit = unit
-        self.function = function
         self.hits = 0
 
 
@@ -236,10 +235,10 @@ class ModbusServer:
     def _settle(self) -> None:
         """Count the requests answered from memoised answers (see `ModbusStats`)."""
         by_function, by_unit = self.stats.by_function, self.stats.by_unit
-        for memo in self.answers.values():
+        for key, memo in self.answers.items():
             if memo.hits:
-                by_function[memo.function] += memo.hits
-                by_unit[memo.unit] += memo.hits
+                by_unit[key[4]] += memo.hits
+                by_function[key[5]] += memo.hits
                 memo.hits = 0
 
     def _drop_memo(self) -> None:
@@ -379,7 +378,7 @@ class ModbusServer:
             if len(answers) < MAX_MEMO_ANSWERS:
                 key = _MEMO_KEY.pack(0, 6, adu.unit_id) + adu.pdu
                 if key not in answers:  # (a memo already there holds uncounted hits)
-                    answers[key] = _Memo(answer[2:], adu.unit_id, function)
+                    answers[key] = _Memo(answer[2:])
         return answer
 
     def admit(self, client: str, now: float) -> str | None:

@@ -71,6 +71,16 @@ class OutMessage:
     retain: bool
 
 
+def _honour_cancellation() -> None:
+    """Raise the cancellation aiomqtt may have swallowed: it waits for the broker's acknowledgement
+    (CONNACK, PUBACK) with `asyncio.wait_for`, which on Python 3.11 can drop a cancellation that
+    arrives together with it. The service would then run on, and the gateway's shutdown wait for it
+    until its deadline."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class OutBuffer:
     """Bounded FIFO of messages to publish; when full the oldest message is dropped and counted."""
 
@@ -360,12 +370,7 @@ class MqttService:
             max_queued_incoming_messages=1000,
         )
         async with client:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # aiomqtt connects through asyncio.wait_for, which on Python 3.11 can swallow a
-                # cancellation that arrives with the CONNACK: the service would then run on and
-                # the gateway's shutdown wait for it until its deadline
-                raise asyncio.CancelledError
+            _honour_cancellation()  # the connect, too, goes through aiomqtt's wait_for
             self.stats.connected = True
             self.stats.connects += 1
             log.info("MQTT connected to %s:%d", host, port)
@@ -400,12 +405,7 @@ class MqttService:
     @staticmethod
     async def _send(client: aiomqtt.Client, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         await client.publish(topic, payload, qos=qos, retain=retain)
-        # aiomqtt waits for the acknowledgement with asyncio.wait_for, which on Python 3.11 can
-        # swallow a cancellation that arrives together with the acknowledgement; honour it here so
-        # that shutting the service down never hangs.
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError
+        _honour_cancellation()
 
     async def _publish(self, client: aiomqtt.Client, topic: str, payload: bytes, retain: bool) -> None:
         await self._send(client, topic, payload, self.cfg.qos, retain)
