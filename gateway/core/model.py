@@ -408,15 +408,11 @@ def aggregate(
         return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
     def sensors(keep: Callable[[TempRole], bool]) -> list[CellRef]:
-        return [
-            CellRef(p.bus, p.address, tr.index, tr.value_c)
-            for p, t in online
-            for tr in t.temperatures
-            if keep(tr.role)
-        ]
+        """Every sensor of the online packs whose role `keep` accepts."""
+        return one_each([(p, tr) for p, t in online for tr in t.temperatures if keep(tr.role)])
 
-    def one_each(sensors: list[tuple[PackSnapshot, Temperature | None]]) -> list[CellRef]:
-        return [CellRef(p.bus, p.address, tr.index, tr.value_c) for p, tr in sensors if tr is not None]
+    def one_each(found: list[tuple[PackSnapshot, Temperature | None]]) -> list[CellRef]:
+        return [CellRef(p.bus, p.address, tr.index, tr.value_c) for p, tr in found if tr is not None]
 
     full = total([t.full_capacity_ah for _, t in online])
     remaining = total([t.remaining_capacity_ah for _, t in online])

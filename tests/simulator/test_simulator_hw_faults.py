@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import MappingProxyType
@@ -15,8 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app.config import ConfigError, parse_config
-from gateway.app.context import AppContext
-from gateway.app.wiring import build_context, run_app
+from gateway.app.wiring import build_context
 from protocol.bms.base import FlagKind
 from protocol.bms.pace import commands as pc
 from protocol.bms.pace import values as pv
@@ -24,6 +25,7 @@ from protocol.bms.pace.frame import parse_frame as pace_parse
 from protocol.bms.tianpower import messages as m
 from protocol.bms.tianpower.frame import parse_frame as tp_parse
 from simulator import FaultSpec, Simulator, SimulatorOptions, parse_fault_spec
+from tests.support.app_running import app_running
 
 
 def _sim(protocol: str = "tianpower", hardware: dict[int, set[str]] | None = None, **kw: object) -> Simulator:
@@ -150,13 +152,7 @@ async def test_gateway_shows_the_injected_fault_in_telemetry_and_metrics(tmp_pat
         },
         env={},
     )
-    stop = asyncio.Event()
-    ready: asyncio.Future[AppContext] = asyncio.get_running_loop().create_future()
-    task = asyncio.ensure_future(
-        run_app(config, None, install_signals=False, stop=stop, on_all_ready=ready.set_result)
-    )
-    try:
-        ctx = await asyncio.wait_for(asyncio.shield(ready), 20)
+    async with app_running(config) as ctx:
         assert ctx.simulator is not None
 
         def faults(address: int) -> frozenset[str] | None:
@@ -187,6 +183,19 @@ async def test_gateway_shows_the_injected_fault_in_telemetry_and_metrics(tmp_pat
                 return faults(1) == set() and samples.get(("1", "NTC_Disconnected")) == 0
 
             await _until(fault_cleared)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
+
+
+@pytest.mark.e2e
+def test_the_simulate_command_refuses_a_flag_that_is_no_fault_as_a_person_sees_it() -> None:
+    """`bms-gateway simulate --faults hw=1:CELL_OV_Prot` typed at a shell: exit 2, one line that
+    names the flag, the family and the valid fault flags; nothing starts listening."""
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("bms-gateway")), "simulate", "--listen", "127.0.0.1:0",
+         "--faults", "hw=1:CELL_OV_Prot"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2, out
+    assert out.stdout == ""
+    line = out.stderr.strip()
+    assert line.startswith("bms-gateway simulate: hardware fault 'CELL_OV_Prot' for pack 1")
+    assert "tianpower" in line and "NTC_Disconnected" in line and "CHG_MOS_Fault" in line

@@ -21,6 +21,7 @@ from gateway.app.context import AppContext
 from gateway.app.wiring import run_app
 from gateway.north.metrics.collector import FAMILIES
 from simulator import Simulator, SimulatorOptions
+from tests.support.app_running import app_running
 from tests.support.mqtt_broker import Broker, free_port
 
 pytestmark = pytest.mark.e2e
@@ -78,17 +79,8 @@ async def gateway(tmp_path: Path, sim_port: int, broker_port: int) -> AsyncItera
         },
         env={},
     )
-    stop = asyncio.Event()
-    ready: asyncio.Future[AppContext] = asyncio.get_running_loop().create_future()
-    task = asyncio.ensure_future(
-        run_app(config, None, install_signals=False, stop=stop, on_all_ready=ready.set_result)
-    )
-    try:
-        ctx = await asyncio.wait_for(asyncio.shield(ready), 20)
+    async with app_running(config) as ctx:
         yield ctx
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 async def until(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
