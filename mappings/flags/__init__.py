@@ -3,9 +3,13 @@
 `load_outputs()` returns every output's translation (`protocol.inverter.flags.FlagOutput`, by output
 name: "can.pylon", "can.alarms35a", "can.growatt", "can.schneider", "rs485.pylon.0x44",
 "rs485.pylon.0x62", "sunspec.802"); `load_meanings()` the per-meaning rows (label, native bits).
-Validation at load: one row per `protocol.bms.base.Meaning` (states included), every output named
-in every non-state row, no unknown keys, every target present in its DBC message / SunSpec symbol
-table / bit range. A bad file raises `MappingError` naming the row.
+Validation: one row per `protocol.bms.base.Meaning` (states included), every output named in every
+non-state row, no unknown keys, every target present in its DBC message / SunSpec symbol table / bit
+range. A bad file raises `MappingError` naming the row. `parse` checks everything at once (the test
+suite runs it on the shipped file); the gateway's cached table checks the shape at load and each
+output's targets when that output is first used, so a start-up only reads the DBC files of the
+protocols it runs (loading the SMA and Growatt DBC files to check a table a Pylon CAN gateway never
+sends was about 20 ms of every start).
 
 Nothing is read at import time; this package never performs I/O other than reading its own files.
 """
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -92,13 +96,13 @@ def _read() -> dict[str, Any]:
         raise MappingError(f"{FILE}: not valid TOML: {err}") from None
 
 
-def _targets(where: str, value: Any, valid: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _targets(where: str, value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, list) for v in value)):
         raise MappingError(f"{where}: expected [[protection targets], [warning targets]]")
     out: list[tuple[str, ...]] = []
     for level in value:
         for t in level:
-            if not isinstance(t, str) or t not in valid:
+            if not isinstance(t, str):
                 raise MappingError(f"{where}: unknown target {t!r}")
         if len(set(level)) != len(level):
             raise MappingError(f"{where}: a target is listed twice")
@@ -106,8 +110,44 @@ def _targets(where: str, value: Any, valid: frozenset[str]) -> tuple[tuple[str, 
     return out[0], out[1]
 
 
-def parse(data: Mapping[str, Any]) -> tuple[dict[Meaning, MeaningRow], dict[str, FlagOutput]]:
-    """Validate a parsed table (see the module docstring); MappingError names the bad row."""
+def check_targets(output: FlagOutput) -> FlagOutput:
+    """`output` when every target it names exists in its DBC message / symbol table / bit range."""
+    valid = OUTPUTS[output.name][1]()
+    for table in (output.protection, output.warning):
+        for key, targets in table.items():
+            for t in targets:
+                if t not in valid:
+                    raise MappingError(f"{FILE} [meaning.{key}] {output.name}: unknown target {t!r}")
+    return output
+
+
+class CheckedOnUse(Mapping[str, FlagOutput]):
+    """The outputs of a shape-checked table; each output's targets are checked on first use."""
+
+    def __init__(self, outputs: Mapping[str, FlagOutput]) -> None:
+        self._outputs = outputs
+        self._checked: dict[str, FlagOutput] = {}
+
+    def __getitem__(self, name: str) -> FlagOutput:
+        checked = self._checked.get(name)
+        if checked is None:
+            checked = self._checked[name] = check_targets(self._outputs[name])
+        return checked
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)
+
+
+def parse(
+    data: Mapping[str, Any], *, check: bool = True
+) -> tuple[dict[Meaning, MeaningRow], dict[str, FlagOutput]]:
+    """Validate a parsed table (see the module docstring); MappingError names the bad row.
+
+    `check=False` leaves the targets' existence to `check_targets` (the shape is always checked).
+    """
     rows = data.get("meaning")
     if not isinstance(rows, dict):
         raise MappingError(f"{FILE}: no [meaning.*] rows")
@@ -121,7 +161,6 @@ def parse(data: Mapping[str, Any]) -> tuple[dict[Meaning, MeaningRow], dict[str,
     missing = sorted(known - set(rows))
     if missing:
         raise MappingError(f"{FILE}: no row for meanings {missing}")
-    valid = {name: fn() for name, (_, fn) in OUTPUTS.items()}
     protection: dict[str, dict[str, tuple[str, ...]]] = {name: {} for name in OUTPUTS}
     warning: dict[str, dict[str, tuple[str, ...]]] = {name: {} for name in OUTPUTS}
     meanings: dict[Meaning, MeaningRow] = {}
@@ -150,7 +189,7 @@ def parse(data: Mapping[str, Any]) -> tuple[dict[Meaning, MeaningRow], dict[str,
             if not native:
                 raise MappingError(f"{where}: needs at least one native bit")
             for name in OUTPUTS:
-                p, w = _targets(f"{where} {name}", row[name], valid[name])
+                p, w = _targets(f"{where} {name}", row[name])
                 protection[name][key] = p
                 warning[name][key] = w
         if not _NAME.match(key):  # pragma: no cover - Meaning values are snake case
@@ -160,17 +199,21 @@ def parse(data: Mapping[str, Any]) -> tuple[dict[Meaning, MeaningRow], dict[str,
         name: FlagOutput(name, MappingProxyType(protection[name]), MappingProxyType(warning[name]))
         for name in OUTPUTS
     }
+    if check:
+        for output in out.values():
+            check_targets(output)
     return meanings, out
 
 
 @cache
 def _load() -> tuple[Mapping[Meaning, MeaningRow], Mapping[str, FlagOutput]]:
-    meanings, outputs = parse(_read())
-    return MappingProxyType(meanings), MappingProxyType(outputs)
+    meanings, outputs = parse(_read(), check=False)
+    return MappingProxyType(meanings), CheckedOnUse(outputs)
 
 
 def load_outputs() -> Mapping[str, FlagOutput]:
-    """Every output's translation, by output name (validated, cached)."""
+    """Every output's translation, by output name (cached; an output's targets are checked when it
+    is first looked up)."""
     return _load()[1]
 
 

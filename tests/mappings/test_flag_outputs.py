@@ -28,7 +28,7 @@ from gateway.north.metrics.collector import _meanings
 from gateway.north.modbus.native import flag_words
 from gateway.north.modbus.sunspec import EVENT_OUTPUT, event_bits
 from gateway.north.rs485.service import build_bank_view
-from mappings.flags import MappingError, load_meanings, load_outputs, parse
+from mappings.flags import CheckedOnUse, MappingError, load_meanings, load_outputs, parse
 from mappings.modbus import load_native_map, load_sunspec_models
 from protocol.bms.base import FlagInfo, Meaning
 from protocol.bms.pace import values as pace
@@ -231,6 +231,26 @@ def test_a_bad_table_is_refused_naming_the_row(change, message: str) -> None:  #
     change(table)
     with pytest.raises(MappingError, match=message):
         parse(table)
+
+
+def test_the_gateway_checks_an_outputs_targets_when_it_is_first_used() -> None:
+    # What a start-up loads: the shape checked, each output's targets on its first lookup (so a
+    # Pylon CAN gateway does not read the SMA and Growatt DBC files to check rows it never sends).
+    table = _table()
+    table["meaning"]["fan_fault"].update({"can.growatt": [["NoSuchSignal"], []]})
+    _, outputs = parse(table, check=False)
+    lazy = CheckedOnUse(outputs)
+    assert lazy["can.pylon"] is outputs["can.pylon"]
+    assert sorted(lazy) == sorted(outputs)
+    named = r"\[meaning.fan_fault\] can.growatt: unknown target 'NoSuchSignal'"
+    with pytest.raises(MappingError, match=named):
+        lazy["can.growatt"]
+    with pytest.raises(MappingError, match="unknown target"):
+        dict(lazy.items())  # every output, as the docs generator reads them
+
+
+def test_the_shipped_tables_outputs_are_checked_in_full() -> None:
+    assert dict(load_outputs().items()) == parse(_table())[1]
 
 
 def test_docs_flags_md_is_the_generated_table() -> None:

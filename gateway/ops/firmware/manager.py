@@ -24,8 +24,9 @@ import math
 import time
 import uuid
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.app import shared
 from gateway.app.config import state_path
@@ -33,15 +34,20 @@ from gateway.app.context import AppContext
 from gateway.app.supervisor import ReadyCallback
 from gateway.core.model import PackIdentity, PackKey
 from gateway.ops.admin.packs import label
-from gateway.ops.firmware.images import ImageInfo, ImageStore
-from gateway.ops.firmware.job import ACTIVE, RESUMABLE, FirmwareJob, JobFiles, JobRecord, JobState
+from gateway.ops.firmware.records import ACTIVE, RESUMABLE, JobFiles, JobRecord, JobState
 from gateway.ops.history.base import RecordsService
 from gateway.ops.history.errors import require
 from gateway.ops.security.audit import Actor, AuditLog
 from gateway.ops.security.auth import Role
 from gateway.ops.security.errors import Conflict, Invalid, NotFound
 from gateway.south.drivers.base import Driver
-from protocol.bms.bootloader import FirmwareImage, ImageError
+
+if TYPE_CHECKING:
+    # The image store and the transfer are imported when an operator uploads, lists or flashes an
+    # image (`images`, `_start`), not at every start of the gateway.
+    from gateway.ops.firmware.images import ImageInfo, ImageStore
+    from gateway.ops.firmware.job import FirmwareJob
+    from protocol.bms.bootloader import FirmwareImage
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +66,7 @@ class FirmwareService(RecordsService):
         self.ctx = ctx
         cfg = ctx.config.firmware
         self.cfg = cfg
-        self.images = ImageStore(directory, max_bytes=cfg.max_image_kib * 1024)
+        self.directory = directory
         self.files = JobFiles(directory)
         self.audit_log = audit
         self._wall = wall
@@ -75,6 +81,12 @@ class FirmwareService(RecordsService):
     def from_context(cls, ctx: AppContext) -> FirmwareService:
         directory = state_path(ctx.config, ctx.config_path, ctx.config.firmware.dir)
         return cls(ctx, directory, shared.audit_log(ctx))
+
+    @cached_property
+    def images(self) -> ImageStore:
+        from gateway.ops.firmware.images import ImageStore
+
+        return ImageStore(self.directory, max_bytes=self.cfg.max_image_kib * 1024)
 
     # ---- the gateway service -------------------------------------------------------------------
 
@@ -170,6 +182,8 @@ class FirmwareService(RecordsService):
     # ---- images ----------------------------------------------------------------------------------
 
     async def upload(self, who: Actor, data: bytes, filename: str = "") -> ImageInfo:
+        from protocol.bms.bootloader import ImageError
+
         request = {"filename": filename, "bytes": len(data)}
         try:
             require(who, Role.ADMIN, "uploading a firmware image")
@@ -187,6 +201,8 @@ class FirmwareService(RecordsService):
         return info
 
     def _image(self, image_id: str) -> tuple[FirmwareImage, ImageInfo]:
+        from protocol.bms.bootloader import ImageError
+
         try:
             return self.images.load(image_id)
         except KeyError:
@@ -198,6 +214,8 @@ class FirmwareService(RecordsService):
 
     async def flash(self, who: Actor, bus: str, address: int, image_id: str) -> JobRecord:
         """Check everything, then start the upgrade of one pack (returns the started job)."""
+        from protocol.bms.bootloader import ImageError
+
         key = self.pack(bus, address)
         request = {"image": image_id}
         try:
@@ -258,6 +276,8 @@ class FirmwareService(RecordsService):
     def _start(
         self, who: Actor, rec: JobRecord, image: FirmwareImage, driver: Driver, intents: list[int]
     ) -> JobRecord:
+        from gateway.ops.firmware.job import FirmwareJob
+
         key = (rec.bus, rec.address)
         job = FirmwareJob(
             rec,

@@ -366,6 +366,33 @@ def test_the_edge_is_built_without_the_http_stack(tmp_path: Path) -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_a_start_loads_only_what_its_services_use(tmp_path: Path) -> None:
+    """Every service built (both phases) for a Pylon CAN gateway: the firmware transfer and image
+    store wait for an operator's upload or flash, and the flag table's targets are checked against
+    the DBC files of the protocols in use only (not SMA's or Growatt's)."""
+    code = (
+        "import sys\n"
+        "from gateway.app.config import Config\n"
+        "from gateway.app.wiring import build_context, build_edge_services, build_ops_services\n"
+        "from protocol.inverter.can import dbc\n"
+        f"config = Config.model_validate({{'state_dir': {str(tmp_path)!r},"
+        " 'modbus': {'listen': '127.0.0.1:0'},"
+        " 'can': {'enabled': True, 'interface': 'virtual', 'protocol': 'pylon'},"
+        " 'bus': [{'name': 'b', 'url': 'socket://127.0.0.1:9', 'protocol': 'tianpower'}]})\n"
+        "ctx = build_context(config, None)\n"
+        "names = [s.name for s in (*build_edge_services(ctx), *build_ops_services(ctx))]\n"
+        "assert {'modbus', 'can', 'firmware', 'http'} <= set(names), names\n"
+        "print(sorted(m for m in ('gateway.ops.firmware.job', 'gateway.ops.firmware.images')"
+        " if m in sys.modules))\n"
+        "print(dbc.load.cache_info().currsize)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    on_demand, dbc_files = out.stdout.splitlines()
+    assert on_demand == "[]"
+    assert dbc_files == "1"  # pylon.dbc: the CAN encoder's file, which checks its own flag targets
+
+
 async def test_services_built_later_are_started_and_all_ready_waits_for_them() -> None:
     c = ctx()
     fired: list[list[str]] = []

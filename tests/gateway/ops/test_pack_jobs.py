@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ops.firmware.job import JobState
 from gateway.ops.firmware.manager import FirmwareService
+from gateway.ops.firmware.records import JobState
 from gateway.ops.history.errors import Conflict
 from gateway.ops.history.service import HistoryService
 from gateway.ops.history.store import HistoryDB

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from gateway.app.context import AppContext
-from gateway.ops.firmware.job import JobRecord, JobState
 from gateway.ops.firmware.manager import FirmwareService
+from gateway.ops.firmware.records import JobRecord, JobState
 from gateway.ops.history.errors import Conflict, Forbidden, Invalid
 from gateway.ops.security.auth import Role
 from protocol.bms import bootloader as bl
