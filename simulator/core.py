@@ -136,6 +136,24 @@ def _responder(options: SimulatorOptions) -> Responder:
     return RESPONDERS.get(options.protocol).from_options(options)
 
 
+def check_hardware_faults(spec: FaultSpec, options: SimulatorOptions) -> None:
+    """ValueError when `spec` names a hardware fault flag the packs simulated with `options` do
+    not report as a fault (their family's codec names them); the configuration checks with this
+    before a start, the simulator when it starts and when its faults change."""
+    if spec.hardware:
+        _check_hardware(spec, _responder(options).fault_flag_names(), options.protocol)
+
+
+def _check_hardware(spec: FaultSpec, valid: tuple[str, ...], protocol: str) -> None:
+    for address, names in sorted(spec.hardware.items()):
+        unknown = sorted(set(names) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"hardware fault {', '.join(map(repr, unknown))} for pack {address} is not a fault flag "
+                f"of {protocol}; valid: {', '.join(valid)}"
+            )
+
+
 class Simulator:
     def __init__(self, options: SimulatorOptions) -> None:
         self.options = options
@@ -249,14 +267,7 @@ class Simulator:
         self._apply_faults(spec)
 
     def _check_hardware(self, spec: FaultSpec) -> None:
-        valid = self.responder.fault_flag_names()
-        for address, names in sorted(spec.hardware.items()):
-            unknown = sorted(set(names) - set(valid))
-            if unknown:
-                raise ValueError(
-                    f"hardware fault {', '.join(map(repr, unknown))} for pack {address} is not a fault flag "
-                    f"of {self.options.protocol}; valid: {', '.join(valid)}"
-                )
+        _check_hardware(spec, self.responder.fault_flag_names(), self.options.protocol)
 
     def _apply_faults(self, spec: FaultSpec) -> None:
         for address in spec.sleeping:

@@ -486,7 +486,8 @@ class SimulatorConfig(Section):
     """false: answers leave at once, without wire time"""
     faults: str = ""
     """fault injection, e.g. `"corrupt=0.01,drop=0.05,offline=2:60/10,hw=1:NTC_Disconnected"` (see
-    [simulator.md](simulator.md)); a bad item stops the start"""
+    [simulator.md](simulator.md)); a bad item, or an `hw=` flag the family does not report as a fault, is
+    refused by `bms-gateway config check` and stops the start"""
     state_file: str | None = None
     """persist parameters, SN, clock offset and history across restarts; relative paths are under state_dir"""
     history_records: int = Field(default=0, ge=0, le=100_000)
@@ -508,6 +509,19 @@ class SimulatorConfig(Section):
         last = self.first_address + self.packs - 1
         if last > 15:
             raise ValueError(f"first_address + packs - 1 must be at most 15, got addresses up to {last}")
+        return self
+
+    @model_validator(mode="after")
+    def _hardware_faults_exist(self) -> SimulatorConfig:
+        # `hw=ADDRESS:FLAG` names a status flag of the family's codec: checked here, so that
+        # `bms-gateway config check` refuses a misspelt flag instead of the start failing on it.
+        from simulator.faults import parse_fault_spec
+
+        spec = parse_fault_spec(self.faults)
+        if spec.hardware:
+            from simulator.core import SimulatorOptions, check_hardware_faults
+
+            check_hardware_faults(spec, SimulatorOptions(protocol=self.protocol))
         return self
 
 

@@ -117,10 +117,13 @@ def test_hardware_faults_are_set_and_cleared_at_run_time() -> None:
     assert sim.wire_flags(2).faults == set()
 
 
-def test_a_bad_hardware_fault_in_the_simulator_section_stops_the_start(tmp_path: Path) -> None:
-    config = parse_config({"state_dir": str(tmp_path), "simulator": {"faults": "hw=1:CELL_OV_Prot"}})
+def test_a_bad_hardware_fault_in_the_simulator_configuration_is_refused(tmp_path: Path) -> None:
+    # a protection flag is not a hardware fault: refused when the configuration is read (what
+    # `bms-gateway config check` and the start both do), before anything is built
     with pytest.raises(ConfigError, match="simulator: hardware fault 'CELL_OV_Prot'"):
-        build_context(config, tmp_path / "gateway.toml")
+        parse_config({"state_dir": str(tmp_path), "simulator": {"faults": "hw=1:CELL_OV_Prot"}})
+    config = parse_config({"state_dir": str(tmp_path), "simulator": {"faults": "hw=1:NTC_Disconnected"}})
+    assert build_context(config, tmp_path / "gateway.toml").simulator is not None
 
 
 def _fault_samples(text: str) -> dict[tuple[str, str], float]:
