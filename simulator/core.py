@@ -138,8 +138,8 @@ def _responder(options: SimulatorOptions) -> Responder:
 
 def check_hardware_faults(spec: FaultSpec, options: SimulatorOptions) -> None:
     """ValueError when `spec` names a hardware fault flag the packs simulated with `options` do
-    not report as a fault (their family's codec names them); the configuration checks with this
-    before a start, the simulator when it starts and when its faults change."""
+    not report as a fault (their family's codec names them): the configuration's check, the same
+    test (`_check_hardware`) the simulator makes when it starts and when its faults change."""
     if spec.hardware:
         _check_hardware(spec, _responder(options).fault_flag_names(), options.protocol)
 

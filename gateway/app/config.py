@@ -25,6 +25,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -495,13 +496,21 @@ class SimulatorConfig(Section):
 
     @field_validator("faults")
     @classmethod
-    def _faults_parse(cls, value: str) -> str:
+    def _faults_parse(cls, value: str, info: ValidationInfo) -> str:
+        # The syntax, and each `hw=ADDRESS:FLAG` against the status flags the family's codec calls
+        # faults: `bms-gateway config check` names a misspelt flag (with the valid ones) instead of
+        # the start failing on it. Checked whether or not the simulator runs, as the syntax is.
         from simulator.faults import parse_fault_spec
 
         try:
-            parse_fault_spec(value)
+            spec = parse_fault_spec(value)
         except ValueError as err:
             raise ValueError(str(err).removeprefix("--faults: ")) from None
+        protocol = info.data.get("protocol")  # absent when the protocol itself was refused
+        if spec.hardware and protocol is not None:
+            from simulator.core import SimulatorOptions, check_hardware_faults
+
+            check_hardware_faults(spec, SimulatorOptions(protocol=protocol))
         return value
 
     @model_validator(mode="after")
@@ -509,19 +518,6 @@ class SimulatorConfig(Section):
         last = self.first_address + self.packs - 1
         if last > 15:
             raise ValueError(f"first_address + packs - 1 must be at most 15, got addresses up to {last}")
-        return self
-
-    @model_validator(mode="after")
-    def _hardware_faults_exist(self) -> SimulatorConfig:
-        # `hw=ADDRESS:FLAG` names a status flag of the family's codec: checked here, so that
-        # `bms-gateway config check` refuses a misspelt flag instead of the start failing on it.
-        from simulator.faults import parse_fault_spec
-
-        spec = parse_fault_spec(self.faults)
-        if spec.hardware:
-            from simulator.core import SimulatorOptions, check_hardware_faults
-
-            check_hardware_faults(spec, SimulatorOptions(protocol=self.protocol))
         return self
 
 

@@ -120,7 +120,7 @@ def test_hardware_faults_are_set_and_cleared_at_run_time() -> None:
 def test_a_bad_hardware_fault_in_the_simulator_configuration_is_refused(tmp_path: Path) -> None:
     # a protection flag is not a hardware fault: refused when the configuration is read (what
     # `bms-gateway config check` and the start both do), before anything is built
-    with pytest.raises(ConfigError, match="simulator: hardware fault 'CELL_OV_Prot'"):
+    with pytest.raises(ConfigError, match=r"simulator\.faults: hardware fault 'CELL_OV_Prot'"):
         parse_config({"state_dir": str(tmp_path), "simulator": {"faults": "hw=1:CELL_OV_Prot"}})
     config = parse_config({"state_dir": str(tmp_path), "simulator": {"faults": "hw=1:NTC_Disconnected"}})
     assert build_context(config, tmp_path / "gateway.toml").simulator is not None

@@ -41,13 +41,14 @@ from gateway.ops.security.audit import Actor, AuditLog
 from gateway.ops.security.auth import Role
 from gateway.ops.security.errors import Conflict, Invalid, NotFound
 from gateway.south.drivers.base import Driver
+from protocol.bms.bootloader import FirmwareImage, ImageError
 
 if TYPE_CHECKING:
     # The image store and the transfer are imported when an operator uploads, lists or flashes an
-    # image (`images`, `_start`), not at every start of the gateway.
+    # image (`images`, `_start`), not at every start of the gateway. (The bootloader codec is
+    # loaded anyway: the families' frame codecs know its command codes.)
     from gateway.ops.firmware.images import ImageInfo, ImageStore
     from gateway.ops.firmware.job import FirmwareJob
-    from protocol.bms.bootloader import FirmwareImage
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,6 @@ class FirmwareService(RecordsService):
     # ---- images ----------------------------------------------------------------------------------
 
     async def upload(self, who: Actor, data: bytes, filename: str = "") -> ImageInfo:
-        from protocol.bms.bootloader import ImageError
-
         request = {"filename": filename, "bytes": len(data)}
         try:
             require(who, Role.ADMIN, "uploading a firmware image")
@@ -201,8 +200,6 @@ class FirmwareService(RecordsService):
         return info
 
     def _image(self, image_id: str) -> tuple[FirmwareImage, ImageInfo]:
-        from protocol.bms.bootloader import ImageError
-
         try:
             return self.images.load(image_id)
         except KeyError:
@@ -214,8 +211,6 @@ class FirmwareService(RecordsService):
 
     async def flash(self, who: Actor, bus: str, address: int, image_id: str) -> JobRecord:
         """Check everything, then start the upgrade of one pack (returns the started job)."""
-        from protocol.bms.bootloader import ImageError
-
         key = self.pack(bus, address)
         request = {"image": image_id}
         try:
