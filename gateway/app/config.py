@@ -671,6 +671,14 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"configuration file not found: {p}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a configuration file") from None
+    except PermissionError:
+        raise ConfigError(f"{p}: cannot read the configuration file: permission denied") from None
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read the configuration file: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {err.start}): save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{p}: not valid TOML: {err}") from None
     return parse_config(data, env)

@@ -91,8 +91,17 @@ def run(args: argparse.Namespace) -> int:
         if family.describe_answer is None:
             print(f"bms-gateway decode: --request is not supported for {family.name}", file=sys.stderr)
             return 2
+    records = record_namer(family.name)
+    if request is not None:
+        try:  # each frame on its own first, so that a refusal names the frame that is wrong
+            family.describe(request, records)
+        except RemoteProtocolError as err:
+            print(
+                f"bms-gateway decode: --request: invalid {family.name} frame ({len(request)} bytes): {err}",
+                file=sys.stderr,
+            )
+            return 1
     try:
-        records = record_namer(family.name)
         if request is not None and family.describe_answer is not None:
             described: Any = dict(family.describe_answer(request, raw, records))
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from typing import Any
@@ -81,11 +82,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"bms-gateway simulate: {err}", file=sys.stderr)
         return 2
     host, port = args.listen
+    return asyncio.run(_serve(sim, host, port, args.pty))
+
+
+def _say(line: str) -> None:
+    """Print a report line; once nobody reads standard output (`simulate ... | head -2`) the rest
+    is dropped and the simulator keeps serving until it is stopped."""
     try:
-        return asyncio.run(_serve(sim, host, port, args.pty))
-    except OSError as err:
-        print(f"bms-gateway simulate: cannot listen on {host}:{port}: {err}", file=sys.stderr)
-        return 3
+        print(line, flush=True)
+    except BrokenPipeError:
+        # Python would otherwise fail again flushing the closed pipe at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 async def _serve(sim: Simulator, host: str, port: int, pty: bool) -> int:
@@ -94,22 +101,26 @@ async def _serve(sim: Simulator, host: str, port: int, pty: bool) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with sim.serve_tcp(host, port, pty=pty) as server:
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            server = await stack.enter_async_context(sim.serve_tcp(host, port, pty=pty))
+        except OSError as err:  # only binding: a failure later is not "cannot listen"
+            print(f"bms-gateway simulate: cannot listen on {host}:{port}: {err}", file=sys.stderr)
+            return 3
         opts = sim.options
-        print(f"listening: {server.host}:{server.port}")
+        _say(f"listening: {server.host}:{server.port}")
         if server.pty_path:
-            print(f"pty: {server.pty_path}")
-        print(f"protocol: {opts.protocol}")
-        print(f"addresses: {', '.join(str(a) for a in sim.addresses)}")
+            _say(f"pty: {server.pty_path}")
+        _say(f"protocol: {opts.protocol}")
+        _say(f"addresses: {', '.join(str(a) for a in sim.addresses)}")
         pacing = f"{opts.baud} baud, turnaround {opts.turnaround_s} s" if opts.pacing else "off"
-        print(f"pacing: {pacing}")
-        sys.stdout.flush()
+        _say(f"pacing: {pacing}")
         await stop.wait()
     counters = dict(sim.fault_counters)
-    print(f"answers: {counters.pop('responses', 0)}")  # every answer the packs produced, faulty or not
+    _say(f"answers: {counters.pop('responses', 0)}")  # every answer the packs produced, faulty or not
     for key, value in counters.items():  # only what fault injection did
         if value:
-            print(f"fault {key}: {value}")
+            _say(f"fault {key}: {value}")
     return 0
 
 

@@ -52,3 +52,47 @@ def test_exit_summary_counts_answers_and_faults_apart() -> None:
     assert proc.returncode == 0, out
     assert "answers: 3" in out.splitlines(), out
     assert not any(line.startswith("fault ") for line in out.splitlines()), out  # no fault was injected
+
+
+def test_a_reader_that_stops_reading_does_not_turn_a_clean_stop_into_a_listen_error() -> None:
+    # `bms-gateway simulate --listen ... | head -2`: the pipe closes after two lines; the simulator
+    # keeps serving, and a stop is still a clean one (exit 0, nothing about listening)
+    proc = subprocess.Popen(
+        [str(BIN), "simulate", "--packs", "1", "--listen", "127.0.0.1:0", "--no-pacing"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        port = int(proc.stdout.readline().rpartition(":")[2])
+        proc.stdout.readline()
+        proc.stdout.close()  # what `head -2` does once it has its lines
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(m.encode_request(m.ReadRequest(1, m.Cmd.REALTIME)))
+            assert conn.recv(4096)  # still serving
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read()
+        proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stderr.close()  # type: ignore[union-attr]
+    assert proc.returncode == 0, err
+    assert "cannot listen" not in err and "Traceback" not in err, err
+
+
+def test_an_address_in_use_is_a_listen_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [str(BIN), "simulate", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 3, done.stderr
+    assert f"bms-gateway simulate: cannot listen on 127.0.0.1:{port}:" in done.stderr

@@ -3,6 +3,7 @@ data bits of a bus are configurable (issue 17, defect 9)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,29 @@ def test_check_refuses_a_hardware_fault_the_simulated_family_does_not_report(tmp
     assert done.returncode == 2 and "is not a fault flag of pace" in done.stderr
     done = check(tmp_path, '[[bus]]\nname = "b"\nurl = "/dev/ttyUSB0"\n[simulator]\nfaults = "hw=1:Typo"\n')
     assert done.returncode == 2 and "simulator.faults: hardware fault 'Typo'" in done.stderr
+
+
+def test_a_file_that_cannot_be_read_is_a_configuration_error_not_a_traceback(tmp_path: Path) -> None:
+    # exit 2 with one line naming the file, for `config check` and for `run` alike
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('log_level = "info" # café\n'.encode("latin-1"))
+    cases = {tmp_path: "is a directory", latin: "not UTF-8 text"}
+    for path, said in cases.items():
+        for argv in (["config", "check", str(path)], ["run", "--config", str(path)]):
+            done = subprocess.run([str(BIN), *argv], capture_output=True, text=True, timeout=60, check=False)
+            assert done.returncode == 2, (argv, done.stderr)
+            assert said in done.stderr and str(path) in done.stderr, done.stderr
+            assert "Traceback" not in done.stderr
+
+
+def test_a_configuration_the_user_may_not_read_is_named(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.toml"
+    secret.write_text("[simulator]\npacks = 1\n")
+    secret.chmod(0o600)
+    argv = [str(BIN), "config", "check", str(secret)]
+    if os.geteuid() == 0:  # root reads anything: check as nobody, as an operator without sudo would
+        tmp_path.chmod(0o755)
+        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"{secret}: cannot read the configuration file: permission denied" in done.stderr

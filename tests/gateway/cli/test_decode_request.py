@@ -72,6 +72,18 @@ def test_request_and_answer_must_belong_together() -> None:
     assert not_hex.returncode == 2 and "--request: not hex" in not_hex.stderr
 
 
+def test_a_broken_request_is_named_as_the_request() -> None:
+    # the answer is a whole, valid frame: the refusal must say the --request is the broken one
+    done = bms_gateway("decode", "--protocol", "tianpower", "--request", "7E0101", "7E 01 01 00 FE 0D")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("bms-gateway decode: --request: invalid tianpower frame (3 bytes):"), (
+        done.stderr
+    )
+    broken_answer = bms_gateway("decode", "--protocol", "pace", "--request", BANK_STATUS_REQUEST, "~2501")
+    assert broken_answer.returncode == 1
+    assert broken_answer.stderr.startswith("bms-gateway decode: invalid pace frame"), broken_answer.stderr
+
+
 def test_tianpower_answer_with_its_request() -> None:
     version = "7C 01 33 16 54 50 2D 42 44 31 36 53 34 38 56 31 35 30 2D 56 33 2E 31 2E 32 39 E2 0D"
     request = build_frame(1, 0x33, soi=SOI_ALT)
