@@ -136,12 +136,31 @@ def _responder(options: SimulatorOptions) -> Responder:
     return RESPONDERS.get(options.protocol).from_options(options)
 
 
-def check_hardware_faults(spec: FaultSpec, options: SimulatorOptions) -> None:
-    """ValueError when `spec` names a hardware fault flag the packs simulated with `options` do
-    not report as a fault (their family's codec names them): the configuration's check, the same
-    test (`_check_hardware`) the simulator makes when it starts and when its faults change."""
+def check_faults(spec: FaultSpec, options: SimulatorOptions) -> None:
+    """ValueError when `spec` names a pack that `options` does not simulate, or a hardware fault
+    flag the simulated family does not report as a fault (its codec names them): the
+    configuration's check, the same test the simulator makes when it starts and when its faults
+    change."""
+    _check_addresses(spec, options)
     if spec.hardware:
         _check_hardware(spec, _responder(options).fault_flag_names(), options.protocol)
+
+
+def _check_addresses(spec: FaultSpec, options: SimulatorOptions) -> None:
+    simulated = range(options.first_address, options.first_address + options.packs)
+    named = {
+        "offline": spec.offline.keys(),
+        "slow": spec.slow.keys(),
+        "sleep": spec.sleeping,
+        "hw": spec.hardware.keys(),
+    }
+    for key, addresses in named.items():
+        missing = sorted(a for a in addresses if a not in simulated)
+        if missing:
+            raise ValueError(
+                f"{key}: pack {', '.join(map(str, missing))} is not simulated "
+                f"(addresses {simulated.start}..{simulated.stop - 1})"
+            )
 
 
 def _check_hardware(spec: FaultSpec, valid: tuple[str, ...], protocol: str) -> None:
@@ -165,7 +184,7 @@ class Simulator:
         for address in range(options.first_address, options.first_address + options.packs):
             rng = random.Random(f"{options.seed}:{options.protocol}:{address}")
             self.packs[address] = self.responder.create_pack(address, rng)
-        self._check_hardware(options.faults)
+        self._check_faults(options.faults)
         self._injector = FaultInjector(random.Random(f"{options.seed}:faults"), options.faults)
         self._apply_faults(options.faults)
         self.dirty = False
@@ -262,11 +281,12 @@ class Simulator:
     def faults(self, spec: FaultSpec) -> None:
         """Replace the fault spec (ValueError, and nothing changed, for a hardware fault flag the
         family does not report as a fault)."""
-        self._check_hardware(spec)
+        self._check_faults(spec)
         self._injector.spec = spec
         self._apply_faults(spec)
 
-    def _check_hardware(self, spec: FaultSpec) -> None:
+    def _check_faults(self, spec: FaultSpec) -> None:
+        _check_addresses(spec, self.options)
         _check_hardware(spec, self.responder.fault_flag_names(), self.options.protocol)
 
     def _apply_faults(self, spec: FaultSpec) -> None:

@@ -60,6 +60,12 @@ class FaultSpec:
                 raise ValueError(f"{name} must not be negative")
         if any(v < 0 for v in self.slow.values()):
             raise ValueError("slow pack delays must not be negative")
+        for address, s in self.offline.items():
+            if s.period_s <= 0 or s.offline_s < 0 or s.offline_s > s.period_s:
+                raise ValueError(
+                    f"offline pack {address}: the time off ({s.offline_s:g} s) must be within 0 and the "
+                    f"period ({s.period_s:g} s); `sleep={address}` keeps a pack silent"
+                )
 
 
 COUNTER_NAMES = (

@@ -497,20 +497,23 @@ class SimulatorConfig(Section):
     @field_validator("faults")
     @classmethod
     def _faults_parse(cls, value: str, info: ValidationInfo) -> str:
-        # The syntax, and each `hw=ADDRESS:FLAG` against the status flags the family's codec calls
-        # faults: `bms-gateway config check` names a misspelt flag (with the valid ones) instead of
-        # the start failing on it. Checked whether or not the simulator runs, as the syntax is.
+        # The syntax, the packs named (simulated ones only) and each `hw=ADDRESS:FLAG` against the
+        # status flags the family's codec calls faults: `bms-gateway config check` names a misspelt
+        # flag (with the valid ones) instead of the start failing on it. Checked whether or not the
+        # simulator runs, as the syntax is.
         from simulator.faults import parse_fault_spec
 
         try:
             spec = parse_fault_spec(value)
         except ValueError as err:
             raise ValueError(str(err).removeprefix("--faults: ")) from None
-        protocol = info.data.get("protocol")  # absent when the protocol itself was refused
-        if spec.hardware and protocol is not None:
-            from simulator.core import SimulatorOptions, check_hardware_faults
+        protocol, packs, first = (info.data.get(k) for k in ("protocol", "packs", "first_address"))
+        if not (isinstance(protocol, str) and isinstance(packs, int) and isinstance(first, int)):
+            return value  # one of those keys was refused already
+        if first + packs <= 16:  # (else `_addresses_fit` refuses the range)
+            from simulator.core import SimulatorOptions, check_faults
 
-            check_hardware_faults(spec, SimulatorOptions(protocol=protocol))
+            check_faults(spec, SimulatorOptions(protocol=protocol, packs=packs, first_address=first))
         return value
 
     @model_validator(mode="after")

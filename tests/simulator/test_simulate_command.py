@@ -96,3 +96,23 @@ def test_an_address_in_use_is_a_listen_error() -> None:
         )
     assert done.returncode == 3, done.stderr
     assert f"bms-gateway simulate: cannot listen on 127.0.0.1:{port}:" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("faults", "said"),
+    [
+        ("slow=9:1", "slow: pack 9 is not simulated (addresses 1..2)"),
+        ("sleep=2+3", "sleep: pack 3 is not simulated (addresses 1..2)"),
+        ("hw=0:NTC_Disconnected", "hw: pack 0 is not simulated (addresses 1..2)"),
+        ("offline=2:10/20", "offline pack 2: the time off (20 s) must be within 0 and the period (10 s)"),
+    ],
+)
+def test_faults_for_packs_not_simulated_or_impossible_schedules_are_refused(faults: str, said: str) -> None:
+    done = subprocess.run(
+        [str(BIN), "simulate", "--packs", "2", "--faults", faults, "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr, done.stderr

@@ -94,3 +94,11 @@ def test_a_configuration_the_user_may_not_read_is_named(tmp_path: Path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2, done.stderr
     assert f"{secret}: cannot read the configuration file: permission denied" in done.stderr
+
+
+def test_check_refuses_faults_for_packs_the_simulator_does_not_have(tmp_path: Path) -> None:
+    done = check(tmp_path, '[simulator]\nenabled = true\npacks = 2\nfaults = "sleep=3"\n')
+    assert done.returncode == 2
+    assert "simulator.faults: sleep: pack 3 is not simulated (addresses 1..2)" in done.stderr, done.stderr
+    done = check(tmp_path, '[simulator]\nenabled = true\npacks = 2\nfirst_address = 2\nfaults = "sleep=3"\n')
+    assert done.returncode == 0, done.stderr
