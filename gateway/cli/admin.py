@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.api_client import (
-    DEFAULT_URL,
     FAILED,
     OK,
     USAGE,
@@ -29,6 +28,7 @@ from gateway.cli.api_client import (
     report_code,
     table,
 )
+from gateway.cli.urls import DEFAULT_URL
 from protocol.bms import registry as bms_registry
 
 

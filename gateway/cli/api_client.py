@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.cli.progress import busy
+from gateway.cli.urls import BadUrl, gateway_url
 
 OK, FAILED, USAGE, UNREACHABLE, REFUSED = 0, 1, 2, 3, 4
-DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 class CliError(Exception):
@@ -45,7 +45,10 @@ class Api:
                 USAGE, "no token: pass --token or set BMS_GATEWAY_TOKEN (bms-gateway token create)"
             )
         self.args = args
-        self.url = (args.url or os.environ.get("BMS_GATEWAY_URL") or DEFAULT_URL).rstrip("/")
+        try:
+            self.url = gateway_url(args.url)
+        except BadUrl as err:
+            raise CliError(USAGE, str(err)) from None
         verify: bool | ssl.SSLContext = True
         if args.cafile:
             try:
