@@ -230,7 +230,8 @@ def validation_problems(detail: Any) -> list[str]:
             text = text[:1].lower() + text[1:]
         got = e.get("input")
         if "input" in e and e.get("type") != "missing" and not isinstance(got, dict | list):
-            text += f" (got {got!r})" if isinstance(got, str) else f" (got {fmt(got)})"
+            quoted = isinstance(got, str) and not key  # a query's number arrives as text: 16, not '16'
+            text += f" (got {got!r})" if quoted else f" (got {fmt(got)})"
         lines.append(cli_words(f"{where}: {text}"))
     return lines
 
