@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.api_client import (
-    DEFAULT_URL,
     FAILED,
     OK,
     USAGE,
@@ -25,10 +24,17 @@ from gateway.cli.api_client import (
     CliError,
     cli_words,
     emit,
+    file_format,
+    finite,
+    in_range,
     local_time,
+    number,
     report_code,
     table,
+    write_file,
 )
+from gateway.cli.urls import DEFAULT_URL
+from gateway.south.drivers.base import Control
 from protocol.bms import registry as bms_registry
 
 
@@ -82,17 +88,6 @@ def _on_off(value: str | None) -> bool | None:
     if value.lower() in ("off", "0", "false", "disable"):
         return False
     raise CliError(USAGE, f"expected on or off, got {value!r}")
-
-
-def _number(text: str) -> float | int:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise CliError(USAGE, f"{text!r} is not a number") from None
 
 
 def cmd_whoami(api: Api, args: argparse.Namespace) -> int:
@@ -157,9 +152,13 @@ def cmd_params_set(api: Api, args: argparse.Namespace) -> int:
     values: dict[str, Any] = {}
     for item in (i for i in args.items if "=" in i):
         name, _, value = item.partition("=")
-        values[name.strip()] = _number(value.strip())
+        values[name.strip()] = number(value.strip())
     if not values:
         raise CliError(USAGE, "name at least one NAME=VALUE")
+    if not packs:  # a forgotten pack must not mean every pack
+        raise CliError(USAGE, "name the packs, or `all`: PACK [PACK...|all] NAME=VALUE [NAME=VALUE...]")
+    if "all" in packs and len(packs) > 1:
+        raise CliError(USAGE, f"`all` already names every pack: drop it or the packs ({' '.join(packs)})")
     body = {
         "values": values,
         "dry_run": args.dry_run,
@@ -176,25 +175,8 @@ def cmd_params_set(api: Api, args: argparse.Namespace) -> int:
 PARAM_FORMATS = ("json", "csv", "xml", "xlsx")
 
 
-def _file_format(explicit: str | None, filename: str | None, default: str | None) -> str | None:
-    """The format asked for, else the one the file name's extension stands for, else `default`."""
-    if explicit:
-        return explicit
-    if filename:
-        ext = Path(filename).suffix.lower().lstrip(".")
-        if ext in PARAM_FORMATS:
-            return ext
-        if ext:
-            raise CliError(
-                USAGE,
-                f"{filename}: cannot tell the format from the extension {('.' + ext) if ext else '(none)'}; "
-                f"name the file .json, .csv, .xml or .xlsx, or pass --format",
-            )
-    return default
-
-
 def cmd_params_export(api: Api, args: argparse.Namespace) -> int:
-    fmt = _file_format(args.format, args.output, "csv")
+    fmt = file_format(args.format, args.output, PARAM_FORMATS, "csv")
     if fmt == "xlsx" and not args.output:
         raise CliError(USAGE, "XLSX is a binary file: write it with -o FILE.xlsx")
     data: bytes = api.call(
@@ -204,10 +186,7 @@ def cmd_params_export(api: Api, args: argparse.Namespace) -> int:
         params={"format": fmt, "fresh": args.fresh, "per_pack_state": args.per_pack_state},
     )
     if args.output:
-        try:
-            Path(args.output).write_bytes(data)
-        except OSError as err:
-            raise CliError(USAGE, f"cannot write {args.output}: {err}") from None
+        write_file(args.output, data)
         note = "" if args.per_pack_state else " (per-pack state left out; --per-pack-state includes it)"
         print(f"wrote {args.output} ({fmt}){note}", file=sys.stderr)
     else:
@@ -370,8 +349,23 @@ def cmd_pack_protocol(api: Api, args: argparse.Namespace) -> int:
     return emit(args, api.call("PUT", path, json=body), _show_batch)
 
 
+CONTROLS = tuple(c.value for c in Control)
+NO_STATE = (Control.FORCED_SLEEP.value, Control.SHUTDOWN.value)  # actions, not switches
+
+
 def cmd_control(api: Api, args: argparse.Namespace) -> int:
-    body = {"action": args.action, "on": _on_off(args.state), "allow_inferred": args.allow_inferred}
+    if args.action in NO_STATE:
+        if args.state is not None:
+            raise CliError(USAGE, f"{args.action} takes no on/off: admin control {args.pack} {args.action}")
+        on: bool | None = True
+    else:
+        if args.state is None:
+            raise CliError(
+                USAGE,
+                f"{args.action} is a switch: name its state, on or off (admin control PACK ACTION on|off)",
+            )
+        on = _on_off(args.state)
+    body = {"action": args.action, "on": on, "allow_inferred": args.allow_inferred}
     return emit(args, api.call("POST", _pack_path(args.pack) + "/control", json=body), _show_batch)
 
 
@@ -433,9 +427,10 @@ def cmd_audit(api: Api, args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": args.limit}
     if args.action:
         params["action"] = args.action
+    fmt = file_format(args.format, args.output, AUDIT_FORMATS, "csv") if args.output else None
     doc = api.call("GET", "/api/audit", params=params)
-    if args.output:
-        return _audit_file(doc, Path(args.output), args.format)
+    if args.output and fmt:
+        return _audit_file(doc, args.output, fmt)
 
     def human(d: list[dict[str, Any]]) -> int:
         rows = [
@@ -466,6 +461,7 @@ def cmd_audit(api: Api, args: argparse.Namespace) -> int:
     return emit(args, doc, human)
 
 
+AUDIT_FORMATS = ("csv", "xlsx")
 AUDIT_COLUMNS = (
     "id",
     "at",
@@ -482,13 +478,12 @@ AUDIT_COLUMNS = (
 )
 
 
-def _audit_file(entries: list[dict[str, Any]], path: Path, fmt: str | None) -> int:
+def _audit_file(entries: list[dict[str, Any]], path: str, fmt: str) -> int:
     """The audit entries as a CSV or XLSX file (cells neutralised by the shared export writer)."""
     import json
 
     from gateway.ops.history.export import render
 
-    fmt = fmt or ("xlsx" if path.suffix.lower() == ".xlsx" else "csv")
     rows = []
     for e in entries:
         row: list[Any] = []
@@ -500,7 +495,7 @@ def _audit_file(entries: list[dict[str, Any]], path: Path, fmt: str | None) -> i
                 v = json.dumps(v, sort_keys=True)
             row.append(v)
         rows.append(row)
-    path.write_bytes(render(fmt, list(AUDIT_COLUMNS), rows, sheet="audit"))
+    write_file(path, render(fmt, list(AUDIT_COLUMNS), rows, sheet="audit"))
     print(f"{len(rows)} audit entries written to {path} ({fmt})")
     return OK
 
@@ -529,7 +524,9 @@ def register(sub: Any) -> None:
     common.add_argument("--url", help=f"gateway URL (default $BMS_GATEWAY_URL or {DEFAULT_URL})")
     common.add_argument("--token", help="bearer token (default $BMS_GATEWAY_TOKEN)")
     common.add_argument("--json", action="store_true", help="print the API's JSON instead of tables")
-    common.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer")
+    common.add_argument(
+        "--timeout", type=in_range(0.001, 86400), default=60.0, help="seconds to wait for an answer"
+    )
     common.add_argument("--cafile", help="CA certificate to verify an https:// gateway")
     common.add_argument("--insecure", action="store_true", help="do not verify the https certificate")
 
@@ -563,7 +560,7 @@ def register(sub: Any) -> None:
     per_pack_help = "include per-pack state (full and remaining capacity; never cloned by default)"
     sp = leaf(ps, "export", cmd_params_export, "a pack's parameters as json, csv, xml or xlsx")
     sp.add_argument("pack")
-    sp.add_argument("--format", choices=PARAM_FORMATS, help="default: from the -o file's extension, else csv")
+    sp.add_argument("--format", choices=PARAM_FORMATS, help="default: from the extension, else csv")
     sp.add_argument("-o", "--output", help="file to write (default: stdout); .json .csv .xml .xlsx")
     sp.add_argument("--fresh", action="store_true")
     sp.add_argument("--per-pack-state", action="store_true", help=per_pack_help)
@@ -599,9 +596,9 @@ def register(sub: Any) -> None:
     cs = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     sp = leaf(cs, "capacities", cmd_capacities, "read, or write with --full/--remaining/--nominal (Ah)")
     sp.add_argument("pack")
-    sp.add_argument("--full", type=float)
-    sp.add_argument("--remaining", type=float)
-    sp.add_argument("--nominal", type=float)
+    sp.add_argument("--full", type=finite, metavar="AH")
+    sp.add_argument("--remaining", type=finite, metavar="AH")
+    sp.add_argument("--nominal", type=finite, metavar="AH")
     sp.add_argument("--allow-inferred", action="store_true")
     sp = leaf(cs, "cell-count", cmd_cell_count, "factory: set the cell string count (needs --confirm)")
     sp.add_argument("pack")
@@ -614,7 +611,7 @@ def register(sub: Any) -> None:
     sp.add_argument("pack")
     for opt in ("--comm", "--physical", "--charge-activation", "--sleep-voltage"):
         sp.add_argument(opt, metavar="on|off")
-    sp.add_argument("--comm-timeout", type=float, metavar="HOURS")
+    sp.add_argument("--comm-timeout", type=finite, metavar="HOURS")
     sp = leaf(cs, "unlock", cmd_unlock, "unlock a pack locked by the communication anti-theft")
     sp.add_argument("pack")
     sp = leaf(cs, "pack-protocol", cmd_pack_protocol, "the pack's own inverter protocol selection (PACE)")
@@ -625,8 +622,13 @@ def register(sub: Any) -> None:
 
     sp = leaf(groups, "control", cmd_control, "MOS, heater, fan, buzzer, ...: PACK ACTION on|off")
     sp.add_argument("pack")
-    sp.add_argument("action")
-    sp.add_argument("state", nargs="?", default="on")
+    sp.add_argument("action", choices=CONTROLS, metavar="ACTION", help=f"one of: {', '.join(CONTROLS)}")
+    sp.add_argument(
+        "state",
+        nargs="?",
+        metavar="on|off",
+        help=f"required for the switches; none for {' and '.join(NO_STATE)}",
+    )
     sp.add_argument("--allow-inferred", action="store_true")
     sp = leaf(groups, "sleep", cmd_sleep, "forced sleep (refused while charging)")
     sp.add_argument("pack")
@@ -643,10 +645,12 @@ def register(sub: Any) -> None:
     sp.add_argument("--rs485", metavar="NAME")
 
     sp = leaf(groups, "audit", cmd_audit, "the audit log (admin)")
-    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--limit", type=in_range(1, 10000, integer=True), default=50, help="1..10000")
     sp.add_argument("--action")
     sp.add_argument("-o", "--output", help="write the entries to a file (.csv or .xlsx) instead")
-    sp.add_argument("--format", choices=("csv", "xlsx"), help="file format (default: from the file name)")
+    sp.add_argument(
+        "--format", choices=AUDIT_FORMATS, help="file format (default: from the file name, else csv)"
+    )
 
     from gateway.cli.admin_records import register_records  # history, record, firmware
 

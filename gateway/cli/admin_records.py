@@ -30,9 +30,12 @@ from gateway.cli.api_client import (
     CliError,
     emit,
     error_text,
+    file_format,
+    in_range,
     local_time,
     status_code,
     table,
+    write_file,
 )
 from gateway.cli.progress import Reporter, busy
 
@@ -169,16 +172,12 @@ def cmd_history_list(api: Api, args: argparse.Namespace) -> int:
     return emit(args, doc, human)
 
 
+RECORD_FORMATS = ("csv", "xlsx")
+
+
 def _export_format(args: argparse.Namespace) -> str:
-    fmt: str = args.format or ("xlsx" if str(args.output).lower().endswith(".xlsx") else "csv")
-    return fmt
-
-
-def _write(path: str, data: bytes) -> None:
-    try:
-        Path(path).write_bytes(data)
-    except OSError as err:
-        raise CliError(USAGE, f"cannot write {path}: {err}") from None
+    """From --format, else the -o file's extension (.csv or .xlsx; none: csv; another: exit 2)."""
+    return file_format(args.format, args.output, RECORD_FORMATS, "csv")
 
 
 def _download(api: Api, path: str, params: dict[str, Any]) -> bytes:
@@ -195,7 +194,7 @@ def _download(api: Api, path: str, params: dict[str, Any]) -> bytes:
 def cmd_history_export(api: Api, args: argparse.Namespace) -> int:
     fmt = _export_format(args)
     data = _download(api, "/api/history/export", {**_filters(args), "format": fmt})
-    _write(args.output, data)
+    write_file(args.output, data)
     print(
         json.dumps({"file": args.output, "format": fmt, "bytes": len(data)})
         if args.json
@@ -251,7 +250,7 @@ def cmd_record_export(api: Api, args: argparse.Namespace) -> int:
     if args.packs:
         params["packs"] = args.packs
     data = _download(api, "/api/recording/export", params)
-    _write(args.output, data)
+    write_file(args.output, data)
     print(
         json.dumps({"file": args.output, "format": fmt, "bytes": len(data)})
         if args.json
@@ -386,17 +385,19 @@ def register_records(groups: Any, leaf: Callable[..., argparse.ArgumentParser]) 
 
     sp = leaf(hs, "list", cmd_history_list, "downloaded records by pack, time and event")
     filters(sp)
-    sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--limit", type=in_range(1, 10000, integer=True), default=100, help="1..10000")
     sp = leaf(hs, "export", cmd_history_export, "downloaded records to a CSV or XLSX file")
     filters(sp)
     sp.add_argument("-o", "--output", required=True, help="file to write (.csv or .xlsx)")
-    sp.add_argument("--format", choices=("csv", "xlsx"))
+    sp.add_argument(
+        "--format", choices=RECORD_FORMATS, help="default: from the -o file's extension, else csv"
+    )
     sp = leaf(hs, "delete", cmd_history_delete, "delete the records stored IN THE PACK (needs --confirm)")
     sp.add_argument("pack")
     sp.add_argument("--confirm", action="store_true", help="yes, delete them (cannot be undone)")
     sp = leaf(hs, "interval", cmd_history_interval, "read, or write, the pack's storage interval (minutes)")
     sp.add_argument("pack")
-    sp.add_argument("minutes", nargs="?", type=int)
+    sp.add_argument("minutes", nargs="?", type=in_range(1, 65535, integer=True), help="1..65535")
     sp = leaf(hs, "record-time", cmd_history_record_time, "read, or write, the record start/end time")
     sp.add_argument("pack")
     sp.add_argument("--start", help="ISO 8601 pack time")
@@ -406,13 +407,15 @@ def register_records(groups: Any, leaf: Callable[..., argparse.ArgumentParser]) 
     rs = record.add_subparsers(dest="record_command", metavar="ACTION", required=True)
     sp = leaf(rs, "export", cmd_record_export, "a time range of the recording to a CSV or XLSX file")
     sp.add_argument("-o", "--output", required=True, help="file to write (.csv or .xlsx)")
-    sp.add_argument("--format", choices=("csv", "xlsx"))
+    sp.add_argument(
+        "--format", choices=RECORD_FORMATS, help="default: from the -o file's extension, else csv"
+    )
     sp.add_argument("--since")
     sp.add_argument("--until")
     sp.add_argument("packs", nargs="*", help="BUS/ADDRESS (default: every pack)")
 
     sp = leaf(rs, "interval", cmd_record_interval, "read, or change now (admin), the recording interval")
-    sp.add_argument("seconds", nargs="?", type=float, help="0.1 to 3600 s")
+    sp.add_argument("seconds", nargs="?", type=in_range(0.1, 3600), help="0.1 to 3600 s")
 
     firmware = groups.add_parser("firmware", help="firmware upgrades: flash, status, resume, abort")
     fs = firmware.add_subparsers(dest="firmware_command", metavar="ACTION", required=True)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import ssl
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,15 +21,82 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.cli.progress import busy
+from gateway.cli.urls import BadUrl, gateway_url
 
 OK, FAILED, USAGE, UNREACHABLE, REFUSED = 0, 1, 2, 3, 4
-DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 class CliError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+def number(text: str) -> float | int:
+    """A value typed on the command line: an integer, else a finite float (JSON has no NaN or
+    infinity, and no pack takes one); CliError(USAGE) otherwise."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise CliError(USAGE, f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise CliError(USAGE, f"{text!r} is not a finite number")
+    return value
+
+
+def finite(text: str) -> float:
+    """argparse `type=` for a float option: a finite number, or the usage error (exit 2)."""
+    try:
+        return float(number(text))
+    except CliError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def in_range(low: float, high: float, *, integer: bool = False) -> Callable[[str], float | int]:
+    """argparse `type=` for a number the API bounds: refused before anything is sent (exit 2)."""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = number(text)
+        except CliError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        if integer and not isinstance(value, int):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is outside {low:g}..{high:g}")
+        return value if integer else float(value)
+
+    return parse
+
+
+def file_format(explicit: str | None, filename: str | None, formats: tuple[str, ...], default: str) -> str:
+    """The format asked for (`--format`), else the one the file name's extension stands for, else
+    `default` (no extension); another extension is a usage error, never silently `default`."""
+    if explicit:
+        return explicit
+    ext = Path(filename).suffix.lower().lstrip(".") if filename else ""
+    if ext in formats:
+        return ext
+    if ext:
+        names = ", ".join(f".{f}" for f in formats[:-1]) + f" or .{formats[-1]}"
+        raise CliError(
+            USAGE,
+            f"{filename}: cannot tell the format from the extension .{ext}; name the file {names}, "
+            "or pass --format",
+        )
+    return default
+
+
+def write_file(path: str | Path, data: bytes) -> None:
+    """Write an exported file; CliError(USAGE) naming it when it cannot be written."""
+    try:
+        Path(path).write_bytes(data)
+    except OSError as err:
+        raise CliError(USAGE, f"cannot write {path}: {err}") from None
 
 
 def status_code(status: int) -> int:
@@ -45,7 +115,10 @@ class Api:
                 USAGE, "no token: pass --token or set BMS_GATEWAY_TOKEN (bms-gateway token create)"
             )
         self.args = args
-        self.url = (args.url or os.environ.get("BMS_GATEWAY_URL") or DEFAULT_URL).rstrip("/")
+        try:
+            self.url = gateway_url(args.url)
+        except BadUrl as err:
+            raise CliError(USAGE, str(err)) from None
         verify: bool | ssl.SSLContext = True
         if args.cafile:
             try:
@@ -105,6 +178,11 @@ def error_text(r: httpx.Response) -> str:
     except ValueError:
         return cli_words(r.text)
     detail = body.get("detail") if isinstance(body, dict) else body
+    problems = validation_problems(detail)
+    if problems:
+        if len(problems) == 1:
+            return problems[0]
+        return "\n  ".join([f"{len(problems)} problems in the request:", *problems])
     if not isinstance(detail, str):
         detail = json.dumps(detail)
     lines = [cli_words(detail)]
@@ -116,6 +194,46 @@ def error_text(r: httpx.Response) -> str:
             where = f"row {e['row']}" if e.get("row") is not None else str(e.get("parameter") or "")
             lines.append(f"  {where}: {cli_words(str(e['message']))}" if where else f"  {e['message']}")
     return "\n".join(lines)
+
+
+LIMITS = {
+    "greater_than_equal": ("ge", "must be at least"),
+    "greater_than": ("gt", "must be more than"),
+    "less_than_equal": ("le", "must be at most"),
+    "less_than": ("lt", "must be less than"),
+}
+
+
+def validation_problems(detail: Any) -> list[str]:
+    """FastAPI's validation answer (a 422 whose detail lists `loc`, `msg`, `type`, `input`, `ctx`) as
+    one line per problem in words, e.g. `interval_min: must be at least 1 (got 0)`; [] for any
+    other detail."""
+    if not isinstance(detail, list) or not detail:
+        return []
+    if not all(isinstance(e, dict) and "loc" in e and "msg" in e for e in detail):
+        return []
+    lines = []
+    for e in detail:
+        loc = [str(part) for part in e["loc"]]
+        if loc and loc[0] in ("body", "query", "path", "header"):
+            loc = loc[1:]
+        where = ".".join(loc) or "the request"
+        ctx = e.get("ctx") if isinstance(e.get("ctx"), dict) else {}
+        key, words = LIMITS.get(str(e.get("type")), ("", ""))
+        if key and key in ctx:
+            text = f"{words} {fmt(ctx[key])}"
+        elif e.get("type") == "missing":
+            text = "is required"
+        else:
+            msg = str(e["msg"])
+            text = msg.removeprefix("Input ").removeprefix("Value error, ")
+            text = text[:1].lower() + text[1:]
+        got = e.get("input")
+        if "input" in e and e.get("type") != "missing" and not isinstance(got, dict | list):
+            quoted = isinstance(got, str) and not key  # a query's number arrives as text: 16, not '16'
+            text += f" (got {got!r})" if quoted else f" (got {fmt(got)})"
+        lines.append(cli_words(f"{where}: {text}"))
+    return lines
 
 
 # ---- output ------------------------------------------------------------------------------------

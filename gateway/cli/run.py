@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,15 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def token_command(config_path: Path | None) -> str:
+    """`bms-gateway token create` as typed for this gateway: with the role, and with the gateway's
+    configuration (its tokens file), or from the working directory whose ./var it reads without one."""
+    if config_path is not None:
+        path = shlex.quote(str(Path(config_path).resolve()))
+        return f"bms-gateway token create --role admin --config {path}"
+    return f"cd {shlex.quote(str(Path.cwd()))} && bms-gateway token create --role admin"
+
+
 def describe(ctx: AppContext) -> list[str]:
     """The lines printed once the gateway is ready: what runs and where."""
     cfg = ctx.config
@@ -53,7 +63,7 @@ def describe(ctx: AppContext) -> list[str]:
         if cfg.http.ui:
             lines.append(
                 f"web UI: {http}/  (open it in a browser; to change things sign in with a token "
-                "from: bms-gateway token create)"
+                f"from: {token_command(ctx.config_path)})"
             )
         lines.append(f"packs: {http}/api/packs")
         lines.append(f"system: {http}/api/system")

@@ -27,12 +27,12 @@ import httpx
 
 from gateway.app.config import ConfigError
 from gateway.cli.progress import busy
+from gateway.cli.urls import DEFAULT_URL, BadUrl, gateway_url
 from gateway.io.transport import Backoff, SerialSettings, parse_url
 from gateway.south.bus import BusOwner
 from gateway.south.poller import available_families, scan
 
 FOUND, NOTHING, USAGE, CANNOT_OPEN, IN_USE = 0, 1, 2, 3, 4
-DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
 
 def _addresses(value: str) -> list[int]:
@@ -70,7 +70,7 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="URL",
         help="a running gateway to scan through when it owns this bus (default: $BMS_GATEWAY_URL or "
-        f"{DEFAULT_GATEWAY})",
+        f"{DEFAULT_URL})",
     )
     p.add_argument("--token", default=None, help="operator token for --gateway (default: $BMS_GATEWAY_TOKEN)")
     p.add_argument("--direct", action="store_true", help="never ask a gateway; open the bus directly")
@@ -128,7 +128,7 @@ async def _scan(args: argparse.Namespace, families: list[str]) -> tuple[int, dic
 
 def _through_gateway(args: argparse.Namespace) -> tuple[int, dict[str, list[int]]] | None:
     """Scan through a running gateway that owns `args.url`; None when no gateway owns it."""
-    base = (args.gateway or os.environ.get("BMS_GATEWAY_URL") or DEFAULT_GATEWAY).rstrip("/")
+    base = gateway_url(args.gateway, "--gateway")  # BadUrl: checked by run() before anything opens
     token = args.token or os.environ.get("BMS_GATEWAY_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     client = httpx.Client(base_url=base, headers=headers, timeout=max(10.0, 16 * args.timeout + 5))
@@ -188,6 +188,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"bms-gateway scan: {err}", file=sys.stderr)
         return 2
+    if not args.direct:
+        try:
+            gateway_url(args.gateway, "--gateway")
+        except BadUrl as err:
+            print(f"bms-gateway scan: {err}", file=sys.stderr)
+            return USAGE
     known = available_families()
     if args.protocol == "auto":
         families = known

@@ -26,8 +26,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from gateway.cli.urls import DEFAULT_URL, BadUrl, gateway_url
+
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
-DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_INTERVAL_S = 5.0
 MAX_FRAMES = 10_000_000  # the loop is bounded (about a year at 5 s); Ctrl-C ends it earlier
 
@@ -244,7 +245,11 @@ def frame(client: httpx.Client, pack: str | None, url: str) -> tuple[RenderableT
 
 
 def run(args: argparse.Namespace) -> int:
-    url = (args.url or os.environ.get("BMS_GATEWAY_URL") or DEFAULT_URL).rstrip("/")
+    try:
+        url = gateway_url(args.url)
+    except BadUrl as err:
+        print(f"error: {err}", file=sys.stderr)
+        return USAGE
     token = args.token or os.environ.get("BMS_GATEWAY_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     console = Console()

@@ -313,14 +313,18 @@ class AdminBase(PackLookup):
         return bool(requested and self.ctx.config.admin.allow_inferred_writes)
 
     def _inferred_refusal(self, what: str) -> Invalid:
+        """Why an inferred write is refused: both opt-ins while the configuration's is off, else only
+        the request's (the sentence names what is on, so it stays true either way)."""
         cfg = self.ctx.config.admin.allow_inferred_writes
-        need = []
-        if not cfg:
-            need.append("[admin] allow_inferred_writes = true in the configuration")
-        need.append('"allow_inferred": true in the request')
+        request = '"allow_inferred": true in the request'
+        if cfg:
+            need = [request]
+            why = f"it needs {request} ([admin] allow_inferred_writes is on in the configuration)"
+        else:
+            need = ["[admin] allow_inferred_writes = true in the configuration", request]
+            why = f"it needs both {need[0]} and {request}"
         return Invalid(
-            f"{what} uses an inferred (not publicly documented) encoding; it needs both "
-            + " and ".join(need),
+            f"{what} uses an inferred (not publicly documented) encoding; {why}",
             [{"what": what, "needs": need}],
         )
 

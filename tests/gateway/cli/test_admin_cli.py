@@ -136,3 +136,37 @@ def test_over_https_with_the_gateway_certificate(tmp_path: Path, capsys: pytest.
         assert "sim/1" in capsys.readouterr().out
         assert main(run(gw, Role.OPERATOR, "clock", "read")) == 3  # unknown certificate: not reachable
         assert "certificate" in capsys.readouterr().err.lower()
+
+
+def test_inferred_dry_run_without_the_configuration_opt_in_names_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ThreadedGateway(tmp_path / "gw", allow_inferred=False, packs=1) as gw:
+        code = main(run(gw, Role.ADMIN, "params", "set", "sim/1", "CELL_OV_Start=3.65", "--dry-run"))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert (
+        "it needs both [admin] allow_inferred_writes = true in the configuration and --allow-inferred on "
+        "the command line" in " ".join(out.split())
+    ), out
+
+
+def test_validation_answers_print_one_problem_a_line() -> None:
+    import httpx
+
+    from gateway.cli.api_client import error_text
+
+    detail = [
+        {"type": "greater_than_equal", "loc": ["body", "interval_s"], "msg": "Input should be greater than "
+         "or equal to 0.1", "input": 0.0, "ctx": {"ge": 0.1}},
+        {"type": "missing", "loc": ["body", "confirm"], "msg": "Field required", "input": {}},
+        {"type": "int_parsing", "loc": ["query", "limit"], "msg": "Input should be a valid integer, unable "
+         "to parse string as an integer", "input": "x"},
+    ]  # fmt: skip
+    text = error_text(httpx.Response(422, json={"detail": detail}))
+    assert text.splitlines() == [
+        "3 problems in the request:",
+        "  interval_s: must be at least 0.1 (got 0)",
+        "  confirm: is required",
+        "  limit: should be a valid integer, unable to parse string as an integer (got 'x')",
+    ]

@@ -12,10 +12,12 @@ import os
 import pty
 import re
 import select
+import shlex
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +202,137 @@ def test_times_local_with_zone_in_tables_iso_and_epoch_in_json(served: Served) -
     entry = _json.loads(r.out)[0]
     assert isinstance(entry["at"], float) and entry["at_iso"].endswith("+01:00")
     assert "1.79" not in served.cli("bms-gateway admin audit --limit 5").out  # no epoch in the table
+
+
+# ---- the tester's defects of session 4, typed as a person types them --------------------------------
+
+
+def test_non_finite_numbers_are_usage_errors(served: Served) -> None:
+    for value in ("nan", "inf", "-inf", "1e400"):
+        r = served.cli(f"bms-gateway admin params set sim/1 CELL_OV_Start={value} --dry-run")
+        assert r.code == 2, r
+        assert r.err.strip() == f"error: '{value}' is not a finite number", r
+    r = served.cli("bms-gateway admin config capacities sim/1 --full nan --allow-inferred")
+    assert r.code == 2 and "argument --full: 'nan' is not a finite number" in r.err, r
+    assert "Traceback" not in r.err
+    r = served.cli("bms-gateway admin params set sim/1 CELL_OV_Start=abc --dry-run")
+    assert r.code == 2 and "'abc' is not a number" in r.err  # as before
+
+
+def test_a_malformed_gateway_url_is_a_usage_error_naming_it(served: Served) -> None:
+    port = served.url.rpartition(":")[2]
+    for line in (
+        "bms-gateway admin whoami --url 'http://[::1'",
+        "bms-gateway watch --once --url 'http://[::1'",
+    ):
+        r = served.cli(line)
+        assert r.code == 2, r
+        assert r.err.strip().startswith("error: --url 'http://[::1' is not a valid URL"), r
+        assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+    r = served.cli("bms-gateway scan socket://127.0.0.1:9 --gateway 'http://[::1'")
+    assert r.code == 2 and "--gateway 'http://[::1' is not a valid URL" in r.err, r
+    bad_env = {**served.env, "BMS_GATEWAY_URL": "http://[::1"}
+    for line in ("bms-gateway admin whoami", "bms-gateway watch --once"):
+        r = served.cli(line, env=bad_env)
+        assert r.code == 2 and "$BMS_GATEWAY_URL 'http://[::1' is not a valid URL" in r.err, r
+    r = served.cli(f"bms-gateway admin whoami --url 127.0.0.1:{port}")
+    assert r.code == 2, r
+    assert f"--url '127.0.0.1:{port}' needs a scheme: http:// or https://" in r.err
+    assert "cannot reach" not in r.err
+    assert served.cli(f"bms-gateway admin whoami --url http://127.0.0.1:{port}/").code == 0
+
+
+def test_exports_refuse_other_extensions_and_report_unwritable_files(served: Served) -> None:
+    for line in (
+        "bms-gateway admin history export -o rec.xml",
+        "bms-gateway admin history export -o rec.txt",
+        "bms-gateway admin record export -o today.txt",
+        "bms-gateway admin audit -o audit.txt",
+    ):
+        r = served.cli(line)
+        name = line.split()[-1]
+        assert r.code == 2, r
+        assert f"{name}: cannot tell the format from the extension" in r.err
+        assert "name the file .csv or .xlsx, or pass --format" in r.err
+        assert not (served.cwd / name).exists()
+    r = served.cli("bms-gateway admin audit -o /nonexistent/a.csv")
+    assert r.code == 2 and r.err.startswith("error: cannot write /nonexistent/a.csv:"), r
+    assert "Traceback" not in r.err
+    r = served.cli("bms-gateway admin audit --limit 5 -o audit.txt --format csv")  # --format decides
+    assert r.code == 0 and (served.cwd / "audit.txt").read_text().startswith("id,at,"), r
+
+
+def test_params_set_without_a_pack_is_refused_and_all_must_be_said(served: Served) -> None:
+    r = served.cli("bms-gateway admin params set CELL_OV_Start=3.6 --dry-run")
+    assert r.code == 2 and "error: name the packs, or `all`" in r.err, r
+    r = served.cli("bms-gateway admin params set sim/1 all CELL_OV_Start=3.6 --dry-run")
+    assert r.code == 2 and "`all` already names every pack" in r.err, r
+    # `all` still reaches every pack (here refused as documented: pace/1 has no CELL_OV_Start)
+    r = served.cli("bms-gateway admin params set all CELL_OV_Start=3.6 --dry-run")
+    assert r.code == 4 and "name the packs" not in r.err, r
+
+
+def test_control_switches_need_on_or_off(served: Served) -> None:
+    r = served.cli("bms-gateway admin control sim/1 heater")
+    assert r.code == 2, r
+    assert "error: heater is a switch: name its state, on or off" in r.err
+    r = served.cli("bms-gateway admin control sim/1 charge_mos maybe")
+    assert r.code == 2 and "expected on or off, got 'maybe'" in r.err
+    r = served.cli("bms-gateway admin control sim/1 forced_sleep off")
+    assert r.code == 2 and "forced_sleep takes no on/off" in r.err
+    r = served.cli("bms-gateway admin control sim/1 nosuch on")
+    assert r.code == 2 and "invalid choice: 'nosuch'" in r.err
+    r = served.cli("bms-gateway admin control sim/1 heater on")
+    assert r.code == 0 and "heater" in r.out, r
+    assert served.cli("bms-gateway admin control sim/1 heater off").code == 0
+
+
+def test_validation_refusals_in_words_and_limits_checked_before_sending(served: Served) -> None:
+    for line, what in (
+        ("bms-gateway admin history interval sim/1 0", "argument minutes: 0 is outside 1..65535"),
+        ("bms-gateway admin audit --limit 0", "argument --limit: 0 is outside 1..10000"),
+        ("bms-gateway admin audit --limit -1", "argument --limit: -1 is outside 1..10000"),
+        ("bms-gateway admin record interval 0", "argument seconds: 0 is outside 0.1..3600"),
+    ):
+        r = served.cli(line)
+        assert r.code == 2 and what in r.err, r
+    # the gateway's own validation (the CLI does not know the address limit): one line per problem
+    r = served.cli("bms-gateway admin history list --pack sim/16")
+    assert r.code == 4, r
+    assert r.err.strip() == "error: 422: address: must be at most 15 (got 16)", r
+    assert '"type"' not in r.err and "[{" not in r.err
+
+
+def test_inferred_dry_run_names_the_missing_flag_when_the_configuration_opts_in(served: Served) -> None:
+    r = served.cli("bms-gateway admin params set sim/1 CELL_OV_Start=3.65 --dry-run")
+    assert r.code == 0, r
+    assert (
+        "it needs --allow-inferred on the command line ([admin] allow_inferred_writes is on in the "
+        "configuration)" in r.out
+    ), r.out
+    assert "needs both" not in r.out
+
+
+def test_the_run_banner_names_a_token_command_that_works_as_typed(served: Served, tmp_path: Path) -> None:
+    gw = served.procs[-1]
+    assert gw.stdout is not None
+    seen = []
+    for _ in range(50):  # the banner is printed at once, after the `http:` line already read
+        line = gw.stdout.readline()
+        seen.append(line)
+        if line.startswith("web UI:"):
+            break
+    banner = seen[-1]
+    assert banner.startswith("web UI:"), seen
+    command = banner.split("token from: ")[1].strip().removesuffix(")")
+    assert command == f"bms-gateway token create --role admin --config {served.config.resolve()}"
+    other = tmp_path / "elsewhere"  # typed in another directory than the gateway's
+    other.mkdir()
+    done = subprocess.run(
+        [str(BIN), *shlex.split(command)[1:]], cwd=other, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip().splitlines()[-1]
+    r = served.cli("bms-gateway admin whoami", env={**served.env, "BMS_GATEWAY_TOKEN": token})
+    assert r.code == 0 and "role admin" in r.out, r
+    assert not (other / "var").exists()
