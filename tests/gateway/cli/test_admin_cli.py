@@ -136,3 +136,23 @@ def test_over_https_with_the_gateway_certificate(tmp_path: Path, capsys: pytest.
         assert "sim/1" in capsys.readouterr().out
         assert main(run(gw, Role.OPERATOR, "clock", "read")) == 3  # unknown certificate: not reachable
         assert "certificate" in capsys.readouterr().err.lower()
+
+
+def test_set_all_with_a_pack_never_read_lists_it_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # sim/3 is configured but silent from the start: the others are written, it is listed not written
+    with ThreadedGateway(tmp_path, protocol="pace", packs=3, silent=(3,)) as gw:
+        code = main(run(gw, Role.ADMIN, "params", "set", "all", "Cell_OV_Alarm=3.57", "--dry-run"))
+        out = capsys.readouterr().out
+        assert code == 1, out
+        assert "would_change" in out and "not read" in out
+        assert "outcome: partial; written: none; not written: sim/1, sim/2, sim/3" in out
+        code = main(run(gw, Role.ADMIN, "params", "set", "all", "Cell_OV_Alarm=3.57"))
+        out = capsys.readouterr().out
+        assert code == 1, out
+        assert "outcome: partial; written: sim/1, sim/2; not written: sim/3" in out
+        lines = [line for line in out.splitlines() if "sim/3" in line and "Cell_OV_Alarm" in line]
+        assert len(lines) == 1 and "failed" in lines[0] and "not written" in lines[0]
+        assert main(run(gw, Role.ADMIN, "params", "set", "sim/3", "Cell_OV_Alarm=3.57")) == 1
+        assert "outcome: failed" in capsys.readouterr().out
