@@ -91,7 +91,10 @@ async def admin_stack(
     allow_inferred: bool = True,
     rate: int = 100000,
     realtime_interval_s: float = 3600.0,
+    silent: tuple[int, ...] = (),
 ) -> AsyncIterator[Stack]:
+    """The stack over `packs` simulated packs; the addresses in `silent` are configured but never
+    answer (offline in the simulator from the start: the gateway never read them)."""
     sim = Simulator(
         SimulatorOptions(
             protocol=protocol,  # type: ignore[arg-type]
@@ -105,6 +108,8 @@ async def admin_stack(
     config_path = write_config(tmp, allow_inferred=allow_inferred, rate=rate)
     config = load_config(config_path)
     addresses = list(range(1, packs + 1))
+    for address in silent:
+        sim.set_online(address, False)
     async with sim.serve_tcp("127.0.0.1", 0) as bus_server:
         driver = load_driver(protocol)
         cfg = BusConfig(
@@ -148,7 +153,11 @@ async def admin_stack(
         try:
             for _ in range(500):
                 view = store.view
-                if all(p.telemetry is not None and p.parameters is not None for p in view.packs.values()):
+                if all(
+                    p.telemetry is not None and p.parameters is not None
+                    for (_, address), p in view.packs.items()
+                    if address not in silent
+                ):
                     break
                 await asyncio.sleep(0.02)
             else:

@@ -93,7 +93,7 @@ class ParameterFilesMixin(ParametersMixin):
             current, _, _ = await self.current_parameters(key, fresh=False)
             changes = transfer.diff(table, current, values)
             try:
-                reported = await param_rules.check_plan(
+                checked = await param_rules.check_plan(
                     self, {key: {c.name: c.new for c in changes}}, force=force
                 )
             except Invalid as err:  # name the file's rows of the parameters each broken rule involves
@@ -126,7 +126,12 @@ class ParameterFilesMixin(ParametersMixin):
                 force=force,
                 request=act.request,
             )
-            return {**preview, "applied": True, "result": result, "reported": reported.get(label(key), [])}
+            return {
+                **preview,
+                "applied": True,
+                "result": result,
+                "reported": checked.reported.get(label(key), []),
+            }
 
         return await self._on_pack(
             _IMPORT, caller, bus, address, body, format=fmt, apply=apply, force=force, bytes=len(text)

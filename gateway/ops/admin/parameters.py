@@ -56,6 +56,18 @@ def recommended(spec: ParamSpec) -> dict[str, Any]:
     }
 
 
+def not_read(key: PackKey, values: Mapping[str, float], reason: str, *, dry_run: bool) -> PackReport:
+    """The report of a pack in a write whose parameters were never read and could not be read for
+    the rule check (`param_rules.PlanCheck.unread`): every item failed, nothing sent to it."""
+    rep = PackReport(label(key))
+    rep.detail = f"{'not checked' if dry_run else 'not written'}: {reason}"
+    rep.items = [
+        ItemReport(n, v, None, None, Outcome.FAILED, "not read" if dry_run else "not written")
+        for n, v in values.items()
+    ]
+    return closed(rep, None)
+
+
 class ParametersMixin(AdminBase):
     # ---- parameters: read ------------------------------------------------------------------------
 
@@ -273,12 +285,16 @@ class ParametersMixin(AdminBase):
         inferred = self._needs_inferred(validated)
         if inferred and not dry_run and not self.inferred_allowed(allow_inferred):
             raise self._inferred_refusal("writing " + ", ".join(inferred))
-        reported = await param_rules.check_plan(self, validated, force=force)  # before any byte is sent
+        checked = await param_rules.check_plan(self, validated, force=force)  # before any byte is sent
+        reported = checked.reported
         keys = list(validated)
         reports: list[PackReport] = []
         entry_intents: list[int] = []
         if dry_run:
             for key in keys:
+                if key in checked.unread:
+                    reports.append(not_read(key, validated[key], checked.unread[key], dry_run=True))
+                    continue
                 table = self.table(key)
                 current = self.snapshot_parameters(key)
                 rep = PackReport(label(key))
@@ -300,6 +316,9 @@ class ParametersMixin(AdminBase):
             intent = self.audit_log.intent(caller, action, request)
             entry_intents = intent.ids
             for key in keys:  # one pack at a time
+                if key in checked.unread:  # it did not answer a moment ago: not asked again
+                    reports.append(not_read(key, validated[key], checked.unread[key], dry_run=False))
+                    continue
                 async with self.lock(key[0]):
                     reports.append(
                         await self._write_one(

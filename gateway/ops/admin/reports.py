@@ -62,8 +62,10 @@ class PackReport:
 
 def batch_json(action: str, reports: Sequence[PackReport], *, dry_run: bool = False) -> dict[str, Any]:
     outcomes = {r.outcome for r in reports}
-    if dry_run:
-        overall = "dry_run"
+    if dry_run:  # a pack that could not be read for the dry run is failed (e.g. never read, silent)
+        overall = (
+            "dry_run" if outcomes <= {"dry_run"} else "failed" if "dry_run" not in outcomes else "partial"
+        )
     elif outcomes <= {"ok"}:
         overall = "ok"
     elif not any(r.written for r in reports):

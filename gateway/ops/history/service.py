@@ -43,17 +43,37 @@ MAX_LIST = 10_000  # rows per list request (exports are not limited)
 DELETE_CONFIRMATION = "DELETE"  # what `confirm` must say for a delete in the pack
 
 
+class NotStarted:
+    """A pack of a bus pull whose download could not start (it does not answer, or another job runs
+    on it): one final `failed` progress with the reason, so the pull lists it with the others."""
+
+    def __init__(self, key: PackKey, err: ApiError | JobBusy, started_at: float) -> None:
+        if isinstance(err, PackSilent):
+            detail = f"not started, the pack does not answer: {err.message}"
+        elif isinstance(err, JobBusy):
+            detail = "not started: a download of this pack is already running"
+        else:
+            detail = f"not started: {err.message}"
+        self.progress = Progress(
+            label(key), "", "failed", 0, None, 0, 0, 0, 0, None, None, started_at, detail
+        )
+
+    async def updates(self) -> AsyncIterator[Progress]:
+        yield self.progress
+
+
 class PullSequence:
     """The downloads one `pull` started (one pack, or every pack of a bus one after another), so a
-    client follows all of them over one request (`updates()`) instead of polling the job list."""
+    client follows all of them over one request (`updates()`) instead of polling the job list. A
+    pack of a bus whose download could not start is in it too, as `NotStarted` (failed)."""
 
     def __init__(self, keys: Sequence[PackKey]) -> None:
         self.keys = list(keys)
-        self.jobs: list[DownloadJob] = []
+        self.jobs: list[DownloadJob | NotStarted] = []
         self.finished = False
         self._changed = asyncio.Event()
 
-    def add(self, job: DownloadJob) -> None:
+    def add(self, job: DownloadJob | NotStarted) -> None:
         self.jobs.append(job)
         self._changed.set()
 
@@ -154,10 +174,16 @@ class HistoryService(RecordsService):
                 other = self.ctx.pack_jobs.running(key, besides="history")
                 if other is not None:
                     raise Conflict(f"{other}; long jobs on one pack are exclusive (wait for it to end)")
+            first: DownloadJob | NotStarted
             try:
                 first = await self._prepare(keys[0], resume)
             except JobBusy:
                 raise Conflict(f"a history download of {label(keys[0])} is already running") from None
+            except PackSilent as err:
+                if address is not None:
+                    raise  # one pack: 504; a bus: that pack is failed, the others are downloaded
+                log.warning("history download of %s not started: %s", label(keys[0]), err)
+                first = NotStarted(keys[0], err, self._wall())
         except ApiError as err:
             outcome = "failed" if isinstance(err, PackSilent) else "refused"
             await self.audit(who, "history.pull", keys, request, outcome=outcome, detail=err.message)
@@ -201,25 +227,28 @@ class HistoryService(RecordsService):
 
     async def _run_sequence(
         self,
-        first: DownloadJob,
+        first: DownloadJob | NotStarted,
         rest: Sequence[PackKey],
         resume: bool,
         sequence: PullSequence | None = None,
     ) -> None:
-        job: DownloadJob | None = first
+        job: DownloadJob | None = first if isinstance(first, DownloadJob) else None
         queue = list(rest)
         try:
-            while job is not None:
-                result = await job.run()
-                if result.state == "stopped" and job.progress.detail == "stopped by request":
-                    return  # stopping one pack of a bus download stops the rest too
+            while job is not None or queue:
+                if job is not None:
+                    result = await job.run()
+                    if result.state == "stopped" and job.progress.detail == "stopped by request":
+                        return  # stopping one pack of a bus download stops the rest too
                 job = None
                 while queue and job is None:
                     key = queue.pop(0)
                     try:
                         job = await self._prepare(key, resume)
                     except (ApiError, JobBusy) as err:
-                        log.warning("history download of %s skipped: %s", label(key), err)
+                        log.warning("history download of %s not started: %s", label(key), err)
+                        if sequence is not None:  # listed failed with the reason; the next pack goes on
+                            sequence.add(NotStarted(key, err, self._wall()))
                 if job is not None and sequence is not None:
                     sequence.add(job)
         finally:

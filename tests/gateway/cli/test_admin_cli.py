@@ -170,3 +170,23 @@ def test_validation_answers_print_one_problem_a_line() -> None:
         "  confirm: is required",
         "  limit: should be a valid integer, unable to parse string as an integer (got 'x')",
     ]
+
+
+def test_set_all_with_a_pack_never_read_lists_it_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # sim/3 is configured but silent from the start: the others are written, it is listed not written
+    with ThreadedGateway(tmp_path, protocol="pace", packs=3, silent=(3,)) as gw:
+        code = main(run(gw, Role.ADMIN, "params", "set", "all", "Cell_OV_Alarm=3.57", "--dry-run"))
+        out = capsys.readouterr().out
+        assert code == 1, out
+        assert "would_change" in out and "not read" in out
+        assert "outcome: partial; written: none; not written: sim/1, sim/2, sim/3" in out
+        code = main(run(gw, Role.ADMIN, "params", "set", "all", "Cell_OV_Alarm=3.57"))
+        out = capsys.readouterr().out
+        assert code == 1, out
+        assert "outcome: partial; written: sim/1, sim/2; not written: sim/3" in out
+        lines = [line for line in out.splitlines() if "sim/3" in line and "Cell_OV_Alarm" in line]
+        assert len(lines) == 1 and "failed" in lines[0] and "not written" in lines[0]
+        assert main(run(gw, Role.ADMIN, "params", "set", "sim/3", "Cell_OV_Alarm=3.57")) == 1
+        assert "outcome: failed" in capsys.readouterr().out

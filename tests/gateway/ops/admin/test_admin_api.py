@@ -211,6 +211,43 @@ async def test_a_silent_pack_in_a_batch_is_reported_not_written(tmp_path: Path) 
         assert "sim/2: failed" in entry.detail
 
 
+async def test_a_pack_never_read_and_silent_fails_alone_in_a_batch(tmp_path: Path) -> None:
+    # sim/3 is configured but has not answered since the start: it has no reading to check against
+    async with admin_stack(tmp_path, protocol="pace", packs=3, silent=(3,)) as stack:
+        assert stack.ctx.store.view.pack("sim", 3).parameters is None  # type: ignore[union-attr]
+        body = {"values": {"Cell_OV_Alarm": 3.57}, "dry_run": True}
+        r = await call(stack, "PUT", "/api/parameters", body)
+        doc = r.json()
+        assert r.status_code == 200 and doc["outcome"] == "partial" and doc["dry_run"] is True, doc
+        assert [p["outcome"] for p in doc["packs"]] == ["dry_run", "dry_run", "failed"]
+        assert doc["packs"][0]["items"][0]["outcome"] == "would_change"
+        silent = doc["packs"][2]
+        assert silent["detail"].startswith("not checked: pack sim/3: parameters could not be read")
+        assert [(i["outcome"], i["detail"]) for i in silent["items"]] == [("failed", "not read")]
+        assert stack.sim.pack(1).params["Cell_OV_Alarm"] != pytest.approx(3.57)
+
+        r = await call(stack, "PUT", "/api/parameters", {"values": {"Cell_OV_Alarm": 3.57}})
+        doc = r.json()
+        assert r.status_code == 200 and doc["outcome"] == "partial", doc
+        assert doc["written"] == ["sim/1", "sim/2"] and doc["not_written"] == ["sim/3"]
+        assert [p["outcome"] for p in doc["packs"]] == ["ok", "ok", "failed"]
+        silent = doc["packs"][2]
+        assert silent["detail"].startswith("not written: pack sim/3: parameters could not be read")
+        assert [(i["outcome"], i["detail"]) for i in silent["items"]] == [("failed", "not written")]
+        for address in (1, 2):
+            assert stack.sim.pack(address).params["Cell_OV_Alarm"] == pytest.approx(3.57)
+        entry = stack.admin.audit_log.query(action="parameters.write")[0]
+        assert entry.outcome == "partial" and "sim/3: failed (not written" in entry.detail
+
+        # the pack alone: a write answers its report (200), failed, as for a pack that went silent
+        r = await call(stack, "PUT", "/api/packs/sim/3/parameters", {"values": {"Cell_OV_Alarm": 3.57}})
+        doc = r.json()
+        assert r.status_code == 200 and doc["outcome"] == "failed" and doc["written"] == [], doc
+        # reading it is what answers 504
+        r = await call(stack, "GET", "/api/packs/sim/3/parameters?fresh=true", role=Role.OPERATOR)
+        assert r.status_code == 504 and "sim/3" in r.json()["detail"]
+
+
 @pytest.mark.parametrize("fmt", ["json", "csv", "xml", "xlsx"])
 @pytest.mark.parametrize("per_pack", [False, True])
 async def test_export_import_round_trip_is_lossless(tmp_path: Path, fmt: str, per_pack: bool) -> None:

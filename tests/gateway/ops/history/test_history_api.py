@@ -11,15 +11,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openpyxl
 import pytest
 
 from gateway.cli.main import main
+from gateway.north.http import create_app
+from gateway.north.http.records import install as install_records
 from gateway.ops.security.auth import Role
+from tests.support.admin_support import admin_stack
 from tests.support.records_support import (
     NEW_VERSION,
     RECORDS,
     RecordsGateway,
+    fill_history,
     firmware_image,
     records_stack,
     wait_no_download,
@@ -171,6 +176,36 @@ async def test_history_over_the_api(tmp_path: Path) -> None:
             assert entry in audit
 
 
+async def test_a_bus_pull_lists_the_packs_that_do_not_answer_as_failed(tmp_path: Path) -> None:
+    # sim/1 and sim/3 are configured but never answered: no identity, so their downloads cannot start
+    async with admin_stack(tmp_path, packs=3, silent=(1, 3)) as stack:
+        fill_history(stack)
+        install_records(stack.ctx)
+        op = stack.auth(Role.OPERATOR)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(stack.ctx)), base_url="http://gateway.test"
+        ) as client:
+            r = await client.post("/api/history/pull", json={"bus": "sim"}, headers=op)
+            assert r.status_code == 200, r.text
+            assert [(j["pack"], j["state"]) for j in r.json()] == [("sim/1", "failed")]
+            r = await client.get("/api/history/jobs/events", params={"bus": "sim"}, headers=op)
+            events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+            final = {e["pack"]: e for e in events}
+            assert {p: e["state"] for p, e in final.items()} == {
+                "sim/1": "failed",
+                "sim/2": "done",
+                "sim/3": "failed",
+            }
+            for pack in ("sim/1", "sim/3"):
+                assert final[pack]["detail"].startswith(
+                    f"not started, the pack does not answer: pack {pack}: its identity could not be read"
+                ), final[pack]
+            assert final["sim/2"]["next_index"] == stack.sim.pack(2).history.count
+            # one pack alone: 504, as before
+            r = await client.post("/api/history/pull", json={"bus": "sim", "address": 3}, headers=op)
+            assert r.status_code == 504 and "sim/3" in r.json()["detail"]
+
+
 async def test_recording_and_firmware_over_the_api(tmp_path: Path) -> None:
     async with records_stack(tmp_path) as (stack, client, services):
         viewer, admin = stack.auth(Role.VIEWER), stack.auth(Role.ADMIN)
@@ -287,3 +322,18 @@ def test_cli_record_and_firmware(
     # the same image again: the pack already runs it
     assert main(cli(gateway, Role.ADMIN, "firmware", "flash", "sim/2", str(image))) == 4
     assert "already runs" in capsys.readouterr().err
+
+
+def test_cli_bus_pull_with_a_silent_pack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with RecordsGateway(tmp_path, packs=3, silent=(3,)) as gw:
+        assert main(cli(gw, Role.OPERATOR, "history", "pull", "sim")) == 1  # not every download is done
+        rows = {
+            line.split("│")[1].strip(): line
+            for line in capsys.readouterr().out.splitlines()
+            if "│ sim/" in line
+        }
+        assert set(rows) == {"sim/1", "sim/2", "sim/3"}
+        assert "│ done" in rows["sim/1"] and "│ done" in rows["sim/2"]
+        assert "│ failed" in rows["sim/3"] and "does not answer" in rows["sim/3"]
+        assert main(cli(gw, Role.OPERATOR, "history", "pull", "sim/3")) == 1
+        assert "504" in capsys.readouterr().err
