@@ -232,6 +232,11 @@ def cmd_params_import(api: Api, args: argparse.Namespace) -> int:
 
 
 def cmd_params_load_origin(api: Api, args: argparse.Namespace) -> int:
+    if not args.packs:  # it writes: a forgotten pack must not mean every pack (as for `params set`)
+        raise CliError(USAGE, "name the packs, or `all`: params load-origin PACK [PACK...|all]")
+    if "all" in args.packs and len(args.packs) > 1:
+        named = " ".join(args.packs)
+        raise CliError(USAGE, f"`all` already names every pack: drop it or the packs ({named})")
     body = {
         "packs": _packs(args.packs),
         "dry_run": args.dry_run,
@@ -578,7 +583,7 @@ def register(sub: Any) -> None:
     )
     sp.add_argument("--per-pack-state", action="store_true", help=per_pack_help)
     sp = leaf(ps, "load-origin", cmd_params_load_origin, "restore the documented defaults")
-    sp.add_argument("packs", nargs="*")
+    sp.add_argument("packs", nargs="*", metavar="PACK", help="the packs (bus/address), or `all`")
     sp.add_argument("--dry-run", action="store_true")
     sp.add_argument("--allow-inferred", action="store_true")
     sp.add_argument(

@@ -270,6 +270,15 @@ def test_params_set_without_a_pack_is_refused_and_all_must_be_said(served: Serve
     # `all` still reaches every pack (here refused as documented: pace/1 has no CELL_OV_Start)
     r = served.cli("bms-gateway admin params set all CELL_OV_Start=3.6 --dry-run")
     assert r.code == 4 and "name the packs" not in r.err, r
+    # load-origin writes too: the same rule
+    r = served.cli("bms-gateway admin params load-origin --dry-run")
+    assert r.code == 2 and "error: name the packs, or `all`: params load-origin" in r.err, r
+    r = served.cli("bms-gateway admin params load-origin all sim/1 --dry-run")
+    assert r.code == 2 and "`all` already names every pack" in r.err, r
+    # `all` reaches the gateway (refused there as documented: PACE publishes no factory defaults)
+    r = served.cli("bms-gateway admin params load-origin all --dry-run")
+    assert r.code == 4 and "no factory defaults are published" in r.err, r
+    assert served.cli("bms-gateway admin params load-origin sim/1 --dry-run").code == 0
 
 
 def test_control_switches_need_on_or_off(served: Served) -> None:
