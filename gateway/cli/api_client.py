@@ -192,7 +192,10 @@ def error_text(r: httpx.Response) -> str:
             if not isinstance(e, dict) or "message" not in e:
                 continue
             where = f"row {e['row']}" if e.get("row") is not None else str(e.get("parameter") or "")
-            lines.append(f"  {where}: {cli_words(str(e['message']))}" if where else f"  {e['message']}")
+            message = cli_words(str(e["message"]))
+            if where and message.startswith(f"{where}:"):  # the message names its parameter already
+                where = ""
+            lines.append(f"  {where}: {message}" if where else f"  {message}")
     return "\n".join(lines)
 
 

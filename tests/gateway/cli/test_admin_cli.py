@@ -172,6 +172,25 @@ def test_validation_answers_print_one_problem_a_line() -> None:
     ]
 
 
+def test_a_refused_value_names_its_parameter_once() -> None:
+    import httpx
+
+    from gateway.cli.api_client import error_text
+
+    errors = [
+        {"parameter": "CELL_OV_Start", "value": 7.5, "allowed": "2.5..4.5 V",
+         "message": "CELL_OV_Start: 7.5 V is outside the allowed range 2.5..4.5 V"},
+        {"parameter": "LC_Style", "value": 9, "allowed": [1, 2], "message": "not among 1, 2"},
+        {"row": 3, "parameter": "CELL_UV_Start", "message": "CELL_UV_Start: not a number"},
+    ]  # fmt: skip
+    text = error_text(httpx.Response(422, json={"detail": "2 values refused", "errors": errors}))
+    assert text.splitlines()[1:] == [
+        "  CELL_OV_Start: 7.5 V is outside the allowed range 2.5..4.5 V",
+        "  LC_Style: not among 1, 2",
+        "  row 3: CELL_UV_Start: not a number",
+    ]
+
+
 def test_set_all_with_a_pack_never_read_lists_it_failed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
