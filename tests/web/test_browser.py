@@ -473,6 +473,22 @@ def test_a_firmware_upgrade_shows_progress_and_the_new_version(browser: Any, gat
 
 
 TABBABLE = "a[href], button, input, select, textarea, [tabindex]:not([tabindex='-1'])"
+# window.__tabKeys(): [key, element] of every control that takes the focus, the key made of what the
+# control is, so that the same control re-rendered has the same key
+KEYS_JS = f"""() => {{
+  window.__tabKeys = () => {{
+    const seen = new Map();
+    return Array.from(document.querySelectorAll("{TABBABLE}"))
+      .filter(e => !e.disabled && e.offsetParent !== null && e.tabIndex >= 0)
+      .map(e => {{
+        const what = [e.tagName, e.id, e.getAttribute('name'), e.getAttribute('aria-label'),
+                      e.getAttribute('href'), (e.textContent || '').trim().slice(0, 40)].join('|');
+        const n = (seen.get(what) || 0) + 1;
+        seen.set(what, n);
+        return [what + '#' + n, e];
+      }});
+  }};
+}}"""
 
 
 def test_keyboard_reaches_every_control_and_every_input_is_labelled(browser: Any, gateway: Gateway) -> None:
@@ -493,29 +509,24 @@ def test_keyboard_reaches_every_control_and_every_input_is_labelled(browser: Any
                      .map(e => e.outerHTML.slice(0, 80))"""
             )
             assert nameless == [], (path, nameless)
-            wanted = page.evaluate(
-                f"""() => Array.from(document.querySelectorAll("{TABBABLE}"))
-                     .filter(e => !e.disabled && e.offsetParent !== null && e.tabIndex >= 0)
-                     .map((e, i) => {{ e.dataset.tabProbe = String(i); return String(i); }})"""
-            )
+            # Each control is known by what it is (tag, id, name, label, text, and which of its
+            # kind), not by a mark on the element: a live view that re-renders mid-test replaces
+            # the elements, and a mark would be lost with them.
+            page.evaluate(KEYS_JS)
+            wanted = page.evaluate("() => window.__tabKeys().map(([key]) => key)")
             page.evaluate("() => document.activeElement && document.activeElement.blur()")
             reached: set[str] = set()
             for _ in range(4 * len(wanted) + 60):  # date inputs take one Tab per field (day, month, ...)
                 page.keyboard.press("Tab")
-                probe = page.evaluate(
-                    "() => document.activeElement && document.activeElement.dataset.tabProbe"
+                key = page.evaluate(
+                    "() => (window.__tabKeys().find(([, e]) => e === document.activeElement) || [null])[0]"
                 )
-                if probe is not None:
-                    reached.add(probe)
+                if key is not None:
+                    reached.add(key)
                 if reached >= set(wanted):
                     break
-            missing = set(wanted) - set(reached)
-            detail = page.evaluate(
-                "ids => ids.map(i => document.querySelector(`[data-tab-probe='${i}']`)"
-                ".outerHTML.slice(0, 80))",
-                sorted(missing),
-            )
-            assert not missing, (path, detail)
+            missing = set(wanted) - reached
+            assert not missing, (path, sorted(missing))
         assert watch.problems == []
 
 
