@@ -33,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
         for name in stale:
             print(f"{out / name} is out of date; run: bms-gateway modbus-docs --out {out}", file=sys.stderr)
         return 1 if stale else 0
-    for path in write_docs(out):
+    try:
+        written = write_docs(out)
+    except OSError as err:  # e.g. --out names a file, or a folder we may not write
+        print(f"bms-gateway modbus-docs: cannot write into {out}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    for path in written:
         print(path)
     return 0

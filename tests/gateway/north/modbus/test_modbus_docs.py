@@ -6,6 +6,8 @@ import csv
 import io
 from pathlib import Path
 
+import pytest
+
 from gateway.cli.main import main
 from gateway.north.modbus.docs import render_csv, render_markdown
 from mappings.modbus import load_native_map
@@ -44,3 +46,13 @@ def test_modbus_docs_command_writes_and_checks(tmp_path: Path) -> None:
     assert main(["modbus-docs", "--out", str(tmp_path)]) == 0
     assert main(["modbus-docs", "--check", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "modbus-registers.csv").read_text(encoding="utf-8") == render_csv()
+
+
+def test_an_out_that_is_a_file_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = tmp_path / "gw.toml"
+    taken.write_text("[modbus]\n")
+    assert main(["modbus-docs", "--out", str(taken)]) == 2
+    assert f"bms-gateway modbus-docs: cannot write into {taken}:" in capsys.readouterr().err
+    assert taken.read_text() == "[modbus]\n"  # nothing was overwritten
