@@ -119,8 +119,20 @@ def cmd_history_pull(api: Api, args: argparse.Namespace) -> int:
         "POST", "/api/history/pull", json={"bus": bus, "address": address, "resume": not args.restart}
     )
     if args.no_wait:
-        return emit(args, doc, lambda d: (print(f"started: {', '.join(j['pack'] for j in d)}"), OK)[1])
+        return emit(args, doc, _show_started)
     return _follow_history(api, args, bus, address)
+
+
+def _show_started(jobs: list[dict[str, Any]]) -> int:
+    """What `pull --no-wait` knows when it returns: the downloads started, and any pack whose
+    download could not start (exit 1, as the followed pull would end)."""
+    failed = [j for j in jobs if j["state"] == "failed"]
+    started = [j["pack"] for j in jobs if j["state"] != "failed"]
+    if started:
+        print(f"started: {', '.join(started)}")
+    for j in failed:
+        print(f"failed: {j['pack']}: {j.get('detail') or 'not started'}")
+    return FAILED if failed else OK
 
 
 def cmd_history_stop(api: Api, args: argparse.Namespace) -> int:

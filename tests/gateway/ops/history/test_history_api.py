@@ -337,3 +337,16 @@ def test_cli_bus_pull_with_a_silent_pack(tmp_path: Path, capsys: pytest.CaptureF
         assert "│ failed" in rows["sim/3"] and "does not answer" in rows["sim/3"]
         assert main(cli(gw, Role.OPERATOR, "history", "pull", "sim/3")) == 1
         assert "504" in capsys.readouterr().err
+
+
+def test_cli_bus_pull_without_waiting_names_a_pack_that_could_not_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the first pack of the bus is silent: `--no-wait` must not report it "started"
+    with RecordsGateway(tmp_path, packs=2, silent=(1,)) as gw:
+        code = main(cli(gw, Role.OPERATOR, "history", "pull", "sim", "--no-wait"))
+        out = capsys.readouterr().out
+        assert code == 1, out
+        assert "started: sim/1" not in out
+        failed = [line for line in out.splitlines() if line.startswith("failed: sim/1: ")]
+        assert len(failed) == 1 and "does not answer" in failed[0], out
