@@ -17,11 +17,12 @@ from protocol.bms.tianpower import messages as m
 pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).with_name("bms-gateway")
+ONE_PACK = [str(BIN), "simulate", "--packs", "1", "--listen", "127.0.0.1:0", "--no-pacing"]
 
 
 def test_exit_summary_counts_answers_and_faults_apart() -> None:
     proc = subprocess.Popen(
-        [str(BIN), "simulate", "--packs", "1", "--listen", "127.0.0.1:0", "--no-pacing"],
+        ONE_PACK,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -58,7 +59,7 @@ def test_a_reader_that_stops_reading_does_not_turn_a_clean_stop_into_a_listen_er
     # `bms-gateway simulate --listen ... | head -2`: the pipe closes after two lines; the simulator
     # keeps serving, and a stop is still a clean one (exit 0, nothing about listening)
     proc = subprocess.Popen(
-        [str(BIN), "simulate", "--packs", "1", "--listen", "127.0.0.1:0", "--no-pacing"],
+        ONE_PACK,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -345,6 +345,13 @@ async def test_the_collector_comes_back_even_when_a_service_never_gets_ready(
     assert sys.getswitchinterval() == before  # the process-wide setting is given back
 
 
+def _in_a_fresh_interpreter(code: str) -> str:
+    """Standard output of `code` run by a new interpreter, so that no other test's imports count."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def test_the_edge_is_built_without_the_http_stack(tmp_path: Path) -> None:
     """Modbus, CAN, RS485 and the pollers serve before FastAPI is imported (`run_app`'s first phase);
     in a fresh interpreter, so that no other test's imports count."""
@@ -361,9 +368,7 @@ def test_the_edge_is_built_without_the_http_stack(tmp_path: Path) -> None:
         " if m in sys.modules)\n"
         "print(heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert _in_a_fresh_interpreter(code).strip() == "[]"
 
 
 def test_a_start_loads_only_what_its_services_use(tmp_path: Path) -> None:
@@ -386,9 +391,7 @@ def test_a_start_loads_only_what_its_services_use(tmp_path: Path) -> None:
         " if m in sys.modules))\n"
         "print(dbc.load.cache_info().currsize)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    on_demand, dbc_files = out.stdout.splitlines()
+    on_demand, dbc_files = _in_a_fresh_interpreter(code).splitlines()
     assert on_demand == "[]"
     assert dbc_files == "1"  # pylon.dbc: the CAN encoder's file, which checks its own flag targets
 
